@@ -1,0 +1,85 @@
+"""Kernel-side settings of an interface a stack owns (or the emulated wire).
+
+The host kernel must neither answer, forward nor merge a VF's traffic: the
+stack instance is the only host on it. Everything here goes through netlink
+and ethtool ioctls (pyroute2) or /proc/sys, so it works the same inside a
+capability-limited container as on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from pyroute2 import IPRoute, netns
+from pyroute2.ethtool import Ethtool
+
+# Offloads that would hand AF_PACKET frames it cannot use: super-frames
+# (GRO/LRO/GSO/TSO) or frames whose checksum is left for hardware to fill.
+_OFFLOAD_MARKERS = ("segmentation", "gro", "lro", "tx-checksum")
+
+
+def disable_offloads(ifname: str) -> list[str]:
+    """Turn off segmentation, receive merging and TX checksum offloads.
+
+    Returns the feature names that were on and are now off. Features the
+    driver reports as fixed stay as they are.
+    """
+    ethtool = Ethtool()
+    try:
+        features = ethtool.get_features(ifname)
+        changed = []
+        for name, feature in features.features.items():
+            if feature.enable and feature.available and any(m in name for m in _OFFLOAD_MARKERS):
+                feature.enable = False
+                changed.append(name)
+        if changed:
+            ethtool.set_features(ifname, features)
+        return changed
+    finally:
+        ethtool.close()
+
+
+def write_sysctl(key: str, value: int) -> None:
+    """Write /proc/sys/<key> (dotted or slashed), in the current namespace."""
+    path = Path("/proc/sys") / key.replace(".", "/")
+    path.write_text(f"{value}\n")
+
+
+def read_sysctl(key: str) -> int:
+    return int((Path("/proc/sys") / key.replace(".", "/")).read_text())
+
+
+def silence_kernel(ifname: str) -> None:
+    """Keep the host kernel off an interface: no IPv6 (no link-local address,
+    router solicitations or DAD), no IPv4 forwarding from it, and no ARP
+    answers for the host's own addresses (arp_ignore=8).
+    """
+    write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", 1)
+    write_sysctl(f"net/ipv4/conf/{ifname}/forwarding", 0)
+    write_sysctl(f"net/ipv4/conf/{ifname}/arp_ignore", 8)
+
+
+@contextlib.contextmanager
+def inside_netns(name: str) -> Iterator[None]:
+    """Run the block with this thread in network namespace `name`.
+
+    For sysctls and ethtool ioctls, which act on the caller's namespace.
+    """
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def flush_addresses(ipr: IPRoute, index: int) -> None:
+    """Remove every address the kernel has on the interface."""
+    for addr in ipr.get_addr(index=index):
+        ipr.addr("del", index=index, address=addr.get("IFA_ADDRESS"), prefixlen=addr["prefixlen"])
+
+
+def link_index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None

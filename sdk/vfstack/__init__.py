@@ -4,5 +4,7 @@ The socket/epoll SDK over the shared-memory fast path arrives with the
 fast-path work; today this package carries the `vfstack` admin CLI.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("vfstack")
 __all__ = ["__version__"]

@@ -9,11 +9,12 @@ its own unicast frames plus broadcasts, as a real VF does.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute, NetlinkError, NetNS, netns
 
 from stackservice.nic.netconf import (
     disable_offloads,
@@ -152,7 +153,17 @@ def emulate_down(port: EmulatedPort, say: Callable[[str], None] = print) -> None
         index = link_index(ipr, port.pf)
         if index is not None:
             for vf in ipr.get_links(link=index):
-                ipr.link("del", index=vf["index"])
-            ipr.link("del", index=index)
+                _delete_link(ipr, vf["index"])
+            _delete_link(ipr, index)
             say(f"wire {port.pf}: removed")
     say("emulated port down")
+
+
+def _delete_link(ipr: IPRoute, index: int) -> None:
+    # Removing the namespace tears the veth down asynchronously: a link seen
+    # a moment ago may be gone by the time we ask.
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise

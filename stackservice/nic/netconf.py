@@ -9,6 +9,7 @@ capability-limited container as on the host.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,45 @@ def flush_addresses(ipr: IPRoute, index: int) -> None:
 def link_index(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
+
+
+def prepare_interface(ifname: str, mac: str | None = None) -> str:
+    """Make `ifname` the stack's own: kernel silenced, addresses flushed,
+    offloads off, optionally a new MAC, link up. Returns the MAC in use.
+
+    Raises OSError (ENODEV) when the interface does not exist.
+    """
+    with IPRoute() as ipr:
+        index = link_index(ipr, ifname)
+        if index is None:
+            raise FileNotFoundError(errno.ENODEV, f"no such interface: {ifname}")
+        silence_kernel(ifname)
+        flush_addresses(ipr, index)
+        disable_offloads(ifname)
+        if mac is not None:
+            ipr.link("set", index=index, address=mac)
+        ipr.link("set", index=index, state="up")
+        return ipr.get_links(index)[0].get("address")
+
+
+def detect_mode(ifname: str) -> str:
+    """How this interface stands for a VF: "sriov" (a real VF netdev),
+    "emulated" (a macvlan on a veth, as `vfstack emulate` builds), "vmdq"
+    (a macvlan on a real port) or "netdev" (anything else)."""
+    if Path(f"/sys/class/net/{ifname}/device/physfn").exists():
+        return "sriov"
+    with IPRoute() as ipr:
+        index = link_index(ipr, ifname)
+        if index is None:
+            raise FileNotFoundError(errno.ENODEV, f"no such interface: {ifname}")
+        link = ipr.get_links(index)[0]
+        if _link_kind(link) != "macvlan":
+            return "netdev"
+        parent = link.get("IFLA_LINK")
+        parents = ipr.get_links(parent) if parent else []
+        return "emulated" if parents and _link_kind(parents[0]) == "veth" else "vmdq"
+
+
+def _link_kind(link) -> str | None:
+    info = link.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info else None

@@ -1,0 +1,5 @@
+import sys
+
+from stackservice.cli import main
+
+sys.exit(main())

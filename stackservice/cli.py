@@ -1,0 +1,70 @@
+"""`stackservice run`: one stack instance on one VF, in the foreground.
+
+Every flag can also come from the environment as VFSTACK_<FLAG> (for
+containers): `--iface` from VFSTACK_IFACE, `--ip` from VFSTACK_IP, ...
+A flag on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from stackservice.config import InstanceConfig
+
+
+def _env(flag: str) -> str | None:
+    return os.environ.get("VFSTACK_" + flag.upper().replace("-", "_")) or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stackservice",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one stack instance in the foreground")
+    options = [
+        ("iface", "the VF netdev (or emulated VF) the instance owns"),
+        ("ip", "the instance's IPv4 address with prefix, e.g. 198.18.0.10/24"),
+        ("gateway", "next hop for off-link destinations"),
+        ("mac", "MAC address to set on the interface (default: keep its own)"),
+        ("name", "instance name (default: the interface name)"),
+        ("run-dir", "directory for the instance's shared files (default /run/vfstack)"),
+    ]
+    for flag, help_text in options:
+        default = _env(flag)
+        required = flag in ("iface", "ip") and default is None
+        run.add_argument(
+            f"--{flag}",
+            default=default,
+            required=required,
+            help=f"{help_text} [env VFSTACK_{flag.upper().replace('-', '_')}]",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = InstanceConfig.build(
+            iface=args.iface,
+            ip=args.ip,
+            gateway=args.gateway,
+            mac=args.mac,
+            name=args.name,
+            run_dir=args.run_dir or "/run/vfstack",
+        )
+    except ValueError as exc:
+        print(f"stackservice: {exc}", file=sys.stderr)
+        return 2
+    # Imported after validation so `--help` and bad flags need no netlink.
+    from stackservice.instance import run_instance
+
+    return run_instance(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+import pytest
+
+from stackservice import cli
+from stackservice.config import InstanceConfig
+
+
+def test_config_valid_flags_build_instance_config():
+    config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", gateway="198.18.0.1")
+    assert str(config.address) == "198.18.0.10/24"
+    assert str(config.gateway) == "198.18.0.1"
+    assert config.name == "vfpf0v0"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"ip": "198.18.0.10"}, "--ip"),
+        ({"ip": "198.18.0.300/24"}, "--ip"),
+        ({"ip": "198.18.0.0/24"}, "--ip"),
+        ({"ip": "198.18.0.255/24"}, "--ip"),
+        ({"gateway": "10.0.0.1"}, "--gateway"),
+        ({"gateway": "nope"}, "--gateway"),
+        ({"mac": "01:00:5e:00:00:01"}, "--mac"),
+        ({"mac": "02:00:00:00:10"}, "--mac"),
+        ({"name": "../etc"}, "--name"),
+        ({"iface": "a" * 16}, "--iface"),
+    ],
+)
+def test_config_bad_flag_error_names_the_flag(kwargs, flag):
+    args = {"iface": "vfpf0v0", "ip": "198.18.0.10/24", **kwargs}
+    with pytest.raises(ValueError, match=flag):
+        InstanceConfig.build(**args)
+
+
+def test_cli_environment_supplies_required_flags(monkeypatch):
+    monkeypatch.setenv("VFSTACK_IFACE", "vfpf0v1")
+    monkeypatch.setenv("VFSTACK_IP", "198.18.0.11/24")
+    args = cli.build_parser().parse_args(["run"])
+    assert (args.iface, args.ip) == ("vfpf0v1", "198.18.0.11/24")
+
+
+def test_cli_flag_wins_over_environment(monkeypatch):
+    monkeypatch.setenv("VFSTACK_IFACE", "vfpf0v1")
+    args = cli.build_parser().parse_args(["run", "--iface", "vfpf0v0", "--ip", "198.18.0.10/24"])
+    assert args.iface == "vfpf0v0"
+
+
+def test_cli_bad_flag_exits_2_with_one_line(capsys):
+    assert cli.main(["run", "--iface", "vfpf0v0", "--ip", "198.18.0.10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ip" in err

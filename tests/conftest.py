@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 
+from tests.support.impaired import impaired_port
 from tests.support.netns import private_port
 
 
@@ -21,3 +23,16 @@ def emulated_port():
     """A private emulated port with two VFs, removed after the test."""
     with private_port(vfs=2) as port:
         yield port
+
+
+@pytest.fixture
+def impaired_port_factory():
+    """Build emulated ports with the impairing relay in their wire:
+    `ip = impaired_port_factory(loss=0.1, seed=1, vfs=2)` (see
+    tests/support/impaired.py). All are removed after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def make(vfs: int = 2, **impairment):
+            return stack.enter_context(impaired_port(vfs=vfs, **impairment))
+
+        yield make

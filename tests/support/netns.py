@@ -11,7 +11,16 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 
-from stackservice.nic.emulate import EmulatedPort, emulate_down, emulate_up
+from pyroute2 import IPRoute, NetNS, netns
+
+from stackservice.nic.emulate import (
+    PEER_ADDRESS,
+    PREFIX_LEN,
+    EmulatedPort,
+    emulate_down,
+    emulate_up,
+)
+from stackservice.nic.netconf import disable_offloads, inside_netns, link_index, write_sysctl
 
 TEST_PREFIX = "vft"
 
@@ -51,3 +60,59 @@ def in_netns(
 
 def spawn_in_netns(netns: str, *argv: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(["ip", "netns", "exec", netns, *argv], **kwargs)
+
+
+KERNEL_HOST_ADDRESS = "198.18.0.50"
+KERNEL_HOST_MAC = "02:00:00:00:01:50"
+
+
+@contextlib.contextmanager
+def kernel_host(
+    ip: EmulatedPort,
+    address: str = KERNEL_HOST_ADDRESS,
+    mac: str = KERNEL_HOST_MAC,
+    static_neighbours: bool = True,
+) -> Iterator[str]:
+    """A Linux host behind the PF of an emulated or impaired port: a
+    bridge-mode macvlan of the PF in a private namespace, with `address`/24,
+    on the same wire as the stack's VFs. Yields that namespace's name.
+
+    With `static_neighbours`, both kernels get permanent neighbour entries
+    for each other, so no ARP crosses the relay and it sees only the test's
+    own traffic.
+    """
+    name = f"{ip.prefix}host"
+    ifname = f"{ip.prefix}k0"
+    try:
+        netns.create(name)
+        with IPRoute() as ipr:
+            ipr.link(
+                "add",
+                ifname=ifname,
+                kind="macvlan",
+                link=link_index(ipr, ip.pf),
+                macvlan_mode="bridge",
+                address=mac,
+            )
+            ipr.link("set", index=link_index(ipr, ifname), net_ns_fd=name)
+        with NetNS(name) as hns, inside_netns(name):
+            index = link_index(hns, ifname)
+            disable_offloads(ifname)
+            write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", 1)
+            hns.addr("add", index=index, address=address, prefixlen=PREFIX_LEN)
+            hns.link("set", index=index, state="up")
+            hns.link("set", index=link_index(hns, "lo"), state="up")
+        if static_neighbours:
+            _pin_neighbours(ip, name, ifname, address, mac)
+        yield name
+    finally:
+        if name in netns.listnetns():
+            netns.remove(name)  # the macvlan goes with it
+
+
+def _pin_neighbours(ip: EmulatedPort, host_ns: str, ifname: str, address: str, mac: str) -> None:
+    with NetNS(ip.netns) as pns:
+        wire = pns.get_links(link_index(pns, ip.wire))[0]
+        wire_mac = wire.get("IFLA_ADDRESS")
+    in_netns(ip.netns, "ip", "neigh", "replace", address, "lladdr", mac, "dev", ip.wire)
+    in_netns(host_ns, "ip", "neigh", "replace", PEER_ADDRESS, "lladdr", wire_mac, "dev", ifname)

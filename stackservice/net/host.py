@@ -1,0 +1,281 @@
+"""Ipv4Host: the L2/L3 endpoint the run loop drives (RFC 1122 host rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from stackservice.net.arp import ArpCache, ArpRepr, ArpSettings, ArpView
+from stackservice.net.drops import Counters, DropReason, NetEvent
+from stackservice.net.errors import LocalProtocolError, MalformedFrame
+from stackservice.net.ethernet import (
+    BROADCAST,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    MAC_LEN,
+    SRC,
+    EthernetView,
+    is_group,
+    unsupported_ethertype_reason,
+)
+from stackservice.net.ethernet import HEADER_LEN as ETH_HEADER_LEN
+from stackservice.net.icmp import (
+    ECHO_REQUEST,
+    MAX_ERROR_DATAGRAM,
+    IcmpRepr,
+    IcmpSettings,
+    IcmpView,
+    TokenBucket,
+    echo_reply,
+)
+from stackservice.net.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
+from stackservice.net.ipv4 import (
+    LIMITED_BROADCAST,
+    PROTO_ICMP,
+    Ipv4View,
+    is_host_address,
+    write_header,
+)
+
+# Bytes in front of an IPv4 payload in a frame built by send_ipv4.
+FRAME_HEADROOM = ETH_HEADER_LEN + IPV4_HEADER_LEN
+
+# An upper-layer input: (checked header, payload without padding, now,
+# checksum_trusted). Both views die when it returns; it must not raise.
+UpperHandler = Callable[[Ipv4View, memoryview, int, bool], None]
+
+# Plain int: an IntEnum index costs ~4x more on the per-datagram path.
+_IPV4_DELIVERED = int(NetEvent.IPV4_DELIVERED)
+
+
+class Ipv4Host:
+    """One IPv4 address on one Ethernet interface: ARP, IPv4, ICMP.
+
+    Frames to transmit are appended to `outbox`; the loop sends them and
+    clears the list in place (the ARP cache holds the same list).
+    """
+
+    __slots__ = (
+        "_directed_broadcast",
+        "_drops",
+        "_eth_header",
+        "_events",
+        "_gateway",
+        "_icmp_errors",
+        "_ident",
+        "_ip",
+        "_mac",
+        "_mask",
+        "_max_frame",
+        "_max_payload",
+        "_network",
+        "_upper",
+        "arp",
+        "outbox",
+    )
+
+    def __init__(
+        self,
+        mac: bytes,
+        ip: int,
+        prefix_len: int,
+        gateway: int | None,
+        drops: Counters,
+        events: Counters,
+        arp_settings: ArpSettings | None = None,
+        icmp_settings: IcmpSettings | None = None,
+        mtu: int = 1500,
+        first_ident: int = 0,
+    ) -> None:
+        """Configure the host; `drops`/`events` are indexed by DropReason/NetEvent.
+
+        Raises:
+            ValueError: an address, prefix, gateway or MTU that cannot work.
+        """
+        if len(mac) != MAC_LEN or is_group(mac):
+            raise ValueError("mac must be a 6-byte unicast address")
+        if not is_host_address(ip) or not 1 <= prefix_len <= 32:
+            raise ValueError("ip/prefix_len must be a unicast host address and 1..32")
+        if not MAX_ERROR_DATAGRAM <= mtu <= 0xFFFF:
+            raise ValueError("mtu must be in 576..65535")
+        self._mac = bytes(mac)
+        self._ip = ip
+        self._mask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF
+        self._network = ip & self._mask
+        # /31 and /32 have no subnet broadcast (RFC 3021).
+        self._directed_broadcast = (
+            self._network | (~self._mask & 0xFFFFFFFF) if prefix_len <= 30 else LIMITED_BROADCAST
+        )
+        if gateway is not None and (
+            gateway & self._mask != self._network or not self._is_peer(gateway)
+        ):
+            raise ValueError("gateway must be an on-link unicast address other than ours")
+        self._gateway = gateway
+        self._drops = drops
+        self._events = events
+        self._max_frame = ETH_HEADER_LEN + mtu
+        self._max_payload = mtu - IPV4_HEADER_LEN
+        self._ident = first_ident & 0xFFFF
+        self._eth_header = bytes(MAC_LEN) + self._mac + ETHERTYPE_IPV4.to_bytes(2, "big")
+        icmp = icmp_settings or IcmpSettings()
+        self._icmp_errors = TokenBucket(icmp.error_interval, icmp.error_burst)
+        self._upper: dict[int, UpperHandler] = {}
+        self.outbox: list[bytes | bytearray] = []
+        self.arp = ArpCache(
+            self._mac, ip, self._directed_broadcast, arp_settings or ArpSettings(),
+            drops, events, self.outbox,
+        )  # fmt: skip
+
+    def register_protocol(self, protocol: int, handler: UpperHandler) -> None:
+        """Deliver datagrams of IP `protocol` (e.g. 6 for TCP) to `handler`.
+
+        Raises:
+            LocalProtocolError: ICMP (handled here), out of range, or taken.
+        """
+        if protocol == PROTO_ICMP or not 0 <= protocol <= 255 or protocol in self._upper:
+            raise LocalProtocolError("protocol cannot be registered")
+        self._upper[protocol] = handler
+
+    def route(self, dst: int) -> int | None:
+        """Return the next hop for `dst`: itself on-link, else the gateway.
+
+        Returns:
+            None when `dst` is ours, a broadcast, not a unicast host address,
+            or off-link without a gateway: a connect() to it should fail with
+            ENETUNREACH.
+        """
+        if dst & self._mask == self._network:
+            return dst if self._is_peer(dst) else None
+        return self._gateway if is_host_address(dst) else None
+
+    def receive(self, frame: memoryview, now: int, checksum_trusted: bool) -> None:
+        """Process one received Ethernet frame, valid only during this call.
+
+        Every frame ends as exactly one of: a drop (one DropReason counted) or
+        one of the accepted NetEvents (drops.ACCEPTED_EVENTS). Never raises
+        for any frame content. `checksum_trusted` skips IPv4 header and ICMP
+        checksum verification and is passed to upper-layer handlers.
+        """
+        try:
+            self._receive(frame, now, checksum_trusted)
+        except MalformedFrame as exc:
+            self._drops[exc.reason] += 1
+
+    def send_ipv4(
+        self, dst: int, protocol: int, payload: bytes | bytearray | memoryview, now: int
+    ) -> bool:
+        """Build an Ethernet+IPv4 frame (TTL 64, DF) and send or queue it.
+
+        Returns:
+            False if it was dropped: no route (IPV4_NO_ROUTE counted) or
+            the pending ARP queue full (ARP_QUEUE_FULL counted).
+
+        Raises:
+            LocalProtocolError: the payload does not fit the MTU.
+        """
+        length = len(payload)
+        if length > self._max_payload:
+            raise LocalProtocolError("payload longer than MTU - 20")
+        next_hop = self.route(dst)
+        if next_hop is None:
+            self._drops[DropReason.IPV4_NO_ROUTE] += 1
+            return False
+        frame = bytearray(FRAME_HEADROOM + length)
+        frame[0:ETH_HEADER_LEN] = self._eth_header
+        write_header(frame, ETH_HEADER_LEN, self._ip, dst, protocol, length, self._ident)
+        self._ident = (self._ident + 1) & 0xFFFF
+        frame[FRAME_HEADROOM:] = payload
+        return self.arp.output(next_hop, frame, now)
+
+    def announce(self, now: int) -> None:
+        """Queue gratuitous ARP announcements (call once at start)."""
+        self.arp.gratuitous(now)
+
+    def poll_at(self) -> int | None:
+        """Return when `on_timer` must next run, or None."""
+        return self.arp.poll_at()
+
+    def on_timer(self, now: int) -> None:
+        self.arp.on_timer(now)
+
+    def _is_peer(self, addr: int) -> bool:
+        """True if `addr` can be another single host (RFC 1122 §3.2.1.3)."""
+        return addr != self._ip and addr != self._directed_broadcast and is_host_address(addr)
+
+    def _receive(self, frame: memoryview, now: int, trusted: bool) -> None:
+        drops = self._drops
+        if len(frame) > self._max_frame:
+            drops[DropReason.FRAME_TOO_LONG] += 1
+            return
+        eth = EthernetView.checked(frame)
+        dst = eth.dst()
+        link_group = dst[0] & 1
+        if (dst != BROADCAST) if link_group else (dst != self._mac):
+            drops[DropReason.ETH_NOT_FOR_US] += 1
+            return
+        if frame[SRC] & 1:
+            drops[DropReason.ETH_BAD_SOURCE] += 1
+            return
+        ethertype = eth.ethertype()
+        if ethertype == ETHERTYPE_IPV4:
+            if link_group:
+                # RFC 1122 §3.3.6: we accept no IP broadcast, so a datagram
+                # sent to link broadcast is never for us.
+                drops[DropReason.IPV4_NOT_FOR_US] += 1
+                return
+            self._receive_ipv4(Ipv4View.checked(eth.payload(), not trusted), now, trusted)
+        elif ethertype == ETHERTYPE_ARP:
+            self.arp.receive(ArpRepr.parse(ArpView.checked(eth.payload())), now)
+        else:
+            drops[unsupported_ethertype_reason(ethertype)] += 1
+
+    def _receive_ipv4(self, ip: Ipv4View, now: int, trusted: bool) -> None:
+        drops = self._drops
+        if ip.dst() != self._ip:
+            drops[DropReason.IPV4_NOT_FOR_US] += 1
+            return
+        src = ip.src()
+        # RFC 1122 §3.2.1.3: a source that is no single host is discarded;
+        # this also keeps ICMP errors from going to broadcast or multicast.
+        if not self._is_peer(src):
+            drops[DropReason.IPV4_BAD_SOURCE] += 1
+            return
+        if ip.is_fragment():
+            drops[DropReason.IPV4_FRAGMENT] += 1
+            return
+        protocol = ip.protocol()
+        if protocol == PROTO_ICMP:
+            self._receive_icmp(ip, src, now, trusted)
+            return
+        handler = self._upper.get(protocol)
+        if handler is None:
+            drops[DropReason.IPV4_UNSUPPORTED_PROTOCOL] += 1
+            self._send_protocol_unreachable(ip, src, now)
+            return
+        self._events[_IPV4_DELIVERED] += 1
+        handler(ip, ip.payload(), now, trusted)
+
+    def _receive_icmp(self, ip: Ipv4View, src: int, now: int, trusted: bool) -> None:
+        msg = IcmpView.checked(ip.payload(), not trusted)
+        # RFC 1122 §3.2.2: unknown types, errors and echo replies included,
+        # are silently discarded: no ICMP error ever answers an ICMP message.
+        if msg.icmp_type() != ECHO_REQUEST:
+            self._drops[DropReason.ICMP_UNSUPPORTED_TYPE] += 1
+            return
+        self._events[NetEvent.ICMP_ECHO_REQUEST_IN] += 1
+        if self.send_ipv4(src, PROTO_ICMP, echo_reply(msg.buf), now):
+            self._events[NetEvent.ICMP_ECHO_REPLY_OUT] += 1
+
+    def _send_protocol_unreachable(self, ip: Ipv4View, src: int, now: int) -> None:
+        """RFC 1122 §3.2.2.1, rate-limited per RFC 1812 §4.3.2.8.
+
+        Callers have already excluded fragments, ICMP and non-unicast sources
+        and destinations, the other cases where RFC 1122 §3.2.2 forbids an error.
+        """
+        if not self._icmp_errors.take(now):
+            self._events[NetEvent.ICMP_RATE_LIMITED] += 1
+            return
+        rep = IcmpRepr.protocol_unreachable(ip.datagram())
+        payload = bytearray(rep.buffer_len())
+        rep.emit(payload)
+        if self.send_ipv4(src, PROTO_ICMP, payload, now):
+            self._events[NetEvent.ICMP_UNREACHABLE_OUT] += 1

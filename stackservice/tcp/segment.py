@@ -1,0 +1,520 @@
+"""TCP header and options (RFC 9293 §3.1; RFC 7323, RFC 2018, RFC 6691).
+
+`TcpView` reads a received segment (the IPv4 payload); `TcpView.checked`
+bounds-checks it, after which no getter can fail. `TcpRepr.parse` validates
+the view into a frozen value (checksum, ports, flags, options), and
+`TcpRepr.emit` / `write_segment` build a segment, checksum included, directly
+into a caller-provided buffer at any offset, so a frame is assembled in place
+behind its Ethernet and IPv4 headers.
+
+Robustness choices (RFC 9293 §3.1 "Options", §3.7.1; Linux tcp_parse_options):
+- Options the parser cannot walk make the segment malformed
+  (TCP_BAD_OPTIONS, dropped and counted): a length byte of 0 or 1, a missing
+  length byte, or an option running past the data offset. Linux stops parsing
+  instead; a peer sending these is broken or hostile, and a truncated option
+  list could hide the options it meant to send.
+- A known kind with the wrong length (MSS != 4, WS != 3, SACK-permitted != 2,
+  timestamps != 10, SACK not 2 + 8n with n >= 1) is skipped by its length and
+  otherwise ignored, not counted (RFC 9293 §3.1 robustness, as Linux does).
+- Unknown kinds are skipped by their length. Bytes after EOL are padding.
+- A repeated option: the last occurrence wins (as Linux).
+- The window scale is clamped to 14 (RFC 7323 §2.3). The MSS is kept as sent,
+  0 included: the TCB applies its floor (RFC 9293 §3.7.1, RFC 6691).
+- Options are parsed on every segment; whether MSS, WS and SACK-permitted
+  count outside a SYN (they must not: RFC 7323 §2.2, RFC 2018 §2) is the
+  TCB's decision.
+- Reserved header bits are ignored on receive and written as zero
+  (RFC 9293 §3.1).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from stackservice.net.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
+from stackservice.net.errors import LocalProtocolError, RemoteProtocolError
+from stackservice.net.ipv4 import PROTO_TCP
+from stackservice.tcp.drops import TcpDropReason
+
+# Offsets table.
+SRC_PORT = 0  # 2 bytes
+DST_PORT = 2  # 2 bytes
+SEQ_NUM = 4  # 4 bytes
+ACK_NUM = 8  # 4 bytes
+DATA_OFFSET = 12  # high nibble: header length in 32-bit words; low nibble reserved
+FLAGS = 13
+WINDOW = 14  # 2 bytes
+CHECKSUM = 16  # 2 bytes
+URGENT = 18  # 2 bytes
+OPTIONS = 20
+HEADER_LEN = 20  # without options
+MAX_HEADER_LEN = 60
+MAX_OPTIONS_LEN = MAX_HEADER_LEN - HEADER_LEN
+
+# Control bits (RFC 9293 §3.1; ECE and CWR from RFC 3168 §6.1).
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+# Flag mixes `TcpRepr.parse` rejects with TCP_BAD_FLAGS, as smoltcp's
+# TcpRepr::parse does: any two of SYN, FIN, RST. No RFC defines a meaning for
+# them and no real stack sends them; they are scans and fingerprinting probes.
+# - SYN+FIN: opens and closes at once (Xmas/"SYN-FIN" scans; Linux discards it
+#   in LISTEN).
+# - SYN+RST: a reset cannot also synchronize; processing either half would
+#   let a forged segment both reset and re-open.
+# - FIN+RST: dropping it (instead of honouring the RST) costs a misbehaving
+#   peer a timeout, never a correct one.
+# Everything else passes to the TCB, which owns the per-state rules of
+# RFC 9293 §3.10.7 (e.g. a segment without ACK, or without any flag, is
+# dropped in synchronized states, but answered with RST in CLOSED).
+ILLEGAL_FLAG_MIXES = (SYN | FIN, SYN | RST, FIN | RST)
+_CONTROL = SYN | FIN | RST
+
+# Option kinds (RFC 9293 §3.2, RFC 7323 §2-3, RFC 2018 §2-3).
+KIND_EOL = 0
+KIND_NOP = 1
+KIND_MSS = 2
+KIND_WINDOW_SCALE = 3
+KIND_SACK_PERMITTED = 4
+KIND_SACK = 5
+KIND_TIMESTAMPS = 8
+
+MAX_WINDOW_SCALE = 14  # RFC 7323 §2.3
+MAX_SACK_BLOCKS = 4  # (40 - 2) // 8
+MAX_SACK_BLOCKS_WITH_TIMESTAMPS = 3  # (40 - 12 - 4) // 8, as Linux sends
+
+SEQ_MASK = 0xFFFFFFFF
+
+_HEADER = struct.Struct("!HHIIBBHHH")
+_OPT4 = struct.Struct("!BBBB")
+_MSS = struct.Struct("!BBH")
+_TIMESTAMPS = struct.Struct("!BBBBII")  # two pad/SACK-permitted bytes, then the option
+_ALIGNED_TIMESTAMPS = struct.Struct("!III")  # NOP NOP TS 10 as one word, tsval, tsecr
+_TS_WORD = KIND_NOP << 24 | KIND_NOP << 16 | KIND_TIMESTAMPS << 8 | 10
+_PAIR = struct.Struct("!II")
+
+Buffer = bytes | bytearray | memoryview
+
+
+class MalformedSegment(RemoteProtocolError):
+    """A received segment failed validation; `reason` is the counter to bump."""
+
+    def __init__(self, reason: TcpDropReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Sequence-number arithmetic modulo 2**32 (RFC 9293 §3.4). Each comparison is
+# on the signed 32-bit difference d = a - b: lt is d < 0, le d <= 0, gt d > 0,
+# ge d >= 0, so ge == not lt and le == not gt always. Numbers exactly 2**31
+# apart have no order (RFC 1982 §3.2): each is then "less" than the other, as
+# Linux's before(); a TCB never compares them, windows being < 2**30
+# (RFC 7323 §2.3). Inputs need not be reduced modulo 2**32.
+
+
+def seq_lt(a: int, b: int) -> bool:
+    """Return a < b in sequence space."""
+    return ((a - b) & SEQ_MASK) >= 0x80000000
+
+
+def seq_le(a: int, b: int) -> bool:
+    """Return a <= b in sequence space."""
+    return ((a - b - 1) & SEQ_MASK) >= 0x7FFFFFFF
+
+
+def seq_gt(a: int, b: int) -> bool:
+    """Return a > b in sequence space."""
+    return ((a - b - 1) & SEQ_MASK) < 0x7FFFFFFF
+
+
+def seq_ge(a: int, b: int) -> bool:
+    """Return a >= b in sequence space."""
+    return ((a - b) & SEQ_MASK) < 0x80000000
+
+
+def seq_add(a: int, n: int) -> int:
+    """Return a + n modulo 2**32 (n may be negative)."""
+    return (a + n) & SEQ_MASK
+
+
+def seq_sub(a: int, b: int) -> int:
+    """Return a - b modulo 2**32: how far a lies ahead of b, in 0..2**32-1."""
+    return (a - b) & SEQ_MASK
+
+
+class TcpView:
+    """Read access to a TCP segment (header, options, payload) over a memoryview."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+
+    @classmethod
+    def unchecked(cls, buf: memoryview) -> TcpView:
+        """Wrap `buf` without validation: only for buffers this stack wrote."""
+        return cls(buf)
+
+    @classmethod
+    def checked(cls, buf: memoryview) -> TcpView:
+        """Wrap a whole segment (the IPv4 payload, without link padding).
+
+        Raises:
+            MalformedSegment: TCP_TOO_SHORT or TCP_BAD_DATA_OFFSET.
+        """
+        available = len(buf)
+        if available < HEADER_LEN:
+            raise MalformedSegment(TcpDropReason.TCP_TOO_SHORT)
+        header_len = (buf[DATA_OFFSET] >> 4) << 2
+        if header_len < HEADER_LEN or header_len > available:
+            raise MalformedSegment(TcpDropReason.TCP_BAD_DATA_OFFSET)
+        return cls(buf)
+
+    def src_port(self) -> int:
+        buf = self.buf
+        return buf[SRC_PORT] << 8 | buf[SRC_PORT + 1]
+
+    def dst_port(self) -> int:
+        buf = self.buf
+        return buf[DST_PORT] << 8 | buf[DST_PORT + 1]
+
+    def seq(self) -> int:
+        buf = self.buf
+        a = SEQ_NUM
+        return buf[a] << 24 | buf[a + 1] << 16 | buf[a + 2] << 8 | buf[a + 3]
+
+    def ack(self) -> int:
+        buf = self.buf
+        a = ACK_NUM
+        return buf[a] << 24 | buf[a + 1] << 16 | buf[a + 2] << 8 | buf[a + 3]
+
+    def data_offset(self) -> int:
+        """Header length in 32-bit words."""
+        return self.buf[DATA_OFFSET] >> 4
+
+    def header_len(self) -> int:
+        """Header length in bytes, options included."""
+        return (self.buf[DATA_OFFSET] >> 4) << 2
+
+    def flags(self) -> int:
+        """The eight control bits (FIN ... CWR)."""
+        return self.buf[FLAGS]
+
+    def window(self) -> int:
+        """The raw, unscaled window field."""
+        buf = self.buf
+        return buf[WINDOW] << 8 | buf[WINDOW + 1]
+
+    def checksum(self) -> int:
+        buf = self.buf
+        return buf[CHECKSUM] << 8 | buf[CHECKSUM + 1]
+
+    def urgent(self) -> int:
+        buf = self.buf
+        return buf[URGENT] << 8 | buf[URGENT + 1]
+
+    def options(self) -> memoryview:
+        return self.buf[OPTIONS : self.header_len()]
+
+    def payload(self) -> memoryview:
+        return self.buf[self.header_len() :]
+
+
+def verify_checksum(view: TcpView, src_ip: int, dst_ip: int) -> bool:
+    """Check the segment's checksum over the IPv4 pseudo-header (RFC 9293 §3.1).
+
+    Returns:
+        True if the one's complement sum of pseudo-header and segment is -0.
+    """
+    buf = view.buf
+    initial = pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, len(buf))
+    return ones_complement_sum(buf, initial) == 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class TcpOptions:
+    """The options this stack understands; absent ones are None/False/().
+
+    `timestamps` is (TSval, TSecr); `sack_blocks` holds (left, right) edges,
+    most recent first (RFC 2018 §4), at most 4.
+    """
+
+    mss: int | None = None
+    window_scale: int | None = None
+    sack_permitted: bool = False
+    timestamps: tuple[int, int] | None = None
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def parse(cls, data: memoryview) -> TcpOptions:
+        """Parse the option bytes of a header (`TcpView.options()`).
+
+        Raises:
+            MalformedSegment: TCP_BAD_OPTIONS when an option cannot be walked
+                (see the module docstring for what is ignored instead).
+        """
+        mss: int | None = None
+        window_scale: int | None = None
+        sack_permitted = False
+        timestamps: tuple[int, int] | None = None
+        sack_blocks: tuple[tuple[int, int], ...] = ()
+        end = len(data)
+        i = 0
+        while i < end:
+            kind = data[i]
+            if kind == KIND_NOP:
+                i += 1
+                continue
+            if kind == KIND_EOL:
+                break
+            if i + 1 == end:
+                raise MalformedSegment(TcpDropReason.TCP_BAD_OPTIONS)
+            length = data[i + 1]
+            if length < 2 or i + length > end:
+                raise MalformedSegment(TcpDropReason.TCP_BAD_OPTIONS)
+            if kind == KIND_TIMESTAMPS:
+                if length == 10:
+                    timestamps = _PAIR.unpack_from(data, i + 2)
+            elif kind == KIND_SACK:
+                if length >= 10 and (length - 2) & 7 == 0:
+                    sack_blocks = tuple(_PAIR.iter_unpack(data[i + 2 : i + length]))
+            elif kind == KIND_MSS:
+                if length == 4:
+                    mss = data[i + 2] << 8 | data[i + 3]
+            elif kind == KIND_WINDOW_SCALE:
+                if length == 3:
+                    shift = data[i + 2]
+                    window_scale = shift if shift <= MAX_WINDOW_SCALE else MAX_WINDOW_SCALE
+            elif kind == KIND_SACK_PERMITTED and length == 2:
+                sack_permitted = True
+            i += length
+        return cls(mss, window_scale, sack_permitted, timestamps, sack_blocks)
+
+    def buffer_len(self) -> int:
+        """Bytes `emit` writes: a multiple of 4.
+
+        Raises:
+            LocalProtocolError: the options exceed 40 bytes (e.g. timestamps
+                with 4 SACK blocks: send at most 3, as Linux does).
+        """
+        length = 0 if self.mss is None else 4
+        if self.timestamps is not None:
+            length += 12
+        elif self.sack_permitted:
+            length += 4
+        if self.window_scale is not None:
+            length += 4
+        blocks = len(self.sack_blocks)
+        if blocks:
+            length += 4 + 8 * blocks
+        if length > MAX_OPTIONS_LEN:
+            raise LocalProtocolError("TCP options exceed 40 bytes")
+        return length
+
+    def emit(self, buf: bytearray | memoryview, offset: int) -> int:
+        """Write the options at `buf[offset:]`, NOP-aligned as Linux does.
+
+        Layout: MSS; SACK-permitted+TS (or NOP NOP TS, or NOP NOP
+        SACK-permitted); NOP WS; NOP NOP SACK blocks. `buf` must hold
+        `buffer_len()` bytes there.
+
+        Returns:
+            The number of bytes written.
+        """
+        pos = offset
+        if self.mss is not None:
+            _MSS.pack_into(buf, pos, KIND_MSS, 4, self.mss)
+            pos += 4
+        timestamps = self.timestamps
+        if timestamps is not None:
+            if self.sack_permitted:
+                first, second = KIND_SACK_PERMITTED, 2
+            else:
+                first, second = KIND_NOP, KIND_NOP
+            _TIMESTAMPS.pack_into(
+                buf, pos, first, second, KIND_TIMESTAMPS, 10, timestamps[0], timestamps[1]
+            )
+            pos += 12
+        elif self.sack_permitted:
+            _OPT4.pack_into(buf, pos, KIND_NOP, KIND_NOP, KIND_SACK_PERMITTED, 2)
+            pos += 4
+        if self.window_scale is not None:
+            _OPT4.pack_into(buf, pos, KIND_NOP, KIND_WINDOW_SCALE, 3, self.window_scale)
+            pos += 4
+        blocks = self.sack_blocks
+        if blocks:
+            _OPT4.pack_into(buf, pos, KIND_NOP, KIND_NOP, KIND_SACK, 2 + 8 * len(blocks))
+            pos += 4
+            for left, right in blocks:
+                _PAIR.pack_into(buf, pos, left, right)
+                pos += 8
+        return pos - offset
+
+
+NO_OPTIONS = TcpOptions()
+
+
+def write_segment(
+    buf: bytearray | memoryview,
+    offset: int,
+    src_ip: int,
+    dst_ip: int,
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: TcpOptions,
+    payload_len: int,
+    payload: Buffer | None = None,
+    urgent: int = 0,
+) -> int:
+    """Write a segment, checksum included, at `buf[offset:]`.
+
+    The output path's primitive (`TcpRepr.emit` calls it): a frame buffer gets
+    the segment after its Ethernet and IPv4 headers with no copy beyond the
+    payload's. With `payload` None the `payload_len` bytes already sitting
+    after the header in `buf` are the payload (copied there straight from a
+    send ring). One pass sums pseudo-header, header and payload.
+
+    Returns:
+        The segment length (header + options + payload).
+
+    Raises:
+        LocalProtocolError: options over 40 bytes, `len(payload)` differs
+            from `payload_len`, or the segment does not fit in `buf`.
+    """
+    header_len = HEADER_LEN + options.buffer_len()
+    segment_len = header_len + payload_len
+    end = offset + segment_len
+    if offset < 0 or end > len(buf):
+        raise LocalProtocolError("buffer too small for the TCP segment")
+    if payload is not None:
+        if len(payload) != payload_len:
+            raise LocalProtocolError("payload length differs from payload_len")
+        buf[offset + header_len : end] = payload
+    _HEADER.pack_into(
+        buf, offset, src_port, dst_port, seq, ack, header_len << 2, flags, window, 0, urgent
+    )
+    if header_len != HEADER_LEN:
+        options.emit(buf, offset + HEADER_LEN)
+    initial = pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, segment_len)
+    checksum = internet_checksum(memoryview(buf)[offset:end], initial)
+    buf[offset + CHECKSUM] = checksum >> 8
+    buf[offset + CHECKSUM + 1] = checksum & 0xFF
+    return segment_len
+
+
+@dataclass(frozen=True, slots=True)
+class TcpRepr:
+    """A validated TCP header (RFC 9293 §3.1); the payload stays in the view.
+
+    `flags` is the control-bit mask (FIN ... CWR); `window` the raw 16-bit
+    field, unscaled; `ack` is kept as sent even without ACK.
+    """
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    urgent: int = 0
+    options: TcpOptions = NO_OPTIONS
+    payload_len: int = 0
+
+    @classmethod
+    def parse(cls, view: TcpView, src_ip: int, dst_ip: int, checksum_trusted: bool) -> TcpRepr:
+        """Validate a checked view; `checksum_trusted` skips the checksum sum.
+
+        Checks run in order checksum, ports, flags, options, so a corrupted
+        segment is counted as such rather than by whatever it corrupted.
+
+        Raises:
+            MalformedSegment: TCP_BAD_CHECKSUM, TCP_BAD_PORT (either port 0),
+                TCP_BAD_FLAGS (ILLEGAL_FLAG_MIXES) or TCP_BAD_OPTIONS.
+        """
+        buf = view.buf
+        if not checksum_trusted and not verify_checksum(view, src_ip, dst_ip):
+            raise MalformedSegment(TcpDropReason.TCP_BAD_CHECKSUM)
+        src_port, dst_port, seq, ack, offset, flags, window, _, urgent = _HEADER.unpack_from(buf)
+        if src_port == 0 or dst_port == 0:
+            raise MalformedSegment(TcpDropReason.TCP_BAD_PORT)
+        control = flags & _CONTROL
+        if control & (control - 1):  # more than one of SYN, FIN, RST
+            raise MalformedSegment(TcpDropReason.TCP_BAD_FLAGS)
+        header_len = (offset >> 4) << 2
+        if header_len == HEADER_LEN:
+            options = NO_OPTIONS
+        elif header_len == HEADER_LEN + 12:
+            options = _aligned_timestamps(buf)
+        else:
+            options = TcpOptions.parse(buf[OPTIONS:header_len])
+        return cls(
+            src_port, dst_port, seq, ack, flags, window, urgent, options, len(buf) - header_len
+        )
+
+    def header_len(self) -> int:
+        """Header bytes, options included.
+
+        Raises:
+            LocalProtocolError: the options exceed 40 bytes.
+        """
+        return HEADER_LEN + self.options.buffer_len()
+
+    def buffer_len(self) -> int:
+        """Bytes `emit` writes: header, options and payload.
+
+        Raises:
+            LocalProtocolError: the options exceed 40 bytes.
+        """
+        return HEADER_LEN + self.options.buffer_len() + self.payload_len
+
+    def segment_len(self) -> int:
+        """SEG.LEN: sequence space consumed, payload plus SYN and FIN (RFC 9293 §3.4)."""
+        flags = self.flags
+        return self.payload_len + ((flags & SYN) >> 1) + (flags & FIN)
+
+    def emit(
+        self,
+        buf: bytearray | memoryview,
+        src_ip: int,
+        dst_ip: int,
+        payload: Buffer | None = None,
+        offset: int = 0,
+    ) -> int:
+        """Write `buffer_len()` bytes, checksum included, at `buf[offset:]`.
+
+        `payload` None means the payload is already in place after the
+        header (see `write_segment`).
+
+        Returns:
+            The segment length, `buffer_len()`.
+
+        Raises:
+            LocalProtocolError: as `write_segment`.
+        """
+        return write_segment(
+            buf, offset, src_ip, dst_ip, self.src_port, self.dst_port, self.seq, self.ack,
+            self.flags, self.window, self.options, self.payload_len, payload, self.urgent,
+        )  # fmt: skip
+
+
+def _aligned_timestamps(buf: memoryview) -> TcpOptions:
+    """Fast path for the 12-byte NOP NOP TS option list of data segments.
+
+    Linux's tcp_fast_parse_options does the same; any other 12-byte list
+    goes through the full parser.
+    """
+    word, tsval, tsecr = _ALIGNED_TIMESTAMPS.unpack_from(buf, OPTIONS)
+    if word != _TS_WORD:
+        return TcpOptions.parse(buf[OPTIONS : OPTIONS + 12])
+    return TcpOptions(None, None, False, (tsval, tsecr), ())

@@ -1,0 +1,100 @@
+"""Start, run and stop one stack instance: the wiring around the loop."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from stackservice import __version__
+from stackservice.config import InstanceConfig
+from stackservice.loop import StackLoop
+from stackservice.metrics.counters import CounterBlock, nonzero
+from stackservice.metrics.layout import INSTANCE_LAYOUT
+from stackservice.net.host import Ipv4Host
+from stackservice.nic.netconf import detect_mode, prepare_interface
+from stackservice.nic.packet_io import PacketPort
+
+
+def counters_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.counters"
+
+
+@contextlib.contextmanager
+def _instance_lock(run_dir: Path, name: str) -> Iterator[None]:
+    """Hold NAME.pid locked for the instance's life: a second instance with
+    the same name fails at once, and a stale file from a crash is harmless."""
+    run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    path = run_dir / f"{name}.pid"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"an instance named {name!r} is already running") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[int]:
+    """A fd that becomes readable on SIGTERM or SIGINT, for the loop's poll."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        yield reader.fileno()
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reader.close()
+        writer.close()
+
+
+def run_instance(config: InstanceConfig) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit status."""
+    try:
+        with _instance_lock(config.run_dir, config.name), _stop_on_signals() as stop_fd:
+            return _serve(config, stop_fd)
+    except (OSError, RuntimeError) as exc:
+        print(f"stackservice {config.name}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(config: InstanceConfig, stop_fd: int) -> int:
+    mode = detect_mode(config.iface)
+    mac = prepare_interface(config.iface, config.mac)
+    counters = CounterBlock(INSTANCE_LAYOUT, counters_path(config.run_dir, config.name))
+    try:
+        host = Ipv4Host(
+            mac=bytes.fromhex(mac.replace(":", "")),
+            ip=int(config.address.ip),
+            prefix_len=config.address.network.prefixlen,
+            gateway=int(config.gateway) if config.gateway else None,
+            drops=counters.section("drops"),
+            events=counters.section("events"),
+        )
+        with PacketPort(config.iface, counters.section("nic")) as port:
+            print(
+                f"stackservice {__version__} {config.name}: iface {config.iface} mac {mac} "
+                f"ip {config.address} gateway {config.gateway or '-'} mode {mode}",
+                flush=True,
+            )
+            StackLoop(port, host, counters.section("loop"), stop_fd).run()
+        summary = json.dumps(nonzero(counters.snapshot()), separators=(",", ":"))
+        print(f"stackservice {config.name}: stopped; counters {summary}", flush=True)
+        return 0
+    finally:
+        counters.close()

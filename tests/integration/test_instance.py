@@ -1,0 +1,162 @@
+"""A stack instance on the emulated port, seen from the Linux peer."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from stackservice.nic.emulate import vf_mac
+from tests.support.netns import in_netns, spawn_in_netns
+from tests.support.stack import StackProcess, running_stack
+
+pytestmark = pytest.mark.root
+
+
+def _ping(netns: str, address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return in_netns(netns, "ping", "-n", *args, address, check=False, timeout=120)
+
+
+def test_instance_startup_line_names_iface_mac_ip_mode(emulated_port):
+    with running_stack(emulated_port.vf(0), "198.18.0.10/24") as stack:
+        line = stack.startup_line
+    for part in (emulated_port.vf(0), vf_mac(0), "198.18.0.10/24", "mode emulated"):
+        assert part in line
+
+
+def test_instances_answer_full_size_pings_with_identical_payload(emulated_port):
+    """Acceptance: 20/20 replies to 1472-byte pings on each VF."""
+    with (
+        running_stack(emulated_port.vf(0), "198.18.0.10/24", "vf0"),
+        running_stack(emulated_port.vf(1), "198.18.0.11/24", "vf1"),
+    ):
+        for address in ("198.18.0.10", "198.18.0.11"):
+            ping = _ping(
+                emulated_port.netns,
+                address,
+                "-c",
+                "20",
+                "-i",
+                "0.01",
+                "-s",
+                "1472",
+                "-p",
+                "a55aff0001",
+            )
+            assert " 20 received" in ping.stdout, ping.stdout
+            # iputils compares every reply's payload with what it sent.
+            assert "wrong data byte" not in ping.stdout
+            assert "DUP!" not in ping.stdout
+        neighbours = in_netns(
+            emulated_port.netns, "ip", "neigh", "show", "dev", emulated_port.wire
+        ).stdout
+        assert re.search(rf"198\.18\.0\.10 lladdr {vf_mac(0)} ", neighbours), neighbours
+        assert re.search(rf"198\.18\.0\.11 lladdr {vf_mac(1)} ", neighbours), neighbours
+
+
+def test_unowned_address_gets_no_answer(emulated_port):
+    with running_stack(emulated_port.vf(0), "198.18.0.10/24") as stack:
+        ping = _ping(emulated_port.netns, "198.18.0.99", "-c", "3", "-i", "0.2", "-W", "1")
+        assert " 0 received" in ping.stdout
+        assert stack.counters()["events"]["arp_reply_out"] == 0
+
+
+def test_every_frame_from_vf_mac_was_sent_by_the_stack(emulated_port):
+    """Acceptance: the host kernel sends nothing on a VF the stack owns.
+
+    The peer captures every frame whose source is the VF's MAC; their number
+    must equal the frames the stack itself transmitted.
+    """
+    capture = spawn_in_netns(
+        emulated_port.netns,
+        "tcpdump",
+        "-i",
+        emulated_port.wire,
+        "-n",
+        "-l",
+        "-e",
+        f"ether src {vf_mac(0)}",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_capture(capture)
+        with running_stack(emulated_port.vf(0), "198.18.0.10/24") as stack:
+            ping = _ping(emulated_port.netns, "198.18.0.10", "-c", "10", "-i", "0.01")
+            assert " 10 received" in ping.stdout
+            subprocess.run(["sleep", "0.5"], check=True)
+            sent_by_stack = stack.counters()["nic"]["tx_packets"]
+    finally:
+        capture.terminate()
+        out, _ = capture.communicate(timeout=10)
+    frames = [line for line in out.splitlines() if vf_mac(0) in line]
+    assert len(frames) == sent_by_stack, out
+    assert all(("ARP" in f or "ICMP" in f) and "IPv6" not in f for f in frames), out
+
+
+def _wait_for_capture(capture: subprocess.Popen) -> None:
+    # tcpdump says "listening on ..." once its socket is open.
+    for line in capture.stderr:
+        if "listening on" in line:
+            return
+    raise AssertionError("tcpdump exited before listening")
+
+
+def test_sigterm_exits_zero_and_removes_instance_files(emulated_port, tmp_path):
+    stack = StackProcess(emulated_port.vf(0), "198.18.0.10/24", tmp_path, "vf0")
+    assert (tmp_path / "vf0.counters").exists()
+    status, out, err = stack.stop()
+    assert status == 0, err
+    assert "stopped; counters" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_instance_with_same_name_is_refused(emulated_port, tmp_path):
+    first = StackProcess(emulated_port.vf(0), "198.18.0.10/24", tmp_path, "vf0")
+    try:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stackservice",
+                "run",
+                "--iface",
+                emulated_port.vf(1),
+                "--ip",
+                "198.18.0.11/24",
+                "--name",
+                "vf0",
+                "--run-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+    finally:
+        first.stop()
+
+
+def test_missing_interface_is_a_one_line_error(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stackservice",
+            "run",
+            "--iface",
+            "vftnosuch0",
+            "--ip",
+            "198.18.0.10/24",
+            "--run-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "vftnosuch0" in result.stderr

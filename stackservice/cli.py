@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from stackservice.config import InstanceConfig
+from stackservice.config import DEFAULT_BUSY_POLL_US, InstanceConfig
 
 
 def _env(flag: str) -> str | None:
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("mac", "MAC address to set on the interface (default: keep its own)"),
         ("name", "instance name (default: the interface name)"),
         ("run-dir", "directory for the instance's shared files (default /run/vfstack)"),
+        ("busy-poll-us", "keep polling this long after traffic before sleeping (default 50)"),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             mac=args.mac,
             name=args.name,
             run_dir=args.run_dir or "/run/vfstack",
+            busy_poll_us=args.busy_poll_us or DEFAULT_BUSY_POLL_US,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

@@ -92,7 +92,7 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
                 f"ip {config.address} gateway {config.gateway or '-'} mode {mode}",
                 flush=True,
             )
-            StackLoop(port, host, counters.section("loop"), stop_fd).run()
+            StackLoop(port, host, counters.section("loop"), stop_fd, config.busy_poll_us).run()
         summary = json.dumps(nonzero(counters.snapshot()), separators=(",", ":"))
         print(f"stackservice {config.name}: stopped; counters {summary}", flush=True)
         return 0

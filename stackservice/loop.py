@@ -26,10 +26,13 @@ def monotonic_us() -> int:
 class StackLoop:
     """Drives one Ipv4Host over one PacketPort until the stop fd is readable."""
 
-    __slots__ = ("_deliver_now", "_host", "_loop_counters", "_port", "_stop_fd")
+    __slots__ = ("_deliver_now", "_host", "_loop_counters", "_port", "_spin_us", "_stop_fd")
 
-    def __init__(self, port: PacketPort, host: Ipv4Host, loop_counters, stop_fd: int) -> None:
+    def __init__(
+        self, port: PacketPort, host: Ipv4Host, loop_counters, stop_fd: int, spin_us: int
+    ) -> None:
         self._port = port
+        self._spin_us = spin_us
         self._host = host
         self._loop_counters = loop_counters
         self._stop_fd = stop_fd
@@ -44,11 +47,13 @@ class StackLoop:
         poller.register(port.fileno(), select.POLLIN)
         poller.register(self._stop_fd, select.POLLIN)
         deliver = self._deliver
-        host.announce(monotonic_us())
-        busy = True
+        spin_us = self._spin_us
+        now = monotonic_us()
+        host.announce(now)
+        spin_until = now + spin_us
         while True:
             counters[LoopCounter.ITERATIONS] += 1
-            if busy or host.outbox or port.tx_pending:
+            if now < spin_until or host.outbox or port.tx_pending:
                 timeout = 0
             else:
                 # Before sleeping: drops the kernel counted while we emptied
@@ -74,7 +79,8 @@ class StackLoop:
                 port.transmit(outbox)
                 outbox.clear()
                 counters[LoopCounter.TX_BATCHES] += 1
-            busy = received > 0
+            if received:
+                spin_until = now + spin_us
 
     def _sleep_ms(self, now: int) -> int:
         deadline = self._host.poll_at()

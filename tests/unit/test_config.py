@@ -49,3 +49,20 @@ def test_cli_bad_flag_exits_2_with_one_line(capsys):
     assert cli.main(["run", "--iface", "vfpf0v0", "--ip", "198.18.0.10"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--ip" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "10001", "fast"])
+def test_config_busy_poll_out_of_range_rejected(value):
+    with pytest.raises(ValueError, match="--busy-poll-us"):
+        InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", busy_poll_us=value)
+
+
+def test_cli_busy_poll_from_environment(monkeypatch):
+    monkeypatch.setenv("VFSTACK_BUSY_POLL_US", "0")
+    args = cli.build_parser().parse_args(["run", "--iface", "vfpf0v0", "--ip", "198.18.0.10/24"])
+    assert (
+        InstanceConfig.build(
+            iface=args.iface, ip=args.ip, busy_poll_us=args.busy_poll_us
+        ).busy_poll_us
+        == 0
+    )

@@ -63,6 +63,12 @@ def _stop_on_signals() -> Iterator[int]:
         writer.close()
 
 
+def _say(line: str) -> None:
+    # One write per line: instances sharing a terminal must not interleave.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_instance(config: InstanceConfig) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit status."""
     try:
@@ -87,14 +93,13 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
             events=counters.section("events"),
         )
         with PacketPort(config.iface, counters.section("nic")) as port:
-            print(
+            _say(
                 f"stackservice {__version__} {config.name}: iface {config.iface} mac {mac} "
-                f"ip {config.address} gateway {config.gateway or '-'} mode {mode}",
-                flush=True,
+                f"ip {config.address} gateway {config.gateway or '-'} mode {mode}"
             )
             StackLoop(port, host, counters.section("loop"), stop_fd, config.busy_poll_us).run()
         summary = json.dumps(nonzero(counters.snapshot()), separators=(",", ":"))
-        print(f"stackservice {config.name}: stopped; counters {summary}", flush=True)
+        _say(f"stackservice {config.name}: stopped; counters {summary}")
         return 0
     finally:
         counters.close()

@@ -7,11 +7,8 @@ independent encoding.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
-
-from hypothesis import HealthCheck, settings
 
 from stackservice.net import (
     DROP_REASON_COUNT,
@@ -22,21 +19,7 @@ from stackservice.net import (
     Ipv4Host,
     NetEvent,
 )
-
-# Deterministic hypothesis runs that leave no example database behind.
-CHECK = settings(derandomize=True, database=None, deadline=None, max_examples=200)
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=400,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-def ip(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
-
+from tests.support.checks import CHECK, FUZZ, ip  # noqa: F401  (re-exported to the tests)
 
 OUR_MAC = bytes.fromhex("020000000010")
 OUR_IP = ip("198.18.0.10")

@@ -7,27 +7,16 @@ independent encoding.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from stackservice.tcp import TcpOptions, TcpRepr
+from tests.support.checks import CHECK, ip  # noqa: F401  (re-exported to the tests)
+from tests.support.checks import FUZZ as _FUZZ
 
-# Deterministic hypothesis runs that leave no example database behind.
-CHECK = settings(derandomize=True, database=None, deadline=None, max_examples=200)
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=1000,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-def ip(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
+FUZZ = settings(_FUZZ, max_examples=1000)
 
 
 PEER_IP = ip("198.18.0.1")

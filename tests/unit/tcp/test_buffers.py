@@ -1,0 +1,448 @@
+"""Send and receive buffers (RFC 9293 §3.3.1, §3.10.7.4; RFC 2018 §4)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stackservice.net.errors import LocalProtocolError
+from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
+
+from ._segments import CHECK
+
+# ---------------------------------------------------------------- SendBuffer
+
+
+def send_buffer_wrapped(capacity: int = 10, head: int = 7, held: bytes = b"") -> SendBuffer:
+    """A SendBuffer whose ring head sits at `head`, holding `held`."""
+    sb = SendBuffer(capacity)
+    sb.write(b"\0" * head)
+    sb.write(held[: capacity - head])
+    sb.acknowledge(head)
+    sb.write(held[capacity - head :])
+    assert len(sb) == len(held)
+    return sb
+
+
+def peek(sb: SendBuffer, offset: int, length: int) -> bytes:
+    out = bytearray(length)
+    n = sb.peek_into(offset, out, 0, length)
+    return bytes(out[:n])
+
+
+def test_send_buffer_write_with_room_returns_count() -> None:
+    sb = SendBuffer(8)
+    assert sb.write(b"abc") == 3
+    assert (len(sb), sb.free()) == (3, 5)
+    assert peek(sb, 0, 3) == b"abc"
+
+
+def test_send_buffer_write_when_full_returns_zero() -> None:
+    sb = SendBuffer(4)
+    assert sb.write(b"abcdef") == 4
+    assert sb.write(b"x") == 0
+    assert (len(sb), sb.free()) == (4, 0)
+    assert peek(sb, 0, 10) == b"abcd"
+
+
+def test_send_buffer_write_across_ring_end_wraps() -> None:
+    sb = send_buffer_wrapped(10, head=7, held=b"0123456")
+    assert peek(sb, 0, 7) == b"0123456"
+    assert peek(sb, 2, 3) == b"234"  # inside the tail part
+    assert peek(sb, 3, 4) == b"3456"  # after the wrap
+
+
+def test_send_buffer_acknowledge_drops_front_bytes() -> None:
+    sb = send_buffer_wrapped(10, head=7, held=b"0123456")
+    sb.acknowledge(4)
+    assert (len(sb), peek(sb, 0, 10)) == (3, b"456")
+    assert sb.write(b"abcdefgh") == 7
+    assert peek(sb, 0, 10) == b"456abcdefg"
+
+
+def test_send_buffer_acknowledge_all_restarts_at_ring_start() -> None:
+    sb = send_buffer_wrapped(10, head=7, held=b"012")
+    sb.acknowledge(3)
+    sb.write(b"abcdefghij")
+    assert peek(sb, 0, 10) == b"abcdefghij"
+
+
+def test_send_buffer_acknowledge_more_than_held_raises() -> None:
+    sb = SendBuffer(10)
+    sb.write(b"abc")
+    with pytest.raises(LocalProtocolError):
+        sb.acknowledge(4)
+    with pytest.raises(LocalProtocolError):
+        sb.acknowledge(-1)
+
+
+def test_send_buffer_peek_into_frame_offset_copies_in_place() -> None:
+    """A segment's payload is copied straight behind its headers."""
+    sb = send_buffer_wrapped(10, head=6, held=b"ABCDEFGH")
+    frame = memoryview(bytearray(b"h" * 5 + b"." * 6))
+    assert sb.peek_into(2, frame, 5, 6) == 6
+    assert bytes(frame) == b"hhhhhCDEFGH"
+
+
+def test_send_buffer_peek_past_end_returns_short_count() -> None:
+    sb = SendBuffer(10)
+    sb.write(b"abcdef")
+    out = bytearray(8)
+    assert sb.peek_into(4, out, 0, 8) == 2
+    assert sb.peek_into(6, out, 0, 8) == 0
+    assert sb.peek_into(9, out, 0, 8) == 0
+    assert len(sb) == 6  # nothing consumed
+
+
+def test_send_buffer_peek_into_short_output_raises() -> None:
+    sb = SendBuffer(10)
+    sb.write(b"abcdef")
+    out = bytearray(4)
+    with pytest.raises(LocalProtocolError):
+        sb.peek_into(0, out, 2, 4)
+    assert out == bytearray(4)  # a bytearray target never grows
+    with pytest.raises(LocalProtocolError):
+        sb.peek_into(-1, out, 0, 1)
+
+
+def test_send_buffer_set_capacity_grow_keeps_wrapped_data() -> None:
+    sb = send_buffer_wrapped(10, head=7, held=b"0123456")
+    sb.set_capacity(16)
+    assert (sb.capacity, sb.free(), peek(sb, 0, 16)) == (16, 9, b"0123456")
+    assert sb.write(b"abcdefghijk") == 9
+    assert peek(sb, 0, 16) == b"0123456abcdefghi"
+
+
+def test_send_buffer_set_capacity_below_held_clamps_to_held() -> None:
+    sb = send_buffer_wrapped(10, head=7, held=b"0123456")
+    sb.set_capacity(2)
+    assert (sb.capacity, sb.free(), peek(sb, 0, 10)) == (7, 0, b"0123456")
+    assert sb.write(b"x") == 0
+    sb.acknowledge(5)
+    assert sb.write(b"xyz") == 3  # room reopens after ACKs
+    assert peek(sb, 0, 10) == b"56xyz"
+
+
+def test_send_buffer_negative_capacity_raises() -> None:
+    with pytest.raises(LocalProtocolError):
+        SendBuffer(-1)
+    with pytest.raises(LocalProtocolError):
+        SendBuffer(4).set_capacity(-1)
+
+
+_send_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(min_size=0, max_size=40)),
+        st.tuples(st.just("ack"), st.integers(0, 40)),
+        st.tuples(st.just("peek"), st.integers(0, 40)),
+        st.tuples(st.just("resize"), st.integers(0, 64)),
+    ),
+    max_size=60,
+)
+
+
+@CHECK
+@given(st.integers(1, 48), _send_ops)
+def test_send_buffer_random_operations_match_bytes_model(capacity: int, ops: list) -> None:
+    """Any mix of writes, ACKs, peeks and resizes behaves as a plain byte string."""
+    sb = SendBuffer(capacity)
+    model = b""
+    cap = capacity
+    for op, arg in ops:
+        if op == "write":
+            taken = sb.write(arg)
+            assert taken == min(len(arg), cap - len(model))
+            model += arg[:taken]
+        elif op == "ack":
+            count = min(arg, len(model))
+            sb.acknowledge(count)
+            model = model[count:]
+        elif op == "peek":
+            assert peek(sb, arg, 20) == model[arg : arg + 20]
+        else:
+            sb.set_capacity(arg)
+            cap = max(arg, len(model))
+            assert sb.capacity == cap
+        assert len(sb) == len(model)
+        assert peek(sb, 0, cap) == model
+
+
+# ------------------------------------------------------------- ReceiveBuffer
+
+
+def drain(rb: ReceiveBuffer) -> bytes:
+    return rb.read(rb.readable())
+
+
+def test_receive_buffer_in_order_segment_returns_its_length() -> None:
+    """RFC 9293 §3.10.7.4: in-order text advances RCV.NXT by its length."""
+    rb = ReceiveBuffer(16)
+    assert rb.accept(0, b"hello") == 5
+    assert rb.accept(0, b" world") == 6
+    assert (rb.readable(), rb.window(), rb.has_out_of_order()) == (11, 5, False)
+    assert rb.read(5) == b"hello"
+    assert rb.window() == 10
+    assert drain(rb) == b" world"
+
+
+def test_receive_buffer_empty_segment_returns_zero() -> None:
+    rb = ReceiveBuffer(16)
+    assert rb.accept(0, b"") == 0
+    assert rb.accept(3, b"") == 0
+    assert not rb.has_out_of_order()
+
+
+def test_receive_buffer_out_of_order_then_hole_filled_returns_whole_run() -> None:
+    """RFC 9293 §3.10.7.4: held segments become in order once the hole fills."""
+    rb = ReceiveBuffer(32)
+    assert rb.accept(3, b"def") == 0
+    assert rb.accept(9, b"jk") == 0
+    assert rb.accept(6, b"ghi") == 0
+    assert (rb.readable(), rb.ooo_bytes()) == (0, 8)
+    assert rb.accept(0, b"abc") == 11
+    assert (rb.readable(), rb.ooo_bytes(), rb.has_out_of_order()) == (11, 0, False)
+    assert drain(rb) == b"abcdefghijk"
+
+
+def test_receive_buffer_hole_filled_partly_returns_up_to_next_hole() -> None:
+    rb = ReceiveBuffer(32)
+    rb.accept(4, b"ef")
+    rb.accept(10, b"kl")
+    assert rb.accept(0, b"abcd") == 6
+    assert rb.sack_blocks(4) == [(4, 6)]  # offsets now from the new RCV.NXT
+    assert rb.accept(2, b"ijkl") == 0  # overlaps the held range's start
+    assert rb.sack_blocks(4) == [(2, 6)]
+    assert rb.accept(0, b"gh") == 6
+    assert drain(rb) == b"abcdefghijkl"
+
+
+# Held ranges are "x" bytes at [4, 8) and [12, 16) (offsets from RCV.NXT); a
+# new segment of "n" bytes arrives. Bytes already held must stay "x".
+OVERLAPS = {
+    "inside_held": (5, 2, "....xxxx....xxxx", [(4, 8), (12, 16)]),
+    "equal_to_held": (4, 4, "....xxxx....xxxx", [(4, 8), (12, 16)]),
+    "left_overlap": (2, 4, "..nnxxxx....xxxx", [(2, 8), (12, 16)]),
+    "right_overlap": (6, 4, "....xxxxnn..xxxx", [(4, 10), (12, 16)]),
+    "touching_left": (2, 2, "..nnxxxx....xxxx", [(2, 8), (12, 16)]),
+    "touching_right": (8, 1, "....xxxxn...xxxx", [(4, 9), (12, 16)]),
+    "bridging_gap": (8, 4, "....xxxxnnnnxxxx", [(4, 16)]),
+    "spanning_both": (2, 16, "..nnxxxxnnnnxxxxnn", [(2, 18)]),
+    "covering_one": (3, 7, "...nxxxxnn..xxxx", [(3, 10), (12, 16)]),
+    "disjoint_between": (9, 2, "....xxxx.nn.xxxx", [(4, 8), (9, 11), (12, 16)]),
+}
+
+
+def receive_buffer_with_two_holes() -> ReceiveBuffer:
+    rb = ReceiveBuffer(32)
+    rb.accept(4, b"xxxx")
+    rb.accept(12, b"xxxx")
+    return rb
+
+
+def held_view(rb: ReceiveBuffer, length: int) -> str:
+    """The first `length` bytes from RCV.NXT, '.' where nothing is held:
+    filling from RCV.NXT with dots stores dots only in the holes."""
+    assert rb.accept(0, b"." * length) == length
+    return drain(rb).decode()
+
+
+@pytest.mark.parametrize("case", sorted(OVERLAPS))
+def test_receive_buffer_overlapping_segment_keeps_held_bytes(case: str) -> None:
+    """RFC 9293 §3.10.7.4 leaves overlaps to us: first-arrived bytes win and
+    every byte is stored once (module docstring of buffers.py)."""
+    offset, length, expected, blocks = OVERLAPS[case]
+    rb = receive_buffer_with_two_holes()
+    assert rb.accept(offset, b"n" * length) == 0
+    assert sorted(rb.sack_blocks(64)) == blocks
+    assert rb.ooo_bytes() == sum(right - left for left, right in blocks)
+    assert held_view(rb, len(expected)) == expected
+
+
+def test_receive_buffer_duplicate_out_of_order_segment_changes_nothing() -> None:
+    rb = receive_buffer_with_two_holes()
+    assert rb.accept(12, b"yyyy") == 0
+    assert (rb.ooo_bytes(), sorted(rb.sack_blocks(4))) == (8, [(4, 8), (12, 16)])
+    assert held_view(rb, 16) == "....xxxx....xxxx"
+
+
+def test_receive_buffer_in_order_segment_over_held_data_keeps_held_bytes() -> None:
+    rb = receive_buffer_with_two_holes()
+    assert rb.accept(0, b"abcdefghij") == 10
+    assert drain(rb) == b"abcdxxxxij"
+    assert rb.sack_blocks(4) == [(2, 6)]
+
+
+def test_receive_buffer_unread_data_shrinks_window() -> None:
+    rb = ReceiveBuffer(20)
+    rb.accept(0, b"abcde")
+    assert rb.window() == 15
+    rb.read(2)
+    assert rb.window() == 17
+
+
+def test_receive_buffer_out_of_order_data_keeps_window_right_edge() -> None:
+    """Out-of-order bytes lie inside the advertised window: RCV.NXT + window
+    never moves left (RFC 9293 §3.8.6) while segments arrive."""
+    rb = ReceiveBuffer(20)
+    rb.accept(0, b"ab")  # RCV.NXT = 2
+    edge = 2 + rb.window()
+    rb.accept(6, b"ijkl")
+    assert (rb.window(), rb.ooo_bytes()) == (18, 4)
+    assert rb.accept(0, b"cdefgh") == 10  # RCV.NXT = 12
+    assert 12 + rb.window() == edge
+
+
+def test_receive_buffer_data_beyond_ring_is_trimmed() -> None:
+    """RFC 9293 §3.10.7.4: text beyond the window is trimmed (a guard: the
+    caller trims first)."""
+    rb = ReceiveBuffer(8)
+    rb.accept(0, b"ab")
+    assert rb.accept(2, b"efghij") == 0
+    assert rb.sack_blocks(4) == [(2, 6)]  # "ij" did not fit
+    assert rb.accept(0, b"cdXYZ") == 6  # "XYZ" overlaps held bytes: dropped
+    assert drain(rb) == b"abcdefgh"
+    assert rb.accept(9, b"z") == 0
+    assert rb.accept(0, b"0123456789") == 8
+    assert drain(rb) == b"01234567"
+
+
+def test_receive_buffer_negative_offset_raises() -> None:
+    with pytest.raises(LocalProtocolError):
+        ReceiveBuffer(8).accept(-1, b"a")
+
+
+def test_receive_buffer_sack_blocks_most_recent_first() -> None:
+    """RFC 2018 §4: the first block holds the segment that triggered the ACK,
+    then the most recently reported blocks."""
+    rb = ReceiveBuffer(64)
+    rb.accept(10, b"k")
+    rb.accept(20, b"u")
+    rb.accept(30, b"E")
+    assert rb.sack_blocks(4) == [(30, 31), (20, 21), (10, 11)]
+    rb.accept(11, b"l")  # extends the oldest block: it becomes the first
+    assert rb.sack_blocks(4) == [(10, 12), (30, 31), (20, 21)]
+    assert rb.sack_blocks(2) == [(10, 12), (30, 31)]
+    assert rb.sack_blocks(0) == []
+
+
+def test_receive_buffer_duplicate_segment_reports_its_block_first() -> None:
+    """RFC 2018 §4: the first block contains the segment that triggered the ACK,
+    even when that segment was a duplicate."""
+    rb = ReceiveBuffer(64)
+    rb.accept(10, b"k")
+    rb.accept(20, b"u")
+    rb.accept(10, b"k")
+    assert rb.sack_blocks(4) == [(10, 11), (20, 21)]
+
+
+def test_receive_buffer_sack_blocks_after_rcv_nxt_advances_shift_left() -> None:
+    """RFC 2018 §4: blocks are reported relative to the current RCV.NXT, and a
+    segment that advanced RCV.NXT is not a block."""
+    rb = ReceiveBuffer(64)
+    rb.accept(10, b"k")
+    rb.accept(20, b"u")
+    assert rb.accept(0, b"0123") == 4
+    assert rb.sack_blocks(4) == [(16, 17), (6, 7)]
+    rb.read(4)
+    assert rb.sack_blocks(4) == [(16, 17), (6, 7)]  # reading does not move RCV.NXT
+
+
+def test_receive_buffer_hole_bound_refuses_new_range() -> None:
+    """The out-of-order structure is bounded: a segment opening one range too
+    many is refused (counted TCP_RCV_BUFFER_FULL by the TCB)."""
+    rb = ReceiveBuffer(64, max_ranges=3)
+    for offset in (2, 6, 10):
+        assert rb.accept(offset, b"x") == 0 and not rb.refused
+    assert rb.accept(14, b"y") == 0 and rb.refused
+    assert rb.accept(4, b"z") == 0 and rb.refused
+    assert (rb.ooo_bytes(), len(rb.sack_blocks(8))) == (3, 3)
+    assert rb.accept(7, b"y") == 0 and not rb.refused  # touches a range: accepted
+    assert rb.accept(3, b"yyy") == 0 and not rb.refused  # bridges two ranges
+    assert sorted(rb.sack_blocks(8)) == [(2, 8), (10, 11)]
+    assert rb.accept(0, b"ab") == 8 and not rb.refused
+
+
+def test_receive_buffer_set_capacity_grow_keeps_unread_and_held_data() -> None:
+    rb = ReceiveBuffer(10)
+    rb.accept(0, b"abcdefg")
+    rb.read(6)  # head near the ring end
+    rb.accept(0, b"hij")
+    rb.accept(2, b"mn")  # wraps
+    rb.set_capacity(20)
+    assert (rb.capacity, rb.window(), rb.sack_blocks(4)) == (20, 16, [(2, 4)])
+    assert rb.accept(0, b"kl") == 4
+    assert drain(rb) == b"ghijklmn"
+
+
+def test_receive_buffer_set_capacity_below_held_clamps() -> None:
+    rb = ReceiveBuffer(20)
+    rb.accept(0, b"abc")
+    rb.accept(2, b"fg")
+    rb.set_capacity(1)
+    assert (rb.capacity, rb.window()) == (7, 4)
+    assert rb.accept(0, b"de") == 4
+    assert drain(rb) == b"abcdefg"
+
+
+def test_receive_buffer_read_into_across_wrap_copies_in_order() -> None:
+    rb = ReceiveBuffer(8)
+    rb.accept(0, b"012345")
+    assert rb.read(5) == b"01234"
+    rb.accept(0, b"6789ab")
+    out = bytearray(4)
+    assert rb.read_into(out) == 4 and out == b"5678"
+    view = memoryview(bytearray(10))
+    assert rb.read_into(view) == 3 and bytes(view[:3]) == b"9ab"
+    assert rb.read_into(view) == 0 and rb.read(4) == b""
+
+
+def segmentations(draw, data: bytes) -> list[tuple[int, bytes]]:
+    segments = []
+    pos = 0
+    while pos < len(data):
+        n = draw(st.integers(1, 40))
+        segments.append((pos, data[pos : pos + n]))
+        pos += n
+    return segments
+
+
+@CHECK
+@given(st.data(), st.binary(min_size=1, max_size=600), st.integers(0, 2**32 - 1))
+def test_receive_buffer_random_order_with_duplicates_reassembles_exactly(
+    data: st.DataObject, payload: bytes, seed: int
+) -> None:
+    """Any segmentation, in any order, with duplicates and re-segmented
+    overlapping copies: the reader gets exactly the stream, and the returned
+    in-order counts add up to its length (RCV.NXT ends at the stream's end)."""
+    segments = segmentations(data.draw, payload)
+    rng = random.Random(seed)
+    copies = [seg for seg in segments if rng.random() < 0.3]
+    for _ in range(rng.randrange(4)):  # overlapping re-segmented copies
+        a = rng.randrange(len(payload))
+        b = min(len(payload), a + rng.randrange(1, 60))
+        copies.append((a, payload[a:b]))
+    arrivals = segments + copies
+    rng.shuffle(arrivals)
+    rb = ReceiveBuffer(len(payload) + rng.randrange(3))
+    rcv_nxt = 0
+    total = 0
+    received = bytearray()
+    for position, chunk in arrivals:
+        if position + len(chunk) <= rcv_nxt:
+            continue  # the TCB drops wholly old data
+        if position < rcv_nxt:  # and trims the front of a straddling one
+            chunk = chunk[rcv_nxt - position :]
+            position = rcv_nxt
+        got = rb.accept(position - rcv_nxt, chunk)
+        assert got >= 0 and not rb.refused
+        rcv_nxt += got
+        total += got
+        if rng.random() < 0.5:
+            received += rb.read(rng.randrange(1, 50))
+    received += drain(rb)
+    assert bytes(received) == payload
+    assert total == len(payload)
+    assert not rb.has_out_of_order() and rb.ooo_bytes() == 0

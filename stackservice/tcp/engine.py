@@ -1,0 +1,944 @@
+"""The TCP engine of one stack instance: flows, listeners, timers, output.
+
+Sans-IO: segments come in through `on_segment` (registered with the IPv4
+host), the application's calls come in through the socket methods, time is
+the `now` every call carries. Segments go out through the injected
+`send_ipv4`, in three priority lists flushed once per loop pass — control,
+ACK, data (mTCP §3.2.4). Readiness changes are queued for the socket layer
+(`take_events`), each connection at most once per pass.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Callable
+
+from stackservice.net.errors import LocalProtocolError
+from stackservice.net.icmp import TokenBucket
+from stackservice.net.ipv4 import Ipv4View
+from stackservice.tcp import input as tcp_input
+from stackservice.tcp import output
+from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
+from stackservice.tcp.congestion import make_congestion_control
+from stackservice.tcp.counters import TcpCounter
+from stackservice.tcp.drops import TcpDropReason
+from stackservice.tcp.isn import IsnGenerator
+from stackservice.tcp.rtt import RttEstimator
+from stackservice.tcp.sack import Scoreboard
+from stackservice.tcp.segment import (
+    ACK,
+    MAX_WINDOW_SCALE,
+    RST,
+    SEQ_MASK,
+    SYN,
+    MalformedSegment,
+    TcpOptions,
+    TcpRepr,
+    TcpView,
+    seq_gt,
+    write_segment,
+)
+from stackservice.tcp.settings import TcpSettings
+from stackservice.tcp.state import (
+    CLOSE_WAIT,
+    CLOSED,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TIME_WAIT,
+)
+from stackservice.tcp.syncookies import SynCookies
+from stackservice.tcp.tcb import (
+    ERROR,
+    HANGUP,
+    READ_HANGUP,
+    READABLE,
+    SHUT_RD,
+    SHUT_WR,
+    WRITABLE,
+    Tcb,
+    flow_key,
+)
+from stackservice.tcp.timers import DeadlineList, TimerWheel
+
+PROTO_TCP = 6
+EPHEMERAL_FIRST = 32768  # Linux's ip_local_port_range
+EPHEMERAL_LAST = 60999
+_TIMER_BATCH = 4096  # timer expiries handled per pass at most (bounded work)
+
+SendIpv4 = Callable[[int, int, bytearray, int], bool]
+Route = Callable[[int], "int | None"]
+
+
+class SocketError(LocalProtocolError):
+    """An application call that fails the way a kernel socket call would."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(code, message or errno.errorcode.get(code, str(code)))
+        self.errno = code
+
+
+class Listener:
+    """A listening port: half-open connections and the accept queue."""
+
+    __slots__ = (
+        "accept_queue",
+        "backlog",
+        "closed",
+        "cookies_sent_at",
+        "on_event_queue",
+        "options",
+        "owner",
+        "port",
+        "syn_count",
+        "syn_limit",
+    )
+
+    def __init__(self, port: int, backlog: int, syn_limit: int, owner: object) -> None:
+        self.port = port
+        self.backlog = backlog
+        self.syn_limit = syn_limit
+        self.syn_count = 0
+        self.accept_queue: deque[Tcb] = deque()
+        self.owner = owner
+        self.closed = False
+        self.on_event_queue = False
+        self.cookies_sent_at = -1
+        self.options = SocketOptions()
+
+    def accept_full(self) -> bool:
+        return len(self.accept_queue) >= self.backlog
+
+
+class SocketOptions:
+    """Options a listener passes on to the connections it accepts."""
+
+    __slots__ = (
+        "congestion_control",
+        "keepalive",
+        "keepalive_count",
+        "keepalive_idle",
+        "keepalive_interval",
+        "nodelay",
+        "receive_buffer",
+        "send_buffer",
+    )
+
+    def __init__(self) -> None:
+        self.nodelay = False
+        self.keepalive = False
+        self.keepalive_idle = self.keepalive_interval = self.keepalive_count = 0
+        self.send_buffer = self.receive_buffer = 0
+        self.congestion_control = ""
+
+
+class TcpEngine:
+    """All TCP state of one instance; driven by the run loop."""
+
+    def __init__(
+        self,
+        local_ip: int,
+        send_ipv4: SendIpv4,
+        route: Route,
+        settings: TcpSettings,
+        counters,
+        drops,
+        state_counts,
+        secret: bytes,
+    ) -> None:
+        self.local_ip = local_ip
+        self._send_ipv4 = send_ipv4
+        self._route = route
+        self.settings = settings
+        self.counters = counters
+        self.drops = drops
+        self.state_counts = state_counts
+        self.flows: dict[int, Tcb] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.events: list[Tcb | Listener] = []
+        self._isn = IsnGenerator(secret)
+        self._cookies = SynCookies(secret)
+        self._challenges = TokenBucket(
+            1_000_000 // settings.challenge_ack_per_s, settings.challenge_ack_per_s
+        )
+        self._wheel = TimerWheel()
+        self._time_wait = DeadlineList()
+        self._keepalive = DeadlineList()
+        self._control: list[Tcb] = []
+        self._acks: list[Tcb] = []
+        self._data: list[Tcb] = []
+        self._resets: list[tuple[int, bytearray]] = []
+        self._next_port = EPHEMERAL_FIRST
+        self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
+
+    # ------------------------------------------------------------ input
+
+    def on_segment(self, ip: Ipv4View, payload: memoryview, now: int, trusted: bool) -> None:
+        """The IPv4 host's handler for protocol 6. Never raises."""
+        src = ip.src()
+        try:
+            view = TcpView.checked(payload)
+            seg = TcpRepr.parse(view, src, ip.dst(), trusted)
+        except MalformedSegment as exc:
+            self.drops[exc.reason] += 1
+            return
+        self.counters[TcpCounter.SEGMENTS_IN] += 1
+        data = view.payload()
+        tcb = self.flows.get(flow_key(src, seg.src_port, seg.dst_port))
+        if tcb is not None and tcb.state == TIME_WAIT and self._recycles(tcb, seg):
+            self.destroy(tcb)
+            tcb = None
+        if tcb is None:
+            listener = self.listeners.get(seg.dst_port)
+            if listener is None:
+                self._no_socket(src, seg, len(data))
+            else:
+                tcp_input.listen_input(self, listener, src, seg, data, now)
+        elif tcb.state == SYN_SENT:
+            tcp_input.syn_sent_input(self, tcb, seg, data, now)
+        else:
+            tcp_input.synchronized_input(self, tcb, seg, data, now)
+
+    def _recycles(self, tcb: Tcb, seg: TcpRepr) -> bool:
+        """RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may reopen a TIME-WAIT
+        connection if it cannot be a duplicate of the old one."""
+        if seg.flags & (SYN | ACK | RST) != SYN or seg.dst_port not in self.listeners:
+            return False
+        timestamps = seg.options.timestamps
+        if tcb.ts_enabled and timestamps is not None:
+            newer = seq_gt(timestamps[0], tcb.ts_recent)
+        else:
+            newer = seq_gt(seg.seq, tcb.rcv_nxt)
+        if newer:
+            self.counters[TcpCounter.TIME_WAIT_RECYCLED] += 1
+        return newer
+
+    def _no_socket(self, src: int, seg: TcpRepr, data_len: int) -> None:
+        """RFC 9293 §3.10.7.1: answer anything but a RST with a RST."""
+        if seg.flags & RST:
+            self.drop(TcpDropReason.TCP_NO_SOCKET_RST)
+            return
+        self.reply_reset(src, seg, data_len)
+        self.drop(TcpDropReason.TCP_NO_LISTENER)
+
+    def drop(self, reason: TcpDropReason) -> None:
+        self.drops[reason] += 1
+
+    # ------------------------------------------------- application calls
+
+    def listen(self, port: int, backlog: int, owner: object = None) -> Listener:
+        """Raises SocketError(EADDRINUSE) if the port already listens."""
+        if not 0 < port < 65536:
+            raise SocketError(errno.EINVAL, "port must be 1..65535")
+        if port in self.listeners:
+            raise SocketError(errno.EADDRINUSE)
+        backlog = max(1, min(backlog, 65535))
+        listener = Listener(port, backlog, min(backlog, self.settings.syn_queue), owner)
+        self.listeners[port] = listener
+        return listener
+
+    def accept(self, listener: Listener) -> Tcb | None:
+        """The oldest established connection, or None (EAGAIN)."""
+        if not listener.accept_queue:
+            return None
+        tcb = listener.accept_queue.popleft()
+        tcb.listener = None
+        return tcb
+
+    def close_listener(self, listener: Listener, now: int) -> None:
+        """Stop listening; connections never accepted are reset."""
+        if self.listeners.get(listener.port) is listener:
+            del self.listeners[listener.port]
+        listener.closed = True
+        while listener.accept_queue:
+            self.abort(listener.accept_queue.popleft(), errno.ECONNRESET, True, now)
+        for tcb in [t for t in self.flows.values() if t.listener is listener]:
+            self.destroy(tcb)
+
+    def connect(
+        self,
+        remote_ip: int,
+        remote_port: int,
+        now: int,
+        owner: object = None,
+        options: SocketOptions | None = None,
+        local_port: int = 0,
+    ) -> Tcb:
+        """Start an active open; the SYN goes out with this pass's flush.
+
+        Raises:
+            SocketError: ENETUNREACH (no route), EADDRNOTAVAIL (no free
+                port), EADDRINUSE (that 4-tuple is taken), EINVAL.
+        """
+        if not 0 < remote_port < 65536:
+            raise SocketError(errno.EINVAL, "port must be 1..65535")
+        if self._route(remote_ip) is None:
+            raise SocketError(errno.ENETUNREACH)
+        if len(self.flows) >= self.settings.max_connections:
+            raise SocketError(errno.EAGAIN, "connection table full")
+        port = local_port or self._ephemeral_port(remote_ip, remote_port)
+        if flow_key(remote_ip, remote_port, port) in self.flows:
+            raise SocketError(errno.EADDRINUSE)
+        tcb = self._new_tcb(port, remote_ip, remote_port, now, options)
+        tcb.owner = owner
+        tcb.iss = self._isn.isn(now, self.local_ip, port, remote_ip, remote_port)
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
+        tcb.buf_seq = (tcb.iss + 1) & SEQ_MASK
+        self.flows[tcb.key] = tcb
+        self.set_state(tcb, SYN_SENT)
+        self.counters[TcpCounter.ACTIVE_OPENS] += 1
+        self.queue_control(tcb)
+        return tcb
+
+    def send(self, tcb: Tcb, data, now: int) -> int:
+        """Queue application bytes. Returns how many fit (0: EAGAIN).
+
+        Raises:
+            SocketError: the pending error (ECONNRESET, ...), EPIPE after
+                shutdown(SHUT_WR), ENOTCONN before the connection exists.
+        """
+        self._raise_pending(tcb)
+        if tcb.write_closed or tcb.fin_seq >= 0:
+            raise SocketError(errno.EPIPE)
+        if tcb.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
+            raise SocketError(errno.ENOTCONN if tcb.state != CLOSED else errno.EPIPE)
+        written = tcb.send_buffer.write(data)
+        if written:
+            self._queue_data(tcb)
+        return written
+
+    def receive_into(self, tcb: Tcb, out, now: int) -> int:
+        """Copy in-order bytes into `out`. Returns the count; 0 at EOF.
+
+        Raises:
+            SocketError: the pending error; EAGAIN when nothing is readable
+                yet and the peer has not closed; ENOTCONN if never connected.
+        """
+        buffer = tcb.receive_buffer
+        if buffer is not None and buffer.readable():
+            before = buffer.window()
+            count = buffer.read_into(out)
+            self._window_opened(tcb, before, now)
+            return count
+        self._raise_pending(tcb)
+        if self.peer_closed(tcb) or tcb.read_closed:
+            return 0
+        if tcb.state in (SYN_SENT, SYN_RECEIVED, CLOSED):
+            raise SocketError(errno.ENOTCONN if tcb.state != CLOSED else errno.EAGAIN)
+        raise SocketError(errno.EAGAIN)
+
+    def shutdown(self, tcb: Tcb, how: int, now: int) -> None:
+        """shutdown(2): SHUT_WR queues our FIN after the buffered data."""
+        if tcb.state in (CLOSED, SYN_SENT) and not tcb.error:
+            raise SocketError(errno.ENOTCONN)
+        if how != SHUT_WR:
+            tcb.read_closed = True
+            self.notify(tcb)
+        if how != SHUT_RD and not tcb.write_closed:
+            tcb.write_closed = True
+            self._queue_fin(tcb)
+
+    def close(self, tcb: Tcb, now: int) -> None:
+        """close(2): orderly FIN, or RST if unread data would be lost or
+        SO_LINGER is 0 (RFC 9293 §3.10.4, RFC 2525 §2.17)."""
+        if tcb.app_closed:
+            return
+        tcb.app_closed = True
+        tcb.write_closed = tcb.read_closed = True
+        state = tcb.state
+        unread = tcb.receive_buffer is not None and tcb.receive_buffer.readable()
+        if state in (CLOSED, TIME_WAIT):
+            if state == CLOSED:
+                self.destroy(tcb)
+            return
+        if state == SYN_SENT:
+            self.destroy(tcb)
+            return
+        if unread or tcb.linger_zero:
+            self.counters[TcpCounter.APP_ABORTS] += 1
+            self.abort(tcb, 0, True, now)
+            return
+        self._queue_fin(tcb)
+
+    def _queue_fin(self, tcb: Tcb) -> None:
+        state = tcb.state
+        if tcb.fin_seq >= 0 or state not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
+            return
+        tcb.fin_seq = (tcb.buf_seq + len(tcb.send_buffer)) & SEQ_MASK
+        self.set_state(tcb, LAST_ACK if state == CLOSE_WAIT else FIN_WAIT_1)
+        self._queue_data(tcb)
+
+    def _raise_pending(self, tcb: Tcb) -> None:
+        if tcb.error:
+            code, tcb.error = tcb.error, 0
+            raise SocketError(code)
+
+    @staticmethod
+    def peer_closed(tcb: Tcb) -> bool:
+        """The peer's FIN has been received (in order)."""
+        return tcb.fin_received
+
+    def readiness(self, obj: Tcb | Listener) -> int:
+        """epoll-style readiness bits (tcb.READABLE, ...) of a socket now."""
+        if isinstance(obj, Listener):
+            return READABLE if obj.accept_queue else 0
+        mask = 0
+        buffer = obj.receive_buffer
+        if obj.error:
+            mask |= ERROR | READABLE | WRITABLE
+        if buffer is not None and buffer.readable():
+            mask |= READABLE
+        if self.peer_closed(obj):
+            mask |= READABLE | READ_HANGUP
+        state = obj.state
+        if state in (ESTABLISHED, CLOSE_WAIT) and not obj.write_closed and obj.send_buffer.free():
+            mask |= WRITABLE
+        if state == CLOSED:
+            mask |= HANGUP | READABLE | WRITABLE
+        return mask
+
+    def take_events(self) -> list[Tcb | Listener]:
+        """Sockets whose readiness may have changed since the last call."""
+        events = self.events
+        for obj in events:
+            obj.on_event_queue = False
+        self.events = []
+        return events
+
+    # ------------------------------------------ helpers for input/output
+
+    def notify(self, obj: Tcb | Listener) -> None:
+        if not obj.on_event_queue:
+            obj.on_event_queue = True
+            self.events.append(obj)
+
+    def set_state(self, tcb: Tcb, state: int) -> None:
+        counts = self.state_counts
+        if tcb.state != CLOSED:
+            counts[tcb.state] -= 1
+        tcb.state = state
+        if state != CLOSED:
+            counts[state] += 1
+
+    def establish(self, tcb: Tcb, now: int) -> None:
+        """Handshake complete: into ESTABLISHED, onto the accept queue if
+        passive, and the connecting application told."""
+        passive = tcb.state == SYN_RECEIVED and tcb.listener is not None
+        self.set_state(tcb, ESTABLISHED)
+        tcb.established_at = now
+        tcb.quickack = self.settings.quickack_segments
+        self.cancel_rto(tcb)
+        if passive:
+            listener = tcb.listener
+            listener.syn_count -= 1
+            listener.accept_queue.append(tcb)
+            self.counters[TcpCounter.PASSIVE_OPENS] += 1
+            self.notify(listener)
+        else:
+            self.notify(tcb)
+        if tcb.keepalive:
+            self._arm_keepalive(tcb, now)
+        if tcb.sendable() or tcb.fin_seq >= 0:
+            self._queue_data(tcb)
+
+    def abort(self, tcb: Tcb, error: int, send_rst: bool, now: int) -> None:
+        """Close at once (RST if asked); the application sees `error`."""
+        if send_rst and tcb.state not in (CLOSED, SYN_SENT, TIME_WAIT):
+            output.send_reset(self, tcb, now)
+        if error and not tcb.app_closed:
+            tcb.error = error
+        self.destroy(tcb)
+
+    def destroy(self, tcb: Tcb) -> None:
+        """Forget the connection: out of the flow table, timers and queues."""
+        if self.flows.get(tcb.key) is tcb:
+            del self.flows[tcb.key]
+        if tcb.state == SYN_RECEIVED and tcb.listener is not None:
+            tcb.listener.syn_count -= 1
+        self.set_state(tcb, CLOSED)
+        self._wheel.cancel(tcb)
+        self._time_wait.remove(tcb)
+        self._keepalive.remove(tcb)
+        tcb.rto_deadline = tcb.delack_deadline = tcb.persist_deadline = 0
+        if tcb.app_closed:
+            tcb.send_buffer = tcb.receive_buffer = None
+        else:
+            self.notify(tcb)
+
+    def enter_time_wait(self, tcb: Tcb, now: int) -> None:
+        self.set_state(tcb, TIME_WAIT)
+        self._wheel.cancel(tcb)
+        tcb.rto_deadline = tcb.delack_deadline = tcb.persist_deadline = 0
+        self._keepalive.remove(tcb)
+        self.notify(tcb)
+        if self.state_counts[TIME_WAIT] > self.settings.max_time_wait:
+            self.counters[TcpCounter.TIME_WAIT_OVERFLOWS] += 1
+            self.destroy(tcb)
+            return
+        self._time_wait.push(tcb, now + self.settings.time_wait_us)
+
+    def restart_time_wait(self, tcb: Tcb, now: int) -> None:
+        self._time_wait.remove(tcb)
+        self._time_wait.push(tcb, now + self.settings.time_wait_us)
+
+    def ack_now(self, tcb: Tcb) -> None:
+        tcb.ack_pending = tcb.ack_now = True
+        if not tcb.on_ack_list:
+            tcb.on_ack_list = True
+            self._acks.append(tcb)
+
+    def schedule_ack(self, tcb: Tcb, now: int, full_segment: bool) -> None:
+        """RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK every second full segment
+        at once, the rest within the delayed-ACK time; quick-ACK the first
+        segments of a connection so the peer's slow start is not held back."""
+        if full_segment:
+            tcb.unacked_segments += 1
+        if tcb.quickack > 0:
+            tcb.quickack -= 1
+            self.ack_now(tcb)
+        elif tcb.unacked_segments >= 2:
+            self.ack_now(tcb)
+        elif not tcb.ack_pending:
+            tcb.ack_pending = True
+            tcb.delack_deadline = now + self.settings.delayed_ack_us
+            self._rearm(tcb)
+
+    def challenge_ack(self, tcb: Tcb, now: int) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7)."""
+        if self._challenges.take(now):
+            self.counters[TcpCounter.CHALLENGE_ACKS] += 1
+            self.ack_now(tcb)
+        else:
+            self.counters[TcpCounter.CHALLENGE_ACKS_LIMITED] += 1
+
+    def queue_control(self, tcb: Tcb) -> None:
+        if not tcb.on_control_list:
+            tcb.on_control_list = True
+            self._control.append(tcb)
+
+    def _queue_data(self, tcb: Tcb) -> None:
+        if not tcb.on_data_list:
+            tcb.on_data_list = True
+            self._data.append(tcb)
+
+    def reply_reset(self, dst_ip: int, seg: TcpRepr, data_len: int) -> None:
+        """RST answering a segment no connection accepts (RFC 9293 §3.10.7.1)."""
+        if seg.flags & ACK:
+            seq, ack, flags = seg.ack, 0, RST
+        else:
+            seg_len = data_len + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
+            seq, ack, flags = 0, (seg.seq + seg_len) & SEQ_MASK, RST | ACK
+        segment = bytearray(20)
+        write_segment(
+            segment,
+            0,
+            self.local_ip,
+            dst_ip,
+            seg.dst_port,
+            seg.src_port,
+            seq,
+            ack,
+            flags,
+            0,
+            _NO_OPTIONS,
+            0,
+        )
+        self._resets.append((dst_ip, segment))
+        self.counters[TcpCounter.RESETS_OUT] += 1
+
+    def send_segment(
+        self,
+        tcb: Tcb,
+        now: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        options: TcpOptions,
+        length: int,
+        buffer_offset: int = 0,
+    ) -> None:
+        """Build one segment of `tcb` (payload from its send buffer) and
+        hand it to IPv4."""
+        header_len = 20 + options.buffer_len()
+        segment = bytearray(header_len + length)
+        if length:
+            tcb.send_buffer.peek_into(buffer_offset, segment, header_len, length)
+        write_segment(
+            segment,
+            0,
+            self.local_ip,
+            tcb.remote_ip,
+            tcb.local_port,
+            tcb.remote_port,
+            seq,
+            ack,
+            flags,
+            window,
+            options,
+            length,
+        )
+        self.counters[TcpCounter.SEGMENTS_OUT] += 1
+        self._send_ipv4(tcb.remote_ip, PROTO_TCP, segment, now)
+
+    # ---------------------------------------------------- passive opens
+
+    def new_passive(self, listener: Listener, src_ip: int, seg: TcpRepr, now: int) -> Tcb | None:
+        """A SYN-RECEIVED connection for a listener's SYN (RFC 9293 §3.10.7.2)."""
+        if len(self.flows) >= self.settings.max_connections:
+            self.drop(TcpDropReason.TCP_SYN_QUEUE_OVERFLOW)
+            return None
+        tcb = self._new_tcb(listener.port, src_ip, seg.src_port, now, listener.options)
+        tcb.listener = listener
+        tcb.owner = listener.owner
+        tcb.irs = seg.seq
+        tcb.rcv_nxt = tcb.rcv_adv = (seg.seq + 1) & SEQ_MASK
+        tcb.iss = self._isn.isn(now, self.local_ip, listener.port, src_ip, seg.src_port)
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
+        tcb.buf_seq = (tcb.iss + 1) & SEQ_MASK
+        tcb.snd_wnd = seg.window  # a SYN's window is never scaled
+        tcb.snd_wl1 = seg.seq
+        self.flows[tcb.key] = tcb
+        self.set_state(tcb, SYN_RECEIVED)
+        listener.syn_count += 1
+        return tcb
+
+    def send_cookie(self, listener: Listener, src_ip: int, seg: TcpRepr, now: int) -> None:
+        """A stateless SYN-ACK whose ISN encodes the connection (RFC 4987)."""
+        options = seg.options
+        cookie = self._cookies.make(
+            now,
+            self.local_ip,
+            listener.port,
+            src_ip,
+            seg.src_port,
+            seg.seq,
+            options.mss or tcp_input.DEFAULT_MSS,
+        )
+        timestamps = None
+        if self.settings.timestamps and options.timestamps is not None:
+            scale = self._rcv_wscale if options.window_scale is not None else None
+            tsval = self._cookies.encode_ts_options(
+                now // 1000, scale, options.sack_permitted and self.settings.sack
+            )
+            timestamps = (tsval, options.timestamps[0])
+        reply = TcpOptions(
+            mss=self.settings.mss,
+            timestamps=timestamps,
+            window_scale=self._rcv_wscale
+            if timestamps and options.window_scale is not None
+            else None,
+            sack_permitted=bool(timestamps) and options.sack_permitted,
+        )
+        segment = bytearray(20 + reply.buffer_len())
+        write_segment(
+            segment,
+            0,
+            self.local_ip,
+            src_ip,
+            listener.port,
+            seg.src_port,
+            cookie,
+            (seg.seq + 1) & SEQ_MASK,
+            SYN | ACK,
+            min(self.settings.receive_buffer, 0xFFFF),
+            reply,
+            0,
+        )
+        self._resets.append((src_ip, segment))
+        listener.cookies_sent_at = now
+        self.counters[TcpCounter.SYN_COOKIES_SENT] += 1
+
+    def cookie_ack(self, listener: Listener, src_ip: int, seg: TcpRepr, data, now: int) -> bool:
+        """The ACK completing a cookie handshake: build the connection it
+        encodes. False if no cookie was sent lately or it does not check."""
+        if listener.cookies_sent_at < 0 or now - listener.cookies_sent_at > 120_000_000:
+            return False
+        peer_isn = (seg.seq - 1) & SEQ_MASK
+        mss = self._cookies.check(
+            now,
+            self.local_ip,
+            listener.port,
+            src_ip,
+            seg.src_port,
+            peer_isn,
+            (seg.ack - 1) & SEQ_MASK,
+        )
+        if mss is None:
+            self.drop(TcpDropReason.TCP_BAD_SYN_COOKIE)
+            return False
+        if listener.accept_full():
+            self.counters[TcpCounter.LISTEN_OVERFLOWS] += 1
+            self.drop(TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW)
+            return True
+        tcb = self._new_tcb(listener.port, src_ip, seg.src_port, now, listener.options)
+        tcb.listener = listener
+        tcb.owner = listener.owner
+        tcb.irs = peer_isn
+        tcb.rcv_nxt = tcb.rcv_adv = seg.seq
+        tcb.iss = (seg.ack - 1) & SEQ_MASK
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.buf_seq = seg.ack
+        timestamps = seg.options.timestamps
+        carried = self._cookies.decode_ts_options(timestamps[1]) if timestamps else None
+        scale, sack = carried if carried is not None else (None, False)
+        tcp_input.negotiate(
+            self, tcb,
+            TcpOptions(mss=mss, window_scale=scale, sack_permitted=sack, timestamps=timestamps),
+            now, True,
+        )  # fmt: skip
+        tcb.snd_wnd = seg.window << tcb.snd_wscale
+        tcb.max_snd_wnd = tcb.snd_wnd
+        tcb.snd_wl1, tcb.snd_wl2 = seg.seq, seg.ack
+        self.flows[tcb.key] = tcb
+        self.set_state(tcb, SYN_RECEIVED)
+        listener.syn_count += 1
+        self.counters[TcpCounter.SYN_COOKIES_ACCEPTED] += 1
+        self.establish(tcb, now)
+        if data or seg.flags & 1:
+            tcp_input.synchronized_input(self, tcb, seg, data, now)
+        return True
+
+    def _new_tcb(
+        self,
+        local_port: int,
+        remote_ip: int,
+        remote_port: int,
+        now: int,
+        options: SocketOptions | None,
+    ) -> Tcb:
+        settings = self.settings
+        tcb = Tcb(self.local_ip, local_port, remote_ip, remote_port)
+        opts = options or SocketOptions()
+        tcb.send_buffer = SendBuffer(opts.send_buffer or settings.send_buffer)
+        tcb.receive_buffer = ReceiveBuffer(opts.receive_buffer or settings.receive_buffer)
+        tcb.rcv_wscale = self._rcv_wscale if settings.window_scaling else 0
+        tcb.rtt = RttEstimator(settings.min_rto_us, settings.max_rto_us, settings.initial_rto_us)
+        tcb.cc = make_congestion_control(
+            opts.congestion_control or settings.congestion_control, settings.mss
+        )
+        tcb.scoreboard = Scoreboard(settings.mss)
+        tcb.ts_offset = self._isn.ts_offset(self.local_ip, local_port, remote_ip, remote_port)
+        tcb.nodelay = opts.nodelay
+        tcb.keepalive = opts.keepalive
+        tcb.keepalive_idle = opts.keepalive_idle or settings.keepalive_idle_us
+        tcb.keepalive_interval = opts.keepalive_interval or settings.keepalive_interval_us
+        tcb.keepalive_count = opts.keepalive_count or settings.keepalive_probes
+        tcb.opened_at = tcb.last_receive = now
+        return tcb
+
+    def _ephemeral_port(self, remote_ip: int, remote_port: int) -> int:
+        span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = EPHEMERAL_FIRST + (port - EPHEMERAL_FIRST + 1) % span
+            if flow_key(remote_ip, remote_port, port) not in self.flows and (
+                port not in self.listeners
+            ):
+                return port
+        raise SocketError(errno.EADDRNOTAVAIL)
+
+    def _window_opened(self, tcb: Tcb, before: int, now: int) -> None:
+        """After the application read: tell the peer if the window grew
+        from (nearly) closed by at least an MSS (RFC 9293 §3.8.6.2.2)."""
+        if tcb.state not in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
+            return
+        after = tcb.receive_buffer.window()
+        if before < tcb.mss <= after or after - before >= tcb.receive_buffer.capacity // 2:
+            self.ack_now(tcb)
+
+    # ----------------------------------------------------------- timers
+
+    def arm_rto(self, tcb: Tcb, now: int) -> None:
+        tcb.rto_deadline = now + tcb.rtt.rto_us
+        self._rearm(tcb)
+
+    def cancel_rto(self, tcb: Tcb) -> None:
+        if tcb.rto_deadline:
+            tcb.rto_deadline = 0
+            self._rearm(tcb)
+
+    def arm_persist(self, tcb: Tcb, now: int) -> None:
+        if tcb.persist_deadline:
+            return
+        interval = min(tcb.rtt.rto_us << tcb.persist_backoff, self.settings.persist_max_us)
+        tcb.persist_deadline = now + interval
+        self._rearm(tcb)
+
+    def _arm_keepalive(self, tcb: Tcb, now: int) -> None:
+        self._keepalive.remove(tcb)
+        self._keepalive.push(tcb, max(now, tcb.last_receive) + tcb.keepalive_idle)
+
+    def _rearm(self, tcb: Tcb) -> None:
+        """Keep the wheel entry at the earliest of the TCB's fine timers."""
+        deadline = 0
+        for candidate in (tcb.rto_deadline, tcb.delack_deadline, tcb.persist_deadline):
+            if candidate and (not deadline or candidate < deadline):
+                deadline = candidate
+        if deadline:
+            self._wheel.schedule(tcb, deadline)
+        else:
+            self._wheel.cancel(tcb)
+
+    def poll_at(self) -> int | None:
+        """When `on_timer` must run next (µs), or None."""
+        best = None
+        for deadline in (
+            self._wheel.next_deadline(),
+            self._time_wait.next_deadline(),
+            self._keepalive.next_deadline(),
+        ):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def on_timer(self, now: int) -> None:
+        for tcb in self._wheel.expire(now, _TIMER_BATCH):
+            self._fine_timers(tcb, now)
+        for tcb in self._time_wait.expire(now, _TIMER_BATCH):
+            self.destroy(tcb)
+        for tcb in self._keepalive.expire(now, _TIMER_BATCH):
+            self._keepalive_timer(tcb, now)
+
+    def _fine_timers(self, tcb: Tcb, now: int) -> None:
+        if tcb.delack_deadline and tcb.delack_deadline <= now:
+            tcb.delack_deadline = 0
+            if tcb.ack_pending:
+                self.counters[TcpCounter.DELAYED_ACKS] += 1
+                self.ack_now(tcb)
+        if tcb.persist_deadline and tcb.persist_deadline <= now:
+            tcb.persist_deadline = 0
+            self._persist_timer(tcb, now)
+        if tcb.rto_deadline and tcb.rto_deadline <= now:
+            tcb.rto_deadline = 0
+            self._retransmission_timer(tcb, now)
+        if tcb.state != CLOSED:
+            self._rearm(tcb)
+
+    def _persist_timer(self, tcb: Tcb, now: int) -> None:
+        """RFC 9293 §3.8.6.1: probe a zero window, backing off."""
+        if tcb.snd_wnd or not tcb.sendable() or tcb.state == CLOSED:
+            tcb.persist_backoff = 0
+            return
+        self.counters[TcpCounter.ZERO_WINDOW_PROBES] += 1
+        output.send_probe(self, tcb, now)
+        tcb.persist_backoff = min(tcb.persist_backoff + 1, 16)
+        self.arm_persist(tcb, now)
+
+    def _retransmission_timer(self, tcb: Tcb, now: int) -> None:
+        """RFC 6298 (5.4)-(5.6): resend the oldest segment, back off; give
+        up after the configured number of tries (RFC 9293 §3.8.3 R2)."""
+        state = tcb.state
+        tcb.retransmits += 1
+        limit = {
+            SYN_SENT: self.settings.syn_retries,
+            SYN_RECEIVED: self.settings.synack_retries,
+        }.get(state, self.settings.max_retransmits)
+        if tcb.retransmits > limit:
+            self.counters[TcpCounter.CONNECTION_TIMEOUTS] += 1
+            if state == SYN_RECEIVED and tcb.listener is not None:
+                self.destroy(tcb)
+            else:
+                self.abort(tcb, errno.ETIMEDOUT, state != SYN_SENT, now)
+            return
+        self.counters[TcpCounter.TIMEOUTS] += 1
+        tcb.rtt.on_timeout()
+        tcb.rtt_seq = -1
+        if state in (SYN_SENT, SYN_RECEIVED):
+            self.counters[TcpCounter.RETRANSMITTED_SEGMENTS] += 1
+            self.queue_control(tcb)
+            self.arm_rto(tcb, now)
+            return
+        tcb.cc.on_timeout(now, tcb.in_flight())
+        tcb.in_recovery = False
+        tcb.dup_acks = 0
+        tcb.scoreboard.reset()
+        tcb.snd_nxt = tcb.snd_una  # go back: resend from the oldest byte
+        tcb.high_rxt = tcb.snd_una
+        self._queue_data(tcb)
+        self.arm_rto(tcb, now)
+
+    def _keepalive_timer(self, tcb: Tcb, now: int) -> None:
+        """RFC 1122 §4.2.3.6 with Linux's timing: after `idle` without a
+        segment, a probe every `interval`; `count` unanswered ones abort.
+        Any arriving segment clears keepalive_sent (input)."""
+        if not tcb.keepalive or tcb.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2):
+            return
+        idle_until = tcb.last_receive + tcb.keepalive_idle
+        if not tcb.keepalive_sent and idle_until > now:
+            self._keepalive.push(tcb, idle_until)
+            return
+        if tcb.keepalive_sent >= tcb.keepalive_count:
+            self.counters[TcpCounter.CONNECTION_TIMEOUTS] += 1
+            self.abort(tcb, errno.ETIMEDOUT, True, now)
+            return
+        tcb.keepalive_sent += 1
+        self.counters[TcpCounter.KEEPALIVE_PROBES] += 1
+        output.send_probe(self, tcb, now)
+        self._keepalive.push(tcb, now + tcb.keepalive_interval)
+
+    # ------------------------------------------------------------ output
+
+    def flush(self, now: int) -> None:
+        """Send everything queued this pass: control, then ACKs, then data."""
+        send = self._send_ipv4
+        for dst, segment in self._resets:
+            send(dst, PROTO_TCP, segment, now)
+        self._resets.clear()
+        control, self._control = self._control, []
+        for tcb in control:
+            tcb.on_control_list = False
+            if tcb.state in (SYN_SENT, SYN_RECEIVED):
+                output.send_syn(self, tcb, now)
+                if not tcb.rto_deadline:
+                    self.arm_rto(tcb, now)
+        acks, self._acks = self._acks, []
+        for tcb in acks:
+            tcb.on_ack_list = False
+            # A connection with data queued gets its ACK on that data, or
+            # after it if the windows let nothing go.
+            if tcb.ack_now and not tcb.on_data_list and tcb.state != CLOSED:
+                output.send_ack(self, tcb, now)
+        data, self._data = self._data, []
+        for tcb in data:
+            tcb.on_data_list = False
+            if tcb.state == CLOSED:
+                continue
+            if tcb.in_recovery and tcb.sack_enabled:
+                self._sack_recovery(tcb, now)
+            output.send_data(self, tcb, now)
+            if tcb.ack_now:
+                output.send_ack(self, tcb, now)
+
+    def _sack_recovery(self, tcb: Tcb, now: int) -> None:
+        """RFC 6675 §5 (C): while the pipe leaves room, resend what NextSeg
+        names; new data goes out through send_data afterwards."""
+        board = tcb.scoreboard
+        una = tcb.snd_una
+        high_data = (tcb.snd_max - una) & SEQ_MASK
+        high_rxt = (tcb.high_rxt - una) & SEQ_MASK if seq_gt(tcb.high_rxt, una) else 0
+        pipe = board.pipe(high_data, high_rxt)
+        while tcb.cc.cwnd - pipe >= tcb.mss:
+            chosen = board.next_seg(high_data, high_rxt, (tcb.snd_nxt - una) & SEQ_MASK, tcb.mss)
+            if chosen is None:
+                break
+            start, length = chosen
+            output.retransmit(self, tcb, now, start, length)
+            board.mark_retransmitted(start, start + length)
+            high_rxt = start + length
+            tcb.high_rxt = (una + high_rxt) & SEQ_MASK
+            pipe += length
+
+
+_NO_OPTIONS = TcpOptions()
+
+
+def _window_scale_for(largest_window: int) -> int:
+    """The shift that lets a 16-bit field carry `largest_window` (RFC 7323 §2.3)."""
+    shift = 0
+    while (largest_window >> shift) > 0xFFFF and shift < MAX_WINDOW_SCALE:
+        shift += 1
+    return shift

@@ -1,0 +1,486 @@
+"""What a connection does with an arriving segment: RFC 9293 §3.10.7, one
+handler per state group (mTCP's tcp_in.c). The engine demultiplexes and
+calls exactly one of `listen_input`, `syn_sent_input`, `synchronized_input`.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from stackservice.tcp import output
+from stackservice.tcp.counters import TcpCounter
+from stackservice.tcp.drops import TcpDropReason
+from stackservice.tcp.segment import (
+    ACK,
+    FIN,
+    RST,
+    SEQ_MASK,
+    SYN,
+    TcpOptions,
+    TcpRepr,
+    seq_ge,
+    seq_gt,
+    seq_le,
+    seq_lt,
+    seq_sub,
+)
+from stackservice.tcp.state import (
+    CLOSE_WAIT,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    RECEIVES_DATA,
+    SYN_RECEIVED,
+    TIME_WAIT,
+)
+from stackservice.tcp.tcb import Tcb
+
+if TYPE_CHECKING:
+    from stackservice.tcp.engine import Listener, TcpEngine
+
+# RFC 7323 §5.5: TS.Recent older than 24 days is invalid, so PAWS lets it pass.
+PAWS_IDLE_US = 24 * 86400 * 1_000_000
+DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the peer sends no MSS option
+MIN_MSS = 88  # Linux's floor: a tiny MSS option must not make us send 1-byte segments
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def negotiate(engine: TcpEngine, tcb: Tcb, options: TcpOptions, now: int, offered: bool) -> None:
+    """Adopt the peer's SYN options. `offered`: we sent (or will answer
+    with) our own, so each option is on only if both sides have it."""
+    settings = engine.settings
+    tcb.ts_enabled = settings.timestamps and options.timestamps is not None
+    if tcb.ts_enabled:
+        tcb.ts_recent = options.timestamps[0]
+        tcb.ts_recent_age = now
+    tcb.sack_enabled = settings.sack and options.sack_permitted
+    tcb.ws_enabled = settings.window_scaling and options.window_scale is not None and offered
+    if tcb.ws_enabled:
+        tcb.snd_wscale = options.window_scale
+    else:
+        tcb.snd_wscale = tcb.rcv_wscale = 0
+    peer_mss = options.mss if options.mss else DEFAULT_MSS
+    # RFC 6691: the MSS counts no options; ours ride on every segment.
+    overhead = 12 if tcb.ts_enabled else 0
+    tcb.peer_mss = max(MIN_MSS, min(peer_mss, settings.mss))
+    tcb.mss = tcb.peer_mss - overhead
+    tcb.cc.set_mss(tcb.mss)
+
+
+def listen_input(
+    engine: TcpEngine, listener: Listener, src_ip: int, seg: TcpRepr, data: memoryview, now: int
+) -> None:
+    """RFC 9293 §3.10.7.2, with SYN cookies when the SYN queue is full."""
+    flags = seg.flags
+    if flags & RST:
+        engine.drop(TcpDropReason.TCP_LISTEN_NOT_SYN)
+        return
+    if flags & ACK:
+        if not flags & SYN and engine.cookie_ack(listener, src_ip, seg, data, now):
+            return
+        engine.reply_reset(src_ip, seg, len(data))
+        engine.drop(TcpDropReason.TCP_LISTEN_NOT_SYN)
+        return
+    if not flags & SYN:
+        engine.drop(TcpDropReason.TCP_LISTEN_NOT_SYN)
+        return
+    if listener.accept_full():
+        # Linux drops SYNs while the accept queue is full: the client's
+        # retransmission comes back when the application has caught up.
+        engine.counters[TcpCounter.LISTEN_OVERFLOWS] += 1
+        engine.drop(TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW)
+        return
+    if listener.syn_count >= listener.syn_limit:
+        if engine.settings.syn_cookies:
+            engine.send_cookie(listener, src_ip, seg, now)
+        else:
+            engine.drop(TcpDropReason.TCP_SYN_QUEUE_OVERFLOW)
+        return
+    tcb = engine.new_passive(listener, src_ip, seg, now)
+    if tcb is not None:
+        negotiate(engine, tcb, seg.options, now, True)
+        engine.queue_control(tcb)
+
+
+def syn_sent_input(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, now: int) -> None:
+    """RFC 9293 §3.10.7.3."""
+    flags = seg.flags
+    ack_ok = False
+    if flags & ACK:
+        if seq_le(seg.ack, tcb.iss) or seq_gt(seg.ack, tcb.snd_nxt):
+            if not flags & RST:
+                engine.reply_reset(tcb.remote_ip, seg, len(data))
+            engine.drop(TcpDropReason.TCP_SYN_SENT_UNEXPECTED)
+            return
+        ack_ok = True
+    if flags & RST:
+        if ack_ok:
+            engine.counters[TcpCounter.ATTEMPT_FAILS] += 1
+            engine.abort(tcb, errno.ECONNREFUSED, False, now)
+        else:
+            engine.drop(TcpDropReason.TCP_SYN_SENT_UNEXPECTED)
+        return
+    if not flags & SYN:
+        engine.drop(TcpDropReason.TCP_SYN_SENT_UNEXPECTED)
+        return
+    tcb.irs = seg.seq
+    tcb.rcv_nxt = (seg.seq + 1) & SEQ_MASK
+    tcb.rcv_adv = tcb.rcv_nxt
+    negotiate(engine, tcb, seg.options, now, True)
+    if ack_ok:
+        _acknowledge(engine, tcb, seg.ack, now)
+        _update_window(tcb, seg)
+        engine.establish(tcb, now)
+        engine.ack_now(tcb)
+    else:
+        # Simultaneous open (RFC 9293 §3.5, figure 8): answer with SYN-ACK.
+        engine.set_state(tcb, SYN_RECEIVED)
+        tcb.snd_wnd = seg.window
+        engine.queue_control(tcb)
+
+
+# ------------------------------------------------------------- synchronized
+
+
+def _acceptable(tcb: Tcb, seq: int, seg_len: int) -> bool:
+    """RFC 9293 §3.10.7.4, the four-case acceptability test."""
+    rcv_nxt = tcb.rcv_nxt
+    window = seq_sub(tcb.rcv_adv, rcv_nxt) if seq_gt(tcb.rcv_adv, rcv_nxt) else 0
+    if seq == rcv_nxt:
+        # Includes a zero window: ACKs, RSTs and the text are then still
+        # examined (RFC 9293 "special allowance"), the text is just not kept.
+        return True
+    if seg_len == 0:
+        return window > 0 and seq_lt(rcv_nxt, seq) and seq_lt(seq, (rcv_nxt + window) & SEQ_MASK)
+    if window == 0:
+        return False
+    end = (seq + seg_len - 1) & SEQ_MASK
+    right = (rcv_nxt + window) & SEQ_MASK
+    first_in = seq_le(rcv_nxt, seq) and seq_lt(seq, right)
+    last_in = seq_le(rcv_nxt, end) and seq_lt(end, right)
+    return first_in or last_in
+
+
+def synchronized_input(
+    engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, now: int
+) -> None:
+    """SYN-RECEIVED and every later state (RFC 9293 §3.10.7.4)."""
+    flags = seg.flags
+    state = tcb.state
+    if state == SYN_RECEIVED and flags & SYN and not flags & ACK and seg.seq == tcb.irs:
+        # The peer did not see our SYN-ACK: send it again (as Linux does).
+        engine.queue_control(tcb)
+        return
+    if not _passes_paws(engine, tcb, seg, now):
+        return
+    seg_len = len(data) + (flags & SYN and 1) + (flags & FIN and 1)
+    if not _acceptable(tcb, seg.seq, seg_len):
+        if not flags & RST:
+            engine.ack_now(tcb)
+            if state == TIME_WAIT and flags & FIN:
+                engine.restart_time_wait(tcb, now)  # RFC 9293: re-ACK, restart 2 MSL
+        engine.drop(TcpDropReason.TCP_OUT_OF_WINDOW)
+        return
+    if flags & RST:
+        _reset_arrives(engine, tcb, seg, now)
+        return
+    if flags & SYN:
+        # RFC 5961 §4.2: any SYN on a synchronized connection is challenged.
+        engine.challenge_ack(tcb, now)
+        engine.drop(TcpDropReason.TCP_SYN_CHALLENGED)
+        return
+    if not flags & ACK:
+        engine.drop(TcpDropReason.TCP_NO_ACK)
+        return
+    tcb.last_receive = now
+    tcb.keepalive_sent = 0
+    if state == SYN_RECEIVED and not _ack_syn_received(engine, tcb, seg, len(data), now):
+        return
+    if not _process_ack(engine, tcb, seg, len(data), now):
+        return
+    if _after_ack(engine, tcb, now):
+        return  # the connection is gone (LAST-ACK completed)
+    if data:
+        _receive_text(engine, tcb, seg, data, now)
+    if flags & FIN:
+        fin_seq = (seg.seq + len(data)) & SEQ_MASK
+        if fin_seq == tcb.rcv_nxt:
+            _fin_arrives(engine, tcb, now)
+        elif seq_gt(fin_seq, tcb.rcv_nxt):
+            tcb.peer_fin_seq = fin_seq  # consumed once the hole is filled
+
+
+def _passes_paws(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> bool:
+    """RFC 7323 §5.3 R1: reject a segment whose TSval is older than TS.Recent."""
+    timestamps = seg.options.timestamps
+    if not tcb.ts_enabled or timestamps is None or seg.flags & RST:
+        return True
+    tsval = timestamps[0]
+    if seq_lt(tsval, tcb.ts_recent) and now - tcb.ts_recent_age < PAWS_IDLE_US:
+        engine.ack_now(tcb)
+        engine.drop(TcpDropReason.TCP_PAWS_REJECT)
+        return False
+    # RFC 7323 §4.3 (2): remember it if the segment starts at or before
+    # what we have acknowledged.
+    if seq_le(seg.seq, tcb.rcv_nxt):
+        tcb.ts_recent = tsval
+        tcb.ts_recent_age = now
+    return True
+
+
+def _reset_arrives(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
+    """RFC 5961 §3.2: only a RST exactly at RCV.NXT resets; any other
+    in-window RST gets a challenge ACK."""
+    if seg.seq != tcb.rcv_nxt:
+        engine.challenge_ack(tcb, now)
+        engine.drop(TcpDropReason.TCP_RST_CHALLENGED)
+        return
+    engine.counters[TcpCounter.RESETS_IN] += 1
+    state = tcb.state
+    if state == SYN_RECEIVED:
+        engine.counters[TcpCounter.ATTEMPT_FAILS] += 1
+        if tcb.listener is not None:
+            engine.destroy(tcb)  # passive open: back to LISTEN (RFC 9293)
+            return
+        engine.abort(tcb, errno.ECONNREFUSED, False, now)
+        return
+    if state in (ESTABLISHED, CLOSE_WAIT):
+        engine.counters[TcpCounter.ESTABLISHED_RESETS] += 1
+    if state in (CLOSING, LAST_ACK, TIME_WAIT):
+        engine.destroy(tcb)
+        return
+    engine.abort(tcb, errno.ECONNRESET, False, now)
+
+
+def _ack_syn_received(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: int) -> bool:
+    if not (seq_lt(tcb.snd_una, seg.ack) and seq_le(seg.ack, tcb.snd_nxt)):
+        engine.reply_reset(tcb.remote_ip, seg, data_len)
+        engine.drop(TcpDropReason.TCP_BAD_ACK)
+        return False
+    listener = tcb.listener
+    if listener is not None and listener.accept_full():
+        engine.counters[TcpCounter.LISTEN_OVERFLOWS] += 1
+        engine.drop(TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW)
+        return False  # stay half-open; our SYN-ACK retransmission retries
+    _update_window(tcb, seg)
+    engine.establish(tcb, now)
+    return True
+
+
+def _process_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: int) -> bool:
+    """RFC 9293 §3.10.7.4 fifth step, with RFC 5961 §5.2 and loss detection
+    (RFC 5681, RFC 6582, RFC 6675). False: drop the rest of the segment."""
+    ack = seg.ack
+    if seq_gt(ack, tcb.snd_max):
+        engine.ack_now(tcb)
+        engine.drop(TcpDropReason.TCP_BAD_ACK)
+        return False
+    if seq_lt(ack, (tcb.snd_una - tcb.max_snd_wnd) & SEQ_MASK):
+        engine.challenge_ack(tcb, now)
+        engine.drop(TcpDropReason.TCP_BAD_ACK)
+        return False
+    if seq_gt(ack, tcb.snd_una):
+        _new_ack(engine, tcb, seg, now)
+    elif ack == tcb.snd_una and _is_duplicate(tcb, seg, data_len):
+        _duplicate_ack(engine, tcb, seg, now)
+    _update_window(tcb, seg)
+    return True
+
+
+def _is_duplicate(tcb: Tcb, seg: TcpRepr, data_len: int) -> bool:
+    """RFC 5681 §2 DUPLICATE ACKNOWLEDGMENT (window unchanged, no data, no
+    SYN/FIN, data outstanding); with SACK, any ACK carrying SACK blocks
+    while data is outstanding counts (RFC 6675 §2 DupAck)."""
+    if tcb.snd_una == tcb.snd_max or data_len or seg.flags & (SYN | FIN):
+        return False
+    if tcb.sack_enabled and seg.options.sack_blocks:
+        return True
+    return (seg.window << tcb.snd_wscale) == tcb.snd_wnd
+
+
+def _sack_offsets(tcb: Tcb, seg: TcpRepr) -> list[tuple[int, int]]:
+    una = tcb.snd_una
+    return [
+        (seq_sub(left, una), seq_sub(right, una))
+        for left, right in seg.options.sack_blocks
+        if seq_gt(right, una) and seq_le(right, tcb.snd_max) and seq_lt(left, right)
+    ]
+
+
+def _acknowledge(engine: TcpEngine, tcb: Tcb, ack: int, now: int) -> int:
+    """Move SND.UNA to `ack`: free acknowledged bytes, time the RTT (Karn),
+    keep or stop the retransmission timer (RFC 6298 (5.2), (5.3)). Returns
+    the application bytes acknowledged."""
+    if tcb.rtt_seq >= 0 and seq_gt(ack, tcb.rtt_seq):
+        tcb.rtt.sample(now - tcb.rtt_start)
+        tcb.rtt_seq = -1
+    tcb.rtt.on_new_ack()
+    acked_data = 0
+    if seq_gt(ack, tcb.buf_seq):
+        acked_data = min(seq_sub(ack, tcb.buf_seq), len(tcb.send_buffer))
+        if acked_data:
+            tcb.send_buffer.acknowledge(acked_data)
+            tcb.buf_seq = (tcb.buf_seq + acked_data) & SEQ_MASK
+    tcb.snd_una = ack
+    if seq_lt(tcb.snd_nxt, ack):
+        tcb.snd_nxt = ack
+    tcb.retransmits = 0
+    if tcb.snd_una == tcb.snd_max:
+        engine.cancel_rto(tcb)
+    else:
+        engine.arm_rto(tcb, now)
+    if acked_data:
+        engine.notify(tcb)
+    return acked_data
+
+
+def _new_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
+    acked = seq_sub(seg.ack, tcb.snd_una)
+    in_flight = tcb.in_flight()
+    acked_data = _acknowledge(engine, tcb, seg.ack, now)
+    if tcb.sack_enabled:
+        tcb.scoreboard.on_ack(acked, _sack_offsets(tcb, seg), seq_sub(tcb.snd_max, tcb.snd_una))
+    cc = tcb.cc
+    if not tcb.in_recovery:
+        tcb.dup_acks = 0
+        if acked_data:
+            cc.on_ack(acked_data, now, tcb.rtt.srtt_us, in_flight)
+        return
+    if seq_ge(seg.ack, tcb.recover):
+        # Full acknowledgment: recovery is over (RFC 6582 §3.2 step 3).
+        tcb.in_recovery = False
+        tcb.dup_acks = 0
+        cc.on_recovery_exit(now)
+        return
+    engine.counters[TcpCounter.PARTIAL_ACKS] += 1
+    if not tcb.sack_enabled:
+        # RFC 6582 §3.2 step 5: resend the next hole, deflate the window by
+        # what was acknowledged, add back one MSS if at least that much.
+        output.retransmit(engine, tcb, now, 0, tcb.mss)
+        cc.cwnd = max(cc.cwnd - acked + (tcb.mss if acked >= tcb.mss else 0), tcb.mss)
+
+
+def _duplicate_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
+    tcb.dup_acks += 1
+    newly_sacked = 0
+    if tcb.sack_enabled:
+        newly_sacked = tcb.scoreboard.on_ack(
+            0, _sack_offsets(tcb, seg), seq_sub(tcb.snd_max, tcb.snd_una)
+        )
+    if tcb.in_recovery:
+        if not tcb.sack_enabled:
+            tcb.cc.cwnd += tcb.mss  # RFC 6582 §3.2 step 4: inflation
+        return
+    lost = tcb.sack_enabled and newly_sacked and tcb.scoreboard.is_lost(0)
+    if tcb.dup_acks >= 3 or lost:
+        _enter_recovery(engine, tcb, now)
+
+
+def _enter_recovery(engine: TcpEngine, tcb: Tcb, now: int) -> None:
+    """Fast retransmit (RFC 5681 §3.2; RFC 6582 §3.2 step 2; RFC 6675 §5)."""
+    counters = engine.counters
+    counters[TcpCounter.FAST_RETRANSMITS] += 1
+    tcb.in_recovery = True
+    tcb.recover = tcb.snd_max
+    cc = tcb.cc
+    cc.on_loss(now, tcb.in_flight())
+    output.retransmit(engine, tcb, now, 0, tcb.mss)
+    if tcb.sack_enabled:
+        counters[TcpCounter.SACK_RECOVERIES] += 1
+        end = min(tcb.mss, len(tcb.send_buffer))
+        tcb.scoreboard.enter_recovery(seq_sub(tcb.snd_max, tcb.snd_una), end)
+        tcb.high_rxt = (tcb.snd_una + end) & SEQ_MASK
+    else:
+        cc.cwnd = cc.ssthresh + 3 * tcb.mss
+    engine.arm_rto(tcb, now)
+
+
+def _update_window(tcb: Tcb, seg: TcpRepr) -> None:
+    """RFC 9293 §3.10.7.4: take the window from the newest segment only."""
+    if seq_lt(tcb.snd_wl1, seg.seq) or (tcb.snd_wl1 == seg.seq and seq_le(tcb.snd_wl2, seg.ack)):
+        window = seg.window << tcb.snd_wscale
+        tcb.snd_wnd = window
+        tcb.snd_wl1 = seg.seq
+        tcb.snd_wl2 = seg.ack
+        if window > tcb.max_snd_wnd:
+            tcb.max_snd_wnd = window
+
+
+def _after_ack(engine: TcpEngine, tcb: Tcb, now: int) -> bool:
+    """State changes our FIN's acknowledgment causes. True if the
+    connection is gone."""
+    if tcb.fin_seq < 0 or not seq_gt(tcb.snd_una, tcb.fin_seq):
+        return False
+    state = tcb.state
+    if state == FIN_WAIT_1:
+        engine.set_state(tcb, FIN_WAIT_2)
+        engine.notify(tcb)
+    elif state == CLOSING:
+        engine.enter_time_wait(tcb, now)
+    elif state == LAST_ACK:
+        engine.destroy(tcb)
+        return True
+    return False
+
+
+def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, now: int) -> None:
+    """RFC 9293 §3.10.7.4 seventh step: keep in-window bytes, ACK policy."""
+    if tcb.state not in RECEIVES_DATA:
+        return  # the peer's FIN came first: the text is ignored
+    if tcb.app_closed:
+        # Nobody will read it: tell the peer at once (RFC 9293 §3.10.4, Linux).
+        engine.drop(TcpDropReason.TCP_DATA_AFTER_CLOSE)
+        engine.abort(tcb, errno.ECONNRESET, True, now)
+        return
+    offset = 0
+    if seq_lt(seg.seq, tcb.rcv_nxt):
+        data = data[seq_sub(tcb.rcv_nxt, seg.seq) :]
+    else:
+        offset = seq_sub(seg.seq, tcb.rcv_nxt)
+    buffer = tcb.receive_buffer
+    room = buffer.capacity - buffer.readable() - offset
+    if room < len(data):
+        if room <= 0:
+            engine.drop(TcpDropReason.TCP_RCV_BUFFER_FULL)
+            engine.ack_now(tcb)
+            return
+        data = data[:room]
+    advanced = buffer.accept(offset, data) if data else 0
+    if advanced < 0:
+        engine.drop(TcpDropReason.TCP_RCV_BUFFER_FULL)
+        engine.ack_now(tcb)
+        return
+    if offset or buffer.has_out_of_order():
+        engine.ack_now(tcb)  # RFC 5681 §4.2: out of order or filling a hole
+    if advanced:
+        tcb.rcv_nxt = (tcb.rcv_nxt + advanced) & SEQ_MASK
+        engine.notify(tcb)
+        engine.schedule_ack(tcb, now, len(data) >= tcb.mss)
+        if tcb.peer_fin_seq >= 0 and tcb.rcv_nxt == tcb.peer_fin_seq:
+            _fin_arrives(engine, tcb, now)
+
+
+def _fin_arrives(engine: TcpEngine, tcb: Tcb, now: int) -> None:
+    """RFC 9293 §3.10.7.4 eighth step."""
+    tcb.rcv_nxt = (tcb.rcv_nxt + 1) & SEQ_MASK
+    tcb.peer_fin_seq = -1
+    tcb.fin_received = True
+    engine.ack_now(tcb)
+    engine.notify(tcb)
+    state = tcb.state
+    if state in (SYN_RECEIVED, ESTABLISHED):
+        engine.set_state(tcb, CLOSE_WAIT)
+    elif state == FIN_WAIT_1:
+        if tcb.fin_seq >= 0 and seq_gt(tcb.snd_una, tcb.fin_seq):
+            engine.enter_time_wait(tcb, now)
+        else:
+            engine.set_state(tcb, CLOSING)
+    elif state == FIN_WAIT_2:
+        engine.enter_time_wait(tcb, now)
+    elif state == TIME_WAIT:
+        engine.restart_time_wait(tcb, now)

@@ -1,0 +1,238 @@
+"""What a connection sends: segments built from the TCB (mTCP's tcp_out.c).
+
+Every function takes the engine (context: clock-free settings, counters,
+the IP layer's send) and a TCB, builds segments in a fresh buffer and hands
+them to `engine.send_segment`. Nothing here decides state transitions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stackservice.tcp.counters import TcpCounter
+from stackservice.tcp.segment import (
+    ACK,
+    FIN,
+    MAX_SACK_BLOCKS_WITH_TIMESTAMPS,
+    PSH,
+    RST,
+    SEQ_MASK,
+    SYN,
+    TcpOptions,
+    seq_gt,
+    seq_le,
+    seq_lt,
+    seq_sub,
+)
+from stackservice.tcp.state import (
+    CLOSE_WAIT,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    LAST_ACK,
+    SYN_RECEIVED,
+)
+from stackservice.tcp.tcb import Tcb
+
+if TYPE_CHECKING:
+    from stackservice.tcp.engine import TcpEngine
+
+_SENDS_DATA = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+_NO_OPTIONS = TcpOptions()
+_RETRANSMITTED = int(TcpCounter.RETRANSMITTED_SEGMENTS)
+
+
+def timestamp_value(tcb: Tcb, now: int) -> int:
+    """TSval: a 1 ms clock plus the connection's offset (RFC 7323 §5.4)."""
+    return (now // 1000 + tcb.ts_offset) & SEQ_MASK
+
+
+def advertise_window(tcb: Tcb) -> int:
+    """The window field for a non-SYN segment; records the right edge.
+
+    Receiver silly-window avoidance (RFC 9293 §3.8.6.2.2): the right edge
+    moves only by at least min(buffer/2, MSS), and is never moved left.
+    """
+    available = tcb.receive_window()
+    edge = (tcb.rcv_nxt + available) & SEQ_MASK
+    step = seq_sub(edge, tcb.rcv_adv) if seq_gt(edge, tcb.rcv_adv) else 0
+    threshold = min(tcb.receive_buffer.capacity // 2, tcb.mss)
+    if seq_lt(edge, tcb.rcv_adv) or (0 < step < threshold):
+        edge = tcb.rcv_adv
+    window = seq_sub(edge, tcb.rcv_nxt) if seq_gt(edge, tcb.rcv_nxt) else 0
+    field = min(window >> tcb.rcv_wscale, 0xFFFF)
+    tcb.rcv_adv = (tcb.rcv_nxt + (field << tcb.rcv_wscale)) & SEQ_MASK
+    return field
+
+
+def _options(tcb: Tcb, now: int, with_sack: bool) -> TcpOptions:
+    sack = ()
+    if with_sack and tcb.sack_enabled and tcb.receive_buffer.has_out_of_order():
+        limit = MAX_SACK_BLOCKS_WITH_TIMESTAMPS if tcb.ts_enabled else 4
+        rcv_nxt = tcb.rcv_nxt
+        sack = tuple(
+            ((rcv_nxt + left) & SEQ_MASK, (rcv_nxt + right) & SEQ_MASK)
+            for left, right in tcb.receive_buffer.sack_blocks(limit)
+        )
+    if tcb.ts_enabled:
+        return TcpOptions(timestamps=(timestamp_value(tcb, now), tcb.ts_recent), sack_blocks=sack)
+    if sack:
+        return TcpOptions(sack_blocks=sack)
+    return _NO_OPTIONS
+
+
+def syn_options(engine: TcpEngine, tcb: Tcb, now: int, answering: bool) -> TcpOptions:
+    """Options of our SYN or SYN-ACK: on a SYN-ACK only those the peer
+    offered (RFC 7323 §1.3, RFC 2018 §2)."""
+    settings = engine.settings
+    if answering:
+        timestamps = (timestamp_value(tcb, now), tcb.ts_recent) if tcb.ts_enabled else None
+        scale = tcb.rcv_wscale if tcb.ws_enabled else None
+        sack = tcb.sack_enabled
+    else:
+        timestamps = (timestamp_value(tcb, now), 0) if settings.timestamps else None
+        scale = tcb.rcv_wscale if settings.window_scaling else None
+        sack = settings.sack
+    return TcpOptions(
+        mss=settings.mss, window_scale=scale, sack_permitted=sack, timestamps=timestamps
+    )
+
+
+def send_syn(engine: TcpEngine, tcb: Tcb, now: int) -> None:
+    """SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED), first or again."""
+    answering = tcb.state == SYN_RECEIVED
+    flags = SYN | ACK if answering else SYN
+    # A SYN's window is never scaled (RFC 7323 §2.2).
+    window = min(tcb.receive_window(), 0xFFFF)
+    tcb.rcv_adv = (tcb.rcv_nxt + window) & SEQ_MASK
+    options = syn_options(engine, tcb, now, answering)
+    engine.send_segment(
+        tcb, now, tcb.iss, tcb.rcv_nxt if answering else 0, flags, window, options, 0
+    )
+    tcb.snd_nxt = tcb.snd_max = (tcb.iss + 1) & SEQ_MASK
+    if tcb.retransmits == 0:
+        tcb.rtt_seq = tcb.iss  # time the handshake; Karn skips a resent SYN
+        tcb.rtt_start = now
+
+
+def send_ack(engine: TcpEngine, tcb: Tcb, now: int) -> None:
+    """A pure ACK carrying the current window (and SACK blocks)."""
+    window = advertise_window(tcb)
+    options = _options(tcb, now, True)
+    engine.send_segment(tcb, now, tcb.snd_nxt, tcb.rcv_nxt, ACK, window, options, 0)
+    clear_ack(tcb)
+
+
+def send_probe(engine: TcpEngine, tcb: Tcb, now: int) -> None:
+    """Zero-window or keepalive probe: SEG.SEQ = SND.UNA - 1, no data; the
+    peer must answer with an ACK (RFC 9293 §3.8.4, as Linux does)."""
+    window = advertise_window(tcb)
+    options = _options(tcb, now, False)
+    seq = (tcb.snd_una - 1) & SEQ_MASK
+    engine.send_segment(tcb, now, seq, tcb.rcv_nxt, ACK, window, options, 0)
+
+
+def send_reset(engine: TcpEngine, tcb: Tcb, now: int) -> None:
+    """RST for an established connection being aborted (RFC 9293 §3.10.4)."""
+    options = _options(tcb, now, False)
+    engine.send_segment(tcb, now, tcb.snd_nxt, tcb.rcv_nxt, RST | ACK, 0, options, 0)
+    engine.counters[TcpCounter.RESETS_OUT] += 1
+
+
+def clear_ack(tcb: Tcb) -> None:
+    tcb.ack_pending = tcb.ack_now = False
+    tcb.unacked_segments = 0
+    tcb.delack_deadline = 0
+
+
+def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
+    """Send what the windows allow, FIN included. Returns segments sent.
+
+    Applies Nagle (RFC 9293 §3.7.4) unless TCP_NODELAY, and sender-side
+    silly-window avoidance (§3.8.6.2.1).
+    """
+    if tcb.state not in _SENDS_DATA:
+        return 0
+    cc = tcb.cc
+    sent = 0
+    while True:
+        in_flight = tcb.in_flight()
+        usable = min(tcb.snd_wnd, cc.cwnd) - in_flight
+        available = tcb.sendable()
+        fin_due = tcb.fin_seq >= 0 and seq_le(tcb.snd_nxt, tcb.fin_seq)
+        if available == 0:
+            if fin_due and tcb.snd_nxt == tcb.fin_seq:
+                _send_chunk(engine, tcb, now, 0, True)
+                sent += 1
+            break
+        length = min(available, tcb.mss, usable)
+        if length <= 0:
+            break
+        last = length == available
+        if length < tcb.mss and not _may_send_small(tcb, length, last, in_flight, fin_due):
+            break
+        _send_chunk(engine, tcb, now, length, fin_due)
+        sent += 1
+    if sent == 0 and tcb.sendable() and tcb.snd_wnd == 0 and tcb.in_flight() == 0:
+        engine.arm_persist(tcb, now)
+    return sent
+
+
+def _may_send_small(tcb: Tcb, length: int, last: bool, in_flight: int, fin_due: bool) -> bool:
+    if not last:
+        # Window-limited: only a chunk worth at least half the largest
+        # window the peer offered (SWS avoidance).
+        return length >= tcb.max_snd_wnd // 2
+    # Nagle: a short tail waits while anything is unacknowledged.
+    return tcb.nodelay or in_flight == 0 or fin_due
+
+
+def _send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool) -> None:
+    """One segment at SND.NXT: up to `length` bytes, the FIN too if due and
+    the data runs out with this segment."""
+    seq = tcb.snd_nxt
+    retransmission = seq_lt(seq, tcb.snd_max)
+    options = _options(tcb, now, True)
+    # RFC 6691: data plus options within the peer's MSS (SACK blocks cost).
+    length = min(length, tcb.peer_mss - options.buffer_len())
+    flags = ACK
+    if length and length == tcb.sendable():
+        flags |= PSH | (FIN if fin_due else 0)
+    elif not length and fin_due:
+        flags |= FIN
+    window = advertise_window(tcb)
+    engine.send_segment(
+        tcb, now, seq, tcb.rcv_nxt, flags, window, options, length, seq_sub(seq, tcb.buf_seq)
+    )
+    clear_ack(tcb)
+    end = (seq + length + (1 if flags & FIN else 0)) & SEQ_MASK
+    tcb.snd_nxt = end
+    if seq_gt(end, tcb.snd_max):
+        tcb.snd_max = end
+    if retransmission:
+        engine.counters[_RETRANSMITTED] += 1
+        tcb.rtt_seq = -1  # Karn: never time a retransmitted segment
+    elif tcb.rtt_seq < 0 and length:
+        tcb.rtt_seq = seq
+        tcb.rtt_start = now
+    tcb.last_send = now
+    if not tcb.rto_deadline:
+        engine.arm_rto(tcb, now)
+
+
+def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) -> None:
+    """Resend `length` bytes at `offset` from SND.UNA without moving SND.NXT
+    (fast retransmit, NewReno partial ACK, SACK NextSeg)."""
+    seq = (tcb.snd_una + offset) & SEQ_MASK
+    options = _options(tcb, now, True)
+    data_left = len(tcb.send_buffer) - seq_sub(seq, tcb.buf_seq)
+    length = max(0, min(length, data_left, tcb.mss, tcb.peer_mss - options.buffer_len()))
+    with_fin = tcb.fin_seq >= 0 and (seq + length) & SEQ_MASK == tcb.fin_seq
+    flags = ACK | (FIN if with_fin else 0)
+    window = advertise_window(tcb)
+    engine.send_segment(
+        tcb, now, seq, tcb.rcv_nxt, flags, window, options, length, seq_sub(seq, tcb.buf_seq)
+    )
+    clear_ack(tcb)
+    engine.counters[_RETRANSMITTED] += 1
+    tcb.rtt_seq = -1

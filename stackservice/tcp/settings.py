@@ -1,0 +1,51 @@
+"""Per-instance TCP settings: defaults follow Linux where RFCs leave room."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stackservice.tcp.congestion import CONGESTION_CONTROLS
+
+_SECOND = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    mtu: int = 1500
+    send_buffer: int = 256 * 1024  # SO_SNDBUF default
+    receive_buffer: int = 256 * 1024  # SO_RCVBUF default; sets our window scale
+    congestion_control: str = "cubic"
+    time_wait_us: int = 60 * _SECOND  # Linux's TCP_TIMEWAIT_LEN (2*MSL)
+    max_time_wait: int = 65536  # like tcp_max_tw_buckets
+    syn_retries: int = 6  # like tcp_syn_retries (~127 s)
+    synack_retries: int = 5  # like tcp_synack_retries
+    max_retransmits: int = 15  # like tcp_retries2: then the connection is aborted
+    delayed_ack_us: int = 40_000  # Linux's minimum ATO; RFC 9293 §3.8.6.3 allows < 500 ms
+    quickack_segments: int = 16  # segments ACKed at once after the handshake
+    keepalive_idle_us: int = 7200 * _SECOND
+    keepalive_interval_us: int = 75 * _SECOND
+    keepalive_probes: int = 9
+    persist_max_us: int = 120 * _SECOND
+    min_rto_us: int = 200_000
+    max_rto_us: int = 120 * _SECOND
+    initial_rto_us: int = 1 * _SECOND
+    syn_queue: int = 1024  # half-open connections per listener before SYN cookies
+    syn_cookies: bool = True
+    timestamps: bool = True
+    sack: bool = True
+    window_scaling: bool = True
+    challenge_ack_per_s: int = 1000  # RFC 5961 §7
+    max_connections: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.congestion_control not in CONGESTION_CONTROLS:
+            raise ValueError(f"congestion control must be one of {', '.join(CONGESTION_CONTROLS)}")
+        if not 576 <= self.mtu <= 9216:
+            raise ValueError("mtu must be 576..9216")
+        if self.send_buffer < 2048 or self.receive_buffer < 2048:
+            raise ValueError("buffers must be at least 2048 bytes")
+
+    @property
+    def mss(self) -> int:
+        """The MSS we advertise: MTU less IPv4 and TCP headers (RFC 9293 §3.7.1)."""
+        return self.mtu - 40

@@ -1,0 +1,186 @@
+"""The transmission control block: one connection's variables (RFC 9293 §3.3.1).
+
+Data only, plus the arithmetic every direction needs. What happens on a
+segment lives in `input.py`, what goes out in `output.py`, lifetime and
+timers in `engine.py` (mTCP's tcp_in.c / tcp_out.c / tcp_stream.c split).
+"""
+
+from __future__ import annotations
+
+from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
+from stackservice.tcp.congestion import CongestionControl
+from stackservice.tcp.rtt import RttEstimator
+from stackservice.tcp.sack import Scoreboard
+from stackservice.tcp.segment import SEQ_MASK
+from stackservice.tcp.state import CLOSED
+from stackservice.tcp.timers import TimerEntry
+
+# Readiness bits the socket layer turns into epoll events.
+READABLE = 0x1  # data, EOF, or an error to report
+WRITABLE = 0x4  # send buffer has room (or an error to report)
+ERROR = 0x8
+HANGUP = 0x10  # both directions closed (or reset)
+READ_HANGUP = 0x2000  # the peer sent FIN (EPOLLRDHUP)
+
+# SHUT_* values as in socket.h.
+SHUT_RD = 0
+SHUT_WR = 1
+SHUT_RDWR = 2
+
+
+class Tcb(TimerEntry):
+    """One connection. Sequence variables use RFC 9293 names."""
+
+    __slots__ = (
+        # identity
+        "local_ip",
+        "local_port",
+        "remote_ip",
+        "remote_port",
+        "key",
+        "state",
+        "listener",  # the Listener that accepted us, until accept()
+        "owner",  # opaque: who holds this socket (app session), for ListConnections
+        # send sequence space
+        "iss",
+        "snd_una",  # oldest unacknowledged
+        "snd_nxt",  # next to send
+        "snd_max",  # highest ever sent (snd_nxt goes back after a timeout)
+        "snd_wnd",  # peer's window, scaled, bytes
+        "max_snd_wnd",  # largest window the peer offered (RFC 5961 §5.2, SWS)
+        "snd_wl1",  # seq of the segment used for the last window update
+        "snd_wl2",  # ack of that segment
+        "snd_wscale",  # shift the peer applies to its window field
+        "buf_seq",  # sequence number of send_buffer's first byte
+        "fin_seq",  # sequence number of our FIN once queued, else -1
+        # receive sequence space
+        "irs",
+        "rcv_nxt",
+        "rcv_adv",  # right edge we last advertised: never shrunk (RFC 9293 §3.8.6.2.2)
+        "rcv_wscale",  # shift we apply to our window field
+        "peer_fin_seq",  # seq of a FIN received out of order, else -1
+        "fin_received",  # the peer's FIN has been consumed in order
+        # options negotiated on the handshake
+        "mss",  # data per segment: the MSS less the options every segment carries
+        "peer_mss",  # min(peer's MSS option, ours): data + options per segment
+        "ts_enabled",
+        "ts_recent",  # RFC 7323 TS.Recent
+        "ts_recent_age",  # when TS.Recent was set (µs), for the 24-day PAWS rule
+        "ts_offset",  # per-connection TSval offset (RFC 7323 §5.4)
+        "sack_enabled",
+        "ws_enabled",
+        # buffers, reliability, congestion
+        "send_buffer",
+        "receive_buffer",
+        "rtt",
+        "cc",
+        "scoreboard",
+        "rtt_seq",  # Karn: the segment being timed (no timestamps), or -1
+        "rtt_start",
+        "dup_acks",
+        "in_recovery",
+        "recover",  # RFC 6582 / RFC 6675 recovery point
+        "high_rxt",  # RFC 6675 HighRxt (offset from snd_una is derived)
+        "retransmits",  # consecutive timeouts of the current segment
+        "last_send",  # when data was last sent (idle restart, RFC 5681 §4.1)
+        "last_receive",  # when a segment last arrived (keepalive)
+        # timers: absolute µs deadlines, 0 = off; the wheel holds the earliest
+        "rto_deadline",
+        "delack_deadline",
+        "persist_deadline",
+        "persist_backoff",
+        "keepalive_deadline",
+        "keepalive_sent",
+        # ACK policy
+        "ack_pending",  # an ACK is owed; delayed unless ack_now
+        "ack_now",
+        "unacked_segments",  # full segments received since our last ACK
+        "quickack",  # segments still to ACK at once (slow-start friendliness)
+        # socket options
+        "nodelay",
+        "keepalive",
+        "keepalive_idle",
+        "keepalive_interval",
+        "keepalive_count",
+        "linger_zero",
+        # membership flags: queues are never scanned (STYLE rule 9)
+        "on_control_list",
+        "on_ack_list",
+        "on_data_list",
+        "on_event_queue",
+        "pending_control",  # control flags to send (SYN / SYN|ACK / FIN handled by state)
+        # application view
+        "error",  # errno to report once, 0 if none
+        "read_closed",  # app did shutdown(SHUT_RD)
+        "write_closed",  # app did shutdown(SHUT_WR) or close()
+        "app_closed",  # app called close(): the TCB is the engine's alone
+        "opened_at",  # µs, for connect-time statistics
+        "established_at",
+    )
+
+    def __init__(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> None:
+        super().__init__()
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.remote_ip = remote_ip
+        self.remote_port = remote_port
+        self.key = flow_key(remote_ip, remote_port, local_port)
+        self.state = CLOSED
+        self.listener = None
+        self.owner = None
+        self.iss = self.snd_una = self.snd_nxt = self.snd_max = 0
+        self.snd_wnd = self.max_snd_wnd = self.snd_wl1 = self.snd_wl2 = 0
+        self.snd_wscale = self.rcv_wscale = 0
+        self.buf_seq = 0
+        self.fin_seq = self.peer_fin_seq = -1
+        self.irs = self.rcv_nxt = self.rcv_adv = 0
+        self.fin_received = False
+        self.mss = self.peer_mss = 536
+        self.ts_enabled = self.sack_enabled = self.ws_enabled = False
+        self.ts_recent = self.ts_recent_age = self.ts_offset = 0
+        self.send_buffer: SendBuffer | None = None
+        self.receive_buffer: ReceiveBuffer | None = None
+        self.rtt: RttEstimator | None = None
+        self.cc: CongestionControl | None = None
+        self.scoreboard: Scoreboard | None = None
+        self.rtt_seq = -1
+        self.rtt_start = 0
+        self.dup_acks = 0
+        self.in_recovery = False
+        self.recover = self.high_rxt = 0
+        self.retransmits = 0
+        self.last_send = self.last_receive = 0
+        self.rto_deadline = self.delack_deadline = self.persist_deadline = 0
+        self.keepalive_deadline = 0
+        self.persist_backoff = self.keepalive_sent = 0
+        self.ack_pending = self.ack_now = False
+        self.unacked_segments = 0
+        self.quickack = 0
+        self.nodelay = self.keepalive = self.linger_zero = False
+        self.keepalive_idle = self.keepalive_interval = self.keepalive_count = 0
+        self.on_control_list = self.on_ack_list = self.on_data_list = False
+        self.on_event_queue = False
+        self.pending_control = 0
+        self.error = 0
+        self.read_closed = self.write_closed = self.app_closed = False
+        self.opened_at = self.established_at = 0
+
+    def in_flight(self) -> int:
+        """Bytes sent and not yet acknowledged (SYN/FIN count one each)."""
+        return (self.snd_nxt - self.snd_una) & SEQ_MASK
+
+    def sendable(self) -> int:
+        """Buffered bytes at or after snd_nxt: new data, or data to resend
+        after a timeout pulled snd_nxt back."""
+        ahead = len(self.send_buffer) - ((self.snd_nxt - self.buf_seq) & SEQ_MASK)
+        return ahead if 0 < ahead <= len(self.send_buffer) else 0
+
+    def receive_window(self) -> int:
+        """The window we may advertise now, in bytes (before scaling)."""
+        return self.receive_buffer.window() if self.receive_buffer is not None else 0
+
+
+def flow_key(remote_ip: int, remote_port: int, local_port: int) -> int:
+    """One int per flow for the hash table: the local address is the
+    instance's own, so the remote address and both ports identify a flow."""
+    return (remote_ip << 32) | (remote_port << 16) | local_port

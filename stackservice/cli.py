@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
             required=required,
             help=f"{help_text} [env VFSTACK_{flag.upper().replace('-', '_')}]",
         )
+    run.add_argument(
+        "--diag-services",
+        action="store_true",
+        default=_env("diag-services") in ("1", "true", "yes"),
+        help="serve TCP echo (7), discard (9) and HTTP (80, GET /<n>) from inside the "
+        "instance [env VFSTACK_DIAG_SERVICES=1]",
+    )
     return parser
 
 
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             run_dir=args.run_dir or "/run/vfstack",
             busy_poll_us=args.busy_poll_us or DEFAULT_BUSY_POLL_US,
+            diag_services=args.diag_services,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ class InstanceConfig:
     name: str
     run_dir: Path
     busy_poll_us: int
+    diag_services: bool
 
     @classmethod
     def build(
@@ -38,6 +39,7 @@ class InstanceConfig:
         name: str | None = None,
         run_dir: str = "/run/vfstack",
         busy_poll_us: str | int = DEFAULT_BUSY_POLL_US,
+        diag_services: bool = False,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -74,4 +76,4 @@ class InstanceConfig:
             spin = -1
         if not 0 <= spin <= MAX_BUSY_POLL_US:
             raise ValueError(f"--busy-poll-us: give 0..{MAX_BUSY_POLL_US} microseconds")
-        return cls(iface, address, gw, mac, name, Path(run_dir), spin)
+        return cls(iface, address, gw, mac, name, Path(run_dir), spin, diag_services)

@@ -14,12 +14,16 @@ from pathlib import Path
 
 from stackservice import __version__
 from stackservice.config import InstanceConfig
+from stackservice.diag import DiagServices
 from stackservice.loop import StackLoop
 from stackservice.metrics.counters import CounterBlock, nonzero
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.net.host import Ipv4Host
+from stackservice.net.ipv4 import PROTO_TCP
 from stackservice.nic.netconf import detect_mode, prepare_interface
 from stackservice.nic.packet_io import PacketPort
+from stackservice.tcp.engine import TcpEngine
+from stackservice.tcp.settings import TcpSettings
 
 
 def counters_path(run_dir: Path, name: str) -> Path:
@@ -92,12 +96,28 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
             drops=counters.section("drops"),
             events=counters.section("events"),
         )
+        engine = TcpEngine(
+            int(config.address.ip),
+            host.send_ipv4,
+            host.route,
+            TcpSettings(),
+            counters.section("tcp"),
+            counters.section("tcp_drops"),
+            counters.section("tcp_states"),
+            secret=os.urandom(32),
+        )
+        host.register_protocol(PROTO_TCP, engine.on_segment)
+        if config.diag_services:
+            DiagServices(engine)
         with PacketPort(config.iface, counters.section("nic")) as port:
             _say(
                 f"stackservice {__version__} {config.name}: iface {config.iface} mac {mac} "
                 f"ip {config.address} gateway {config.gateway or '-'} mode {mode}"
+                f"{' diag-services' if config.diag_services else ''}"
             )
-            StackLoop(port, host, counters.section("loop"), stop_fd, config.busy_poll_us).run()
+            StackLoop(
+                port, host, engine, counters.section("loop"), stop_fd, config.busy_poll_us
+            ).run()
         summary = json.dumps(nonzero(counters.snapshot()), separators=(",", ":"))
         _say(f"stackservice {config.name}: stopped; counters {summary}")
         return 0

@@ -1,9 +1,11 @@
 """The run loop: the one place that blocks, reads the clock and does I/O.
 
 One pass: wait (packet fd, stop fd, next timer) -> read every ready frame ->
-process -> run due timers -> transmit the batch once. After a pass that did
-work the next wait does not sleep, since more frames are likely ready and a
-wake-up costs far more than a non-blocking poll (DESIGN.md, measured costs).
+process -> run due timers -> hand readiness events to their owners (the
+in-process applications) -> flush TCP's control, ACK and data lists ->
+transmit the batch once. After a pass that did work the loop keeps polling
+for `spin_us` before it sleeps, since the next frame of an exchange usually
+comes sooner than a wake-up would take (DESIGN.md, measured costs).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from stackservice.metrics.layout import LoopCounter
 from stackservice.net.host import Ipv4Host
 from stackservice.nic.packet_io import PacketPort
+from stackservice.tcp.engine import TcpEngine
 
 # Upper bound on one sleep, so a lost wake-up can never park the loop.
 _MAX_SLEEP_MS = 1000
@@ -24,25 +27,42 @@ def monotonic_us() -> int:
 
 
 class StackLoop:
-    """Drives one Ipv4Host over one PacketPort until the stop fd is readable."""
+    """Drives one Ipv4Host and its TcpEngine over one PacketPort until the
+    stop fd is readable."""
 
-    __slots__ = ("_deliver_now", "_host", "_loop_counters", "_port", "_spin_us", "_stop_fd")
+    __slots__ = (
+        "_deliver_now",
+        "_engine",
+        "_host",
+        "_loop_counters",
+        "_port",
+        "_spin_us",
+        "_stop_fd",
+    )
 
     def __init__(
-        self, port: PacketPort, host: Ipv4Host, loop_counters, stop_fd: int, spin_us: int
+        self,
+        port: PacketPort,
+        host: Ipv4Host,
+        engine: TcpEngine,
+        loop_counters,
+        stop_fd: int,
+        spin_us: int,
     ) -> None:
         self._port = port
-        self._spin_us = spin_us
         self._host = host
+        self._engine = engine
         self._loop_counters = loop_counters
         self._stop_fd = stop_fd
+        self._spin_us = spin_us
         self._deliver_now = 0
 
     def _deliver(self, frame: memoryview, checksum_trusted: bool) -> None:
         self._host.receive(frame, self._deliver_now, checksum_trusted)
 
     def run(self) -> None:
-        port, host, counters = self._port, self._host, self._loop_counters
+        port, host, engine = self._port, self._host, self._engine
+        counters = self._loop_counters
         poller = select.poll()
         poller.register(port.fileno(), select.POLLIN)
         poller.register(self._stop_fd, select.POLLIN)
@@ -53,7 +73,7 @@ class StackLoop:
         spin_until = now + spin_us
         while True:
             counters[LoopCounter.ITERATIONS] += 1
-            if now < spin_until or host.outbox or port.tx_pending:
+            if now < spin_until or host.outbox or port.tx_pending or engine.events:
                 timeout = 0
             else:
                 # Before sleeping: drops the kernel counted while we emptied
@@ -69,9 +89,10 @@ class StackLoop:
             received = port.receive_batch(deliver)
             if received:
                 counters[LoopCounter.RX_BATCHES] += 1
-            deadline = host.poll_at()
-            if deadline is not None and deadline <= now:
-                host.on_timer(now)
+                spin_until = now + spin_us
+            self._run_timers(now)
+            self._dispatch(now)
+            engine.flush(now)
             outbox = host.outbox
             if outbox or port.tx_pending:
                 # Frames the kernel pushes back stay in the port's backlog
@@ -79,11 +100,28 @@ class StackLoop:
                 port.transmit(outbox)
                 outbox.clear()
                 counters[LoopCounter.TX_BATCHES] += 1
-            if received:
-                spin_until = now + spin_us
+
+    def _run_timers(self, now: int) -> None:
+        host, engine = self._host, self._engine
+        deadline = host.poll_at()
+        if deadline is not None and deadline <= now:
+            host.on_timer(now)
+        deadline = engine.poll_at()
+        if deadline is not None and deadline <= now:
+            engine.on_timer(now)
+
+    def _dispatch(self, now: int) -> None:
+        """Readiness changes go to whoever owns each socket, once per pass."""
+        for sock in self._engine.take_events():
+            owner = sock.owner
+            if owner is not None:
+                owner.on_ready(sock, now)
 
     def _sleep_ms(self, now: int) -> int:
         deadline = self._host.poll_at()
+        engine_deadline = self._engine.poll_at()
+        if engine_deadline is not None and (deadline is None or engine_deadline < deadline):
+            deadline = engine_deadline
         if deadline is None:
             return _MAX_SLEEP_MS
         if deadline <= now:

@@ -7,6 +7,9 @@ from enum import IntEnum
 from stackservice.metrics.counters import CounterLayout
 from stackservice.net.drops import DropReason, NetEvent
 from stackservice.nic.packet_io import NicCounter
+from stackservice.tcp.counters import TcpCounter
+from stackservice.tcp.drops import TcpDropReason
+from stackservice.tcp.state import TcpState
 
 
 class LoopCounter(IntEnum):
@@ -17,5 +20,13 @@ class LoopCounter(IntEnum):
 
 
 INSTANCE_LAYOUT = CounterLayout(
-    {"nic": NicCounter, "drops": DropReason, "events": NetEvent, "loop": LoopCounter}
+    {
+        "nic": NicCounter,
+        "drops": DropReason,
+        "events": NetEvent,
+        "loop": LoopCounter,
+        "tcp": TcpCounter,
+        "tcp_drops": TcpDropReason,
+        "tcp_states": TcpState,  # gauges: connections in each state now
+    }
 )

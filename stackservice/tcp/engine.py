@@ -308,7 +308,7 @@ class TcpEngine:
             raise SocketError(errno.ENOTCONN if tcb.state != CLOSED else errno.EPIPE)
         written = tcb.send_buffer.write(data)
         if written:
-            self._queue_data(tcb)
+            self.queue_data(tcb)
         return written
 
     def receive_into(self, tcb: Tcb, out, now: int) -> int:
@@ -370,7 +370,7 @@ class TcpEngine:
             return
         tcb.fin_seq = (tcb.buf_seq + len(tcb.send_buffer)) & SEQ_MASK
         self.set_state(tcb, LAST_ACK if state == CLOSE_WAIT else FIN_WAIT_1)
-        self._queue_data(tcb)
+        self.queue_data(tcb)
 
     def _raise_pending(self, tcb: Tcb) -> None:
         if tcb.error:
@@ -443,7 +443,7 @@ class TcpEngine:
         if tcb.keepalive:
             self._arm_keepalive(tcb, now)
         if tcb.sendable() or tcb.fin_seq >= 0:
-            self._queue_data(tcb)
+            self.queue_data(tcb)
 
     def abort(self, tcb: Tcb, error: int, send_rst: bool, now: int) -> None:
         """Close at once (RST if asked); the application sees `error`."""
@@ -520,7 +520,7 @@ class TcpEngine:
             tcb.on_control_list = True
             self._control.append(tcb)
 
-    def _queue_data(self, tcb: Tcb) -> None:
+    def queue_data(self, tcb: Tcb) -> None:
         if not tcb.on_data_list:
             tcb.on_data_list = True
             self._data.append(tcb)
@@ -858,7 +858,7 @@ class TcpEngine:
         tcb.scoreboard.reset()
         tcb.snd_nxt = tcb.snd_una  # go back: resend from the oldest byte
         tcb.high_rxt = tcb.snd_una
-        self._queue_data(tcb)
+        self.queue_data(tcb)
         self.arm_rto(tcb, now)
 
     def _keepalive_timer(self, tcb: Tcb, now: int) -> None:

@@ -1,0 +1,85 @@
+"""TCP against the Linux kernel: the peer namespace's kernel talks to the
+stack's --diag-services (echo 7, discard 9, HTTP 80) on an emulated VF."""
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from stackservice.diag import PATTERN
+from tests.support.netns import in_netns
+from tests.support.stack import running_stack
+
+pytestmark = pytest.mark.root
+
+STACK = "198.18.0.10"
+
+
+@pytest.fixture
+def diag_stack(emulated_port):
+    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--diag-services") as stack:
+        yield emulated_port, stack
+
+
+def _kernel_peer(netns: str, *args: str, timeout: float = 240) -> dict:
+    done = in_netns(
+        netns, sys.executable, "-m", "tests.support.kernel_peer", *args, timeout=timeout
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_curl_get_65536_is_byte_exact(diag_stack):
+    port, _ = diag_stack
+    done = subprocess.run(
+        ["ip", "netns", "exec", port.netns, "curl", "-sS", "-m", "20", f"http://{STACK}/65536"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    expected = (PATTERN * (65536 // len(PATTERN) + 1))[:65536]
+    assert hashlib.sha256(done.stdout).hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+def test_ab_20000_requests_100_concurrent_none_failed(diag_stack):
+    port, stack = diag_stack
+    done = in_netns(
+        port.netns, "ab", "-q", "-n", "20000", "-c", "100", f"http://{STACK}/", timeout=300
+    )
+    assert re.search(r"Complete requests:\s+20000", done.stdout), done.stdout
+    assert re.search(r"Failed requests:\s+0", done.stdout), done.stdout
+    assert "Non-2xx" not in done.stdout
+    assert stack.counters()["tcp"]["passive_opens"] >= 20000
+
+
+def test_echo_50_mb_returns_identical_sha256(diag_stack):
+    port, _ = diag_stack
+    result = _kernel_peer(port.netns, "echo", "--port", "7", "--bytes", str(50_000_000))
+    assert result["bytes"] == 50_000_000
+    assert result["received_sha256"] == result["sent_sha256"]
+    assert result["clean_eof"]
+
+
+def test_bulk_kernel_to_stack_50_mb_to_discard(diag_stack):
+    port, stack = diag_stack
+    result = _kernel_peer(port.netns, "sink", "--port", "9", "--bytes", str(50_000_000))
+    assert result["clean_eof"]
+    assert stack.counters()["nic"]["rx_bytes"] > 50_000_000
+
+
+def test_bulk_stack_to_kernel_50_mb_http_body_exact(diag_stack):
+    port, _ = diag_stack
+    result = _kernel_peer(port.netns, "fetch", "--port", "80", "--bytes", str(50_000_000))
+    assert result["status"] == "200"
+    assert result["bytes"] == 50_000_000
+    assert result["body_ok"]
+
+
+def test_closed_port_refuses_with_rst(diag_stack):
+    port, stack = diag_stack
+    done = in_netns(port.netns, "nc", "-z", "-w", "3", STACK, "8081", check=False)
+    assert done.returncode != 0
+    assert stack.counters()["tcp_drops"]["tcp_no_listener"] >= 1
+    assert stack.counters()["tcp"]["resets_out"] >= 1

@@ -289,8 +289,10 @@ def _process_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: 
     elif ack == tcb.snd_una and _is_duplicate(tcb, seg, data_len):
         _duplicate_ack(engine, tcb, seg, now)
     _update_window(tcb, seg)
-    if tcb.sendable() or (tcb.fin_seq >= 0 and seq_le(tcb.snd_nxt, tcb.fin_seq)) or (
-        tcb.in_recovery
+    if (
+        tcb.sendable()
+        or (tcb.fin_seq >= 0 and seq_le(tcb.snd_nxt, tcb.fin_seq))
+        or (tcb.in_recovery)
     ):
         engine.queue_data(tcb)  # the ACK may have opened cwnd or the window
     return True

@@ -133,7 +133,7 @@ def syn_sent_input(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, 
     tcb.rcv_adv = tcb.rcv_nxt
     negotiate(engine, tcb, seg.options, now, True)
     if ack_ok:
-        _acknowledge(engine, tcb, seg.ack, now)
+        _acknowledge(engine, tcb, seg, now)
         _update_window(tcb, seg)
         engine.establish(tcb, now)
         engine.ack_now(tcb)
@@ -318,13 +318,20 @@ def _sack_offsets(tcb: Tcb, seg: TcpRepr) -> list[tuple[int, int]]:
     ]
 
 
-def _acknowledge(engine: TcpEngine, tcb: Tcb, ack: int, now: int) -> int:
-    """Move SND.UNA to `ack`: free acknowledged bytes, time the RTT (Karn),
+def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
+    """Move SND.UNA to SEG.ACK: free acknowledged bytes, take an RTT sample,
     keep or stop the retransmission timer (RFC 6298 (5.2), (5.3)). Returns
     the application bytes acknowledged."""
+    ack = seg.ack
     if tcb.rtt_seq >= 0 and seq_gt(ack, tcb.rtt_seq):
-        tcb.rtt.sample(now - tcb.rtt_start)
+        tcb.rtt.sample(now - tcb.rtt_start)  # µs-precise, never a resent segment (Karn)
         tcb.rtt_seq = -1
+    elif tcb.ts_enabled and seg.options.timestamps is not None and seg.options.timestamps[1]:
+        # RFC 7323 §4.1: the echoed TSval times even retransmissions, so a
+        # backed-off RTO recovers on the first new ACK after a timeout.
+        elapsed_ms = (output.timestamp_value(tcb, now) - seg.options.timestamps[1]) & SEQ_MASK
+        if elapsed_ms < 0x7FFFFFFF:
+            tcb.rtt.sample(max(elapsed_ms, 1) * 1000)
     tcb.rtt.on_new_ack()
     acked_data = 0
     if seq_gt(ack, tcb.buf_seq):
@@ -348,7 +355,7 @@ def _acknowledge(engine: TcpEngine, tcb: Tcb, ack: int, now: int) -> int:
 def _new_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
     acked = seq_sub(seg.ack, tcb.snd_una)
     in_flight = tcb.in_flight()
-    acked_data = _acknowledge(engine, tcb, seg.ack, now)
+    acked_data = _acknowledge(engine, tcb, seg, now)
     if tcb.sack_enabled:
         tcb.scoreboard.on_ack(acked, _sack_offsets(tcb, seg), seq_sub(tcb.snd_max, tcb.snd_una))
     cc = tcb.cc
@@ -383,8 +390,18 @@ def _duplicate_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
             tcb.cc.cwnd += tcb.mss  # RFC 6582 §3.2 step 4: inflation
         return
     lost = tcb.sack_enabled and newly_sacked and tcb.scoreboard.is_lost(0)
-    if tcb.dup_acks >= 3 or lost:
+    if tcb.dup_acks >= _dup_threshold(tcb) or lost:
         _enter_recovery(engine, tcb, now)
+
+
+def _dup_threshold(tcb: Tcb) -> int:
+    """Three duplicate ACKs (RFC 5681 §3.2), fewer when so few segments are
+    outstanding and no new data waits that three can never arrive: early
+    retransmit (RFC 5827 §3.1)."""
+    if tcb.sendable():
+        return 3
+    outstanding = (tcb.in_flight() + tcb.mss - 1) // tcb.mss
+    return 3 if outstanding >= 4 else max(1, outstanding - 1)
 
 
 def _enter_recovery(engine: TcpEngine, tcb: Tcb, now: int) -> None:

@@ -153,11 +153,15 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
     """
     if tcb.state not in _SENDS_DATA:
         return 0
-    cc = tcb.cc
+    cwnd = tcb.cc.cwnd
+    if tcb.dup_acks and not tcb.in_recovery:
+        # Limited transmit (RFC 3042): a new segment for each of the first
+        # two duplicate ACKs, so a small window still gets three of them.
+        cwnd += min(tcb.dup_acks, 2) * tcb.mss
     sent = 0
     while True:
         in_flight = tcb.in_flight()
-        usable = min(tcb.snd_wnd, cc.cwnd) - in_flight
+        usable = min(tcb.snd_wnd, cwnd) - in_flight
         available = tcb.sendable()
         fin_due = tcb.fin_seq >= 0 and seq_le(tcb.snd_nxt, tcb.fin_seq)
         if available == 0:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stackservice.net.errors import LocalProtocolError
-from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
+from stackservice.tcp.buffers import MIN_RING, SHRINK_RING, ReceiveBuffer, SendBuffer
 
 from ._segments import CHECK
 
@@ -168,6 +169,152 @@ def test_send_buffer_random_operations_match_bytes_model(capacity: int, ops: lis
             assert sb.capacity == cap
         assert len(sb) == len(model)
         assert peek(sb, 0, cap) == model
+
+
+# ------------------------------------------------- ring growth: SendBuffer
+
+KIB = 1024
+
+
+def test_new_buffers_allocate_no_ring() -> None:
+    """A 256 KiB buffer pair costs a few hundred bytes until data arrives,
+    not 512 KiB: 10 000 idle connections must not pin gigabytes."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        pairs = [(SendBuffer(256 * KIB), ReceiveBuffer(256 * KIB)) for _ in range(100)]
+        per_pair = (tracemalloc.get_traced_memory()[0] - before) / len(pairs)
+    finally:
+        tracemalloc.stop()
+    assert per_pair < 1024
+    sb, rb = pairs[0]
+    assert (sb.ring_size(), sb.free(), sb.capacity) == (0, 256 * KIB, 256 * KIB)
+    assert (rb.ring_size(), rb.window(), rb.capacity) == (0, 256 * KIB, 256 * KIB)
+
+
+def test_send_buffer_first_write_allocates_min_ring() -> None:
+    sb = SendBuffer(256 * KIB)
+    assert sb.write(b"x") == 1
+    assert sb.ring_size() == MIN_RING
+    small = SendBuffer(100)  # never more than the capacity
+    small.write(b"x")
+    assert small.ring_size() == 100
+
+
+def test_send_buffer_grows_by_doubling_up_to_capacity() -> None:
+    sb = SendBuffer(20 * KIB)
+    sizes = []
+    for _ in range(20):
+        sb.write(bytes(KIB))
+        sizes.append(sb.ring_size())
+    assert sorted(set(sizes)) == [4 * KIB, 8 * KIB, 16 * KIB, 20 * KIB]
+    assert (sb.free(), sb.write(b"x")) == (0, 0)
+
+
+def test_send_buffer_growth_across_wrap_keeps_data_in_order() -> None:
+    """A wrapped ring is re-linearised on growth: offsets still map to bytes."""
+    data = random.Random(1).randbytes(12 * KIB)
+    sb = SendBuffer(64 * KIB)
+    sb.write(bytes(3 * KIB))
+    sb.acknowledge(3 * KIB)  # empty: head back at 0
+    sb.write(bytes(3 * KIB))
+    sb.write(data[:KIB])  # 4 KiB ring, full
+    sb.acknowledge(3 * KIB)  # head at 3 KiB
+    sb.write(data[KIB : 4 * KIB])  # wraps
+    assert sb.ring_size() == 4 * KIB
+    assert sb.write(data[4 * KIB :]) == 8 * KIB  # grows twice, from a wrapped ring
+    assert sb.ring_size() == 16 * KIB
+    assert peek(sb, 0, len(data)) == data
+    assert peek(sb, 5000, 1448) == data[5000:6448]
+
+
+def test_send_buffer_emptied_large_ring_is_released() -> None:
+    sb = SendBuffer(256 * KIB)
+    sb.write(bytes(100 * KIB))
+    assert sb.ring_size() == 128 * KIB
+    sb.acknowledge(100 * KIB - 1)
+    assert sb.ring_size() == 128 * KIB  # not empty yet
+    sb.acknowledge(1)
+    assert (sb.ring_size(), len(sb), sb.free()) == (0, 0, 256 * KIB)
+    sb.write(b"abc")
+    assert (sb.ring_size(), peek(sb, 0, 3)) == (MIN_RING, b"abc")
+
+
+def test_send_buffer_emptied_small_ring_is_kept() -> None:
+    """Below SHRINK_RING an emptied ring stays: request/response traffic of a
+    few segments reallocates nothing (no grow/shrink thrash)."""
+    sb = SendBuffer(256 * KIB)
+    for _ in range(3):
+        sb.write(bytes(SHRINK_RING // 2))
+        sb.acknowledge(SHRINK_RING // 2)
+        assert sb.ring_size() == SHRINK_RING // 2
+
+
+def test_send_buffer_set_capacity_shrinks_ring_grows_lazily() -> None:
+    sb = SendBuffer(256 * KIB)
+    sb.write(bytes(40 * KIB))
+    assert sb.ring_size() == 64 * KIB
+    sb.set_capacity(1024 * KIB)
+    assert sb.ring_size() == 64 * KIB  # growing waits for data
+    sb.acknowledge(35 * KIB)
+    sb.set_capacity(10 * KIB)
+    assert (sb.capacity, sb.ring_size(), sb.free()) == (10 * KIB, 8 * KIB, 5 * KIB)
+    assert peek(sb, 0, 10 * KIB) == bytes(5 * KIB)
+    sb.acknowledge(5 * KIB)
+    sb.set_capacity(2 * KIB)
+    assert sb.ring_size() == 0  # empty and larger than the capacity: released
+
+
+_sizes = st.one_of(
+    st.sampled_from([1, 536, 1448, 4 * KIB, 9000, 30 * KIB]), st.integers(0, 70 * KIB)
+)
+_growing_send_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), _sizes),
+        st.tuples(st.just("ack"), _sizes),
+        st.tuples(st.just("ack_all"), st.just(0)),
+        st.tuples(st.just("peek"), st.integers(0, 100 * KIB)),
+        st.tuples(st.just("resize"), st.integers(0, 300 * KIB)),
+    ),
+    min_size=20,
+    max_size=80,
+)
+
+
+@CHECK
+@given(
+    st.one_of(st.sampled_from([5000, 20 * KIB, 100 * KIB, 256 * KIB]), st.integers(1, 300 * KIB)),
+    _growing_send_ops,
+    st.integers(0, 2**32 - 1),
+)
+def test_send_buffer_growth_random_operations_match_bytes_model(
+    capacity: int, ops: list, seed: int
+) -> None:
+    """Writes, ACKs, peeks and resizes at sizes that grow, wrap, release and
+    regrow the ring behave as a plain byte string, and the ring never
+    exceeds the capacity."""
+    rng = random.Random(seed)
+    sb = SendBuffer(capacity)
+    model = b""
+    cap = capacity
+    for op, arg in ops:
+        if op == "write":
+            data = rng.randbytes(arg)
+            taken = sb.write(data)
+            assert taken == min(arg, cap - len(model))
+            model += data[:taken]
+        elif op in ("ack", "ack_all"):
+            count = len(model) if op == "ack_all" else min(arg, len(model))
+            sb.acknowledge(count)
+            model = model[count:]
+        elif op == "peek":
+            assert peek(sb, arg, 1448) == model[arg : arg + 1448]
+        else:
+            sb.set_capacity(arg)
+            cap = max(arg, len(model))
+        assert (len(sb), sb.free(), sb.capacity) == (len(model), cap - len(model), cap)
+        assert len(model) <= sb.ring_size() <= cap
+        assert peek(sb, 0, len(model) + 1) == model
 
 
 # ------------------------------------------------------------- ReceiveBuffer
@@ -445,4 +592,125 @@ def test_receive_buffer_random_order_with_duplicates_reassembles_exactly(
     received += drain(rb)
     assert bytes(received) == payload
     assert total == len(payload)
+    assert not rb.has_out_of_order() and rb.ooo_bytes() == 0
+
+
+# ---------------------------------------------- ring growth: ReceiveBuffer
+
+
+def test_receive_buffer_first_byte_allocates_min_ring() -> None:
+    rb = ReceiveBuffer(256 * KIB)
+    assert rb.accept(0, b"a") == 1
+    assert (rb.ring_size(), rb.window()) == (MIN_RING, 256 * KIB - 1)
+
+
+def test_receive_buffer_out_of_order_far_ahead_grows_ring() -> None:
+    """A segment far inside the window needs the ring to reach its end; the
+    window (from the capacity) is what was advertised, so it is accepted."""
+    stream = random.Random(2).randbytes(200 * KIB)
+    rb = ReceiveBuffer(256 * KIB)
+    rb.accept(0, stream[:1000])
+    rb.read(600)  # head off index 0
+    far = 150 * KIB
+    assert rb.accept(far - 1000, stream[far : far + 1448]) == 0
+    assert rb.ring_size() == 256 * KIB  # 400 + 150 KiB + 1448 > 128 KiB
+    assert rb.sack_blocks(4) == [(far - 1000, far - 1000 + 1448)]
+    assert (rb.window(), rb.ooo_bytes()) == (256 * KIB - 400, 1448)
+    assert rb.accept(0, stream[1000:far]) == far + 1448 - 1000  # hole filled
+    assert rb.read(far + 1448) == stream[600 : far + 1448]
+    assert rb.ring_size() == 0  # emptied and large: released
+
+
+def test_receive_buffer_growth_across_wrap_keeps_unread_and_held_data() -> None:
+    stream = random.Random(3).randbytes(16 * KIB)
+    rb = ReceiveBuffer(64 * KIB)
+    rb.accept(0, stream[:3000])
+    rb.read(3000)  # empty: head back at 0
+    rb.accept(0, stream[3000:6000])
+    rb.read(2500)  # head at 2500 of 4096
+    rb.accept(0, stream[6000:7000])  # wraps
+    rb.accept(1500, stream[8500:9000])  # out of order, wrapped too
+    assert rb.ring_size() == 4 * KIB
+    assert rb.accept(3000, stream[10000:12000]) == 0  # grows: re-linearised
+    assert rb.ring_size() == 8 * KIB
+    assert rb.accept(0, stream[7000:10000]) == 5000
+    assert rb.read(6500) == stream[5500:12000]
+
+
+def test_receive_buffer_refused_segment_does_not_grow_ring() -> None:
+    rb = ReceiveBuffer(256 * KIB, max_ranges=1)
+    rb.accept(10, b"x")
+    assert rb.accept(200 * KIB, b"y") == 0 and rb.refused
+    assert rb.ring_size() == MIN_RING
+
+
+def test_receive_buffer_emptied_ring_released_only_when_large() -> None:
+    rb = ReceiveBuffer(256 * KIB)
+    rb.accept(0, bytes(20 * KIB))
+    rb.read(20 * KIB)
+    assert rb.ring_size() == 32 * KIB  # empty but below SHRINK_RING: kept
+    rb.accept(0, bytes(50 * KIB))
+    rb.accept(10 * KIB, b"z")
+    rb.read(50 * KIB)
+    assert (rb.ring_size(), rb.readable()) == (64 * KIB, 0)  # "z" still held
+    assert rb.accept(0, bytes(10 * KIB)) == 10 * KIB + 1
+    assert rb.read(20 * KIB) == bytes(10 * KIB) + b"z"
+    assert (rb.ring_size(), rb.readable(), rb.window()) == (0, 0, 256 * KIB)
+    assert (rb.accept(0, b"q"), rb.ring_size(), rb.read(2)) == (1, MIN_RING, b"q")
+
+
+def test_receive_buffer_set_capacity_shrinks_ring_grows_lazily() -> None:
+    rb = ReceiveBuffer(256 * KIB)
+    rb.accept(0, b"abc")
+    rb.accept(10 * KIB, b"z")
+    assert rb.ring_size() == 16 * KIB
+    rb.set_capacity(512 * KIB)
+    assert rb.ring_size() == 16 * KIB
+    rb.set_capacity(12 * KIB)
+    assert (rb.capacity, rb.ring_size()) == (12 * KIB, 12 * KIB)
+    assert rb.sack_blocks(1) == [(10 * KIB, 10 * KIB + 1)]
+    assert rb.accept(0, bytes(10 * KIB)) == 10 * KIB + 1
+    assert rb.read(3) == b"abc"
+
+
+@CHECK
+@given(
+    st.one_of(st.sampled_from([5000, 40 * KIB, 150 * KIB]), st.integers(1, 150 * KIB)),
+    st.sampled_from([536, 1448, 9000]),
+    st.sampled_from([0, 3, 20, 1000]),
+    st.floats(0, 1),
+    st.integers(0, 2**32 - 1),
+)
+def test_receive_buffer_growth_random_order_reassembles_exactly(
+    length: int, mss: int, spread: int, read_chance: float, seed: int
+) -> None:
+    """Segments of a stream larger than the first ring arrive reordered by up
+    to `spread` segments, some twice, with reads (sometimes draining) in
+    between; refused ones (too many holes) are retransmitted later. The
+    reader gets exactly the stream, and the ring grows within the capacity,
+    across wraps, and is released and regrown."""
+    rng = random.Random(seed)
+    payload = rng.randbytes(length)
+    segments = [(pos, payload[pos : pos + mss]) for pos in range(0, length, mss)]
+    arrivals = segments + [seg for seg in segments if rng.random() < 0.2]
+    arrivals.sort(key=lambda seg: seg[0] + rng.uniform(0, spread * mss))
+    rb = ReceiveBuffer(length + rng.randrange(3 * KIB))
+    rcv_nxt = 0
+    received = bytearray()
+    while arrivals:
+        position, chunk = arrivals.pop(0)
+        if position + len(chunk) <= rcv_nxt:
+            continue
+        if position < rcv_nxt:
+            chunk = chunk[rcv_nxt - position :]
+            position = rcv_nxt
+        rcv_nxt += rb.accept(position - rcv_nxt, chunk)
+        if rb.refused:
+            arrivals.append((position, chunk))  # the peer retransmits it
+        assert rb.ring_size() <= rb.capacity
+        assert rb.window() == rb.capacity - rb.readable()
+        if rng.random() < read_chance:
+            received += rb.read(rng.choice([1, mss, 3 * mss, 1 << 30]))
+    received += drain(rb)
+    assert bytes(received) == payload and rcv_nxt == length
     assert not rb.has_out_of_order() and rb.ooo_bytes() == 0

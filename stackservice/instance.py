@@ -83,12 +83,21 @@ def run_instance(config: InstanceConfig) -> int:
         return 1
 
 
-def _serve(config: InstanceConfig, stop_fd: int) -> int:
-    mode = detect_mode(config.iface)
-    mac = prepare_interface(config.iface, config.mac)
-    counters = CounterBlock(INSTANCE_LAYOUT, counters_path(config.run_dir, config.name))
-    try:
-        host = Ipv4Host(
+class Instance:
+    """One stack instance's parts, wired together: shared-memory counters,
+    the IPv4 host, the TCP engine on top of it and the NIC port below."""
+
+    __slots__ = ("config", "counters", "engine", "host", "mac", "mode", "port")
+
+    def __init__(
+        self, config: InstanceConfig, mode: str, mac: str, counters: CounterBlock, port: PacketPort
+    ) -> None:
+        self.config = config
+        self.mode = mode
+        self.mac = mac
+        self.counters = counters
+        self.port = port
+        self.host = Ipv4Host(
             mac=bytes.fromhex(mac.replace(":", "")),
             ip=int(config.address.ip),
             prefix_len=config.address.network.prefixlen,
@@ -96,30 +105,50 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
             drops=counters.section("drops"),
             events=counters.section("events"),
         )
-        engine = TcpEngine(
+        self.engine = TcpEngine(
             int(config.address.ip),
-            host.send_ipv4,
-            host.route,
+            self.host.send_ipv4,
+            self.host.route,
             TcpSettings(),
             counters.section("tcp"),
             counters.section("tcp_drops"),
             counters.section("tcp_states"),
             secret=os.urandom(32),
         )
-        host.register_protocol(PROTO_TCP, engine.on_segment)
-        if config.diag_services:
-            DiagServices(engine)
+        self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
+
+    def run(self, stop_fd: int) -> None:
+        """Serve until `stop_fd` becomes readable."""
+        StackLoop(
+            self.port, self.host, self.engine, self.counters.section("loop"), stop_fd,
+            self.config.busy_poll_us,
+        ).run()  # fmt: skip
+
+
+@contextlib.contextmanager
+def open_instance(config: InstanceConfig) -> Iterator[Instance]:
+    """Prepare the interface and build the instance; release it on exit
+    (the counters file is removed)."""
+    mode = detect_mode(config.iface)
+    mac = prepare_interface(config.iface, config.mac)
+    counters = CounterBlock(INSTANCE_LAYOUT, counters_path(config.run_dir, config.name))
+    try:
         with PacketPort(config.iface, counters.section("nic")) as port:
-            _say(
-                f"stackservice {__version__} {config.name}: iface {config.iface} mac {mac} "
-                f"ip {config.address} gateway {config.gateway or '-'} mode {mode}"
-                f"{' diag-services' if config.diag_services else ''}"
-            )
-            StackLoop(
-                port, host, engine, counters.section("loop"), stop_fd, config.busy_poll_us
-            ).run()
-        summary = json.dumps(nonzero(counters.snapshot()), separators=(",", ":"))
-        _say(f"stackservice {config.name}: stopped; counters {summary}")
-        return 0
+            yield Instance(config, mode, mac, counters, port)
     finally:
         counters.close()
+
+
+def _serve(config: InstanceConfig, stop_fd: int) -> int:
+    with open_instance(config) as instance:
+        if config.diag_services:
+            DiagServices(instance.engine)
+        _say(
+            f"stackservice {__version__} {config.name}: iface {config.iface} "
+            f"mac {instance.mac} ip {config.address} gateway {config.gateway or '-'} "
+            f"mode {instance.mode}{' diag-services' if config.diag_services else ''}"
+        )
+        instance.run(stop_fd)
+        summary = json.dumps(nonzero(instance.counters.snapshot()), separators=(",", ":"))
+    _say(f"stackservice {config.name}: stopped; counters {summary}")
+    return 0

@@ -600,7 +600,7 @@ class TcpEngine:
         tcb.iss = self._isn.isn(now, self.local_ip, listener.port, src_ip, seg.src_port)
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
         tcb.buf_seq = (tcb.iss + 1) & SEQ_MASK
-        tcb.snd_wnd = seg.window  # a SYN's window is never scaled
+        tcb.snd_wnd = tcb.max_snd_wnd = seg.window  # a SYN's window is never scaled
         tcb.snd_wl1 = seg.seq
         self.flows[tcb.key] = tcb
         self.set_state(tcb, SYN_RECEIVED)

@@ -132,15 +132,18 @@ def syn_sent_input(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, 
     tcb.rcv_nxt = (seg.seq + 1) & SEQ_MASK
     tcb.rcv_adv = tcb.rcv_nxt
     negotiate(engine, tcb, seg.options, now, True)
+    # The window of a SYN is never scaled (RFC 7323 §2.2); it seeds the
+    # window-update rule's SND.WL1/WL2 (RFC 9293 §3.10.7.3).
+    tcb.snd_wnd = tcb.max_snd_wnd = seg.window
+    tcb.snd_wl1 = seg.seq
+    tcb.snd_wl2 = seg.ack
     if ack_ok:
         _acknowledge(engine, tcb, seg, now)
-        _update_window(tcb, seg)
         engine.establish(tcb, now)
         engine.ack_now(tcb)
     else:
         # Simultaneous open (RFC 9293 §3.5, figure 8): answer with SYN-ACK.
         engine.set_state(tcb, SYN_RECEIVED)
-        tcb.snd_wnd = seg.window
         engine.queue_control(tcb)
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from stackservice.diag import PATTERN
-from tests.support.netns import in_netns
+from tests.support.netns import in_netns, spawn_in_netns
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.root
@@ -83,3 +83,64 @@ def test_closed_port_refuses_with_rst(diag_stack):
     assert done.returncode != 0
     assert stack.counters()["tcp_drops"]["tcp_no_listener"] >= 1
     assert stack.counters()["tcp"]["resets_out"] >= 1
+
+
+def _stack_client(port, server_port: int, *args: str) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.stack_client",
+            "--iface",
+            port.vf(0),
+            "--connect",
+            f"198.18.0.1:{server_port}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["echo", "source"])
+def test_active_open_to_kernel_server_streams_exactly(emulated_port, mode):
+    """The stack connects out (SYN-SENT path) to a kernel server: 5 MB each
+    way through a kernel echo server, or 5 MB from a kernel source."""
+    server = spawn_in_netns(
+        emulated_port.netns,
+        sys.executable,
+        "-m",
+        "tests.support.kernel_peer",
+        "serve",
+        "--port",
+        "5001",
+        "--mode",
+        mode,
+        "--bytes",
+        "5000000",
+        "--timeout",
+        "120",
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening" in server.stdout.readline()
+        result = _stack_client(emulated_port, 5001, "--bytes", "5000000", "--expect", mode)
+        served = json.loads(server.communicate(timeout=120)[0].strip().splitlines()[-1])
+    finally:
+        server.kill()
+    assert result["error"] == ""
+    assert result["received"] == 5_000_000
+    assert result["received_sha256"] == served["sha256"]
+    if mode == "echo":
+        assert result["sent_sha256"] == result["received_sha256"]
+    assert served["peer"] == STACK
+
+
+def test_active_open_to_closed_port_is_refused(emulated_port):
+    result = _stack_client(emulated_port, 5002, "--bytes", "1000", "--timeout", "20")
+    assert result["error"] == "ECONNREFUSED"
+    assert result["received"] == 0

@@ -622,8 +622,13 @@ class TcpEngine:
         timestamps = None
         if self.settings.timestamps and options.timestamps is not None:
             scale = self._rcv_wscale if options.window_scale is not None else None
+            # The connection's later TSvals use the same per-flow offset, so
+            # they never look older than this one to the peer's PAWS.
+            offset = self._isn.ts_offset(self.local_ip, listener.port, src_ip, seg.src_port)
             tsval = self._cookies.encode_ts_options(
-                now // 1000, scale, options.sack_permitted and self.settings.sack
+                (now // 1000 + offset) & SEQ_MASK,
+                scale,
+                options.sack_permitted and self.settings.sack,
             )
             timestamps = (tsval, options.timestamps[0])
         reply = TcpOptions(

@@ -404,7 +404,8 @@ def _dup_threshold(tcb: Tcb) -> int:
     if tcb.sendable():
         return 3
     outstanding = (tcb.in_flight() + tcb.mss - 1) // tcb.mss
-    return 3 if outstanding >= 4 else max(1, outstanding - 1)
+    # With one segment out no duplicate ACK can come from our own data.
+    return outstanding - 1 if 2 <= outstanding < 4 else 3
 
 
 def _enter_recovery(engine: TcpEngine, tcb: Tcb, now: int) -> None:

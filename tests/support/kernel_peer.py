@@ -6,6 +6,7 @@ one JSON line with what it measured, so tests compare digests, not bytes.
     sink  --host H --port 9  --bytes N   send N bytes to a discard server
     fetch --host H --port 80 --bytes N   GET /N and check the pattern body
     serve --port P [--mode echo|source --bytes N]   a one-connection server
+    hold  --host H --port 80 --count N   N concurrent connections, each served
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import hashlib
 import json
 import random
+import resource
 import selectors
 import socket
 import time
@@ -121,15 +123,68 @@ def serve(port: int, mode: str, size: int, seed: int, timeout: float) -> dict:
     return {"peer": addr[0], "bytes": total, "sha256": digest.hexdigest()}
 
 
+def hold(host: str, port: int, count: int, timeout: float) -> dict:
+    """Open `count` connections at once to the HTTP service, keep them all
+    open, then send one keep-alive request on each and read each answer."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
+    start = time.monotonic()
+    pending, opened, failed = set(), [], 0
+    with selectors.DefaultSelector() as sel:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex((host, port))
+            sel.register(sock, selectors.EVENT_WRITE)
+            pending.add(sock)
+        while pending and time.monotonic() - start < timeout:
+            for key, _ in sel.select(1.0):
+                sock = key.fileobj
+                sel.unregister(sock)
+                pending.discard(sock)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    failed += 1
+                    sock.close()
+                else:
+                    opened.append(sock)
+        established = len(opened)
+        request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        answers: dict[socket.socket, bytes] = {}
+        for sock in opened:
+            sock.send(request)
+            answers[sock] = b""
+            sel.register(sock, selectors.EVENT_READ)
+        served = 0
+        while answers and time.monotonic() - start < timeout:
+            for key, _ in sel.select(1.0):
+                sock = key.fileobj
+                data = sock.recv(CHUNK)
+                answers[sock] += data
+                head, sep, body = answers[sock].partition(b"\r\n\r\n")
+                if not data or (sep and len(body) >= 64):
+                    served += head.startswith(b"HTTP/1.1 200") and len(body) == 64
+                    sel.unregister(sock)
+                    del answers[sock]
+    for sock in opened + list(pending):
+        sock.close()
+    return {
+        "established": established,
+        "failed": failed,
+        "served": served,
+        "seconds": time.monotonic() - start,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("action", choices=["echo", "sink", "fetch", "serve"])
+    parser.add_argument("action", choices=["echo", "sink", "fetch", "serve", "hold"])
     parser.add_argument("--host", default="198.18.0.10")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bytes", type=int, default=1 << 20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mode", default="echo", choices=["echo", "source"])
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
     if args.action == "echo":
         result = echo(args.host, args.port, args.bytes, args.seed, args.timeout)
@@ -137,6 +192,8 @@ def main() -> None:
         result = sink(args.host, args.port, args.bytes, args.seed, args.timeout)
     elif args.action == "fetch":
         result = fetch(args.host, args.port, args.bytes, args.timeout)
+    elif args.action == "hold":
+        result = hold(args.host, args.port, args.count, args.timeout)
     else:
         result = serve(args.port, args.mode, args.bytes, args.seed, args.timeout)
     print(json.dumps(result), flush=True)

@@ -58,7 +58,7 @@ def test_twenty_percent_loss_completes_or_fails_cleanly(impaired_port_factory):
     """At 20% loss a transfer either arrives intact or ends in a clean
     error; never silently corrupted."""
     port = impaired_port_factory(vfs=1, loss=0.2, seed=11)
-    size = 100_000
+    size = 50_000
     with running_stack(port.vf(0), f"{STACK}/24", "vf0", "--diag-services"):
         down = _kernel_peer(port.netns, "fetch", "--port", "80", "--bytes", str(size), timeout=300)
         echo = _kernel_peer(port.netns, "echo", "--port", "7", "--bytes", str(size), timeout=300)
@@ -67,5 +67,5 @@ def test_twenty_percent_loss_completes_or_fails_cleanly(impaired_port_factory):
     if "error" not in echo:
         assert echo["received_sha256"] == echo["sent_sha256"], echo
     # Slow (every third retransmission or its ACK is lost), but a working
-    # TCP gets 100 kB through within five minutes even so.
+    # TCP gets 50 kB through within five minutes even so.
     assert "error" not in down or "error" not in echo, (down, echo)

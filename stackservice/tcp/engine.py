@@ -325,8 +325,8 @@ class TcpEngine:
             self._window_opened(tcb, before, now)
             return count
         self._raise_pending(tcb)
-        if self.peer_closed(tcb) or tcb.read_closed:
-            return 0
+        if self.peer_closed(tcb) or tcb.read_closed or (tcb.state == CLOSED and tcb.established_at):
+            return 0  # EOF, also after a reset already reported (as Linux)
         if tcb.state in (SYN_SENT, SYN_RECEIVED, CLOSED):
             raise SocketError(errno.ENOTCONN if tcb.state != CLOSED else errno.EAGAIN)
         raise SocketError(errno.EAGAIN)
@@ -363,6 +363,26 @@ class TcpEngine:
             self.abort(tcb, 0, True, now)
             return
         self._queue_fin(tcb)
+
+    def set_keepalive(
+        self,
+        tcb: Tcb,
+        enabled: bool,
+        now: int,
+        idle_us: int = 0,
+        interval_us: int = 0,
+        count: int = 0,
+    ) -> None:
+        """SO_KEEPALIVE with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT (0 keeps the
+        current value); takes effect at once on an open connection."""
+        tcb.keepalive = enabled
+        tcb.keepalive_idle = idle_us or tcb.keepalive_idle
+        tcb.keepalive_interval = interval_us or tcb.keepalive_interval
+        tcb.keepalive_count = count or tcb.keepalive_count
+        if not enabled:
+            self._keepalive.remove(tcb)
+        elif tcb.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2):
+            self._arm_keepalive(tcb, now)
 
     def _queue_fin(self, tcb: Tcb) -> None:
         state = tcb.state
@@ -431,6 +451,8 @@ class TcpEngine:
         self.set_state(tcb, ESTABLISHED)
         tcb.established_at = now
         tcb.quickack = self.settings.quickack_segments
+        if tcb.rtt.backoffs:
+            tcb.rtt.on_syn_timeout_established()  # RFC 6298 (5.7)
         self.cancel_rto(tcb)
         if passive:
             listener = tcb.listener
@@ -477,6 +499,7 @@ class TcpEngine:
         self.notify(tcb)
         if self.state_counts[TIME_WAIT] > self.settings.max_time_wait:
             self.counters[TcpCounter.TIME_WAIT_OVERFLOWS] += 1
+            output.send_ack(self, tcb, now)  # the peer's FIN still gets its ACK
             self.destroy(tcb)
             return
         self._time_wait.push(tcb, now + self.settings.time_wait_us)
@@ -583,6 +606,8 @@ class TcpEngine:
             length,
         )
         self.counters[TcpCounter.SEGMENTS_OUT] += 1
+        if flags & ACK:
+            tcb.last_ack_sent = ack
         self._send_ipv4(tcb.remote_ip, PROTO_TCP, segment, now)
 
     # ---------------------------------------------------- passive opens
@@ -621,7 +646,7 @@ class TcpEngine:
         )
         timestamps = None
         if self.settings.timestamps and options.timestamps is not None:
-            scale = self._rcv_wscale if options.window_scale is not None else None
+            scale = options.window_scale  # the peer's shift, lost otherwise
             # The connection's later TSvals use the same per-flow offset, so
             # they never look older than this one to the peer's PAWS.
             offset = self._isn.ts_offset(self.local_ip, listener.port, src_ip, seg.src_port)
@@ -660,7 +685,9 @@ class TcpEngine:
 
     def cookie_ack(self, listener: Listener, src_ip: int, seg: TcpRepr, data, now: int) -> bool:
         """The ACK completing a cookie handshake: build the connection it
-        encodes. False if no cookie was sent lately or it does not check."""
+        encodes. True when handled here (accepted, refused for a full accept
+        queue, or a forged cookie counted and reset); False if no cookie was
+        sent lately, so the ACK is an ordinary stray one."""
         if listener.cookies_sent_at < 0 or now - listener.cookies_sent_at > 120_000_000:
             return False
         peer_isn = (seg.seq - 1) & SEQ_MASK
@@ -674,8 +701,9 @@ class TcpEngine:
             (seg.ack - 1) & SEQ_MASK,
         )
         if mss is None:
+            self.reply_reset(src_ip, seg, len(data))
             self.drop(TcpDropReason.TCP_BAD_SYN_COOKIE)
-            return False
+            return True
         if listener.accept_full():
             self.counters[TcpCounter.LISTEN_OVERFLOWS] += 1
             self.drop(TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW)
@@ -824,8 +852,14 @@ class TcpEngine:
             self._rearm(tcb)
 
     def _persist_timer(self, tcb: Tcb, now: int) -> None:
-        """RFC 9293 §3.8.6.1: probe a zero window, backing off."""
-        if tcb.snd_wnd or not tcb.sendable() or tcb.state == CLOSED:
+        """RFC 9293 §3.8.6.1: probe a zero window, backing off; a small
+        window gets what fits instead (RFC 1122 §4.2.3.4 override)."""
+        if not tcb.sendable() or tcb.in_flight() or tcb.state == CLOSED:
+            tcb.persist_backoff = 0
+            return
+        if tcb.snd_wnd:
+            length = min(tcb.snd_wnd, tcb.sendable(), tcb.mss)
+            output.send_chunk(self, tcb, now, length, tcb.fin_seq >= 0)
             tcb.persist_backoff = 0
             return
         self.counters[TcpCounter.ZERO_WINDOW_PROBES] += 1

@@ -5,6 +5,7 @@ calls exactly one of `listen_input`, `syn_sent_input`, `synchronized_input`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,7 @@ def listen_input(
         return
     if flags & ACK:
         if not flags & SYN and engine.cookie_ack(listener, src_ip, seg, data, now):
-            return
+            return  # accepted, or a forged cookie counted and reset
         engine.reply_reset(src_ip, seg, len(data))
         engine.drop(TcpDropReason.TCP_LISTEN_NOT_SYN)
         return
@@ -179,6 +180,16 @@ def synchronized_input(
         # The peer did not see our SYN-ACK: send it again (as Linux does).
         engine.queue_control(tcb)
         return
+    if (
+        state == SYN_RECEIVED
+        and tcb.listener is None
+        and seg.seq == tcb.irs
+        and (flags & (SYN | ACK) == SYN | ACK)
+    ):
+        # Simultaneous open (RFC 9293 §3.5 figure 8, line 6): the peer's
+        # SYN-ACK repeats the SYN we have; its ACK completes our side.
+        seg = dataclasses.replace(seg, seq=tcb.rcv_nxt, flags=flags & ~SYN)
+        flags = seg.flags
     if not _passes_paws(engine, tcb, seg, now):
         return
     seg_len = len(data) + (flags & SYN and 1) + (flags & FIN and 1)
@@ -189,6 +200,7 @@ def synchronized_input(
                 engine.restart_time_wait(tcb, now)  # RFC 9293: re-ACK, restart 2 MSL
         engine.drop(TcpDropReason.TCP_OUT_OF_WINDOW)
         return
+    _record_timestamp(tcb, seg, now)
     if flags & RST:
         _reset_arrives(engine, tcb, seg, now)
         return
@@ -228,12 +240,19 @@ def _passes_paws(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> bool:
         engine.ack_now(tcb)
         engine.drop(TcpDropReason.TCP_PAWS_REJECT)
         return False
-    # RFC 7323 §4.3 (2): remember it if the segment starts at or before
-    # what we have acknowledged.
-    if seq_le(seg.seq, tcb.rcv_nxt):
-        tcb.ts_recent = tsval
-        tcb.ts_recent_age = now
     return True
+
+
+def _record_timestamp(tcb: Tcb, seg: TcpRepr, now: int) -> None:
+    """RFC 7323 §5.3 R3 / §4.3 (2): only an acceptable segment starting at or
+    before Last.ACK.sent sets TS.Recent, so a blind segment cannot poison
+    PAWS and a delayed ACK echoes the earliest unacknowledged TSval."""
+    timestamps = seg.options.timestamps
+    if not tcb.ts_enabled or timestamps is None:
+        return
+    if seq_le(seg.seq, tcb.last_ack_sent) and seq_ge(timestamps[0], tcb.ts_recent):
+        tcb.ts_recent = timestamps[0]
+        tcb.ts_recent_age = now
 
 
 def _reset_arrives(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
@@ -419,7 +438,7 @@ def _enter_recovery(engine: TcpEngine, tcb: Tcb, now: int) -> None:
     output.retransmit(engine, tcb, now, 0, tcb.mss)
     if tcb.sack_enabled:
         counters[TcpCounter.SACK_RECOVERIES] += 1
-        end = min(tcb.mss, len(tcb.send_buffer))
+        end = min(tcb.mss, seq_sub(tcb.snd_max, tcb.snd_una))
         tcb.scoreboard.enter_recovery(seq_sub(tcb.snd_max, tcb.snd_una), end)
         tcb.high_rxt = (tcb.snd_una + end) & SEQ_MASK
     else:
@@ -477,12 +496,13 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
             engine.ack_now(tcb)
             return
         data = data[:room]
+    filling = buffer.has_out_of_order()
     advanced = buffer.accept(offset, data) if data else 0
     if advanced < 0:
         engine.drop(TcpDropReason.TCP_RCV_BUFFER_FULL)
         engine.ack_now(tcb)
         return
-    if offset or buffer.has_out_of_order():
+    if offset or filling:
         engine.ack_now(tcb)  # RFC 5681 §4.2: out of order or filling a hole
     if advanced:
         tcb.rcv_nxt = (tcb.rcv_nxt + advanced) & SEQ_MASK

@@ -116,10 +116,15 @@ def send_syn(engine: TcpEngine, tcb: Tcb, now: int) -> None:
 
 
 def send_ack(engine: TcpEngine, tcb: Tcb, now: int) -> None:
-    """A pure ACK carrying the current window (and SACK blocks)."""
+    """A pure ACK carrying the current window (and SACK blocks).
+
+    SEQ is SND.MAX, not SND.NXT: after a timeout pulls SND.NXT back the peer
+    may hold everything up to SND.MAX and would drop an older SEQ unread,
+    answering with an ACK of its own — an ACK war (BSD tcp_output does the
+    same)."""
     window = advertise_window(tcb)
     options = _options(tcb, now, True)
-    engine.send_segment(tcb, now, tcb.snd_nxt, tcb.rcv_nxt, ACK, window, options, 0)
+    engine.send_segment(tcb, now, tcb.snd_max, tcb.rcv_nxt, ACK, window, options, 0)
     clear_ack(tcb)
 
 
@@ -135,7 +140,8 @@ def send_probe(engine: TcpEngine, tcb: Tcb, now: int) -> None:
 def send_reset(engine: TcpEngine, tcb: Tcb, now: int) -> None:
     """RST for an established connection being aborted (RFC 9293 §3.10.4)."""
     options = _options(tcb, now, False)
-    engine.send_segment(tcb, now, tcb.snd_nxt, tcb.rcv_nxt, RST | ACK, 0, options, 0)
+    # SND.MAX for the same reason as send_ack: an older SEQ is out of window.
+    engine.send_segment(tcb, now, tcb.snd_max, tcb.rcv_nxt, RST | ACK, 0, options, 0)
     engine.counters[TcpCounter.RESETS_OUT] += 1
 
 
@@ -166,7 +172,7 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
         fin_due = tcb.fin_seq >= 0 and seq_le(tcb.snd_nxt, tcb.fin_seq)
         if available == 0:
             if fin_due and tcb.snd_nxt == tcb.fin_seq:
-                _send_chunk(engine, tcb, now, 0, True)
+                send_chunk(engine, tcb, now, 0, True)
                 sent += 1
             break
         length = min(available, tcb.mss, usable)
@@ -175,9 +181,12 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
         last = length == available
         if length < tcb.mss and not _may_send_small(tcb, length, last, in_flight, fin_due):
             break
-        _send_chunk(engine, tcb, now, length, fin_due)
+        send_chunk(engine, tcb, now, length, fin_due)
         sent += 1
-    if sent == 0 and tcb.sendable() and tcb.snd_wnd == 0 and tcb.in_flight() == 0:
+    if sent == 0 and tcb.sendable() and tcb.in_flight() == 0:
+        # Nothing in flight means no ACK will come to restart us: a zero
+        # window needs probes, a small one the SWS override (RFC 1122
+        # §4.2.3.4 (4)). One timer serves both.
         engine.arm_persist(tcb, now)
     return sent
 
@@ -191,7 +200,7 @@ def _may_send_small(tcb: Tcb, length: int, last: bool, in_flight: int, fin_due: 
     return tcb.nodelay or in_flight == 0 or fin_due
 
 
-def _send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool) -> None:
+def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool) -> None:
     """One segment at SND.NXT: up to `length` bytes, the FIN too if due and
     the data runs out with this segment."""
     seq = tcb.snd_nxt
@@ -229,9 +238,12 @@ def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) 
     (fast retransmit, NewReno partial ACK, SACK NextSeg)."""
     seq = (tcb.snd_una + offset) & SEQ_MASK
     options = _options(tcb, now, True)
-    data_left = len(tcb.send_buffer) - seq_sub(seq, tcb.buf_seq)
-    length = max(0, min(length, data_left, tcb.mss, tcb.peer_mss - options.buffer_len()))
-    with_fin = tcb.fin_seq >= 0 and (seq + length) & SEQ_MASK == tcb.fin_seq
+    # Only what was sent before: never new data beyond SND.MAX, which the
+    # peer's window may not allow and whose ACK we would refuse.
+    fin_sent = tcb.fin_seq >= 0 and seq_lt(tcb.fin_seq, tcb.snd_max)
+    sent_left = seq_sub(tcb.snd_max, seq) - (1 if fin_sent else 0)
+    length = max(0, min(length, sent_left, tcb.mss, tcb.peer_mss - options.buffer_len()))
+    with_fin = fin_sent and (seq + length) & SEQ_MASK == tcb.fin_seq
     flags = ACK | (FIN if with_fin else 0)
     window = advertise_window(tcb)
     engine.send_segment(

@@ -57,6 +57,7 @@ class Tcb(TimerEntry):
         "irs",
         "rcv_nxt",
         "rcv_adv",  # right edge we last advertised: never shrunk (RFC 9293 §3.8.6.2.2)
+        "last_ack_sent",  # ACK field of our latest segment (RFC 7323 Last.ACK.sent)
         "rcv_wscale",  # shift we apply to our window field
         "peer_fin_seq",  # seq of a FIN received out of order, else -1
         "fin_received",  # the peer's FIN has been consumed in order
@@ -133,7 +134,7 @@ class Tcb(TimerEntry):
         self.snd_wscale = self.rcv_wscale = 0
         self.buf_seq = 0
         self.fin_seq = self.peer_fin_seq = -1
-        self.irs = self.rcv_nxt = self.rcv_adv = 0
+        self.irs = self.rcv_nxt = self.rcv_adv = self.last_ack_sent = 0
         self.fin_received = False
         self.mss = self.peer_mss = 536
         self.ts_enabled = self.sack_enabled = self.ws_enabled = False

@@ -110,9 +110,6 @@ def test_time_wait_expired_segment_answered_by_rst() -> None:
     assert brief(conn.flush(conn.now)) == [("R", conn.ack, 0, 0)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: TIME-WAIT overflow destroys the TCB before the FIN is ACKed"
-)
 def test_fin_wait_2_time_wait_table_full_closes_at_once() -> None:
     """Linux tcp_max_tw_buckets: with the TIME-WAIT table full, a connection
     that would enter TIME-WAIT is closed at once (still ACKing the FIN), and

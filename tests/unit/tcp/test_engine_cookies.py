@@ -4,8 +4,6 @@ the cookie arithmetic itself is in test_syncookies.py)."""
 
 from __future__ import annotations
 
-import pytest
-
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.segment import SYN, TcpOptions
 from stackservice.tcp.settings import TcpSettings
@@ -146,9 +144,6 @@ def test_listen_cookie_connection_tsvals_never_go_back() -> None:
     assert 0 <= (data.seg.options.timestamps[0] - first) & 0xFFFFFFFF < 1 << 31
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: cookie TSval encodes our window scale, not the peer's"
-)
 def test_listen_cookie_with_timestamps_peer_window_scale_restored() -> None:
     """RFC 7323 §2.3 / RFC 4987 §3.6: the shift applied to the peer's window
     fields is the one its SYN announced (2 here), whatever ours is (5): a
@@ -180,9 +175,6 @@ def test_listen_forged_cookie_ack_rst_counted_once() -> None:
     assert rig.counted(TcpCounter.SYN_COOKIES_ACCEPTED) == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: forged cookie ACK counted as bad cookie AND listen-not-SYN"
-)
 def test_listen_forged_cookie_ack_single_drop_reason() -> None:
     """drops.py: "A discarded segment is counted under exactly one reason"."""
     rig = cookie_rig()

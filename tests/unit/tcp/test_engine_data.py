@@ -232,10 +232,6 @@ def test_established_partial_hole_fill_acked_at_once() -> None:
     assert sent[0].seg.options.sack_blocks == ((seq(hole, 2), seq(hole, 3)),)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a segment filling the whole gap gets a delayed, not immediate, ACK",
-)
 def test_established_hole_filled_cumulative_ack_at_once() -> None:
     """RFC 5681 §4.2: "an immediate ACK SHOULD be generated when a segment
     fills in all or part of a gap"; the ACK covers everything queued."""

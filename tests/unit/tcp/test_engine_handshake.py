@@ -326,10 +326,6 @@ def test_syn_received_simultaneous_open_ack_establishes() -> None:
     assert rig.engine.readiness(tcb) & WRITABLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: SYN-ACK in simultaneous-open SYN-RECEIVED fails the window test",
-)
 def test_syn_received_simultaneous_open_synack_establishes() -> None:
     """RFC 9293 §3.5 figure 8 line 6: the peer's <SEQ=300><ACK=101><CTL=SYN,ACK>
     moves SYN-RECEIVED to ESTABLISHED (Linux passes it in
@@ -391,9 +387,6 @@ def test_syn_sent_fewer_syn_retries_setting_honoured() -> None:
     assert tcb.error == errno.ETIMEDOUT and state(tcb) == TcpState.CLOSED
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: RTO not re-initialized to 3 s after a SYN timeout"
-)
 def test_syn_sent_synack_after_syn_timeout_data_rto_three_seconds() -> None:
     """RFC 6298 (5.7): after the timer expired awaiting the SYN's ACK, an RTO
     below 3 s MUST be re-initialized to 3 s when data transmission begins

@@ -175,10 +175,6 @@ def test_established_out_of_order_timestamp_not_recorded() -> None:
     assert sent[0].seg.options.timestamps[1] == conn.tsval(10 * MS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: TS.Recent updated for SEG.SEQ <= RCV.NXT, not <= Last.ACK.sent",
-)
 def test_established_delayed_ack_echoes_earliest_unacked_timestamp() -> None:
     """RFC 7323 §4.3 (2) and (3)(A): with delayed ACKs, TS.Recent is updated
     only when SEG.SEQ <= Last.ACK.sent, so the ACK covering two segments
@@ -194,9 +190,6 @@ def test_established_delayed_ack_echoes_earliest_unacked_timestamp() -> None:
     assert sent[0].seg.options.timestamps[1] == conn.tsval(10 * MS)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: TS.Recent recorded before the window check (PAWS poisoning)"
-)
 def test_established_out_of_window_segment_does_not_set_ts_recent() -> None:
     """RFC 7323 §5.3: TS.Recent is recorded at R3, only for a segment that
     passed the acceptability test (R2). A blind, out-of-window segment with a

@@ -195,10 +195,6 @@ def test_fast_recovery_inflation_sends_new_data(cc: str) -> None:
     assert after and after == [at(conn, 14 + k) for k in range(len(after))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: output.retransmit sends up to an MSS from the buffer, past SND.MAX",
-)
 def test_fast_recovery_partial_ack_resends_only_what_was_sent() -> None:
     """RFC 6582 §3.2 step 5 / RFC 5681 §3.2: a retransmission resends data
     already sent. When the next hole is the short last segment (100 bytes)

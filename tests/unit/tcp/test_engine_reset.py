@@ -56,9 +56,6 @@ def test_established_rst_at_rcv_nxt_read_reports_econnreset() -> None:
     assert exc.value.errno == errno.ECONNRESET
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: recv after a reported reset raises EAGAIN forever, not EOF"
-)
 def test_established_rst_then_error_reported_later_reads_eof() -> None:
     """recv(2) after a reset (Linux tcp_recvmsg, house rule 10): the first
     call reports ECONNRESET, later calls return 0, since the socket is shut

@@ -165,10 +165,6 @@ def test_established_data_and_fin_resent_together_at_rto() -> None:
     assert brief(conn.flush(conn.now + MIN_RTO)) == [("FPA", conn.ack, conn.seq, 3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: after an RTO pulls SND.NXT back, pure ACKs carry SEQ=snd_nxt, not snd_max",
-)
 def test_established_after_rto_pure_ack_carries_highest_seq_sent() -> None:
     """RFC 9293 §3.10.7.4: an ACK is <SEQ=SND.NXT><ACK=RCV.NXT>, SND.NXT being
     the next new sequence number (the engine's snd_max: its snd_nxt is pulled
@@ -187,10 +183,6 @@ def test_established_after_rto_pure_ack_carries_highest_seq_sent() -> None:
     assert brief(conn.flush(conn.now)) == [("A", seq(conn.ack, 3 * MSS), conn.seq, 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: after an RTO pulls SND.NXT back, RSTs carry SEQ=snd_nxt, not snd_max",
-)
 def test_established_after_rto_reset_carries_highest_seq_sent() -> None:
     """RFC 9293 §3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST>. With SEQ at the pulled
     back snd_nxt, a peer that received everything sees the RST below

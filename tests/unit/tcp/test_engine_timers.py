@@ -135,20 +135,13 @@ def test_syn_sent_keepalive_fields_set_before_establishment_probe() -> None:
     assert brief(conn.flush(RTT + IDLE)) == [probe(conn)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: keepalive enabled on an ESTABLISHED TCB is never armed",
-)
 def test_established_keepalive_enabled_later_probes_after_idle() -> None:
     """setsockopt(SO_KEEPALIVE) on an established connection (RFC 1122
     §4.2.3.6: keep-alives are per-connection and application-controlled):
-    probing starts after the idle time. The engine has no setsockopt hook;
-    the TCB fields are the interface, as on an active open above."""
+    probing starts after the idle time."""
     rig = Rig()
     conn = established(rig)
-    tcb = conn.tcb
-    tcb.keepalive = True
-    tcb.keepalive_idle, tcb.keepalive_interval, tcb.keepalive_count = IDLE, INTERVAL, COUNT
+    rig.engine.set_keepalive(conn.tcb, True, conn.now, IDLE, INTERVAL, COUNT)
     assert brief(conn.flush(conn.now + IDLE)) == [probe(conn)]
 
 

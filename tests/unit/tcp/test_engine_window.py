@@ -4,8 +4,6 @@ RFC 1122 §4.2.2.17, §4.2.3.3, §4.2.3.4)."""
 
 from __future__ import annotations
 
-import pytest
-
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TcpState
@@ -127,10 +125,6 @@ def test_established_small_window_slice_held_at_first() -> None:
     assert conn.flush(conn.now) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a small nonzero window with nothing in flight stalls (no override timer)",
-)
 def test_established_small_window_override_timeout_sends_what_fits() -> None:
     """RFC 1122 §4.2.3.4 (4) / RFC 9293 §3.8.6.2.1: the SWS override timeout
     (0.1 to 1 s) sends what the window allows when nothing is in flight, else

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("name", "instance name (default: the interface name)"),
         ("run-dir", "directory for the instance's shared files (default /run/vfstack)"),
         ("busy-poll-us", "keep polling this long after traffic before sleeping (default 50)"),
+        ("congestion-control", "cubic (default) or newreno; sockets may choose their own"),
+        ("time-wait-ms", "how long closed connections stay in TIME-WAIT (default 60000)"),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=args.run_dir or "/run/vfstack",
             busy_poll_us=args.busy_poll_us or DEFAULT_BUSY_POLL_US,
             diag_services=args.diag_services,
+            congestion_control=args.congestion_control or "cubic",
+            time_wait_ms=args.time_wait_ms or 60_000,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

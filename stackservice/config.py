@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackservice.tcp.settings import TcpSettings
+
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -28,6 +30,7 @@ class InstanceConfig:
     run_dir: Path
     busy_poll_us: int
     diag_services: bool
+    tcp: TcpSettings
 
     @classmethod
     def build(
@@ -40,6 +43,8 @@ class InstanceConfig:
         run_dir: str = "/run/vfstack",
         busy_poll_us: str | int = DEFAULT_BUSY_POLL_US,
         diag_services: bool = False,
+        congestion_control: str = "cubic",
+        time_wait_ms: str | int = 60_000,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -76,4 +81,14 @@ class InstanceConfig:
             spin = -1
         if not 0 <= spin <= MAX_BUSY_POLL_US:
             raise ValueError(f"--busy-poll-us: give 0..{MAX_BUSY_POLL_US} microseconds")
-        return cls(iface, address, gw, mac, name, Path(run_dir), spin, diag_services)
+        try:
+            time_wait = int(time_wait_ms)
+        except ValueError:
+            time_wait = -1
+        if not 0 <= time_wait <= 240_000:
+            raise ValueError("--time-wait-ms: give 0..240000 (RFC 9293 2*MSL is 240 s)")
+        try:
+            tcp = TcpSettings(congestion_control=congestion_control, time_wait_us=time_wait * 1000)
+        except ValueError as exc:
+            raise ValueError(f"--congestion-control: {exc}") from None
+        return cls(iface, address, gw, mac, name, Path(run_dir), spin, diag_services, tcp)

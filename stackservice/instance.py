@@ -23,7 +23,6 @@ from stackservice.net.ipv4 import PROTO_TCP
 from stackservice.nic.netconf import detect_mode, prepare_interface
 from stackservice.nic.packet_io import PacketPort
 from stackservice.tcp.engine import TcpEngine
-from stackservice.tcp.settings import TcpSettings
 
 
 def counters_path(run_dir: Path, name: str) -> Path:
@@ -109,7 +108,7 @@ class Instance:
             int(config.address.ip),
             self.host.send_ipv4,
             self.host.route,
-            TcpSettings(),
+            config.tcp,
             counters.section("tcp"),
             counters.section("tcp_drops"),
             counters.section("tcp_states"),

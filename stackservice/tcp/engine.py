@@ -362,7 +362,17 @@ class TcpEngine:
             self.counters[TcpCounter.APP_ABORTS] += 1
             self.abort(tcb, 0, True, now)
             return
+        if state == FIN_WAIT_2:
+            self.arm_fin_wait_2(tcb, now)
         self._queue_fin(tcb)
+
+    def arm_fin_wait_2(self, tcb: Tcb, now: int) -> None:
+        """An orphaned FIN-WAIT-2 connection (closed by the application) is
+        dropped after fin_wait_2_us even if the peer never sends its FIN,
+        as Linux's tcp_fin_timeout: RFC 9293 sets no bound and a silent
+        peer would hold the TCB forever. It shares TIME-WAIT's list."""
+        self._time_wait.remove(tcb)
+        self._time_wait.push(tcb, now + self.settings.fin_wait_2_us)
 
     def set_keepalive(
         self,
@@ -502,7 +512,7 @@ class TcpEngine:
             output.send_ack(self, tcb, now)  # the peer's FIN still gets its ACK
             self.destroy(tcb)
             return
-        self._time_wait.push(tcb, now + self.settings.time_wait_us)
+        self.restart_time_wait(tcb, now)  # replaces an orphan's FIN-WAIT-2 timeout
 
     def restart_time_wait(self, tcb: Tcb, now: int) -> None:
         self._time_wait.remove(tcb)
@@ -832,7 +842,7 @@ class TcpEngine:
         for tcb in self._wheel.expire(now, _TIMER_BATCH):
             self._fine_timers(tcb, now)
         for tcb in self._time_wait.expire(now, _TIMER_BATCH):
-            self.destroy(tcb)
+            self.destroy(tcb)  # TIME-WAIT over, or an orphan's FIN-WAIT-2 timeout
         for tcb in self._keepalive.expire(now, _TIMER_BATCH):
             self._keepalive_timer(tcb, now)
 

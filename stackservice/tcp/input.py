@@ -466,6 +466,8 @@ def _after_ack(engine: TcpEngine, tcb: Tcb, now: int) -> bool:
     if state == FIN_WAIT_1:
         engine.set_state(tcb, FIN_WAIT_2)
         engine.notify(tcb)
+        if tcb.app_closed:
+            engine.arm_fin_wait_2(tcb, now)
     elif state == CLOSING:
         engine.enter_time_wait(tcb, now)
     elif state == LAST_ACK:

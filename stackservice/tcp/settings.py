@@ -16,6 +16,7 @@ class TcpSettings:
     receive_buffer: int = 256 * 1024  # SO_RCVBUF default; sets our window scale
     congestion_control: str = "cubic"
     time_wait_us: int = 60 * _SECOND  # Linux's TCP_TIMEWAIT_LEN (2*MSL)
+    fin_wait_2_us: int = 60 * _SECOND  # orphans only, like tcp_fin_timeout
     max_time_wait: int = 65536  # like tcp_max_tw_buckets
     syn_retries: int = 6  # like tcp_syn_retries (~127 s)
     synack_retries: int = 5  # like tcp_synack_retries

@@ -66,3 +66,20 @@ def test_cli_busy_poll_from_environment(monkeypatch):
         ).busy_poll_us
         == 0
     )
+
+
+def test_config_tcp_settings_from_flags():
+    config = InstanceConfig.build(
+        iface="vfpf0v0", ip="198.18.0.10/24", congestion_control="newreno", time_wait_ms="500"
+    )
+    assert config.tcp.congestion_control == "newreno"
+    assert config.tcp.time_wait_us == 500_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [({"congestion_control": "bbr"}, "--congestion-control"), ({"time_wait_ms": "-1"}, "--time")],
+)
+def test_config_bad_tcp_flag_names_the_flag(kwargs, flag):
+    with pytest.raises(ValueError, match=flag):
+        InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", **kwargs)

@@ -57,7 +57,8 @@ def test_fin_wait_1_ack_of_fin_fin_wait_2() -> None:
     conn.deliver(conn.now + MS, ack=seq(conn.ack, 1))
     assert conn.flush(conn.now) == []
     assert state(conn.tcb) == TcpState.FIN_WAIT_2
-    assert rig.engine.poll_at() is None  # nothing outstanding
+    # Nothing outstanding: only the orphan's FIN-WAIT-2 timeout is left.
+    assert rig.engine.poll_at() == conn.now + rig.settings.fin_wait_2_us
 
 
 def test_fin_wait_2_fin_acked_time_wait() -> None:
@@ -425,3 +426,24 @@ def test_syn_sent_close_deletes_silently() -> None:
     assert rig.flush(10 * SECOND) == []
     assert state(tcb) == TcpState.CLOSED
     assert rig.engine.poll_at() is None
+
+
+def test_fin_wait_2_orphan_without_peer_fin_dropped_after_timeout() -> None:
+    """Linux tcp_fin_timeout (RFC 9293 sets no bound): after close() and the
+    ACK of our FIN, a peer that never sends its FIN does not hold the TCB
+    forever."""
+    rig = Rig(TcpSettings(fin_wait_2_us=30_000 * MS))
+    conn = fin_wait_2(rig)
+    assert rig.flush(conn.now + 29_000 * MS) == []
+    assert state(conn.tcb) == TcpState.FIN_WAIT_2
+    assert rig.flush(conn.now + 30_000 * MS) == []
+    assert state(conn.tcb) == TcpState.CLOSED
+    assert rig.engine.flows == {}
+
+
+def test_fin_wait_2_half_closed_kept_beyond_timeout() -> None:
+    """shutdown(SHUT_WR) leaves the application reading: no timeout."""
+    rig = Rig(TcpSettings(fin_wait_2_us=30_000 * MS))
+    conn = fin_wait_2(rig, half_close=True)
+    assert rig.flush(conn.now + 60_000 * MS) == []
+    assert state(conn.tcb) == TcpState.FIN_WAIT_2

@@ -157,11 +157,24 @@ class ArpSettings:
 
 
 class _Neighbor:
-    __slots__ = ("expires_at", "mac")
+    __slots__ = ("expires_at", "mac", "used")
 
     def __init__(self, mac: bytes, expires_at: int) -> None:
         self.mac = mac
         self.expires_at = expires_at
+        self.used = False  # looked up since it was last confirmed
+
+
+class _Probe:
+    """A neighbour whose reachable time ran out while in use: still used,
+    and asked for by unicast requests until it answers or gives up."""
+
+    __slots__ = ("mac", "retry_at", "tries")
+
+    def __init__(self, mac: bytes, retry_at: int) -> None:
+        self.mac = mac
+        self.retry_at = retry_at
+        self.tries = 1
 
 
 class _Resolution:
@@ -190,6 +203,7 @@ class ArpCache:
         "_mac",
         "_neighbors",
         "_outbox",
+        "_probing",
         "_resolving",
         "_settings",
     )
@@ -213,21 +227,29 @@ class ArpCache:
         self._outbox = outbox
         self._neighbors: dict[int, _Neighbor] = {}  # in expiry order
         self._resolving: dict[int, _Resolution] = {}  # in retry order
+        self._probing: dict[int, _Probe] = {}  # in retry order
         self._announce_left = 0
         self._announce_at = 0
 
     def __len__(self) -> int:
-        return len(self._neighbors) + len(self._resolving)
+        return len(self._neighbors) + len(self._resolving) + len(self._probing)
 
     def lookup(self, ip: int, now: int) -> bytes | None:
-        """Return the MAC of a resolved, unexpired neighbour, else None."""
+        """Return the MAC of a known neighbour, else None.
+
+        A neighbour past its reachable time that is still in use keeps its
+        MAC while unicast requests confirm it (RFC 1122 §2.3.2.1, Linux's
+        STALE/PROBE): traffic never stalls behind a re-resolution.
+        """
         entry = self._neighbors.get(ip)
         if entry is None:
-            return None
+            probe = self._probing.get(ip)
+            return probe.mac if probe is not None else None
         if entry.expires_at <= now:
             del self._neighbors[ip]
-            self._events[NetEvent.ARP_ENTRY_EXPIRED] += 1
-            return None
+            self._start_probe(ip, entry.mac, now)
+        else:
+            entry.used = True
         return entry.mac
 
     def output(self, next_hop: int, frame: bytearray, now: int) -> bool:
@@ -301,6 +323,10 @@ class ArpCache:
         at = None
         if self._resolving:
             at = next(iter(self._resolving.values())).retry_at
+        if self._probing:
+            retry_at = next(iter(self._probing.values())).retry_at
+            if at is None or retry_at < at:
+                at = retry_at
         if self._neighbors:
             expires_at = next(iter(self._neighbors.values())).expires_at
             if at is None or expires_at < at:
@@ -316,6 +342,7 @@ class ArpCache:
         more are due.
         """
         budget = self._retry_due(now, self._settings.max_timer_work)
+        budget = self._probe_due(now, budget)
         self._expire_due(now, budget)
         if self._announce_left and self._announce_at <= now:
             self._announce()
@@ -332,6 +359,9 @@ class ArpCache:
             entry.expires_at = expires_at
             neighbors[ip] = entry
             return True
+        if self._probing.pop(ip, None) is not None:
+            neighbors[ip] = _Neighbor(mac, expires_at)
+            return True
         pending = self._resolving.pop(ip, None)
         if pending is None:
             return False
@@ -344,11 +374,14 @@ class ArpCache:
 
     def _make_room(self) -> None:
         """Evict the oldest entry if one more would exceed `max_entries`."""
-        if len(self._neighbors) + len(self._resolving) < self._settings.max_entries:
+        if len(self) < self._settings.max_entries:
             return
         self._events[NetEvent.ARP_ENTRY_EVICTED] += 1
         if self._neighbors:
             del self._neighbors[next(iter(self._neighbors))]
+            return
+        if self._probing:
+            del self._probing[next(iter(self._probing))]
             return
         ip = next(iter(self._resolving))
         self._drops[DropReason.ARP_UNRESOLVED] += len(self._resolving.pop(ip).queue)
@@ -375,14 +408,46 @@ class ArpCache:
         return budget
 
     def _expire_due(self, now: int, budget: int) -> None:
+        """Entries past their reachable time: probed if used, else dropped."""
         neighbors = self._neighbors
         while budget and neighbors:
             ip = next(iter(neighbors))
-            if neighbors[ip].expires_at > now:
+            entry = neighbors[ip]
+            if entry.expires_at > now:
                 return
             budget -= 1
             del neighbors[ip]
-            self._events[NetEvent.ARP_ENTRY_EXPIRED] += 1
+            if entry.used:
+                self._start_probe(ip, entry.mac, now)
+            else:
+                self._events[NetEvent.ARP_ENTRY_EXPIRED] += 1
+
+    def _start_probe(self, ip: int, mac: bytes, now: int) -> None:
+        self._probing[ip] = _Probe(mac, now + self._settings.retry_interval)
+        self._send(OP_REQUEST, mac, ZERO_MAC, ip)
+        self._events[NetEvent.ARP_REQUEST_OUT] += 1
+
+    def _probe_due(self, now: int, budget: int) -> int:
+        """Unicast requests again, or forget a neighbour that never answers
+        (the next packet for it resolves by broadcast)."""
+        probing = self._probing
+        settings = self._settings
+        while budget and probing:
+            ip = next(iter(probing))
+            probe = probing[ip]
+            if probe.retry_at > now:
+                break
+            budget -= 1
+            del probing[ip]
+            if probe.tries >= settings.max_tries:
+                self._events[NetEvent.ARP_ENTRY_EXPIRED] += 1
+                continue
+            probe.tries += 1
+            probe.retry_at = now + settings.retry_interval
+            probing[ip] = probe
+            self._send(OP_REQUEST, probe.mac, ZERO_MAC, ip)
+            self._events[NetEvent.ARP_REQUEST_OUT] += 1
+        return budget
 
     def _send_request(self, target_ip: int) -> None:
         self._send(OP_REQUEST, BROADCAST, ZERO_MAC, target_ip)

@@ -31,6 +31,9 @@ from ._frames import (
 )
 
 REQUEST_FOR_PEER = arp_frame(ARP_REQUEST, OUR_MAC, OUR_IP, ZERO_MAC, PEER_IP)
+UNICAST_REQUEST_FOR_PEER = arp_frame(
+    ARP_REQUEST, OUR_MAC, OUR_IP, ZERO_MAC, PEER_IP, eth_dst=PEER_MAC
+)
 PEER_REPLY = arp_frame(ARP_REPLY, PEER_MAC, PEER_IP, OUR_MAC, OUR_IP)
 OUR_REPLY_TO_PEER = arp_frame(ARP_REPLY, OUR_MAC, OUR_IP, PEER_MAC, PEER_IP)
 
@@ -179,11 +182,10 @@ def test_arp_sender_ip_no_host_can_own_counted_bad_sender(op: int, sender_ip: in
 # Cache lifetime.
 
 
-def test_arp_entry_reachable_time_elapsed_expires() -> None:
+def test_arp_entry_unused_reachable_time_elapsed_expires() -> None:
     rig = make_rig(arp=ArpSettings(reachable_time=60 * SECOND))
     rig.feed(PEER_REPLY, now=5)
     assert rig.host.poll_at() == 5 + 60 * SECOND
-    assert rig.host.arp.lookup(PEER_IP, 4 + 60 * SECOND) == PEER_MAC
     rig.host.on_timer(5 + 60 * SECOND)
     assert rig.host.arp.lookup(PEER_IP, 5 + 60 * SECOND) is None
     assert rig.counted() == {"arp_reply_in": 1, "arp_entry_expired": 1}
@@ -199,12 +201,43 @@ def test_arp_entry_refreshed_by_later_packet_expires_later() -> None:
     assert rig.host.arp.lookup(PEER_IP, 89 * SECOND) == PEER_MAC
 
 
-def test_arp_expired_entry_used_before_timer_resolves_again() -> None:
+def test_arp_expired_entry_used_keeps_mac_and_probes_by_unicast() -> None:
+    """RFC 1122 §2.3.2.1 (unicast poll), as Linux's STALE/PROBE: traffic
+    keeps the known MAC while the neighbour is confirmed, never waiting
+    behind a broadcast re-resolution."""
     rig = make_rig()
     rig.feed(PEER_REPLY, now=0)
     rig.host.send_ipv4(PEER_IP, PROTO_UDP, bytes([0]) * 8, 60 * SECOND)
-    assert rig.sent() == [REQUEST_FOR_PEER]
+    assert rig.sent() == [UNICAST_REQUEST_FOR_PEER, udp_to_peer(0)]
+    assert "arp_entry_expired" not in rig.counted()
+    rig.feed(PEER_REPLY, now=60 * SECOND + 10)
+    assert rig.host.poll_at() == 120 * SECOND + 10  # confirmed: reachable again
+
+
+def test_arp_entry_used_then_reachable_time_elapsed_is_probed() -> None:
+    rig = make_rig(arp=ArpSettings(reachable_time=60 * SECOND, retry_interval=SECOND))
+    rig.feed(PEER_REPLY, now=0)
+    assert rig.host.arp.lookup(PEER_IP, 30 * SECOND) == PEER_MAC
+    rig.host.on_timer(60 * SECOND)
+    assert rig.sent() == [UNICAST_REQUEST_FOR_PEER]
+    assert rig.host.arp.lookup(PEER_IP, 60 * SECOND) == PEER_MAC
+    assert rig.host.poll_at() == 61 * SECOND
+
+
+def test_arp_probed_neighbour_silent_forgotten_after_tries() -> None:
+    rig = make_rig(arp=ArpSettings(retry_interval=SECOND, max_tries=3))
+    rig.feed(PEER_REPLY, now=0)
+    rig.host.send_ipv4(PEER_IP, PROTO_UDP, bytes([0]) * 8, 60 * SECOND)
+    rig.sent()
+    rig.host.on_timer(61 * SECOND)
+    rig.host.on_timer(62 * SECOND)
+    assert rig.sent() == [UNICAST_REQUEST_FOR_PEER, UNICAST_REQUEST_FOR_PEER]
+    rig.host.on_timer(63 * SECOND)
+    assert rig.sent() == []
+    assert rig.host.arp.lookup(PEER_IP, 63 * SECOND) is None
     assert rig.counted()["arp_entry_expired"] == 1
+    rig.host.send_ipv4(PEER_IP, PROTO_UDP, bytes([0]) * 8, 63 * SECOND)
+    assert rig.sent() == [REQUEST_FOR_PEER]
 
 
 def test_arp_idle_cache_poll_at_none() -> None:

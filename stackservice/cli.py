@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("busy-poll-us", "keep polling this long after traffic before sleeping (default 50)"),
         ("congestion-control", "cubic (default) or newreno; sockets may choose their own"),
         ("time-wait-ms", "how long closed connections stay in TIME-WAIT (default 60000)"),
+        ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
+        ("control-tcp", "also serve the control API on HOST:PORT"),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             diag_services=args.diag_services,
             congestion_control=args.congestion_control or "cubic",
             time_wait_ms=args.time_wait_ms or 60_000,
+            control=args.control,
+            control_tcp=args.control_tcp,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

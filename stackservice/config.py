@@ -31,6 +31,8 @@ class InstanceConfig:
     busy_poll_us: int
     diag_services: bool
     tcp: TcpSettings
+    control: Path | None  # the control API's unix socket; None: no control API
+    control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
 
     @classmethod
     def build(
@@ -45,6 +47,8 @@ class InstanceConfig:
         diag_services: bool = False,
         congestion_control: str = "cubic",
         time_wait_ms: str | int = 60_000,
+        control: str | None = None,
+        control_tcp: str | None = None,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -91,4 +95,42 @@ class InstanceConfig:
             tcp = TcpSettings(congestion_control=congestion_control, time_wait_us=time_wait * 1000)
         except ValueError as exc:
             raise ValueError(f"--congestion-control: {exc}") from None
-        return cls(iface, address, gw, mac, name, Path(run_dir), spin, diag_services, tcp)
+        run = Path(run_dir)
+        return cls(
+            iface,
+            address,
+            gw,
+            mac,
+            name,
+            run,
+            spin,
+            diag_services,
+            tcp,
+            _control_path(control, run, name),
+            _host_port(control_tcp),
+        )
+
+
+def _control_path(url: str | None, run_dir: Path, name: str) -> Path | None:
+    """`--control`: unix:///abs/path (or unix:/abs/path), or none."""
+    if url is None:
+        return run_dir / f"{name}.sock"
+    if url == "none":
+        return None
+    for prefix in ("unix://", "unix:"):
+        if url.startswith(prefix):
+            path = Path(url[len(prefix) :])
+            if path.is_absolute() and path.name:
+                return path
+            break
+    raise ValueError(f"--control: give unix:///absolute/path.sock or none, not {url!r}")
+
+
+def _host_port(value: str | None) -> str | None:
+    """`--control-tcp HOST:PORT`, checked so gRPC does not fail later."""
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--control-tcp: give HOST:PORT, not {value!r}")
+    return value

@@ -40,6 +40,7 @@ class _Connection:
     """Base of one accepted connection's handler."""
 
     __slots__ = ("engine", "scratch")
+    app_name = "diag"  # the owner ListConnections shows
 
     def __init__(self, engine: TcpEngine, scratch: memoryview) -> None:
         self.engine = engine
@@ -215,6 +216,7 @@ class _Service:
     to a fresh handler."""
 
     __slots__ = ("engine", "handler", "listener", "scratch")
+    app_name = "diag"
 
     def __init__(
         self, engine: TcpEngine, port: int, handler: type[_Connection], scratch: memoryview

@@ -8,19 +8,23 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from stackservice import __version__
 from stackservice.config import InstanceConfig
+from stackservice.control.link import LinkServer
+from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.loop import StackLoop
 from stackservice.metrics.counters import CounterBlock, nonzero
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.net.host import Ipv4Host
 from stackservice.net.ipv4 import PROTO_TCP
-from stackservice.nic.netconf import detect_mode, prepare_interface
+from stackservice.nic.netconf import detect_mode, prepare_interface, vf_identity
 from stackservice.nic.packet_io import PacketPort
 from stackservice.tcp.engine import TcpEngine
 
@@ -116,12 +120,69 @@ class Instance:
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
 
-    def run(self, stop_fd: int) -> None:
-        """Serve until `stop_fd` becomes readable."""
+    def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
+        """Serve until `stop_fd` becomes readable; answer the control
+        process on `link` between passes."""
         StackLoop(
             self.port, self.host, self.engine, self.counters.section("loop"), stop_fd,
-            self.config.busy_poll_us,
+            self.config.busy_poll_us, link,
         ).run()  # fmt: skip
+
+    def info(self) -> dict:
+        """Static identity for the control API's GetInfo."""
+        config = self.config
+        pf, vf_index = vf_identity(config.iface)
+        return {
+            "name": config.name, "iface": config.iface, "mac": self.mac,
+            "ip": str(config.address), "gateway": str(config.gateway or ""),
+            "mode": self.mode, "pf": pf, "vf_index": vf_index, "workers": 1,
+            "version": __version__, "started_at": time.time(),
+            "congestion_control": config.tcp.congestion_control,
+            "diag_services": config.diag_services,
+        }  # fmt: skip
+
+
+@contextlib.contextmanager
+def control_process(instance: Instance) -> Iterator[LinkServer | None]:
+    """Run the control API server in a process of its own (its gRPC threads
+    never contend with the loop for the GIL), linked to the loop by a socket
+    pair. Yields the loop's end, or None without a control API."""
+    config = instance.config
+    if config.control is None:
+        yield None
+        return
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    argv = [
+        sys.executable,
+        "-m",
+        "stackservice.control.server",
+        "--link-fd",
+        str(theirs.fileno()),
+        "--counters",
+        str(counters_path(config.run_dir, config.name)),
+        "--info",
+        json.dumps(instance.info()),
+        "--unix",
+        str(config.control),
+    ]
+    if config.control_tcp:
+        argv += ["--tcp", config.control_tcp]
+    config.control.unlink(missing_ok=True)  # a stale socket from a crash
+    server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
+    theirs.close()
+    _wait_listening(server, config.control)
+    link = LinkServer(ours, ControlRequests(instance.engine))
+    try:
+        yield link
+    finally:
+        link.send_event("stopping")
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        link.close()
+        config.control.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -138,8 +199,21 @@ def open_instance(config: InstanceConfig) -> Iterator[Instance]:
         counters.close()
 
 
+def _wait_listening(server: subprocess.Popen, path: Path, timeout: float = 20.0) -> None:
+    """Block until the control server's socket exists, so the start-up line
+    is printed only once the control API answers."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if server.poll() is not None:
+            raise RuntimeError(f"the control server exited with status {server.returncode}")
+        if time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"the control server did not listen on {path} in {timeout:.0f}s")
+        time.sleep(0.02)
+
+
 def _serve(config: InstanceConfig, stop_fd: int) -> int:
-    with open_instance(config) as instance:
+    with open_instance(config) as instance, control_process(instance) as link:
         if config.diag_services:
             DiagServices(instance.engine)
         _say(
@@ -147,7 +221,9 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
             f"mac {instance.mac} ip {config.address} gateway {config.gateway or '-'} "
             f"mode {instance.mode}{' diag-services' if config.diag_services else ''}"
         )
-        instance.run(stop_fd)
+        if link is not None:
+            link.send_event("ready")  # health turns SERVING: the NIC is ours
+        instance.run(stop_fd, link)
         summary = json.dumps(nonzero(instance.counters.snapshot()), separators=(",", ":"))
     _say(f"stackservice {config.name}: stopped; counters {summary}")
     return 0

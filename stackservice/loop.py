@@ -13,6 +13,7 @@ from __future__ import annotations
 import select
 import time
 
+from stackservice.control.link import LinkServer
 from stackservice.metrics.layout import LoopCounter
 from stackservice.net.host import Ipv4Host
 from stackservice.nic.packet_io import PacketPort
@@ -34,6 +35,7 @@ class StackLoop:
         "_deliver_now",
         "_engine",
         "_host",
+        "_link",
         "_loop_counters",
         "_port",
         "_spin_us",
@@ -48,8 +50,10 @@ class StackLoop:
         loop_counters,
         stop_fd: int,
         spin_us: int,
+        link: LinkServer | None = None,
     ) -> None:
         self._port = port
+        self._link = link
         self._host = host
         self._engine = engine
         self._loop_counters = loop_counters
@@ -66,6 +70,10 @@ class StackLoop:
         poller = select.poll()
         poller.register(port.fileno(), select.POLLIN)
         poller.register(self._stop_fd, select.POLLIN)
+        link = self._link
+        link_fd = link.fileno() if link is not None else -1
+        if link is not None:
+            poller.register(link_fd, select.POLLIN)
         deliver = self._deliver
         spin_us = self._spin_us
         now = monotonic_us()
@@ -84,6 +92,10 @@ class StackLoop:
             for fd, _ in poller.poll(timeout):
                 if fd == self._stop_fd:
                     return
+                if fd == link_fd and not link.on_readable():
+                    # The control process is gone; the data path goes on.
+                    poller.unregister(link_fd)
+                    link_fd = -1
             now = monotonic_us()
             self._deliver_now = now
             received = port.receive_batch(deliver)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import math
 import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vfstack._control import ControlClient
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -17,6 +26,325 @@ def _emulate(args: argparse.Namespace) -> int:
     else:
         emulate_down(port)
     return 0
+
+
+# --- Operator commands over the control API: status, conns, stats, sessions.
+# Each command is a fetch (one RPC) and a render (reply -> lines); --json
+# prints the reply itself, --watch repeats it (stats: the WatchStats stream).
+
+Fetch = Callable[["ControlClient", argparse.Namespace], Any]
+Render = Callable[[Any, argparse.Namespace], list[str]]
+
+_CONN_HEADER = (
+    "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port",
+    "cwnd", "srtt(ms)", "rto(ms)", "retrans", "owner", "id",
+)  # fmt: skip
+_CONN_NUMERIC = frozenset({1, 2, 5, 6, 7, 8, 10})  # right-aligned columns
+_SESSION_HEADER = ("Session", "App", "PID", "Attached for", "Sockets")
+
+
+def _text(value: str) -> str:
+    """A server string made safe for one table cell or line."""
+    return "".join(c if c.isprintable() else "?" for c in value)
+
+
+def _duration(ms: int) -> str:
+    seconds = ms // 1000
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours:02}h {minutes:02}m {seconds:02}s"
+    if hours:
+        return f"{hours}h {minutes:02}m {seconds:02}s"
+    if minutes:
+        return f"{minutes}m {seconds:02}s"
+    return f"{seconds}s"
+
+
+def _ms(us: int) -> str:
+    """Microseconds as milliseconds: 200, 200.5, 0.125."""
+    return f"{us / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def _address(ip: str, port: int) -> str:
+    host = _text(ip) or "*"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port or '*'}"
+
+
+def _clock(timestamp_ms: int) -> str:
+    when = timestamp_ms / 1000 if timestamp_ms else time.time()
+    return datetime.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]
+) -> list[str]:
+    """Columns as wide as their widest cell, two spaces apart."""
+    widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
+
+
+def _status_lines(info: Any, args: argparse.Namespace) -> list[str]:
+    rows = [
+        ("name", info.name),
+        ("iface", info.iface),
+        ("mac", info.mac),
+        ("ip", info.ip),
+        ("gateway", info.gateway or "none"),
+        ("mode", info.mode),
+        ("pf", info.pf or "unknown"),
+        ("vf", str(info.vf_index) if info.vf_index >= 0 else "none"),
+        ("workers", str(info.workers)),
+        ("version", info.version),
+        ("uptime", _duration(info.uptime_ms)),
+        ("congestion control", info.congestion_control),
+        ("diag services", "on" if info.diag_services else "off"),
+    ]
+    width = max(len(key) for key, _ in rows) + 1
+    return [f"{key + ':':<{width}} {_text(value) or '-'}" for key, value in rows]
+
+
+def _conn_row(conn: Any) -> list[str]:
+    listener = conn.state == "LISTEN"
+    if listener:
+        peer, tcp = "*:*", ["-", "-", "-", "-"]
+    else:
+        peer = _address(conn.remote_ip, conn.remote_port) if conn.remote_ip else "*:*"
+        srtt = f"{conn.srtt_us / 1000:.3f}" if conn.srtt_us else "-"
+        tcp = [str(conn.cwnd), srtt, _ms(conn.rto_us), str(conn.retransmits)]
+    return [
+        _text(conn.state), str(conn.receive_queue), str(conn.send_queue),
+        _address(conn.local_ip, conn.local_port), peer, *tcp,
+        _text(conn.owner) or "-", str(conn.connection_id),
+    ]  # fmt: skip
+
+
+def _conns_lines(reply: Any, args: argparse.Namespace) -> list[str]:
+    lines = _table(_CONN_HEADER, [_conn_row(c) for c in reply.connections], _CONN_NUMERIC)
+    if reply.total > len(reply.connections):
+        lines.append(f"({len(reply.connections)} of {reply.total} sockets shown)")
+    return lines
+
+
+def _counter_lines(stats: Any, zeros: bool, sign: str = "") -> list[str]:
+    """`netstat -s` style: a line per group, its counters indented under it."""
+    lines = []
+    for group in stats.groups:
+        shown = [c for c in group.counters if zeros or c.value]
+        counters = [(sign + str(c.value), _text(c.name)) for c in shown]
+        if not counters:
+            continue
+        width = max(len(value) for value, _ in counters)
+        lines.append(f"{_text(group.name)}:")
+        lines.extend(f"    {value:>{width}} {name}" for value, name in counters)
+    return lines
+
+
+def _stats_lines(stats: Any, args: argparse.Namespace) -> list[str]:
+    return _counter_lines(stats, zeros=args.all) or ["all counters are zero (--all lists them)"]
+
+
+def _sessions_lines(reply: Any, args: argparse.Namespace) -> list[str]:
+    if not reply.sessions:
+        return ["no sessions"]
+    rows = [
+        [
+            str(s.session_id),
+            _text(s.app) or "-",
+            str(s.pid),
+            _duration(s.attached_ms),
+            str(s.sockets),
+        ]
+        for s in reply.sessions
+    ]
+    return _table(_SESSION_HEADER, rows, frozenset({0, 2, 4}))
+
+
+def _json(message: Any, one_line: bool) -> str:
+    from google.protobuf.json_format import MessageToDict
+
+    data = MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,  # counters as numbers, not strings
+    )
+    return json.dumps(data) if one_line else json.dumps(data, indent=2)
+
+
+def _watch_poll(client: ControlClient, args: argparse.Namespace) -> int:
+    """Any command under --watch: fetch again every interval (like watch(1))."""
+    first = True
+    while True:
+        reply = args.fetch(client, args)
+        if args.json:
+            print(_json(reply, one_line=True), flush=True)
+        else:
+            if not first:
+                print()
+            print(f"{_clock(0)}  every {args.watch:g} s")
+            print("\n".join(args.render(reply, args)), flush=True)
+        first = False
+        time.sleep(args.watch)
+
+
+def _watch_stats(client: ControlClient, args: argparse.Namespace) -> int:
+    """stats --watch: the WatchStats stream, then the changes it reports."""
+    first, previous_ms = True, 0
+    for stats in client.watch_stats(round(args.watch * 1000)):
+        if args.json:
+            print(_json(stats, one_line=True), flush=True)
+            continue
+        if not first:
+            print()
+        if stats.delta:
+            known = previous_ms and stats.timestamp_ms > previous_ms
+            span = (stats.timestamp_ms - previous_ms) / 1000 if known else args.watch
+            print(f"{_clock(stats.timestamp_ms)}  changes over {span:.1f} s")
+            lines = _counter_lines(stats, zeros=False, sign="+") or ["    no change"]
+        else:
+            print(f"{_clock(stats.timestamp_ms)}  totals")
+            lines = _stats_lines(stats, args)
+        print("\n".join(lines), flush=True)
+        first, previous_ms = False, stats.timestamp_ms
+    return 0
+
+
+def _run_control(args: argparse.Namespace) -> int:
+    # Imported here: emulate needs no gRPC.
+    from vfstack._control import ControlClient, ControlError, resolve_control_url
+
+    try:
+        client = ControlClient(resolve_control_url(args.control), timeout=args.timeout)
+    except ValueError as exc:  # a usage error, told in one line
+        print(f"vfstack {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with client:
+            if args.watch is not None:
+                return args.watch_with(client, args)
+            reply = args.fetch(client, args)
+            text = (
+                _json(reply, one_line=False) if args.json else "\n".join(args.render(reply, args))
+            )
+            print(text)
+            return 0
+    except ControlError as exc:
+        print(f"vfstack {args.command}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0 if args.watch is not None else 130
+    except BrokenPipeError:  # e.g. `vfstack stats --watch | head`
+        _discard_stdout()
+        return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the exit flush cannot fail again."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _bounded_seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be {low:g}..{high:g} seconds, not {text}")
+        return value
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _state_name(text: str) -> str:
+    return text.strip().upper().replace("-", "_")  # time-wait -> TIME_WAIT
+
+
+def _control_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--control",
+        metavar="URL",
+        help="the instance's control API: unix:///PATH.sock, tcp://HOST:PORT or HOST:PORT "
+        "(default $VFSTACK_CONTROL)",
+    )
+    options.add_argument("--json", action="store_true", help="print the reply as JSON")
+    options.add_argument(
+        "--watch",
+        nargs="?",
+        const=1.0,
+        type=_bounded_seconds(0.01, 60),
+        metavar="SECONDS",
+        help="repeat every SECONDS (default 1) until Ctrl-C; JSON: one object a line",
+    )
+    options.add_argument(
+        "--timeout",
+        type=_bounded_seconds(0.001, 3600),
+        default=5.0,
+        metavar="SECONDS",
+        help="deadline of each call (default 5)",
+    )
+    return options
+
+
+def _add_control_commands(commands: argparse._SubParsersAction) -> None:
+    options = _control_options()
+    specs: list[tuple[str, str, Fetch, Render]] = [
+        ("status", "identity and configuration of an instance",
+         lambda client, args: client.info(), _status_lines),
+        ("conns", "sockets of an instance, like ss -tan",
+         lambda client, args: client.connections(args.id, args.state, args.limit), _conns_lines),
+        ("stats", "counters of an instance, like netstat -s; --watch shows changes",
+         lambda client, args: client.stats(), _stats_lines),
+        ("sessions", "applications attached to an instance",
+         lambda client, args: client.sessions(), _sessions_lines),
+    ]  # fmt: skip
+    for name, summary, fetch, render in specs:
+        command = commands.add_parser(name, parents=[options], help=summary, description=summary)
+        command.set_defaults(run=_run_control, fetch=fetch, render=render, watch_with=_watch_poll)
+    conns = commands.choices["conns"]
+    conns.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        type=_state_name,
+        help="only sockets in this state (RFC 9293 name, e.g. ESTABLISHED); repeatable",
+    )
+    conns.add_argument("--id", type=_positive_int, default=0, help="only this connection")
+    conns.add_argument("--limit", type=_positive_int, default=0, help="at most N sockets")
+    stats = commands.choices["stats"]
+    stats.add_argument("--all", action="store_true", help="also list counters that are zero")
+    stats.set_defaults(watch_with=_watch_stats)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", default="vf", help="name prefix, for private copies (default vf)"
     )
     emulate.set_defaults(run=_emulate)
+    _add_control_commands(commands)
     return parser
 
 

@@ -126,3 +126,31 @@ def detect_mode(ifname: str) -> str:
 def _link_kind(link) -> str | None:
     info = link.get("IFLA_LINKINFO")
     return info.get("IFLA_INFO_KIND") if info else None
+
+
+def vf_identity(ifname: str) -> tuple[str, int]:
+    """(PF netdev, VF index) of an interface standing for a VF, or ("", -1).
+
+    A real VF is found through sysfs (device/physfn and its virtfnN links);
+    a macvlan's PF is its lower device, and its index the "vN" suffix the
+    emulated port and `vfstack vf setup` give it.
+    """
+    device = Path(f"/sys/class/net/{ifname}/device")
+    physfn = device / "physfn"
+    if physfn.exists():
+        pf_names = [p.name for p in (physfn / "net").iterdir()] if (physfn / "net").exists() else []
+        for link in physfn.glob("virtfn*"):
+            if link.resolve() == device.resolve():
+                return (pf_names[0] if pf_names else "", int(link.name[len("virtfn") :]))
+        return (pf_names[0] if pf_names else "", -1)
+    with IPRoute() as ipr:
+        index = link_index(ipr, ifname)
+        if index is None:
+            return ("", -1)
+        link = ipr.get_links(index)[0]
+        if _link_kind(link) != "macvlan" or not link.get("IFLA_LINK"):
+            return ("", -1)
+        parents = ipr.get_links(link.get("IFLA_LINK"))
+        pf = parents[0].get("IFLA_IFNAME") if parents else ""
+    suffix = ifname[len(pf) :] if pf and ifname.startswith(pf) else ""
+    return (pf, int(suffix[1:]) if suffix[:1] == "v" and suffix[1:].isdigit() else -1)

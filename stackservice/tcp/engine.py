@@ -94,12 +94,16 @@ class Listener:
         "options",
         "owner",
         "port",
+        "sock_id",
         "syn_count",
         "syn_limit",
     )
 
-    def __init__(self, port: int, backlog: int, syn_limit: int, owner: object) -> None:
+    def __init__(
+        self, port: int, backlog: int, syn_limit: int, owner: object, sock_id: int
+    ) -> None:
         self.port = port
+        self.sock_id = sock_id
         self.backlog = backlog
         self.syn_limit = syn_limit
         self.syn_count = 0
@@ -173,6 +177,7 @@ class TcpEngine:
         self._data: list[Tcb] = []
         self._resets: list[tuple[int, bytearray]] = []
         self._next_port = EPHEMERAL_FIRST
+        self._next_sock_id = 1
         self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
 
     # ------------------------------------------------------------ input
@@ -237,7 +242,9 @@ class TcpEngine:
         if port in self.listeners:
             raise SocketError(errno.EADDRINUSE)
         backlog = max(1, min(backlog, 65535))
-        listener = Listener(port, backlog, min(backlog, self.settings.syn_queue), owner)
+        listener = Listener(
+            port, backlog, min(backlog, self.settings.syn_queue), owner, self._new_sock_id()
+        )
         self.listeners[port] = listener
         return listener
 
@@ -755,6 +762,7 @@ class TcpEngine:
     ) -> Tcb:
         settings = self.settings
         tcb = Tcb(self.local_ip, local_port, remote_ip, remote_port)
+        tcb.sock_id = self._new_sock_id()
         opts = options or SocketOptions()
         tcb.send_buffer = SendBuffer(opts.send_buffer or settings.send_buffer)
         tcb.receive_buffer = ReceiveBuffer(opts.receive_buffer or settings.receive_buffer)
@@ -772,6 +780,11 @@ class TcpEngine:
         tcb.keepalive_count = opts.keepalive_count or settings.keepalive_probes
         tcb.opened_at = tcb.last_receive = now
         return tcb
+
+    def _new_sock_id(self) -> int:
+        sock_id = self._next_sock_id
+        self._next_sock_id = sock_id + 1
+        return sock_id
 
     def _ephemeral_port(self, remote_ip: int, remote_port: int) -> int:
         span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
@@ -898,6 +911,7 @@ class TcpEngine:
         tcb.rtt_seq = -1
         if state in (SYN_SENT, SYN_RECEIVED):
             self.counters[TcpCounter.RETRANSMITTED_SEGMENTS] += 1
+            tcb.retransmitted += 1
             self.queue_control(tcb)
             self.arm_rto(tcb, now)
             return

@@ -224,6 +224,7 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
         tcb.snd_max = end
     if retransmission:
         engine.counters[_RETRANSMITTED] += 1
+        tcb.retransmitted += 1
         tcb.rtt_seq = -1  # Karn: never time a retransmitted segment
     elif tcb.rtt_seq < 0 and length:
         tcb.rtt_seq = seq
@@ -251,4 +252,5 @@ def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) 
     )
     clear_ack(tcb)
     engine.counters[_RETRANSMITTED] += 1
+    tcb.retransmitted += 1
     tcb.rtt_seq = -1

@@ -40,7 +40,8 @@ class Tcb(TimerEntry):
         "key",
         "state",
         "listener",  # the Listener that accepted us, until accept()
-        "owner",  # opaque: who holds this socket (app session), for ListConnections
+        "owner",  # who holds this socket: its on_ready() gets readiness events
+        "sock_id",  # unique in the instance, for ListConnections
         # send sequence space
         "iss",
         "snd_una",  # oldest unacknowledged
@@ -83,6 +84,7 @@ class Tcb(TimerEntry):
         "recover",  # RFC 6582 / RFC 6675 recovery point
         "high_rxt",  # RFC 6675 HighRxt (offset from snd_una is derived)
         "retransmits",  # consecutive timeouts of the current segment
+        "retransmitted",  # segments this connection ever resent
         "last_send",  # when data was last sent (idle restart, RFC 5681 §4.1)
         "last_receive",  # when a segment last arrived (keepalive)
         # timers: absolute µs deadlines, 0 = off; the wheel holds the earliest
@@ -129,6 +131,7 @@ class Tcb(TimerEntry):
         self.state = CLOSED
         self.listener = None
         self.owner = None
+        self.sock_id = 0
         self.iss = self.snd_una = self.snd_nxt = self.snd_max = 0
         self.snd_wnd = self.max_snd_wnd = self.snd_wl1 = self.snd_wl2 = 0
         self.snd_wscale = self.rcv_wscale = 0
@@ -149,7 +152,7 @@ class Tcb(TimerEntry):
         self.dup_acks = 0
         self.in_recovery = False
         self.recover = self.high_rxt = 0
-        self.retransmits = 0
+        self.retransmits = self.retransmitted = 0
         self.last_send = self.last_receive = 0
         self.rto_deadline = self.delack_deadline = self.persist_deadline = 0
         self.keepalive_deadline = 0

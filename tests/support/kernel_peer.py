@@ -123,9 +123,10 @@ def serve(port: int, mode: str, size: int, seed: int, timeout: float) -> dict:
     return {"peer": addr[0], "bytes": total, "sha256": digest.hexdigest()}
 
 
-def hold(host: str, port: int, count: int, timeout: float) -> dict:
+def hold(host: str, port: int, count: int, timeout: float, linger: float = 0) -> dict:
     """Open `count` connections at once to the HTTP service, keep them all
-    open, then send one keep-alive request on each and read each answer."""
+    open, then send one keep-alive request on each and read each answer;
+    keep them open `linger` more seconds (printing a line once served)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
     start = time.monotonic()
@@ -165,6 +166,9 @@ def hold(host: str, port: int, count: int, timeout: float) -> dict:
                     served += head.startswith(b"HTTP/1.1 200") and len(body) == 64
                     sel.unregister(sock)
                     del answers[sock]
+    if linger:
+        print(json.dumps({"served": served}), flush=True)
+        time.sleep(linger)
     for sock in opened + list(pending):
         sock.close()
     return {
@@ -185,6 +189,7 @@ def main() -> None:
     parser.add_argument("--mode", default="echo", choices=["echo", "source"])
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--linger", type=float, default=0)
     args = parser.parse_args()
     if args.action == "echo":
         result = echo(args.host, args.port, args.bytes, args.seed, args.timeout)
@@ -193,7 +198,7 @@ def main() -> None:
     elif args.action == "fetch":
         result = fetch(args.host, args.port, args.bytes, args.timeout)
     elif args.action == "hold":
-        result = hold(args.host, args.port, args.count, args.timeout)
+        result = hold(args.host, args.port, args.count, args.timeout, args.linger)
     else:
         result = serve(args.port, args.mode, args.bytes, args.seed, args.timeout)
     print(json.dumps(result), flush=True)

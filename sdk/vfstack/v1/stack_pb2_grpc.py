@@ -119,7 +119,9 @@ class StackControlServicer:
 
     def WatchStats(self, request, context):
         """Counters every `interval_ms`: the first message is absolute, the
-        following ones carry the change since the previous message.
+        following ones carry the change since the previous message — except
+        gauge groups (tcp_states: connections in each state now), which always
+        carry current values.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,118 @@
+"""What the packet loop answers for the control process: snapshots of its
+sockets and sessions, taken between two loop passes so they are consistent
+and need no lock. Runs only when a request arrives."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from stackservice.tcp.engine import Listener, TcpEngine
+from stackservice.tcp.state import TcpState
+from stackservice.tcp.tcb import Tcb
+
+_STATE_NAMES = frozenset(state.name for state in TcpState)
+
+
+def _owner(sock: Tcb | Listener) -> str:
+    # Owners are the instance's own applications (diag services) or, with
+    # the fast path, sessions; each names itself.
+    return getattr(sock.owner, "app_name", "") if sock.owner is not None else ""
+
+
+def _ip(address: int) -> str:
+    return str(ipaddress.IPv4Address(address))
+
+
+def connection_row(tcb: Tcb) -> dict:
+    rtt, cc = tcb.rtt, tcb.cc
+    return {
+        "connection_id": tcb.sock_id,
+        "state": TcpState(tcb.state).name,
+        "local_ip": _ip(tcb.local_ip),
+        "local_port": tcb.local_port,
+        "remote_ip": _ip(tcb.remote_ip),
+        "remote_port": tcb.remote_port,
+        "send_queue": len(tcb.send_buffer) if tcb.send_buffer is not None else 0,
+        "receive_queue": tcb.receive_buffer.readable() if tcb.receive_buffer is not None else 0,
+        "cwnd": cc.cwnd,
+        "ssthresh": min(cc.ssthresh, 2**63 - 1),
+        "srtt_us": rtt.srtt_us or 0,
+        "rttvar_us": rtt.rttvar_us or 0,
+        "rto_us": rtt.rto_us,
+        "retransmits": tcb.retransmitted,
+        "mss": tcb.mss,
+        "congestion_control": cc.name,
+        "owner": _owner(tcb),
+    }
+
+
+def listener_row(listener: Listener, local_ip: int) -> dict:
+    return {
+        "connection_id": listener.sock_id,
+        "state": "LISTEN",
+        "local_ip": _ip(local_ip),
+        "local_port": listener.port,
+        "remote_ip": "",
+        "remote_port": 0,
+        "receive_queue": len(listener.accept_queue),  # as ss: the accept queue
+        "send_queue": listener.backlog,
+        "owner": _owner(listener),
+    }
+
+
+class ControlRequests:
+    """The loop's handler for LinkServer: one method per request op."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: TcpEngine) -> None:
+        self._engine = engine
+
+    def __call__(self, request: dict) -> dict:
+        op = request.get("op")
+        if op == "connections":
+            return self.connections(request)
+        if op == "sessions":
+            return {"sessions": []}  # no application attaches before the fast path
+        if op in ("attach", "detach"):
+            return {
+                "error": "unimplemented",
+                "message": "the shared-memory fast path is not available in this version",
+            }
+        return {"error": "invalid_argument", "message": f"unknown request {op!r}"}
+
+    def connections(self, request: dict) -> dict:
+        wanted_id = request.get("connection_id") or 0
+        states = request.get("states") or []
+        limit = request.get("limit") or 0
+        if (
+            not isinstance(wanted_id, int)
+            or not isinstance(limit, int)
+            or not isinstance(states, list)
+        ):
+            return {"error": "invalid_argument", "message": "malformed connections request"}
+        unknown = [s for s in states if s not in _STATE_NAMES]
+        if unknown:
+            return {
+                "error": "invalid_argument",
+                "message": f"unknown state {unknown[0]!r}; use RFC 9293 names, e.g. "
+                "ESTABLISHED, TIME_WAIT, LISTEN",
+            }
+        engine = self._engine
+        wanted = frozenset(states)
+        rows = [
+            listener_row(listener, engine.local_ip)
+            for listener in engine.listeners.values()
+            if (not wanted or "LISTEN" in wanted)
+            and (not wanted_id or listener.sock_id == wanted_id)
+        ]
+        for tcb in engine.flows.values():
+            if wanted_id and tcb.sock_id != wanted_id:
+                continue
+            if wanted and TcpState(tcb.state).name not in wanted:
+                continue
+            rows.append(connection_row(tcb))
+        if wanted_id and not rows:
+            return {"error": "not_found", "message": f"no socket with id {wanted_id}"}
+        total = len(rows)
+        return {"connections": rows[:limit] if limit else rows, "total": total}

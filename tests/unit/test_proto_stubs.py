@@ -27,7 +27,12 @@ def test_stubs_import_and_define_the_service():
 
     service = stack_pb2.DESCRIPTOR.services_by_name["StackControl"]
     assert [m.name for m in service.methods] == [
-        "GetInfo", "Attach", "Detach", "ListSessions", "ListConnections", "GetStats",
+        "GetInfo",
+        "Attach",
+        "Detach",
+        "ListSessions",
+        "ListConnections",
+        "GetStats",
         "WatchStats",
     ]
     assert hasattr(stack_pb2_grpc, "StackControlServicer")

@@ -83,3 +83,13 @@ def test_tcp_bench_quick_measures_engine_and_compares_stack_with_kernel():
     for who in ("stack", "kernel"):
         assert all(r["completed"] > 0 for r in report["paced"][who])
     assert report["placement"]["nproc"] > 0
+
+
+def test_control_overhead_bench_quick_measures_both_cases():
+    report = _run_bench("bench.control_overhead")
+    assert report["without_rps"] > 0 and report["with_watch_rps"] > 0
+    assert report["failed"] == 0
+    assert report["watch_updates"] > 10  # the watcher really streamed during the load
+    assert report["change_percent"] == pytest.approx(
+        100 * (report["with_watch_rps"] - report["without_rps"]) / report["without_rps"]
+    )

@@ -118,10 +118,11 @@ class StackControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchStats(self, request, context):
-        """Counters every `interval_ms`: the first message is absolute, the
-        following ones carry the change since the previous message — except
-        gauge groups (tcp_states: connections in each state now), which always
-        carry current values.
+        """Counters every `interval_ms`: the first message carries every counter;
+        each following one only those that changed since the previous message,
+        as increments — except gauge groups (tcp_states: connections in each
+        state now), whose changed values are given as they are now. A counter
+        missing from an update did not change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

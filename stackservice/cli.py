@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("time-wait-ms", "how long closed connections stay in TIME-WAIT (default 60000)"),
         ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
         ("control-tcp", "also serve the control API on HOST:PORT"),
+        ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             time_wait_ms=args.time_wait_ms or 60_000,
             control=args.control,
             control_tcp=args.control_tcp,
+            metrics_port=args.metrics_port,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

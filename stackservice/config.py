@@ -33,6 +33,7 @@ class InstanceConfig:
     tcp: TcpSettings
     control: Path | None  # the control API's unix socket; None: no control API
     control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
+    metrics_port: int | None  # Prometheus /metrics on 0.0.0.0:PORT, if asked
 
     @classmethod
     def build(
@@ -49,6 +50,7 @@ class InstanceConfig:
         time_wait_ms: str | int = 60_000,
         control: str | None = None,
         control_tcp: str | None = None,
+        metrics_port: str | int | None = None,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -96,6 +98,16 @@ class InstanceConfig:
         except ValueError as exc:
             raise ValueError(f"--congestion-control: {exc}") from None
         run = Path(run_dir)
+        metrics = None
+        if metrics_port not in (None, "") and control == "none":
+            raise ValueError(
+                "--metrics-port: metrics are served beside the control API; "
+                "it cannot be --control none"
+            )
+        if metrics_port not in (None, ""):
+            metrics = int(metrics_port) if str(metrics_port).isdigit() else -1
+            if not 0 < metrics < 65536:
+                raise ValueError(f"--metrics-port: give 1..65535, not {metrics_port!r}")
         return cls(
             iface,
             address,
@@ -108,6 +120,7 @@ class InstanceConfig:
             tcp,
             _control_path(control, run, name),
             _host_port(control_tcp),
+            metrics,
         )
 
 

@@ -167,6 +167,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     ]
     if config.control_tcp:
         argv += ["--tcp", config.control_tcp]
+    if config.metrics_port:
+        argv += ["--metrics", f"0.0.0.0:{config.metrics_port}"]
     config.control.unlink(missing_ok=True)  # a stale socket from a crash
     server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
     theirs.close()

@@ -83,3 +83,24 @@ def test_config_tcp_settings_from_flags():
 def test_config_bad_tcp_flag_names_the_flag(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
         InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        ({"metrics_port": "0"}, "--metrics-port"),
+        ({"metrics_port": "http"}, "--metrics-port"),
+        ({"metrics_port": "9100", "control": "none"}, "--metrics-port"),
+        ({"control": "unix:relative.sock"}, "--control"),
+        ({"control_tcp": "nohost"}, "--control-tcp"),
+    ],
+)
+def test_config_bad_control_or_metrics_flag_names_it(kwargs, flag):
+    with pytest.raises(ValueError, match=flag):
+        InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", **kwargs)
+
+
+def test_config_control_defaults_to_run_dir_socket():
+    config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", run_dir="/run/x")
+    assert str(config.control) == "/run/x/vfpf0v0.sock"
+    assert config.metrics_port is None

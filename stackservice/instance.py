@@ -21,7 +21,13 @@ from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.loop import StackLoop
 from stackservice.metrics.counters import CounterBlock, nonzero
-from stackservice.metrics.layout import INSTANCE_LAYOUT
+from stackservice.metrics.layout import (
+    INSTANCE_LAYOUT,
+    LOOP_ITERATION_US,
+    RX_BATCH_PACKETS,
+    TCP_CONNECT_US,
+    TCP_RTT_US,
+)
 from stackservice.net.host import Ipv4Host
 from stackservice.net.ipv4 import PROTO_TCP
 from stackservice.nic.netconf import detect_mode, prepare_interface, vf_identity
@@ -117,15 +123,19 @@ class Instance:
             counters.section("tcp_drops"),
             counters.section("tcp_states"),
             secret=os.urandom(32),
+            rtt_histogram=counters.histogram(TCP_RTT_US),
+            connect_histogram=counters.histogram(TCP_CONNECT_US),
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
         process on `link` between passes."""
+        counters = self.counters
         StackLoop(
-            self.port, self.host, self.engine, self.counters.section("loop"), stop_fd,
-            self.config.busy_poll_us, link,
+            self.port, self.host, self.engine, counters.section("loop"), stop_fd,
+            self.config.busy_poll_us, link, counters.histogram(RX_BATCH_PACKETS),
+            counters.histogram(LOOP_ITERATION_US),
         ).run()  # fmt: skip
 
     def info(self) -> dict:

@@ -17,7 +17,7 @@ from stackservice.control.link import LinkServer
 from stackservice.metrics.layout import LoopCounter
 from stackservice.net.host import Ipv4Host
 from stackservice.nic.packet_io import PacketPort
-from stackservice.tcp.engine import TcpEngine
+from stackservice.tcp.engine import NoHistogram, TcpEngine
 
 # Upper bound on one sleep, so a lost wake-up can never park the loop.
 _MAX_SLEEP_MS = 1000
@@ -32,6 +32,8 @@ class StackLoop:
     stop fd is readable."""
 
     __slots__ = (
+        "_batch_sizes",
+        "_busy_times",
         "_deliver_now",
         "_engine",
         "_host",
@@ -51,8 +53,14 @@ class StackLoop:
         stop_fd: int,
         spin_us: int,
         link: LinkServer | None = None,
+        batch_sizes=None,
+        busy_times=None,
     ) -> None:
         self._port = port
+        # Histograms (observe(int)): frames per non-empty batch, µs per
+        # pass that did work.
+        self._batch_sizes = batch_sizes or NoHistogram()
+        self._busy_times = busy_times or NoHistogram()
         self._link = link
         self._host = host
         self._engine = engine
@@ -76,6 +84,7 @@ class StackLoop:
             poller.register(link_fd, select.POLLIN)
         deliver = self._deliver
         spin_us = self._spin_us
+        batch_sizes, busy_times = self._batch_sizes, self._busy_times
         now = monotonic_us()
         host.announce(now)
         spin_until = now + spin_us
@@ -101,6 +110,7 @@ class StackLoop:
             received = port.receive_batch(deliver)
             if received:
                 counters[LoopCounter.RX_BATCHES] += 1
+                batch_sizes.observe(received)
                 spin_until = now + spin_us
             self._run_timers(now)
             self._dispatch(now)
@@ -112,6 +122,10 @@ class StackLoop:
                 port.transmit(outbox)
                 outbox.clear()
                 counters[LoopCounter.TX_BATCHES] += 1
+            if received or timeout:
+                # Time of a pass that did (or may have done) work; idle
+                # busy-poll passes would only drown the distribution.
+                busy_times.observe(monotonic_us() - now)
 
     def _run_timers(self, now: int) -> None:
         host, engine = self._host, self._engine

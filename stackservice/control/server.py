@@ -4,7 +4,7 @@ The instance starts it next to its packet loop, so gRPC threads and the GIL
 never slow the loop:
 
     python -m stackservice.control.server --link-fd FD --counters PATH \\
-        --info JSON --unix PATH [--tcp HOST:PORT]
+        --info JSON --unix PATH [--tcp HOST:PORT] [--metrics HOST:PORT]
 
 - GetInfo answers from `--info` (static identity, `started_at` in Unix
   seconds gives the uptime).
@@ -15,6 +15,9 @@ never slow the loop:
 - ListConnections, ListSessions, Attach and Detach ask the loop over the
   link (`stackservice.control.link`), within the call's deadline capped at
   `LINK_TIMEOUT_S`, and only between the loop's "ready" and "stopping".
+- `--metrics` serves Prometheus `/metrics` over HTTP
+  (`stackservice.metrics.exporter`), read from the counters file at scrape
+  time; it stops with the server.
 
 Health (`grpc.health.v1`) is NOT_SERVING until the loop says "ready",
 SERVING after, NOT_SERVING for good on "stopping" or when the link closes,
@@ -45,6 +48,7 @@ from grpc_reflection.v1alpha import reflection
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
 from stackservice.metrics.counters import read_counters
+from stackservice.metrics.exporter import MetricsServer, StackCollector, make_registry
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 
 SERVICE_NAME = stack_pb2.DESCRIPTOR.services_by_name["StackControl"].full_name
@@ -57,7 +61,7 @@ WORKERS = 8  # threads serving calls
 MAX_CONCURRENT_RPCS = 16  # beyond: RESOURCE_EXHAUSTED, not a growing queue
 MAX_WATCHERS = 4  # WatchStats streams, each holding a worker thread
 WATCH_MIN_MS, WATCH_MAX_MS = 10, 60_000
-GAUGE_GROUPS = frozenset({"tcp_states"})
+GAUGE_GROUPS = INSTANCE_LAYOUT.gauges  # tcp_states, sessions
 SOCKET_MODE = 0o660
 
 # Error names in the loop's replies and the status codes they stand for.
@@ -365,15 +369,23 @@ class ControlServer:
         health_servicer: health.HealthServicer,
         unix_path: Path,
         tcp_port: int | None,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.server = server
         self.servicer = servicer
         self.health = health_servicer
         self.unix_path = unix_path
         self.tcp_port = tcp_port  # the bound port (useful with port 0)
+        self.metrics = metrics
+        self.metrics_port = None if metrics is None else metrics.port  # bound, like tcp_port
         self._lock = threading.Lock()
         self._stopped: threading.Event | None = None
         self._stop_requested = threading.Event()
+        # Closing the HTTP server blocks up to its poll interval: a thread
+        # does it, so stop() stays quick (it runs in signal handlers).
+        self._metrics_stopper = threading.Thread(
+            target=metrics.stop if metrics else lambda: None, name="metrics-stop", daemon=True
+        )
 
     def on_event(self, event: str) -> None:
         """The loop's events, from the link's reader thread."""
@@ -391,15 +403,17 @@ class ControlServer:
 
     def stop(self, grace: float = STOP_GRACE_S) -> threading.Event:
         """Stop gracefully (idempotent): health NOT_SERVING for good, watch
-        streams end, in-flight calls get `grace` seconds.
+        streams end, in-flight calls get `grace` seconds, `/metrics` closes.
 
-        Returns the event set once the server has stopped.
+        Returns the event set once the gRPC server has stopped (`wait`
+        also waits for `/metrics`).
         """
         with self._lock:
             if self._stopped is None:
                 self.health.enter_graceful_shutdown()
                 self.servicer.shutdown()
                 self._stopped = self.server.stop(grace)
+                self._metrics_stopper.start()
                 self._stop_requested.set()
             return self._stopped
 
@@ -408,9 +422,15 @@ class ControlServer:
         start = time.monotonic()
         if not self._stop_requested.wait(timeout):
             return False
-        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         assert self._stopped is not None
-        return self._stopped.wait(left)
+        if not self._stopped.wait(_left(start, timeout)):
+            return False
+        self._metrics_stopper.join(_left(start, timeout))
+        return not self._metrics_stopper.is_alive()
+
+
+def _left(start: float, timeout: float | None) -> float | None:
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
 
 
 def _default_link(sock: socket.socket, on_event: Callable[[str], None]) -> Link:
@@ -435,14 +455,55 @@ def serve(
     unix_path: Path,
     tcp: str | None = None,
     *,
+    metrics: tuple[str, int] | None = None,
     link_timeout: float = LINK_TIMEOUT_S,
     link_factory: LinkFactory = _default_link,
 ) -> ControlServer:
-    """Start the control server and the link to the loop.
+    """Start the control server, `/metrics` on `metrics` (host, port) if
+    given, and the link to the loop.
 
     Returns the running `ControlServer`.
     Raises RuntimeError when an address cannot be bound.
     """
+    metrics_server = _serve_metrics(counters_path, identity, metrics) if metrics else None
+    try:
+        return _serve_grpc(
+            link_sock,
+            counters_path,
+            identity,
+            unix_path,
+            tcp,
+            metrics_server,
+            link_timeout=link_timeout,
+            link_factory=link_factory,
+        )
+    except BaseException:
+        if metrics_server is not None:
+            metrics_server.stop()
+        raise
+
+
+def _serve_metrics(
+    counters_path: Path, identity: StackIdentity, address: tuple[str, int]
+) -> MetricsServer:
+    registry = make_registry(StackCollector(counters_path, identity))
+    try:
+        return MetricsServer(registry, *address)
+    except OSError as exc:
+        raise RuntimeError(f"metrics on {address[0]}:{address[1]}: {exc}") from None
+
+
+def _serve_grpc(
+    link_sock: socket.socket,
+    counters_path: Path,
+    identity: StackIdentity,
+    unix_path: Path,
+    tcp: str | None,
+    metrics: MetricsServer | None,
+    *,
+    link_timeout: float,
+    link_factory: LinkFactory,
+) -> ControlServer:
     servicer = StackControlServicer(identity, counters_path, link_timeout)
     health_servicer = health.HealthServicer()
     server = grpc.server(
@@ -463,7 +524,7 @@ def serve(
     )
     _add_unix_port(server, unix_path)
     tcp_port = server.add_insecure_port(tcp) if tcp else None
-    handle = ControlServer(server, servicer, health_servicer, unix_path, tcp_port)
+    handle = ControlServer(server, servicer, health_servicer, unix_path, tcp_port, metrics)
     handle._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     server.start()
     os.chmod(unix_path, SOCKET_MODE)
@@ -488,10 +549,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--info", required=True)
     parser.add_argument("--unix", type=Path, required=True)
     parser.add_argument("--tcp")
+    parser.add_argument("--metrics")
     args = parser.parse_args(argv)
     args.info = StackIdentity.from_json(args.info)
     if args.tcp is not None and not args.tcp.rpartition(":")[2].isdigit():
         raise _ArgumentError(f"--tcp must be HOST:PORT, not {args.tcp!r}")
+    if args.metrics is not None:
+        args.metrics = _metrics_address(args.metrics)
     if not args.counters.is_file():
         raise _ArgumentError(f"--counters: no such file {str(args.counters)!r}")
     try:
@@ -502,6 +566,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         args.link.detach()
         raise _ArgumentError(f"--link-fd {args.link_fd}: not an AF_UNIX stream socket")
     return args
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (HOST may be empty for every address, or [IPv6])."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        raise _ArgumentError(f"--metrics must be HOST:PORT, not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     try:
-        handle = serve(args.link, args.counters, args.info, args.unix, args.tcp)
+        handle = serve(
+            args.link, args.counters, args.info, args.unix, args.tcp, metrics=args.metrics
+        )
     except RuntimeError as exc:
         print(f"{prog}: error: cannot listen: {exc}", file=sys.stderr)
         return 1

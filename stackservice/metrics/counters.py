@@ -1,13 +1,19 @@
-"""Counters in shared memory: written by the stack loop, read by anyone.
+"""Counters and histograms in shared memory: written by the stack loop, read
+by anyone.
 
 The loop increments plain 64-bit slots (`memoryview.cast("Q")`) with no
 lock and no call into prometheus-client per packet; an exporter or a test
 maps the same file read-only and reads the slots at its own pace. Each slot
 has one writer, and an aligned 8-byte store is atomic on the platforms we
-run on, so a reader sees an old or a new value, never a torn one.
+run on; readers load each slot with one aligned 8-byte load too (an mmap
+read through `memoryview.cast("Q")`, never a byte copy such as `read()`,
+which may split a slot), so they see an old or a new value, never a torn one.
 
 File layout: a 16-byte header (magic, layout fingerprint), then one array of
-u64 per section in the order the layout lists them.
+u64 per section in the order the layout lists them, then one array per
+histogram: `[count, sum, bucket_0 .. bucket_n]`, where bucket i < n counts
+observations `bounds[i-1] < v <= bounds[i]` (not cumulative) and bucket n
+counts those above the last bound (+Inf).
 """
 
 from __future__ import annotations
@@ -15,20 +21,63 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum
+from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 MAGIC = b"VFSTCNT1"
 HEADER_BYTES = 16
 
+# Histogram slots, relative to the histogram's start.
+HIST_COUNT = 0
+HIST_SUM = 1
+HIST_BUCKETS = 2  # first bucket; one per bound, then +Inf
+
+# Larger observations are recorded as this value (in the +Inf bucket): a
+# garbage value (a peer's bogus timestamp echo, a clock bug) must neither
+# crash the loop by overflowing the u64 sum nor poison it. 2**40 µs is 12.7
+# days; the sum overflows only after 2**24 such observations.
+MAX_OBSERVATION = 1 << 40
+
 
 class CounterLayout:
-    """Named sections, each an IntEnum whose members index its slots."""
+    """Named sections, each an IntEnum whose members index its slots, and
+    named histograms, each a tuple of increasing upper bounds (ints in the
+    base unit: µs for times, a count for sizes).
 
-    __slots__ = ("fingerprint", "offsets", "sections", "size")
+    `gauges` names the sections whose slots hold a current value rather
+    than a running total (readers must not difference them).
 
-    def __init__(self, sections: dict[str, type[IntEnum]]) -> None:
+    Raises ValueError on empty, unsorted or negative bounds, or a name used
+    twice.
+    """
+
+    __slots__ = (
+        "fingerprint",
+        "gauges",
+        "histogram_offsets",
+        "histograms",
+        "offsets",
+        "sections",
+        "size",
+    )
+
+    def __init__(
+        self,
+        sections: dict[str, type[IntEnum]],
+        histograms: Mapping[str, Iterable[int]] | None = None,
+        gauges: Iterable[str] = (),
+    ) -> None:
         self.sections = sections
+        self.histograms = {name: _bounds(name, b) for name, b in (histograms or {}).items()}
+        self.gauges = frozenset(gauges)
+        if unknown := sorted(self.gauges - set(sections)):
+            raise ValueError(f"gauge section {unknown[0]!r} is not a section")
+        if clash := sorted(set(sections) & set(self.histograms)):
+            raise ValueError(f"{clash[0]!r} is both a section and a histogram")
         self.offsets: dict[str, int] = {}
         offset = HEADER_BYTES
         described = []
@@ -36,10 +85,82 @@ class CounterLayout:
             self.offsets[name] = offset
             offset += 8 * len(enum)
             described.append(name + ":" + ",".join(m.name for m in enum))
+        self.histogram_offsets: dict[str, int] = {}
+        for name, bounds in self.histograms.items():
+            self.histogram_offsets[name] = offset
+            offset += 8 * histogram_slots(bounds)
+            described.append("histogram " + name + ":" + ",".join(map(str, bounds)))
         self.size = offset
         # Readers refuse a file written with a different layout (another
         # version of the stack) instead of mislabelling its slots.
         self.fingerprint = hashlib.sha256(";".join(described).encode()).digest()[:8]
+
+
+def _bounds(name: str, bounds: Iterable[int]) -> tuple[int, ...]:
+    result = tuple(bounds)
+    if not result:
+        raise ValueError(f"histogram {name!r}: no bounds")
+    if any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in result):
+        raise ValueError(f"histogram {name!r}: bounds must be non-negative ints")
+    if any(a >= b for a, b in pairwise(result)):
+        raise ValueError(f"histogram {name!r}: bounds must increase strictly")
+    return result
+
+
+def histogram_slots(bounds: Sequence[int]) -> int:
+    """u64 slots one histogram takes: count, sum, a bucket per bound, +Inf."""
+    return HIST_BUCKETS + len(bounds) + 1
+
+
+class Histogram:
+    """The writer's handle on one histogram: `observe` is the hot path.
+
+    Single writer, lock-free: each observation is three aligned 8-byte
+    increments (bucket, sum, count). A concurrent reader may see one of
+    them without the others; `HistogramSnapshot.total` (the buckets' sum)
+    is the count that always matches the buckets.
+    """
+
+    __slots__ = ("_bounds", "_slots")
+
+    def __init__(self, slots: memoryview, bounds: tuple[int, ...]) -> None:
+        """`slots`: a u64 memoryview of `histogram_slots(bounds)` items."""
+        if slots.format != "Q" or len(slots) != histogram_slots(bounds):
+            raise ValueError("histogram slots must be u64, count + sum + buckets")
+        self._slots: memoryview = slots
+        self._bounds: tuple[int, ...] = bounds
+
+    @property
+    def bounds(self) -> tuple[int, ...]:
+        return self._bounds
+
+    def observe(self, value: int) -> None:
+        """Record one value (in the layout's unit). A value equal to a bound
+        lands in that bound's bucket, one above the last bound in +Inf;
+        negative values count as 0, huge ones as `MAX_OBSERVATION`."""
+        if value < 0:
+            value = 0
+        elif value > MAX_OBSERVATION:
+            value = MAX_OBSERVATION
+        slots = self._slots
+        slots[2 + bisect_left(self._bounds, value)] += 1  # HIST_BUCKETS
+        slots[1] += value  # HIST_SUM
+        slots[0] += 1  # HIST_COUNT
+
+
+class HistogramSnapshot(NamedTuple):
+    """One histogram as read: `buckets` are per bucket (not cumulative), the
+    last one +Inf, so `len(buckets) == len(bounds) + 1`."""
+
+    bounds: tuple[int, ...]
+    buckets: tuple[int, ...]
+    sum: int
+    count: int  # as the writer counted: stored last, read first, so <= total
+
+    @property
+    def total(self) -> int:
+        """Observations in the buckets: the count consistent with them."""
+        return sum(self.buckets)
 
 
 class CounterBlock:
@@ -68,16 +189,32 @@ class CounterBlock:
         """A writable u64 array for one section, indexable by its enum."""
         start = self.layout.offsets[name]
         count = len(self.layout.sections[name])
-        section = self._view[start : start + 8 * count].cast("Q")
-        self._sections.append(section)
-        return section
+        return self._slots(start, count)
+
+    def histogram(self, name: str) -> Histogram:
+        """The writer's handle on one histogram of the layout.
+
+        Raises KeyError for a name the layout does not list.
+        """
+        bounds = self.layout.histograms[name]
+        start = self.layout.histogram_offsets[name]
+        return Histogram(self._slots(start, histogram_slots(bounds)), bounds)
+
+    def _slots(self, start: int, count: int) -> memoryview:
+        slots = self._view[start : start + 8 * count].cast("Q")
+        self._sections.append(slots)
+        return slots
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         return snapshot(self._view, self.layout)
 
+    def histogram_snapshot(self) -> dict[str, HistogramSnapshot]:
+        with self._view.cast("Q") as slots:
+            return histograms_from_slots(slots, self.layout)
+
     def close(self, unlink: bool = True) -> None:
-        """Unmap (every section handed out becomes unusable) and by default
-        remove the file."""
+        """Unmap (every section and histogram handed out becomes unusable)
+        and by default remove the file."""
         for section in self._sections:
             section.release()
         self._view.release()
@@ -86,25 +223,88 @@ class CounterBlock:
             self._path.unlink(missing_ok=True)
 
 
+class Reading(NamedTuple):
+    """Counters and histograms read together from one mapping."""
+
+    counters: dict[str, dict[str, int]]
+    histograms: dict[str, HistogramSnapshot]
+
+
+def read_slots(path: Path, layout: CounterLayout) -> list[int]:
+    """Every u64 slot of a running instance's counters file (header
+    included), each read with one aligned 8-byte load.
+
+    Raises OSError when the file cannot be opened or mapped, ValueError when
+    it was written with another layout or is truncated.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        header = os.pread(fd, HEADER_BYTES, 0)
+        if header[: len(MAGIC)] != MAGIC or header[8:HEADER_BYTES] != layout.fingerprint:
+            raise ValueError(f"{path}: not a counters file of this vfstack version")
+        if os.fstat(fd).st_size < layout.size:
+            raise ValueError(f"{path}: truncated counters file")
+        with (
+            mmap.mmap(fd, layout.size, mmap.MAP_SHARED, mmap.PROT_READ) as mapped,
+            memoryview(mapped) as view,
+            view.cast("Q") as slots,
+        ):
+            return slots.tolist()
+    finally:
+        os.close(fd)
+
+
 def read_counters(path: Path, layout: CounterLayout) -> dict[str, dict[str, int]]:
     """Snapshot a running instance's counters file: {section: {name: value}}.
 
-    Raises ValueError when the file was written with another layout.
+    Raises OSError when the file cannot be read, ValueError when it was
+    written with another layout.
     """
-    data = path.read_bytes()
-    if data[: len(MAGIC)] != MAGIC or data[8:HEADER_BYTES] != layout.fingerprint:
-        raise ValueError(f"{path}: not a counters file of this vfstack version")
-    if len(data) < layout.size:
-        raise ValueError(f"{path}: truncated counters file")
-    return snapshot(memoryview(data)[: layout.size], layout)
+    return counters_from_slots(read_slots(path, layout), layout)
+
+
+def read_histograms(path: Path, layout: CounterLayout) -> dict[str, HistogramSnapshot]:
+    """Snapshot a running instance's histograms: {name: HistogramSnapshot},
+    each a (bounds, buckets, sum, count) tuple.
+
+    Raises OSError when the file cannot be read, ValueError when it was
+    written with another layout.
+    """
+    return histograms_from_slots(read_slots(path, layout), layout)
+
+
+def read_all(path: Path, layout: CounterLayout) -> Reading:
+    """Counters and histograms from one read of the file (an exporter's
+    scrape). Raises like `read_counters`."""
+    slots = read_slots(path, layout)
+    return Reading(counters_from_slots(slots, layout), histograms_from_slots(slots, layout))
 
 
 def snapshot(buffer: memoryview, layout: CounterLayout) -> dict[str, dict[str, int]]:
-    slots = buffer.cast("Q")
+    with buffer.cast("Q") as slots:
+        return counters_from_slots(slots, layout)
+
+
+def counters_from_slots(
+    slots: Sequence[int] | memoryview, layout: CounterLayout
+) -> dict[str, dict[str, int]]:
     return {
         name: {m.name.lower(): slots[(layout.offsets[name] // 8) + m.value] for m in enum}
         for name, enum in layout.sections.items()
     }
+
+
+def histograms_from_slots(
+    slots: Sequence[int] | memoryview, layout: CounterLayout
+) -> dict[str, HistogramSnapshot]:
+    result = {}
+    for name, bounds in layout.histograms.items():
+        start = layout.histogram_offsets[name] // 8
+        buckets = tuple(slots[start + HIST_BUCKETS : start + histogram_slots(bounds)])
+        result[name] = HistogramSnapshot(
+            bounds, buckets, slots[start + HIST_SUM], slots[start + HIST_COUNT]
+        )
+    return result
 
 
 def nonzero(snapshot: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

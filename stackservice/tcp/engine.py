@@ -82,6 +82,15 @@ class SocketError(LocalProtocolError):
         self.errno = code
 
 
+class NoHistogram:
+    """Where observations go when nobody records them (tests, tools)."""
+
+    __slots__ = ()
+
+    def observe(self, value: int) -> None:
+        pass
+
+
 class Listener:
     """A listening port: half-open connections and the accept queue."""
 
@@ -153,8 +162,13 @@ class TcpEngine:
         drops,
         state_counts,
         secret: bytes,
+        rtt_histogram=None,
+        connect_histogram=None,
     ) -> None:
         self.local_ip = local_ip
+        # Anything with observe(int µs): shared-memory histograms in a stack.
+        self.rtt_histogram = rtt_histogram or NoHistogram()
+        self.connect_histogram = connect_histogram or NoHistogram()
         self._send_ipv4 = send_ipv4
         self._route = route
         self.settings = settings
@@ -467,6 +481,7 @@ class TcpEngine:
         passive = tcb.state == SYN_RECEIVED and tcb.listener is not None
         self.set_state(tcb, ESTABLISHED)
         tcb.established_at = now
+        self.connect_histogram.observe(now - tcb.opened_at)
         tcb.quickack = self.settings.quickack_segments
         if tcb.rtt.backoffs:
             tcb.rtt.on_syn_timeout_established()  # RFC 6298 (5.7)

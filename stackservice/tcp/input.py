@@ -346,7 +346,9 @@ def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
     the application bytes acknowledged."""
     ack = seg.ack
     if tcb.rtt_seq >= 0 and seq_gt(ack, tcb.rtt_seq):
-        tcb.rtt.sample(now - tcb.rtt_start)  # µs-precise, never a resent segment (Karn)
+        measured = now - tcb.rtt_start  # µs-precise, never a resent segment (Karn)
+        tcb.rtt.sample(measured)
+        engine.rtt_histogram.observe(measured)
         tcb.rtt_seq = -1
     elif tcb.ts_enabled and seg.options.timestamps is not None and seg.options.timestamps[1]:
         # RFC 7323 §4.1: the echoed TSval times even retransmissions, so a
@@ -354,6 +356,7 @@ def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
         elapsed_ms = (output.timestamp_value(tcb, now) - seg.options.timestamps[1]) & SEQ_MASK
         if elapsed_ms < 0x7FFFFFFF:
             tcb.rtt.sample(max(elapsed_ms, 1) * 1000)
+            engine.rtt_histogram.observe(max(elapsed_ms, 1) * 1000)
     tcb.rtt.on_new_ack()
     acked_data = 0
     if seq_gt(ack, tcb.buf_seq):

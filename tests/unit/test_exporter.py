@@ -1,0 +1,366 @@
+"""The Prometheus exporter: a counters file with known values, exposed as
+text and parsed back; then `/metrics` of a running control server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stackservice.control import server as control
+from stackservice.metrics.counters import CounterBlock
+from stackservice.metrics.exporter import StackCollector, make_registry, metric_names
+from stackservice.metrics.layout import INSTANCE_LAYOUT
+from stackservice.net.drops import TX_DROP_REASONS, DropReason
+from stackservice.tcp.drops import TcpDropReason
+
+INFO = {
+    "name": "vf0",
+    "iface": "vfpf0v0",
+    "mac": "02:00:00:00:00:10",
+    "ip": "198.18.0.10/24",
+    "gateway": "198.18.0.1",
+    "mode": "emulated",
+    "pf": "vfpf0",
+    "vf_index": 0,
+    "workers": 1,
+    "version": "0.1.0",
+    "started_at": 1_700_000_000.0,
+    "congestion_control": "cubic",
+    "diag_services": False,
+}
+IDENTITY = control.StackIdentity.from_json(json.dumps(INFO))
+OURS = {"instance": "vf0", "vf": "0", "pf": "vfpf0"}
+
+# DESIGN.md, "Metrics": family (as the parser names it) -> type, own labels.
+DESIGN = {
+    "vfstack_rx_packets": ("counter", ()),
+    "vfstack_rx_bytes": ("counter", ()),
+    "vfstack_tx_packets": ("counter", ()),
+    "vfstack_tx_bytes": ("counter", ()),
+    "vfstack_rx_drops": ("counter", ("reason",)),
+    "vfstack_tcp_active_opens": ("counter", ()),
+    "vfstack_tcp_passive_opens": ("counter", ()),
+    "vfstack_tcp_retransmitted_segments": ("counter", ()),
+    "vfstack_tcp_resets_sent": ("counter", ()),
+    "vfstack_tcp_listen_drops": ("counter", ()),
+    "vfstack_app_bytes": ("counter", ("app", "direction")),
+    "vfstack_tcp_connections": ("gauge", ("state",)),
+    "vfstack_sessions": ("gauge", ()),
+    "vfstack_ring_occupancy_ratio": ("gauge", ("app", "ring")),
+    "vfstack_info": ("gauge", ("version", "iface", "mac", "mode")),
+    "vfstack_tcp_rtt_seconds": ("histogram", ()),
+    "vfstack_tcp_connect_seconds": ("histogram", ()),
+    "vfstack_event_delivery_seconds": ("histogram", ()),
+    "vfstack_rx_batch_packets": ("histogram", ()),
+}
+NO_SERIES_YET = {"vfstack_app_bytes", "vfstack_ring_occupancy_ratio"}
+
+
+def slot_value(section: str, index: int) -> int:
+    """A distinct value for every slot, so a sample names its source."""
+    return 1000 * (1 + list(INSTANCE_LAYOUT.sections).index(section)) + index + 1
+
+
+@pytest.fixture
+def counters(tmp_path):
+    block = CounterBlock(INSTANCE_LAYOUT, tmp_path / "vf0.counters")
+    for section, enum in INSTANCE_LAYOUT.sections.items():
+        slots = block.section(section)
+        for member in enum:
+            slots[member] = slot_value(section, member)
+    yield block
+    block.close()
+
+
+def scrape(path: Path, identity=IDENTITY) -> dict:
+    registry = make_registry(StackCollector(path, identity))
+    text = generate_latest(registry).decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def value(family, **labels) -> float:
+    matches = [s.value for s in family.samples if labels.items() <= s.labels.items()]
+    assert len(matches) == 1, (family.name, labels, family.samples)
+    return matches[0]
+
+
+def test_design_metrics_present_with_type_and_labels(counters):
+    families = scrape(counters._path)
+    for name, (kind, own) in DESIGN.items():
+        family = families[name]
+        assert family.type == kind, name
+        if name in NO_SERIES_YET:
+            assert family.samples == [], name
+            continue
+        assert family.samples, name
+        for sample in family.samples:
+            extra = ("le",) if sample.name.endswith("_bucket") else ()
+            assert set(sample.labels) == {*OURS, *own, *extra}, sample
+            assert OURS.items() <= sample.labels.items(), sample
+    assert set(families) == set(metric_names())
+
+
+def test_nic_tcp_and_gauge_values_equal_slots(counters):
+    families = scrape(counters._path)
+    expect = {
+        "vfstack_rx_packets": ("nic", "RX_PACKETS"),
+        "vfstack_rx_bytes": ("nic", "RX_BYTES"),
+        "vfstack_tx_packets": ("nic", "TX_PACKETS"),
+        "vfstack_tx_bytes": ("nic", "TX_BYTES"),
+        "vfstack_tcp_active_opens": ("tcp", "ACTIVE_OPENS"),
+        "vfstack_tcp_passive_opens": ("tcp", "PASSIVE_OPENS"),
+        "vfstack_tcp_retransmitted_segments": ("tcp", "RETRANSMITTED_SEGMENTS"),
+        "vfstack_tcp_resets_sent": ("tcp", "RESETS_OUT"),
+        "vfstack_sessions": ("sessions", "ATTACHED"),
+        "vfstack_tcp_timeouts": ("tcp", "TIMEOUTS"),
+        "vfstack_tcp_resets_received": ("tcp", "RESETS_IN"),
+        "vfstack_net_ipv4_delivered": ("events", "IPV4_DELIVERED"),
+        "vfstack_loop_iterations": ("loop", "ITERATIONS"),
+        "vfstack_nic_tx_deferred": ("nic", "TX_DEFERRED"),
+    }
+    for name, (section, member) in expect.items():
+        index = INSTANCE_LAYOUT.sections[section][member]
+        assert value(families[name]) == slot_value(section, index), name
+    states = families["vfstack_tcp_connections"]
+    for state in INSTANCE_LAYOUT.sections["tcp_states"]:
+        assert value(states, state=state.name.lower()) == slot_value("tcp_states", state)
+    assert value(families["vfstack_info"], **INFO_LABELS) == 1
+
+
+INFO_LABELS = {"version": "0.1.0", "iface": "vfpf0v0", "mac": "02:00:00:00:00:10"}
+
+
+def test_drop_reasons_split_by_direction(counters):
+    families = scrape(counters._path)
+    rx = {s.labels["reason"]: s.value for s in families["vfstack_rx_drops"].samples}
+    tx = {s.labels["reason"]: s.value for s in families["vfstack_tx_drops"].samples}
+    expect_rx = {r.name.lower(): slot_value("drops", r) for r in DropReason}
+    expect_tx = {name: expect_rx.pop(name) for name in [r.name.lower() for r in TX_DROP_REASONS]}
+    expect_rx |= {r.name.lower(): slot_value("tcp_drops", r) for r in TcpDropReason}
+    nic = INSTANCE_LAYOUT.sections["nic"]
+    for reason, target in (("rx_ring_drops", expect_rx), ("rx_truncated", expect_rx)):
+        target[reason] = slot_value("nic", nic[reason.upper()])
+    for reason in ("tx_errors", "tx_dropped"):
+        expect_tx[reason] = slot_value("nic", nic[reason.upper()])
+    assert rx == expect_rx
+    assert tx == expect_tx
+    listen = value(families["vfstack_tcp_listen_drops"])
+    assert listen == slot_value("tcp_drops", TcpDropReason.TCP_SYN_QUEUE_OVERFLOW) + slot_value(
+        "tcp_drops", TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW
+    )
+
+
+def test_every_slot_visible(counters):
+    """netstat-style completeness: each slot's value is some sample's value."""
+    families = scrape(counters._path)
+    values = {s.value for f in families.values() if f.type != "histogram" for s in f.samples}
+    for section, enum in INSTANCE_LAYOUT.sections.items():
+        for member in enum:
+            assert slot_value(section, member) in values, f"{section}.{member.name}"
+
+
+def test_histograms_cumulative_in_seconds(counters):
+    rtt = counters.histogram("tcp_rtt_us")
+    for us in (10, 11, 5000, 10_000_000, 10_000_001):
+        rtt.observe(us)
+    counters.histogram("rx_batch_packets").observe(3)
+    families = scrape(counters._path)
+    samples = families["vfstack_tcp_rtt_seconds"].samples
+    buckets = {s.labels["le"]: s.value for s in samples if s.name.endswith("_bucket")}
+    assert buckets["1e-05"] == 1
+    assert buckets["2e-05"] == 2
+    assert buckets["0.002"] == 2
+    assert buckets["0.005"] == 3
+    assert buckets["10.0"] == 4
+    assert buckets["+Inf"] == 5
+    assert list(buckets.values()) == sorted(buckets.values())  # cumulative
+    assert len(buckets) == len(INSTANCE_LAYOUT.histograms["tcp_rtt_us"]) + 1
+    count = [s.value for s in samples if s.name == "vfstack_tcp_rtt_seconds_count"]
+    total = [s.value for s in samples if s.name == "vfstack_tcp_rtt_seconds_sum"]
+    assert count == [5]
+    assert total == [pytest.approx((10 + 11 + 5000 + 10_000_000 + 10_000_001) / 1e6)]
+    batch = families["vfstack_rx_batch_packets"].samples
+    batch_buckets = {s.labels["le"]: s.value for s in batch if s.name.endswith("_bucket")}
+    assert (batch_buckets["2.0"], batch_buckets["4.0"], batch_buckets["+Inf"]) == (0, 1, 1)
+    assert [s.value for s in batch if s.name.endswith("_sum")] == [3]
+    empty = families["vfstack_loop_iteration_seconds"].samples
+    assert {s.value for s in empty} == {0}
+
+
+def test_not_a_vf_empty_vf_label(counters):
+    families = scrape(counters._path, replace(IDENTITY, vf_index=-1, pf=""))
+    assert value(families["vfstack_rx_packets"]).is_integer()
+    for sample in families["vfstack_rx_packets"].samples:
+        assert (sample.labels["vf"], sample.labels["pf"]) == ("", "")
+
+
+def test_counters_file_gone_only_identity(tmp_path):
+    families = scrape(tmp_path / "missing.counters")
+    assert value(families["vfstack_counters_readable"]) == 0
+    assert value(families["vfstack_info"]) == 1
+    assert "vfstack_rx_packets" not in families
+
+
+def test_readable_gauge_one(counters):
+    assert value(scrape(counters._path)["vfstack_counters_readable"]) == 1
+
+
+def test_metric_names_unique_and_registry_rejects_a_second_collector(counters):
+    registry = make_registry(StackCollector(counters._path, IDENTITY))
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.register(StackCollector(counters._path, IDENTITY))
+    assert metric_names()["vfstack_tcp_rtt_seconds"] == "histogram"
+
+
+def test_collect_cost_printed(counters):
+    """Measured, not asserted: one scrape (read + families + text)."""
+    registry = make_registry(StackCollector(counters._path, IDENTITY))
+    start = time.perf_counter()
+    for _ in range(20):
+        generate_latest(registry)
+    print(f"\nscrape: {(time.perf_counter() - start) / 20 * 1e3:.2f} ms")
+
+
+# -- over HTTP, from the control server ----------------------------------------
+
+
+class IdleLink:
+    def start(self) -> None:
+        pass
+
+    def request(self, op: str, timeout: float, **fields) -> dict:
+        return {"error": "unimplemented"}
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return reply.status, reply.read().decode()
+
+
+@pytest.fixture
+def socket_dir():
+    with tempfile.TemporaryDirectory(prefix="vfm-") as path:
+        yield Path(path)
+
+
+def test_control_server_serves_metrics_and_stops_it(counters, socket_dir):
+    ours, theirs = socket.socketpair()
+    handle = control.serve(
+        ours,
+        counters._path,
+        IDENTITY,
+        socket_dir / "vf0.sock",
+        metrics=("127.0.0.1", 0),
+        link_factory=lambda sock, on_event: IdleLink(),
+    )
+    try:
+        assert handle.metrics_port
+        status, text = get(f"http://127.0.0.1:{handle.metrics_port}/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert set(DESIGN) <= set(families)
+        assert value(families["vfstack_rx_packets"]) == slot_value("nic", 0)
+    finally:
+        handle.stop()
+        assert handle.wait(timeout=5)
+        theirs.close()
+    with pytest.raises(urllib.error.URLError):
+        get(f"http://127.0.0.1:{handle.metrics_port}/metrics")
+
+
+def test_control_server_without_metrics_has_no_port(counters, socket_dir):
+    ours, theirs = socket.socketpair()
+    handle = control.serve(
+        ours,
+        counters._path,
+        IDENTITY,
+        socket_dir / "vf0.sock",
+        link_factory=lambda sock, on_event: IdleLink(),
+    )
+    handle.stop()
+    assert handle.wait(timeout=5)
+    assert handle.metrics_port is None
+    theirs.close()
+
+
+def test_metrics_port_taken_main_status_1(counters, socket_dir, capsys):
+    taken = socket.create_server(("127.0.0.1", 0))
+    ours, theirs = socket.socketpair()
+    try:
+        status = control.main(
+            [
+                "--link-fd", str(ours.detach()),  # main's socket owns it now
+                "--counters", str(counters._path),
+                "--info", json.dumps(INFO),
+                "--unix", str(socket_dir / "s.sock"),
+                "--metrics", f"127.0.0.1:{taken.getsockname()[1]}",
+            ]
+        )  # fmt: skip
+    finally:
+        taken.close()
+        theirs.close()
+    assert status == 1
+    assert "cannot listen: metrics on 127.0.0.1:" in capsys.readouterr().err
+    assert not (socket_dir / "s.sock").exists()
+
+
+@pytest.mark.parametrize("metrics", ["9100", "host:", "host:port", "h:70000"])
+def test_metrics_bad_address_status_2(counters, socket_dir, capsys, metrics):
+    status = control.main(
+        [
+            "--link-fd", "0",
+            "--counters", str(counters._path),
+            "--info", json.dumps(INFO),
+            "--unix", str(socket_dir / "s.sock"),
+            "--metrics", metrics,
+        ]
+    )  # fmt: skip
+    assert status == 2
+    assert "--metrics must be HOST:PORT" in capsys.readouterr().err
+
+
+def test_process_serves_metrics_until_sigterm(counters, socket_dir):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "stackservice.control.server",
+            "--link-fd", str(ours.fileno()),
+            "--counters", str(counters._path),
+            "--info", json.dumps(INFO),
+            "--unix", str(socket_dir / "s.sock"),
+            "--metrics", f"127.0.0.1:{port}",
+        ],
+        pass_fds=[ours.fileno()],
+    )  # fmt: skip
+    ours.close()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, text = get(f"http://127.0.0.1:{port}/metrics")
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, "no /metrics"
+                assert process.poll() is None, "the server exited"
+                time.sleep(0.05)
+        assert status == 200
+        assert "vfstack_info{" in text
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        theirs.close()

@@ -85,11 +85,14 @@ def test_tcp_bench_quick_measures_engine_and_compares_stack_with_kernel():
     assert report["placement"]["nproc"] > 0
 
 
-def test_control_overhead_bench_quick_measures_both_cases():
+def test_control_overhead_bench_quick_measures_every_case():
     report = _run_bench("bench.control_overhead")
-    assert report["without_rps"] > 0 and report["with_watch_rps"] > 0
+    rps = report["median_rps"]
+    assert set(rps) == {"without", "with_watch", "with_scrape"}
+    assert all(value > 0 for value in rps.values())
     assert report["failed"] == 0
-    assert report["watch_updates"] > 10  # the watcher really streamed during the load
-    assert report["change_percent"] == pytest.approx(
-        100 * (report["with_watch_rps"] - report["without_rps"]) / report["without_rps"]
-    )
+    # The observers really ran during the load.
+    assert report["observations"]["with_watch"] > 10
+    assert report["observations"]["with_scrape"] >= 1
+    for case, change in report["change_percent"].items():
+        assert change == pytest.approx(100 * (rps[case] - rps["without"]) / rps["without"])

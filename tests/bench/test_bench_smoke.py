@@ -96,3 +96,12 @@ def test_control_overhead_bench_quick_measures_every_case():
     assert report["observations"]["with_scrape"] >= 1
     for case, change in report["change_percent"].items():
         assert change == pytest.approx(100 * (rps[case] - rps["without"]) / rps["without"])
+
+
+def test_rings_bench_quick_compares_with_socketpair():
+    report = _run_bench("bench.rings")
+    rows = report["summary"]
+    assert rows, "no figures"
+    for row in rows:
+        assert row["rings"] > 0 and row["kernel"] > 0
+        assert row["ratio"] > 0

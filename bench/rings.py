@@ -23,19 +23,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import mmap
-import multiprocessing
 import os
 import socket
 import statistics
 import sys
 import tempfile
 import time
-import traceback
 from functools import partial
+from pathlib import Path
 
 from vfstack._doorbell import Doorbell
 from vfstack._rings import ByteRing, RecordRing
+
+from tests.support.shm import mapped, other_process, session_file
 
 RECORD = 16
 SLOTS = 1024
@@ -43,7 +43,6 @@ BYTE_RING = 1 << 18
 READ_BUF = 1 << 16
 BATCHES = (1, 16, 64, 256)
 WRITE_SIZES = (64, 1448, 1 << 16)
-_fork = multiprocessing.get_context("fork")
 
 
 # -- plumbing: a session file, a second process, pinning -------------------------------
@@ -54,69 +53,9 @@ def session(size: int):
     """A file in a tmpfs (as the stack uses), mapped here; yields (path, view)."""
     where = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=where) as tmp:
-        path = os.path.join(tmp, "session")
-        with open(path, "wb") as f:
-            f.truncate(size)
+        path = session_file(Path(tmp), size)
         with mapped(path) as view:
             yield path, view
-
-
-@contextlib.contextmanager
-def mapped(path: str):
-    fd = os.open(path, os.O_RDWR)
-    try:
-        mm = mmap.mmap(fd, 0)
-    finally:
-        os.close(fd)
-    view = memoryview(mm)
-    try:
-        yield view
-    finally:
-        view.release()
-        with contextlib.suppress(BufferError):  # a ring left open keeps an export
-            mm.close()
-
-
-def _child(conn, cpu, target, args) -> None:
-    try:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-        conn.send(("ok", target(*args)))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-@contextlib.contextmanager
-def other_process(target, *args):
-    """Run target(*args) in a forked process on its own CPU; yield a getter
-    for its return value."""
-    saved = os.sched_getaffinity(0)
-    cpus = sorted(saved)[:2] if len(saved) >= 2 else [None, None]
-    recv, send = _fork.Pipe(duplex=False)
-    proc = _fork.Process(target=_child, args=(send, cpus[1], target, args), daemon=True)
-    if cpus[0] is not None:
-        os.sched_setaffinity(0, {cpus[0]})
-    proc.start()
-    send.close()
-
-    def result():
-        if not recv.poll(120):
-            raise RuntimeError("the other process did not finish")
-        status, value = recv.recv()
-        if status != "ok":
-            raise RuntimeError(f"the other process failed:\n{value}")
-        return value
-
-    try:
-        yield result
-    finally:
-        os.sched_setaffinity(0, saved)
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
 
 
 # -- records one way -------------------------------------------------------------------

@@ -1,12 +1,9 @@
 """TCP with the Linux kernel through the impairment relay: lossy,
 reordering, duplicating and corrupting wire, seeded so a failure replays."""
 
-import json
-import sys
-
 import pytest
 
-from tests.support.netns import in_netns
+from tests.support.netns import kernel_peer
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.root
@@ -15,30 +12,16 @@ STACK = "198.18.0.10"
 TWENTY_MB = 20_000_000
 
 
-def _kernel_peer(netns: str, *args: str, timeout: float) -> dict:
-    done = in_netns(
-        netns,
-        sys.executable,
-        "-m",
-        "tests.support.kernel_peer",
-        *args,
-        "--timeout",
-        str(timeout),
-        timeout=timeout + 30,
-        check=False,
-    )
-    lines = done.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr}
-
-
 def test_lossy_wire_20_mb_each_way_byte_exact_without_reset(impaired_port_factory):
     """Acceptance: 2% loss, 5% reordering, 1% duplication, 0.1% corruption."""
     port = impaired_port_factory(
         vfs=1, loss=0.02, reorder=0.05, duplicate=0.01, corrupt=0.001, seed=7
     )
     with running_stack(port.vf(0), f"{STACK}/24", "vf0", "--diag-services") as stack:
-        up = _kernel_peer(port.netns, "sink", "--port", "9", "--bytes", str(TWENTY_MB), timeout=240)
-        down = _kernel_peer(
+        up = kernel_peer(
+            port.netns, "sink", "--port", "9", "--bytes", str(TWENTY_MB), timeout=240, check=False
+        )
+        down = kernel_peer(
             port.netns, "fetch", "--port", "80", "--bytes", str(TWENTY_MB), timeout=240
         )
         counters = stack.counters()
@@ -60,8 +43,12 @@ def test_twenty_percent_loss_completes_or_fails_cleanly(impaired_port_factory):
     port = impaired_port_factory(vfs=1, loss=0.2, seed=11)
     size = 50_000
     with running_stack(port.vf(0), f"{STACK}/24", "vf0", "--diag-services"):
-        down = _kernel_peer(port.netns, "fetch", "--port", "80", "--bytes", str(size), timeout=300)
-        echo = _kernel_peer(port.netns, "echo", "--port", "7", "--bytes", str(size), timeout=300)
+        down = kernel_peer(
+            port.netns, "fetch", "--port", "80", "--bytes", str(size), timeout=300, check=False
+        )
+        echo = kernel_peer(
+            port.netns, "echo", "--port", "7", "--bytes", str(size), timeout=300, check=False
+        )
     if "error" not in down:
         assert down["bytes"] == size and down["body_ok"], down
     if "error" not in echo:

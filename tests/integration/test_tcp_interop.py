@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from stackservice.diag import PATTERN
-from tests.support.netns import in_netns, spawn_in_netns
+from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.root
@@ -22,13 +22,6 @@ STACK = "198.18.0.10"
 def diag_stack(emulated_port):
     with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--diag-services") as stack:
         yield emulated_port, stack
-
-
-def _kernel_peer(netns: str, *args: str, timeout: float = 240) -> dict:
-    done = in_netns(
-        netns, sys.executable, "-m", "tests.support.kernel_peer", *args, timeout=timeout
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_curl_get_65536_is_byte_exact(diag_stack):
@@ -56,7 +49,7 @@ def test_ab_20000_requests_100_concurrent_none_failed(diag_stack):
 
 def test_echo_50_mb_returns_identical_sha256(diag_stack):
     port, _ = diag_stack
-    result = _kernel_peer(port.netns, "echo", "--port", "7", "--bytes", str(50_000_000))
+    result = kernel_peer(port.netns, "echo", "--port", "7", "--bytes", str(50_000_000))
     assert result["bytes"] == 50_000_000
     assert result["received_sha256"] == result["sent_sha256"]
     assert result["clean_eof"]
@@ -64,14 +57,14 @@ def test_echo_50_mb_returns_identical_sha256(diag_stack):
 
 def test_bulk_kernel_to_stack_50_mb_to_discard(diag_stack):
     port, stack = diag_stack
-    result = _kernel_peer(port.netns, "sink", "--port", "9", "--bytes", str(50_000_000))
+    result = kernel_peer(port.netns, "sink", "--port", "9", "--bytes", str(50_000_000))
     assert result["clean_eof"]
     assert stack.counters()["nic"]["rx_bytes"] > 50_000_000
 
 
 def test_bulk_stack_to_kernel_50_mb_http_body_exact(diag_stack):
     port, _ = diag_stack
-    result = _kernel_peer(port.netns, "fetch", "--port", "80", "--bytes", str(50_000_000))
+    result = kernel_peer(port.netns, "fetch", "--port", "80", "--bytes", str(50_000_000))
     assert result["status"] == "200"
     assert result["bytes"] == 50_000_000
     assert result["body_ok"]

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from stackservice.nic.emulate import vf_mac
-from tests.support.netns import in_netns, spawn_in_netns
+from tests.support.netns import kernel_peer, spawn_in_netns
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.root
@@ -16,26 +16,12 @@ pytestmark = pytest.mark.root
 STACK = "198.18.0.10"
 
 
-def _kernel_peer(netns: str, *args: str, timeout: float = 180) -> dict:
-    done = in_netns(
-        netns,
-        sys.executable,
-        "-m",
-        "tests.support.kernel_peer",
-        *args,
-        "--timeout",
-        str(timeout),
-        timeout=timeout + 30,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_ten_thousand_concurrent_connections_held_and_served(emulated_port):
     """Acceptance: 10 000 connections from the peer, all open at once, then
     a request on each; every one answered. More than the SYN queue holds
     arrive at once, so SYN cookies carry part of them."""
     with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--diag-services") as stack:
-        result = _kernel_peer(emulated_port.netns, "hold", "--port", "80", "--count", "10000")
+        result = kernel_peer(emulated_port.netns, "hold", "--port", "80", "--count", "10000")
         counters = stack.counters()
     assert result["established"] == 10_000 and result["failed"] == 0, result
     assert result["served"] == 10_000, result
@@ -64,13 +50,13 @@ def test_syn_flood_does_not_stop_a_legitimate_client(emulated_port):
         try:
             time.sleep(0.3)
             flooding = flood.poll() is None
-            during = _kernel_peer(
+            during = kernel_peer(
                 emulated_port.netns, "fetch", "--port", "80", "--bytes", "1000", timeout=60
             )
             sent = json.loads(flood.communicate(timeout=120)[0])
         finally:
             flood.kill()
-        after = _kernel_peer(
+        after = kernel_peer(
             emulated_port.netns, "fetch", "--port", "80", "--bytes", "1000", timeout=60
         )
         counters = stack.counters()

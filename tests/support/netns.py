@@ -7,8 +7,10 @@ concurrent runs never collide, and is removed however the test ends.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -116,3 +118,17 @@ def _pin_neighbours(ip: EmulatedPort, host_ns: str, ifname: str, address: str, m
         wire_mac = wire.get("IFLA_ADDRESS")
     in_netns(ip.netns, "ip", "neigh", "replace", address, "lladdr", mac, "dev", ip.wire)
     in_netns(host_ns, "ip", "neigh", "replace", PEER_ADDRESS, "lladdr", wire_mac, "dev", ifname)
+
+
+def kernel_peer(netns: str, *args: str, timeout: float = 240, check: bool = True) -> dict:
+    """Run `python -m tests.support.kernel_peer ARGS --timeout T` in `netns`
+    and return its JSON result. With check=False a failure comes back as
+    {"error": stderr} instead of raising."""
+    done = in_netns(
+        netns, sys.executable, "-m", "tests.support.kernel_peer", *args,
+        "--timeout", str(timeout), timeout=timeout + 30, check=check,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"error": done.stderr}
+    return json.loads(lines[-1])

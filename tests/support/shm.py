@@ -23,7 +23,8 @@ def mapped(path: str):
         yield view
     finally:
         view.release()
-        mm.close()
+        with contextlib.suppress(BufferError):  # a ring left open keeps an export
+            mm.close()
 
 
 def session_file(tmp_path, size: int) -> str:

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
         ("control-tcp", "also serve the control API on HOST:PORT"),
         ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
+        ("workers", "packet-loop workers (only 1 in this version)"),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             control=args.control,
             control_tcp=args.control_tcp,
             metrics_port=args.metrics_port,
+            workers=args.workers or 1,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

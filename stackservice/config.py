@@ -51,6 +51,7 @@ class InstanceConfig:
         control: str | None = None,
         control_tcp: str | None = None,
         metrics_port: str | int | None = None,
+        workers: str | int = 1,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -98,6 +99,10 @@ class InstanceConfig:
         except ValueError as exc:
             raise ValueError(f"--congestion-control: {exc}") from None
         run = Path(run_dir)
+        if str(workers) != "1":
+            # Per-core flow affinity (PACKET_FANOUT + a loop per core) pays
+            # only once the hot path is compiled; refuse rather than ignore.
+            raise ValueError(f"--workers: this version runs 1 worker, not {workers!r}")
         metrics = None
         if metrics_port not in (None, "") and control == "none":
             raise ValueError(

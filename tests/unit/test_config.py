@@ -104,3 +104,9 @@ def test_config_control_defaults_to_run_dir_socket():
     config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", run_dir="/run/x")
     assert str(config.control) == "/run/x/vfpf0v0.sock"
     assert config.metrics_port is None
+
+
+def test_config_workers_other_than_one_refused_clearly():
+    assert InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", workers="1")
+    with pytest.raises(ValueError, match="--workers"):
+        InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", workers="2")

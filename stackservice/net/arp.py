@@ -9,6 +9,7 @@ interval and re-inserted at the end, and `now` never goes backwards.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stackservice.net.drops import Counters, DropReason, NetEvent
@@ -178,9 +179,10 @@ class _Probe:
 
 
 class _Resolution:
-    __slots__ = ("queue", "retry_at", "tries")
+    __slots__ = ("mac", "queue", "retry_at", "tries")
 
     def __init__(self, retry_at: int) -> None:
+        self.mac = BROADCAST  # asked for by broadcast until it answers
         self.queue: list[bytearray] = []
         self.retry_at = retry_at
         self.tries = 1
@@ -341,8 +343,10 @@ class ArpCache:
         Handles at most `max_timer_work` entries; `poll_at` stays <= now while
         more are due.
         """
-        budget = self._retry_due(now, self._settings.max_timer_work)
-        budget = self._probe_due(now, budget)
+        budget = self._retry_due(
+            self._resolving, now, self._settings.max_timer_work, self._resolution_failed
+        )
+        budget = self._retry_due(self._probing, now, budget, self._probe_failed)
         self._expire_due(now, budget)
         if self._announce_left and self._announce_at <= now:
             self._announce()
@@ -386,26 +390,40 @@ class ArpCache:
         ip = next(iter(self._resolving))
         self._drops[DropReason.ARP_UNRESOLVED] += len(self._resolving.pop(ip).queue)
 
-    def _retry_due(self, now: int, budget: int) -> int:
-        """Handle due resolutions; return the budget left."""
-        resolving = self._resolving
+    def _retry_due(
+        self,
+        table: dict[int, _Resolution] | dict[int, _Probe],
+        now: int,
+        budget: int,
+        give_up: Callable[[_Resolution | _Probe], None],
+    ) -> int:
+        """Ask again for due entries of `table` (by broadcast for a
+        resolution, by unicast for a probe), or give up after max_tries.
+        Returns the budget left."""
         settings = self._settings
-        while budget and resolving:
-            ip = next(iter(resolving))
-            pending = resolving[ip]
-            if pending.retry_at > now:
+        while budget and table:
+            ip = next(iter(table))
+            entry = table[ip]
+            if entry.retry_at > now:
                 break
             budget -= 1
-            del resolving[ip]
-            if pending.tries >= settings.max_tries:
-                self._drops[DropReason.ARP_UNRESOLVED] += len(pending.queue)
-                self._events[NetEvent.ARP_RESOLUTION_FAILED] += 1
+            del table[ip]
+            if entry.tries >= settings.max_tries:
+                give_up(entry)
                 continue
-            pending.tries += 1
-            pending.retry_at = now + settings.retry_interval
-            resolving[ip] = pending
-            self._send_request(ip)
+            entry.tries += 1
+            entry.retry_at = now + settings.retry_interval
+            table[ip] = entry
+            self._send_request(ip, entry.mac)
         return budget
+
+    def _resolution_failed(self, pending: _Resolution) -> None:
+        self._drops[DropReason.ARP_UNRESOLVED] += len(pending.queue)
+        self._events[NetEvent.ARP_RESOLUTION_FAILED] += 1
+
+    def _probe_failed(self, _probe: _Probe) -> None:
+        # Forgotten: the next packet for it resolves by broadcast.
+        self._events[NetEvent.ARP_ENTRY_EXPIRED] += 1
 
     def _expire_due(self, now: int, budget: int) -> None:
         """Entries past their reachable time: probed if used, else dropped."""
@@ -424,33 +442,10 @@ class ArpCache:
 
     def _start_probe(self, ip: int, mac: bytes, now: int) -> None:
         self._probing[ip] = _Probe(mac, now + self._settings.retry_interval)
-        self._send(OP_REQUEST, mac, ZERO_MAC, ip)
-        self._events[NetEvent.ARP_REQUEST_OUT] += 1
+        self._send_request(ip, mac)
 
-    def _probe_due(self, now: int, budget: int) -> int:
-        """Unicast requests again, or forget a neighbour that never answers
-        (the next packet for it resolves by broadcast)."""
-        probing = self._probing
-        settings = self._settings
-        while budget and probing:
-            ip = next(iter(probing))
-            probe = probing[ip]
-            if probe.retry_at > now:
-                break
-            budget -= 1
-            del probing[ip]
-            if probe.tries >= settings.max_tries:
-                self._events[NetEvent.ARP_ENTRY_EXPIRED] += 1
-                continue
-            probe.tries += 1
-            probe.retry_at = now + settings.retry_interval
-            probing[ip] = probe
-            self._send(OP_REQUEST, probe.mac, ZERO_MAC, ip)
-            self._events[NetEvent.ARP_REQUEST_OUT] += 1
-        return budget
-
-    def _send_request(self, target_ip: int) -> None:
-        self._send(OP_REQUEST, BROADCAST, ZERO_MAC, target_ip)
+    def _send_request(self, target_ip: int, eth_dst: bytes = BROADCAST) -> None:
+        self._send(OP_REQUEST, eth_dst, ZERO_MAC, target_ip)
         self._events[NetEvent.ARP_REQUEST_OUT] += 1
 
     def _announce(self) -> None:

@@ -128,7 +128,46 @@ def _relocate(ring: memoryview, size: int, head: int, held: int, new_size: int) 
     return fresh
 
 
-class SendBuffer:
+class _Ring:
+    """What both buffers share: a ring that grows on demand up to `capacity`."""
+
+    __slots__ = ("_head", "_size", "_view", "capacity")
+
+    def ring_size(self) -> int:
+        """Bytes allocated for the ring now (introspection: tests, statistics)."""
+        return self._size
+
+    def _held(self) -> int:
+        """Ring bytes in use from `_head`."""
+        raise NotImplementedError
+
+    def _grow(self, need: int) -> None:
+        size = _ring_size(self._size, need, self.capacity)
+        self._view = _relocate(self._view, self._size, self._head, self._held(), size)
+        self._size = size
+        self._head = 0
+
+    def _append(self, used: int, data: Buffer, n: int) -> None:
+        """Copy data[:n] in after the first `used` bytes from the head,
+        growing the ring first if they do not fit."""
+        size = self._size
+        pos = self._head + used
+        if pos < size:
+            end = size  # free space runs to the ring's end (then wraps)
+        else:
+            pos -= size
+            end = self._head  # used bytes wrap: free space runs to the head
+        if pos + n <= end and n == len(data):
+            self._view[pos : pos + n] = data  # fits, no wrap, no trim: no call
+            return
+        if used + n > size:
+            self._grow(used + n)  # re-linearised: head at 0
+            size = self._size
+            pos = used
+        _copy_in(self._view, size, pos, data, 0, n)
+
+
+class SendBuffer(_Ring):
     """Bytes the application wrote and the peer has not acknowledged.
 
     Offset 0 is SND.UNA. Bytes [0, snd_nxt - snd_una) are in flight, the rest
@@ -137,7 +176,7 @@ class SendBuffer:
     `capacity` (module docstring).
     """
 
-    __slots__ = ("_head", "_len", "_size", "_view", "capacity")
+    __slots__ = ("_len",)
 
     def __init__(self, capacity: int) -> None:
         if capacity < 0:
@@ -166,15 +205,8 @@ class SendBuffer:
             self._size = size
             self._head = 0
 
-    def ring_size(self) -> int:
-        """Bytes allocated for the ring now (introspection: tests, statistics)."""
-        return self._size
-
-    def _grow(self, need: int) -> None:
-        size = _ring_size(self._size, need, self.capacity)
-        self._view = _relocate(self._view, self._size, self._head, self._len, size)
-        self._size = size
-        self._head = 0
+    def _held(self) -> int:
+        return self._len
 
     def __len__(self) -> int:
         """Bytes held: unacknowledged and unsent."""
@@ -197,21 +229,7 @@ class SendBuffer:
             n = room
         if n <= 0:
             return 0
-        size = self._size
-        tail = self._head + held
-        if tail < size:
-            end = size  # free space runs to the ring's end (then wraps)
-        else:
-            tail -= size
-            end = self._head  # held bytes wrap: free space runs to the head
-        if tail + n <= end and n == len(data):
-            self._view[tail : tail + n] = data  # fits, no wrap, no trim: no call
-        else:
-            if held + n > size:
-                self._grow(held + n)  # re-linearised: head at 0
-                size = self._size
-                tail = held
-            _copy_in(self._view, size, tail, data, 0, n)
+        self._append(held, data, n)
         self._len = held + n
         return n
 
@@ -270,7 +288,7 @@ class SendBuffer:
         self._head = head
 
 
-class ReceiveBuffer:
+class ReceiveBuffer(_Ring):
     """In-order bytes the application has not read, plus out-of-order data.
 
     Offsets passed to `accept` and returned by `sack_blocks` are relative to
@@ -285,14 +303,10 @@ class ReceiveBuffer:
         "_base",
         "_clock",
         "_ends",
-        "_head",
         "_ooo",
         "_readable",
-        "_size",
         "_stamps",
         "_starts",
-        "_view",
-        "capacity",
         "max_ranges",
         "refused",
     )
@@ -335,21 +349,11 @@ class ReceiveBuffer:
             self._size = size
             self._head = 0
 
-    def ring_size(self) -> int:
-        """Bytes allocated for the ring now (introspection: tests, statistics)."""
-        return self._size
-
     def _held(self) -> int:
         """Ring bytes in use from `_head`: unread, then up to the last out-of-order byte."""
         if self._ends:
             return self._readable + self._ends[-1] - self._base
         return self._readable
-
-    def _grow(self, need: int) -> None:
-        size = _ring_size(self._size, need, self.capacity)
-        self._view = _relocate(self._view, self._size, self._head, self._held(), size)
-        self._size = size
-        self._head = 0
 
     def readable(self) -> int:
         """In-order bytes the application can read."""
@@ -397,21 +401,7 @@ class ReceiveBuffer:
             return 0
         if offset == 0 and not self._starts:
             # In order with no holes: the common case, one copy.
-            size = self._size
-            pos = self._head + readable
-            if pos < size:
-                end = size  # free space runs to the ring's end (then wraps)
-            else:
-                pos -= size
-                end = self._head  # unread bytes wrap: free space runs to the head
-            if pos + n <= end and n == len(data):
-                self._view[pos : pos + n] = data  # fits, no wrap, no trim: no call
-            else:
-                if readable + n > size:
-                    self._grow(readable + n)  # re-linearised: head at 0
-                    size = self._size
-                    pos = readable
-                _copy_in(self._view, size, pos, data, 0, n)
+            self._append(readable, data, n)
             self._readable = readable + n
             self._base += n
             return n

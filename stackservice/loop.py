@@ -100,6 +100,7 @@ class StackLoop:
                 counters[LoopCounter.SLEEPS] += 1
             for fd, _ in poller.poll(timeout):
                 if fd == self._stop_fd:
+                    self._reset_all(monotonic_us())
                     return
                 if fd == link_fd and not link.on_readable():
                     # The control process is gone; the data path goes on.
@@ -126,6 +127,13 @@ class StackLoop:
                 # Time of a pass that did (or may have done) work; idle
                 # busy-poll passes would only drown the distribution.
                 busy_times.observe(monotonic_us() - now)
+
+    def _reset_all(self, now: int) -> None:
+        """DESIGN.md: on SIGTERM connections are reset, so peers know."""
+        self._engine.reset_all(now)
+        self._engine.flush(now)
+        self._port.transmit(self._host.outbox)
+        self._host.outbox.clear()
 
     def _run_timers(self, now: int) -> None:
         host, engine = self._host, self._engine

@@ -270,6 +270,14 @@ class TcpEngine:
         tcb.listener = None
         return tcb
 
+    def reset_all(self, now: int) -> None:
+        """Shutting down: every connection is reset (the peers learn at once
+        instead of waiting out their timeouts) and every listener closed."""
+        for listener in list(self.listeners.values()):
+            self.close_listener(listener, now)
+        for tcb in list(self.flows.values()):
+            self.abort(tcb, errno.ECONNRESET, True, now)
+
     def close_listener(self, listener: Listener, now: int) -> None:
         """Stop listening; connections never accepted are reset."""
         if self.listeners.get(listener.port) is listener:

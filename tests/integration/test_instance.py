@@ -1,5 +1,6 @@
 """A stack instance on the emulated port, seen from the Linux peer."""
 
+import json
 import re
 import subprocess
 import sys
@@ -160,3 +161,33 @@ def test_missing_interface_is_a_one_line_error(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "vftnosuch0" in result.stderr
+
+
+def test_sigterm_resets_open_connections(emulated_port, tmp_path):
+    """DESIGN.md: on SIGTERM connections are reset, so peers learn at once."""
+    stack = StackProcess(emulated_port.vf(0), "198.18.0.10/24", tmp_path, "vf0", "--diag-services")
+    holder = spawn_in_netns(
+        emulated_port.netns,
+        sys.executable,
+        "-m",
+        "tests.support.kernel_peer",
+        "hold",
+        "--port",
+        "80",
+        "--count",
+        "5",
+        "--linger",
+        "20",
+        "--timeout",
+        "30",
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert '"served": 5' in holder.stdout.readline()
+        status, out, _ = stack.stop()
+    finally:
+        holder.kill()
+    assert status == 0
+    summary = json.loads(out.split("counters ", 1)[1])
+    assert summary["tcp"]["resets_out"] >= 5

@@ -211,3 +211,17 @@ def test_established_old_ack_within_max_window_accepted() -> None:
     assert brief(conn.flush(conn.now)) == [("A", conn.ack, conn.seq, 0)]
     assert conn.read() == b"text"
     assert rig.dropped() == {}
+
+
+def test_reset_all_resets_connections_and_closes_listeners() -> None:
+    """Shutting down (SIGTERM, DESIGN.md): each connection gets a RST, the
+    application sees ECONNRESET, no listener is left."""
+    rig = Rig()
+    conn = established(rig)
+    rig.engine.reset_all(conn.now)
+    sent = rig.flush(conn.now)
+    assert [s.flags for s in sent] == [RST | ACK]
+    assert rig.engine.flows == {} and rig.engine.listeners == {}
+    with pytest.raises(SocketError) as error:
+        rig.engine.send(conn.tcb, b"x", conn.now)
+    assert error.value.errno == errno.ECONNRESET

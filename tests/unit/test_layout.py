@@ -1,0 +1,456 @@
+"""vfstack._layout: segment geometry, header, records, and the mapped segment.
+
+Geometry and records are checked as pure functions (hypothesis over the
+sizes and argument ranges); the segment is created and opened as two
+mappings of one file, as the stack and an application do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import struct
+import timeit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from vfstack._layout import (
+    HEADER_BYTES,
+    MAGIC,
+    BadRecord,
+    Command,
+    Event,
+    EventKind,
+    Geometry,
+    Op,
+    Segment,
+    SlotState,
+    decode_command,
+    decode_event,
+    encode_command_into,
+    encode_event_into,
+)
+from vfstack._rings import ByteRing, CorruptRing, RecordRing
+
+TOKEN = bytes(range(32))
+SLOTS = 1024
+U32 = st.integers(0, 2**32 - 1)
+U64 = st.integers(0, 2**64 - 1)
+POW2_RING = st.integers(6, 16).map(lambda e: 1 << e)
+POW2_BYTES = st.integers(12, 24).map(lambda e: 1 << e)
+
+
+def small_geometry() -> Geometry:
+    return Geometry(command_slots=64, event_slots=128, socket_slots=8, socket_ring_bytes=4096)
+
+
+# -- geometry ----------------------------------------------------------------
+
+
+@given(command=POW2_RING, event=POW2_RING, sockets=st.integers(1, 65536), ring_bytes=POW2_BYTES)
+def test_geometry_regions_are_aligned_ordered_and_disjoint(command, event, sockets, ring_bytes):
+    try:
+        g = Geometry(command, event, sockets, ring_bytes)
+    except ValueError as exc:
+        assert "exceeds" in str(exc)
+        assert 2 * sockets * ring_bytes > (4 << 30) - (16 << 20)
+        return
+    regions = [
+        (0, HEADER_BYTES),
+        (g.command_offset, RecordRing.region_size(command, 64)),
+        (g.event_offset, RecordRing.region_size(event, 64)),
+        (g.slot_table_offset, 64 * sockets),
+    ]
+    for slot in {0, sockets // 2, sockets - 1}:
+        regions.append((g.rx_offset(slot), ByteRing.region_size(ring_bytes)))
+        regions.append((g.tx_offset(slot), ByteRing.region_size(ring_bytes)))
+    regions.sort()
+    for (start, size), (next_start, _) in itertools.pairwise(regions):
+        assert start % 64 == 0
+        assert start + size <= next_start
+    last_start, last_size = max(regions)
+    assert last_start + last_size <= g.file_bytes <= 4 << 30
+    assert g.tx_offset(sockets - 1) + ByteRing.region_size(ring_bytes) == g.file_bytes
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"command_slots": 32},
+        {"command_slots": 100},
+        {"command_slots": 131072},
+        {"event_slots": 0},
+        {"event_slots": 96},
+        {"socket_slots": 0},
+        {"socket_slots": 65537},
+        {"socket_ring_bytes": 2048},
+        {"socket_ring_bytes": 5000},
+        {"socket_ring_bytes": 32 << 20},
+        {"record_size": 128},
+        {"socket_slots": 65536, "socket_ring_bytes": 1 << 16},  # 8 GiB file
+    ],
+)
+def test_geometry_refuses_bad_sizes(kwargs):
+    sizes = {"command_slots": 64, "event_slots": 64, "socket_slots": 1, "socket_ring_bytes": 4096}
+    sizes.update(kwargs)
+    with pytest.raises(ValueError):
+        Geometry(**sizes)
+
+
+def test_geometry_at_upper_bounds_fits_four_gib():
+    g = Geometry(65536, 65536, 65536, 16384)
+    assert g.file_bytes <= 4 << 30
+
+
+@given(command=POW2_RING, event=POW2_RING, sockets=st.integers(1, 4096), ring_bytes=POW2_BYTES)
+def test_header_round_trip(command, event, sockets, ring_bytes):
+    try:
+        g = Geometry(command, event, sockets, ring_bytes)
+    except ValueError:
+        return
+    header = g.header(session_id=2**64 - 1, token=TOKEN, app_pid=-1)
+    assert len(header) == HEADER_BYTES
+    assert header.startswith(MAGIC)
+    assert Geometry.from_header(header) == g
+
+
+# (offset, struct format, new value) of a header field to tamper with
+TAMPER = {
+    "magic": (0, "8s", b"VFSTSEG2"),
+    "layout_version": (8, "<I", 2),
+    "header_bytes": (12, "<I", 8192),
+    "command_slots": (60, "<I", 128),
+    "event_slots": (64, "<I", 100),
+    "record_size": (68, "<I", 32),
+    "socket_slots": (72, "<I", 9),
+    "socket_ring_bytes": (76, "<I", 8192),
+    "command_offset": (80, "<Q", 8192),
+    "event_offset": (88, "<Q", 4096),
+    "slot_table_offset": (96, "<Q", 0),
+    "socket_offset": (104, "<Q", 2**63),
+    "file_bytes": (112, "<Q", 1 << 40),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPER))
+def test_header_with_a_tampered_field_is_refused(name):
+    offset, fmt, value = TAMPER[name]
+    header = bytearray(small_geometry().header(1, TOKEN, 42))
+    struct.pack_into(fmt, header, offset, value)
+    with pytest.raises(ValueError):
+        Geometry.from_header(header)
+
+
+def test_header_short_is_refused():
+    with pytest.raises(ValueError, match="header has"):
+        Geometry.from_header(small_geometry().header(1, TOKEN, 1)[:4095])
+
+
+def test_header_refuses_a_token_of_the_wrong_length():
+    with pytest.raises(ValueError, match="token"):
+        small_geometry().header(1, b"short", 1)
+
+
+# -- records -----------------------------------------------------------------
+
+PORT = st.integers(1, 65535)
+VALID_ARGS = {
+    Op.SOCKET: st.fixed_dictionaries({"slot": st.just(0)}),
+    Op.BIND: st.fixed_dictionaries({"a1": U32, "a2": st.integers(0, 65535)}),
+    Op.LISTEN: st.fixed_dictionaries({"a1": st.integers(1, 65535)}),
+    Op.CONNECT: st.fixed_dictionaries({"a1": U32, "a2": PORT}),
+    Op.TX: st.fixed_dictionaries({}),
+    Op.RX_DONE: st.fixed_dictionaries({}),
+    Op.SHUTDOWN: st.fixed_dictionaries({"a1": st.integers(0, 2)}),
+    Op.CLOSE: st.fixed_dictionaries({}),
+    Op.SETSOCKOPT: st.fixed_dictionaries({"a1": U32, "a2": U32, "a64": U64}),
+    Op.GETSOCKOPT: st.fixed_dictionaries({"a1": U32, "a2": U32}),
+}
+assert set(VALID_ARGS) == set(Op)
+
+
+@st.composite
+def valid_commands(draw):
+    op = draw(st.sampled_from(list(Op)))
+    args = {"slot": draw(st.integers(0, SLOTS - 1)), "request": draw(U32)}
+    args.update(draw(VALID_ARGS[op]))
+    return op, args
+
+
+@given(valid_commands(), st.integers(0, 3))
+def test_command_round_trip(command, index):
+    op, args = command
+    buf = bytearray(b"\xff" * 256)  # encoding must overwrite every byte
+    encode_command_into(buf, index * 64, op, **args)
+    decoded = decode_command(buf, SLOTS, index * 64)
+    full = {"slot": 0, "request": 0, "a1": 0, "a2": 0, "a3": 0, "a4": 0, "a64": 0} | args
+    assert decoded == Command(op, **full)
+    assert type(decoded.op) is Op
+
+
+@given(
+    kind=st.sampled_from(list(EventKind)),
+    slot=st.integers(0, SLOTS - 1),
+    request=U32,
+    result=st.integers(-(2**31), 2**31 - 1),
+    a1=U32,
+    a2=U32,
+    a3=U32,
+    a64=U64,
+)
+def test_event_round_trip(kind, slot, request, result, a1, a2, a3, a64):
+    buf = bytearray(b"\xff" * 64)
+    encode_event_into(buf, 0, kind, slot, request, result, a1, a2, a3, a64)
+    decoded = decode_event(buf, SLOTS)
+    assert decoded == Event(kind, slot, request, result, a1, a2, a3, a64)
+    assert type(decoded.kind) is EventKind
+
+
+def command_bytes(op, **args) -> bytearray:
+    buf = bytearray(64)
+    encode_command_into(buf, 0, op, **args)
+    return buf
+
+
+def raw_command(**fields) -> bytearray:
+    """A record with any field set, bypassing the encoder's rules."""
+    buf = command_bytes(Op.CLOSE, slot=1)
+    layout = {"op": (0, "B"), "slot": (4, "<I"), "a1": (12, "<I"), "a2": (16, "<I")}
+    layout |= {"a3": (20, "<I"), "a4": (24, "<I"), "a64": (32, "<Q")}
+    for name, value in fields.items():
+        offset, fmt = layout[name]
+        struct.pack_into(fmt, buf, offset, value)
+    return buf
+
+
+BAD_COMMANDS = {
+    "unknown op 0": (raw_command(op=0), "unknown op"),
+    "unknown op 11": (raw_command(op=11), "unknown op"),
+    "unknown op 255": (raw_command(op=255), "unknown op"),
+    "slot == socket_slots": (command_bytes(Op.CLOSE, slot=SLOTS), "slot out of range"),
+    "slot huge": (command_bytes(Op.TX, slot=2**32 - 1), "slot out of range"),
+    "SOCKET with slot": (command_bytes(Op.SOCKET, slot=3), "SOCKET takes no slot"),
+    "BIND port 65536": (command_bytes(Op.BIND, slot=1, a2=65536), "port out of range"),
+    "CONNECT port 0": (command_bytes(Op.CONNECT, slot=1, a1=1, a2=0), "port out of range"),
+    "CONNECT port 65536": (command_bytes(Op.CONNECT, slot=1, a2=65536), "port out of range"),
+    "LISTEN backlog 0": (command_bytes(Op.LISTEN, slot=1, a1=0), "backlog out of range"),
+    "LISTEN backlog 65536": (command_bytes(Op.LISTEN, slot=1, a1=65536), "backlog out of range"),
+    "SHUTDOWN how 3": (command_bytes(Op.SHUTDOWN, slot=1, a1=3), "shutdown how out of range"),
+    "CLOSE with a1": (raw_command(a1=1), "unused argument not zero"),
+    "CLOSE with a4": (raw_command(a4=1), "unused argument not zero"),
+    "CONNECT with a3": (command_bytes(Op.CONNECT, slot=1, a2=80, a3=1), "unused argument"),
+    "GETSOCKOPT with a64": (command_bytes(Op.GETSOCKOPT, slot=1, a64=1), "unused argument"),
+}
+for _pad in (1, 2, 3, 28, 31, 40, 50, 63):
+    _buf = command_bytes(Op.CLOSE, slot=1)
+    _buf[_pad] = 1
+    BAD_COMMANDS[f"padding byte {_pad}"] = (_buf, "non-zero padding")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMMANDS))
+def test_bad_command_raises_bad_record_with_reason(case):
+    buf, reason = BAD_COMMANDS[case]
+    with pytest.raises(BadRecord) as info:
+        decode_command(bytes(buf), SLOTS)
+    assert reason in info.value.reason
+
+
+@given(st.binary(min_size=64, max_size=64))
+def test_any_64_bytes_decode_or_raise_bad_record(record):
+    """The h11 fuzz invariant: no other exception type escapes."""
+    with contextlib.suppress(BadRecord):
+        decode_command(record, SLOTS)
+    with contextlib.suppress(BadRecord):
+        decode_event(record, SLOTS)
+
+
+def test_bad_event_raises_bad_record():
+    buf = bytearray(64)
+    encode_event_into(buf, 0, EventKind.READY, slot=SLOTS)
+    with pytest.raises(BadRecord, match="slot out of range"):
+        decode_event(buf, SLOTS)
+    encode_event_into(buf, 0, 9)
+    with pytest.raises(BadRecord, match="unknown event kind"):
+        decode_event(buf, SLOTS)
+    encode_event_into(buf, 0, EventKind.RESULT)
+    buf[60] = 1
+    with pytest.raises(BadRecord, match="padding"):
+        decode_event(buf, SLOTS)
+
+
+def test_decoded_command_is_a_copy():
+    buf = bytearray(64)
+    encode_command_into(buf, 0, Op.CONNECT, slot=3, request=9, a1=0x0A000001, a2=80)
+    view = memoryview(buf)
+    command = decode_command(view, SLOTS)
+    encode_command_into(buf, 0, Op.CONNECT, slot=4, request=10, a1=1, a2=0)
+    buf[63] = 0xFF
+    assert command == Command(Op.CONNECT, 3, 9, 0x0A000001, 80, 0, 0, 0)
+    view.release()
+
+
+def test_record_encode_decode_cost_is_reported():
+    buf = bytearray(64)
+    n = 100_000
+    cases = {
+        "encode_command_into": lambda: encode_command_into(buf, 0, Op.CONNECT, 5, 1, 2, 80),
+        "decode_command": lambda: decode_command(buf, SLOTS),
+        "encode_event_into": lambda: encode_event_into(buf, 0, EventKind.READY, 5, 0, 0, 5),
+        "decode_event": lambda: decode_event(buf, SLOTS),
+    }
+    encode_command_into(buf, 0, Op.CONNECT, 5, 1, 2, 80)
+    for name, fn in cases.items():
+        if name == "encode_event_into":
+            encode_event_into(buf, 0, EventKind.READY, 5, 0, 0, 5)
+        cost = min(timeit.repeat(fn, number=n, repeat=5)) / n
+        print(f"{name}: {cost * 1e9:.0f} ns/record")
+
+
+# -- segment -----------------------------------------------------------------
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "session.seg")
+
+
+@pytest.fixture
+def pair(path):
+    """(stack side, app side): two mappings of one segment file."""
+    stack = Segment.create(path, small_geometry(), session_id=77, token=TOKEN, app_pid=4242)
+    app = Segment.open(path)
+    yield stack, app
+    app.close()
+    stack.close()
+
+
+def test_segment_create_writes_file_of_geometry_size_mode_0600(pair, path):
+    stack, app = pair
+    st_ = os.stat(path)
+    assert st_.st_size == small_geometry().file_bytes
+    assert st_.st_mode & 0o777 == 0o600
+    assert (app.session_id, app.token, app.app_pid) == (77, TOKEN, 4242)
+    assert app.geometry == stack.geometry
+
+
+def test_segment_command_pushed_by_app_is_popped_by_stack(pair):
+    stack, app = pair
+    assert app.commands.reserve(1) == 1
+    encode_command_into(
+        app.commands.data, app.commands.write_offset(0), Op.LISTEN, slot=2, request=5, a1=128
+    )
+    app.commands.publish(1)
+    assert stack.commands.available() == 1
+    command = decode_command(stack.commands.peek(0), stack.geometry.socket_slots)
+    stack.commands.release(1)
+    assert command == Command(Op.LISTEN, 2, 5, 128, 0, 0, 0, 0)
+
+
+def test_segment_event_pushed_by_stack_is_popped_by_app(pair):
+    stack, app = pair
+    record = bytearray(64)
+    encode_event_into(record, 0, EventKind.RESULT, slot=3, request=5, result=-111)
+    assert stack.events.push_many([record]) == 1
+    [raw] = app.events.pop_many(8)
+    assert decode_event(raw, 8) == Event(EventKind.RESULT, 3, 5, -111, 0, 0, 0, 0)
+
+
+def test_segment_socket_rings_carry_bytes_both_ways(pair):
+    stack, app = pair
+    stack.rx(5), stack.tx(5)  # the stack initialises a slot's rings before handing it out
+    assert app.tx(5).write(b"request") == 7
+    buf = bytearray(16)
+    assert stack.tx(5).read_into(buf) == 7
+    assert buf[:7] == b"request"
+    assert stack.rx(5).write(b"response") == 8
+    assert app.rx(5).read_into(buf) == 8
+    assert buf[:8] == b"response"
+    assert app.rx(5) is app.rx(5) and app.tx(5) is not app.rx(5)
+
+
+def test_segment_app_cannot_attach_a_ring_the_stack_has_not_initialised(pair):
+    _, app = pair
+    with pytest.raises(CorruptRing):
+        app.rx(6)
+
+
+def test_segment_ring_index_out_of_range(pair):
+    stack, _ = pair
+    for bad in (-1, 8):
+        with pytest.raises(IndexError):
+            stack.rx(bad)
+        with pytest.raises(IndexError):
+            stack.tx(bad)
+        with pytest.raises(IndexError):
+            stack.readiness(bad)
+
+
+def test_segment_slot_table_written_by_stack_is_read_by_app(pair):
+    stack, app = pair
+    assert app.slot_state(7) == SlotState.FREE and app.readiness(7) == 0
+    stack.set_slot(7, SlotState.CONNECTED, 0x2005, 2**32 - 1, -104)
+    assert app.slot_state(7) == SlotState.CONNECTED
+    assert app.readiness(7) == 0x2005
+    assert app.generation(7) == 2**32 - 1
+    assert app.slot_error(7) == -104
+    stack.set_readiness(7, 4)
+    assert app.readiness(7) == 4
+    assert app.slot_state(6) == 0 and app.readiness(6) == 0  # neighbours untouched
+
+
+def test_segment_create_refuses_existing_path(path):
+    open(path, "wb").close()
+    with pytest.raises(FileExistsError):
+        Segment.create(path, small_geometry(), 1, TOKEN, 1)
+
+
+def test_segment_open_truncated_file_fails(path):
+    Segment.create(path, small_geometry(), 1, TOKEN, 1).close()
+    os.truncate(path, 1000)
+    with pytest.raises(ValueError, match="truncated"):
+        Segment.open(path)
+    os.truncate(path, small_geometry().file_bytes - 4096)
+    with pytest.raises(ValueError, match="header says"):
+        Segment.open(path)
+
+
+def test_segment_open_bad_header_fails(path):
+    Segment.create(path, small_geometry(), 1, TOKEN, 1).close()
+    with open(path, "r+b") as f:
+        f.write(b"NOTASEG!")
+    with pytest.raises(ValueError, match="bad magic"):
+        Segment.open(path)
+
+
+def test_segment_open_corrupt_command_ring_fails(path):
+    g = small_geometry()
+    Segment.create(path, g, 1, TOKEN, 1).close()
+    with open(path, "r+b") as f:
+        f.seek(g.command_offset + 64)  # the ring's tail
+        f.write(struct.pack("<Q", 5))
+    with pytest.raises(ValueError, match="tail ahead of head"):
+        Segment.open(path)
+
+
+def test_segment_close_is_idempotent_and_context_managed(path):
+    with Segment.create(path, small_geometry(), 1, TOKEN, 1) as stack:
+        stack.rx(0)
+    stack.close()
+
+
+def test_segment_with_65536_slots_creates_and_opens_quickly(path):
+    g = Geometry(1024, 1024, 65536, 4096)
+    start = timeit.default_timer()
+    with Segment.create(path, g, 1, TOKEN, 1), Segment.open(path):
+        elapsed = timeit.default_timer() - start
+    print(f"create + open, 65536 slots: {elapsed * 1e3:.1f} ms")
+    assert elapsed < 1.0
+
+
+def test_plain_int_op_constants_match_the_enum():
+    from vfstack import _layout
+
+    assert (_layout._SOCKET, _layout._BIND, _layout._LISTEN) == (Op.SOCKET, Op.BIND, Op.LISTEN)
+    assert (_layout._CONNECT, _layout._SHUTDOWN) == (Op.CONNECT, Op.SHUTDOWN)

@@ -19,7 +19,8 @@ from stackservice.config import InstanceConfig
 from stackservice.control.link import LinkServer
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
-from stackservice.loop import StackLoop
+from stackservice.fastpath.session import SessionManager
+from stackservice.loop import StackLoop, monotonic_us
 from stackservice.metrics.counters import CounterBlock, nonzero
 from stackservice.metrics.layout import (
     INSTANCE_LAYOUT,
@@ -96,7 +97,7 @@ class Instance:
     """One stack instance's parts, wired together: shared-memory counters,
     the IPv4 host, the TCP engine on top of it and the NIC port below."""
 
-    __slots__ = ("config", "counters", "engine", "host", "mac", "mode", "port")
+    __slots__ = ("config", "counters", "engine", "fastpath", "host", "mac", "mode", "port")
 
     def __init__(
         self, config: InstanceConfig, mode: str, mac: str, counters: CounterBlock, port: PacketPort
@@ -127,6 +128,7 @@ class Instance:
             connect_histogram=counters.histogram(TCP_CONNECT_US),
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
+        self.fastpath = SessionManager(self.engine, config.run_dir, config.name)
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
@@ -135,7 +137,7 @@ class Instance:
         StackLoop(
             self.port, self.host, self.engine, counters.section("loop"), stop_fd,
             self.config.busy_poll_us, link, counters.histogram(RX_BATCH_PACKETS),
-            counters.histogram(LOOP_ITERATION_US),
+            counters.histogram(LOOP_ITERATION_US), self.fastpath, counters.section("sessions"),
         ).run()  # fmt: skip
 
     def info(self) -> dict:
@@ -183,7 +185,7 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
     theirs.close()
     _wait_listening(server, config.control)
-    link = LinkServer(ours, ControlRequests(instance.engine))
+    link = LinkServer(ours, ControlRequests(instance.engine, instance.fastpath, monotonic_us))
     try:
         yield link
     finally:

@@ -14,6 +14,7 @@ import select
 import time
 
 from stackservice.control.link import LinkServer
+from stackservice.fastpath.session import SessionManager
 from stackservice.metrics.layout import LoopCounter
 from stackservice.net.host import Ipv4Host
 from stackservice.nic.packet_io import PacketPort
@@ -36,6 +37,8 @@ class StackLoop:
         "_busy_times",
         "_deliver_now",
         "_engine",
+        "_fastpath",
+        "_sessions_gauge",
         "_host",
         "_link",
         "_loop_counters",
@@ -55,8 +58,12 @@ class StackLoop:
         link: LinkServer | None = None,
         batch_sizes=None,
         busy_times=None,
+        fastpath: SessionManager | None = None,
+        sessions_gauge=None,
     ) -> None:
         self._port = port
+        self._fastpath = fastpath
+        self._sessions_gauge = sessions_gauge
         # Histograms (observe(int)): frames per non-empty batch, µs per
         # pass that did work.
         self._batch_sizes = batch_sizes or NoHistogram()
@@ -85,14 +92,22 @@ class StackLoop:
         deliver = self._deliver
         spin_us = self._spin_us
         batch_sizes, busy_times = self._batch_sizes, self._busy_times
+        fastpath = self._fastpath
+        bells: set[int] = set()  # the sessions' stack doorbells being polled
         now = monotonic_us()
         host.announce(now)
         spin_until = now + spin_us
         while True:
             counters[LoopCounter.ITERATIONS] += 1
+            if fastpath is not None:
+                bells = self._sync_bells(poller, bells)
+            prepared = False
             if now < spin_until or host.outbox or port.tx_pending or engine.events:
                 timeout = 0
+            elif fastpath is not None and not fastpath.prepare_sleep():
+                timeout = 0  # a command arrived or a session has work
             else:
+                prepared = fastpath is not None
                 # Before sleeping: drops the kernel counted while we emptied
                 # the ring show up only in its statistics, not in a frame.
                 port.collect_drops()
@@ -106,6 +121,10 @@ class StackLoop:
                     # The control process is gone; the data path goes on.
                     poller.unregister(link_fd)
                     link_fd = -1
+                elif fd in bells:
+                    fastpath.on_doorbell(fd)
+            if prepared:
+                fastpath.sleep_done()
             now = monotonic_us()
             self._deliver_now = now
             received = port.receive_batch(deliver)
@@ -115,6 +134,8 @@ class StackLoop:
                 spin_until = now + spin_us
             self._run_timers(now)
             self._dispatch(now)
+            if fastpath is not None and fastpath.poll(now):
+                spin_until = now + spin_us  # applications are active
             engine.flush(now)
             outbox = host.outbox
             if outbox or port.tx_pending:
@@ -128,8 +149,24 @@ class StackLoop:
                 # busy-poll passes would only drown the distribution.
                 busy_times.observe(monotonic_us() - now)
 
+    def _sync_bells(self, poller: select.poll, bells: set[int]) -> set[int]:
+        """Poll exactly the doorbells of the sessions attached now."""
+        fastpath = self._fastpath
+        fastpath.check_apps(monotonic_us())
+        current = set(fastpath.fds())
+        if current != bells:
+            for fd in bells - current:
+                poller.unregister(fd)
+            for fd in current - bells:
+                poller.register(fd, select.POLLIN)
+            if self._sessions_gauge is not None:
+                self._sessions_gauge[0] = len(fastpath.sessions())
+        return current
+
     def _reset_all(self, now: int) -> None:
         """DESIGN.md: on SIGTERM connections are reset, so peers know."""
+        if self._fastpath is not None:
+            self._fastpath.close(now)  # sessions end, their files go
         self._engine.reset_all(now)
         self._engine.flush(now)
         self._port.transmit(self._host.outbox)

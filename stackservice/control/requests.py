@@ -5,7 +5,9 @@ and need no lock. Runs only when a request arrives."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
+from stackservice.fastpath.session import SessionManager
 from stackservice.tcp.engine import Listener, TcpEngine
 from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import Tcb
@@ -61,24 +63,40 @@ def listener_row(listener: Listener, local_ip: int) -> dict:
 
 
 class ControlRequests:
-    """The loop's handler for LinkServer: one method per request op."""
+    """The loop's handler for LinkServer: one method per request op.
 
-    __slots__ = ("_engine",)
+    `clock` is the loop's (microseconds): requests are answered between
+    two passes, with the time the loop would use.
+    """
 
-    def __init__(self, engine: TcpEngine) -> None:
+    __slots__ = ("_clock", "_engine", "_sessions")
+
+    def __init__(
+        self, engine: TcpEngine, sessions: SessionManager, clock: Callable[[], int]
+    ) -> None:
         self._engine = engine
+        self._sessions = sessions
+        self._clock = clock
 
     def __call__(self, request: dict) -> dict:
         op = request.get("op")
         if op == "connections":
             return self.connections(request)
         if op == "sessions":
-            return {"sessions": []}  # no application attaches before the fast path
-        if op in ("attach", "detach"):
-            return {
-                "error": "unimplemented",
-                "message": "the shared-memory fast path is not available in this version",
-            }
+            return {"sessions": self._sessions.sessions(self._clock())}
+        if op == "attach":
+            return self._sessions.attach(
+                request.get("app"), request.get("pid"),
+                command_slots=request.get("command_ring_slots") or 0,
+                event_slots=request.get("event_ring_slots") or 0,
+                socket_ring_bytes=request.get("socket_ring_bytes") or 0,
+                now=self._clock(),
+            )  # fmt: skip
+        if op == "detach":
+            session_id = request.get("session_id")
+            if not isinstance(session_id, int):
+                return {"error": "invalid_argument", "message": "session_id must be an integer"}
+            return self._sessions.detach(session_id, self._clock())
         return {"error": "invalid_argument", "message": f"unknown request {op!r}"}
 
     def connections(self, request: dict) -> dict:

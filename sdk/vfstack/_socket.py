@@ -1,0 +1,422 @@
+"""`Socket`: Python's `socket.socket` API over one slot of a session.
+
+Semantics follow Python's sockets on Linux: blocking by default,
+`setblocking(False)` / `settimeout(0)` makes calls raise BlockingIOError
+(EAGAIN; EINPROGRESS for connect), a timeout raises TimeoutError, `recv`
+returns b"" at EOF, errors are OSError subclasses with the kernel's errno.
+
+State comes from the slot table (state, readiness, pending error), which
+the stack writes; data moves through the slot's RX/TX byte rings. A send
+is one TX command; a read that may have found the RX ring full (so the
+stack stopped filling it) is followed by RX_DONE.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as _socket
+import struct
+import threading
+import time
+from collections import deque
+
+from vfstack._errors import error, timed_out
+from vfstack._layout import EPOLLERR, EPOLLHUP, EPOLLRDHUP, Op, SlotState
+
+__all__ = ["Socket"]
+
+_OPEN = int(SlotState.OPEN)
+_LISTENING = int(SlotState.LISTENING)
+_CONNECTING = int(SlotState.CONNECTING)
+_CONNECTED = int(SlotState.CONNECTED)
+_CLOSING = int(SlotState.CLOSING)
+_U64 = (1 << 64) - 1
+_DEFAULT_BACKLOG = 128
+_INT = struct.Struct("i")
+_FENCE = threading.Lock()  # a lock round trip is a full fence (see vfstack._rings)
+
+
+def _ip(host: str) -> int:
+    if host in ("", "0.0.0.0"):
+        return 0
+    try:
+        packed = _socket.inet_aton(host)
+    except OSError:
+        packed = _socket.inet_aton(_socket.gethostbyname(host))
+    return int.from_bytes(packed, "big")
+
+
+def _ip_str(value: int) -> str:
+    return _socket.inet_ntoa(value.to_bytes(4, "big"))
+
+
+def _address(address, what: str) -> tuple[str, int, int]:
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError(f"{what}(): AF_INET address must be tuple, not {type(address).__name__}")
+    host, port = address
+    if not isinstance(host, str) or not isinstance(port, int):
+        raise TypeError(f"{what}(): AF_INET address must be a pair (host, port)")
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"{what}(): port must be 0-65535.")
+    ip = _ip(host)
+    return _ip_str(ip), ip, port
+
+
+class Socket:
+    """A TCP socket of a `vfstack.Stack` (make it with `stack.socket()`)."""
+
+    family = _socket.AF_INET
+    type = _socket.SOCK_STREAM
+    proto = _socket.IPPROTO_TCP
+
+    def __init__(
+        self,
+        stack,
+        slot: int,
+        generation: int,
+        local: tuple[str, int] | None = None,
+        peer: tuple[str, int] | None = None,
+    ) -> None:
+        self._stack = stack
+        self._seg = stack._segment
+        self._slot = slot
+        self._generation = generation
+        self._timeout: float | None = None
+        self._local = local
+        self._bound_ip = "0.0.0.0"
+        self._peer = peer
+        self._connecting_to: tuple[str, int] | None = None
+        self._listening = False
+        self._rd_closed = False
+        self._wr_closed = False
+        self._error_reported = False
+        self._rx = self._seg.rx(slot)
+        self._tx = self._seg.tx(slot)
+
+    # ------------------------------------------------------------ basics
+
+    def fileno(self) -> int:
+        """The slot number (-1 once closed): unique within this stack session."""
+        return self._slot
+
+    def _check(self) -> int:
+        slot = self._slot
+        if slot < 0 or self._stack._closed:
+            raise error(errno.EBADF)
+        return slot
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def _deadline(self) -> float | None:
+        t = self._timeout
+        return None if t is None else time.monotonic() + t
+
+    def _block(self, ready, deadline: float | None) -> None:
+        """Wait for ready() under this socket's timeout mode."""
+        if ready():
+            return
+        if self._timeout == 0.0:
+            raise error(errno.EAGAIN)
+        if not self._stack._wait(ready, deadline):
+            raise timed_out()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._slot < 0:
+            return "<vfstack.Socket [closed]>"
+        return (
+            f"<vfstack.Socket fd={self._slot}, laddr={self._local}, raddr={self._peer},"
+            f" timeout={self._timeout}>"
+        )
+
+    # ------------------------------------------------------------ control
+
+    def bind(self, address) -> None:
+        slot = self._check()
+        host, ip, port = _address(address, "bind")
+        event = self._stack._call(Op.BIND, slot, ip, port)
+        if event.result < 0:
+            raise error(-event.result)
+        self._bound_ip = host
+        self._local = (host, event.a1)
+
+    def listen(self, backlog: int = _DEFAULT_BACKLOG) -> None:
+        slot = self._check()
+        backlog = min(max(int(backlog), 1), 65535)
+        stack = self._stack
+        with stack._lock:  # the queue exists before an ACCEPTED can be dispatched
+            created = slot not in stack._accepts
+            if created:
+                stack._accepts[slot] = deque()
+        event = stack._call(Op.LISTEN, slot, backlog)
+        if event.result < 0:
+            if created:
+                with stack._lock:
+                    stack._accepts.pop(slot, None)
+            raise error(-event.result)
+        self._listening = True
+        self._local = (self._bound_ip, event.a1)
+
+    def accept(self) -> tuple[Socket, tuple[str, int]]:
+        """The next connection: (socket, (peer ip, peer port)). The new socket is blocking."""
+        self._check()
+        if not self._listening:
+            raise error(errno.EINVAL)
+        queue = self._stack._accepts[self._slot]
+        self._block(lambda: bool(queue) or self._slot < 0, self._deadline())
+        self._check()
+        with self._stack._lock:
+            slot, ip, port = queue.popleft()
+        peer = (_ip_str(ip), port)
+        local = (self._stack.local_ip, self._local[1] if self._local else 0)
+        return Socket(self._stack, slot, self._seg.generation(slot), local, peer), peer
+
+    def connect(self, address) -> None:
+        code = self._connect(address)
+        if code:
+            raise error(code)
+
+    def connect_ex(self, address) -> int:
+        """connect() returning the errno instead of raising it (0: connected)."""
+        try:
+            return self._connect(address)
+        except TimeoutError:
+            return errno.EAGAIN
+
+    def _connect(self, address) -> int:
+        slot = self._check()
+        host, ip, port = _address(address, "connect")
+        if port == 0 or ip == 0:
+            return errno.ECONNREFUSED  # what Linux answers (the layout forbids port 0)
+        stack = self._stack
+        event = stack._call(Op.CONNECT, slot, ip, port)
+        if event.result < 0:
+            return -event.result
+        self._local = (stack.local_ip, event.a1)
+        self._connecting_to = (host, port)
+        if self._timeout == 0.0:
+            return errno.EINPROGRESS
+        seg = self._seg
+        if not stack._wait(lambda: seg.slot_state(slot) != _CONNECTING, self._deadline()):
+            raise timed_out()
+        return self._connect_outcome()
+
+    def _connect_outcome(self) -> int:
+        seg, slot = self._seg, self._slot
+        if seg.slot_state(slot) == _CONNECTED:
+            self._peer = self._connecting_to
+            return 0
+        code = seg.slot_error(slot)
+        event = self._stack._call(Op.GETSOCKOPT, slot, _socket.SOL_SOCKET, _socket.SO_ERROR)
+        return code or event.a64 or errno.ECONNREFUSED
+
+    def shutdown(self, how: int) -> None:
+        slot = self._check()
+        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+            raise error(errno.EINVAL)
+        event = self._stack._call(Op.SHUTDOWN, slot, how)
+        if event.result < 0:
+            raise error(-event.result)
+        if how != _socket.SHUT_WR:
+            self._rd_closed = True
+        if how != _socket.SHUT_RD:
+            self._wr_closed = True
+
+    def close(self) -> None:
+        """Give the slot back (idempotent). Unsent bytes in the TX ring are
+        still handed to TCP; unread received bytes are dropped."""
+        slot = self._slot
+        if slot < 0:
+            return
+        self._slot = -1
+        self._listening = False
+        stack = self._stack
+        if not stack._closed:
+            stack._close_slot(slot)
+
+    def detach(self) -> int:
+        raise error(errno.EOPNOTSUPP)
+
+    def getsockname(self) -> tuple[str, int]:
+        self._check()
+        return self._local or ("0.0.0.0", 0)
+
+    def getpeername(self) -> tuple[str, int]:
+        slot = self._check()
+        if (
+            self._peer is None
+            and self._connecting_to is not None
+            and self._seg.slot_state(slot) in (_CONNECTED, _CLOSING)
+        ):
+            self._peer = self._connecting_to
+        if self._peer is None:
+            raise error(errno.ENOTCONN)
+        return self._peer
+
+    def setsockopt(self, level: int, optname: int, value, optlen: int | None = None) -> None:
+        slot = self._check()
+        if value is None:
+            raise TypeError("setsockopt() needs a value")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            value = _INT.unpack(raw[:4].ljust(4, b"\0"))[0]
+        value = int(value)
+        if not 0 <= value <= _U64:
+            raise error(errno.EINVAL)
+        event = self._stack._call(Op.SETSOCKOPT, slot, level, optname, value)
+        if event.result < 0:
+            raise error(-event.result)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None):
+        slot = self._check()
+        event = self._stack._call(Op.GETSOCKOPT, slot, level, optname)
+        if event.result < 0:
+            raise error(-event.result)
+        value = event.a64
+        if value >= 1 << 31:
+            value -= 1 << 64 if value >= 1 << 63 else 0
+        if buflen is None:
+            return value
+        return _INT.pack(value)[:buflen].ljust(buflen, b"\0")
+
+    # --------------------------------------------------------------- data
+
+    def _send_errno(self) -> int:
+        """0 if a send may proceed (or must wait), else the errno to raise."""
+        if self._wr_closed:
+            return errno.EPIPE
+        seg, slot = self._seg, self._slot
+        state = seg.slot_state(slot)
+        if state == _CONNECTING:
+            return 0
+        if state not in (_CONNECTED, _CLOSING):
+            return errno.ENOTCONN
+        code = seg.slot_error(slot)
+        if code:
+            if not self._error_reported:
+                return code
+            return errno.EPIPE
+        if seg.readiness(slot) & EPOLLHUP:
+            return errno.EPIPE
+        return 0
+
+    def _send_ready(self) -> bool:
+        if self._slot < 0 or self._send_errno():
+            return True
+        return self._seg.slot_state(self._slot) != _CONNECTING and self._tx.free() > 0
+
+    def _send_some(self, view: memoryview, deadline: float | None) -> int:
+        self._block(self._send_ready, deadline)
+        slot = self._check()
+        code = self._send_errno()
+        if code:
+            if code not in (errno.EPIPE, errno.ENOTCONN):
+                self._error_reported = True
+            raise error(code)
+        n = self._tx.write(view)
+        if n:
+            self._stack._submit(Op.TX, slot)
+        return n
+
+    def send(self, data, flags: int = 0) -> int:
+        """Queue as much of `data` as the TX ring takes (at least one byte,
+        waiting for room if blocking); one TX command. Returns bytes queued."""
+        self._check()
+        view = memoryview(data).cast("B")
+        if not len(view):
+            return 0
+        deadline = self._deadline()
+        while True:
+            n = self._send_some(view, deadline)
+            if n:
+                return n
+
+    def sendall(self, data, flags: int = 0) -> None:
+        """Send every byte, waiting for room as needed (the timeout covers the whole call)."""
+        self._check()
+        view = memoryview(data).cast("B")
+        deadline = self._deadline()
+        offset, total = 0, len(view)
+        while offset < total:
+            offset += self._send_some(view[offset:], deadline)
+
+    def _recv_ready(self) -> bool:
+        slot = self._slot
+        if slot < 0 or self._rd_closed or self._rx.readable():
+            return True
+        seg = self._seg
+        if seg.readiness(slot) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR) or seg.slot_error(slot):
+            return True
+        return seg.slot_state(slot) not in (_CONNECTED, _CONNECTING)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        buffer = bytearray(bufsize)
+        n = self.recv_into(buffer, bufsize, flags)
+        del buffer[n:]
+        return bytes(buffer)
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        self._check()
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes:
+            if nbytes > len(view):
+                raise ValueError("buffer too small for requested bytes")
+            view = view[:nbytes]
+        if not len(view):
+            return 0
+        deadline = self._deadline()
+        rx, seg = self._rx, self._seg
+        while True:
+            slot = self._check()
+            mask = seg.readiness(slot)  # loaded before the ring: EOF follows the last byte
+            before = rx.readable()
+            n = rx.read_into(view)
+            if n:
+                # The stack stops filling a full ring until RX_DONE: after
+                # our tail store (fenced), was the ring ever full at the old tail?
+                _FENCE.acquire()
+                _FENCE.release()
+                if rx.readable() + n >= rx.capacity or before >= rx.capacity:
+                    self._stack._submit(Op.RX_DONE, slot)
+                return n
+            if self._rd_closed:
+                return 0
+            code = seg.slot_error(slot)
+            if code:
+                if self._error_reported:
+                    return 0
+                self._error_reported = True
+                raise error(code)
+            if mask & (EPOLLRDHUP | EPOLLHUP):
+                return 0
+            state = seg.slot_state(slot)
+            if state not in (_CONNECTED, _CONNECTING, _CLOSING):
+                if state == _OPEN and self._connecting_to is None and not self._listening:
+                    raise error(errno.ENOTCONN)
+                if state == _LISTENING:
+                    raise error(errno.ENOTCONN)
+                return 0
+            self._block(self._recv_ready, deadline)

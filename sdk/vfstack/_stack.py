@@ -1,0 +1,338 @@
+"""One attached session: `vfstack.connect(url)` returns a `Stack`.
+
+The Stack owns the session's shared-memory segment and both doorbells. It
+is the only producer of the command ring and the only consumer of the
+event ring; sockets (vfstack._socket) go through it for every command and
+every wait. Events are dispatched by `_pump`: RESULTs to the request that
+waits for them (by request id), ACCEPTED to the listener's queue,
+SLOT_FREED to the slot bookkeeping; READY only wakes waiters, since the
+slot table in shared memory is the authority on readiness, state and error.
+
+Waking (DESIGN.md principle 2): the stack's doorbell is rung only when the
+stack said it sleeps (`needs_wakeup()` after publishing); before sleeping
+on the app doorbell the pump spins briefly, then announces sleep with
+`prepare_sleep()` on the event ring, which re-checks the ring, so no event
+posted meanwhile is missed.
+
+Threads: one lock guards the rings and the dispatch tables; one thread at
+a time sleeps on the doorbell (the "pumper"), the others wait on a
+condition the pumper signals after every dispatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket as _socket
+import threading
+import time
+from collections import deque
+
+from vfstack._control import DEFAULT_TIMEOUT, ControlClient
+from vfstack._doorbell import Doorbell
+from vfstack._errors import SDKError, error
+from vfstack._layout import (
+    BadRecord,
+    Event,
+    EventKind,
+    Op,
+    Segment,
+    SlotState,
+    decode_event,
+    encode_command_into,
+)
+from vfstack._rings import CorruptRing
+from vfstack.v1 import stack_pb2
+
+__all__ = ["Stack", "connect"]
+
+SPIN_SECONDS = 50e-6  # busy-poll this long before sleeping on the doorbell
+COMMAND_ANSWER_SECONDS = 30.0  # a stack that answers no command in this long is gone
+
+_RESULT = int(EventKind.RESULT)
+_READY = int(EventKind.READY)
+_ACCEPTED = int(EventKind.ACCEPTED)
+_SLOT_FREED = int(EventKind.SLOT_FREED)
+_FREE = int(SlotState.FREE)
+
+
+def connect(url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> Stack:
+    """Attach to the instance whose control API listens at `url`
+    (`unix:///run/vfstack/vf0.sock`, `HOST:PORT`).
+
+    Raises:
+        ValueError: malformed URL.
+        vfstack.ControlError: the instance refused or could not be reached.
+    """
+    return Stack(url, app, timeout)
+
+
+class Stack:
+    """One session with a stack instance: makes sockets, pumps events."""
+
+    def __init__(self, url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> None:
+        client = ControlClient(url, timeout)
+        try:
+            info = client.info()
+            reply = client._unary(
+                client._stub.Attach, stack_pb2.AttachRequest(app=app, pid=os.getpid())
+            )
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+        self.session_id = reply.session_id
+        self.app = app
+        self.local_ip = info.ip.split("/", 1)[0] or "0.0.0.0"
+        opened: list = []
+        try:
+            self._segment = Segment.open(reply.segment_path)
+            opened.append(self._segment)
+            self._app_bell = Doorbell.open(reply.app_doorbell)
+            opened.append(self._app_bell)
+            self._stack_bell = Doorbell.open(reply.stack_doorbell)
+        except BaseException:
+            for thing in opened:
+                thing.close()
+            self._detach()
+            client.close()
+            raise
+        self._commands = self._segment.commands
+        self._events = self._segment.events
+        self._nslots = self._segment.geometry.socket_slots
+        self._request = 0
+        self._results: dict[int, Event] = {}
+        self._accepts: dict[int, deque] = {}  # listener slot -> (slot, ip, port)
+        self._ready: dict[int, int] = {}  # slot -> last READY mask (for epoll, later)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._pumping = False
+        self._closed = False
+
+    # ---------------------------------------------------------------- public
+
+    def socket(
+        self, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM, proto: int = 0
+    ):
+        """A new TCP socket (blocking), like `socket.socket()`.
+
+        Raises:
+            OSError: EAFNOSUPPORT / EPROTONOSUPPORT for anything but
+                AF_INET/SOCK_STREAM, EMFILE when the session has no free
+                slot, EBADF after `close()`.
+        """
+        from vfstack._socket import Socket
+
+        if family != _socket.AF_INET:
+            raise error(errno.EAFNOSUPPORT)
+        kind = type & ~(_socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
+        if kind != _socket.SOCK_STREAM or proto not in (0, _socket.IPPROTO_TCP):
+            raise error(errno.EPROTONOSUPPORT)
+        event = self._call(Op.SOCKET)
+        if event.result < 0:
+            raise error(-event.result)
+        sock = Socket(self, event.slot, event.a1)
+        if type & _socket.SOCK_NONBLOCK:
+            sock.setblocking(False)
+        return sock
+
+    def fileno(self) -> int:
+        """The app doorbell's fd: readable when the stack has posted events."""
+        self._check_open()
+        return self._app_bell.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Detach (the stack resets this session's connections) and unmap. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._detach()
+        self._client.close()
+        for bell in (self._app_bell, self._stack_bell):
+            bell.close()
+        with contextlib.suppress(BufferError):
+            self._segment.close()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"session={self.session_id}"
+        return f"<vfstack.Stack app={self.app!r} {state}>"
+
+    # ------------------------------------------------------------ internals
+
+    def _detach(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client._unary(
+                self._client._stub.Detach, stack_pb2.DetachRequest(session_id=self.session_id)
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise error(errno.EBADF)
+
+    def _submit(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> int:
+        """Publish one command; ring the stack only if it sleeps. Returns its request id."""
+        with self._lock:
+            self._check_open()
+            request = (self._request + 1) & 0xFFFFFFFF or 1
+            self._request = request
+            commands = self._commands
+            give_up = None
+            while commands.reserve(1) == 0:
+                # The stack stops taking commands while its events wait for
+                # room: make room, wake it, and let it catch up.
+                self._drain()
+                self._stack_bell.ring()
+                now = time.monotonic()
+                if give_up is None:
+                    give_up = now + COMMAND_ANSWER_SECONDS
+                elif now > give_up:
+                    raise SDKError("the stack takes no commands: command ring full")
+                time.sleep(0.0001)
+            encode_command_into(
+                commands.data, commands.write_offset(0), op, slot, request, a1, a2, 0, 0, a64
+            )
+            commands.publish(1)
+            if commands.needs_wakeup():
+                self._stack_bell.ring()
+            return request
+
+    def _call(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> Event:
+        """Submit a command and wait for its RESULT (commands are answered
+        at once by the stack; socket timeouts do not apply here)."""
+        request = self._submit(op, slot, a1, a2, a64)
+        results = self._results
+        if not self._wait(lambda: request in results, time.monotonic() + COMMAND_ANSWER_SECONDS):
+            raise SDKError(
+                f"no answer from the stack to {Op(op).name} in {COMMAND_ANSWER_SECONDS}s"
+            )
+        return results.pop(request)
+
+    def _wait(self, ready, deadline: float | None) -> bool:
+        """Pump events until `ready()` or `deadline` (monotonic; None: forever).
+
+        Returns: ready() at the end. Raises: OSError EBADF if the stack closes.
+        """
+        while True:
+            if ready():
+                return True
+            self._check_open()
+            if deadline is None:
+                remaining = None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return ready()
+            self._pump(remaining)
+
+    def _pump(self, timeout: float | None) -> int:
+        """Dispatch pending events; if none, wait up to `timeout` seconds
+        (None: until some arrive). Returns how many this thread dispatched."""
+        with self._cond:
+            self._check_open()
+            n = self._drain()
+            if n or timeout == 0:
+                return n
+            if self._pumping:  # another thread sleeps on the doorbell for us all
+                self._cond.wait(timeout)
+                return 0
+            self._pumping = True
+        try:
+            end = time.perf_counter() + SPIN_SECONDS
+            while True:
+                with self._lock:
+                    n = self._drain()
+                if n:
+                    return n
+                if time.perf_counter() >= end:
+                    break
+            with self._lock:
+                sleep = self._events.prepare_sleep()
+            if sleep:
+                try:
+                    self._app_bell.wait(timeout)
+                finally:
+                    with self._lock:
+                        if not self._closed:
+                            self._events.sleep_done()
+            with self._lock:
+                return 0 if self._closed else self._drain()
+        except CorruptRing as exc:
+            raise SDKError(f"the stack broke the event ring: {exc.reason}") from None
+        finally:
+            with self._cond:
+                self._pumping = False
+                self._cond.notify_all()
+
+    def _drain(self) -> int:
+        """Dispatch every published event (lock held). Returns how many."""
+        if self._closed:
+            return 0
+        events = self._events
+        n = events.available()
+        if not n:
+            return 0
+        data, slots = events.data, self._nslots
+        orphans: list[int] = []
+        try:
+            for i in range(n):
+                event = decode_event(data, slots, events.read_offset(i))
+                kind = event.kind
+                if kind == _RESULT:
+                    self._results[event.request] = event
+                elif kind == _READY:
+                    self._ready[event.slot] = event.a1
+                elif kind == _ACCEPTED:
+                    queue = self._accepts.get(event.slot)
+                    if queue is None:  # the listener was closed meanwhile
+                        orphans.append(event.a1)
+                    else:
+                        queue.append((event.a1, event.a2, event.a3))
+                elif kind == _SLOT_FREED:
+                    self._slot_freed(event.slot)
+        except BadRecord as exc:
+            raise SDKError(f"the stack sent a bad event: {exc.reason}") from None
+        events.release(n)
+        self._cond.notify_all()
+        for slot in orphans:
+            self._close_slot(slot)
+        return n
+
+    def _slot_freed(self, slot: int) -> None:
+        """The stack no longer writes this slot's RX ring: drop what is left
+        of the old connection's bytes, unless the slot was handed out again
+        already (then the bytes may be the new connection's). The RX count
+        is loaded before the state: the stack sets the state before it
+        writes a reused slot's ring, so FREE here means all n bytes are old."""
+        self._ready.pop(slot, None)
+        rx = self._segment.rx(slot)
+        n = rx.readable()
+        if n and self._segment.slot_state(slot) == _FREE:
+            rx.release(n)
+
+    def _close_slot(self, slot: int) -> None:
+        """Give a slot back (no reply; SLOT_FREED follows). Lock may be held."""
+        with self._lock:
+            if self._closed:
+                return
+            queue = self._accepts.pop(slot, None)
+            rx = self._segment.rx(slot)
+            n = rx.readable()
+            if n:
+                rx.release(n)  # the app discards what it has not read (layout contract)
+            self._submit(Op.CLOSE, slot)
+            if queue:
+                for pending, _, _ in queue:
+                    self._close_slot(pending)

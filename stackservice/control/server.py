@@ -590,6 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     except (_ArgumentError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    # Handlers first: a SIGTERM arriving while the server starts listening
+    # must still mean a graceful stop, not the default kill.
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_requested.set())
     try:
         handle = serve(
             args.link, args.counters, args.info, args.unix, args.tcp, metrics=args.metrics
@@ -597,10 +602,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"{prog}: error: cannot listen: {exc}", file=sys.stderr)
         return 1
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: handle.stop())
-    while not handle.wait(timeout=0.5):  # short waits let signal handlers run
-        pass
+    while not handle.wait(timeout=0.1):  # short waits let signal handlers run
+        if stop_requested.is_set():
+            handle.stop()
     return 0
 
 

@@ -198,6 +198,15 @@ class _Ring:
             self._head_seen = head
         return head
 
+    def _published(self) -> int:
+        """Units published and not yet released: loads and checks head."""
+        head = self._words[_HEAD]
+        if head != self._head_seen:
+            if head < self._head_seen or head - self._tail > self._cap:
+                raise self._bad_head(head)
+            self._head_seen = head
+        return head - self._tail
+
     def _bad_head(self, head: int) -> CorruptRing:
         if head < self._tail:
             return CorruptRing("head behind tail")
@@ -418,12 +427,7 @@ class RecordRing(_Ring):
         Raises:
             CorruptRing: the producer's head is impossible.
         """
-        head = self._words[_HEAD]
-        if head != self._head_seen:
-            if head < self._head_seen or head - self._tail > self._cap:
-                raise self._bad_head(head)
-            self._head_seen = head
-        return head - self._tail
+        return self._published()
 
     def read_offset(self, i: int) -> int:
         """Byte offset in `data` of available record `i` (as of the last `available()`)."""
@@ -562,12 +566,7 @@ class ByteRing(_Ring):
         Raises:
             CorruptRing: the producer's head is impossible.
         """
-        head = self._words[_HEAD]
-        if head != self._head_seen:
-            if head < self._head_seen or head - self._tail > self._cap:
-                raise self._bad_head(head)
-            self._head_seen = head
-        return head - self._tail
+        return self._published()
 
     def read_into(self, buf) -> int:
         """Move up to len(buf) bytes into `buf` (writable, format 'B').

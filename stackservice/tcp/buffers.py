@@ -141,6 +141,19 @@ class _Ring:
         """Ring bytes in use from `_head`."""
         raise NotImplementedError
 
+    def _resize(self, capacity: int) -> None:
+        """New capacity, never below what is held, so no data is lost;
+        growing waits for data, shrinking frees at once."""
+        held = self._held()
+        if capacity < held:
+            capacity = held
+        self.capacity = capacity
+        if self._size > capacity:
+            size = _ring_size(0, held, capacity) if held else 0
+            self._view = _relocate(self._view, self._size, self._head, held, size)
+            self._size = size
+            self._head = 0
+
     def _grow(self, need: int) -> None:
         size = _ring_size(self._size, need, self.capacity)
         self._view = _relocate(self._view, self._size, self._head, self._held(), size)
@@ -195,15 +208,7 @@ class SendBuffer(_Ring):
         """
         if capacity < 0:
             raise LocalProtocolError("negative send buffer capacity")
-        held = self._len
-        if capacity < held:
-            capacity = held
-        self.capacity = capacity
-        if self._size > capacity:  # growing waits for data; shrinking frees now
-            size = _ring_size(0, held, capacity) if held else 0
-            self._view = _relocate(self._view, self._size, self._head, held, size)
-            self._size = size
-            self._head = 0
+        self._resize(capacity)
 
     def _held(self) -> int:
         return self._len
@@ -339,15 +344,7 @@ class ReceiveBuffer(_Ring):
         """
         if capacity < 0:
             raise LocalProtocolError("negative receive buffer capacity")
-        held = self._held()
-        if capacity < held:
-            capacity = held
-        self.capacity = capacity
-        if self._size > capacity:  # growing waits for data; shrinking frees now
-            size = _ring_size(0, held, capacity) if held else 0
-            self._view = _relocate(self._view, self._size, self._head, held, size)
-            self._size = size
-            self._head = 0
+        self._resize(capacity)
 
     def _held(self) -> int:
         """Ring bytes in use from `_head`: unread, then up to the last out-of-order byte."""

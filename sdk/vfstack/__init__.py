@@ -6,7 +6,7 @@
     s.bind(("0.0.0.0", 8080)); s.listen(128)
     conn, addr = s.accept()
 
-`Stack` and `Socket` mirror Python's `socket` module over the stack's
+`Stack`, `Socket` and `Epoll` mirror Python's `socket` and `select.epoll` over the stack's
 shared-memory fast path; the constants below are Python's own values.
 """
 
@@ -15,6 +15,7 @@ import socket as _pysocket
 from importlib.metadata import version
 
 from vfstack._control import ControlError
+from vfstack._epoll import Epoll
 from vfstack._errors import SDKError
 from vfstack._socket import Socket
 from vfstack._stack import Stack, connect
@@ -76,6 +77,7 @@ __all__ = [
     "TCP_KEEPINTVL",
     "TCP_NODELAY",
     "ControlError",
+    "Epoll",
     "SDKError",
     "Socket",
     "Stack",

@@ -21,7 +21,7 @@ import time
 from collections import deque
 
 from vfstack._errors import error, timed_out
-from vfstack._layout import EPOLLERR, EPOLLHUP, EPOLLRDHUP, Op, SlotState
+from vfstack._layout import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Op, SlotState
 
 __all__ = ["Socket"]
 
@@ -92,6 +92,7 @@ class Socket:
         self._error_reported = False
         self._rx = self._seg.rx(slot)
         self._tx = self._seg.tx(slot)
+        stack._sockets[slot] = self
 
     # ------------------------------------------------------------ basics
 
@@ -240,6 +241,7 @@ class Socket:
             self._rd_closed = True
         if how != _socket.SHUT_RD:
             self._wr_closed = True
+        self._stack._touch(slot)
 
     def close(self) -> None:
         """Give the slot back (idempotent). Unsent bytes in the TX ring are
@@ -297,6 +299,37 @@ class Socket:
         if buflen is None:
             return value
         return _INT.pack(value)[:buflen].ljust(buflen, b"\0")
+
+    def _poll_mask(self) -> int:
+        """The EPOLL* bits Linux would report for this socket now (stack lock held).
+
+        The slot table has the stack's view (hang-up, error, whether TCP
+        takes data); the rings and the accept queue have the app's.
+        """
+        slot = self._slot
+        if slot < 0:
+            return 0
+        if self._listening:
+            return EPOLLIN if self._stack._accepts.get(slot) else 0
+        seg = self._seg
+        stack_mask = seg.readiness(slot)
+        mask = stack_mask & (EPOLLHUP | EPOLLRDHUP)
+        if seg.slot_error(slot) and not self._error_reported:
+            mask |= EPOLLERR
+        state = seg.slot_state(slot)
+        if state == _OPEN and not mask:  # never connected: Linux says OUT|HUP
+            return EPOLLOUT | EPOLLHUP
+        if self._rx.readable() or self._rd_closed or mask:
+            mask |= EPOLLIN
+        if self._rd_closed and self._wr_closed:
+            mask |= EPOLLHUP
+        elif self._rd_closed:
+            mask |= EPOLLRDHUP
+        if stack_mask & EPOLLHUP or (
+            stack_mask & EPOLLOUT and not self._wr_closed and self._tx.free()
+        ):
+            mask |= EPOLLOUT
+        return mask
 
     # --------------------------------------------------------------- data
 

@@ -27,10 +27,12 @@ import os
 import socket as _socket
 import threading
 import time
+import weakref
 from collections import deque
 
 from vfstack._control import DEFAULT_TIMEOUT, ControlClient
 from vfstack._doorbell import Doorbell
+from vfstack._epoll import Epoll
 from vfstack._errors import SDKError, error
 from vfstack._layout import (
     BadRecord,
@@ -104,7 +106,9 @@ class Stack:
         self._request = 0
         self._results: dict[int, Event] = {}
         self._accepts: dict[int, deque] = {}  # listener slot -> (slot, ip, port)
-        self._ready: dict[int, int] = {}  # slot -> last READY mask (for epoll, later)
+        # slot -> its open Socket, so an Epoll can take a bare fileno()
+        self._sockets: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._watchers: dict[int, list[Epoll]] = {}  # slot -> the Epolls that registered it
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._pumping = False
@@ -136,6 +140,11 @@ class Stack:
         if type & _socket.SOCK_NONBLOCK:
             sock.setblocking(False)
         return sock
+
+    def epoll(self, sizehint: int = -1, flags: int = 0) -> Epoll:
+        """A new `Epoll` over this stack's sockets, like `select.epoll()`."""
+        self._check_open()
+        return Epoll(self)
 
     def fileno(self) -> int:
         """The app doorbell's fd: readable when the stack has posted events."""
@@ -292,16 +301,20 @@ class Stack:
                 kind = event.kind
                 if kind == _RESULT:
                     self._results[event.request] = event
-                elif kind == _READY:
-                    self._ready[event.slot] = event.a1
-                elif kind == _ACCEPTED:
+                    continue
+                if kind == _SLOT_FREED:
+                    self._slot_freed(event.slot)
+                    continue
+                if kind == _ACCEPTED:
                     queue = self._accepts.get(event.slot)
                     if queue is None:  # the listener was closed meanwhile
                         orphans.append(event.a1)
-                    else:
-                        queue.append((event.a1, event.a2, event.a3))
-                elif kind == _SLOT_FREED:
-                    self._slot_freed(event.slot)
+                        continue
+                    queue.append((event.a1, event.a2, event.a3))
+                watchers = self._watchers.get(event.slot)  # READY or ACCEPTED
+                if watchers:
+                    for epoll in watchers:
+                        epoll._touch(event.slot)
         except BadRecord as exc:
             raise SDKError(f"the stack sent a bad event: {exc.reason}") from None
         events.release(n)
@@ -316,7 +329,6 @@ class Stack:
         already (then the bytes may be the new connection's). The RX count
         is loaded before the state: the stack sets the state before it
         writes a reused slot's ring, so FREE here means all n bytes are old."""
-        self._ready.pop(slot, None)
         rx = self._segment.rx(slot)
         n = rx.readable()
         if n and self._segment.slot_state(slot) == _FREE:
@@ -328,6 +340,9 @@ class Stack:
             if self._closed:
                 return
             queue = self._accepts.pop(slot, None)
+            self._sockets.pop(slot, None)
+            for epoll in self._watchers.pop(slot, ()):
+                epoll._forget(slot)
             rx = self._segment.rx(slot)
             n = rx.readable()
             if n:
@@ -336,3 +351,32 @@ class Stack:
             if queue:
                 for pending, _, _ in queue:
                     self._close_slot(pending)
+
+    def _socket_of(self, fd):
+        """The open Socket of this session that `fd` (a Socket or its fileno) names.
+
+        Raises: OSError EBADF otherwise.
+        """
+        if isinstance(fd, int):
+            sock = self._sockets.get(fd)
+        else:
+            sock = fd if getattr(fd, "_stack", None) is self else None
+        if sock is None or sock._slot < 0:
+            raise error(errno.EBADF)
+        return sock
+
+    def _watch(self, slot: int, epoll: Epoll) -> None:
+        self._watchers.setdefault(slot, []).append(epoll)
+
+    def _unwatch(self, slot: int, epoll: Epoll) -> None:
+        watchers = self._watchers.get(slot)
+        if watchers and epoll in watchers:
+            watchers.remove(epoll)
+            if not watchers:
+                del self._watchers[slot]
+
+    def _touch(self, slot: int) -> None:
+        """The app itself made `slot` more ready (e.g. its own shutdown)."""
+        with self._lock:
+            for epoll in self._watchers.get(slot, ()):
+                epoll._touch(slot)

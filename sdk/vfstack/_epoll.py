@@ -1,0 +1,198 @@
+"""`Epoll`: `select.epoll` over the sockets of one `vfstack.Stack`.
+
+Like Linux's eventpoll, each Epoll keeps an *interest list* (slot -> mask)
+and a *ready list*. A slot joins the ready list when something may have
+made it more ready: a READY or ACCEPTED event from the stack (dispatched
+by `Stack._drain`, which calls `_touch`), a register/modify, or the app's
+own shutdown. Becoming *less* ready (the app read the RX ring dry, filled
+the TX ring) needs no event, because `poll` recomputes each listed slot's
+mask from the slot table and the rings (`Socket._poll_mask`) and drops the
+slot if nothing of interest is left.
+
+Triggering, as in epoll(7):
+- level-triggered: a reported slot goes back to the end of the ready list,
+  so it is reported again while still ready (and fairly, when `maxevents`
+  cuts a poll short);
+- EPOLLET: a reported slot leaves the ready list until the next event from
+  the stack (new data, new room, a new connection, a hang-up);
+- EPOLLONESHOT: after one report the slot is disabled until `modify`.
+
+File descriptors are the sockets' `fileno()` (slot numbers), so a program
+written against `select.epoll` keeps its `{fd: socket}` map unchanged. A
+closed socket leaves every Epoll by itself, as a closed fd does on Linux.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import time
+
+from vfstack._errors import error
+
+__all__ = ["Epoll"]
+
+_ET = select.EPOLLET
+_ONESHOT = select.EPOLLONESHOT
+_ALWAYS = select.EPOLLERR | select.EPOLLHUP  # reported whether asked for or not
+_DEFAULT_MASK = select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT
+_DISABLED = -1  # a ONESHOT slot after its report
+
+
+class Epoll:
+    """Readiness of many sockets of one Stack; make it with `stack.epoll()`."""
+
+    def __init__(self, stack) -> None:
+        self._stack = stack
+        self._interest: dict[int, list] = {}  # slot -> [socket, mask]
+        self._ready: dict[int, None] = {}  # insertion-ordered set of slots
+        self._closed = False
+
+    # ------------------------------------------------------------- public
+
+    def fileno(self) -> int:
+        """The stack's doorbell fd (see `Stack.fileno`), like an epoll fd
+        nested in another poller."""
+        self._check_open()
+        return self._stack.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Forget every registration (idempotent)."""
+        if self._closed:
+            return
+        stack = self._stack
+        with stack._lock:
+            for slot in self._interest:
+                stack._unwatch(slot, self)
+            self._interest.clear()
+            self._ready.clear()
+            self._closed = True
+
+    def register(self, fd, eventmask: int = _DEFAULT_MASK) -> None:
+        """Watch `fd` (a Socket of this stack or its fileno()).
+
+        Raises:
+            FileExistsError: already registered. OSError EBADF: not an open
+            socket of this stack. ValueError: this Epoll is closed.
+        """
+        self._check_open()
+        stack = self._stack
+        with stack._lock:
+            sock = stack._socket_of(fd)
+            slot = sock._slot
+            if slot in self._interest:
+                raise error(errno.EEXIST)
+            self._interest[slot] = [sock, int(eventmask)]
+            stack._watch(slot, self)
+            self._ready[slot] = None  # epoll_ctl reports what is ready already
+
+    def modify(self, fd, eventmask: int) -> None:
+        """Change the mask of a registered fd (and re-arm a ONESHOT one).
+
+        Raises: FileNotFoundError: not registered.
+        """
+        self._check_open()
+        with self._stack._lock:
+            entry = self._entry(fd)
+            entry[1] = int(eventmask)
+            self._ready[entry[0]._slot] = None
+
+    def unregister(self, fd) -> None:
+        """Stop watching `fd`. Raises: FileNotFoundError: not registered."""
+        self._check_open()
+        stack = self._stack
+        with stack._lock:
+            slot = self._entry(fd)[0]._slot
+            del self._interest[slot]
+            self._ready.pop(slot, None)
+            stack._unwatch(slot, self)
+
+    def poll(self, timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
+        """Wait up to `timeout` seconds (None or negative: forever) for ready
+        fds; returns [(fd, events)], at most `maxevents` (-1: no limit).
+
+        Raises: ValueError: closed Epoll or maxevents 0 / below -1.
+        OSError EBADF: the stack session was closed.
+        """
+        self._check_open()
+        if maxevents == -1:
+            maxevents = 1 << 30
+        elif maxevents <= 0:
+            raise ValueError(f"maxevents must be greater than 0, got {maxevents}")
+        deadline = None
+        if timeout is not None and timeout >= 0:
+            deadline = time.monotonic() + timeout
+        stack = self._stack
+        while True:
+            stack._pump(0)
+            with stack._lock:
+                found = self._collect(maxevents)
+            if found or self._closed:
+                return found
+            if deadline is None:
+                stack._pump(None)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return found
+                stack._pump(remaining)
+
+    def __enter__(self) -> Epoll:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._interest)} registered"
+        return f"<vfstack.Epoll {state}>"
+
+    # ---------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on closed epoll object")
+
+    def _entry(self, fd) -> list:
+        slot = fd if isinstance(fd, int) else fd.fileno()
+        entry = self._interest.get(slot)
+        if entry is None or (not isinstance(fd, int) and entry[0] is not fd):
+            raise error(errno.ENOENT)
+        return entry
+
+    def _touch(self, slot: int) -> None:
+        """The stack reported news for `slot` (stack lock held)."""
+        self._ready[slot] = None
+
+    def _forget(self, slot: int) -> None:
+        """`slot`'s socket was closed (stack lock held)."""
+        self._interest.pop(slot, None)
+        self._ready.pop(slot, None)
+
+    def _collect(self, maxevents: int) -> list[tuple[int, int]]:
+        """Report from the ready list (stack lock held)."""
+        found: list[tuple[int, int]] = []
+        ready, interest = self._ready, self._interest
+        for slot in list(ready):
+            if len(found) >= maxevents:
+                break
+            del ready[slot]
+            entry = interest.get(slot)
+            if entry is None:
+                continue
+            mask = entry[1]
+            if mask == _DISABLED:
+                continue
+            events = entry[0]._poll_mask() & (mask | _ALWAYS)
+            if not events:
+                continue
+            found.append((slot, events))
+            if mask & _ONESHOT:
+                entry[1] = _DISABLED
+            elif not mask & _ET:
+                ready[slot] = None  # level-triggered: look again next poll
+        return found

@@ -1,0 +1,209 @@
+"""A small HTTP/1.0 and 1.1 server: `GET /` answers `--size` bytes.
+
+One epoll loop in the style of mTCP's Listing 1: accept every pending
+connection, read every readable socket, answer every complete request,
+and wait for EPOLLOUT only when a response did not fit at once.
+Keep-alive follows the request: HTTP/1.1 unless `Connection: close`,
+HTTP/1.0 only with `Connection: keep-alive` (what `ab -k` sends).
+
+    python -m vfstack.examples.http_server --control unix:///run/vfstack/vf0.sock --port 8080
+    python -m vfstack.examples.http_server --kernel --port 8080     # the same on Linux sockets
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+
+from vfstack.examples._api import add_arguments, listener, open_api
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLERR = select.EPOLLERR
+EPOLLHUP = select.EPOLLHUP
+MAX_HEAD = 16384  # a request head longer than this is refused
+_PATTERN = bytes(range(32, 127))
+
+
+def body(size: int) -> bytes:
+    """`size` printable bytes, the pattern the diag HTTP service sends too."""
+    return (_PATTERN * (size // len(_PATTERN) + 1))[:size]
+
+
+def response(version: bytes, keep_alive: bool, payload: bytes, status: bytes = b"200 OK") -> bytes:
+    head = (
+        b"%s %s\r\nServer: vfstack-example\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\nConnection: %s\r\n\r\n"
+        % (version, status, len(payload), b"keep-alive" if keep_alive else b"close")
+    )
+    return head + payload
+
+
+def wants_keep_alive(head: bytes) -> bool:
+    lowered = head.lower()
+    if head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1"):
+        return b"\r\nconnection: close" not in lowered
+    return b"\r\nconnection: keep-alive" in lowered
+
+
+class Connection:
+    __slots__ = ("sock", "inbox", "outbox", "close_after", "waiting")
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.inbox = bytearray()
+        self.outbox = b""
+        self.close_after = False
+        self.waiting = False  # registered for EPOLLOUT: a response did not fit
+
+
+class HttpServer:
+    def __init__(self, api, sock, size: int) -> None:
+        self.api, self.listener = api, sock
+        payload = body(size)
+        # Every answer this server gives, built once.
+        self.answers = {
+            (version, keep): response(version, keep, payload)
+            for version in (b"HTTP/1.0", b"HTTP/1.1")
+            for keep in (False, True)
+        }
+        self.refusal = response(b"HTTP/1.1", False, b"bad request\n", b"400 Bad Request")
+        self.requests = 0
+        self.connections = 0
+
+    def serve_forever(self) -> None:
+        ep = self.api.epoll()
+        listen_fd = self.listener.fileno()
+        ep.register(listen_fd, EPOLLIN)
+        conns: dict[int, Connection] = {}
+        scratch = bytearray(65536)
+        view = memoryview(scratch)
+        try:
+            while True:
+                for fd, events in ep.poll():
+                    if fd == listen_fd:
+                        self._accept_all(ep, conns)
+                        continue
+                    conn = conns.get(fd)
+                    if conn is None:
+                        continue
+                    if events & EPOLLIN or events & (EPOLLERR | EPOLLHUP):
+                        self._read(ep, conns, fd, conn, scratch, view)
+                    elif events & EPOLLOUT:
+                        self._flush(ep, conns, fd, conn)
+        finally:
+            for conn in conns.values():
+                conn.sock.close()
+            ep.close()
+
+    def _accept_all(self, ep, conns: dict) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            fd = sock.fileno()
+            conns[fd] = Connection(sock)
+            ep.register(fd, EPOLLIN)
+            self.connections += 1
+
+    def _read(self, ep, conns: dict, fd: int, conn: Connection, scratch, view) -> None:
+        sock = conn.sock
+        while True:
+            try:
+                n = sock.recv_into(scratch)
+            except BlockingIOError:
+                break
+            except OSError:  # reset by the peer
+                self._drop(ep, conns, fd)
+                return
+            if n == 0:
+                self._drop(ep, conns, fd)
+                return
+            conn.inbox += view[:n]
+        self._answer(conn)
+        self._flush(ep, conns, fd, conn)
+
+    def _answer(self, conn: Connection) -> None:
+        inbox = conn.inbox
+        answers = []
+        while not conn.close_after:
+            end = inbox.find(b"\r\n\r\n")
+            if end < 0:
+                if len(inbox) > MAX_HEAD:
+                    answers.append(self.refusal)
+                    conn.close_after = True
+                break
+            head = bytes(inbox[:end])
+            del inbox[: end + 4]
+            line = head.split(b"\r\n", 1)[0].split()
+            if len(line) != 3 or line[0] not in (b"GET", b"HEAD") or line[2][:5] != b"HTTP/":
+                answers.append(self.refusal)
+                conn.close_after = True
+                break
+            version = b"HTTP/1.1" if line[2] == b"HTTP/1.1" else b"HTTP/1.0"
+            keep = wants_keep_alive(head)
+            answers.append(self.answers[version, keep])
+            self.requests += 1
+            if not keep:
+                conn.close_after = True
+        if answers:
+            joined = b"".join(answers)
+            conn.outbox = bytes(conn.outbox) + joined if conn.outbox else joined
+
+    def _flush(self, ep, conns: dict, fd: int, conn: Connection) -> None:
+        outbox = conn.outbox
+        if outbox:
+            try:
+                sent = conn.sock.send(outbox)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._drop(ep, conns, fd)
+                return
+            conn.outbox = outbox = memoryview(outbox)[sent:] if sent < len(outbox) else b""
+            if outbox:
+                if not conn.waiting:
+                    ep.modify(fd, EPOLLIN | EPOLLOUT)
+                    conn.waiting = True
+                return
+            if conn.waiting:
+                ep.modify(fd, EPOLLIN)
+                conn.waiting = False
+        if conn.close_after:
+            self._drop(ep, conns, fd)
+
+    def _drop(self, ep, conns: dict, fd: int) -> None:
+        conn = conns.pop(fd)
+        ep.unregister(fd)
+        conn.sock.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m vfstack.examples.http_server", description=__doc__.split("\n\n")[0]
+    )
+    add_arguments(parser, app="http")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--size", type=int, default=64, help="bytes in every response body")
+    parser.add_argument("--backlog", type=int, default=4096)
+    args = parser.parse_args(argv)
+    api = open_api(args)
+    server = HttpServer(api, listener(api, args.host, args.port, args.backlog), args.size)
+    print(f"http_server: listening on {args.host}:{args.port} ({api.name})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.close()
+        print(
+            f"http_server: {server.requests} requests on {server.connections} connections",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -85,6 +85,7 @@ class Stack:
             raise
         self._client = client
         self.session_id = reply.session_id
+        self._token = reply.token
         self.app = app
         self.local_ip = info.ip.split("/", 1)[0] or "0.0.0.0"
         opened: list = []
@@ -184,7 +185,7 @@ class Stack:
     def _detach(self) -> None:
         with contextlib.suppress(Exception):
             self._client._unary(
-                self._client._stub.Detach, stack_pb2.DetachRequest(session_id=self.session_id)
+                self._client._stub.Detach, stack_pb2.DetachRequest(session_id=self.session_id, token=self._token)
             )
 
     def _check_open(self) -> None:

@@ -4,6 +4,7 @@ and need no lock. Runs only when a request arrives."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 
@@ -96,7 +97,11 @@ class ControlRequests:
             session_id = request.get("session_id")
             if not isinstance(session_id, int):
                 return {"error": "invalid_argument", "message": "session_id must be an integer"}
-            return self._sessions.detach(session_id, self._clock())
+            try:
+                token = base64.b64decode(request.get("token") or "", validate=True)
+            except (ValueError, TypeError):
+                return {"error": "invalid_argument", "message": "token must be base64"}
+            return self._sessions.detach(session_id, token, self._clock())
         return {"error": "invalid_argument", "message": f"unknown request {op!r}"}
 
     def connections(self, request: dict) -> dict:

@@ -4,7 +4,8 @@ The instance starts it next to its packet loop, so gRPC threads and the GIL
 never slow the loop:
 
     python -m stackservice.control.server --link-fd FD --counters PATH \\
-        --info JSON --unix PATH [--tcp HOST:PORT] [--metrics HOST:PORT]
+        --info JSON --unix PATH [--tcp HOST:PORT] [--metrics HOST:PORT] \\
+        [--apps PATH]
 
 - GetInfo answers from `--info` (static identity, `started_at` in Unix
   seconds gives the uptime).
@@ -16,8 +17,9 @@ never slow the loop:
   link (`stackservice.control.link`), within the call's deadline capped at
   `LINK_TIMEOUT_S`, and only between the loop's "ready" and "stopping".
 - `--metrics` serves Prometheus `/metrics` over HTTP
-  (`stackservice.metrics.exporter`), read from the counters file at scrape
-  time; it stops with the server.
+  (`stackservice.metrics.exporter`), read from the counters file (and the
+  per-app table of `--apps`, if given) at scrape time; it stops with the
+  server.
 
 Health (`grpc.health.v1`) is NOT_SERVING until the loop says "ready",
 SERVING after, NOT_SERVING for good on "stopping" or when the link closes,
@@ -71,6 +73,7 @@ LINK_ERRORS: dict[str, grpc.StatusCode] = {
     "unimplemented": grpc.StatusCode.UNIMPLEMENTED,
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # The link's life, driven by the loop's events.
@@ -322,7 +325,8 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         )
 
     def Detach(self, request, context):
-        self._ask(context, "detach", session_id=request.session_id)
+        token = base64.b64encode(request.token).decode("ascii")
+        self._ask(context, "detach", session_id=request.session_id, token=token)
         return stack_pb2.DetachResponse()
 
     def _ask(self, context: grpc.ServicerContext, op: str, **fields: Any) -> dict:
@@ -456,16 +460,20 @@ def serve(
     tcp: str | None = None,
     *,
     metrics: tuple[str, int] | None = None,
+    apps_path: Path | None = None,
     link_timeout: float = LINK_TIMEOUT_S,
     link_factory: LinkFactory = _default_link,
 ) -> ControlServer:
     """Start the control server, `/metrics` on `metrics` (host, port) if
-    given, and the link to the loop.
+    given (per-app series from the app table at `apps_path`), and the link
+    to the loop.
 
     Returns the running `ControlServer`.
     Raises RuntimeError when an address cannot be bound.
     """
-    metrics_server = _serve_metrics(counters_path, identity, metrics) if metrics else None
+    metrics_server = (
+        _serve_metrics(counters_path, identity, metrics, apps_path) if metrics else None
+    )
     try:
         return _serve_grpc(
             link_sock,
@@ -484,9 +492,12 @@ def serve(
 
 
 def _serve_metrics(
-    counters_path: Path, identity: StackIdentity, address: tuple[str, int]
+    counters_path: Path,
+    identity: StackIdentity,
+    address: tuple[str, int],
+    apps_path: Path | None = None,
 ) -> MetricsServer:
-    registry = make_registry(StackCollector(counters_path, identity))
+    registry = make_registry(StackCollector(counters_path, identity, apps_path=apps_path))
     try:
         return MetricsServer(registry, *address)
     except OSError as exc:
@@ -550,6 +561,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--unix", type=Path, required=True)
     parser.add_argument("--tcp")
     parser.add_argument("--metrics")
+    parser.add_argument("--apps", type=Path)  # may appear later: read at each scrape
     args = parser.parse_args(argv)
     args.info = StackIdentity.from_json(args.info)
     if args.tcp is not None and not args.tcp.rpartition(":")[2].isdigit():
@@ -597,7 +609,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop_requested.set())
     try:
         handle = serve(
-            args.link, args.counters, args.info, args.unix, args.tcp, metrics=args.metrics
+            args.link,
+            args.counters,
+            args.info,
+            args.unix,
+            args.tcp,
+            metrics=args.metrics,
+            apps_path=args.apps,
         )
     except RuntimeError as exc:
         print(f"{prog}: error: cannot listen: {exc}", file=sys.stderr)

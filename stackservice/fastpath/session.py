@@ -774,11 +774,13 @@ class SessionManager:
             "token": base64.b64encode(token).decode("ascii"),
         }
 
-    def detach(self, session_id: int, now: int) -> dict:
+    def detach(self, session_id: int, token: bytes, now: int) -> dict:
         self._now = max(self._now, now)
         session = self._sessions.get(session_id) if isinstance(session_id, int) else None
         if session is None:
             return _error("not_found", f"no session {session_id}")
+        if not secrets.compare_digest(token, session.token):
+            return _error("permission_denied", f"wrong token for session {session_id}")
         self._end(session, now)
         return {}
 

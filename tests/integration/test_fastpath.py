@@ -120,6 +120,12 @@ def test_attach_listen_accept_echo_with_linux_peer_then_detach(emulated_port):
         listing = control.ListConnections(stack_pb2.ListConnectionsRequest(), timeout=10)
         assert {c.owner for c in listing.connections} == {"itest"}
 
-        control.Detach(stack_pb2.DetachRequest(session_id=reply.session_id), timeout=10)
+        stranger = stack_pb2.DetachRequest(session_id=reply.session_id, token=b"\0" * 32)
+        with pytest.raises(grpc.RpcError) as denied:
+            control.Detach(stranger, timeout=10)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert len(control.ListSessions(stack_pb2.ListSessionsRequest(), timeout=10).sessions) == 1
+        owner = stack_pb2.DetachRequest(session_id=reply.session_id, token=reply.token)
+        control.Detach(owner, timeout=10)
         assert not Path(reply.segment_path).exists()
         assert not control.ListSessions(stack_pb2.ListSessionsRequest(), timeout=10).sessions

@@ -361,10 +361,19 @@ def test_attach_reply_token_decoded_from_base64(ready):
     assert (reply.session_id, reply.segment_path, reply.token) == (5, "/dev/shm/vf0-5", b"\0\1\2")
 
 
-def test_detach_passes_session_id(ready):
+def test_detach_passes_session_id_and_token(ready):
     ready.responder.replies["detach"] = {}
-    ready.stub.Detach(stack_pb2.DetachRequest(session_id=5), timeout=2)
+    ready.stub.Detach(stack_pb2.DetachRequest(session_id=5, token=b"\0\1\2"), timeout=2)
     assert ready.responder.requests[0]["session_id"] == 5
+    assert ready.responder.requests[0]["token"] == "AAEC"
+
+
+def test_detach_with_a_wrong_token_is_permission_denied(ready):
+    ready.responder.replies["detach"] = {"error": "permission_denied", "message": "wrong token"}
+    assert_status(
+        grpc.StatusCode.PERMISSION_DENIED,
+        lambda: ready.stub.Detach(stack_pb2.DetachRequest(session_id=5), timeout=2),
+    )
 
 
 def test_starting_loop_calls_unavailable(started):

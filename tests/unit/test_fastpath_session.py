@@ -198,12 +198,16 @@ def test_attach_defaults_and_errors(tmp_path):
             1024, 4096, 1024, 65536,
         )  # fmt: skip
     assert stack.manager.attach("web", 1, now=NOW)["error"] == "resource_exhausted"
-    stack.manager.detach(reply["session_id"], NOW)
+    assert stack.manager.detach(reply["session_id"], b"x" * 32, NOW)["error"] == (
+        "permission_denied"
+    )
+    assert len(stack.manager.sessions()) == 1
+    stack.manager.detach(reply["session_id"], base64.b64decode(reply["token"]), NOW)
     bad = stack.manager.attach("web", 1, command_slots=100, now=NOW)
     assert bad["error"] == "invalid_argument"
     assert stack.manager.attach("", 1, now=NOW)["error"] == "invalid_argument"
     assert stack.manager.attach("x", -1, now=NOW)["error"] == "invalid_argument"
-    assert stack.manager.detach(99, NOW)["error"] == "not_found"
+    assert stack.manager.detach(99, b"", NOW)["error"] == "not_found"
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -437,7 +441,8 @@ def test_detach_resets_connections_and_removes_files(stack, tmp_path):
     app = stack.attach()
     accepted(app, stack)
     session_id = app.reply["session_id"]
-    assert stack.manager.detach(session_id, stack.now) == {}
+    token = base64.b64decode(app.reply["token"])
+    assert stack.manager.detach(session_id, token, stack.now) == {}
     sent = stack.rig.flush(stack.now)
     assert [s.flags & RST for s in sent] == [RST]
     assert LOCAL_PORT not in stack.engine.listeners

@@ -73,10 +73,12 @@ class AttachResponse(_message.Message):
     def __init__(self, session_id: _Optional[int] = ..., segment_path: _Optional[str] = ..., segment_bytes: _Optional[int] = ..., layout_version: _Optional[int] = ..., app_doorbell: _Optional[str] = ..., stack_doorbell: _Optional[str] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class DetachRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: int
-    def __init__(self, session_id: _Optional[int] = ...) -> None: ...
+    token: bytes
+    def __init__(self, session_id: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class DetachResponse(_message.Message):
     __slots__ = ()

@@ -83,7 +83,7 @@ class StackControlServicer:
 
     def Attach(self, request, context):
         """Attach an application: a session with its shared-memory segment and
-        doorbells (the fast path). UNIMPLEMENTED until the fast path lands.
+        doorbells (the fast path).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +91,7 @@ class StackControlServicer:
 
     def Detach(self, request, context):
         """End a session: its connections are reset and its memory freed.
+        PERMISSION_DENIED unless the token is the one Attach returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -17,6 +17,7 @@ from importlib.metadata import version
 from vfstack._control import ControlError
 from vfstack._epoll import Epoll
 from vfstack._errors import SDKError
+from vfstack._selector import StackSelector
 from vfstack._socket import Socket
 from vfstack._stack import Stack, connect
 
@@ -81,6 +82,7 @@ __all__ = [
     "SDKError",
     "Socket",
     "Stack",
+    "StackSelector",
     "__version__",
     "connect",
 ]

@@ -113,6 +113,11 @@ class Stack:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._pumping = False
+        # An outside event loop (vfstack.aio) polls fileno() all the time:
+        # the event ring stays announced as sleeping, and a thread that
+        # consumed events behind that loop's back rings the doorbell for it.
+        self._armed = False
+        self._driving = False  # that loop itself is dispatching
         self._closed = False
 
     # ---------------------------------------------------------------- public
@@ -184,9 +189,8 @@ class Stack:
 
     def _detach(self) -> None:
         with contextlib.suppress(Exception):
-            self._client._unary(
-                self._client._stub.Detach, stack_pb2.DetachRequest(session_id=self.session_id, token=self._token)
-            )
+            request = stack_pb2.DetachRequest(session_id=self.session_id, token=self._token)
+            self._client._unary(self._client._stub.Detach, request)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -250,6 +254,33 @@ class Stack:
     def _pump(self, timeout: float | None) -> int:
         """Dispatch pending events; if none, wait up to `timeout` seconds
         (None: until some arrive). Returns how many this thread dispatched."""
+        n = self._pump_events(timeout)
+        if self._armed and not self._driving:
+            with self._lock:
+                if not self._closed and (n or not self._events.prepare_sleep()):
+                    self._app_bell.ring()
+        return n
+
+    def _sleep_begin(self) -> bool:
+        """An outside poller is about to block on `fileno()`: announce it.
+
+        Returns: False if events wait already (dispatch them instead of
+        blocking; no `_sleep_end` needed), True if it may block.
+        """
+        with self._lock:
+            self._check_open()
+            if self._drain():
+                return False
+            return self._events.prepare_sleep()
+
+    def _sleep_end(self) -> None:
+        """The outside poller woke up (rung or not): take the ring back."""
+        with self._lock:
+            if not self._closed:
+                self._events.sleep_done()
+                self._app_bell.drain()
+
+    def _pump_events(self, timeout: float | None) -> int:
         with self._cond:
             self._check_open()
             n = self._drain()

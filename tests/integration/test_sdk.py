@@ -17,7 +17,6 @@ import pytest
 import vfstack
 
 from tests.support.netns import kernel_peer, spawn_in_netns
-from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.root
 
@@ -35,17 +34,6 @@ c2.sendall(b"two"); print(c2.recv(16).decode(), flush=True)
 print("eof" if c1.recv(16) == b"" else "data", flush=True)
 c2.sendall(b"again"); print(c2.recv(16).decode(), flush=True)
 """
-
-
-@pytest.fixture
-def sdk(emulated_port):
-    """(stack, port): an instance on VF 0 and an SDK session attached to it."""
-    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0") as instance:
-        stack = vfstack.connect(f"unix://{instance.run_dir / 'vf0.sock'}", app="sdktest")
-        try:
-            yield stack, emulated_port
-        finally:
-            stack.close()
 
 
 def kernel_server(netns: str, port: int) -> subprocess.Popen:

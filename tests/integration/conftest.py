@@ -1,0 +1,21 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+import pytest
+import vfstack
+
+from tests.support.stack import running_stack
+
+STACK = "198.18.0.10"
+
+
+@pytest.fixture
+def sdk(emulated_port):
+    """(stack, port): an instance on VF 0 and an SDK session attached to it."""
+    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0") as instance:
+        stack = vfstack.connect(f"unix://{instance.run_dir / 'vf0.sock'}", app="sdktest")
+        try:
+            yield stack, emulated_port
+        finally:
+            stack.close()

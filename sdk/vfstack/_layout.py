@@ -27,6 +27,12 @@ The stack never re-reads the header (it keeps its own `Geometry`); the
 application reads it once at attach, and `Geometry.from_header` refuses any
 header whose offsets are not exactly the ones recomputed from its sizes.
 
+Liveness: the application holds a shared `flock` on the segment file for
+as long as it is attached (taken by `Segment.open`); the stack probes it
+once a second (`app_alive`). The kernel releases the lock when the app's
+last descriptor closes, on `kill -9` too, and unlike a pid it means the
+same thing in the stack's container and in the app's.
+
 Slot-table entry (64 bytes; the stack stores, the app loads; each field is
 ONE aligned 4-byte store through a cast view, never `struct.pack_into`,
 DESIGN.md "Known pitfalls")::
@@ -59,6 +65,7 @@ left in TX.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
 import select
@@ -560,6 +567,7 @@ class Segment:
         "_rx",
         "_tx",
         "_creator",
+        "_fd",
     )
 
     def __init__(
@@ -570,8 +578,10 @@ class Segment:
         token,
         app_pid: int,
         creator: bool,
+        fd: int,
     ) -> None:
         self._creator = creator
+        self._fd = fd  # held open for the liveness lock (see `app_alive`)
         self._mmap = mm
         self._view = memoryview(mm)
         self.geometry = geometry
@@ -610,16 +620,14 @@ class Segment:
         header = geometry.header(session_id, token, app_pid)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            try:
-                os.ftruncate(fd, geometry.file_bytes)
-                mm = mmap.mmap(fd, geometry.file_bytes)
-            finally:
-                os.close(fd)
+            os.ftruncate(fd, geometry.file_bytes)
+            mm = mmap.mmap(fd, geometry.file_bytes)
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        seg = cls(mm, geometry, session_id, token, app_pid, True)
+        seg = cls(mm, geometry, session_id, token, app_pid, True, fd)
         seg._view[0:HEADER_BYTES] = header
         seg._init_rings()
         return seg
@@ -650,9 +658,11 @@ class Segment:
                 raise ValueError(
                     f"{path}: truncated ({st.st_size} bytes, header needs {HEADER_BYTES})"
                 )
+            fcntl.flock(fd, fcntl.LOCK_SH)  # "I am alive" until this fd closes
             mm = mmap.mmap(fd, st.st_size)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         try:
             with memoryview(mm) as header:
                 geometry, session_id, token, app_pid = _parse_header(header)
@@ -660,8 +670,9 @@ class Segment:
                 raise ValueError(f"file has {st.st_size} bytes, header says {geometry.file_bytes}")
         except ValueError as exc:
             mm.close()
+            os.close(fd)
             raise ValueError(f"{path}: {exc}") from None
-        seg = cls(mm, geometry, session_id, token, app_pid, False)
+        seg = cls(mm, geometry, session_id, token, app_pid, False, fd)
         try:
             seg.commands.attach()
             seg.events.attach()
@@ -760,6 +771,20 @@ class Segment:
         self._i32.release()
         self._view.release()
         self._mmap.close()
+        os.close(self._fd)
+
+    def app_alive(self) -> bool:
+        """Stack side: does some process hold the segment open through
+        `Segment.open` (its shared flock)? The kernel drops the lock when
+        the last descriptor of that process closes, however it dies, and
+        a lock works across PID namespaces, where a pid would not.
+        """
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return False
 
     def __enter__(self) -> Segment:
         return self

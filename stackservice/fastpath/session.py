@@ -63,6 +63,7 @@ DEFAULT_SOCKET_RING_BYTES = 64 << 10
 COMMAND_BATCH = 256  # commands executed per session per pass at most
 MAX_APP_NAME = 128
 CHECK_APPS_INTERVAL_US = 1_000_000
+ATTACH_GRACE_US = 10_000_000  # from Attach to the app opening its segment
 _SCRATCH_BYTES = 64 << 10
 _MAX_BUFFER = 64 << 20  # SO_SNDBUF / SO_RCVBUF upper bound
 _EPHEMERAL_FIRST, _EPHEMERAL_LAST = 32768, 60999
@@ -124,6 +125,7 @@ class Session:
         "app_name",
         "pid",
         "attached_at",
+        "opened",
         "token",
         "segment",
         "segment_path",
@@ -161,6 +163,7 @@ class Session:
         self.app_name = app  # what ListConnections shows as the owner
         self.pid = pid
         self.attached_at = now
+        self.opened = False  # the app has taken its segment's liveness lock
         self.token = token
         self.segment = segment
         self.segment_path = segment_path
@@ -873,24 +876,22 @@ class SessionManager:
             session.segment.commands.sleep_done()
 
     def check_apps(self, now: int) -> None:
-        """At most once a second: end sessions whose process is gone."""
+        """At most once a second: end sessions whose app is gone, i.e. no
+        longer holds its segment's liveness lock (vfstack._layout), or
+        never took it within ATTACH_GRACE_US of attaching."""
         if self._apps_checked_at is not None and now - self._apps_checked_at < (
             CHECK_APPS_INTERVAL_US
         ):
             return
         self._apps_checked_at = now
         for session in list(self._sessions.values()):
-            if session.pid <= 0:
-                continue  # pid unknown (0): not checked
-            try:
-                os.kill(session.pid, 0)
-            except ProcessLookupError:
+            if session.segment.app_alive():
+                session.opened = True
+            elif session.opened or now - session.attached_at >= ATTACH_GRACE_US:
                 self.dead_apps += 1
-                log.info("session %d (%s): process %d is gone", session.session_id,
+                log.info("session %d (%s, pid %d): the app is gone", session.session_id,
                          session.app, session.pid)  # fmt: skip
                 self._end(session, now)
-            except OSError:
-                pass  # EPERM: it exists
 
 
 def _error(code: str, message: str) -> dict:

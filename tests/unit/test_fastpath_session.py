@@ -30,6 +30,7 @@ from vfstack._layout import (
 )
 
 from stackservice.fastpath import SessionManager
+from stackservice.fastpath.session import ATTACH_GRACE_US
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
 from tests.support.shm import mapped
 from tests.unit.tcp._rig import LOCAL_IP, LOCAL_PORT, PEER_IP, PEER_PORT, Rig
@@ -452,23 +453,50 @@ def test_detach_resets_connections_and_removes_files(stack, tmp_path):
     app.close()
 
 
-def test_check_apps_ends_sessions_of_dead_processes(stack, tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
+def test_check_apps_ends_sessions_whose_app_closed_its_segment(stack, tmp_path):
     alive = stack.attach("alive")
-    dead = stack.attach("dead", pid=child.pid)
+    dead = stack.attach("dead")
     stack.manager.check_apps(stack.now)
+    assert len(stack.manager.sessions()) == 2
+    dead.close()  # what the kernel does for a process that dies
+    stack.manager.check_apps(stack.now + 1_000_000)
     assert [s["app"] for s in stack.manager.sessions()] == ["alive"]
     assert stack.manager.dead_apps == 1
     assert not os.path.exists(dead.reply["segment_path"])
     assert os.path.exists(alive.reply["segment_path"])
 
 
+def test_check_apps_notices_a_killed_process_holding_the_segment(stack):
+    reply = stack.manager.attach("child", 1, **SMALL, now=stack.now)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from vfstack._layout import Segment;"
+         f"Segment.open({reply['segment_path']!r}); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline() == "open\n"
+        stack.manager.check_apps(stack.now)
+        assert len(stack.manager.sessions()) == 1
+        child.kill()
+        child.wait()
+        stack.manager.check_apps(stack.now + 1_000_000)
+        assert stack.manager.sessions() == []
+    finally:
+        child.kill()
+
+
+def test_check_apps_gives_an_app_time_to_open_its_segment(stack):
+    stack.manager.attach("slow", 1, **SMALL, now=stack.now)  # nobody opens it
+    stack.manager.check_apps(stack.now + ATTACH_GRACE_US - 1_000_000)
+    assert len(stack.manager.sessions()) == 1
+    stack.manager.check_apps(stack.now + ATTACH_GRACE_US)
+    assert stack.manager.sessions() == []
+
+
 def test_check_apps_runs_at_most_once_a_second(stack):
+    app = stack.attach("dead")
     stack.manager.check_apps(stack.now)
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    stack.attach("dead", pid=child.pid)
+    app.close()
     stack.manager.check_apps(stack.now + 500_000)
     assert len(stack.manager.sessions()) == 1
     stack.manager.check_apps(stack.now + 1_000_000)

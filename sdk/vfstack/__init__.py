@@ -34,6 +34,7 @@ SO_KEEPALIVE = _pysocket.SO_KEEPALIVE
 SO_SNDBUF = _pysocket.SO_SNDBUF
 SO_RCVBUF = _pysocket.SO_RCVBUF
 SO_ERROR = _pysocket.SO_ERROR
+SO_LINGER = _pysocket.SO_LINGER
 TCP_NODELAY = _pysocket.TCP_NODELAY
 TCP_KEEPIDLE = _pysocket.TCP_KEEPIDLE
 TCP_KEEPINTVL = _pysocket.TCP_KEEPINTVL
@@ -70,6 +71,7 @@ __all__ = [
     "SOMAXCONN",
     "SO_ERROR",
     "SO_KEEPALIVE",
+    "SO_LINGER",
     "SO_RCVBUF",
     "SO_REUSEADDR",
     "SO_SNDBUF",

@@ -137,7 +137,7 @@ class Op(IntEnum):
     RX_DONE = 6  # the app freed room in a full RX ring; no reply
     SHUTDOWN = 7  # a1 how: SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2
     CLOSE = 8  # no reply; SLOT_FREED follows when the slot may be reused
-    SETSOCKOPT = 9  # a1 level, a2 name, a64 value
+    SETSOCKOPT = 9  # a1 level, a2 name, a64 value (SO_LINGER: l_onoff | l_linger << 32)
     GETSOCKOPT = 10  # a1 level, a2 name; RESULT.a64 = value
 
 

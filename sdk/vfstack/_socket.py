@@ -33,6 +33,7 @@ _CLOSING = int(SlotState.CLOSING)
 _U64 = (1 << 64) - 1
 _DEFAULT_BACKLOG = 128
 _INT = struct.Struct("i")
+_LINGER = struct.Struct("ii")  # struct linger {l_onoff, l_linger}
 _FENCE = threading.Lock()  # a lock round trip is a full fence (see vfstack._rings)
 
 
@@ -278,7 +279,12 @@ class Socket:
         slot = self._check()
         if value is None:
             raise TypeError("setsockopt() needs a value")
-        if isinstance(value, (bytes, bytearray, memoryview)):
+        if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
+            if not isinstance(value, (bytes, bytearray, memoryview)) or len(value) < 8:
+                raise error(errno.EINVAL)  # Linux wants a whole struct linger
+            onoff, seconds = _LINGER.unpack(bytes(value)[:8])
+            value = (1 if onoff else 0) | max(seconds, 0) << 32
+        elif isinstance(value, (bytes, bytearray, memoryview)):
             raw = bytes(value)
             value = _INT.unpack(raw[:4].ljust(4, b"\0"))[0]
         value = int(value)
@@ -294,6 +300,9 @@ class Socket:
         if event.result < 0:
             raise error(-event.result)
         value = event.a64
+        if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
+            linger = _LINGER.pack(value & 1, value >> 32)
+            return value & 1 if buflen is None else linger[:buflen].ljust(buflen, b"\0")
         if value >= 1 << 31:
             value -= 1 << 64 if value >= 1 << 63 else 0
         if buflen is None:

@@ -76,6 +76,7 @@ SO_KEEPALIVE = socket.SO_KEEPALIVE
 SO_SNDBUF = socket.SO_SNDBUF
 SO_RCVBUF = socket.SO_RCVBUF
 SO_ERROR = socket.SO_ERROR
+SO_LINGER = socket.SO_LINGER
 TCP_NODELAY = socket.TCP_NODELAY
 TCP_KEEPIDLE = socket.TCP_KEEPIDLE
 TCP_KEEPINTVL = socket.TCP_KEEPINTVL
@@ -102,7 +103,9 @@ class _Slot:
     """The stack's own view of one socket slot (the table in shared memory
     is only ever written from here, never read back)."""
 
-    __slots__ = ("state", "sock", "port", "readiness", "error", "eof", "options", "reuseaddr")
+    __slots__ = (
+        "state", "sock", "port", "readiness", "error", "eof", "options", "reuseaddr", "linger",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.state = _OPEN
@@ -113,6 +116,7 @@ class _Slot:
         self.eof = False  # the peer's FIN has been handed to the RX ring
         self.options = SocketOptions()  # applied at connect / listen
         self.reuseaddr = 0
+        self.linger = -1  # SO_LINGER seconds, -1: off
 
 
 class Session:
@@ -382,7 +386,9 @@ class Session:
         engine = self.engine
         if isinstance(sock, Listener):
             engine.close_listener(sock, now)
-        elif sock is not None:
+        elif s.linger == 0 and sock is not None:  # SO_LINGER {1, 0}: reset, as Linux does
+            engine.abort(sock, 0, True, now)
+        elif sock is not None:  # (a positive linger does not block: close has no reply)
             if s.state == _CONNECTED:
                 self._drain_tx(slot, sock, now)
             engine.close(sock, now)
@@ -430,6 +436,11 @@ class Session:
                     options.receive_buffer = value
                     if tcb is not None and tcb.receive_buffer is not None:
                         tcb.receive_buffer.set_capacity(value)
+            elif name == SO_LINGER:  # a64 = l_onoff | l_linger << 32 (vfstack._layout.Op)
+                seconds = value >> 32
+                if seconds >= 1 << 31:
+                    return -errno.EINVAL
+                s.linger = seconds if value & 0xFFFFFFFF else -1
             else:
                 return -errno.ENOPROTOOPT
             return 0
@@ -481,6 +492,8 @@ class Session:
                 if tcb is not None and tcb.receive_buffer is not None:
                     return 0, tcb.receive_buffer.capacity
                 return 0, options.receive_buffer or settings.receive_buffer
+            if name == SO_LINGER:
+                return 0, 0 if s.linger < 0 else 1 | s.linger << 32
             if name == SO_ERROR:  # read and clear, as the kernel does
                 code, s.error = s.error, 0
                 self.segment.set_slot(slot, s.state, s.readiness, self._generation[slot], 0)
@@ -645,6 +658,7 @@ class Session:
             new = self._new_slot(_CONNECTED)
             c = self._slots[new]
             c.sock, c.port = tcb, tcb.local_port
+            c.linger = s.linger  # inherited, as on Linux
             tcb.owner = self
             self._slot_of[tcb.sock_id] = new
             self._post(_ACCEPTED, slot, 0, 0, new, tcb.remote_ip, tcb.remote_port)

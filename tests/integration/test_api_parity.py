@@ -202,6 +202,40 @@ def test_send_after_reset_raises_connection_reset_error(api):
         conn.send(b"x")
 
 
+def test_close_with_so_linger_zero_resets_the_peer(api):
+    conn, peer = api.accepted(api.listener())
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert conn.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8) == struct.pack("ii", 1, 0)
+    assert conn.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER) == 1
+    conn.close()
+    peer.settimeout(5)
+    with pytest.raises(ConnectionResetError):
+        peer.recv(10)
+
+
+def test_so_linger_is_inherited_by_accepted_sockets(api):
+    listener = api.listener()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 7))
+    conn, _ = api.accepted(listener)
+    assert conn.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8) == struct.pack("ii", 1, 7)
+
+
+def test_socket_options_round_trip(api):
+    sock = api.socket()
+    for level, name, value in (
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4),
+    ):
+        sock.setsockopt(level, name, value)
+        assert sock.getsockopt(level, name) == value, name
+    with pytest.raises(OSError) as caught:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 0)
+    assert caught.value.errno == errno.EINVAL
+
+
 def test_bind_to_a_port_in_use_raises_eaddrinuse(api):
     api.listener()
     other = api.socket()

@@ -1,5 +1,8 @@
 """`stackservice run`: one stack instance on one VF, in the foreground.
 
+The VF is `--iface NETDEV`, or `--pf PF --vf INDEX`: the netdev of that
+SR-IOV VF (or the VMDq/emulated port PFv<INDEX>), found in sysfs.
+
 Every flag can also come from the environment as VFSTACK_<FLAG> (for
 containers): `--iface` from VFSTACK_IFACE, `--ip` from VFSTACK_IP, ...
 A flag on the command line wins over the environment.
@@ -11,7 +14,7 @@ import argparse
 import os
 import sys
 
-from stackservice.config import DEFAULT_BUSY_POLL_US, InstanceConfig
+from stackservice.config import DEFAULT_BUSY_POLL_US, InstanceConfig, choose_iface
 
 
 def _env(flag: str) -> str | None:
@@ -27,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one stack instance in the foreground")
     options = [
-        ("iface", "the VF netdev (or emulated VF) the instance owns"),
+        ("iface", "the VF netdev (or emulated VF) the instance owns; or give --pf and --vf"),
+        ("pf", "with --vf, instead of --iface: the PF whose VF the instance owns"),
+        ("vf", "with --pf: the VF's index (its netdev is found in sysfs)"),
         ("ip", "the instance's IPv4 address with prefix, e.g. 198.18.0.10/24"),
         ("gateway", "next hop for off-link destinations"),
         ("mac", "MAC address to set on the interface (default: keep its own)"),
@@ -43,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     for flag, help_text in options:
         default = _env(flag)
-        required = flag in ("iface", "ip") and default is None
+        # --iface or --pf/--vf: main() checks that exactly one way is given.
+        required = flag == "ip" and default is None
         run.add_argument(
             f"--{flag}",
             default=default,
@@ -60,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _vf_netdev(pf: str, vf: int) -> str:
+    """The netdev of VF `vf` of `pf`, from sysfs (SR-IOV VF or VMDq port)."""
+    from stackservice.nic.sriov import resolve_vf_netdev
+
+    return resolve_vf_netdev(pf, vf)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        iface = choose_iface(args.iface, args.pf, args.vf, _vf_netdev)
         config = InstanceConfig.build(
-            iface=args.iface,
+            iface=iface,
             ip=args.ip,
             gateway=args.gateway,
             mac=args.mac,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,39 @@ class InstanceConfig:
             _host_port(control_tcp),
             metrics,
         )
+
+
+def choose_iface(
+    iface: str | None,
+    pf: str | None,
+    vf: str | int | None,
+    resolve: Callable[[str, int], str],
+) -> str:
+    """The interface an instance owns: `--iface`, or VF `--vf` of PF `--pf`
+    (`resolve(pf, index)` names its netdev). Exactly one way must be given.
+
+    Raises ValueError naming the flags; `resolve` raises ValueError too.
+    """
+    vf_text = "" if vf is None else str(vf).strip()
+    if iface and (pf or vf_text):
+        raise ValueError(
+            "give either --iface or --pf with --vf, not both "
+            "(check VFSTACK_IFACE, VFSTACK_PF, VFSTACK_VF)"
+        )
+    if iface:
+        return iface
+    if not pf and not vf_text:
+        raise ValueError("give --iface, or --pf and --vf")
+    if not pf or not vf_text:
+        raise ValueError("--pf and --vf go together: give both, or --iface instead")
+    if len(pf) > 15 or "/" in pf:
+        raise ValueError(f"--pf: not an interface name: {pf!r}")
+    if not vf_text.isdigit():
+        raise ValueError(f"--vf: give a VF index (0 or more), not {vf!r}")
+    try:
+        return resolve(pf, int(vf_text))
+    except ValueError as exc:
+        raise ValueError(f"--pf {pf} --vf {vf_text}: {exc}") from None
 
 
 def _control_path(url: str | None, run_dir: Path, name: str) -> Path | None:

@@ -28,6 +28,91 @@ def _emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- Real VFs: `vfstack vf list` reads sysfs; `vfstack vf setup` sets the VF
+# count and each VF's MAC/VLAN (or builds VMDq macvlan ports), all checked
+# before anything changes.
+
+_PF_HEADER = ("PF", "Driver", "PCI", "MAC", "VFs", "Total")
+_VF_HEADER = ("VF", "Netdev", "MAC", "PCI")
+
+
+def _vf_list(args: argparse.Namespace) -> int:
+    # Imported here, as for emulate: apps that import the SDK skip pyroute2.
+    import dataclasses
+
+    from stackservice.nic.sriov import list_pfs
+
+    pfs = list_pfs(args.sysfs_root)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(pf) for pf in pfs], indent=2))
+    elif not pfs:
+        print(f"no SR-IOV capable interface under {args.sysfs_root}/class/net")
+    else:
+        print("\n\n".join("\n".join(_pf_lines(pf)) for pf in pfs))
+    return 0
+
+
+def _pf_lines(pf: Any) -> list[str]:
+    """A PF's line, then its VFs as an indented table."""
+    row = [
+        _text(pf.name), _text(pf.driver or "-"), _text(pf.pci_address or "-"),
+        _text(pf.mac or "-"), str(pf.num_vfs), str(pf.total_vfs),
+    ]  # fmt: skip
+    lines = _table(_PF_HEADER, [row], frozenset({4, 5}))
+    vfs = [
+        [str(vf.index), _text(vf.netdev or "-"), _text(vf.mac or "-"), _text(vf.pci_address)]
+        for vf in pf.vfs
+    ]
+    if vfs:
+        lines += ["  " + line for line in _table(_VF_HEADER, vfs, frozenset({0}))]
+    return lines
+
+
+def _vf_setup(args: argparse.Namespace) -> int:
+    from stackservice.nic.sriov import SetupRequest, setup_vfs
+
+    request = SetupRequest.parse(args.pf, args.num, args.mac_base, args.vlan, args.mode)
+    setup_vfs(request, args.sysfs_root)
+    return 0
+
+
+def _add_vf_commands(commands: argparse._SubParsersAction) -> None:
+    vf = commands.add_parser(
+        "vf",
+        help="list or set up the SR-IOV VFs (or VMDq ports) of a real port",
+        description="SR-IOV VFs of real ports; VMDq ports are macvlans <pf>v<i> on a port "
+        "without SR-IOV. A stack instance takes one with `stackservice run --pf PF --vf I`.",
+    )
+    actions = vf.add_subparsers(dest="vf_action", required=True)
+    sysfs = argparse.ArgumentParser(add_help=False)
+    sysfs.add_argument(
+        "--sysfs-root", default="/sys", metavar="DIR", help="where sysfs is (default /sys)"
+    )
+    listing = actions.add_parser(
+        "list", parents=[sysfs], help="SR-IOV ports and their VFs (netdev, MAC, PCI address)"
+    )
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    listing.set_defaults(run=_vf_list)
+    setup = actions.add_parser(
+        "setup",
+        parents=[sysfs],
+        help="enable N VFs on a PF, VF i with MAC BASE+i and a VLAN; all or nothing",
+    )
+    setup.add_argument("--pf", required=True, help="the PF netdev, e.g. ens1f0")
+    setup.add_argument("--num", required=True, metavar="N", help="VFs to enable (0: none)")
+    setup.add_argument("--mac-base", metavar="MAC", help="VF i gets MAC + i (default: keep)")
+    setup.add_argument(
+        "--vlan", metavar="ID", help="VLAN 1..4094 the NIC tags each VF with (0: untagged)"
+    )
+    setup.add_argument(
+        "--mode",
+        choices=["sriov", "vmdq"],
+        default="sriov",
+        help="sriov (default): real VFs; vmdq: macvlan ports <pf>v<i> on a port without SR-IOV",
+    )
+    setup.set_defaults(run=_vf_setup)
+
+
 # --- Operator commands over the control API: status, conns, stats, sessions.
 # Each command is a fetch (one RPC) and a render (reply -> lines); --json
 # prints the reply itself, --watch repeats it (stats: the WatchStats stream).
@@ -363,7 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", default="vf", help="name prefix, for private copies (default vf)"
     )
     emulate.set_defaults(run=_emulate)
+    _add_vf_commands(commands)
     _add_control_commands(commands)
+    # vfstack.deploy imports only the standard library here; the docker
+    # package is imported when a deploy command runs.
+    from vfstack.deploy import add_deploy_command
+
+    add_deploy_command(commands)
     return parser
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from stackservice import cli
-from stackservice.config import InstanceConfig
+from stackservice.config import InstanceConfig, choose_iface
 
 
 def test_config_valid_flags_build_instance_config():
@@ -110,3 +110,85 @@ def test_config_workers_other_than_one_refused_clearly():
     assert InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", workers="1")
     with pytest.raises(ValueError, match="--workers"):
         InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", workers="2")
+
+
+# --- The VF identity instead of --iface: --pf PF --vf INDEX --------------------
+
+
+def _no_resolve(pf: str, vf: int) -> str:
+    raise AssertionError("resolve must not be called")
+
+
+@pytest.mark.parametrize(
+    ("iface", "pf", "vf", "message"),
+    [
+        (None, None, None, "give --iface, or --pf and --vf"),
+        ("vfpf0v0", "ens1f0", "3", "either --iface or --pf with --vf, not both"),
+        ("vfpf0v0", None, "3", "not both"),
+        (None, "ens1f0", None, "--pf and --vf go together"),
+        (None, None, "3", "--pf and --vf go together"),
+        (None, "ens1f0", "three", "--vf: give a VF index"),
+        (None, "ens1f0", "-1", "--vf: give a VF index"),
+        (None, "a" * 16, "1", "--pf: not an interface name"),
+    ],
+)
+def test_choose_iface_needs_exactly_one_way(iface, pf, vf, message):
+    with pytest.raises(ValueError, match=message):
+        choose_iface(iface, pf, vf, _no_resolve)
+
+
+def test_choose_iface_iface_alone_is_used_as_given():
+    assert choose_iface("vfpf0v1", None, None, _no_resolve) == "vfpf0v1"
+
+
+def test_choose_iface_pf_and_vf_resolve_to_the_vf_netdev():
+    asked = []
+
+    def resolve(pf: str, vf: int) -> str:
+        asked.append((pf, vf))
+        return f"{pf}v{vf}"
+
+    assert choose_iface(None, "ens1f0", " 3", resolve) == "ens1f0v3"
+    assert asked == [("ens1f0", 3)]
+
+
+def test_choose_iface_resolve_error_names_the_flags():
+    def resolve(pf: str, vf: int) -> str:
+        raise ValueError("ens1f0 has 2 VFs (0..1); no VF 3")
+
+    with pytest.raises(ValueError, match=r"--pf ens1f0 --vf 3: ens1f0 has 2 VFs"):
+        choose_iface(None, "ens1f0", "3", resolve)
+
+
+def test_cli_pf_and_vf_from_environment(monkeypatch):
+    monkeypatch.setenv("VFSTACK_PF", "ens1f0")
+    monkeypatch.setenv("VFSTACK_VF", "2")
+    args = cli.build_parser().parse_args(["run", "--ip", "198.18.0.10/24"])
+    assert (args.iface, args.pf, args.vf) == (None, "ens1f0", "2")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "give --iface, or --pf and --vf"),
+        (["--iface", "vfpf0v0", "--pf", "vfpf0", "--vf", "0"], "not both"),
+        (["--pf", "vfpf0"], "--pf and --vf go together"),
+        (["--pf", "vftnone0", "--vf", "0"], "no such interface: vftnone0"),
+    ],
+)
+def test_cli_interface_choice_error_exits_2_with_one_line(capsys, monkeypatch, argv, message):
+    for name in ("VFSTACK_IFACE", "VFSTACK_PF", "VFSTACK_VF"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["run", "--ip", "198.18.0.10/24", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_cli_pf_and_vf_run_the_instance_on_the_vf_netdev(monkeypatch):
+    import stackservice.instance
+
+    started = []
+    monkeypatch.setattr(cli, "_vf_netdev", lambda pf, vf: f"{pf}v{vf}")
+    monkeypatch.setattr(stackservice.instance, "run_instance", lambda c: started.append(c) or 0)
+    assert cli.main(["run", "--ip", "198.18.0.13/24", "--pf", "vfpf0", "--vf", "3"]) == 0
+    assert (started[0].iface, started[0].name) == ("vfpf0v3", "vfpf0v3")

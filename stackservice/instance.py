@@ -21,6 +21,7 @@ from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.fastpath.session import SessionManager
 from stackservice.loop import StackLoop, monotonic_us
+from stackservice.metrics.apps import AppStatsTable
 from stackservice.metrics.counters import CounterBlock, nonzero
 from stackservice.metrics.layout import (
     INSTANCE_LAYOUT,
@@ -38,6 +39,11 @@ from stackservice.tcp.engine import TcpEngine
 
 def counters_path(run_dir: Path, name: str) -> Path:
     return run_dir / f"{name}.counters"
+
+
+def apps_path(run_dir: Path, name: str) -> Path:
+    """The per-app counters (stackservice.metrics.apps)."""
+    return run_dir / f"{name}.apps"
 
 
 @contextlib.contextmanager
@@ -100,7 +106,13 @@ class Instance:
     __slots__ = ("config", "counters", "engine", "fastpath", "host", "mac", "mode", "port")
 
     def __init__(
-        self, config: InstanceConfig, mode: str, mac: str, counters: CounterBlock, port: PacketPort
+        self,
+        config: InstanceConfig,
+        mode: str,
+        mac: str,
+        counters: CounterBlock,
+        port: PacketPort,
+        apps: AppStatsTable | None = None,
     ) -> None:
         self.config = config
         self.mode = mode
@@ -128,7 +140,7 @@ class Instance:
             connect_histogram=counters.histogram(TCP_CONNECT_US),
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
-        self.fastpath = SessionManager(self.engine, config.run_dir, config.name)
+        self.fastpath = SessionManager(self.engine, config.run_dir, config.name, app_stats=apps)
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
@@ -172,6 +184,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
         str(theirs.fileno()),
         "--counters",
         str(counters_path(config.run_dir, config.name)),
+        "--apps",
+        str(apps_path(config.run_dir, config.name)),
         "--info",
         json.dumps(instance.info()),
         "--unix",
@@ -202,14 +216,18 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
 @contextlib.contextmanager
 def open_instance(config: InstanceConfig) -> Iterator[Instance]:
     """Prepare the interface and build the instance; release it on exit
-    (the counters file is removed)."""
+    (the counters and app files are removed)."""
     mode = detect_mode(config.iface)
     mac = prepare_interface(config.iface, config.mac)
     counters = CounterBlock(INSTANCE_LAYOUT, counters_path(config.run_dir, config.name))
+    apps = None
     try:
+        apps = AppStatsTable(path=apps_path(config.run_dir, config.name))
         with PacketPort(config.iface, counters.section("nic")) as port:
-            yield Instance(config, mode, mac, counters, port)
+            yield Instance(config, mode, mac, counters, port, apps)
     finally:
+        if apps is not None:
+            apps.close()
         counters.close()
 
 

@@ -465,7 +465,7 @@ def overview() -> dash.Dashboard:
                 17,
                 "Ring occupancy",
                 "Fullest rings (vfstack_ring_occupancy_ratio); alert VfstackRingFull fires "
-                "above 90% for 2m. Per-app detail: the vfstack apps dashboard.",
+                "above 90% for 2m (tx rings excepted). Per-app detail: the vfstack apps dashboard.",
                 units.PercentUnit,
                 queries(
                     (
@@ -549,7 +549,11 @@ def apps() -> dash.Dashboard:
             graph(
                 2,
                 "Ring occupancy per app and ring",
-                "vfstack_ring_occupancy_ratio; alert VfstackRingFull fires above 90% for 2m.",
+                "vfstack_ring_occupancy_ratio: command and event are the app's fullest "
+                "session ring; rx and tx the bytes waiting in all its connected sockets' "
+                "rings over their total size (a full tx ring alone is a bulk sender "
+                "outpacing the network, so the alert skips tx). Alert VfstackRingFull fires "
+                "above 90% for 2m.",
                 units.PercentUnit,
                 queries(
                     (

@@ -25,12 +25,22 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
 - every other slot, generically: `vfstack_<group>_<slot>_total` for
   counters (group `events` is named `net`, `tcp.resets_in` is
   `vfstack_tcp_resets_received_total`), `vfstack_<group>_<slot>` for gauges;
-- `vfstack_app_bytes_total{app,direction}` and
-  `vfstack_ring_occupancy_ratio{app,ring}` are declared with no series until
-  applications exist (the counters file has no per-app slots yet);
+- per application, from the app table (`stackservice.metrics.apps`, the
+  file `<name>.apps` beside the counters): `app` is the name the
+  application attached with, and the sessions sharing a name are one app.
+  `vfstack_app_bytes_total{app,direction}`: `rx` counts the bytes the stack
+  delivered into the app's RX rings, `tx` the bytes it took from its TX
+  rings. The series stays after the app's last session ends (the stack
+  keeps the name's totals, so a reattaching app continues it) until the
+  slot is reused for another name. `vfstack_ring_occupancy_ratio{app,ring}`,
+  `ring` in command, event, rx, tx, 0..1: only while the app has sessions;
+  command and event are its fullest session's ring, rx and tx the bytes
+  waiting in all its connected sockets' rings over their total size
+  (`SessionManager._sample` says why). Without an app table, or with none
+  readable, both families have no series;
 - `vfstack_counters_readable` is 1 when the counters file could be read; at
   0 (the instance is gone or another version wrote it) the scrape holds only
-  it, `vfstack_info` and the declared per-app families.
+  it, `vfstack_info` and the declared (empty) per-app families.
 
 Prometheus sets its own `instance` target label: scrape these targets with
 `honor_labels: true`, or the stack's name lands in `exported_instance`.
@@ -39,7 +49,7 @@ Prometheus sets its own `instance` target label: scrape these targets with
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -53,6 +63,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from stackservice.metrics.apps import RINGS, AppSample, read_apps
 from stackservice.metrics.counters import CounterLayout, HistogramSnapshot, read_all
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.net.drops import TX_DROP_REASONS, DropReason
@@ -275,12 +286,18 @@ def metric_names(layout: CounterLayout = INSTANCE_LAYOUT) -> dict[str, str]:
 
 
 class StackCollector(Collector):
-    """Reads the counters file at scrape time and yields metric families."""
+    """Reads the counters file and the app table at scrape time and yields
+    metric families."""
 
     def __init__(
-        self, counters_path: Path, identity: Identity, layout: CounterLayout = INSTANCE_LAYOUT
+        self,
+        counters_path: Path,
+        identity: Identity,
+        layout: CounterLayout = INSTANCE_LAYOUT,
+        apps_path: Path | None = None,
     ) -> None:
         self.counters_path = counters_path
+        self.apps_path = apps_path
         self.layout = layout
         self._plan = _plan(layout)
         vf = str(identity.vf_index) if identity.vf_index >= 0 else ""
@@ -290,6 +307,7 @@ class StackCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         """The families without samples (the registry checks names with it)."""
         yield from self._static(readable=None)
+        yield from self._apps(())
         for spec in self._plan.specs:
             yield _family(spec)
         for hist in self._plan.histograms:
@@ -300,8 +318,10 @@ class StackCollector(Collector):
             reading = read_all(self.counters_path, self.layout)
         except (OSError, ValueError):
             yield from self._static(readable=False)
+            yield from self._apps(())
             return
         yield from self._static(readable=True)
+        yield from self._apps(self._read_apps())
         for spec in self._plan.specs:
             yield self._collect_spec(spec, reading.counters)
         for hist in self._plan.histograms:
@@ -321,17 +341,44 @@ class StackCollector(Collector):
             readable_family.add_metric(self._labels, 1 if readable else 0)
         yield info
         yield readable_family
-        # Declared for dashboards and alerts; series appear with applications.
-        yield CounterMetricFamily(
+
+    def _read_apps(self) -> list[AppSample]:
+        if self.apps_path is None:
+            return []
+        try:
+            return read_apps(self.apps_path)
+        except (OSError, ValueError):
+            return []  # not there yet, or gone: no per-app series this scrape
+
+    def _apps(self, samples: Iterable[AppSample]) -> Iterator[Metric]:
+        app_bytes = CounterMetricFamily(
             "vfstack_app_bytes",
             "Bytes an application moved through its sockets, by direction.",
             labels=(*LABELS, "app", "direction"),
         )
-        yield GaugeMetricFamily(
+        occupancy = GaugeMetricFamily(
             "vfstack_ring_occupancy_ratio",
             "Fill level (0..1) of an application's shared-memory rings.",
             labels=(*LABELS, "app", "ring"),
         )
+        # The stack keeps one slot per name; two names that encode alike
+        # (lone surrogates) must still not give a duplicate series.
+        merged: dict[str, list] = {}
+        for sample in samples:
+            entry = merged.setdefault(sample.app, [0, 0, 0, dict.fromkeys(RINGS, 0.0)])
+            entry[0] += sample.rx_bytes
+            entry[1] += sample.tx_bytes
+            entry[2] += sample.sessions
+            for ring in RINGS:
+                entry[3][ring] = max(entry[3][ring], sample.occupancy(ring))
+        for app, (rx, tx, sessions, rings) in merged.items():
+            app_bytes.add_metric([*self._labels, app, "rx"], rx)
+            app_bytes.add_metric([*self._labels, app, "tx"], tx)
+            if sessions:  # rings exist only while sessions are attached
+                for ring, ratio in rings.items():
+                    occupancy.add_metric([*self._labels, app, ring], ratio)
+        yield app_bytes
+        yield occupancy
 
     def _collect_spec(self, spec: _Spec, counters: Mapping[str, Mapping[str, int]]) -> Metric:
         family = _family(spec)

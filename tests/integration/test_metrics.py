@@ -1,31 +1,35 @@
 """Metrics of a live instance: a real Prometheus (Debian's) scrapes it
-while the Linux peer drives load, then every dashboard panel's expression
-is evaluated through Prometheus' HTTP API."""
+while the Linux peer drives load, through the diag services and through an
+SDK application attached to the instance, then every dashboard panel's
+expression is evaluated through Prometheus' HTTP API."""
 
+import contextlib
 import json
-import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import vfstack
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.netns import in_netns
-from tests.support.stack import running_stack
+from tests.support.netns import in_netns, kernel_peer
+from tests.support.stack import StackProcess, running_stack, wait_until
 
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "198.18.0.10"
-# Panels that need applications on the fast path (issue 5): until then no
-# series exist for them, by design of the exporter.
-NEEDS_APPS = ("vfstack_app_bytes_total", "vfstack_ring_occupancy_ratio")
+APP = "metrics-echo"
+ECHO_PORT = 8080
+RINGS = {"command", "event", "rx", "tx"}
 
 
 def _free_port() -> int:
@@ -73,6 +77,65 @@ def _concrete(expr: str) -> str:
     for name in ("instance", "vf", "app"):
         expr = expr.replace(f"${name}", ".*").replace(f"${{{name}}}", ".*")
     return expr.replace("$__rate_interval", "20s").replace("$__interval", "5s")
+
+
+class EchoApp:
+    """An SDK application attached to the instance as `APP`: a listener on
+    ECHO_PORT and a thread echoing the connections it accepts, one after
+    another, until `close` (which detaches the session)."""
+
+    def __init__(self, instance: StackProcess) -> None:
+        self.stack = vfstack.connect(f"unix://{instance.run_dir / 'vf0.sock'}", app=APP)
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._listener = self.stack.socket()
+        self._listener.setsockopt(vfstack.SOL_SOCKET, vfstack.SO_REUSEADDR, 1)
+        self._listener.bind(("0.0.0.0", ECHO_PORT))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(30)
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+        except BaseException as exc:  # reported by the test thread
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+        self.stack.close()
+        assert not self._thread.is_alive()
+        assert self.errors == []
+
+
+@contextlib.contextmanager
+def echo_app(instance: StackProcess) -> Iterator[EchoApp]:
+    app = EchoApp(instance)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def echo_through_app(netns: str, size: int, seed: int = 1) -> None:
+    """The kernel peer sends `size` bytes to the SDK app and reads them back."""
+    result = kernel_peer(
+        netns, "echo", "--host", STACK, "--port", str(ECHO_PORT), "--bytes", str(size),
+        "--seed", str(seed), timeout=60,
+    )  # fmt: skip
+    assert result.get("bytes") == size, result
+    assert result["received_sha256"] == result["sent_sha256"]
 
 
 @pytest.fixture
@@ -125,6 +188,39 @@ def test_known_workload_counted_exactly(metrics_stack):
     assert after[f"{info}version={_version()}}}"] == 1
 
 
+def test_app_bytes_equal_the_bytes_echoed_through_the_sdk_app(metrics_stack):
+    """M bytes each way through an SDK app, over several connections: the
+    app's rx and tx counters are exactly M; the sessions gauge follows the
+    attach and detach; the rings are sampled while the app is attached and
+    the byte counter outlives its session."""
+    netns_port, instance, port = metrics_stack
+    assert _scrape(port)["vfstack_sessions{}"] == 0
+    sizes = (1, 65_536, 1_000_003)  # one byte, exactly one socket ring, odd and large
+    with echo_app(instance):
+        assert wait_until(lambda: _scrape(port)["vfstack_sessions{}"] == 1)
+        before = _scrape(port)
+        assert before[f"vfstack_app_bytes_total{{app={APP},direction=rx}}"] == 0
+        assert before[f"vfstack_app_bytes_total{{app={APP},direction=tx}}"] == 0
+        for seed, size in enumerate(sizes):
+            echo_through_app(netns_port.netns, size, seed)
+        during = _scrape(port)
+        occupancy = {
+            key: value for key, value in during.items()
+            if key.startswith("vfstack_ring_occupancy_ratio{")
+        }  # fmt: skip
+        assert set(occupancy) == {
+            f"vfstack_ring_occupancy_ratio{{app={APP},ring={ring}}}" for ring in RINGS
+        }
+        assert all(0 <= value <= 1 for value in occupancy.values())
+    total = sum(sizes)
+    assert during[f"vfstack_app_bytes_total{{app={APP},direction=rx}}"] == total
+    assert during[f"vfstack_app_bytes_total{{app={APP},direction=tx}}"] == total
+    assert wait_until(lambda: _scrape(port)["vfstack_sessions{}"] == 0)
+    after = _scrape(port)
+    assert after[f"vfstack_app_bytes_total{{app={APP},direction=rx}}"] == total
+    assert not [key for key in after if key.startswith("vfstack_ring_occupancy_ratio{")]
+
+
 def _version() -> str:
     from stackservice import __version__
 
@@ -133,7 +229,7 @@ def _version() -> str:
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus needed")
 def test_every_dashboard_panel_returns_data_from_real_prometheus(metrics_stack, tmp_path):
-    netns_port, _, metrics_port = metrics_stack
+    netns_port, instance, metrics_port = metrics_stack
     prom_port = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(f"""
@@ -156,48 +252,66 @@ scrape_configs:
     )
     api = f"http://127.0.0.1:{prom_port}/api/v1"
     try:
-        load = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns_port.netns,
-                "ab",
-                "-q",
-                "-t",
-                "25",
-                "-n",
-                "2000000",
-                "-c",
-                "20",
-                f"http://{STACK}/",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(25)
-        load.wait(timeout=60)
-        empty = []
-        for dashboard, title, expr in _panel_exprs():
-            if any(name in expr for name in NEEDS_APPS):
-                continue
-            query = urllib.parse.urlencode({"query": _concrete(expr)})
-            reply = json.loads(_get(f"{api}/query?{query}"))
-            assert reply["status"] == "success", (title, expr, reply)
-            if not reply["data"]["result"]:
-                empty.append((dashboard, title, expr))
-        assert empty == []
-        up = json.loads(_get(f"{api}/query?query=up"))["data"]["result"]
-        assert [series["value"][1] for series in up] == ["1"]
+        # The SDK app stays attached while Prometheus scrapes and is queried,
+        # with bytes flowing through it next to ab's load on the diag HTTP.
+        with echo_app(instance), app_traffic(netns_port.netns) as echoed:
+            load = subprocess.Popen(
+                [
+                    "ip", "netns", "exec", netns_port.netns,
+                    "ab", "-q", "-t", "25", "-n", "2000000", "-c", "20", f"http://{STACK}/",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(25)
+            load.wait(timeout=60)
+            empty = []
+            for dashboard, title, expr in _panel_exprs():
+                query = urllib.parse.urlencode({"query": _concrete(expr)})
+                reply = json.loads(_get(f"{api}/query?{query}"))
+                assert reply["status"] == "success", (title, expr, reply)
+                if not reply["data"]["result"]:
+                    empty.append((dashboard, title, expr))
+            assert empty == []
+            up = json.loads(_get(f"{api}/query?query=up"))["data"]["result"]
+            assert [series["value"][1] for series in up] == ["1"]
+            query = urllib.parse.urlencode({"query": "vfstack_app_bytes_total"})
+            moved = json.loads(_get(f"{api}/query?{query}"))["data"]["result"]
+            assert {s["metric"]["app"] for s in moved} == {APP}
+            assert {s["metric"]["direction"] for s in moved} == {"rx", "tx"}
+            assert all(float(s["value"][1]) > 0 for s in moved), moved
+        assert echoed() > 0
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
 
 
-def test_panels_needing_apps_are_only_the_app_metrics():
-    """The exception above stays narrow: only the per-app families."""
-    pattern = re.compile(r"vfstack_[a-z_]+")
-    for _, _, expr in _panel_exprs():
-        names = set(pattern.findall(expr))
-        if names & set(NEEDS_APPS):
-            assert names <= set(NEEDS_APPS) | {"vfstack_sessions"}, expr
+@contextlib.contextmanager
+def app_traffic(netns: str) -> Iterator:
+    """Keep echoing 256 KiB through the SDK app, connection after
+    connection, for the block; yields a function that returns how many
+    echoes completed (raising what the traffic thread met)."""
+    stop = threading.Event()
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                echo_through_app(netns, 256 << 10, seed=len(done) + 1)
+                done.append(1)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    def echoed() -> int:
+        if errors:
+            raise errors[0]
+        return len(done)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield echoed
+    finally:
+        stop.set()
+        thread.join(timeout=90)

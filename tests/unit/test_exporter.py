@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackservice.control import server as control
+from stackservice.metrics.apps import AppField, AppStatsTable
 from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.exporter import StackCollector, make_registry, metric_names
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -65,7 +66,7 @@ DESIGN = {
     "vfstack_event_delivery_seconds": ("histogram", ()),
     "vfstack_rx_batch_packets": ("histogram", ()),
 }
-NO_SERIES_YET = {"vfstack_app_bytes", "vfstack_ring_occupancy_ratio"}
+APP_FAMILIES = {"vfstack_app_bytes", "vfstack_ring_occupancy_ratio"}
 
 
 def slot_value(section: str, index: int) -> int:
@@ -84,8 +85,25 @@ def counters(tmp_path):
     block.close()
 
 
-def scrape(path: Path, identity=IDENTITY) -> dict:
-    registry = make_registry(StackCollector(path, identity))
+@pytest.fixture
+def apps(tmp_path):
+    """An app table: "web" with two sessions and a ring sample, "gone"
+    whose sessions all ended (bytes kept, no rings)."""
+    table = AppStatsTable(8, tmp_path / "vf0.apps")
+    web = table.attach("web")
+    table.attach("web")
+    gone = table.attach("gone")
+    table.counters(web)[AppField.RX_BYTES] += 5000
+    table.counters(web)[AppField.TX_BYTES] += 700
+    table.counters(gone)[AppField.RX_BYTES] += 11
+    table.publish(web, 16, 1024, 1024, 4096, 3 << 14, 1 << 17, 0, 1 << 17)
+    table.detach(gone, now=1)
+    yield table
+    table.close()
+
+
+def scrape(path: Path, identity=IDENTITY, apps: Path | None = None) -> dict:
+    registry = make_registry(StackCollector(path, identity, apps_path=apps))
     text = generate_latest(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
 
@@ -96,20 +114,53 @@ def value(family, **labels) -> float:
     return matches[0]
 
 
-def test_design_metrics_present_with_type_and_labels(counters):
-    families = scrape(counters._path)
+def test_design_metrics_present_with_type_and_labels(counters, apps):
+    families = scrape(counters._path, apps=apps._path)
     for name, (kind, own) in DESIGN.items():
         family = families[name]
         assert family.type == kind, name
-        if name in NO_SERIES_YET:
-            assert family.samples == [], name
-            continue
         assert family.samples, name
         for sample in family.samples:
             extra = ("le",) if sample.name.endswith("_bucket") else ()
             assert set(sample.labels) == {*OURS, *own, *extra}, sample
             assert OURS.items() <= sample.labels.items(), sample
     assert set(families) == set(metric_names())
+
+
+def test_without_an_app_table_the_app_families_have_no_series(counters, tmp_path):
+    for apps in (None, tmp_path / "missing.apps", counters._path):  # none, gone, foreign
+        families = scrape(counters._path, apps=apps)
+        for name in APP_FAMILIES:
+            assert families[name].samples == [], (apps, name)
+        assert value(families["vfstack_counters_readable"]) == 1
+
+
+def test_app_bytes_per_app_and_direction_stay_after_the_sessions(counters, apps):
+    families = scrape(counters._path, apps=apps._path)
+    app_bytes = {
+        (s.labels["app"], s.labels["direction"]): s.value
+        for s in families["vfstack_app_bytes"].samples
+    }
+    assert app_bytes == {
+        ("web", "rx"): 5000, ("web", "tx"): 700, ("gone", "rx"): 11, ("gone", "tx"): 0,
+    }  # fmt: skip
+    for sample in families["vfstack_app_bytes"].samples:
+        assert sample.name == "vfstack_app_bytes_total"
+        assert OURS.items() <= sample.labels.items()
+
+
+def test_ring_occupancy_only_for_apps_with_sessions(counters, apps):
+    families = scrape(counters._path, apps=apps._path)
+    ratios = {
+        (s.labels["app"], s.labels["ring"]): s.value
+        for s in families["vfstack_ring_occupancy_ratio"].samples
+    }
+    assert ratios == {
+        ("web", "command"): 16 / 1024,
+        ("web", "event"): 0.25,
+        ("web", "rx"): 0.375,
+        ("web", "tx"): 0.0,
+    }
 
 
 def test_nic_tcp_and_gauge_values_equal_slots(counters):
@@ -224,13 +275,20 @@ def test_metric_names_unique_and_registry_rejects_a_second_collector(counters):
     assert metric_names()["vfstack_tcp_rtt_seconds"] == "histogram"
 
 
-def test_collect_cost_printed(counters):
-    """Measured, not asserted: one scrape (read + families + text)."""
-    registry = make_registry(StackCollector(counters._path, IDENTITY))
-    start = time.perf_counter()
-    for _ in range(20):
-        generate_latest(registry)
-    print(f"\nscrape: {(time.perf_counter() - start) / 20 * 1e3:.2f} ms")
+def test_collect_cost_printed(counters, tmp_path):
+    """Measured, not asserted: one scrape (read + families + text), with a
+    full default app table (256 apps) and without one."""
+    table = AppStatsTable(path=tmp_path / "full.apps")
+    for i in range(table.slots):
+        table.attach(f"app{i}")
+    for apps in (None, table._path):
+        registry = make_registry(StackCollector(counters._path, IDENTITY, apps_path=apps))
+        start = time.perf_counter()
+        for _ in range(20):
+            generate_latest(registry)
+        per_scrape = (time.perf_counter() - start) / 20 * 1e3
+        print(f"\nscrape ({'no app table' if apps is None else '256 apps'}): {per_scrape:.2f} ms")
+    table.close()
 
 
 # -- over HTTP, from the control server ----------------------------------------
@@ -255,7 +313,7 @@ def socket_dir():
         yield Path(path)
 
 
-def test_control_server_serves_metrics_and_stops_it(counters, socket_dir):
+def test_control_server_serves_metrics_and_stops_it(counters, apps, socket_dir):
     ours, theirs = socket.socketpair()
     handle = control.serve(
         ours,
@@ -263,6 +321,7 @@ def test_control_server_serves_metrics_and_stops_it(counters, socket_dir):
         IDENTITY,
         socket_dir / "vf0.sock",
         metrics=("127.0.0.1", 0),
+        apps_path=apps._path,
         link_factory=lambda sock, on_event: IdleLink(),
     )
     try:
@@ -272,6 +331,7 @@ def test_control_server_serves_metrics_and_stops_it(counters, socket_dir):
         families = {f.name: f for f in text_string_to_metric_families(text)}
         assert set(DESIGN) <= set(families)
         assert value(families["vfstack_rx_packets"]) == slot_value("nic", 0)
+        assert value(families["vfstack_app_bytes"], app="web", direction="rx") == 5000
     finally:
         handle.stop()
         assert handle.wait(timeout=5)
@@ -331,7 +391,7 @@ def test_metrics_bad_address_status_2(counters, socket_dir, capsys, metrics):
     assert "--metrics must be HOST:PORT" in capsys.readouterr().err
 
 
-def test_process_serves_metrics_until_sigterm(counters, socket_dir):
+def test_process_serves_metrics_until_sigterm(counters, apps, socket_dir):
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     ours, theirs = socket.socketpair()
@@ -343,6 +403,7 @@ def test_process_serves_metrics_until_sigterm(counters, socket_dir):
             "--info", json.dumps(INFO),
             "--unix", str(socket_dir / "s.sock"),
             "--metrics", f"127.0.0.1:{port}",
+            "--apps", str(apps._path),
         ],
         pass_fds=[ours.fileno()],
     )  # fmt: skip
@@ -359,6 +420,8 @@ def test_process_serves_metrics_until_sigterm(counters, socket_dir):
                 time.sleep(0.05)
         assert status == 200
         assert "vfstack_info{" in text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert value(families["vfstack_ring_occupancy_ratio"], app="web", ring="rx") == 0.375
         process.terminate()
         assert process.wait(timeout=10) == 0
     finally:

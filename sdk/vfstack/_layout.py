@@ -147,7 +147,7 @@ class EventKind(IntEnum):
     RESULT = 1  # answers `request`; result 0 or -errno
     READY = 2  # slot's readiness changed; a1 = new mask
     ACCEPTED = 3  # slot = listener, a1 = new slot, a2 = peer ip, a3 = peer port
-    SLOT_FREED = 4  # slot may be reused
+    SLOT_FREED = 4  # slot may be reused; a64 = RX ring index where the old bytes end
 
 
 class BadRecord(Exception):
@@ -712,6 +712,21 @@ class Segment:
             ring = self._socket_ring(self.geometry.tx_offset(slot))
             self._tx[slot] = ring
         return ring
+
+    def drop_stale_rx(self, slot: int, end: int) -> int:
+        """App side, on SLOT_FREED: discard what is left of the closed
+        connection's bytes, i.e. up to RX index `end`, and no byte beyond,
+        which may belong to a connection the slot was handed to since.
+
+        Returns: bytes dropped (0 if `end` is not ahead of the app's index
+        or beyond what is published).
+        """
+        rx = self.rx(slot)
+        stale = end - rx.consumed
+        if 0 < stale <= rx.readable():
+            rx.release(stale)
+            return stale
+        return 0
 
     def _socket_ring(self, offset: int) -> ByteRing:
         size = ByteRing.region_size(self.geometry.socket_ring_bytes)

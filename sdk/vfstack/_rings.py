@@ -187,6 +187,16 @@ class _Ring:
     def capacity(self) -> int:
         return self._cap
 
+    @property
+    def produced(self) -> int:
+        """Producer side: its own index (everything ever published)."""
+        return self._head
+
+    @property
+    def consumed(self) -> int:
+        """Consumer side: its own index (everything ever released)."""
+        return self._tail
+
     # -- validated loads of the other side's index -------------------------
 
     def _load_head(self) -> int:

@@ -40,7 +40,6 @@ from vfstack._layout import (
     EventKind,
     Op,
     Segment,
-    SlotState,
     decode_event,
     encode_command_into,
 )
@@ -56,7 +55,6 @@ _RESULT = int(EventKind.RESULT)
 _READY = int(EventKind.READY)
 _ACCEPTED = int(EventKind.ACCEPTED)
 _SLOT_FREED = int(EventKind.SLOT_FREED)
-_FREE = int(SlotState.FREE)
 
 
 def connect(url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> Stack:
@@ -335,7 +333,7 @@ class Stack:
                     self._results[event.request] = event
                     continue
                 if kind == _SLOT_FREED:
-                    self._slot_freed(event.slot)
+                    self._segment.drop_stale_rx(event.slot, event.a64)
                     continue
                 if kind == _ACCEPTED:
                     queue = self._accepts.get(event.slot)
@@ -354,17 +352,6 @@ class Stack:
         for slot in orphans:
             self._close_slot(slot)
         return n
-
-    def _slot_freed(self, slot: int) -> None:
-        """The stack no longer writes this slot's RX ring: drop what is left
-        of the old connection's bytes, unless the slot was handed out again
-        already (then the bytes may be the new connection's). The RX count
-        is loaded before the state: the stack sets the state before it
-        writes a reused slot's ring, so FREE here means all n bytes are old."""
-        rx = self._segment.rx(slot)
-        n = rx.readable()
-        if n and self._segment.slot_state(slot) == _FREE:
-            rx.release(n)
 
     def _close_slot(self, slot: int) -> None:
         """Give a slot back (no reply; SLOT_FREED follows). Lock may be held."""

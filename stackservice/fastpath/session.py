@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from pathlib import Path
 
 from vfstack._doorbell import Doorbell
@@ -78,6 +79,8 @@ SAMPLE_BUDGET = 256
 SAMPLE_US_PER_CONNECTED = 100
 _MAX_BUFFER = 64 << 20  # SO_SNDBUF / SO_RCVBUF upper bound
 _EPHEMERAL_FIRST, _EPHEMERAL_LAST = 32768, 60999
+
+_FENCE = threading.Lock()  # an uncontended lock round trip is a full fence
 
 # Socket option names as Linux (and Python's socket module) number them.
 SOL_SOCKET = socket.SOL_SOCKET
@@ -421,7 +424,9 @@ class Session:
         if left:
             tx.release(left)  # the stack discards what it could not send
         self._release_slot(slot)
-        self._post(_SLOT_FREED, slot)
+        # Bytes the app has not read up to here are the closed connection's:
+        # it drops them (Segment.drop_stale_rx) even if the slot is reused.
+        self._post(_SLOT_FREED, slot, a64=self.segment.rx(slot).produced)
         for listening in self._listening:  # a free slot may unblock accepts
             self._dirty.add(listening)
 
@@ -658,7 +663,15 @@ class Session:
         while True:
             room = ring.free()
             if room == 0:
-                break  # the app sends RX_DONE when it has made room
+                # The app sends RX_DONE if, after storing its tail, it loads a
+                # head that shows the ring was full. Fence our head store
+                # before this last tail load: then one side sees the other
+                # (the store-buffer argument of vfstack._doorbell).
+                _FENCE.acquire()
+                _FENCE.release()
+                room = ring.free()
+                if room == 0:
+                    break
             try:
                 n = self.engine.receive_into(tcb, scratch[: min(room, len(scratch))], now)
             except SocketError as exc:

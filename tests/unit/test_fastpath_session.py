@@ -270,11 +270,27 @@ def test_close_flushes_tx_frees_the_slot_and_bumps_the_generation(stack):
     sent = stack.step()
     assert b"".join(s.payload for s in sent) == b"last words"
     assert any(s.flags & FIN for s in sent)
-    assert [e.slot for e in by_kind(app.events(), EventKind.SLOT_FREED)] == [conn]
+    freed = by_kind(app.events(), EventKind.SLOT_FREED)
+    assert [e.slot for e in freed] == [conn]
+    assert freed[0].a64 == app.seg.rx(conn).consumed  # the app read all there was
     assert app.seg.slot_state(conn) == SlotState.FREE
     again = open_socket(app, stack)
     assert again == conn
     assert app.seg.generation(conn) == generation + 1
+
+
+def test_slot_freed_says_where_the_closed_connections_rx_bytes_end(stack):
+    app = stack.attach()
+    _, conn, iss = accepted(app, stack)
+    stack.deliver(seq=PEER_ISS + 1, ack=iss + 1, payload=b"never read")
+    stack.step()
+    app.events()
+    app.command(Op.CLOSE, conn)
+    stack.step()
+    (freed,) = by_kind(app.events(), EventKind.SLOT_FREED)
+    rx = app.seg.rx(conn)
+    assert freed.a64 == rx.consumed + len(b"never read")
+    assert app.seg.drop_stale_rx(conn, freed.a64) == len(b"never read")
 
 
 def test_socket_slots_run_out_with_emfile(stack):

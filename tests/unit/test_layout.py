@@ -387,6 +387,25 @@ def test_segment_ring_index_out_of_range(pair):
             stack.readiness(bad)
 
 
+def test_drop_stale_rx_drops_the_old_connections_bytes_only(pair):
+    stack, app = pair
+    stack.rx(3).write(b"old, never read")
+    end = stack.rx(3).produced  # what SLOT_FREED carries
+    stack.rx(3).write(b"new")  # the slot was handed out again meanwhile
+    assert app.drop_stale_rx(3, end) == len(b"old, never read")
+    buf = bytearray(16)
+    assert buf[: app.rx(3).read_into(buf)] == b"new"
+    assert app.drop_stale_rx(3, end) == 0  # nothing of the old left
+
+
+def test_drop_stale_rx_ignores_an_index_behind_or_beyond_the_ring(pair):
+    stack, app = pair
+    stack.rx(2).write(b"abc")
+    assert app.drop_stale_rx(2, 0) == 0
+    assert app.drop_stale_rx(2, 4) == 0  # more than was published
+    assert app.rx(2).readable() == 3
+
+
 def test_segment_slot_table_written_by_stack_is_read_by_app(pair):
     stack, app = pair
     assert app.slot_state(7) == SlotState.FREE and app.readiness(7) == 0

@@ -236,11 +236,17 @@ def test_alerts_have_for_severity_and_annotations():
         assert rule["annotations"]["description"].strip(), name
 
 
-def test_prometheus_scrapes_every_stack_instance():
+def test_prometheus_scrapes_every_stack_instance_of_the_compose_file():
     config = yaml.safe_load(PROMETHEUS.read_text())
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "vfstack"]
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-    assert targets == ["stack-vf0:9100", "stack-vf1:9100"]
+    compose = yaml.safe_load((PROMETHEUS.parents[1] / "docker-compose.yml").read_text())
+    expected = []
+    for name, service in sorted(compose["services"].items()):
+        if name.startswith("stack-vf"):
+            port = re.fullmatch(r"\$\{\w+:-(\d+)\}", service["environment"]["VFSTACK_METRICS_PORT"])
+            expected.append(f"{name}:{port.group(1)}")
+    assert targets == expected == ["stack-vf0:9100", "stack-vf1:9101"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
     assert config["rule_files"] == ["rules/vfstack.yml"]
 

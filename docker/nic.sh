@@ -1,0 +1,64 @@
+#!/bin/sh
+# The compose `nic` service: make the VFs the stack services use, hold them
+# for the project's lifetime, and take them away on `docker compose down`.
+#
+# It keeps running (instead of exiting after the setup) so that compose
+# stops it last, after every stack (they depend on it), and its SIGTERM
+# is the moment to remove what it made: a plain `docker compose down`
+# leaves no interface or namespace behind.
+#
+# VFSTACK_MODE   emulated (default): `vfstack emulate up`, namespace
+#                vfstack-peer with the kernel peer, PF $PF, VFs ${PF}v0..
+#                sriov | vmdq: `vfstack vf setup --mode sriov|vmdq` on the
+#                real port $PF (extra flags, e.g. --mac-base, --vlan, in
+#                $VF_SETUP_ARGS); the VFs stay configured on down, as
+#                hardware settings usually are.
+# PF             the PF (emulated default vfpf0)
+# NUM_VFS        how many VFs (default 2)
+set -eu
+
+mode="${VFSTACK_MODE:-emulated}"
+num="${NUM_VFS:-2}"
+ready=/tmp/vfstack-nic.ready # the healthcheck looks for it
+
+up() {
+    case "$mode" in
+    emulated)
+        vfstack emulate up --vfs "$num" --pf "${PF:-vfpf0}"
+        ;;
+    sriov | vmdq)
+        [ -n "${PF:-}" ] || {
+            echo "nic: set PF (the physical port) in .env for mode $mode" >&2
+            return 1
+        }
+        # shellcheck disable=SC2086  # VF_SETUP_ARGS is a list of flags
+        vfstack vf setup --pf "$PF" --num "$num" --mode "$mode" ${VF_SETUP_ARGS:-}
+        ;;
+    *)
+        echo "nic: VFSTACK_MODE must be emulated, sriov or vmdq, not '$mode'" >&2
+        return 1
+        ;;
+    esac
+}
+
+down() {
+    rm -f "$ready"
+    case "$mode" in
+    emulated) vfstack emulate down --pf "${PF:-vfpf0}" ;;
+    *) echo "nic: $mode: the VFs on $PF stay configured" ;;
+    esac
+}
+
+if ! up; then
+    down || true # a half-made port would outlive the failed container
+    exit 1
+fi
+trap 'down; exit 0' TERM INT
+touch "$ready"
+echo "nic: $mode port ready; removed when this service stops"
+# A background sleep and `wait`: the shell runs the trap as soon as the
+# signal arrives instead of after the sleep.
+while :; do
+    sleep 3600 &
+    wait $! || true
+done

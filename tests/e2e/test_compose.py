@@ -1,0 +1,319 @@
+"""End to end: `docker compose up` on the emulated port, as a user runs it.
+
+The compose file is built and started under a project name of its own
+(settings from .env.example, the host's run directory replaced by a
+private one, metrics on free ports), then reached the way users reach it:
+HTTP and echo from the kernel peer in namespace vfstack-peer, /metrics
+from the host, the control API through the shared run directory. A
+`vfstack deploy` container on a third VF covers start/stop through the
+Docker API. Last, `docker compose down` must leave no container, no
+file in the run directory, no interface and no namespace.
+
+The example apps (app-http on VF0, app-echo on VF1) are checked when
+sdk/vfstack/examples/http_server.py exists; otherwise the stacks' own
+diagnostic services (HTTP 80, echo 7) stand in for them.
+
+Needs root, a Docker engine, Compose v2 and the base image: .ci/run gets
+them (docker/setup-host.sh). Without them the module is skipped, unless
+VFSTACK_REQUIRE_DOCKER=1 (set by .ci/run) turns that into a failure.
+The emulated port's names (vfstack-peer, vfpf0) are global: the module
+is skipped when they exist already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = (ROOT / "sdk/vfstack/examples/http_server.py").exists()
+PEER_NS = "vfstack-peer"
+PF = "vfpf0"
+VF0_IP, VF1_IP, VF2_IP = "198.18.0.10", "198.18.0.11", "198.18.0.12"
+HTTP_SIZE = 64
+UP_TIMEOUT_S = 300  # a cold build installs grpcio & co. from PyPI
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
+
+TIMES: dict[str, float] = {}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("VFSTACK_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"VFSTACK_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _base_image() -> str:
+    return os.environ.get("BASE_IMAGE") or "vfstack-base:local"
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    """The engine through the docker package, or a skip saying what is missing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, capabilities)")
+    try:
+        import docker
+    except ImportError:
+        _unavailable("the docker package is not installed (pip install -e '.[dev]')")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        _unavailable(f"no Docker engine answers ({exc}); run docker/setup-host.sh")
+    version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if version.returncode != 0:
+        _unavailable("`docker compose` (Compose v2) is missing; run docker/setup-host.sh")
+    try:
+        client.images.get(_base_image())
+    except docker.errors.ImageNotFound:
+        _unavailable(f"base image {_base_image()} is missing; run docker/setup-host.sh")
+    if _netns_exists(PEER_NS) or Path(f"/sys/class/net/{PF}").exists():
+        pytest.skip(f"the emulated port is in use ({PEER_NS} or {PF} exists): take it down first")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("0.0.0.0", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class Project:
+    """One compose project: its name, settings and CLI."""
+
+    def __init__(self) -> None:
+        self.name = f"vfstack-e2e-{secrets.token_hex(3)}"
+        self.run_dir = Path(f"/run/{self.name}")
+        self.metrics = _free_ports(3)  # vf0, vf1 (compose), vf2 (deploy)
+        self.env = dict(
+            os.environ,
+            BASE_IMAGE=_base_image(),
+            VFSTACK_IMAGE="vfstack:local",
+            VFSTACK_MODE="emulated",
+            PF=PF,
+            NUM_VFS="3",  # VF 2 is for `vfstack deploy`
+            VF0_METRICS_PORT=str(self.metrics[0]),
+            VF1_METRICS_PORT=str(self.metrics[1]),
+            VFSTACK_RUN_DIR=str(self.run_dir),
+            DIAG_SERVICES="1",
+            APP_HTTP_SIZE=str(HTTP_SIZE),
+        )
+        self.services = ["nic", "stack-vf0", "stack-vf1"]
+        if EXAMPLES:
+            self.services += ["app-http", "app-echo"]
+
+    def compose(self, *args: str, timeout: float = 120, check: bool = True):
+        argv = [
+            "docker", "compose",
+            "--project-directory", str(ROOT),
+            "-f", str(ROOT / "docker-compose.yml"),
+            "--env-file", str(ROOT / ".env.example"),
+            "-p", self.name,
+            *args,
+        ]  # fmt: skip
+        result = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            logs = subprocess.run(
+                [*argv[: argv.index("-p") + 2], "logs", "--no-color", "--tail", "40"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            pytest.fail(
+                f"docker compose {' '.join(args)}: exit {result.returncode}\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n--- logs ---\n{logs[-6000:]}",
+                pytrace=False,
+            )
+        return result
+
+    def control(self, name: str) -> str:
+        return f"unix://{self.run_dir}/{name}.sock"
+
+
+def _vfstack(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vfstack.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _cleanup(project: Project, docker_client) -> None:
+    """Whatever happened: the project, the deploy containers, the port."""
+    project.compose("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+    _vfstack("deploy", "stop", "--project", project.name)
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={project.name}"}
+    ):
+        container.remove(force=True)
+    if _netns_exists(PEER_NS) or Path(f"/sys/class/net/{PF}").exists():
+        _vfstack("emulate", "down", "--pf", PF)
+    shutil.rmtree(project.run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def project(docker_client):
+    project = Project()
+    try:
+        started = time.monotonic()
+        project.compose("build", timeout=UP_TIMEOUT_S)
+        TIMES["image build"] = time.monotonic() - started
+        started = time.monotonic()
+        project.compose(
+            "up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), *project.services,
+            timeout=UP_TIMEOUT_S + 60,
+        )  # fmt: skip
+        TIMES["compose up to healthy"] = time.monotonic() - started
+        yield project
+    finally:
+        _cleanup(project, docker_client)
+        print("\ne2e times: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMES.items()))
+
+
+def _peer(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", PEER_NS, *argv], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _curl(url: str) -> str:
+    result = _peer("curl", "--silent", "--show-error", "--fail", "--max-time", "10", url)
+    assert result.returncode == 0, f"curl {url}: {result.stderr}"
+    return result.stdout
+
+
+_ECHO_CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
+    s.sendall(sys.argv[3].encode())
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+print(data.decode(), end="")
+"""
+
+
+def _echo(ip: str, port: int, text: str) -> str:
+    result = _peer(sys.executable, "-c", _ECHO_CLIENT, ip, str(port), text)
+    assert result.returncode == 0, f"echo {ip}:{port}: {result.stderr}"
+    return result.stdout
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def test_every_service_is_up_and_healthy(project):
+    result = project.compose("ps", "--all", "--format", "json")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    # One JSON object per line (an array in older Compose releases).
+    rows = json.loads(lines[0]) if lines[0].startswith("[") else [json.loads(x) for x in lines]
+    state = {row["Service"]: (row["State"], row["Health"]) for row in rows}
+    assert state == {name: ("running", "healthy") for name in project.services}
+
+
+def test_http_on_vf0_from_the_kernel_peer(project):
+    # Without the example app: the stack's diagnostic HTTP (GET /<n>).
+    url = f"http://{VF0_IP}:8080/" if EXAMPLES else f"http://{VF0_IP}/{HTTP_SIZE}"
+    body = _curl(url)
+    assert len(body) == HTTP_SIZE
+
+
+def test_echo_on_vf1_from_the_kernel_peer(project):
+    text = "vfstack e2e " + secrets.token_hex(8)
+    assert _echo(VF1_IP, 7007 if EXAMPLES else 7, text) == text
+
+
+@pytest.mark.skipif(not EXAMPLES, reason="the example apps are not written yet")
+def test_apps_are_attached_to_their_stacks(project):
+    for stack, app in (("vf0", "http"), ("vf1", "echo")):
+        result = _vfstack("sessions", "--control", project.control(stack), "--json")
+        assert result.returncode == 0, result.stderr
+        sessions = json.loads(result.stdout)["sessions"]
+        assert [s["app"] for s in sessions] == [app], sessions
+
+
+def test_each_instance_serves_its_metrics(project):
+    for index, port in enumerate(project.metrics[:2]):
+        text = _metrics(port)
+        info = [line for line in text.splitlines() if line.startswith("vfstack_info{")]
+        assert len(info) == 1, text[:2000]
+        assert f'instance="vf{index}"' in info[0]
+        assert f'iface="{PF}v{index}"' in info[0]
+        assert 'mode="emulated"' in info[0]
+
+
+def test_host_tools_reach_the_control_api(project):
+    result = _vfstack("status", "--control", project.control("vf1"), "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert (status["iface"], status["ip"]) == (f"{PF}v1", f"{VF1_IP}/24")
+
+
+def test_deploy_starts_and_stops_a_stack_per_vf(project, docker_client):
+    deploy = ["--project", project.name + "-deploy"]
+    started = time.monotonic()
+    result = _vfstack(
+        "deploy", "start", *deploy, "--pf", PF, "--vfs", "2",
+        "--metrics-port-base", str(project.metrics[2] - 2),
+        "--run-dir", str(project.run_dir), "--diag-services", "--wait", "120",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    TIMES["deploy start to healthy"] = time.monotonic() - started
+    try:
+        assert len(_curl(f"http://{VF2_IP}/32")) == 32
+        assert 'instance="vf2"' in _metrics(project.metrics[2])
+        listing = _vfstack("deploy", "list", *deploy)
+        assert f"{project.name}-deploy-vf2" in listing.stdout
+        assert "running (healthy)" in listing.stdout
+    finally:
+        result = _vfstack("deploy", "stop", *deploy)
+    assert result.returncode == 0, result.stderr
+    label = f"io.vfstack.deploy={project.name}-deploy"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    assert not list(project.run_dir.glob("vf2.*"))
+
+
+def test_down_leaves_nothing_behind(project, docker_client):
+    started = time.monotonic()
+    project.compose("down", "--timeout", "30")
+    TIMES["compose down"] = time.monotonic() - started
+    label = f"com.docker.compose.project={project.name}"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    # No control socket, shared-memory segment, doorbell, counters or pid file.
+    assert sorted(p.name for p in project.run_dir.iterdir()) == []
+    assert not _netns_exists(PEER_NS)
+    with contextlib.suppress(FileNotFoundError):
+        leftovers = [name for name in os.listdir("/sys/class/net") if name.startswith(PF)]
+        assert leftovers == []

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("control-tcp", "also serve the control API on HOST:PORT"),
         ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
         ("workers", "packet-loop workers (only 1 in this version)"),
+        ("app-group", "group (name or gid) whose members' apps may attach (default: root only)"),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             control_tcp=args.control_tcp,
             metrics_port=args.metrics_port,
             workers=args.workers or 1,
+            app_group=args.app_group,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

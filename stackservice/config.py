@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import re
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class InstanceConfig:
     control: Path | None  # the control API's unix socket; None: no control API
     control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
     metrics_port: int | None  # Prometheus /metrics on 0.0.0.0:PORT, if asked
+    app_group: int | None = None  # gid whose processes may attach; None: root only
 
     @classmethod
     def build(
@@ -53,6 +55,7 @@ class InstanceConfig:
         control_tcp: str | None = None,
         metrics_port: str | int | None = None,
         workers: str | int = 1,
+        app_group: str | int | None = None,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -114,6 +117,7 @@ class InstanceConfig:
             metrics = int(metrics_port) if str(metrics_port).isdigit() else -1
             if not 0 < metrics < 65536:
                 raise ValueError(f"--metrics-port: give 1..65535, not {metrics_port!r}")
+        gid = _group_id(app_group) if app_group not in (None, "") else None
         return cls(
             iface,
             address,
@@ -127,7 +131,19 @@ class InstanceConfig:
             _control_path(control, run, name),
             _host_port(control_tcp),
             metrics,
+            gid,
         )
+
+
+def _group_id(group: str | int) -> int:
+    """A group name or number as a gid."""
+    text = str(group)
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ValueError(f"--app-group: no group named {text!r}") from None
 
 
 def choose_iface(

@@ -47,10 +47,17 @@ def apps_path(run_dir: Path, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def _instance_lock(run_dir: Path, name: str) -> Iterator[None]:
+def _instance_lock(run_dir: Path, name: str, app_group: int | None = None) -> Iterator[None]:
     """Hold NAME.pid locked for the instance's life: a second instance with
-    the same name fails at once, and a stale file from a crash is harmless."""
+    the same name fails at once, and a stale file from a crash is harmless.
+
+    With `app_group`, the run directory becomes root:app_group 0710: the
+    group's apps reach the control socket and their own session files by
+    name, and cannot list the directory to find another app's."""
     run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if app_group is not None:
+        os.chown(run_dir, -1, app_group)
+        os.chmod(run_dir, 0o710)
     path = run_dir / f"{name}.pid"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
     try:
@@ -92,7 +99,10 @@ def _say(line: str) -> None:
 def run_instance(config: InstanceConfig) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit status."""
     try:
-        with _instance_lock(config.run_dir, config.name), _stop_on_signals() as stop_fd:
+        with (
+            _instance_lock(config.run_dir, config.name, config.app_group),
+            _stop_on_signals() as stop_fd,
+        ):
             return _serve(config, stop_fd)
     except (OSError, RuntimeError) as exc:
         print(f"stackservice {config.name}: {exc}", file=sys.stderr)
@@ -140,7 +150,9 @@ class Instance:
             connect_histogram=counters.histogram(TCP_CONNECT_US),
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
-        self.fastpath = SessionManager(self.engine, config.run_dir, config.name, app_stats=apps)
+        self.fastpath = SessionManager(
+            self.engine, config.run_dir, config.name, app_stats=apps, app_group=config.app_group
+        )
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
@@ -199,6 +211,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
     theirs.close()
     _wait_listening(server, config.control)
+    if config.app_group is not None:
+        os.chown(config.control, -1, config.app_group)
     link = LinkServer(ours, ControlRequests(instance.engine, instance.fastpath, monotonic_us))
     try:
         yield link

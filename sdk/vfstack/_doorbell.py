@@ -92,14 +92,17 @@ class Doorbell:
         self._scratch = bytearray(4096)
 
     @classmethod
-    def create(cls, path: str, mode: int = 0o660) -> Doorbell:
-        """Make the FIFO at `path` (exactly `mode`, whatever the umask) and open it.
+    def create(cls, path: str, mode: int = 0o660, group: int | None = None) -> Doorbell:
+        """Make the FIFO at `path` (exactly `mode`, whatever the umask; owned
+        by `group` if given) and open it.
 
         Raises:
             FileExistsError: something is already at `path`.
         """
         os.mkfifo(path, mode)
         try:
+            if group is not None:
+                os.chown(path, -1, group, follow_symlinks=False)
             os.chmod(path, mode)
             return cls.open(path)
         except BaseException:

@@ -606,9 +606,16 @@ class Segment:
 
     @classmethod
     def create(
-        cls, path: str, geometry: Geometry, session_id: int, token: bytes, app_pid: int
+        cls,
+        path: str,
+        geometry: Geometry,
+        session_id: int,
+        token: bytes,
+        app_pid: int,
+        group: int | None = None,
     ) -> Segment:
-        """Stack side: create `path` (must not exist; mode 0o600), size it,
+        """Stack side: create `path` (must not exist; mode 0o600, or 0o660
+        owned by `group` if given), size it,
         map it, write the header, initialise the command and event rings,
         zero the slot table (socket rings: on first `rx`/`tx`, see above).
 
@@ -620,6 +627,9 @@ class Segment:
         header = geometry.header(session_id, token, app_pid)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            if group is not None:
+                os.fchown(fd, -1, group)
+                os.fchmod(fd, 0o660)
             os.ftruncate(fd, geometry.file_bytes)
             mm = mmap.mmap(fd, geometry.file_bytes)
         except BaseException:

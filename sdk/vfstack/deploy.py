@@ -72,6 +72,7 @@ class Plan:
     name_prefix: str = "vf"  # instance i is named <prefix><i>
     project: str = "vfstack-deploy"
     diag_services: bool = False
+    app_group: str = "10001"  # the image's vfstack group (see docker-compose.yml)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.project):
@@ -136,6 +137,8 @@ def container_spec(plan: Plan, vf: Vf) -> dict[str, Any]:
         environment["VFSTACK_GATEWAY"] = plan.gateway
     if plan.diag_services:
         environment["VFSTACK_DIAG_SERVICES"] = "1"
+    if plan.app_group:
+        environment["VFSTACK_APP_GROUP"] = plan.app_group
     return {
         "image": plan.image,
         "name": plan.container_name(vf),
@@ -156,6 +159,9 @@ def container_spec(plan: Plan, vf: Vf) -> dict[str, Any]:
             "network_mode": "host",
             "cap_drop": ["ALL"],
             "cap_add": list(CAPABILITIES),
+            # Without CAP_CHOWN, membership is what lets the stack give its
+            # files to the apps' group (--app-group).
+            "group_add": [plan.app_group] if plan.app_group else [],
             "binds": {plan.run_dir: {"bind": CONTAINER_RUN_DIR, "mode": "rw"}},
             "init": True,  # forwards SIGTERM and reaps the control process
             "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5},
@@ -388,6 +394,7 @@ def _run(args: argparse.Namespace) -> int:
             name_prefix=args.name_prefix,
             project=args.project,
             diag_services=args.diag_services,
+            app_group=args.app_group,
         )
         vfs = select_vfs(discover_vfs(args.pf, args.sysfs_root), args.vfs)
         if not vfs:
@@ -453,6 +460,12 @@ def add_deploy_command(commands: argparse._SubParsersAction) -> None:
         "--run-dir",
         default="/run/vfstack",
         help="host directory for control sockets and shared memory (default /run/vfstack)",
+    )
+    begin.add_argument(
+        "--app-group",
+        default="10001",
+        help="group whose apps may attach (default 10001, the image's vfstack group; "
+        "empty: root only)",
     )
     begin.add_argument(
         "--diag-services", action="store_true", help="also serve echo, discard and HTTP"

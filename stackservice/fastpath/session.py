@@ -796,12 +796,18 @@ class SessionManager:
         instance: str,
         max_sessions: int = 64,
         app_stats: AppStatsTable | None = None,
+        app_group: int | None = None,
     ) -> None:
         """`app_stats`: the app table the exporter reads (the instance's
-        file); by default one in private memory."""
+        file); by default one in private memory. `app_group`: the gid that
+        gets read-write access to each session's files (else root only)."""
         self.engine = engine
         self.run_dir = Path(run_dir)
         self.instance = instance
+        self.app_group = app_group
+        for stale in self.run_dir.glob(f"{instance}.s[0-9]*"):  # from a crashed run
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self.max_sessions = max_sessions
         self._sessions: dict[int, Session] = {}
         self._by_fd: dict[int, Session] = {}
@@ -856,20 +862,21 @@ class SessionManager:
             return _error("invalid_argument", str(exc))
         session_id = self._next_id
         self._next_id += 1
-        base = self.run_dir / f"{self.instance}.s{session_id}"
+        # Unguessable names: with --app-group the run directory lets the
+        # group reach a file by name but not list it, so only the app that
+        # got the path in its AttachResponse can open its files.
+        base = self.run_dir / f"{self.instance}.s{session_id}.{secrets.token_hex(16)}"
         segment_path = Path(f"{base}.shm")
         app_path, stack_path = f"{base}.app.bell", f"{base}.stack.bell"
         token = secrets.token_bytes(32)
         made: list = []
+        group = self.app_group
         try:
-            for stale in (segment_path, app_path, stack_path):  # from a crashed run
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(stale)
-            segment = Segment.create(str(segment_path), geometry, session_id, token, pid)
+            segment = Segment.create(str(segment_path), geometry, session_id, token, pid, group)
             made.append(segment)
-            app_bell = Doorbell.create(app_path)
+            app_bell = Doorbell.create(app_path, group=group)
             made.append(app_bell)
-            stack_bell = Doorbell.create(stack_path)
+            stack_bell = Doorbell.create(stack_path, group=group)
         except OSError as exc:
             for thing in made:
                 thing.close()

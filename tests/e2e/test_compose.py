@@ -37,7 +37,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = (ROOT / "sdk/vfstack/examples/http_server.py").exists()
 PEER_NS = "vfstack-peer"
 PF = "vfpf0"
 VF0_IP, VF1_IP, VF2_IP = "198.18.0.10", "198.18.0.11", "198.18.0.12"
@@ -125,9 +124,7 @@ class Project:
             DIAG_SERVICES="1",
             APP_HTTP_SIZE=str(HTTP_SIZE),
         )
-        self.services = ["nic", "stack-vf0", "stack-vf1"]
-        if EXAMPLES:
-            self.services += ["app-http", "app-echo"]
+        self.services = ["nic", "stack-vf0", "stack-vf1", "app-http", "app-echo"]
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True):
         argv = [
@@ -244,18 +241,27 @@ def test_every_service_is_up_and_healthy(project):
 
 
 def test_http_on_vf0_from_the_kernel_peer(project):
-    # Without the example app: the stack's diagnostic HTTP (GET /<n>).
-    url = f"http://{VF0_IP}:8080/" if EXAMPLES else f"http://{VF0_IP}/{HTTP_SIZE}"
-    body = _curl(url)
-    assert len(body) == HTTP_SIZE
+    assert len(_curl(f"http://{VF0_IP}:8080/")) == HTTP_SIZE  # the SDK app
+    assert len(_curl(f"http://{VF0_IP}/{HTTP_SIZE}")) == HTTP_SIZE  # the stack's diag HTTP
 
 
 def test_echo_on_vf1_from_the_kernel_peer(project):
     text = "vfstack e2e " + secrets.token_hex(8)
-    assert _echo(VF1_IP, 7007 if EXAMPLES else 7, text) == text
+    assert _echo(VF1_IP, 7007, text) == text
 
 
-@pytest.mark.skipif(not EXAMPLES, reason="the example apps are not written yet")
+def test_apps_run_unprivileged_without_capabilities(project, docker_client):
+    for service in ("app-http", "app-echo"):
+        (container,) = docker_client.containers.list(
+            filters={"label": [f"com.docker.compose.project={project.name}",
+                               f"com.docker.compose.service={service}"]}
+        )  # fmt: skip
+        assert container.attrs["Config"]["User"] == "10001:10001"
+        host = container.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+        assert host["NetworkMode"] == "none" and not host["Privileged"]
+
+
 def test_apps_are_attached_to_their_stacks(project):
     for stack, app in (("vf0", "http"), ("vf1", "echo")):
         result = _vfstack("sessions", "--control", project.control(stack), "--json")

@@ -192,3 +192,18 @@ def test_cli_pf_and_vf_run_the_instance_on_the_vf_netdev(monkeypatch):
     monkeypatch.setattr(stackservice.instance, "run_instance", lambda c: started.append(c) or 0)
     assert cli.main(["run", "--ip", "198.18.0.13/24", "--pf", "vfpf0", "--vf", "3"]) == 0
     assert (started[0].iface, started[0].name) == ("vfpf0v3", "vfpf0v3")
+
+
+def test_config_app_group_by_number_or_name():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    assert InstanceConfig.build(**base).app_group is None  # root only
+    assert InstanceConfig.build(**base, app_group="10001").app_group == 10001
+    assert InstanceConfig.build(**base, app_group="root").app_group == 0
+    with pytest.raises(ValueError, match="--app-group: no group named 'no-such-group'"):
+        InstanceConfig.build(**base, app_group="no-such-group")
+
+
+def test_cli_app_group_from_environment(monkeypatch):
+    monkeypatch.setenv("VFSTACK_APP_GROUP", "4242")
+    args = cli.build_parser().parse_args(["run", "--iface", "x", "--ip", "198.18.0.10/24"])
+    assert args.app_group == "4242"

@@ -102,6 +102,7 @@ def test_spec_runs_one_stack_on_the_vf_with_its_address_name_and_metrics_port():
         "VFSTACK_NAME": "vf3",
         "VFSTACK_METRICS_PORT": "9103",
         "VFSTACK_GATEWAY": "198.18.0.1",
+        "VFSTACK_APP_GROUP": "10001",  # the image's vfstack group, as in compose
     }
     assert spec["labels"][LABEL] == "edge"
     assert spec["labels"]["io.vfstack.vf"] == "3"
@@ -136,6 +137,9 @@ def test_spec_matches_the_compose_stack_services():
         assert service["network_mode"] == "host"
         assert service["cap_drop"] == ["ALL"]
         assert sorted(service["cap_add"]) == sorted(CAPABILITIES)
+        assert service["group_add"] == ["${APP_GROUP:-10001}"]
+        assert spec["host_config"]["group_add"] == ["10001"]
+        assert service["environment"]["VFSTACK_APP_GROUP"] == "${APP_GROUP:-10001}"
         assert service["security_opt"] == ["systempaths=unconfined"]
         assert "privileged" not in service
         assert service["init"] is True

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import errno
 import os
+import re
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -173,9 +175,11 @@ def test_attach_creates_the_files_and_answers_every_field(stack, tmp_path):
     reply = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
     assert reply["session_id"] == 1
     assert reply["layout_version"] == LAYOUT_VERSION
-    assert reply["segment_path"] == str(tmp_path / "vf0.s1.shm")
-    assert reply["app_doorbell"] == str(tmp_path / "vf0.s1.app.bell")
-    assert reply["stack_doorbell"] == str(tmp_path / "vf0.s1.stack.bell")
+    base = re.fullmatch(r"(.*/vf0\.s1\.[0-9a-f]{32})\.shm", reply["segment_path"]).group(1)
+    assert Path(base).parent == tmp_path
+    assert reply["app_doorbell"] == f"{base}.app.bell"
+    assert reply["stack_doorbell"] == f"{base}.stack.bell"
+    assert stat.S_IMODE(os.stat(reply["segment_path"]).st_mode) == 0o600  # no app group
     assert os.path.getsize(reply["segment_path"]) == reply["segment_bytes"]
     for bell in (reply["app_doorbell"], reply["stack_doorbell"]):
         assert Path(bell).is_fifo()
@@ -188,6 +192,25 @@ def test_attach_creates_the_files_and_answers_every_field(stack, tmp_path):
     (row,) = stack.manager.sessions(stack.now + 5_000_000)
     assert row == {"session_id": 1, "app": "web", "pid": os.getpid(), "attached_ms": 5000,
                    "sockets": 0}  # fmt: skip
+    other = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
+    secret = Path(other["segment_path"]).name.split(".")[2]
+    assert secret != Path(base).name.split(".")[2]  # a fresh random name per session
+
+
+def test_with_an_app_group_session_files_are_group_read_write(tmp_path):
+    stack = Stack(tmp_path, app_group=4242)
+    reply = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
+    for path in (reply["segment_path"], reply["app_doorbell"], reply["stack_doorbell"]):
+        st = os.stat(path)
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 0o660), path
+
+
+def test_files_of_a_crashed_run_are_removed_at_start(tmp_path):
+    for name in ("vf0.s3.0123.shm", "vf0.s3.0123.app.bell"):
+        (tmp_path / name).write_bytes(b"old")
+    (tmp_path / "vf0.sock").write_bytes(b"")  # not a session file
+    Stack(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["vf0.sock"]
 
 
 def test_attach_defaults_and_errors(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
+from pyroute2.ethtool.ioctl import NotSupportedError
 
 # Offloads that would hand AF_PACKET frames it cannot use: super-frames
 # (GRO/LRO/GSO/TSO) or frames whose checksum is left for hardware to fill.
@@ -36,7 +37,14 @@ def disable_offloads(ifname: str) -> list[str]:
                 feature.enable = False
                 changed.append(name)
         if changed:
-            ethtool.set_features(ifname, features)
+            try:
+                ethtool.set_features(ifname, features)
+            except NotSupportedError:
+                # ETHTOOL_F_WISH: the kernel applied what it could. Some
+                # features of an upper device (a macvlan) follow its lower
+                # device; say which really went off.
+                now = ethtool.get_features(ifname).features
+                changed = [name for name in changed if not now[name].enable]
         return changed
     finally:
         ethtool.close()

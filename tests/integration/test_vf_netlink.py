@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 from pyroute2 import NetlinkError, NetNS, netns
+from pyroute2.ethtool import Ethtool
 
+from stackservice.nic.netconf import disable_offloads, inside_netns
 from stackservice.nic.sriov import (
     Netlink,
     SetupRequest,
@@ -229,3 +231,16 @@ def test_cli_vf_setup_clash_one_line_error_and_nothing_made(ns):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and f"already used by {PEER}" in done.stderr
     assert ports(ns) == {}
+
+
+def test_offloads_of_a_vmdq_port_whose_pf_keeps_them_do_not_stop_the_stack(ns):
+    """A macvlan's TX offloads follow its lower device: with the PF's on,
+    the kernel refuses to turn them off (ETHTOOL_F_WISH). Preparing the
+    port must go on and report only what really changed."""
+    setup_vfs(SetupRequest.parse(PF, "1", "02:00:00:00:0c:01", mode="vmdq"), netlink=ns.netlink)
+    with inside_netns(ns.name):
+        assert Ethtool().get_features(PF).features["tx-checksum-ip-generic"].enable
+        changed = disable_offloads(f"{PF}v0")
+        still_on = Ethtool().get_features(f"{PF}v0").features
+    assert all(not still_on[name].enable for name in changed)
+    assert still_on["tx-checksum-ip-generic"].enable  # follows the PF

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -74,6 +75,27 @@ def _instance_lock(run_dir: Path, name: str, app_group: int | None = None) -> It
 
 
 @contextlib.contextmanager
+def _interface_claim(iface: str) -> Iterator[None]:
+    """Own `iface` for the instance's life: a second instance on it fails at
+    once, whatever its name, run directory or container. The claim is an
+    abstract unix socket name, which lives in the network namespace (where
+    the interface is) and vanishes with the process, however it ends."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            claim.bind(f"\0vfstack/iface/{iface}")
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise RuntimeError(
+                f"interface {iface} is already owned by another stack instance"
+            ) from None
+        yield
+    finally:
+        claim.close()
+
+
+@contextlib.contextmanager
 def _stop_on_signals() -> Iterator[int]:
     """A fd that becomes readable on SIGTERM or SIGINT, for the loop's poll."""
     reader, writer = socket.socketpair()
@@ -100,6 +122,7 @@ def run_instance(config: InstanceConfig) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit status."""
     try:
         with (
+            _interface_claim(config.iface),
             _instance_lock(config.run_dir, config.name, config.app_group),
             _stop_on_signals() as stop_fd,
         ):

@@ -141,6 +141,28 @@ def test_second_instance_with_same_name_is_refused(emulated_port, tmp_path):
         first.stop()
 
 
+def test_second_instance_on_an_owned_interface_is_refused_and_changes_nothing(
+    emulated_port, tmp_path
+):
+    first = StackProcess(emulated_port.vf(0), "198.18.0.10/24", tmp_path / "a", "vf0")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "stackservice", "run", "--iface", emulated_port.vf(0),
+             "--ip", "198.18.0.20/24", "--name", "intruder", "--run-dir", str(tmp_path / "b")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"stackservice intruder: interface {emulated_port.vf(0)} is already owned by "
+            "another stack instance"
+        ]
+        assert not (tmp_path / "b").exists()  # refused before it made anything
+        ping = in_netns(emulated_port.netns, "ping", "-c", "1", "-W", "2", "198.18.0.10")
+        assert ping.returncode == 0  # the owner goes on
+    finally:
+        first.stop()
+
+
 def test_missing_interface_is_a_one_line_error(tmp_path):
     result = subprocess.run(
         [

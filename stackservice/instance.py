@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -292,6 +293,11 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
         )
         if link is not None:
             link.send_event("ready")  # health turns SERVING: the NIC is ours
+        # What exists now (modules, tables, rings) lives as long as the
+        # process: out of the cyclic GC's sight, a full collection (a pause
+        # of the packet loop) walks only the connections.
+        gc.collect()
+        gc.freeze()
         instance.run(stop_fd, link)
         summary = json.dumps(nonzero(instance.counters.snapshot()), separators=(",", ":"))
     _say(f"stackservice {config.name}: stopped; counters {summary}")

@@ -212,6 +212,15 @@ def synchronized_input(
     if not flags & ACK:
         engine.drop(TcpDropReason.TCP_NO_ACK)
         return
+    if state == TIME_WAIT:
+        # Everything both ways is acknowledged: an acceptable segment changes
+        # nothing (Linux's TCP_TW_SUCCESS) but a FIN, which is re-acknowledged
+        # (RFC 9293 §3.10.7.4). No buffer or congestion state is needed here,
+        # which is what lets a closed TCB shed them (TcpEngine.enter_time_wait).
+        if flags & FIN:
+            engine.ack_now(tcb)
+            engine.restart_time_wait(tcb, now)
+        return
     tcb.last_receive = now
     tcb.keepalive_sent = 0
     if state == SYN_RECEIVED and not _ack_syn_received(engine, tcb, seg, len(data), now):

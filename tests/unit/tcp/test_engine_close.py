@@ -100,6 +100,34 @@ def test_time_wait_retransmitted_fin_reacked_and_timer_restarted() -> None:
     assert state(conn.tcb) == TcpState.CLOSED
 
 
+def test_time_wait_after_close_keeps_no_buffers_or_congestion_state() -> None:
+    """A closed TIME-WAIT TCB keeps only sequence numbers and timestamps, as
+    Linux's timewait minisock: tens of thousands of them must stay cheap for
+    the cyclic GC. Its ACKs still advertise a window."""
+    rig = Rig()
+    conn = time_wait(rig)
+    tcb = conn.tcb
+    assert tcb.app_closed
+    assert (tcb.send_buffer, tcb.rtt, tcb.cc, tcb.scoreboard) == (None, None, None, None)
+    assert tcb.receive_buffer.readable() == 0 and tcb.receive_window() > 0
+    conn.deliver(conn.now + MS, flags=FIN | ACK, seq=seq(conn.seq, -1))
+    (ack,) = conn.flush(conn.now)
+    assert ack.seg.window > 0
+
+
+def test_time_wait_acceptable_ack_changes_nothing() -> None:
+    """RFC 9293 §3.10.7.4: in TIME-WAIT all is acknowledged both ways; an
+    acceptable ACK (Linux: TCP_TW_SUCCESS) sends nothing, keeps the timer."""
+    rig = Rig()
+    conn = time_wait(rig)
+    t = conn.now
+    conn.deliver(t + SECOND, flags=ACK)
+    assert conn.flush(t + SECOND) == []
+    assert state(conn.tcb) == TcpState.TIME_WAIT
+    assert rig.flush(t + TIME_WAIT_US) == []
+    assert state(conn.tcb) == TcpState.CLOSED
+
+
 def test_time_wait_expired_segment_answered_by_rst() -> None:
     """RFC 9293 §3.10.7.1: once the TCB is gone, a late segment meets
     CLOSED: <SEQ=SEG.ACK><CTL=RST>."""

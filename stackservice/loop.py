@@ -11,7 +11,8 @@ The cyclic GC's full collections walk every live connection (tens of ms
 with tens of thousands of TCBs) and, left to their thresholds, come every
 second or so under load, which is what a p99 sees. Connections are freed
 by reference counting; the loop runs the full collection itself, when it
-is about to sleep anyway, or every FULL_GC_MAX_US under unbroken load.
+is about to sleep after IDLE_US without traffic, or every FULL_GC_MAX_US
+under unbroken load.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from stackservice.tcp.engine import NoHistogram, TcpEngine
 _MAX_SLEEP_MS = 1000
 FULL_GC_IDLE_US = 10_000_000  # at most this often when the loop idles
 FULL_GC_MAX_US = 300_000_000  # and at least this often, idle or not
-_IDLE_MS = 5  # a sleep this long means no traffic to delay
+IDLE_US = 200_000  # no frame nor app work for this long: nobody waits on us
 _NO_AUTOMATIC_FULL_GC = 1 << 30  # gen1 collections before an automatic full one
 
 
@@ -127,7 +128,9 @@ class StackLoop:
                 port.collect_drops()
                 timeout = self._sleep_ms(monotonic_us())
                 counters[LoopCounter.SLEEPS] += 1
-                if timeout >= _IDLE_MS and now - full_gc_at >= FULL_GC_IDLE_US:
+                # spin_until - spin_us: when the loop last had work
+                idle = now - spin_until + spin_us >= IDLE_US
+                if idle and now - full_gc_at >= FULL_GC_IDLE_US:
                     gc.collect()
                     full_gc_at = now
             for fd, _ in poller.poll(timeout):

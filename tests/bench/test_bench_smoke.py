@@ -4,15 +4,18 @@ by the benchmarks themselves; no test here asserts a speed."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from bench import eval_report
 
 pytestmark = pytest.mark.root
 
 
-def _run_bench(module: str) -> dict:
+def _run_bench(module: str, *args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", module, "--quick", "--json"],
+        [sys.executable, "-m", module, *(args or ["--quick"]), "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -105,3 +108,50 @@ def test_rings_bench_quick_compares_with_socketpair():
     for row in rows:
         assert row["rings"] > 0 and row["kernel"] > 0
         assert row["ratio"] > 0
+
+
+def test_evaluation_smoke_writes_json_summary_and_plots(tmp_path):
+    """`python -m bench --smoke`: every mTCP workload on both sides, in well
+    under a minute, with its files written."""
+    out = tmp_path / "eval"
+    report = _run_bench("bench", "--smoke", "--out", str(out))
+    assert {"machine", "versions", "commit", "placement", "profile"} <= set(report)
+    assert report["profile"]["name"] == "smoke"
+    figures = report["figures"]
+    assert set(figures) == {
+        "fig7a", "fig7b", "fig7c", "fig8", "paced", "table2", "fairness", "bulk", "cost",
+    }  # fmt: skip
+    for fig, points in figures.items():
+        for point, by_side in points.items():
+            runs = by_side["stack"] + by_side["kernel"]
+            assert runs and not [r for r in runs if "error" in r], (fig, point, runs)
+    for part in ("connect", "processing", "total"):
+        for side in ("stack", "kernel"):
+            stats = figures["table2"]["64"][side][0]["latency_ms"][part]
+            assert set(stats) == {"min", "mean", "median", "p99", "max", "stdev"}
+    rows = report["summary"]
+    assert {row["fig"] for row in rows} == set(figures)
+    for row in rows:
+        if "kernel" not in row:  # the engine alone: no kernel twin
+            assert row["fig"] == "cost" and row["stack"]["median"] > 0
+            continue
+        # Whole-machine CPU less idle can dip to zero on a shared machine:
+        # then there is no ratio. Every other compared figure has one.
+        if row["unit"] == "CPU-s/1000" and row["ratio"] is None:
+            continue
+        assert row["ratio"] > 0, row
+        assert row["ratio"] == pytest.approx(row["stack"]["median"] / row["kernel"]["median"])
+    outputs = report["outputs"]
+    saved = json.loads(Path(outputs["json"]).read_text())
+    assert saved["summary"] == rows
+    summary = Path(outputs["summary"]).read_text()
+    assert "| fig7a |" in summary and "stack/kernel" in summary and "python3 -m bench" in summary
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "plots_skipped" in outputs
+    else:
+        names = {Path(p).stem for p in outputs["plots"]}
+        assert names == set(eval_report.PLOT_NAMES)
+        for path in outputs["plots"]:
+            assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

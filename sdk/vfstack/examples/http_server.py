@@ -5,6 +5,8 @@ connection, read every readable socket, answer every complete request,
 and wait for EPOLLOUT only when a response did not fit at once.
 Keep-alive follows the request: HTTP/1.1 unless `Connection: close`,
 HTTP/1.0 only with `Connection: keep-alive` (what `ab -k` sends).
+With `--rst` it answers nothing: every connection is reset (SO_LINGER 0)
+as soon as it is accepted, as in mTCP's accept benchmark (`python -m bench`).
 
     python -m vfstack.examples.http_server --control unix:///run/vfstack/vf0.sock --port 8080
     python -m vfstack.examples.http_server --kernel --port 8080     # the same on Linux sockets
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import select
+import socket
+import struct
 
 from vfstack.examples._api import add_arguments, listener, open_api
 
@@ -57,9 +61,13 @@ class Connection:
         self.waiting = False  # registered for EPOLLOUT: a response did not fit
 
 
+LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger: close() sends a RST
+
+
 class HttpServer:
-    def __init__(self, api, sock, size: int) -> None:
+    def __init__(self, api, sock, size: int, rst: bool = False) -> None:
         self.api, self.listener = api, sock
+        self.rst = rst
         payload = body(size)
         # Every answer this server gives, built once.
         self.answers = {
@@ -102,11 +110,15 @@ class HttpServer:
                 sock, _ = self.listener.accept()
             except BlockingIOError:
                 return
+            self.connections += 1
+            if self.rst:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+                sock.close()
+                continue
             sock.setblocking(False)
             fd = sock.fileno()
             conns[fd] = Connection(sock)
             ep.register(fd, EPOLLIN)
-            self.connections += 1
 
     def _read(self, ep, conns: dict, fd: int, conn: Connection, scratch, view) -> None:
         sock = conn.sock
@@ -189,9 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--size", type=int, default=64, help="bytes in every response body")
     parser.add_argument("--backlog", type=int, default=4096)
+    parser.add_argument("--rst", action="store_true", help="accept and reset every connection")
     args = parser.parse_args(argv)
     api = open_api(args)
-    server = HttpServer(api, listener(api, args.host, args.port, args.backlog), args.size)
+    sock = listener(api, args.host, args.port, args.backlog)
+    server = HttpServer(api, sock, args.size, args.rst)
     print(f"http_server: listening on {args.host}:{args.port} ({api.name})", flush=True)
     try:
         server.serve_forever()

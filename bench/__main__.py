@@ -1,0 +1,11 @@
+"""`python3 -m bench`: mTCP's evaluation against Linux kernel TCP (bench.evaluation).
+
+The single benchmarks stay runnable on their own: `python3 -m bench.tcp`,
+`bench.icmp_echo`, `bench.packet_io`, `bench.rings`, `bench.control_overhead`.
+"""
+
+import sys
+
+from bench.evaluation import main
+
+sys.exit(main())

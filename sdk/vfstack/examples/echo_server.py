@@ -10,10 +10,9 @@ reading from it, so a fast sender cannot make it buffer without bound.
 
 from __future__ import annotations
 
-import argparse
 import select
 
-from vfstack.examples._api import add_arguments, listener, open_api
+from vfstack.examples._server import EpollServer, run, server_parser
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -30,43 +29,23 @@ class Connection:
         self.mask = EPOLLIN  # what it is registered for
 
 
-class EchoServer:
+class EchoServer(EpollServer):
     def __init__(self, api, sock) -> None:
-        self.api, self.listener = api, sock
-        self.connections = 0
+        super().__init__(api, sock)
         self.echoed = 0
+        self.scratch = bytearray(CHUNK)
 
-    def serve_forever(self) -> None:
-        ep = self.api.epoll()
-        listen_fd = self.listener.fileno()
-        ep.register(listen_fd, EPOLLIN)
-        conns: dict[int, Connection] = {}
-        scratch = bytearray(CHUNK)
-        try:
-            while True:
-                for fd, _ in ep.poll():  # whatever the event, service() finds out
-                    if fd == listen_fd:
-                        self._accept_all(ep, conns)
-                    elif fd in conns:
-                        self._service(ep, conns, fd, conns[fd], scratch)
-        finally:
-            for conn in conns.values():
-                conn.sock.close()
-            ep.close()
+    def summary(self) -> str:
+        return f"{self.echoed} bytes echoed on {self.connections} connections"
 
-    def _accept_all(self, ep, conns: dict) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            sock.setblocking(False)
-            conns[sock.fileno()] = Connection(sock)
-            ep.register(sock.fileno(), EPOLLIN)
-            self.connections += 1
+    def accepted(self, sock) -> Connection:
+        return Connection(sock)
 
-    def _service(self, ep, conns: dict, fd: int, conn: Connection, scratch: bytearray) -> None:
-        sock = conn.sock
+    def on_events(self, fd: int, conn: Connection, events: int) -> None:
+        self._service(fd, conn)  # whatever the event, _service finds out
+
+    def _service(self, fd: int, conn: Connection) -> None:
+        sock, scratch = conn.sock, self.scratch
         try:
             while not conn.pending and not conn.eof:
                 n = sock.recv_into(scratch)
@@ -80,14 +59,14 @@ class EchoServer:
         except BlockingIOError:
             pass
         except OSError:  # reset by the client
-            self._drop(ep, conns, fd)
+            self.drop(fd)
             return
         if conn.eof and not conn.pending:
-            self._drop(ep, conns, fd)
+            self.drop(fd)
             return
         mask = EPOLLOUT if conn.pending else EPOLLIN  # no reading while bytes wait
         if mask != conn.mask:
-            ep.modify(fd, mask)
+            self.ep.modify(fd, mask)
             conn.mask = mask
 
     def _send(self, conn: Connection) -> None:
@@ -96,34 +75,10 @@ class EchoServer:
         self.echoed += sent
         conn.pending = pending[sent:]
 
-    def _drop(self, ep, conns: dict, fd: int) -> None:
-        conn = conns.pop(fd)
-        ep.unregister(fd)
-        conn.sock.close()
-
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m vfstack.examples.echo_server", description=__doc__.split("\n\n")[0]
-    )
-    add_arguments(parser, app="echo")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=7007)
-    parser.add_argument("--backlog", type=int, default=1024)
-    args = parser.parse_args(argv)
-    api = open_api(args)
-    server = EchoServer(api, listener(api, args.host, args.port, args.backlog))
-    print(f"echo_server: listening on {args.host}:{args.port} ({api.name})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        api.close()
-        print(
-            f"echo_server: {server.echoed} bytes echoed on {server.connections} connections",
-            flush=True,
-        )
+    args = server_parser("echo_server", __doc__, port=7007, backlog=1024).parse_args(argv)
+    run("echo_server", args, EchoServer)
 
 
 if __name__ == "__main__":

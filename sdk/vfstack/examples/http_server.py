@@ -14,12 +14,11 @@ as soon as it is accepted, as in mTCP's accept benchmark (`python -m bench`).
 
 from __future__ import annotations
 
-import argparse
 import select
 import socket
 import struct
 
-from vfstack.examples._api import add_arguments, listener, open_api
+from vfstack.examples._server import EpollServer, run, server_parser
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -64,9 +63,9 @@ class Connection:
 LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger: close() sends a RST
 
 
-class HttpServer:
+class HttpServer(EpollServer):
     def __init__(self, api, sock, size: int, rst: bool = False) -> None:
-        self.api, self.listener = api, sock
+        super().__init__(api, sock)
         self.rst = rst
         payload = body(size)
         # Every answer this server gives, built once.
@@ -77,65 +76,42 @@ class HttpServer:
         }
         self.refusal = response(b"HTTP/1.1", False, b"bad request\n", b"400 Bad Request")
         self.requests = 0
-        self.connections = 0
+        self.scratch = bytearray(65536)
+        self.view = memoryview(self.scratch)
 
-    def serve_forever(self) -> None:
-        ep = self.api.epoll()
-        listen_fd = self.listener.fileno()
-        ep.register(listen_fd, EPOLLIN)
-        conns: dict[int, Connection] = {}
-        scratch = bytearray(65536)
-        view = memoryview(scratch)
-        try:
-            while True:
-                for fd, events in ep.poll():
-                    if fd == listen_fd:
-                        self._accept_all(ep, conns)
-                        continue
-                    conn = conns.get(fd)
-                    if conn is None:
-                        continue
-                    if events & EPOLLIN or events & (EPOLLERR | EPOLLHUP):
-                        self._read(ep, conns, fd, conn, scratch, view)
-                    elif events & EPOLLOUT:
-                        self._flush(ep, conns, fd, conn)
-        finally:
-            for conn in conns.values():
-                conn.sock.close()
-            ep.close()
+    def summary(self) -> str:
+        resets = " (all reset)" if self.rst else ""
+        return f"{self.requests} requests on {self.connections} connections{resets}"
 
-    def _accept_all(self, ep, conns: dict) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            self.connections += 1
-            if self.rst:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-                sock.close()
-                continue
-            sock.setblocking(False)
-            fd = sock.fileno()
-            conns[fd] = Connection(sock)
-            ep.register(fd, EPOLLIN)
+    def accepted(self, sock):
+        if self.rst:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+            sock.close()
+            return None
+        return Connection(sock)
 
-    def _read(self, ep, conns: dict, fd: int, conn: Connection, scratch, view) -> None:
-        sock = conn.sock
+    def on_events(self, fd: int, conn: Connection, events: int) -> None:
+        if events & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            self._read(fd, conn)
+        elif events & EPOLLOUT:
+            self._flush(fd, conn)
+
+    def _read(self, fd: int, conn: Connection) -> None:
+        sock, scratch, view = conn.sock, self.scratch, self.view
         while True:
             try:
                 n = sock.recv_into(scratch)
             except BlockingIOError:
                 break
             except OSError:  # reset by the peer
-                self._drop(ep, conns, fd)
+                self.drop(fd)
                 return
             if n == 0:
-                self._drop(ep, conns, fd)
+                self.drop(fd)
                 return
             conn.inbox += view[:n]
         self._answer(conn)
-        self._flush(ep, conns, fd, conn)
+        self._flush(fd, conn)
 
     def _answer(self, conn: Connection) -> None:
         inbox = conn.inbox
@@ -164,7 +140,7 @@ class HttpServer:
             joined = b"".join(answers)
             conn.outbox = bytes(conn.outbox) + joined if conn.outbox else joined
 
-    def _flush(self, ep, conns: dict, fd: int, conn: Connection) -> None:
+    def _flush(self, fd: int, conn: Connection) -> None:
         outbox = conn.outbox
         if outbox:
             try:
@@ -172,51 +148,27 @@ class HttpServer:
             except BlockingIOError:
                 sent = 0
             except OSError:
-                self._drop(ep, conns, fd)
+                self.drop(fd)
                 return
             conn.outbox = outbox = memoryview(outbox)[sent:] if sent < len(outbox) else b""
             if outbox:
                 if not conn.waiting:
-                    ep.modify(fd, EPOLLIN | EPOLLOUT)
+                    self.ep.modify(fd, EPOLLIN | EPOLLOUT)
                     conn.waiting = True
                 return
             if conn.waiting:
-                ep.modify(fd, EPOLLIN)
+                self.ep.modify(fd, EPOLLIN)
                 conn.waiting = False
         if conn.close_after:
-            self._drop(ep, conns, fd)
-
-    def _drop(self, ep, conns: dict, fd: int) -> None:
-        conn = conns.pop(fd)
-        ep.unregister(fd)
-        conn.sock.close()
+            self.drop(fd)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m vfstack.examples.http_server", description=__doc__.split("\n\n")[0]
-    )
-    add_arguments(parser, app="http")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = server_parser("http_server", __doc__, port=8080, backlog=4096)
     parser.add_argument("--size", type=int, default=64, help="bytes in every response body")
-    parser.add_argument("--backlog", type=int, default=4096)
     parser.add_argument("--rst", action="store_true", help="accept and reset every connection")
     args = parser.parse_args(argv)
-    api = open_api(args)
-    sock = listener(api, args.host, args.port, args.backlog)
-    server = HttpServer(api, sock, args.size, args.rst)
-    print(f"http_server: listening on {args.host}:{args.port} ({api.name})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        api.close()
-        print(
-            f"http_server: {server.requests} requests on {server.connections} connections",
-            flush=True,
-        )
+    run("http_server", args, lambda api, sock: HttpServer(api, sock, args.size, args.rst))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""What the example servers share: mTCP's Listing 1 skeleton (one epoll
+over the listener and every connection) and the program around it."""
+
+from __future__ import annotations
+
+import argparse
+import select
+
+from vfstack.examples._api import add_arguments, listener, open_api
+
+EPOLLIN = select.EPOLLIN
+
+
+class EpollServer:
+    """Accepts every pending connection, hands each event to `on_events`.
+
+    Subclasses give `accepted(sock)` (the connection's state object, with
+    a `sock` attribute, or None to keep nothing), `on_events(fd, conn,
+    events)` and `summary()`.
+    """
+
+    def __init__(self, api, sock) -> None:
+        self.api, self.listener = api, sock
+        self.conns: dict[int, object] = {}
+        self.connections = 0
+        self.ep = None
+
+    def serve_forever(self) -> None:
+        ep = self.ep = self.api.epoll()
+        listen_fd = self.listener.fileno()
+        ep.register(listen_fd, EPOLLIN)
+        conns = self.conns
+        try:
+            while True:
+                for fd, events in ep.poll():
+                    if fd == listen_fd:
+                        self._accept_all()
+                        continue
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        self.on_events(fd, conn, events)
+        finally:
+            for conn in conns.values():
+                conn.sock.close()
+            ep.close()
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            self.connections += 1
+            sock.setblocking(False)
+            conn = self.accepted(sock)
+            if conn is not None:
+                fd = sock.fileno()
+                self.conns[fd] = conn
+                self.ep.register(fd, EPOLLIN)
+
+    def drop(self, fd: int) -> None:
+        conn = self.conns.pop(fd)
+        self.ep.unregister(fd)
+        conn.sock.close()
+
+    def accepted(self, sock):
+        raise NotImplementedError
+
+    def on_events(self, fd: int, conn, events: int) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+
+def server_parser(name: str, doc: str, port: int, backlog: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m vfstack.examples.{name}", description=doc.split("\n\n")[0]
+    )
+    add_arguments(parser, app=name.split("_")[0])
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--backlog", type=int, default=backlog)
+    return parser
+
+
+def run(name: str, args: argparse.Namespace, make) -> None:
+    """Attach (or pick the kernel), listen, serve until SIGTERM/Ctrl-C,
+    detach, and say what was done. `make(api, listener)` builds the server."""
+    api = open_api(args)
+    server = make(api, listener(api, args.host, args.port, args.backlog))
+    print(f"{name}: listening on {args.host}:{args.port} ({api.name})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.close()
+        print(f"{name}: {server.summary()}", flush=True)

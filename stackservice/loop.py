@@ -30,6 +30,7 @@ from stackservice.tcp.engine import NoHistogram, TcpEngine
 
 # Upper bound on one sleep, so a lost wake-up can never park the loop.
 _MAX_SLEEP_MS = 1000
+_APP_CHECK_SLEEP_MS = 200  # with apps attached: CHECK_APPS_INTERVAL_US is 400 ms
 FULL_GC_IDLE_US = 10_000_000  # at most this often when the loop idles
 FULL_GC_MAX_US = 300_000_000  # and at least this often, idle or not
 IDLE_US = 200_000  # no frame nor app work for this long: nobody waits on us
@@ -127,6 +128,8 @@ class StackLoop:
                 # the ring show up only in its statistics, not in a frame.
                 port.collect_drops()
                 timeout = self._sleep_ms(monotonic_us())
+                if bells:  # wake for the app liveness check (SessionManager.check_apps)
+                    timeout = min(timeout, _APP_CHECK_SLEEP_MS)
                 counters[LoopCounter.SLEEPS] += 1
                 # spin_until - spin_us: when the loop last had work
                 idle = now - spin_until + spin_us >= IDLE_US

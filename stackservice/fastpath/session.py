@@ -64,7 +64,7 @@ DEFAULT_SOCKET_SLOTS = 1024
 DEFAULT_SOCKET_RING_BYTES = 64 << 10
 COMMAND_BATCH = 256  # commands executed per session per pass at most
 MAX_APP_NAME = 128
-CHECK_APPS_INTERVAL_US = 1_000_000
+CHECK_APPS_INTERVAL_US = 400_000  # a dead app's peers see resets well within 1 s
 ATTACH_GRACE_US = 10_000_000  # from Attach to the app opening its segment
 _SCRATCH_BYTES = 64 << 10
 # Ring occupancy for the app table (stackservice.metrics.apps): a sweep over
@@ -1076,7 +1076,7 @@ class SessionManager:
             session.segment.commands.sleep_done()
 
     def check_apps(self, now: int) -> None:
-        """At most once a second: end sessions whose app is gone, i.e. no
+        """At most every CHECK_APPS_INTERVAL_US: end sessions whose app is gone, i.e. no
         longer holds its segment's liveness lock (vfstack._layout), or
         never took it within ATTACH_GRACE_US of attaching."""
         if self._apps_checked_at is not None and now - self._apps_checked_at < (

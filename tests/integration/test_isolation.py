@@ -130,7 +130,7 @@ def test_three_apps_on_two_vfs_serve_at_once_and_a_killed_one_takes_only_its_own
             while to_alpha.recv(100):
                 pass
         took = time.monotonic() - killed
-        assert took < 2.5, f"reset after {took:.2f}s"  # liveness check: once a second
+        assert took < 2.0, f"reset after {took:.2f}s"  # liveness check: every 0.4 s
 
         assert wait_until(lambda: sessions(c0) == ["beta"], timeout=5)
         assert round_trip(to_beta, b"still here" * 1000) == b"still here" * 1000

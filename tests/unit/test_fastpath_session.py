@@ -32,7 +32,7 @@ from vfstack._layout import (
 )
 
 from stackservice.fastpath import SessionManager
-from stackservice.fastpath.session import ATTACH_GRACE_US
+from stackservice.fastpath.session import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
 from tests.support.shm import mapped
 from tests.unit.tcp._rig import LOCAL_IP, LOCAL_PORT, PEER_IP, PEER_PORT, Rig
@@ -498,7 +498,7 @@ def test_check_apps_ends_sessions_whose_app_closed_its_segment(stack, tmp_path):
     stack.manager.check_apps(stack.now)
     assert len(stack.manager.sessions()) == 2
     dead.close()  # what the kernel does for a process that dies
-    stack.manager.check_apps(stack.now + 1_000_000)
+    stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US)
     assert [s["app"] for s in stack.manager.sessions()] == ["alive"]
     assert stack.manager.dead_apps == 1
     assert not os.path.exists(dead.reply["segment_path"])
@@ -518,7 +518,7 @@ def test_check_apps_notices_a_killed_process_holding_the_segment(stack):
         assert len(stack.manager.sessions()) == 1
         child.kill()
         child.wait()
-        stack.manager.check_apps(stack.now + 1_000_000)
+        stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US)
         assert stack.manager.sessions() == []
     finally:
         child.kill()
@@ -526,19 +526,19 @@ def test_check_apps_notices_a_killed_process_holding_the_segment(stack):
 
 def test_check_apps_gives_an_app_time_to_open_its_segment(stack):
     stack.manager.attach("slow", 1, **SMALL, now=stack.now)  # nobody opens it
-    stack.manager.check_apps(stack.now + ATTACH_GRACE_US - 1_000_000)
+    stack.manager.check_apps(stack.now + ATTACH_GRACE_US - CHECK_APPS_INTERVAL_US)
     assert len(stack.manager.sessions()) == 1
     stack.manager.check_apps(stack.now + ATTACH_GRACE_US)
     assert stack.manager.sessions() == []
 
 
-def test_check_apps_runs_at_most_once_a_second(stack):
+def test_check_apps_runs_at_most_every_interval(stack):
     app = stack.attach("dead")
     stack.manager.check_apps(stack.now)
     app.close()
-    stack.manager.check_apps(stack.now + 500_000)
+    stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US - 1)
     assert len(stack.manager.sessions()) == 1
-    stack.manager.check_apps(stack.now + 1_000_000)
+    stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US)
     assert stack.manager.sessions() == []
 
 

@@ -116,6 +116,7 @@ class Stack:
         # consumed events behind that loop's back rings the doorbell for it.
         self._armed = False
         self._driving = False  # that loop itself is dispatching
+        self._aio_driver = None  # vfstack.aio's bridge to that loop, if any
         self._closed = False
 
     # ---------------------------------------------------------------- public
@@ -168,6 +169,10 @@ class Stack:
             self._cond.notify_all()
         self._detach()
         self._client.close()
+        driver = self._aio_driver
+        if driver is not None and not driver.loop.is_closed():
+            # Before the fd closes: the loop's selector must not keep it.
+            driver.loop.remove_reader(self._app_bell.fileno())
         for bell in (self._app_bell, self._stack_bell):
             bell.close()
         with contextlib.suppress(BufferError):

@@ -83,9 +83,7 @@ class _Driver:
     def _wake(self) -> None:
         self._scheduled = False
         stack = self.stack
-        if stack.closed:
-            with contextlib.suppress(Exception):
-                self.loop.remove_reader(stack.fileno())
+        if stack.closed:  # Stack.close removed the reader
             return
         stack._sleep_end()
         stack._driving = True
@@ -105,7 +103,7 @@ class _Driver:
 
 def _driver(stack) -> _Driver:
     loop = asyncio.get_running_loop()
-    driver = getattr(stack, "_aio_driver", None)
+    driver = stack._aio_driver
     if driver is None or driver.loop is not loop:
         driver = _Driver(stack, loop)
         stack._aio_driver = driver

@@ -48,7 +48,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -72,6 +71,7 @@ from bench.tcp import (
 )
 from stackservice.nic.emulate import PEER_ADDRESS
 from tests.support.netns import KERNEL_HOST_ADDRESS, kernel_host, private_port
+from tests.support.process import stop as stop_process
 from tests.support.stack import StackProcess, running_stack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,12 +212,7 @@ class Bed:
             self.placement[f"{side} {example}"] = _affinity(proc.pid)
             yield server
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+            stop_process(proc, timeout=15)
 
     @contextlib.contextmanager
     def servers(self, example: str, *args: str) -> Iterator[dict[str, Server]]:
@@ -584,8 +579,7 @@ class Runner:
                 raise RuntimeError("the peer's echo server did not start")
             yield
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=15)
+            stop_process(proc, timeout=15)
 
 
 def _mpc_run(bed: Bed, server: Server, mpc: int, concurrency: int, seconds: int) -> dict:

@@ -56,6 +56,7 @@ from stackservice.tcp.engine import SocketError, TcpEngine
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TCP_STATE_COUNT
 from stackservice.tcp.tcb import ERROR, HANGUP, WRITABLE, Tcb
+from tests.support.process import stop as stop_process
 
 STACK_ADDRESS = "198.18.0.10"
 KERNEL_ADDRESS = "198.18.0.50"  # tests.support.netns.KERNEL_HOST_ADDRESS
@@ -722,12 +723,7 @@ def kernel_server(netns: str, address: str) -> Iterator[subprocess.Popen]:
             raise RuntimeError("the kernel-socket server did not start")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def placement(stack_pid: int, kernel_pid: int) -> dict:

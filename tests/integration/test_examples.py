@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
+from tests.support.process import stop
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.root
@@ -39,12 +40,7 @@ def example(name: str, *args: str, netns: str | None = None):
         assert "listening on" in line, line
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture

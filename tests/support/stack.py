@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import selectors
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 from stackservice.instance import counters_path
 from stackservice.metrics.counters import read_counters
 from stackservice.metrics.layout import INSTANCE_LAYOUT
+from tests.support.process import stop
 
 
 class StackProcess:
@@ -61,13 +61,7 @@ class StackProcess:
 
     def stop(self, timeout: float = 10) -> tuple[int, str, str]:
         """SIGTERM, then wait: (exit status, rest of stdout, stderr)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
+        out, err = stop(self.proc, timeout)
         return self.proc.returncode, out, err
 
 

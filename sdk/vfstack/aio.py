@@ -60,7 +60,17 @@ class _Driver:
         self.handlers[slot] = handler
 
     def modify(self, sock, mask: int) -> None:
-        self.epoll.modify(sock, mask)
+        """New interest; none at all takes the socket out of the Epoll (a
+        hang-up is reported whatever the mask, and level-triggered, it
+        would keep the loop spinning), as asyncio removes a reader."""
+        if not mask:
+            with contextlib.suppress(FileNotFoundError):
+                self.epoll.unregister(sock)
+            return
+        try:
+            self.epoll.modify(sock, mask)
+        except FileNotFoundError:
+            self.epoll.register(sock, mask)
 
     def unwatch(self, sock) -> None:
         slot = sock.fileno()

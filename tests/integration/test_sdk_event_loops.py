@@ -9,7 +9,9 @@ import json
 import os
 import re
 import selectors
+import sys
 import threading
+import time
 
 import pytest
 import vfstack
@@ -164,3 +166,36 @@ def test_aio_open_connection_to_a_closed_port_raises_connection_refused(sdk):
 
     with pytest.raises(ConnectionRefusedError):
         asyncio.run(main())
+
+
+def test_aio_a_half_closed_idle_connection_does_not_spin_the_loop(sdk):
+    """After EOF both ways the socket hangs up; while the handler keeps it
+    open doing nothing, the loop must sleep, not poll the hang-up."""
+    stack, port = sdk
+    idle_cpu: list[float] = []
+
+    async def handler(reader, writer):
+        assert await reader.read() == b"bye"  # to EOF
+        writer.write(b"ok")
+        writer.write_eof()
+        await asyncio.sleep(0.3)  # let the FIN exchange finish
+        started = time.process_time()
+        await asyncio.sleep(1.0)
+        idle_cpu.append(time.process_time() - started)
+        writer.close()
+
+    async def main():
+        server = await vfstack.aio.start_server(handler, "0.0.0.0", 7010, stack=stack)
+        reply = await asyncio.to_thread(
+            in_netns, port.netns, sys.executable, "-c",
+            "import socket; s = socket.create_connection(('198.18.0.10', 7010));"
+            "s.sendall(b'bye'); s.shutdown(socket.SHUT_WR); print(s.recv(10))",
+            timeout=30,
+        )  # fmt: skip
+        assert reply.stdout.strip() == "b'ok'"
+        while not idle_cpu:
+            await asyncio.sleep(0.1)
+        server.close()
+
+    asyncio.run(main())
+    assert idle_cpu[0] < 0.2, f"{idle_cpu[0]:.2f} CPU-s in 1 s of idling"

@@ -32,10 +32,15 @@ def test_lossy_wire_20_mb_each_way_byte_exact_without_reset(impaired_port_factor
     tcp = counters["tcp"]
     assert tcp["retransmitted_segments"] > 0
     # No connection was reset, by either side. A duplicated or reordered
-    # segment that arrives after a connection has closed is answered with a
-    # RST (RFC 9293 3.10.7.1, as Linux does): those are the only RSTs sent.
-    assert tcp["resets_in"] == tcp["established_resets"] == tcp["app_aborts"] == 0
-    assert tcp["resets_out"] == counters["tcp_drops"]["tcp_no_listener"]
+    # segment that arrives after its connection has closed meets the
+    # listener of its port, or nothing, and is answered with a RST (RFC 9293
+    # 3.10.7.1 and .2, as Linux does): those are the only RSTs sent.
+    drops = counters["tcp_drops"]
+    assert tcp["resets_in"] == tcp["established_resets"] == tcp["app_aborts"] == 0, tcp
+    assert tcp["resets_out"] <= drops["tcp_no_listener"] + drops["tcp_listen_not_syn"], (
+        tcp,
+        drops,
+    )
     # Corrupted frames are caught by a checksum, never delivered.
     caught = counters["tcp_drops"]["tcp_bad_checksum"] + counters["drops"]["ipv4_bad_checksum"]
     assert caught >= stats.a_to_b.corrupted * 0.5

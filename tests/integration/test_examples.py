@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +67,6 @@ def test_http_server_serves_ab_short_and_keep_alive_without_failures(instance):
     assert "40000 requests" in summary
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_http_server_serves_wrk_without_errors(instance):
     control, port = instance
     with example("http_server", "--control", control, "--port", "8080"):

@@ -8,7 +8,6 @@ second, and with neither, alternating in the same run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench import _cli as bench_cli
 from tests.support.netns import in_netns, private_port
 from tests.support.stack import running_stack
 
@@ -129,13 +129,8 @@ def run(quick: bool, progress) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    report = run(args.quick, lambda line: print(line, file=sys.stderr, flush=True))
+    args = bench_cli.parser(__doc__).parse_args(argv)
+    report = run(args.quick, bench_cli.progress)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

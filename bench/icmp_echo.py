@@ -11,14 +11,13 @@ several pingers at once, measures answered echoes per second.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import statistics
 import subprocess
 import sys
 import time
 
+from bench._cli import summary_main
 from tests.support.netns import KERNEL_HOST_ADDRESS, in_netns, kernel_host, private_port
 from tests.support.stack import running_stack
 
@@ -113,16 +112,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    report = run(args.quick, lambda line: print(line, file=sys.stderr, flush=True))
-    report["summary"] = summarize(report)
-    print(json.dumps(report, indent=2) if args.json else table(report["summary"]))
-    return 0
+    return summary_main(__doc__, argv, run, summarize, table)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ figure next to the same transfer through `socket.socketpair()`:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import socket
 import statistics
@@ -35,6 +33,7 @@ from pathlib import Path
 from vfstack._doorbell import Doorbell
 from vfstack._rings import ByteRing, RecordRing
 
+from bench._cli import summary_main
 from tests.support.shm import mapped, other_process, session_file
 
 RECORD = 16
@@ -394,16 +393,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    report = run(args.quick, lambda line: print(line, file=sys.stderr, flush=True))
-    report["summary"] = summarize(report)
-    print(json.dumps(report, indent=2) if args.json else table(report["summary"]))
-    return 0
+    return summary_main(__doc__, argv, run, summarize, table)
 
 
 if __name__ == "__main__":

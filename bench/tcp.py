@@ -31,7 +31,6 @@ All in one run:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import json
@@ -48,6 +47,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench import _cli as bench_cli
 from stackservice.diag import PATTERN
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
 from stackservice.tcp.counters import TCP_COUNTER_COUNT, TcpCounter
@@ -1024,11 +1024,7 @@ def footer(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser = bench_cli.parser(__doc__)
     parser.add_argument("--rate", type=float, default=1000.0, help="paced connections/s")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="ab -c")
     helpers = parser.add_argument_group("helpers this benchmark runs in other namespaces")
@@ -1043,10 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_kernel(args.bind, args.port)
     if args.paced_client:
         return paced_client(args.target, args.port, args.rate, args.duration)
-    report = run(
-        args.quick, lambda line: print(line, file=sys.stderr, flush=True), args.rate,
-        args.concurrency,
-    )  # fmt: skip
+    report = run(args.quick, bench_cli.progress, args.rate, args.concurrency)
     report["summary"] = summarize(report)
     print(json.dumps(report, indent=2) if args.json else table(report["summary"]))
     if not args.json:

@@ -51,8 +51,7 @@ class Epoll:
     # ------------------------------------------------------------- public
 
     def fileno(self) -> int:
-        """The stack's doorbell fd (see `Stack.fileno`), like an epoll fd
-        nested in another poller."""
+        """The stack's doorbell fd (see `Stack.fileno` for how to poll it)."""
         self._check_open()
         return self._stack.fileno()
 

@@ -152,7 +152,10 @@ class Stack:
         return Epoll(self)
 
     def fileno(self) -> int:
-        """The app doorbell's fd: readable when the stack has posted events."""
+        """The app doorbell's fd: readable when the stack has posted events
+        for a session announced as sleeping. `vfstack.StackSelector` and
+        `vfstack.aio` make that announcement and drain the fd; a loop of
+        your own should go through one of them."""
         self._check_open()
         return self._app_bell.fileno()
 

@@ -410,10 +410,10 @@ class Session:
         engine = self.engine
         if isinstance(sock, Listener):
             engine.close_listener(sock, now)
-        elif s.linger == 0 and sock is not None:  # SO_LINGER {1, 0}: reset, as Linux does
-            engine.abort(sock, 0, True, now)
         elif sock is not None:  # (a positive linger does not block: close has no reply)
-            if s.state == _CONNECTED:
+            if s.linger == 0:  # SO_LINGER {1, 0}: the engine's close resets, as Linux
+                sock.linger_zero = True
+            elif s.state == _CONNECTED:
                 self._drain_tx(slot, sock, now)
             engine.close(sock, now)
         if sock is not None:

@@ -111,12 +111,12 @@ class Stack:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._pumping = False
-        # An outside event loop (vfstack.aio) polls fileno() all the time:
-        # the event ring stays announced as sleeping, and a thread that
-        # consumed events behind that loop's back rings the doorbell for it.
-        self._armed = False
+        # vfstack.aio's bridge to an event loop that polls fileno() all the
+        # time: with one, the event ring stays announced as sleeping, and a
+        # thread that consumed events behind that loop's back rings the
+        # doorbell for it.
+        self._aio_driver = None
         self._driving = False  # that loop itself is dispatching
-        self._aio_driver = None  # vfstack.aio's bridge to that loop, if any
         self._closed = False
 
     # ---------------------------------------------------------------- public
@@ -261,7 +261,7 @@ class Stack:
         """Dispatch pending events; if none, wait up to `timeout` seconds
         (None: until some arrive). Returns how many this thread dispatched."""
         n = self._pump_events(timeout)
-        if self._armed and not self._driving:
+        if self._aio_driver is not None and not self._driving:
             with self._lock:
                 if not self._closed and (n or not self._events.prepare_sleep()):
                     self._app_bell.ring()

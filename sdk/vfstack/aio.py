@@ -14,7 +14,7 @@ own `StreamReader`/`StreamWriter`, on any running event loop.
 
 How it plugs in: the loop watches the stack's doorbell (`Stack.fileno()`)
 with `add_reader`. The session's event ring stays announced as sleeping
-(`Stack._armed`), so the stack rings once per batch of events; the reader
+(`Stack._aio_driver`), so the stack rings once per batch of events; the reader
 callback then polls an `Epoll` of the session and calls each transport,
 which moves bytes between the socket's rings and its protocol as asyncio's
 own selector transports do (read until EAGAIN, write what fits, wait for
@@ -47,7 +47,7 @@ class _Driver:
         self.epoll = stack.epoll()
         self.handlers: dict[int, object] = {}  # slot -> callable(events)
         self._scheduled = False
-        stack._armed = True
+        stack._aio_driver = self
         loop.add_reader(stack.fileno(), self._wake)
         self._arm()
 
@@ -116,7 +116,6 @@ def _driver(stack) -> _Driver:
     driver = stack._aio_driver
     if driver is None or driver.loop is not loop:
         driver = _Driver(stack, loop)
-        stack._aio_driver = driver
     return driver
 
 

@@ -33,6 +33,10 @@ class TcpCounter(IntEnum):
     TIME_WAIT_RECYCLED = 22  # a SYN reopened a TIME-WAIT connection (RFC 6191)
     TIME_WAIT_OVERFLOWS = 23  # TIME-WAIT table full: the connection closed at once
     APP_ABORTS = 24  # close() with unread data or SO_LINGER 0: RST sent
+    TLP_PROBES = 25  # tail loss probes sent (RFC 8985 §7)
+    TLP_RECOVERIES = 26  # a probe repaired a lost tail: no RTO was needed (RFC 8985 §7.4)
+    RACK_LOSSES = 27  # segments RACK marked lost by time (RFC 8985 §6.2), first or resent
+    LOST_RETRANSMITS = 28  # of which retransmissions lost again (RACK, RFC 8985 §6)
 
 
 TCP_COUNTER_COUNT = len(TcpCounter)

@@ -164,8 +164,16 @@ class TcpEngine:
         secret: bytes,
         rtt_histogram=None,
         connect_histogram=None,
+        strict: bool = True,
     ) -> None:
         self.local_ip = local_ip
+        # Fault containment (DESIGN.md principle 5): with strict False an
+        # unexpected exception while running one connection's timers or
+        # output aborts that connection only and is kept in `faults`
+        # (site, exception) for the loop to count and log; strict (the
+        # default, and every test) re-raises it so no bug hides.
+        self.strict = strict
+        self.faults: list[tuple[str, Exception]] = []
         # Anything with observe(int µs): shared-memory histograms in a stack.
         self.rtt_histogram = rtt_histogram or NoHistogram()
         self.connect_histogram = connect_histogram or NoHistogram()
@@ -200,7 +208,8 @@ class TcpEngine:
     # ------------------------------------------------------------ input
 
     def on_segment(self, ip: Ipv4View, payload: memoryview, now: int, trusted: bool) -> None:
-        """The IPv4 host's handler for protocol 6. Never raises."""
+        """The IPv4 host's handler for protocol 6. A bad segment is counted
+        and dropped; only a bug raises (the loop contains it per frame)."""
         src = ip.src()
         try:
             view = TcpView.checked(payload)
@@ -892,12 +901,40 @@ class TcpEngine:
         return best
 
     def on_timer(self, now: int) -> None:
+        # Expired entries are already off their lists: one connection's
+        # fault must not cost the others in the batch their timers.
         for tcb in self._wheel.expire(now, _TIMER_BATCH):
-            self._fine_timers(tcb, now)
+            try:
+                self._fine_timers(tcb, now)
+            except Exception as exc:
+                self.contain("timer", tcb, exc, now)
         for tcb in self._time_wait.expire(now, _TIMER_BATCH):
             self.destroy(tcb)  # TIME-WAIT over, or an orphan's FIN-WAIT-2 timeout
         for tcb in self._keepalive.expire(now, _TIMER_BATCH):
-            self._keepalive_timer(tcb, now)
+            try:
+                self._keepalive_timer(tcb, now)
+            except Exception as exc:
+                self.contain("timer", tcb, exc, now)
+
+    def contain(self, site: str, tcb: Tcb | None, exc: Exception, now: int) -> None:
+        """An unexpected exception (a bug) while handling `tcb`: re-raised
+        when strict; else recorded in `faults` and the connection aborted
+        (RST, the application sees ECONNABORTED), since its state can no
+        longer be trusted and a timer that fails once would fail forever."""
+        if self.strict:
+            raise exc
+        self.faults.append((site, exc))
+        if tcb is None:
+            return
+        try:
+            self.abort(tcb, errno.ECONNABORTED, True, now)
+        except Exception as again:  # the TCB is too broken to say goodbye
+            self.faults.append((site, again))
+            if self.flows.get(tcb.key) is tcb:
+                del self.flows[tcb.key]
+            self._wheel.cancel(tcb)
+            self._time_wait.remove(tcb)
+            self._keepalive.remove(tcb)
 
     def _fine_timers(self, tcb: Tcb, now: int) -> None:
         if tcb.delack_deadline and tcb.delack_deadline <= now:
@@ -995,26 +1032,37 @@ class TcpEngine:
         for tcb in control:
             tcb.on_control_list = False
             if tcb.state in (SYN_SENT, SYN_RECEIVED):
-                output.send_syn(self, tcb, now)
-                if not tcb.rto_deadline:
-                    self.arm_rto(tcb, now)
+                try:
+                    output.send_syn(self, tcb, now)
+                    if not tcb.rto_deadline:
+                        self.arm_rto(tcb, now)
+                except Exception as exc:
+                    self.contain("output", tcb, exc, now)
         acks, self._acks = self._acks, []
         for tcb in acks:
             tcb.on_ack_list = False
             # A connection with data queued gets its ACK on that data, or
             # after it if the windows let nothing go.
             if tcb.ack_now and not tcb.on_data_list and tcb.state != CLOSED:
-                output.send_ack(self, tcb, now)
+                try:
+                    output.send_ack(self, tcb, now)
+                except Exception as exc:
+                    self.contain("output", tcb, exc, now)
         data, self._data = self._data, []
         for tcb in data:
             tcb.on_data_list = False
-            if tcb.state == CLOSED:
-                continue
-            if tcb.in_recovery and tcb.sack_enabled:
-                self._sack_recovery(tcb, now)
-            output.send_data(self, tcb, now)
-            if tcb.ack_now:
-                output.send_ack(self, tcb, now)
+            if tcb.state != CLOSED:
+                try:
+                    self._send_queued(tcb, now)
+                except Exception as exc:
+                    self.contain("output", tcb, exc, now)
+
+    def _send_queued(self, tcb: Tcb, now: int) -> None:
+        if tcb.in_recovery and tcb.sack_enabled:
+            self._sack_recovery(tcb, now)
+        output.send_data(self, tcb, now)
+        if tcb.ack_now:
+            output.send_ack(self, tcb, now)
 
     def _sack_recovery(self, tcb: Tcb, now: int) -> None:
         """RFC 6675 §5 (C): while the pipe leaves room, resend what NextSeg

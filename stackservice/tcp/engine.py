@@ -192,11 +192,15 @@ class TcpEngine:
             1_000_000 // settings.challenge_ack_per_s, settings.challenge_ack_per_s
         )
         self._wheel = TimerWheel()
+        # TIME-WAIT and an orphan's FIN-WAIT-2 timeout: one fixed timeout
+        # each, the only list timers. A connection is in at most one of the
+        # two states, so it is on this list at most once; everything else
+        # (RTO, delayed ACK, persist, keepalive) is folded into its one
+        # wheel entry (`_rearm`).
         self._time_wait = DeadlineList()
         # What every shed TIME-WAIT TCB keeps as its receive buffer: always
         # empty (nothing is received there), only its window is read.
         self._time_wait_receive = ReceiveBuffer(settings.receive_buffer)
-        self._keepalive = DeadlineList()
         self._control: list[Tcb] = []
         self._acks: list[Tcb] = []
         self._data: list[Tcb] = []
@@ -433,7 +437,9 @@ class TcpEngine:
         tcb.keepalive_interval = interval_us or tcb.keepalive_interval
         tcb.keepalive_count = count or tcb.keepalive_count
         if not enabled:
-            self._keepalive.remove(tcb)
+            if tcb.keepalive_deadline:
+                tcb.keepalive_deadline = 0
+                self._rearm(tcb)
         elif tcb.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2):
             self._arm_keepalive(tcb, now)
 
@@ -536,10 +542,8 @@ class TcpEngine:
         if tcb.state == SYN_RECEIVED and tcb.listener is not None:
             tcb.listener.syn_count -= 1
         self.set_state(tcb, CLOSED)
-        self._wheel.cancel(tcb)
+        self._stop_fine_timers(tcb)
         self._time_wait.remove(tcb)
-        self._keepalive.remove(tcb)
-        tcb.rto_deadline = tcb.delack_deadline = tcb.persist_deadline = 0
         if tcb.app_closed:
             tcb.send_buffer = tcb.receive_buffer = None
         else:
@@ -547,9 +551,7 @@ class TcpEngine:
 
     def enter_time_wait(self, tcb: Tcb, now: int) -> None:
         self.set_state(tcb, TIME_WAIT)
-        self._wheel.cancel(tcb)
-        tcb.rto_deadline = tcb.delack_deadline = tcb.persist_deadline = 0
-        self._keepalive.remove(tcb)
+        self._stop_fine_timers(tcb)
         self.notify(tcb)
         if self.state_counts[TIME_WAIT] > self.settings.max_time_wait:
             self.counters[TcpCounter.TIME_WAIT_OVERFLOWS] += 1
@@ -874,13 +876,20 @@ class TcpEngine:
         self._rearm(tcb)
 
     def _arm_keepalive(self, tcb: Tcb, now: int) -> None:
-        self._keepalive.remove(tcb)
-        self._keepalive.push(tcb, max(now, tcb.last_receive) + tcb.keepalive_idle)
+        # Armed once per idle period, not per segment: when it fires,
+        # `_keepalive_timer` re-arms from last_receive if traffic came since.
+        tcb.keepalive_deadline = max(now, tcb.last_receive) + tcb.keepalive_idle
+        self._rearm(tcb)
 
     def _rearm(self, tcb: Tcb) -> None:
-        """Keep the wheel entry at the earliest of the TCB's fine timers."""
+        """Keep the wheel entry at the earliest of the TCB's timers."""
         deadline = 0
-        for candidate in (tcb.rto_deadline, tcb.delack_deadline, tcb.persist_deadline):
+        for candidate in (
+            tcb.rto_deadline,
+            tcb.delack_deadline,
+            tcb.persist_deadline,
+            tcb.keepalive_deadline,
+        ):
             if candidate and (not deadline or candidate < deadline):
                 deadline = candidate
         if deadline:
@@ -888,16 +897,18 @@ class TcpEngine:
         else:
             self._wheel.cancel(tcb)
 
+    def _stop_fine_timers(self, tcb: Tcb) -> None:
+        self._wheel.cancel(tcb)
+        tcb.rto_deadline = tcb.delack_deadline = tcb.persist_deadline = 0
+        tcb.keepalive_deadline = 0
+
     def poll_at(self) -> int | None:
         """When `on_timer` must run next (µs), or None."""
         best = None
-        for deadline in (
-            self._wheel.next_deadline(),
-            self._time_wait.next_deadline(),
-            self._keepalive.next_deadline(),
-        ):
-            if deadline is not None and (best is None or deadline < best):
-                best = deadline
+        best = self._wheel.next_deadline()
+        closing = self._time_wait.next_deadline()
+        if closing is not None and (best is None or closing < best):
+            best = closing
         return best
 
     def on_timer(self, now: int) -> None:
@@ -910,11 +921,6 @@ class TcpEngine:
                 self.contain("timer", tcb, exc, now)
         for tcb in self._time_wait.expire(now, _TIMER_BATCH):
             self.destroy(tcb)  # TIME-WAIT over, or an orphan's FIN-WAIT-2 timeout
-        for tcb in self._keepalive.expire(now, _TIMER_BATCH):
-            try:
-                self._keepalive_timer(tcb, now)
-            except Exception as exc:
-                self.contain("timer", tcb, exc, now)
 
     def contain(self, site: str, tcb: Tcb | None, exc: Exception, now: int) -> None:
         """An unexpected exception (a bug) while handling `tcb`: re-raised
@@ -934,7 +940,6 @@ class TcpEngine:
                 del self.flows[tcb.key]
             self._wheel.cancel(tcb)
             self._time_wait.remove(tcb)
-            self._keepalive.remove(tcb)
 
     def _fine_timers(self, tcb: Tcb, now: int) -> None:
         if tcb.delack_deadline and tcb.delack_deadline <= now:
@@ -948,6 +953,9 @@ class TcpEngine:
         if tcb.rto_deadline and tcb.rto_deadline <= now:
             tcb.rto_deadline = 0
             self._retransmission_timer(tcb, now)
+        if tcb.keepalive_deadline and tcb.keepalive_deadline <= now:
+            tcb.keepalive_deadline = 0
+            self._keepalive_timer(tcb, now)
         if tcb.state != CLOSED:
             self._rearm(tcb)
 
@@ -1009,7 +1017,7 @@ class TcpEngine:
             return
         idle_until = tcb.last_receive + tcb.keepalive_idle
         if not tcb.keepalive_sent and idle_until > now:
-            self._keepalive.push(tcb, idle_until)
+            tcb.keepalive_deadline = idle_until
             return
         if tcb.keepalive_sent >= tcb.keepalive_count:
             self.counters[TcpCounter.CONNECTION_TIMEOUTS] += 1
@@ -1018,7 +1026,7 @@ class TcpEngine:
         tcb.keepalive_sent += 1
         self.counters[TcpCounter.KEEPALIVE_PROBES] += 1
         output.send_probe(self, tcb, now)
-        self._keepalive.push(tcb, now + tcb.keepalive_interval)
+        tcb.keepalive_deadline = now + tcb.keepalive_interval
 
     # ------------------------------------------------------------ output
 

@@ -4,17 +4,23 @@ mTCP keeps two kinds of timers (NSDI 2014 §3.2.2, `timer.c`):
 - fine-grained ones armed on nearly every segment (retransmission, persist,
   delayed ACK) in a hash table indexed by the deadline in milliseconds, so
   arming is O(1) and one bucket is processed per millisecond: `TimerWheel`;
-- coarse ones with one fixed timeout each (TIME-WAIT, keepalive) in a list
-  sorted by deadline, which stays sorted by appending because every new
-  deadline is now + the same timeout: `DeadlineList`.
+- coarse ones with one fixed timeout each (TIME-WAIT) in a list sorted by
+  deadline, which stays sorted by appending because every new deadline is
+  now + the same timeout: `DeadlineList`.
 
 Both are intrusive: the entries are the caller's objects (TCBs inherit
 `TimerEntry`), linked through slots on the entry, so membership is a field
 and never a scan (STYLE rule 9), and arming, re-arming and cancelling
-allocate nothing. An entry can be in one wheel and in one DeadlineList at
-once (separate slots). A TCB folds its fine-grained deadlines (RTO, persist,
-delayed ACK, each RFC 6298 / RFC 9293 §3.8.6.1 / RFC 1122 §4.2.3.2) into the
-earliest one and keeps that in the wheel, as smoltcp's `poll_at` does.
+allocate nothing. An entry has one set of links per structure: it can be
+in one wheel and in one DeadlineList at once, never in two lists. So a TCB
+folds every per-connection deadline (RTO, persist, delayed ACK, keepalive:
+RFC 6298 / RFC 9293 §3.8.6.1 / RFC 1122 §4.2.3.2 / §4.2.3.6) into the
+earliest one and keeps that in the wheel, as smoltcp's `poll_at` does, and
+uses the one DeadlineList only for its end-of-life timeout (TIME-WAIT, or
+an orphan's FIN-WAIT-2), which comes after every other timer has stopped.
+Keepalive left its list for the wheel because its timeout differs per
+socket (TCP_KEEPIDLE) and because a connection that closed first needs it
+and the FIN-WAIT-2 timeout at once.
 
 Neither structure reads a clock: `now` and deadlines are int microseconds
 supplied by the caller, and time is expected not to go backwards.
@@ -48,13 +54,12 @@ DeadlineList decisions:
   tail in O(1) when the deadline is >= the last one (the mTCP case) and
   prepends in O(1) when it is below the first; otherwise it walks to its
   place from the end nearer in deadline: O(k) for the k entries passed.
-  Equal deadlines keep push order. Timeouts that differ per entry (a
-  per-socket keepalive idle time) make pushes land mid-list; with many of
-  them the wheel suits better.
+  Equal deadlines keep push order. Timeouts that differ per entry make
+  pushes land mid-list; with many of them the wheel suits better.
 - `remove` unlinks at once in O(1), rather than leaving a stale record
-  behind a generation counter for `expire` to skip: a keepalive re-armed on
-  every received segment would otherwise pile up one dead record per
-  segment until its deadline reached the head. `list_generation` still
+  behind a generation counter for `expire` to skip: a TIME-WAIT restarted
+  by every retransmitted FIN would otherwise pile up one dead record per
+  FIN until its deadline reached the head. `list_generation` still
   counts every push and remove, so a caller that noted it can tell whether
   the entry was re-armed or removed since.
 """
@@ -359,7 +364,7 @@ class TimerWheel:
 
 class DeadlineList:
     """Entries sorted by deadline, for timers with one fixed timeout each
-    (TIME-WAIT, keepalive): mTCP's sorted timer lists (NSDI 2014 §3.2.2).
+    (TIME-WAIT): mTCP's sorted timer lists (NSDI 2014 §3.2.2).
 
     Push is O(1) for non-decreasing deadlines, remove O(1), expire O(returned).
     """

@@ -9,7 +9,8 @@ import pytest
 
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.engine import SocketError, SocketOptions
-from stackservice.tcp.segment import ACK, SYN
+from stackservice.tcp.segment import ACK, FIN, PSH, SYN
+from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import ERROR
 from tests.unit.tcp._rig import MS, Rig
@@ -20,6 +21,7 @@ from tests.unit.tcp._states import (
     Conn,
     brief,
     established,
+    flow,
     seq,
     state,
     syn_sent,
@@ -159,3 +161,47 @@ def test_established_poll_at_tracks_earliest_timer() -> None:
     conn.flush(conn.now)
     rig.engine.on_timer(conn.now + 200 * MS)  # a stale wakeup does nothing
     assert rig.flush(conn.now + 200 * MS) == []
+
+
+def test_fin_wait_2_orphan_with_keepalive_both_timers_run() -> None:
+    """SO_KEEPALIVE and an orphan's FIN-WAIT-2 timeout (Linux tcp_fin_timeout)
+    on one connection: the application closed first, the peer ACKed our FIN.
+    Both timers run (the keepalive probes the silent peer, the orphan
+    timeout then frees the TCB); neither displaces the other. This used to
+    raise out of on_segment ("entry is in another DeadlineList") and end the
+    instance: aiohttp sets SO_KEEPALIVE on every accepted connection."""
+    settings = TcpSettings(fin_wait_2_us=15 * SECOND)
+    rig = Rig(settings)
+    conn = keepalive_conn(rig)
+    rig.engine.send(conn.tcb, b"hi", conn.now)
+    rig.engine.close(conn.tcb, conn.now)
+    assert [s.flags for s in conn.flush(conn.now)] == [ACK | PSH | FIN]
+    conn.ack = seq(conn.ack, 3)
+    conn.deliver(conn.now + MS)  # the peer ACKs "hi" and our FIN
+    assert conn.flush(conn.now) == []
+    assert state(conn.tcb) == TcpState.FIN_WAIT_2
+    t = conn.now
+    assert brief(conn.flush(t + IDLE)) == [probe(conn)]
+    conn.deliver(t + IDLE + MS)  # answered: the peer is alive, just silent
+    assert conn.flush(conn.now) == []
+    assert conn.flush(t + 15 * SECOND - 1) == []
+    conn.flush(t + 15 * SECOND)
+    assert state(conn.tcb) == TcpState.CLOSED
+    assert flow(rig) is None and rig.engine.poll_at() is None
+
+
+def test_time_wait_after_keepalive_close_first_then_peer_fin() -> None:
+    """The same connection through TIME-WAIT (the peer's FIN after ours was
+    ACKed): the keepalive stops, 2 MSL later the TCB is gone."""
+    rig = Rig()
+    conn = keepalive_conn(rig)
+    rig.engine.close(conn.tcb, conn.now)
+    conn.flush(conn.now)
+    conn.ack = seq(conn.ack, 1)
+    conn.deliver(conn.now + MS)
+    conn.deliver(conn.now + MS, flags=FIN | ACK)
+    assert brief(conn.flush(conn.now)) == [("A", conn.ack, conn.seq, 0)]
+    assert state(conn.tcb) == TcpState.TIME_WAIT
+    assert conn.flush(conn.now + IDLE) == []  # no keepalive probe in TIME-WAIT
+    conn.flush(conn.now + rig.settings.time_wait_us)
+    assert flow(rig) is None and rig.engine.poll_at() is None

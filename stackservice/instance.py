@@ -22,6 +22,7 @@ from stackservice.control.link import LinkServer
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.fastpath.session import SessionManager
+from stackservice.faults import Containment
 from stackservice.loop import StackLoop, monotonic_us
 from stackservice.metrics.apps import AppStatsTable
 from stackservice.metrics.counters import CounterBlock, nonzero
@@ -135,9 +136,12 @@ def run_instance(config: InstanceConfig) -> int:
 
 class Instance:
     """One stack instance's parts, wired together: shared-memory counters,
-    the IPv4 host, the TCP engine on top of it and the NIC port below."""
+    the IPv4 host, the TCP engine on top of it and the NIC port below, and
+    the one fault policy (`contain`) the loop, sessions and control share."""
 
-    __slots__ = ("config", "counters", "engine", "fastpath", "host", "mac", "mode", "port")
+    __slots__ = (
+        "config", "contain", "counters", "engine", "fastpath", "host", "mac", "mode", "port",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -153,6 +157,7 @@ class Instance:
         self.mac = mac
         self.counters = counters
         self.port = port
+        self.contain = Containment(counters.section("internal_errors"), config.strict, monotonic_us)
         self.host = Ipv4Host(
             mac=bytes.fromhex(mac.replace(":", "")),
             ip=int(config.address.ip),
@@ -172,11 +177,13 @@ class Instance:
             secret=os.urandom(32),
             rtt_histogram=counters.histogram(TCP_RTT_US),
             connect_histogram=counters.histogram(TCP_CONNECT_US),
+            strict=config.strict,  # else it aborts a failing connection: engine.faults
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(
-            self.engine, config.run_dir, config.name, app_stats=apps, app_group=config.app_group
-        )
+            self.engine, config.run_dir, config.name, app_stats=apps,
+            app_group=config.app_group, contain=self.contain,
+        )  # fmt: skip
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
@@ -186,6 +193,7 @@ class Instance:
             self.port, self.host, self.engine, counters.section("loop"), stop_fd,
             self.config.busy_poll_us, link, counters.histogram(RX_BATCH_PACKETS),
             counters.histogram(LOOP_ITERATION_US), self.fastpath, counters.section("sessions"),
+            self.contain,
         ).run()  # fmt: skip
 
     def info(self) -> dict:
@@ -237,7 +245,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     _wait_listening(server, config.control)
     if config.app_group is not None:
         os.chown(config.control, -1, config.app_group)
-    link = LinkServer(ours, ControlRequests(instance.engine, instance.fastpath, monotonic_us))
+    requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
+    link = LinkServer(ours, requests, instance.contain)
     try:
         yield link
     finally:

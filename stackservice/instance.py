@@ -7,6 +7,7 @@ import errno
 import fcntl
 import gc
 import json
+import logging
 import os
 import signal
 import socket
@@ -38,6 +39,8 @@ from stackservice.net.ipv4 import PROTO_TCP
 from stackservice.nic.netconf import detect_mode, prepare_interface, vf_identity
 from stackservice.nic.packet_io import PacketPort
 from stackservice.tcp.engine import TcpEngine
+
+log = logging.getLogger(__name__)
 
 
 def counters_path(run_dir: Path, name: str) -> Path:
@@ -307,7 +310,14 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
         # of the packet loop) walks only the connections.
         gc.collect()
         gc.freeze()
-        instance.run(stop_fd, link)
+        try:
+            instance.run(stop_fd, link)
+        except Exception:
+            # A fault no containment point took (or any, when strict) is a
+            # bug: its traceback goes to stderr, where run_instance would
+            # make a one-line start-up error of an OSError or RuntimeError.
+            log.critical("the stack loop failed", exc_info=True)
+            return 1
         summary = json.dumps(nonzero(instance.counters.snapshot()), separators=(",", ":"))
     _say(f"stackservice {config.name}: stopped; counters {summary}")
     return 0

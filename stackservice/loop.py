@@ -245,19 +245,23 @@ class StackLoop:
 
     def _flush(self, now: int) -> None:
         """TCP's queued output, then the batch to the NIC. A fault in one
-        connection's output is the engine's to contain; one escaping it or
-        the port costs this pass's frames."""
+        connection's output is the engine's to contain; one escaping the
+        engine cuts this pass's TCP output short, one in the port costs
+        this batch of frames."""
         port, outbox = self._port, self._host.outbox
         try:
             self._engine.flush(now)
-            if outbox or port.tx_pending:
-                # Frames the kernel pushes back stay in the port's backlog
-                # and go first next pass, so the outbox can always be cleared.
-                port.transmit(outbox)
-                self._loop_counters[LoopCounter.TX_BATCHES] += 1
         except Exception as exc:
-            self._contain.fault(FaultSite.OUTPUT, exc, "this pass's frames are dropped")
-        outbox.clear()
+            self._contain.fault(FaultSite.OUTPUT, exc, "this pass's TCP output is cut short")
+        if outbox or port.tx_pending:
+            # Frames the kernel pushes back stay in the port's backlog and
+            # go first next pass, so the outbox can always be cleared.
+            try:
+                port.transmit(outbox)
+            except Exception as exc:
+                self._contain.fault(FaultSite.OUTPUT, exc, "this batch of frames is dropped")
+            outbox.clear()
+            self._loop_counters[LoopCounter.TX_BATCHES] += 1
 
     def _sleep_ms(self, now: int) -> int:
         deadline = self._host.poll_at()

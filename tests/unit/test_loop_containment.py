@@ -229,6 +229,22 @@ def test_a_connection_whose_output_meets_a_bug_is_aborted_others_go_on(make_inst
     assert not any(tcb.remote_port == FAULTY for tcb in instance.engine.flows.values())
 
 
+def test_a_batch_the_port_fails_on_is_dropped_and_the_next_sent(make_instance, monkeypatch):
+    inject(ScriptedPort, "transmit", lambda _, frames: any(b"FAULT" in f for f in frames),
+           monkeypatch.setattr)  # fmt: skip
+    instance, port = make_instance()
+    port.script = iter(
+        [
+            [peer_arp(), echo_request_frame(seq=1)],
+            [echo_request_frame(seq=2, data=b"FAULT")],
+            [echo_request_frame(seq=3)],
+        ]
+    )
+    instance.run(port.stop_fd)
+    assert echo_replies(port.sent) == [1, 3]
+    assert internal_errors(instance) == {"output": 1}
+
+
 def test_strict_engine_raises_a_connection_fault(make_instance, monkeypatch):
     inject(output, "send_syn", lambda *_: True, monkeypatch.setattr)
     instance, port = make_instance(strict=True)

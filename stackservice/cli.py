@@ -11,6 +11,7 @@ A flag on the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve TCP echo (7), discard (9) and HTTP (80, GET /<n>) from inside the "
         "instance [env VFSTACK_DIAG_SERVICES=1]",
     )
+    run.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=_env("strict") in ("1", "true", "yes"),
+        help="exit on an internal error (a bug) instead of containing it: counted in "
+        "vfstack_internal_errors_total, logged, the instance serving on; for tests "
+        "[env VFSTACK_STRICT=1]",
+    )
     return parser
 
 
@@ -94,10 +103,17 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             workers=args.workers or 1,
             app_group=args.app_group,
+            strict=args.strict,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)
         return 2
+    # Contained faults and ended sessions are logged on stderr, named like
+    # the instance's other lines.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(asctime)s stackservice {config.name}: %(levelname)s %(message)s",
+    )
     # Imported after validation so `--help` and bad flags need no netlink.
     from stackservice.instance import run_instance
 

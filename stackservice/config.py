@@ -37,6 +37,9 @@ class InstanceConfig:
     control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
     metrics_port: int | None  # Prometheus /metrics on 0.0.0.0:PORT, if asked
     app_group: int | None = None  # gid whose processes may attach; None: root only
+    # A fault (an unexpected exception) crashes the instance instead of being
+    # contained (stackservice.faults): what tests run with.
+    strict: bool = False
 
     @classmethod
     def build(
@@ -56,6 +59,7 @@ class InstanceConfig:
         metrics_port: str | int | None = None,
         workers: str | int = 1,
         app_group: str | int | None = None,
+        strict: bool = False,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
         if not iface or len(iface) > 15 or "/" in iface:
@@ -132,6 +136,7 @@ class InstanceConfig:
             _host_port(control_tcp),
             metrics,
             gid,
+            strict,
         )
 
 

@@ -229,10 +229,14 @@ class _Service:
     def on_ready(self, sock: Listener | Tcb, now: int) -> None:
         if sock is not self.listener:
             return  # a connection not accepted yet: served once accepted
-        while (tcb := self.engine.accept(sock)) is not None:
-            connection = self.handler(self.engine, self.scratch)
-            tcb.owner = connection
-            connection.on_ready(tcb, now)
+        engine = self.engine
+        while (tcb := engine.accept(sock)) is not None:
+            tcb.owner = self.handler(engine, self.scratch)
+            # Served (data may have come with the handshake) on its own
+            # readiness event, in the loop's next pass: a fault in one
+            # connection's handler then costs that connection, not the
+            # listener and the connections behind it (StackLoop._dispatch).
+            engine.notify(tcb)
 
 
 class DiagServices:

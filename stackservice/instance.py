@@ -7,6 +7,7 @@ import errno
 import fcntl
 import gc
 import json
+import logging
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from stackservice.control.link import LinkServer
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.fastpath.session import SessionManager
+from stackservice.faults import Containment
 from stackservice.loop import StackLoop, monotonic_us
 from stackservice.metrics.apps import AppStatsTable
 from stackservice.metrics.counters import CounterBlock, nonzero
@@ -37,6 +39,8 @@ from stackservice.net.ipv4 import PROTO_TCP
 from stackservice.nic.netconf import detect_mode, prepare_interface, vf_identity
 from stackservice.nic.packet_io import PacketPort
 from stackservice.tcp.engine import TcpEngine
+
+log = logging.getLogger(__name__)
 
 
 def counters_path(run_dir: Path, name: str) -> Path:
@@ -135,9 +139,12 @@ def run_instance(config: InstanceConfig) -> int:
 
 class Instance:
     """One stack instance's parts, wired together: shared-memory counters,
-    the IPv4 host, the TCP engine on top of it and the NIC port below."""
+    the IPv4 host, the TCP engine on top of it and the NIC port below, and
+    the one fault policy (`contain`) the loop, sessions and control share."""
 
-    __slots__ = ("config", "counters", "engine", "fastpath", "host", "mac", "mode", "port")
+    __slots__ = (
+        "config", "contain", "counters", "engine", "fastpath", "host", "mac", "mode", "port",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -153,6 +160,7 @@ class Instance:
         self.mac = mac
         self.counters = counters
         self.port = port
+        self.contain = Containment(counters.section("internal_errors"), config.strict, monotonic_us)
         self.host = Ipv4Host(
             mac=bytes.fromhex(mac.replace(":", "")),
             ip=int(config.address.ip),
@@ -172,11 +180,13 @@ class Instance:
             secret=os.urandom(32),
             rtt_histogram=counters.histogram(TCP_RTT_US),
             connect_histogram=counters.histogram(TCP_CONNECT_US),
+            strict=config.strict,  # else it aborts a failing connection: engine.faults
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(
-            self.engine, config.run_dir, config.name, app_stats=apps, app_group=config.app_group
-        )
+            self.engine, config.run_dir, config.name, app_stats=apps,
+            app_group=config.app_group, contain=self.contain,
+        )  # fmt: skip
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
@@ -186,6 +196,7 @@ class Instance:
             self.port, self.host, self.engine, counters.section("loop"), stop_fd,
             self.config.busy_poll_us, link, counters.histogram(RX_BATCH_PACKETS),
             counters.histogram(LOOP_ITERATION_US), self.fastpath, counters.section("sessions"),
+            self.contain,
         ).run()  # fmt: skip
 
     def info(self) -> dict:
@@ -237,7 +248,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     _wait_listening(server, config.control)
     if config.app_group is not None:
         os.chown(config.control, -1, config.app_group)
-    link = LinkServer(ours, ControlRequests(instance.engine, instance.fastpath, monotonic_us))
+    requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
+    link = LinkServer(ours, requests, instance.contain)
     try:
         yield link
     finally:
@@ -298,7 +310,14 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
         # of the packet loop) walks only the connections.
         gc.collect()
         gc.freeze()
-        instance.run(stop_fd, link)
+        try:
+            instance.run(stop_fd, link)
+        except Exception:
+            # A fault no containment point took (or any, when strict) is a
+            # bug: its traceback goes to stderr, where run_instance would
+            # make a one-line start-up error of an OSError or RuntimeError.
+            log.critical("the stack loop failed", exc_info=True)
+            return 1
         summary = json.dumps(nonzero(instance.counters.snapshot()), separators=(",", ":"))
     _say(f"stackservice {config.name}: stopped; counters {summary}")
     return 0

@@ -13,6 +13,13 @@ second or so under load, which is what a p99 sees. Connections are freed
 by reference counting; the loop runs the full collection itself, when it
 is about to sleep after IDLE_US without traffic, or every FULL_GC_MAX_US
 under unbroken load.
+
+Never down (DESIGN.md principle 5): an unexpected exception while handling
+one frame drops that frame; in a socket owner's readiness callback, or in
+one connection's timers or output (TcpEngine.faults), it aborts that
+connection; a session's or a control request's is contained where they are
+served (SessionManager, LinkServer). `stackservice.faults.Containment`
+counts and logs each, or re-raises it when strict.
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ import time
 
 from stackservice.control.link import LinkServer
 from stackservice.fastpath.session import SessionManager
+from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.layout import LoopCounter
 from stackservice.net.host import Ipv4Host
 from stackservice.nic.packet_io import PacketPort
 from stackservice.tcp.engine import NoHistogram, TcpEngine
+from stackservice.tcp.state import CLOSED
+from stackservice.tcp.tcb import Tcb
 
 # Upper bound on one sleep, so a lost wake-up can never park the loop.
 _MAX_SLEEP_MS = 1000
@@ -48,6 +58,7 @@ class StackLoop:
     __slots__ = (
         "_batch_sizes",
         "_busy_times",
+        "_contain",
         "_deliver_now",
         "_engine",
         "_fastpath",
@@ -73,8 +84,10 @@ class StackLoop:
         busy_times=None,
         fastpath: SessionManager | None = None,
         sessions_gauge=None,
+        contain: Containment | None = None,
     ) -> None:
         self._port = port
+        self._contain = contain or Containment()  # strict unless told
         self._fastpath = fastpath
         self._sessions_gauge = sessions_gauge
         # Histograms (observe(int)): frames per non-empty batch, µs per
@@ -90,7 +103,10 @@ class StackLoop:
         self._deliver_now = 0
 
     def _deliver(self, frame: memoryview, checksum_trusted: bool) -> None:
-        self._host.receive(frame, self._deliver_now, checksum_trusted)
+        try:
+            self._host.receive(frame, self._deliver_now, checksum_trusted)
+        except Exception as exc:  # a bug this frame met: the next frames go on
+            self._contain.fault(FaultSite.FRAME, exc, "the frame is dropped")
 
     def run(self) -> None:
         port, host, engine = self._port, self._host, self._engine
@@ -106,6 +122,7 @@ class StackLoop:
         spin_us = self._spin_us
         batch_sizes, busy_times = self._batch_sizes, self._busy_times
         fastpath = self._fastpath
+        contain = self._contain
         bells: set[int] = set()  # the sessions' stack doorbells being polled
         now = monotonic_us()
         host.announce(now)
@@ -162,14 +179,11 @@ class StackLoop:
             self._dispatch(now)
             if fastpath is not None and fastpath.poll(now):
                 spin_until = now + spin_us  # applications are active
-            engine.flush(now)
-            outbox = host.outbox
-            if outbox or port.tx_pending:
-                # Frames the kernel pushes back stay in the port's backlog
-                # and go first next pass, so the outbox can always be cleared.
-                port.transmit(outbox)
-                outbox.clear()
-                counters[LoopCounter.TX_BATCHES] += 1
+            self._flush(now)
+            if engine.faults:  # connections the engine aborted for a bug
+                contain.drain(engine.faults, "the connection is aborted")
+            if now >= contain.report_at:
+                contain.report(now)
             if received or timeout:
                 # Time of a pass that did (or may have done) work; idle
                 # busy-poll passes would only drown the distribution.
@@ -199,20 +213,55 @@ class StackLoop:
         self._host.outbox.clear()
 
     def _run_timers(self, now: int) -> None:
+        """Due timers. A connection's fault is the engine's to contain (it
+        aborts that one); one escaping the engine or the host costs the
+        timers due in this pass."""
         host, engine = self._host, self._engine
-        deadline = host.poll_at()
-        if deadline is not None and deadline <= now:
-            host.on_timer(now)
-        deadline = engine.poll_at()
-        if deadline is not None and deadline <= now:
-            engine.on_timer(now)
+        try:
+            deadline = host.poll_at()
+            if deadline is not None and deadline <= now:
+                host.on_timer(now)
+            deadline = engine.poll_at()
+            if deadline is not None and deadline <= now:
+                engine.on_timer(now)
+        except Exception as exc:
+            self._contain.fault(FaultSite.TIMER, exc, "this pass's due timers are skipped")
 
     def _dispatch(self, now: int) -> None:
-        """Readiness changes go to whoever owns each socket, once per pass."""
-        for sock in self._engine.take_events():
+        """Readiness changes go to whoever owns each socket, once per pass.
+        An owner that fails on one costs that connection only: the engine
+        aborts it (engine.contain), since what its owner made of it is
+        unknown. A listener or a connection closed already is left as it
+        is: aborting it would only call the owner again, every pass."""
+        engine = self._engine
+        for sock in engine.take_events():
             owner = sock.owner
             if owner is not None:
-                owner.on_ready(sock, now)
+                try:
+                    owner.on_ready(sock, now)
+                except Exception as exc:
+                    live = isinstance(sock, Tcb) and sock.state != CLOSED
+                    engine.contain("event", sock if live else None, exc, now)
+
+    def _flush(self, now: int) -> None:
+        """TCP's queued output, then the batch to the NIC. A fault in one
+        connection's output is the engine's to contain; one escaping the
+        engine cuts this pass's TCP output short, one in the port costs
+        this batch of frames."""
+        port, outbox = self._port, self._host.outbox
+        try:
+            self._engine.flush(now)
+        except Exception as exc:
+            self._contain.fault(FaultSite.OUTPUT, exc, "this pass's TCP output is cut short")
+        if outbox or port.tx_pending:
+            # Frames the kernel pushes back stay in the port's backlog and
+            # go first next pass, so the outbox can always be cleared.
+            try:
+                port.transmit(outbox)
+            except Exception as exc:
+                self._contain.fault(FaultSite.OUTPUT, exc, "this batch of frames is dropped")
+            outbox.clear()
+            self._loop_counters[LoopCounter.TX_BATCHES] += 1
 
     def _sleep_ms(self, now: int) -> int:
         deadline = self._host.poll_at()

@@ -8,6 +8,12 @@ import pytest
 from tests.support.impaired import impaired_port
 from tests.support.netns import private_port
 
+# Every stack instance a test starts is strict (stackservice.faults): an
+# internal error ends it, and tests/support/stack.py turns its traceback into
+# the test's failure, so fault containment never hides a bug from the suite.
+# The tests of containment itself pass --no-strict.
+os.environ["VFSTACK_STRICT"] = "1"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:

@@ -6,7 +6,10 @@ the loop answers `{"id", ...}` and sends events `{"event": "ready"}` /
 `{"event": "stopping"}` unprompted. The loop never blocks waiting for the
 control process: it reads only when its poller says the socket is readable,
 and a reply that cannot be written within a short bound is dropped (the
-control process then times out its request).
+control process then times out its request). A request whose handler
+fails with an unexpected exception (a bug) is answered `{"error":
+"internal"}` (INTERNAL to the gRPC caller) and contained by the loop's
+`Containment` (site CONTROL); the next request is served as usual.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+
+from stackservice.faults import Containment, FaultSite
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 << 20  # a ListConnections reply for ~200k sockets
@@ -60,12 +65,16 @@ class FrameReader:
 class LinkServer:
     """The loop's end: answers requests with `handler`, sends events."""
 
-    __slots__ = ("_handler", "_reader", "sock")
+    __slots__ = ("_contain", "_handler", "_reader", "sock")
 
-    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+    def __init__(
+        self, sock: socket.socket, handler: Handler, contain: Containment | None = None
+    ) -> None:
+        """`contain`: the instance's fault policy; by default a strict one."""
         self.sock = sock
         sock.setblocking(False)
         self._handler = handler
+        self._contain = contain or Containment()
         self._reader = FrameReader()
 
     def fileno(self) -> int:
@@ -87,19 +96,29 @@ class LinkServer:
         except ValueError:
             return False
         for request in requests:
-            reply = self._handler(request)
-            reply["id"] = request.get("id")
-            self._send(reply)
+            self._send_frame(self._answer(request))
         return True
 
-    def send_event(self, event: str) -> None:
-        self._send({"event": event})
+    def _answer(self, request: dict) -> bytes:
+        """The encoded reply to one request; a bug fails that request only."""
+        try:
+            reply = self._handler(request)
+            reply["id"] = request.get("id")
+            return encode(reply)
+        except Exception as exc:
+            op = str(request.get("op"))[:64]
+            self._contain.fault(FaultSite.CONTROL, exc, f"request {op!r} fails")
+            message = f"internal error in the stack loop answering {op!r}: {type(exc).__name__}"
+            return encode({"id": request.get("id"), "error": "internal", "message": message})
 
-    def _send(self, message: dict) -> None:
+    def send_event(self, event: str) -> None:
+        self._send_frame(encode({"event": event}))
+
+    def _send_frame(self, frame: bytes) -> None:
         sock = self.sock
         sock.settimeout(_REPLY_SEND_TIMEOUT)
         try:
-            sock.sendall(encode(message))
+            sock.sendall(frame)
         except OSError:
             pass  # the control process is gone or stuck: it times out
         finally:

@@ -37,7 +37,8 @@ def connection_row(tcb: Tcb) -> dict:
         "remote_port": tcb.remote_port,
         "send_queue": len(tcb.send_buffer) if tcb.send_buffer is not None else 0,
         "receive_queue": tcb.receive_buffer.readable() if tcb.receive_buffer is not None else 0,
-        # A TIME-WAIT TCB has shed both (TcpEngine._shed).
+        # A TIME-WAIT TCB has shed both (TcpEngine._shed); like ss, which
+        # shows no tcp_info for it, its congestion fields read as none.
         "cwnd": cc.cwnd if cc is not None else 0,
         "ssthresh": min(cc.ssthresh, 2**63 - 1) if cc is not None else 0,
         "srtt_us": (rtt.srtt_us or 0) if rtt is not None else 0,
@@ -45,7 +46,7 @@ def connection_row(tcb: Tcb) -> dict:
         "rto_us": rtt.rto_us if rtt is not None else 0,
         "retransmits": tcb.retransmitted,
         "mss": tcb.mss,
-        "congestion_control": cc.name,
+        "congestion_control": cc.name if cc is not None else "",
         "owner": _owner(tcb),
     }
 

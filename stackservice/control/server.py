@@ -74,6 +74,7 @@ LINK_ERRORS: dict[str, grpc.StatusCode] = {
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
     "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "internal": grpc.StatusCode.INTERNAL,  # a bug the loop contained (stackservice.faults)
 }
 
 # The link's life, driven by the loop's events.

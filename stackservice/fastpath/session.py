@@ -18,6 +18,10 @@ rings. A `BadRecord` or `CorruptRing` ends that session only (it is
 detached: connections reset, files removed) and is counted; `poll` never
 raises. A well-formed command that makes no sense (a FREE slot, a wrong
 state) gets an error RESULT, as the kernel would answer a bad fd.
+
+Any other exception while serving a session is a bug (DESIGN.md principle
+5): it ends that session only, is counted and logged by the instance's
+`Containment` (stackservice.faults, site SESSION), or re-raised when strict.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from vfstack._layout import (
 )
 from vfstack._rings import CorruptRing
 
+from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.apps import DEFAULT_SLOTS, AppField, AppStatsTable, detached_counters
 from stackservice.tcp.engine import Listener, SocketError, SocketOptions, TcpEngine
 from stackservice.tcp.state import CLOSE_WAIT, CLOSED, ESTABLISHED, SYN_SENT
@@ -797,17 +802,18 @@ class SessionManager:
         max_sessions: int = 64,
         app_stats: AppStatsTable | None = None,
         app_group: int | None = None,
+        contain: Containment | None = None,
     ) -> None:
         """`app_stats`: the app table the exporter reads (the instance's
         file); by default one in private memory. `app_group`: the gid that
-        gets read-write access to each session's files (else root only)."""
+        gets read-write access to each session's files (else root only).
+        `contain`: the instance's fault policy; by default a strict one."""
         self.engine = engine
         self.run_dir = Path(run_dir)
         self.instance = instance
         self.app_group = app_group
-        for stale in self.run_dir.glob(f"{instance}.s[0-9]*"):  # from a crashed run
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        self._contain = contain or Containment()
+        self._unlink_files("[0-9]*")  # from a crashed run
         self.max_sessions = max_sessions
         self._sessions: dict[int, Session] = {}
         self._by_fd: dict[int, Session] = {}
@@ -842,21 +848,37 @@ class SessionManager:
         socket_ring_bytes: int = 0,
         now: int = 0,
     ) -> dict:
-        """Create a session; the reply mirrors AttachResponse (token in base64)."""
+        """Create a session; the reply mirrors AttachResponse (token in base64).
+        A bug met on the way fails this attach only (error "internal"), and
+        what it had made of the session goes."""
         self._now = max(self._now, now)
+        session_id = self._next_id
+        sizes = (command_slots, event_slots, socket_slots, socket_ring_bytes)
+        try:
+            return self._attach(app, pid, sizes, now)
+        except Exception as exc:
+            self._contain.fault(FaultSite.SESSION, exc, f"attaching {app!r} fails")
+            self.failures += 1
+            session = self._sessions.get(session_id)
+            if session is not None:
+                self._end(session, now)
+            else:
+                self._unlink_files(f"{session_id}.*")
+            return _error("internal", f"attach failed: {type(exc).__name__}")
+
+    def _attach(self, app: str, pid: int, sizes: tuple[int, int, int, int], now: int) -> dict:
         if not isinstance(app, str) or not 0 < len(app) <= MAX_APP_NAME:
             return _error("invalid_argument", f"app must be 1..{MAX_APP_NAME} characters")
-        sizes = (command_slots, event_slots, socket_slots, socket_ring_bytes)
         if not isinstance(pid, int) or pid < 0 or not all(isinstance(v, int) for v in sizes):
             return _error("invalid_argument", "pid and ring sizes must be non-negative integers")
         if len(self._sessions) >= self.max_sessions:
             return _error("resource_exhausted", f"{self.max_sessions} sessions attached already")
         try:
             geometry = Geometry(
-                command_slots or DEFAULT_COMMAND_SLOTS,
-                event_slots or DEFAULT_EVENT_SLOTS,
-                socket_slots or DEFAULT_SOCKET_SLOTS,
-                socket_ring_bytes or DEFAULT_SOCKET_RING_BYTES,
+                sizes[0] or DEFAULT_COMMAND_SLOTS,
+                sizes[1] or DEFAULT_EVENT_SLOTS,
+                sizes[2] or DEFAULT_SOCKET_SLOTS,
+                sizes[3] or DEFAULT_SOCKET_RING_BYTES,
             )
         except ValueError as exc:
             return _error("invalid_argument", str(exc))
@@ -944,8 +966,28 @@ class SessionManager:
         self._by_fd.pop(session.stack_bell.fileno(), None)
         try:
             session.close(now)
-        except Exception:  # never let one session's teardown stop the loop
-            log.exception("session %d: teardown failed", session.session_id)
+        except Exception as exc:  # never let one session's teardown stop the loop
+            where = f"session {session.session_id} ({session.app}): teardown is cut short"
+            self._contain.fault(FaultSite.SESSION, exc, where)
+
+    def _violation(self, session: Session, exc: BadRecord | CorruptRing, now: int) -> None:
+        """The app broke the segment's contract: its session ends."""
+        self.violations += 1
+        log.warning("session %d (%s): ended: %s", session.session_id, session.app, exc.reason)
+        self._end(session, now)
+
+    def _fail(self, session: Session, exc: Exception, now: int) -> None:
+        """A bug met while serving `session`: it ends, the others go on."""
+        where = f"session {session.session_id} ({session.app}) ends"
+        self._contain.fault(FaultSite.SESSION, exc, where)
+        self.failures += 1
+        self._end(session, now)
+
+    def _unlink_files(self, pattern: str) -> None:
+        """Remove this instance's session files `NAME.s<pattern>`."""
+        for path in self.run_dir.glob(f"{self.instance}.s{pattern}"):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     # --------------------------------------------------------------- loop
 
@@ -957,7 +999,10 @@ class SessionManager:
         """A stack doorbell was readable: consume its rings."""
         session = self._by_fd.get(fd)
         if session is not None:
-            session.stack_bell.drain()
+            try:
+                session.stack_bell.drain()
+            except Exception as exc:
+                self._fail(session, exc, self._now)
 
     def poll(self, now: int) -> bool:
         """One pass over every session. Returns True if any work was done.
@@ -969,16 +1014,10 @@ class SessionManager:
                 if session.poll(now):
                     work = True
             except (BadRecord, CorruptRing) as exc:
-                self.violations += 1
-                log.warning(
-                    "session %d (%s): ended: %s", session.session_id, session.app, exc.reason
-                )
-                self._end(session, now)
+                self._violation(session, exc, now)
                 work = True
-            except Exception:
-                self.failures += 1
-                log.exception("session %d (%s): ended by an error", session.session_id, session.app)
-                self._end(session, now)
+            except Exception as exc:
+                self._fail(session, exc, now)
                 work = True
         if (
             self._sweep
@@ -1020,16 +1059,10 @@ class SessionManager:
                     _keep_fullest(totals, session.sample_queues())
                 end = session.sample_rings(start, budget, totals)
             except CorruptRing as exc:
-                self.violations += 1
-                log.warning(
-                    "session %d (%s): ended: %s", session.session_id, session.app, exc.reason
-                )
-                self._end(session, now)
+                self._violation(session, exc, now)
                 end = session.socket_slots
-            except Exception:
-                self.failures += 1
-                log.exception("session %d (%s): ended by an error", session.session_id, session.app)
-                self._end(session, now)
+            except Exception as exc:
+                self._fail(session, exc, now)
                 end = session.socket_slots
             budget -= max(1, end - start)
             if end >= session.socket_slots:
@@ -1060,9 +1093,11 @@ class SessionManager:
         for session in list(self._sessions.values()):
             try:
                 ok = not session.busy() and session.segment.commands.prepare_sleep()
-            except CorruptRing:
-                self.violations += 1
-                self._end(session, self._now)
+            except CorruptRing as exc:
+                self._violation(session, exc, self._now)
+                continue
+            except Exception as exc:
+                self._fail(session, exc, self._now)
                 continue
             if not ok:
                 for other in prepared:
@@ -1085,7 +1120,12 @@ class SessionManager:
             return
         self._apps_checked_at = now
         for session in list(self._sessions.values()):
-            if session.segment.app_alive():
+            try:
+                alive = session.segment.app_alive()
+            except Exception as exc:
+                self._fail(session, exc, now)
+                continue
+            if alive:
                 session.opened = True
             elif session.opened or now - session.attached_at >= ATTACH_GRACE_US:
                 self.dead_apps += 1

@@ -17,6 +17,10 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
   `vfstack_tcp_{active_opens,passive_opens,retransmitted_segments}_total`,
   `vfstack_tcp_resets_sent_total`, `vfstack_tcp_listen_drops_total` (SYN
   queue and accept queue overflows, like Linux's ListenDrops);
+  `vfstack_internal_errors_total{where}`: unexpected exceptions (bugs) the
+  instance contained instead of going down (`stackservice.faults`), `where`
+  the site in lower case (frame, event, timer, output, session, control,
+  other);
 - gauges `vfstack_tcp_connections{state}`, `vfstack_sessions`,
   `vfstack_info{version,iface,mac,mode}` (always 1);
 - histograms: a layout histogram `X_us` becomes `vfstack_X_seconds` (bounds
@@ -50,6 +54,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -63,6 +68,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from stackservice.faults import FaultSite
 from stackservice.metrics.apps import RINGS, AppSample, read_apps
 from stackservice.metrics.counters import CounterLayout, HistogramSnapshot, read_all
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -112,6 +118,11 @@ class _HistogramSpec(NamedTuple):
 
 def _one(section: str, slot: str) -> tuple[_Series, ...]:
     return (_Series((), ((section, slot),)),)
+
+
+def _each(section: str, enum: Iterable[IntEnum]) -> tuple[_Series, ...]:
+    """A series per slot of `section`, labelled with the slot's name."""
+    return tuple(_Series((m.name.lower(),), ((section, m.name.lower()),)) for m in enum)
 
 
 # Counters DESIGN.md names, each from one slot.
@@ -194,14 +205,20 @@ def _named_specs() -> list[_Spec]:
             (_Series((), tuple(("tcp_drops", r) for r in _LISTEN_DROPS)),),
         )
     )
+    specs.append(
+        _Spec(
+            "counter",
+            "vfstack_internal_errors",
+            "Unexpected exceptions (bugs) contained instead of ending the instance, by site.",
+            ("where",),
+            _each("internal_errors", FaultSite),
+        )
+    )
     return specs
 
 
 def _state_specs(layout: CounterLayout) -> list[_Spec]:
-    states = tuple(
-        _Series((m.name.lower(),), (("tcp_states", m.name.lower()),))
-        for m in layout.sections["tcp_states"]
-    )
+    states = _each("tcp_states", layout.sections["tcp_states"])
     return [
         _Spec("gauge", "vfstack_tcp_connections", "TCP connections by state.", ("state",), states),
         _Spec(

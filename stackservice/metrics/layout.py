@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from stackservice.faults import FaultSite
 from stackservice.metrics.counters import CounterLayout
 from stackservice.net.drops import DropReason, NetEvent
 from stackservice.nic.packet_io import NicCounter
@@ -47,6 +48,7 @@ INSTANCE_LAYOUT = CounterLayout(
         "tcp_drops": TcpDropReason,
         "tcp_states": TcpState,  # gauges: connections in each state now
         "sessions": SessionGauge,  # gauges
+        "internal_errors": FaultSite,  # contained faults (bugs), by site
     },
     histograms={
         TCP_RTT_US: TIME_BOUNDS_US,

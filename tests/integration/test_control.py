@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.diag import PATTERN
 from tests.support.netns import in_netns, spawn_in_netns
 from tests.support.stack import running_stack
 
@@ -103,6 +104,36 @@ def test_stats_after_ab_1000_shows_passive_opens(control):
     }
     assert groups["tcp"]["passive_opens"] >= 1000
     assert "passive_opens" in vfstack(url, "stats").stdout
+
+
+def test_conns_after_ab_lists_time_wait_rows_and_the_instance_keeps_serving(control):
+    """Regression: TIME-WAIT TCBs have shed their congestion controller,
+    and `vfstack conns` used to crash the loop reading its name."""
+    port, stack, url = control
+    in_netns(port.netns, "ab", "-q", "-n", "500", "-c", "10", f"http://{STACK}/64", timeout=120)
+    listing = json.loads(vfstack(url, "conns", "--json").stdout)
+    waiting = json.loads(vfstack(url, "conns", "--state", "TIME_WAIT", "--json").stdout)
+    table = vfstack(url, "conns", "--state", "time-wait").stdout.splitlines()
+
+    rows = [r for r in listing["connections"] if r["state"] == "TIME_WAIT"]
+    assert len(rows) >= 490  # the stack closes each HTTP/1.0 connection first
+    assert waiting["total"] == len(waiting["connections"]) >= len(rows)
+    assert {r["state"] for r in waiting["connections"]} == {"TIME_WAIT"}
+    for row in waiting["connections"]:
+        assert row["local_ip"] == STACK and row["local_port"] == 80
+        assert row["remote_ip"] == "198.18.0.1" and 1024 <= row["remote_port"] < 65536
+        # Shed state reads as none, as ss shows no tcp_info for TIME-WAIT.
+        assert row["send_queue"] == row["receive_queue"] == 0
+        assert row["cwnd"] == row["srtt_us"] == row["rto_us"] == 0
+        assert row["congestion_control"] == "" and row["mss"] > 0
+    assert table[0].split()[:3] == ["State", "Recv-Q", "Send-Q"]
+    assert len(table) == 1 + waiting["total"]
+    assert all(line.startswith("TIME_WAIT ") and f"{STACK}:80 " in line for line in table[1:])
+
+    assert stack.proc.poll() is None, "the instance died"
+    body = in_netns(port.netns, "curl", "-s", "--max-time", "10", f"http://{STACK}/10").stdout
+    assert body == PATTERN[:10].decode()
+    assert json.loads(vfstack(url, "status", "--json").stdout)["name"] == "vf0"
 
 
 def test_unknown_connection_id_is_not_found(control):

@@ -1,4 +1,10 @@
-"""Run real `stackservice` instances for integration tests and benchmarks."""
+"""Run real `stackservice` instances for integration tests and benchmarks.
+
+An instance must end as SIGTERM ends it, with status 0: `stop` (and so
+`running_stack`) fails the test with the instance's stderr otherwise, so a
+stack that crashed during a test (tests run it strict: VFSTACK_STRICT=1, see
+tests/conftest.py) is a loud failure with its traceback, never a quiet one.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +23,27 @@ from stackservice.metrics.layout import INSTANCE_LAYOUT
 from tests.support.process import stop
 
 
-class StackProcess:
-    """One `stackservice run` child process with its own run directory."""
+class StackCrashed(AssertionError):
+    """The instance did not exit 0 on SIGTERM; the message holds its stderr."""
 
-    def __init__(self, iface: str, ip: str, run_dir: Path, name: str, *extra: str) -> None:
+
+class StackProcess:
+    """One `stackservice run` child process with its own run directory.
+    `module`: what `python -m` runs instead of stackservice, taking the same
+    arguments (tests.support.faults)."""
+
+    def __init__(
+        self, iface: str, ip: str, run_dir: Path, name: str, *extra: str,
+        module: str = "stackservice",
+    ) -> None:  # fmt: skip
         self.name = name
         self.run_dir = run_dir
+        self._stopped: tuple[int, str, str] | None = None
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "stackservice",
+                module,
                 "run",
                 "--iface",
                 iface,
@@ -59,17 +75,35 @@ class StackProcess:
     def counters(self) -> dict[str, dict[str, int]]:
         return read_counters(counters_path(self.run_dir, self.name), INSTANCE_LAYOUT)
 
-    def stop(self, timeout: float = 10) -> tuple[int, str, str]:
-        """SIGTERM, then wait: (exit status, rest of stdout, stderr)."""
-        out, err = stop(self.proc, timeout)
-        return self.proc.returncode, out, err
+    def stop(self, timeout: float = 10, check: bool = True) -> tuple[int, str, str]:
+        """SIGTERM, then wait: (exit status, rest of stdout, stderr); a
+        second call returns the first one's.
+
+        Raises:
+            StackCrashed: with `check`, the status is not 0: the instance
+                died before (a crash, its traceback in the message) or did
+                not stop cleanly.
+        """
+        if self._stopped is None:
+            out, err = stop(self.proc, timeout)
+            self._stopped = (self.proc.returncode, out, err)
+        status, out, err = self._stopped
+        if check and status != 0:
+            raise StackCrashed(
+                f"stackservice {self.name} exited with status {status}, not 0 on SIGTERM; "
+                f"its stderr:\n{err}"
+            )
+        return status, out, err
 
 
 @contextlib.contextmanager
-def running_stack(iface: str, ip: str, name: str = "vf0", *extra: str) -> Iterator[StackProcess]:
-    """A stack instance for the block; always stopped afterwards."""
+def running_stack(
+    iface: str, ip: str, name: str = "vf0", *extra: str, module: str = "stackservice"
+) -> Iterator[StackProcess]:
+    """A stack instance for the block; always stopped afterwards, and the
+    test fails (StackCrashed) if it did not exit 0 on SIGTERM."""
     with tempfile.TemporaryDirectory(prefix="vfstack-run-") as run_dir:
-        stack = StackProcess(iface, ip, Path(run_dir), name, *extra)
+        stack = StackProcess(iface, ip, Path(run_dir), name, *extra, module=module)
         try:
             yield stack
         finally:

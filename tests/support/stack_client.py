@@ -85,7 +85,12 @@ def main() -> None:
     payload = random.Random(args.seed).randbytes(args.bytes) if args.expect == "echo" else b""
     with tempfile.TemporaryDirectory() as run_dir:
         config = InstanceConfig.build(
-            iface=args.iface, ip=args.ip, name="client", run_dir=run_dir, busy_poll_us=50
+            iface=args.iface,
+            ip=args.ip,
+            name="client",
+            run_dir=run_dir,
+            busy_poll_us=50,
+            strict=True,  # a test's instance: a bug must fail it (tests/conftest.py)
         )
         stop_reader, stop_writer = socket.socketpair()
         timer = threading.Timer(args.timeout, lambda: stop_writer.send(b"t"))

@@ -207,3 +207,19 @@ def test_cli_app_group_from_environment(monkeypatch):
     monkeypatch.setenv("VFSTACK_APP_GROUP", "4242")
     args = cli.build_parser().parse_args(["run", "--iface", "x", "--ip", "198.18.0.10/24"])
     assert args.app_group == "4242"
+
+
+def test_cli_strict_from_environment_and_the_command_line_wins(monkeypatch):
+    """Every flag reads VFSTACK_<FLAG>; --no-strict overrides the suite's VFSTACK_STRICT=1."""
+
+    def parse(argv: list[str]):  # defaults are read from the environment then
+        return cli.build_parser().parse_args(argv)
+
+    monkeypatch.setenv("VFSTACK_STRICT", "1")
+    assert parse(["run", "--ip", "198.18.0.10/24"]).strict is True
+    assert parse(["run", "--ip", "198.18.0.10/24", "--no-strict"]).strict is False
+    monkeypatch.delenv("VFSTACK_STRICT")
+    assert parse(["run", "--ip", "198.18.0.10/24"]).strict is False  # contain: never down
+    assert parse(["run", "--ip", "198.18.0.10/24", "--strict"]).strict is True
+    config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", strict=True)
+    assert config.strict and not InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24").strict

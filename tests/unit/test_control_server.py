@@ -30,11 +30,13 @@ from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
 from stackservice.control import server as control
 from stackservice.control.link import LinkServer
+from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.counters import CounterBlock, read_counters
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.nic.packet_io import NicCounter
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.state import TcpState
+from tests.support.faults import InjectedFault
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -79,13 +81,14 @@ ROW = {
 
 class Responder:
     """The loop's end of the link: `LinkServer` in a thread, replying from
-    `replies[op]` (a dict, or a function of the request)."""
+    `replies[op]` (a dict, or a function of the request), its faults
+    contained by `contain` (strict by default)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, contain: Containment | None = None) -> None:
         self.requests: list[dict] = []
         self.replies: dict[str, dict | Callable[[dict], dict]] = {}
         self._events: queue.Queue[str] = queue.Queue()
-        self._link = LinkServer(sock, self._handle)
+        self._link = LinkServer(sock, self._handle, contain)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -132,11 +135,15 @@ def socket_dir():
 
 
 @pytest.fixture
-def started(tmp_path, socket_dir):
-    """A control server whose loop has not said "ready" yet."""
+def started(tmp_path, socket_dir, request):
+    """A control server whose loop has not said "ready" yet. The loop's
+    end is strict, unless the test parametrizes `started` with "containing"
+    (indirect)."""
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "vf0.counters")
     ours, theirs = socket.socketpair()
-    responder = Responder(theirs)
+    strict = getattr(request, "param", "strict") == "strict"
+    contain = Containment(strict=strict, clock=time.monotonic_ns)
+    responder = Responder(theirs, contain)
     handle = control.serve(
         ours,
         tmp_path / "vf0.counters",
@@ -151,6 +158,7 @@ def started(tmp_path, socket_dir):
         counters=counters,
         channel=channel,
         stub=stack_pb2_grpc.StackControlStub(channel),
+        contain=contain,
     )
     channel.close()
     handle.stop(grace=0).wait()
@@ -310,6 +318,7 @@ def test_list_connections_passes_filters_and_converts_rows(ready):
         ("invalid_argument", grpc.StatusCode.INVALID_ARGUMENT),
         ("resource_exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED),
         ("failed_precondition", grpc.StatusCode.FAILED_PRECONDITION),
+        ("internal", grpc.StatusCode.INTERNAL),
         ("something_new", grpc.StatusCode.UNKNOWN),
     ],
 )
@@ -330,6 +339,27 @@ def test_list_connections_malformed_loop_reply_internal(ready):
         grpc.StatusCode.INTERNAL,
         lambda: ready.stub.ListConnections(stack_pb2.ListConnectionsRequest(), timeout=2),
     )
+
+
+@pytest.mark.parametrize("started", ["containing"], indirect=True)
+def test_a_bug_answering_one_request_fails_it_with_internal_the_next_is_served(ready):
+    def connections(request: dict) -> dict:
+        if request["connection_id"] == 9:
+            raise InjectedFault("injected into connections")
+        return {"connections": [ROW], "total": 1}
+
+    ready.responder.replies["connections"] = connections
+    failed = assert_status(
+        grpc.StatusCode.INTERNAL,
+        lambda: ready.stub.ListConnections(
+            stack_pb2.ListConnectionsRequest(connection_id=9), timeout=2
+        ),
+    )
+    assert "internal error" in failed.details() and "'connections'" in failed.details()
+    assert ready.contain.count(FaultSite.CONTROL) == 1
+    reply = ready.stub.ListConnections(stack_pb2.ListConnectionsRequest(), timeout=2)
+    assert [c.connection_id for c in reply.connections] == [7]
+    assert ready.contain.count(FaultSite.CONTROL) == 1
 
 
 def test_list_sessions_converts_rows(ready):

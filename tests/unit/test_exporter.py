@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackservice.control import server as control
+from stackservice.faults import FaultSite
 from stackservice.metrics.apps import AppField, AppStatsTable
 from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.exporter import StackCollector, make_registry, metric_names
@@ -211,6 +212,18 @@ def test_drop_reasons_split_by_direction(counters):
     assert listen == slot_value("tcp_drops", TcpDropReason.TCP_SYN_QUEUE_OVERFLOW) + slot_value(
         "tcp_drops", TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW
     )
+
+
+def test_internal_errors_one_series_per_site_labelled_where(counters):
+    """Contained faults (stackservice.faults) as one counter family, like
+    the drop reasons, not a generic family per site."""
+    families = scrape(counters._path)
+    family = families["vfstack_internal_errors"]
+    assert family.type == "counter"
+    assert {s.labels["where"]: s.value for s in family.samples} == {
+        site.name.lower(): slot_value("internal_errors", site) for site in FaultSite
+    }
+    assert not [name for name in families if name.startswith("vfstack_internal_errors_")]
 
 
 def test_every_slot_visible(counters):

@@ -32,8 +32,10 @@ from vfstack._layout import (
 )
 
 from stackservice.fastpath import SessionManager
-from stackservice.fastpath.session import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US
+from stackservice.fastpath.session import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US, Session
+from stackservice.faults import Containment, FaultSite
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
+from tests.support.faults import InjectedFault, inject
 from tests.support.shm import mapped
 from tests.unit.tcp._rig import LOCAL_IP, LOCAL_PORT, PEER_IP, PEER_PORT, Rig
 
@@ -552,3 +554,70 @@ def test_app_doorbell_rings_only_when_the_app_sleeps(stack):
     app.command(Op.SOCKET)
     stack.step()
     assert app.bell.drain() == 1
+
+
+# -- fault containment (DESIGN.md principle 5) ---------------------------------
+
+# Where a bug can meet one session, and the manager call that runs into it:
+# (class, method, when(self, ...) picks the doomed session, the call).
+SESSION_FAULTS = {
+    "command": (Session, "_execute", lambda s, *_: s.app == "doomed", "poll"),
+    "sampling": (Session, "sample_rings", lambda s, *_: s.app == "doomed", "poll"),
+    "sleep": (Session, "busy", lambda s: s.app == "doomed", "prepare_sleep"),
+    "liveness": (Segment, "app_alive", lambda seg: seg.app_pid == 2, "check_apps"),
+}
+
+
+def run_manager(stack: Stack, call: str) -> None:
+    stack.now += CHECK_APPS_INTERVAL_US
+    if call == "poll":
+        stack.manager.poll(stack.now)
+    elif call == "prepare_sleep":
+        stack.manager.prepare_sleep()
+    else:
+        stack.manager.check_apps(stack.now)
+
+
+@pytest.mark.parametrize("where", sorted(SESSION_FAULTS))
+def test_a_bug_serving_one_session_ends_that_session_only(tmp_path, monkeypatch, caplog, where):
+    owner, method, when, call = SESSION_FAULTS[where]
+    contain = Containment(strict=False, clock=lambda: NOW)
+    stack = Stack(tmp_path, contain=contain)
+    doomed = stack.attach("doomed", pid=2)
+    good = stack.attach("good", pid=3)
+    accepted(good, stack)
+    doomed.command(Op.SOCKET)
+    inject(owner, method, when, monkeypatch.setattr)
+    run_manager(stack, call)
+    assert [s["app"] for s in stack.manager.sessions()] == ["good"]
+    assert contain.count(FaultSite.SESSION) == 1 and stack.manager.failures == 1
+    assert stack.manager.violations == 0  # a bug, not the app's fault
+    assert not os.path.exists(doomed.reply["segment_path"])
+    assert "where=session" in caplog.text and "session 1 (doomed) ends" in caplog.text
+    open_socket(good, stack)  # the other app is served as before
+    assert len(stack.engine.flows) == 1
+
+
+@pytest.mark.parametrize("where", sorted(SESSION_FAULTS))
+def test_strict_a_bug_serving_a_session_is_raised(tmp_path, monkeypatch, where):
+    owner, method, when, call = SESSION_FAULTS[where]
+    stack = Stack(tmp_path)  # strict unless told
+    stack.attach("doomed", pid=2).command(Op.SOCKET)
+    inject(owner, method, when, monkeypatch.setattr)
+    with pytest.raises(InjectedFault):
+        run_manager(stack, call)
+
+
+def test_a_bug_in_attach_fails_that_attach_and_leaves_nothing(tmp_path, monkeypatch):
+    contain = Containment(strict=False, clock=lambda: NOW)
+    stack = Stack(tmp_path, contain=contain)
+    good = stack.attach("good")
+    inject(Session, "__init__", lambda s, engine, sid, app, *_: app == "doomed",
+           monkeypatch.setattr)  # fmt: skip
+    reply = stack.manager.attach("doomed", os.getpid(), **SMALL, now=stack.now)
+    assert reply == {"error": "internal", "message": "attach failed: InjectedFault"}
+    assert contain.count(FaultSite.SESSION) == 1
+    assert sorted(p.name.split(".")[1] for p in tmp_path.iterdir()) == ["s1"] * 3  # good's
+    assert [s["app"] for s in stack.manager.sessions()] == ["good"]
+    open_socket(good, stack)
+    assert stack.attach("again").reply["session_id"] == 3

@@ -41,6 +41,7 @@ COUNTERS = {
     "vfstack_tcp_resets_sent_total",
     "vfstack_tcp_listen_drops_total",
     "vfstack_app_bytes_total",
+    "vfstack_internal_errors_total",
 }
 GAUGES = {
     "vfstack_tcp_connections",
@@ -228,6 +229,7 @@ def test_alerts_have_for_severity_and_annotations():
         "VfstackTxDropsRising",
         "VfstackRingFull",
         "VfstackListenQueueDrops",
+        "VfstackInternalErrors",
     } <= set(alerts)
     for name, rule in alerts.items():
         assert rule.get("for"), name

@@ -18,12 +18,13 @@ from stackservice.net.errors import LocalProtocolError
 from stackservice.net.icmp import TokenBucket
 from stackservice.net.ipv4 import Ipv4View
 from stackservice.tcp import input as tcp_input
-from stackservice.tcp import output
+from stackservice.tcp import output, recovery
 from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
 from stackservice.tcp.congestion import make_congestion_control
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.drops import TcpDropReason
 from stackservice.tcp.isn import IsnGenerator
+from stackservice.tcp.rack import Rack
 from stackservice.tcp.rtt import RttEstimator
 from stackservice.tcp.sack import Scoreboard
 from stackservice.tcp.segment import (
@@ -439,7 +440,7 @@ class TcpEngine:
         if not enabled:
             if tcb.keepalive_deadline:
                 tcb.keepalive_deadline = 0
-                self._rearm(tcb)
+                self.rearm(tcb)
         elif tcb.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2):
             self._arm_keepalive(tcb, now)
 
@@ -570,7 +571,7 @@ class TcpEngine:
         the cyclic GC would walk them all (a 100+ ms pause here)."""
         tcb.send_buffer = None
         tcb.receive_buffer = self._time_wait_receive
-        tcb.rtt = tcb.cc = tcb.scoreboard = None
+        tcb.rtt = tcb.cc = tcb.scoreboard = tcb.rack = None
 
     def restart_time_wait(self, tcb: Tcb, now: int) -> None:
         self._time_wait.remove(tcb)
@@ -596,7 +597,7 @@ class TcpEngine:
         elif not tcb.ack_pending:
             tcb.ack_pending = True
             tcb.delack_deadline = now + self.settings.delayed_ack_us
-            self._rearm(tcb)
+            self.rearm(tcb)
 
     def challenge_ack(self, tcb: Tcb, now: int) -> None:
         """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7)."""
@@ -822,7 +823,8 @@ class TcpEngine:
         tcb.cc = make_congestion_control(
             opts.congestion_control or settings.congestion_control, settings.mss
         )
-        tcb.scoreboard = Scoreboard(settings.mss)
+        tcb.scoreboard = Scoreboard()
+        tcb.rack = Rack()
         tcb.ts_offset = self._isn.ts_offset(self.local_ip, local_port, remote_ip, remote_port)
         tcb.nodelay = opts.nodelay
         tcb.keepalive = opts.keepalive
@@ -861,27 +863,27 @@ class TcpEngine:
 
     def arm_rto(self, tcb: Tcb, now: int) -> None:
         tcb.rto_deadline = now + tcb.rtt.rto_us
-        self._rearm(tcb)
+        self.rearm(tcb)
 
     def cancel_rto(self, tcb: Tcb) -> None:
         if tcb.rto_deadline:
             tcb.rto_deadline = 0
-            self._rearm(tcb)
+            self.rearm(tcb)
 
     def arm_persist(self, tcb: Tcb, now: int) -> None:
         if tcb.persist_deadline:
             return
         interval = min(tcb.rtt.rto_us << tcb.persist_backoff, self.settings.persist_max_us)
         tcb.persist_deadline = now + interval
-        self._rearm(tcb)
+        self.rearm(tcb)
 
     def _arm_keepalive(self, tcb: Tcb, now: int) -> None:
         # Armed once per idle period, not per segment: when it fires,
         # `_keepalive_timer` re-arms from last_receive if traffic came since.
         tcb.keepalive_deadline = max(now, tcb.last_receive) + tcb.keepalive_idle
-        self._rearm(tcb)
+        self.rearm(tcb)
 
-    def _rearm(self, tcb: Tcb) -> None:
+    def rearm(self, tcb: Tcb) -> None:
         """Keep the wheel entry at the earliest of the TCB's timers."""
         deadline = 0
         for candidate in (
@@ -889,6 +891,8 @@ class TcpEngine:
             tcb.delack_deadline,
             tcb.persist_deadline,
             tcb.keepalive_deadline,
+            tcb.reorder_deadline,
+            tcb.loss_probe_deadline,
         ):
             if candidate and (not deadline or candidate < deadline):
                 deadline = candidate
@@ -900,7 +904,7 @@ class TcpEngine:
     def _stop_fine_timers(self, tcb: Tcb) -> None:
         self._wheel.cancel(tcb)
         tcb.rto_deadline = tcb.delack_deadline = tcb.persist_deadline = 0
-        tcb.keepalive_deadline = 0
+        tcb.keepalive_deadline = tcb.reorder_deadline = tcb.loss_probe_deadline = 0
 
     def poll_at(self) -> int | None:
         """When `on_timer` must run next (µs), or None."""
@@ -950,6 +954,12 @@ class TcpEngine:
         if tcb.persist_deadline and tcb.persist_deadline <= now:
             tcb.persist_deadline = 0
             self._persist_timer(tcb, now)
+        if tcb.reorder_deadline and tcb.reorder_deadline <= now:
+            tcb.reorder_deadline = 0
+            recovery.detect_losses(self, tcb, now)
+        if tcb.loss_probe_deadline and tcb.loss_probe_deadline <= now:
+            tcb.loss_probe_deadline = 0
+            recovery.send_loss_probe(self, tcb, now)  # re-arms the RTO
         if tcb.rto_deadline and tcb.rto_deadline <= now:
             tcb.rto_deadline = 0
             self._retransmission_timer(tcb, now)
@@ -957,7 +967,7 @@ class TcpEngine:
             tcb.keepalive_deadline = 0
             self._keepalive_timer(tcb, now)
         if tcb.state != CLOSED:
-            self._rearm(tcb)
+            self.rearm(tcb)
 
     def _persist_timer(self, tcb: Tcb, now: int) -> None:
         """RFC 9293 §3.8.6.1: probe a zero window, backing off; a small
@@ -1003,9 +1013,8 @@ class TcpEngine:
         tcb.cc.on_timeout(now, tcb.in_flight())
         tcb.in_recovery = False
         tcb.dup_acks = 0
-        tcb.scoreboard.reset()
+        recovery.on_timeout(tcb)
         tcb.snd_nxt = tcb.snd_una  # go back: resend from the oldest byte
-        tcb.high_rxt = tcb.snd_una
         self.queue_data(tcb)
         self.arm_rto(tcb, now)
 
@@ -1066,30 +1075,17 @@ class TcpEngine:
                     self.contain("output", tcb, exc, now)
 
     def _send_queued(self, tcb: Tcb, now: int) -> None:
-        if tcb.in_recovery and tcb.sack_enabled:
-            self._sack_recovery(tcb, now)
-        output.send_data(self, tcb, now)
+        if tcb.sack_enabled:
+            if tcb.in_recovery:
+                recovery.resend_lost(self, tcb, now)
+            snd_max = tcb.snd_max
+            output.send_data(self, tcb, now)
+            if tcb.snd_max != snd_max:  # new data: a lost tail would need a probe
+                recovery.schedule_loss_probe(self, tcb, now)
+        else:
+            output.send_data(self, tcb, now)
         if tcb.ack_now:
             output.send_ack(self, tcb, now)
-
-    def _sack_recovery(self, tcb: Tcb, now: int) -> None:
-        """RFC 6675 §5 (C): while the pipe leaves room, resend what NextSeg
-        names; new data goes out through send_data afterwards."""
-        board = tcb.scoreboard
-        una = tcb.snd_una
-        high_data = (tcb.snd_max - una) & SEQ_MASK
-        high_rxt = (tcb.high_rxt - una) & SEQ_MASK if seq_gt(tcb.high_rxt, una) else 0
-        pipe = board.pipe(high_data, high_rxt)
-        while tcb.cc.cwnd - pipe >= tcb.mss:
-            chosen = board.next_seg(high_data, high_rxt, (tcb.snd_nxt - una) & SEQ_MASK, tcb.mss)
-            if chosen is None:
-                break
-            start, length = chosen
-            output.retransmit(self, tcb, now, start, length)
-            board.mark_retransmitted(start, start + length)
-            high_rxt = start + length
-            tcb.high_rxt = (una + high_rxt) & SEQ_MASK
-            pipe += length
 
 
 _NO_OPTIONS = TcpOptions()

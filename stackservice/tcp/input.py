@@ -9,7 +9,7 @@ import dataclasses
 import errno
 from typing import TYPE_CHECKING
 
-from stackservice.tcp import output
+from stackservice.tcp import output, recovery
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.drops import TcpDropReason
 from stackservice.tcp.segment import (
@@ -304,8 +304,9 @@ def _ack_syn_received(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, 
 
 
 def _process_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: int) -> bool:
-    """RFC 9293 §3.10.7.4 fifth step, with RFC 5961 §5.2 and loss detection
-    (RFC 5681, RFC 6582, RFC 6675). False: drop the rest of the segment."""
+    """RFC 9293 §3.10.7.4 fifth step, with RFC 5961 §5.2 and loss detection:
+    RACK-TLP with SACK (RFC 8985), NewReno without (RFC 5681, RFC 6582).
+    False: drop the rest of the segment."""
     ack = seg.ack
     if seq_gt(ack, tcb.snd_max):
         engine.ack_now(tcb)
@@ -315,7 +316,9 @@ def _process_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: 
         engine.challenge_ack(tcb, now)
         engine.drop(TcpDropReason.TCP_BAD_ACK)
         return False
-    if seq_gt(ack, tcb.snd_una):
+    if tcb.sack_enabled:
+        _sack_ack(engine, tcb, seg, data_len, now)
+    elif seq_gt(ack, tcb.snd_una):
         _new_ack(engine, tcb, seg, now)
     elif ack == tcb.snd_una and _is_duplicate(tcb, seg, data_len):
         _duplicate_ack(engine, tcb, seg, now)
@@ -340,13 +343,45 @@ def _is_duplicate(tcb: Tcb, seg: TcpRepr, data_len: int) -> bool:
     return (seg.window << tcb.snd_wscale) == tcb.snd_wnd
 
 
+def _sack_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: int) -> None:
+    """An ACK on a SACK connection: the scoreboard takes the cumulative ACK
+    and the blocks, RACK-TLP decides what is lost (tcp/recovery.py)."""
+    acked = seq_sub(seg.ack, tcb.snd_una) if seq_gt(seg.ack, tcb.snd_una) else 0
+    in_flight = tcb.in_flight()
+    acked_data = _acknowledge(engine, tcb, seg, now) if acked else 0
+    tcb.scoreboard.on_ack(acked, _sack_offsets(tcb, seg), seq_sub(tcb.snd_max, tcb.snd_una))
+    if acked:
+        tcb.dup_acks = 0
+    elif _is_duplicate(tcb, seg, data_len):
+        tcb.dup_acks += 1  # only for limited transmit (RFC 3042): RACK decides losses
+    in_recovery = tcb.in_recovery
+    if in_recovery and seq_ge(seg.ack, tcb.recover):
+        recovery.on_full_ack(engine, tcb, now)
+    elif in_recovery and acked:
+        engine.counters[TcpCounter.PARTIAL_ACKS] += 1
+    recovery.on_ack(engine, tcb, seg, acked, now)
+    if acked and not in_recovery and not tcb.in_recovery:
+        if acked_data:
+            tcb.cc.on_ack(acked_data, now, tcb.rtt.srtt_us, in_flight)
+        recovery.schedule_loss_probe(engine, tcb, now)
+
+
 def _sack_offsets(tcb: Tcb, seg: TcpRepr) -> list[tuple[int, int]]:
+    """The ACK's SACK blocks as offsets from SND.UNA (already moved by the
+    ACK), for the scoreboard: blocks within what was sent, and a first
+    block at or below SND.UNA as negative offsets, since that is a D-SACK
+    (RFC 2883 §4) telling a retransmission was not needed."""
     una = tcb.snd_una
-    return [
-        (seq_sub(left, una), seq_sub(right, una))
-        for left, right in seg.options.sack_blocks
-        if seq_gt(right, una) and seq_le(right, tcb.snd_max) and seq_lt(left, right)
-    ]
+    offsets = []
+    for left, right in seg.options.sack_blocks:
+        if not seq_lt(left, right):
+            continue
+        if seq_gt(right, una):
+            if seq_le(right, tcb.snd_max):
+                offsets.append((seq_sub(left, una), seq_sub(right, una)))
+        elif not offsets:
+            offsets.append((-seq_sub(una, left), -seq_sub(una, right)))
+    return offsets
 
 
 def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
@@ -387,11 +422,10 @@ def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
 
 
 def _new_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
+    """NewReno (no SACK): an ACK of new data."""
     acked = seq_sub(seg.ack, tcb.snd_una)
     in_flight = tcb.in_flight()
     acked_data = _acknowledge(engine, tcb, seg, now)
-    if tcb.sack_enabled:
-        tcb.scoreboard.on_ack(acked, _sack_offsets(tcb, seg), seq_sub(tcb.snd_max, tcb.snd_una))
     cc = tcb.cc
     if not tcb.in_recovery:
         tcb.dup_acks = 0
@@ -405,26 +439,19 @@ def _new_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
         cc.on_recovery_exit(now)
         return
     engine.counters[TcpCounter.PARTIAL_ACKS] += 1
-    if not tcb.sack_enabled:
-        # RFC 6582 §3.2 step 5: resend the next hole, deflate the window by
-        # what was acknowledged, add back one MSS if at least that much.
-        output.retransmit(engine, tcb, now, 0, tcb.mss)
-        cc.cwnd = max(cc.cwnd - acked + (tcb.mss if acked >= tcb.mss else 0), tcb.mss)
+    # RFC 6582 §3.2 step 5: resend the next hole, deflate the window by
+    # what was acknowledged, add back one MSS if at least that much.
+    output.retransmit(engine, tcb, now, 0, tcb.mss)
+    cc.cwnd = max(cc.cwnd - acked + (tcb.mss if acked >= tcb.mss else 0), tcb.mss)
 
 
 def _duplicate_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> None:
+    """NewReno (no SACK): a duplicate ACK."""
     tcb.dup_acks += 1
-    newly_sacked = 0
-    if tcb.sack_enabled:
-        newly_sacked = tcb.scoreboard.on_ack(
-            0, _sack_offsets(tcb, seg), seq_sub(tcb.snd_max, tcb.snd_una)
-        )
     if tcb.in_recovery:
-        if not tcb.sack_enabled:
-            tcb.cc.cwnd += tcb.mss  # RFC 6582 §3.2 step 4: inflation
+        tcb.cc.cwnd += tcb.mss  # RFC 6582 §3.2 step 4: inflation
         return
-    lost = tcb.sack_enabled and newly_sacked and tcb.scoreboard.is_lost(0)
-    if tcb.dup_acks >= _dup_threshold(tcb) or lost:
+    if tcb.dup_acks >= _dup_threshold(tcb):
         _enter_recovery(engine, tcb, now)
 
 
@@ -440,21 +467,14 @@ def _dup_threshold(tcb: Tcb) -> int:
 
 
 def _enter_recovery(engine: TcpEngine, tcb: Tcb, now: int) -> None:
-    """Fast retransmit (RFC 5681 §3.2; RFC 6582 §3.2 step 2; RFC 6675 §5)."""
-    counters = engine.counters
-    counters[TcpCounter.FAST_RETRANSMITS] += 1
+    """Fast retransmit without SACK (RFC 5681 §3.2; RFC 6582 §3.2 step 2)."""
+    engine.counters[TcpCounter.FAST_RETRANSMITS] += 1
     tcb.in_recovery = True
     tcb.recover = tcb.snd_max
     cc = tcb.cc
     cc.on_loss(now, tcb.in_flight())
     output.retransmit(engine, tcb, now, 0, tcb.mss)
-    if tcb.sack_enabled:
-        counters[TcpCounter.SACK_RECOVERIES] += 1
-        end = min(tcb.mss, seq_sub(tcb.snd_max, tcb.snd_una))
-        tcb.scoreboard.enter_recovery(seq_sub(tcb.snd_max, tcb.snd_una), end)
-        tcb.high_rxt = (tcb.snd_una + end) & SEQ_MASK
-    else:
-        cc.cwnd = cc.ssthresh + 3 * tcb.mss
+    cc.cwnd = cc.ssthresh + 3 * tcb.mss
     engine.arm_rto(tcb, now)
 
 

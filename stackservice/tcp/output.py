@@ -24,20 +24,12 @@ from stackservice.tcp.segment import (
     seq_lt,
     seq_sub,
 )
-from stackservice.tcp.state import (
-    CLOSE_WAIT,
-    CLOSING,
-    ESTABLISHED,
-    FIN_WAIT_1,
-    LAST_ACK,
-    SYN_RECEIVED,
-)
+from stackservice.tcp.state import SENDS_DATA, SYN_RECEIVED
 from stackservice.tcp.tcb import Tcb
 
 if TYPE_CHECKING:
     from stackservice.tcp.engine import TcpEngine
 
-_SENDS_DATA = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 _NO_OPTIONS = TcpOptions()
 _RETRANSMITTED = int(TcpCounter.RETRANSMITTED_SEGMENTS)
 
@@ -157,7 +149,7 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
     Applies Nagle (RFC 9293 §3.7.4) unless TCP_NODELAY, and sender-side
     silly-window avoidance (§3.8.6.2.1).
     """
-    if tcb.state not in _SENDS_DATA:
+    if tcb.state not in SENDS_DATA:
         return 0
     cwnd = tcb.cc.cwnd
     if tcb.dup_acks and not tcb.in_recovery:
@@ -166,7 +158,7 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
         cwnd += min(tcb.dup_acks, 2) * tcb.mss
     sent = 0
     while True:
-        in_flight = tcb.in_flight()
+        in_flight = _flight(tcb)
         usable = min(tcb.snd_wnd, cwnd) - in_flight
         available = tcb.sendable()
         fin_due = tcb.fin_seq >= 0 and seq_le(tcb.snd_nxt, tcb.fin_seq)
@@ -189,6 +181,15 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
         # §4.2.3.4 (4)). One timer serves both.
         engine.arm_persist(tcb, now)
     return sent
+
+
+def _flight(tcb: Tcb) -> int:
+    """What counts against cwnd: in SACK recovery the pipe (RFC 6675 §5
+    (C)), which leaves out what arrived above the holes and what is lost;
+    otherwise every byte sent and not acknowledged."""
+    if tcb.in_recovery and tcb.sack_enabled:
+        return tcb.scoreboard.pipe(seq_sub(tcb.snd_max, tcb.snd_una))
+    return tcb.in_flight()
 
 
 def _may_send_small(tcb: Tcb, length: int, last: bool, in_flight: int, fin_due: bool) -> bool:
@@ -218,7 +219,10 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
         tcb, now, seq, tcb.rcv_nxt, flags, window, options, length, seq_sub(seq, tcb.buf_seq)
     )
     clear_ack(tcb)
-    end = (seq + length + (1 if flags & FIN else 0)) & SEQ_MASK
+    occupied = length + (1 if flags & FIN else 0)
+    if tcb.sack_enabled:
+        tcb.scoreboard.on_send(seq_sub(seq, tcb.snd_una), occupied, now, retransmission)
+    end = (seq + occupied) & SEQ_MASK
     tcb.snd_nxt = end
     if seq_gt(end, tcb.snd_max):
         tcb.snd_max = end
@@ -229,14 +233,14 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
     elif tcb.rtt_seq < 0 and length:
         tcb.rtt_seq = seq
         tcb.rtt_start = now
-    tcb.last_send = now
     if not tcb.rto_deadline:
         engine.arm_rto(tcb, now)
 
 
-def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) -> None:
+def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) -> int:
     """Resend `length` bytes at `offset` from SND.UNA without moving SND.NXT
-    (fast retransmit, NewReno partial ACK, SACK NextSeg)."""
+    (fast retransmit, NewReno partial ACK, a segment RACK deems lost, a
+    tail loss probe). Returns the sequence space resent (a FIN counts one)."""
     seq = (tcb.snd_una + offset) & SEQ_MASK
     options = _options(tcb, now, True)
     # Only what was sent before: never new data beyond SND.MAX, which the
@@ -254,3 +258,7 @@ def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) 
     engine.counters[_RETRANSMITTED] += 1
     tcb.retransmitted += 1
     tcb.rtt_seq = -1
+    occupied = length + (1 if with_fin else 0)
+    if tcb.sack_enabled:
+        tcb.scoreboard.on_send(offset, occupied, now, True)
+    return occupied

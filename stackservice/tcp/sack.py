@@ -1,136 +1,179 @@
-"""The sender's SACK scoreboard and loss recovery helpers (RFC 6675, RFC 2018 §5).
+"""The sender's scoreboard: one record per transmitted segment (RFC 2018 §5,
+RFC 6675 §3, RFC 8985 §5.2), as Linux keeps its retransmission queue.
 
-Offsets, not sequence numbers: every argument and result is a byte offset from
-SND.UNA (= RFC 6675 HighACK), converted by the TCB with `seq_sub`. Other
-RFC 6675 variables map as (all exclusive ends, so "octet o" is o < end):
-- `high_data`: SND.MAX - SND.UNA, one past HighData.
-- `high_rxt`: one past HighRxt; 0 when nothing was retransmitted in this
-  recovery. The TCB keeps it and sets it per RFC 6675 §5 (C.2) after each
-  retransmission from rules (1) and (3), never after rule (4).
-Internally positions are absolute (`_base` is SND.UNA's position: bytes ever
-acknowledged while the scoreboard held state), so a cumulative ACK moves one
-integer instead of rewriting every range.
+Each `SentSegment` is one segment as it went out: its byte range, when it
+was last (re)sent, and four flags. RACK (tcp/rack.py) reads the send times
+to decide what is lost; the TCB's recovery sends what is lost and not yet
+resent, as far as `pipe` leaves room. A range of bytes is one thing in one
+place, so what RFC 6675 spread over SACKed ranges, retransmitted ranges,
+HighRxt and RescueRxt is here the flags of the segments themselves.
+
+Positions are absolute (`_base` is SND.UNA's: the bytes acknowledged while
+the board existed), so a cumulative ACK moves one integer; the interface
+speaks offsets from SND.UNA, converted by the TCB with `seq_sub`.
+
+Flags (Linux's TCPCB_SACKED_ACKED / LOST / SACKED_RETRANS / EVER_RETRANS):
+- SACKED: the receiver holds it. Never lost, never in flight.
+- LOST: deemed lost (by RACK, or by every segment on an RTO) and not SACKed.
+- RETRANSMITTED: resent since it was last deemed lost, so in flight again;
+  RACK clearing it (while LOST stays) is a lost retransmission.
+- EVER_RETRANSMITTED: sent more than once, so an ACK of it is ambiguous as
+  an RTT sample (RFC 8985 §6.2 step 2, Karn).
 
 Choices:
-- IsLost (RFC 6675 §4) counts "DupThresh discontiguous SACKed sequences" as
-  SACKed segments: each range records how many segments filled it, each
-  newly SACKed gap counting ceil(bytes / SMSS) (at least 1, since the
-  receiver ACKs every out-of-order segment, RFC 5681 §4.2). With full-sized
-  segments this equals the byte rule; with small segments it still counts
-  one per arrival, as DupThresh duplicate ACKs would. The byte rule
-  "> (DupThresh - 1) * SMSS bytes SACKed above" is applied as written.
-- SetPipe (RFC 6675 §4) counts an unSACKed octet once if it is not lost and
-  once more if it lies below `high_rxt` or in a range given to
-  `mark_retransmitted` (which also covers rescue and post-RTO resends that do
-  not move HighRxt).
-- SACK blocks are validated against [0, high_data]: a block ending at or
-  below SND.UNA is a D-SACK (RFC 2883 §4) or stale and SACKs nothing;
-  `dsack` tells the TCB the first block was a D-SACK (below SND.UNA, or
-  inside the second block). Blocks straddling SND.UNA, empty or inverted
-  blocks, and blocks beyond high_data (data never sent) are ignored too, as
-  Linux's tcp_is_sackblock_valid does. Without a `high_data` the bound is
-  2**30, the largest window (RFC 7323 §2.3): a block below SND.UNA that
-  `seq_sub` turned into ~2**32 is still dropped.
-- `reset()` (RFC 6675 §5.1) clears everything: RFC 2018 §5 says the sender
-  SHOULD turn off all SACKed bits after an RTO, since the receiver may have
-  reneged, and we have no reneging detection to justify keeping them.
-- At most `max_ranges` (64) SACKed ranges. When a block would open one more,
-  the highest range is dropped (or the block, if it is the highest): this
-  only ever makes IsLost more conservative, and the receiver repeats recent
-  blocks (RFC 2018 §4). Retransmitted ranges past the bound are merged with
-  the last one, which can only over-count pipe (send less).
-
-Costs (CPython 3.11, medians): `on_ack` with no SACK state and no blocks
-0.05 µs (one test); with 4 ranges held, `on_ack` 1.6 µs, `pipe` 1.2 µs,
-`next_seg` 0.9 µs, `is_lost` 0.6 µs.
+- A SACK block marks only the segments it covers whole. Blocks never split
+  a record: a receiver SACKs what it got, whole segments of ours, and a
+  peer sending blocks with odd edges cannot fragment the board (Linux also
+  only SACKs whole MSS units of an skb). A partly covered segment stays
+  unSACKed: at worst it is resent.
+- Blocks are validated against [0, high_data]: a block ending at or below
+  SND.UNA is a D-SACK (RFC 2883 §4) or stale and SACKs nothing; `dsack`
+  tells the TCB the first block was a D-SACK (below SND.UNA, or inside the
+  second block). Blocks straddling SND.UNA, empty or inverted ones, and
+  blocks beyond high_data (data never sent) are ignored, as Linux's
+  tcp_is_sackblock_valid does.
+- `pipe` (RFC 6675 §4 SetPipe, in Linux's form): outstanding bytes, less
+  the SACKed and the lost ones, plus those resent since being lost. Kept
+  as three running sums, so it is O(1) on every ACK.
+- `reset()` after an RTO forgets every record (RFC 2018 §5: the receiver
+  may have reneged; the SACKed bits SHOULD be turned off): the TCB resends
+  everything from SND.UNA, and those resends are recorded afresh.
+- Records cover what was sent since the last reset, in sequence order; a
+  retransmission updates the records it covers (split at its own edges,
+  which we chose, so splits are bounded by our sends).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 
 from stackservice.net.errors import LocalProtocolError
 
-MAX_SACK_RANGES = 64
+SACKED = 1
+LOST = 2
+RETRANSMITTED = 4
+EVER_RETRANSMITTED = 8
+
 MAX_OFFSET = 1 << 30  # RFC 7323 §2.3: no window, hence no flight, exceeds 2**30
 
 
-class Scoreboard:
-    """What the receiver has SACKed, and RFC 6675 IsLost / SetPipe / NextSeg.
+class SentSegment:
+    """One transmitted segment: positions [start, end), last send time (µs)."""
 
-    `dsack` is True when the last `on_ack` carrying blocks began with a
-    D-SACK block (RFC 2883 §4), for the TCB's spurious-retransmission logic.
+    __slots__ = ("end", "flags", "start", "xmit_us")
+
+    def __init__(self, start: int, end: int, xmit_us: int, flags: int) -> None:
+        self.start = start
+        self.end = end
+        self.xmit_us = xmit_us
+        self.flags = flags
+
+    def __repr__(self) -> str:
+        return f"SentSegment({self.start}, {self.end}, xmit_us={self.xmit_us}, flags={self.flags})"
+
+
+class Scoreboard:
+    """What was sent, what the receiver SACKed, what is lost, what is resent.
+
+    After `on_ack`, `delivered` holds the segments that ACK delivered (newly
+    SACKed, or cumulatively acknowledged and not SACKed before), in sequence
+    order, for RACK; `dsack` says whether its first block was a D-SACK.
     """
 
     __slots__ = (
-        "_active",
         "_base",
-        "_ends",
-        "_recovery_point",
-        "_rescue_end",
-        "_rtx_ends",
-        "_rtx_starts",
+        "_lost",
+        "_retransmitted",
         "_sacked",
-        "_segs",
         "_starts",
+        "delivered",
         "dsack",
-        "dup_thresh",
-        "max_ranges",
-        "mss",
+        "sacked_segments",
+        "segments",
     )
 
-    def __init__(self, mss: int, dup_thresh: int = 3, max_ranges: int = MAX_SACK_RANGES) -> None:
-        if mss < 1 or dup_thresh < 1 or max_ranges < 1:
-            raise LocalProtocolError("bad scoreboard parameters")
-        self.mss = mss  # SMSS, for IsLost
-        self.dup_thresh = dup_thresh  # DupThresh (RFC 6675 §2)
-        self.max_ranges = max_ranges
-        self.dsack = False
+    def __init__(self) -> None:
         self._base = 0  # position of SND.UNA
-        self._starts: list[int] = []  # SACKed ranges: sorted, disjoint, non-adjacent
-        self._ends: list[int] = []
-        self._segs: list[int] = []  # segments that filled each range (IsLost)
+        self.segments: list[SentSegment] = []  # by position, disjoint
+        self._starts: list[int] = []  # segments[i].start, for bisect
         self._sacked = 0  # SACKed bytes above SND.UNA
-        self._rtx_starts: list[int] = []  # retransmitted ranges (SetPipe)
-        self._rtx_ends: list[int] = []
-        self._rescue_end = -1  # one past RescueRxt; -1 undefined
-        self._recovery_point = -1  # one past RecoveryPoint; -1 unknown
-        self._active = False  # any of the above held: False means "skip everything"
+        self._lost = 0  # LOST, not SACKed
+        self._retransmitted = 0  # RETRANSMITTED, not SACKed: in flight again
+        self.sacked_segments = 0  # RACK.segs_sacked (RFC 8985 §6.2 step 4)
+        self.delivered: list[SentSegment] = []
+        self.dsack = False
+
+    @property
+    def base(self) -> int:
+        """SND.UNA's position, for comparing with `SentSegment` positions."""
+        return self._base
 
     def reset(self) -> None:
-        """Forget all SACK and retransmission state (after an RTO).
-
-        RFC 6675 §5.1 leaves RFC 2018's rule in force: RFC 2018 §5, the
-        sender SHOULD turn off all SACKed bits after a retransmit timeout.
-        """
-        self._clear()
+        """Forget every record (after an RTO; RFC 2018 §5)."""
+        self.segments.clear()
+        self._starts.clear()
+        self.delivered.clear()
+        self._sacked = self._lost = self._retransmitted = 0
+        self.sacked_segments = 0
         self.dsack = False
 
-    def _clear(self) -> None:
-        self._starts.clear()
-        self._ends.clear()
-        self._segs.clear()
-        self._rtx_starts.clear()
-        self._rtx_ends.clear()
-        self._sacked = 0
-        self._rescue_end = -1
-        self._recovery_point = -1
-        self._active = False
+    # ------------------------------------------------------------- sending
 
-    def enter_recovery(self, recovery_point: int, high_rxt: int) -> None:
-        """Start a loss recovery phase (RFC 6675 §5 steps (4.1) and (4.3)).
-
-        `recovery_point` is high_data when recovery starts (RecoveryPoint);
-        `high_rxt` the end of the first retransmission, which also arms
-        RescueRxt so no rescue happens before it is acknowledged (4.3).
-        Retransmission marks of an earlier phase are dropped.
+    def on_send(self, offset: int, length: int, now: int, retransmission: bool) -> None:
+        """Record that [offset, offset + length) went out at `now` (a FIN
+        counts one). A range already recorded is a retransmission: its
+        segments get the new send time, and the lost ones are in flight
+        again. `retransmission` (below SND.MAX) marks new records as resent
+        too, e.g. everything resent after an RTO.
         """
-        self._rtx_starts.clear()
-        self._rtx_ends.clear()
-        base = self._base
-        self._recovery_point = base + recovery_point if recovery_point > 0 else -1
-        self._rescue_end = base + high_rxt if high_rxt > 0 else -1
-        self._update_active()
+        if length <= 0:
+            return
+        first = self._base + offset
+        last = first + length
+        segments = self.segments
+        recorded_end = segments[-1].end if segments else self._base
+        if first < recorded_end:
+            self._resent(first, min(last, recorded_end), now)
+            first = recorded_end
+        if first < last:
+            flags = EVER_RETRANSMITTED if retransmission else 0
+            segments.append(SentSegment(first, last, now, flags))
+            self._starts.append(first)
+
+    def _resent(self, first: int, last: int, now: int) -> None:
+        self._split_at(first)
+        self._split_at(last)
+        segments = self.segments
+        i = bisect_right(self._starts, first) - 1
+        if i < 0:
+            i = 0
+        while i < len(segments) and segments[i].start < last:
+            seg = segments[i]
+            i += 1
+            if seg.end <= first or seg.flags & SACKED:
+                continue
+            if seg.flags & LOST and not seg.flags & RETRANSMITTED:
+                self._retransmitted += seg.end - seg.start
+                seg.flags |= RETRANSMITTED
+            seg.flags |= EVER_RETRANSMITTED
+            seg.xmit_us = now
+
+    def _split_at(self, pos: int) -> None:
+        """Make `pos` a record boundary if it falls inside a record."""
+        i = bisect_right(self._starts, pos) - 1
+        if i < 0:
+            return
+        seg = self.segments[i]
+        if not seg.start < pos < seg.end:
+            return
+        tail = SentSegment(pos, seg.end, seg.xmit_us, seg.flags)
+        seg.end = pos
+        self.segments.insert(i + 1, tail)
+        self._starts.insert(i + 1, pos)
+        if seg.flags & SACKED:
+            self.sacked_segments += 1
+
+    # ----------------------------------------------------------- receiving
 
     def on_ack(self, acked: int, blocks: list[tuple[int, int]], high_data: int = MAX_OFFSET) -> int:
         """Apply an ACK: SND.UNA advanced by `acked`, then the SACK `blocks`.
@@ -139,65 +182,53 @@ class Scoreboard:
         (SND.MAX - SND.UNA, after the advance) bounds valid blocks.
 
         Returns:
-            Newly SACKed bytes (RFC 6675 §2 "DupAck" (c): an ACK that SACKs
-            new data counts as a duplicate ACK).
+            Newly SACKed bytes (RFC 6675 §2 "DupAck" (c)).
 
         Raises:
             LocalProtocolError: a negative `acked`.
         """
-        if not self._active:
-            if not blocks:
-                return 0  # the common case: no SACK state, no SACK option
-            if acked < 0:
-                raise LocalProtocolError("negative acked byte count")
-            self._base += acked
-        elif acked:
-            if acked < 0:
-                raise LocalProtocolError("negative acked byte count")
+        if acked < 0:
+            raise LocalProtocolError("negative acked byte count")
+        self.delivered.clear()
+        if acked:
             self._advance(self._base + acked)
         if not blocks:
             return 0
         return self._merge_blocks(blocks, high_data)
 
     def _advance(self, base: int) -> None:
-        """Move SND.UNA to `base`: drop what it passed, clip what it entered."""
+        """Move SND.UNA to `base`: drop the records it passed, clip the one it entered."""
         self._base = base
-        starts = self._starts
-        ends = self._ends
-        k = bisect_right(ends, base)
-        if k:
-            for i in range(k):
-                self._sacked -= ends[i] - starts[i]
-            del starts[:k], ends[:k], self._segs[:k]
-        if starts and starts[0] < base:
-            # A cumulative ACK into a SACKed range: only after reneging.
-            self._sacked -= base - starts[0]
-            starts[0] = base
-            cap = (ends[0] - base + self.mss - 1) // self.mss
-            if self._segs[0] > cap:
-                self._segs[0] = cap
-        rtx_starts = self._rtx_starts
-        rtx_ends = self._rtx_ends
-        k = bisect_right(rtx_ends, base)
-        if k:
-            del rtx_starts[:k], rtx_ends[:k]
-        if rtx_starts and rtx_starts[0] < base:
-            rtx_starts[0] = base
-        # RFC 6675 §4 NextSeg (4): a rescue is allowed again once HighACK
-        # passes RescueRxt, i.e. RescueRxt becomes "undefined".
-        if self._rescue_end <= base:
-            self._rescue_end = -1
-        if self._recovery_point <= base:
-            self._recovery_point = -1
-        self._update_active()
+        segments = self.segments
+        count = 0
+        for seg in segments:
+            if seg.end > base:
+                break
+            count += 1
+            if not seg.flags & SACKED:
+                self.delivered.append(seg)
+            self._forget(seg, seg.end - seg.start)
+        if count:
+            del segments[:count], self._starts[:count]
+        if segments and segments[0].start < base:
+            # An ACK inside a segment (the receiver trimmed, or reneged on a
+            # SACK): the rest of it is still outstanding.
+            seg = segments[0]
+            self._forget(seg, base - seg.start, whole=False)
+            seg.start = self._starts[0] = base
 
-    def _update_active(self) -> None:
-        self._active = (
-            len(self._starts) != 0
-            or len(self._rtx_starts) != 0
-            or self._rescue_end >= 0
-            or self._recovery_point >= 0
-        )
+    def _forget(self, seg: SentSegment, length: int, whole: bool = True) -> None:
+        """Take `length` bytes of `seg` out of the running sums."""
+        flags = seg.flags
+        if flags & SACKED:
+            self._sacked -= length
+            if whole:
+                self.sacked_segments -= 1
+            return
+        if flags & LOST:
+            self._lost -= length
+        if flags & RETRANSMITTED:
+            self._retransmitted -= length
 
     def _merge_blocks(self, blocks: list[tuple[int, int]], high_data: int) -> int:
         base = self._base
@@ -212,238 +243,99 @@ class Scoreboard:
             if right <= 0:
                 dsack = dsack or first  # RFC 2883 §4: D-SACK below the cumulative ACK
             elif 0 <= left < right <= high_data:
-                newly += self._add(base + left, base + right)
+                newly += self._sack(base + left, base + right)
             first = False
         self.dsack = dsack
+        if len(self.delivered) > 1:
+            self.delivered.sort(key=_start)
         return newly
 
-    def _add(self, first: int, last: int) -> int:
-        """Merge the SACKed positions [first, last); return the bytes that are new."""
-        starts = self._starts
-        ends = self._ends
-        segs = self._segs
-        i = bisect_left(ends, first)  # first range ending at or after `first`
-        j = bisect_right(starts, last)  # ranges i..j-1 overlap or touch the block
-        if i == j and len(starts) >= self.max_ranges:
-            if i == len(starts):
-                return 0  # the highest range is the one to lose: the new block
-            self._sacked -= ends[-1] - starts[-1]
-            del starts[-1], ends[-1], segs[-1]
-        mss = self.mss
+    def _sack(self, first: int, last: int) -> int:
+        """Mark the records inside [first, last) SACKed; return the new bytes."""
+        segments = self.segments
+        i = bisect_right(self._starts, first) - 1
+        if i < 0 or segments[i].start < first:
+            i += 1  # the record containing `first` is only partly covered
         newly = 0
-        count = 0
-        pos = first
-        for k in range(i, j):
-            gap = starts[k] - pos
-            if gap > 0:
-                newly += gap
-                count += (gap + mss - 1) // mss
-            if ends[k] > pos:
-                pos = ends[k]
-            count += segs[k]
-        if pos < last:
-            gap = last - pos
-            newly += gap
-            count += (gap + mss - 1) // mss
-        if i < j:
-            if starts[i] < first:
-                first = starts[i]
-            if ends[j - 1] > last:
-                last = ends[j - 1]
-        starts[i:j] = [first]
-        ends[i:j] = [last]
-        segs[i:j] = [count]
-        self._sacked += newly
-        self._active = True
+        while i < len(segments) and segments[i].end <= last:
+            seg = segments[i]
+            i += 1
+            if seg.flags & SACKED:
+                continue
+            length = seg.end - seg.start
+            self._forget(seg, length)
+            seg.flags = (seg.flags | SACKED) & ~(LOST | RETRANSMITTED)
+            self._sacked += length
+            self.sacked_segments += 1
+            self.delivered.append(seg)
+            newly += length
         return newly
 
-    def mark_retransmitted(self, start: int, end: int) -> None:
-        """Record that offsets [start, end) were retransmitted (for `pipe`)."""
-        if end <= start or end <= 0:
-            return
-        if start < 0:
-            start = 0
+    # ------------------------------------------------------------- loss
+
+    def mark_lost(self, seg: SentSegment) -> bool:
+        """Deem `seg` lost (it must not be SACKed). Returns True if it was
+        a retransmission that got lost (RFC 8985 §6: detected by time, no
+        RTO needed); it is then due for resending again."""
+        flags = seg.flags
+        length = seg.end - seg.start
+        if not flags & LOST:
+            self._lost += length
+        lost_again = bool(flags & RETRANSMITTED)
+        if lost_again:
+            self._retransmitted -= length
+        seg.flags = (flags | LOST) & ~RETRANSMITTED
+        return lost_again
+
+    def next_lost(self) -> tuple[int, int] | None:
+        """The first segment deemed lost and not resent since, as
+        (offset, length), or None (RFC 6675 NextSeg (1), RACK's marks)."""
+        if not self._lost or self._lost == self._retransmitted:
+            return None
         base = self._base
-        first = base + start
-        last = base + end
-        starts = self._rtx_starts
-        ends = self._rtx_ends
-        i = bisect_left(ends, first)
-        j = bisect_right(starts, last)
-        if i == j and len(starts) >= self.max_ranges:
-            # Merge into the last range instead: over-counts pipe, never under.
-            i = len(starts) - 1
-            j = i + 1
-        if i < j:
-            if starts[i] < first:
-                first = starts[i]
-            if ends[j - 1] > last:
-                last = ends[j - 1]
-        starts[i:j] = [first]
-        ends[i:j] = [last]
-        self._active = True
+        for seg in self.segments:
+            if seg.flags & (LOST | RETRANSMITTED) == LOST:
+                return (seg.start - base, seg.end - seg.start)
+        return None
+
+    def last_sent(self) -> tuple[int, int] | None:
+        """The highest recorded segment as (offset, length): what a tail
+        loss probe resends when it has nothing new (RFC 8985 §7.3)."""
+        if not self.segments:
+            return None
+        seg = self.segments[-1]
+        return (seg.start - self._base, seg.end - seg.start)
+
+    # ------------------------------------------------------------- queries
+
+    def pipe(self, high_data: int) -> int:
+        """RFC 6675 §4 SetPipe over offsets [0, high_data): bytes in flight."""
+        return high_data - self._sacked - self._lost + self._retransmitted
 
     def sacked_bytes(self) -> int:
         """Bytes above SND.UNA the receiver has SACKed."""
         return self._sacked
 
-    def highest_sacked(self) -> int | None:
-        """The right edge (exclusive offset) of the highest SACKed range, or None."""
-        if not self._ends:
-            return None
-        return self._ends[-1] - self._base
+    def lost_bytes(self) -> int:
+        """Bytes deemed lost and not SACKed (resent or not)."""
+        return self._lost
+
+    def flagged(self) -> bool:
+        """Anything SACKed, lost or resent: RACK has work beyond in-order ACKs."""
+        return bool(self._sacked or self._lost or self._retransmitted)
 
     def is_sacked(self, offset: int) -> bool:
         pos = self._base + offset
-        k = bisect_right(self._ends, pos)
-        return k < len(self._starts) and self._starts[k] <= pos
+        i = bisect_right(self._starts, pos) - 1
+        return i >= 0 and pos < self.segments[i].end and bool(self.segments[i].flags & SACKED)
 
-    def is_lost(self, offset: int) -> bool:
-        """RFC 6675 §4 IsLost(SeqNum) for the octet at `offset`.
+    def highest_sacked(self) -> int | None:
+        """The right edge (exclusive offset) of the highest SACKed segment, or None."""
+        for seg in reversed(self.segments):
+            if seg.flags & SACKED:
+                return seg.end - self._base
+        return None
 
-        True when DupThresh SACKed segments, or more than (DupThresh - 1) *
-        SMSS SACKed bytes, lie above it. A SACKed octet is never lost.
-        """
-        pos = self._base + offset
-        starts = self._starts
-        ends = self._ends
-        k = bisect_right(ends, pos)  # ranges k.. end above pos
-        if k == len(starts) or starts[k] <= pos:
-            return False  # nothing SACKed above, or the octet itself is SACKed
-        limit = (self.dup_thresh - 1) * self.mss
-        count = 0
-        sacked = 0
-        for i in range(len(starts) - 1, k - 1, -1):
-            count += self._segs[i]
-            sacked += ends[i] - starts[i]
-            if count >= self.dup_thresh or sacked > limit:
-                return True
-        return False
 
-    def _lost_end(self) -> int:
-        """Position below which every unSACKed octet IsLost (IsLost is monotone)."""
-        starts = self._starts
-        ends = self._ends
-        segs = self._segs
-        limit = (self.dup_thresh - 1) * self.mss
-        count = 0
-        sacked = 0
-        for i in range(len(starts) - 1, -1, -1):
-            count += segs[i]
-            sacked += ends[i] - starts[i]
-            if count >= self.dup_thresh or sacked > limit:
-                return starts[i]
-        return self._base
-
-    def _sacked_in(self, first: int, last: int) -> int:
-        """SACKed bytes within positions [first, last)."""
-        starts = self._starts
-        ends = self._ends
-        total = 0
-        k = bisect_right(ends, first)
-        n = len(starts)
-        while k < n and starts[k] < last:
-            a = starts[k] if starts[k] > first else first
-            b = ends[k] if ends[k] < last else last
-            total += b - a
-            k += 1
-        return total
-
-    def pipe(self, high_data: int, high_rxt: int) -> int:
-        """RFC 6675 §4 SetPipe() over offsets [0, high_data).
-
-        Each unSACKed octet counts 1 if not IsLost (a) and 1 more if it was
-        retransmitted: below `high_rxt` or marked (b).
-
-        Returns:
-            The estimate of bytes in flight.
-        """
-        if high_data <= 0:
-            return 0
-        rxt = high_rxt if high_rxt < high_data else high_data
-        if rxt < 0:
-            rxt = 0
-        if not self._active:
-            return high_data + rxt
-        base = self._base
-        end = base + high_data
-        lost = self._lost_end()
-        if lost > end:
-            lost = end
-        total = (end - lost) - self._sacked_in(lost, end)  # (a)
-        rxt_end = base + rxt
-        total += rxt - self._sacked_in(base, rxt_end)  # (b), [0, high_rxt)
-        rtx_starts = self._rtx_starts
-        rtx_ends = self._rtx_ends
-        for k in range(len(rtx_starts)):  # (b), marked ranges beyond high_rxt
-            a = rtx_starts[k] if rtx_starts[k] > rxt_end else rxt_end
-            b = rtx_ends[k] if rtx_ends[k] < end else end
-            if a < b:
-                total += (b - a) - self._sacked_in(a, b)
-        return total
-
-    def next_seg(
-        self,
-        high_data: int,
-        high_rxt: int,
-        snd_nxt: int,
-        mss: int,
-        new_data: bool = True,
-    ) -> tuple[int, int] | None:
-        """RFC 6675 §4 NextSeg(): the next segment to retransmit, or None.
-
-        Rule (2) needs facts the TCB owns (unsent data, the peer's window),
-        so the TCB passes `new_data`: True when it has new data it may send.
-        Rules run in order (1), (2), (3), (4); None means "no retransmission:
-        send new data if `new_data`, else nothing". Retransmissions stay
-        below min(high_data, snd_nxt): after an RTO pulled SND.NXT back,
-        everything above it is resent in order anyway.
-
-        Returns:
-            (offset, length) with 0 < length <= mss, never covering SACKed
-            bytes, or None. A rule (4) result arms RescueRxt here; the TCB
-            must not move `high_rxt` for it.
-        """
-        base = self._base
-        limit = high_data if high_data < snd_nxt else snd_nxt
-        if limit <= 0 or mss <= 0:
-            return None
-        end = base + limit
-        start = base + (high_rxt if high_rxt > 0 else 0)
-        starts = self._starts
-        ends = self._ends
-        # S2: the first unSACKed octet above HighRxt (1.a), and its run.
-        k = bisect_right(ends, start)
-        if k < len(starts) and starts[k] <= start:
-            start = ends[k]
-            k += 1
-        run_end = starts[k] if k < len(starts) and starts[k] < end else end
-        if start < end and starts and start < self._lost_end():
-            # (1): S2 exists and (1.c) IsLost(S2), which implies (1.b): SACKs above.
-            return (start - base, min(mss, run_end - start))
-        if new_data:
-            return None  # (2): the TCB sends new data
-        if start < end and starts and start < starts[-1]:
-            # (3): unSACKed, above HighRxt, below the highest SACKed octet.
-            return (start - base, min(mss, run_end - start))
-        return self._rescue(base, end, mss, high_data)
-
-    def _rescue(self, base: int, end: int, mss: int, high_data: int) -> tuple[int, int] | None:
-        """RFC 6675 §4 NextSeg (4): one rescue retransmission per recovery."""
-        if self._rescue_end >= 0:
-            return None  # HighACK has not passed RescueRxt
-        starts = self._starts
-        ends = self._ends
-        # The highest outstanding unSACKed octet, and the start of its run.
-        k = bisect_left(ends, end)  # ranges k.. end at or beyond `end`
-        top = end
-        if k < len(starts) and starts[k] < end:
-            top = starts[k]  # the tail is SACKed: the run ends where it starts
-        if top <= base:
-            return None  # everything outstanding is SACKed
-        run_start = ends[k - 1] if k > 0 else base
-        first = top - mss if top - mss > run_start else run_start
-        recovery = self._recovery_point
-        self._rescue_end = recovery if recovery >= 0 else base + high_data
-        self._active = True
-        return (first - base, top - first)
+def _start(seg: SentSegment) -> int:
+    return seg.start

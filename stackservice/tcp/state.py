@@ -38,7 +38,6 @@ TIME_WAIT = int(TcpState.TIME_WAIT)
 # States in which received text is delivered to the application (RFC 9293
 # §3.10.7.4, "seventh, process the segment text").
 RECEIVES_DATA = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
-# States in which the application may still queue data to send.
-SENDS_DATA = frozenset({ESTABLISHED, CLOSE_WAIT, SYN_SENT, SYN_RECEIVED})
-# States after our FIN was queued: no new application data.
-FIN_QUEUED = frozenset({FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT})
+# States in which data (and our FIN) is sent, first or again: synchronized,
+# and our FIN not yet acknowledged.
+SENDS_DATA = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})

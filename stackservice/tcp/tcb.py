@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
 from stackservice.tcp.congestion import CongestionControl
+from stackservice.tcp.rack import Rack
 from stackservice.tcp.rtt import RttEstimator
 from stackservice.tcp.sack import Scoreboard
 from stackservice.tcp.segment import SEQ_MASK
@@ -77,20 +78,23 @@ class Tcb(TimerEntry):
         "rtt",
         "cc",
         "scoreboard",
+        "rack",  # RACK state (RFC 8985 §5.2), with SACK
         "rtt_seq",  # Karn: the segment being timed (no timestamps), or -1
         "rtt_start",
         "dup_acks",
         "in_recovery",
         "recover",  # RFC 6582 / RFC 6675 recovery point
-        "high_rxt",  # RFC 6675 HighRxt (offset from snd_una is derived)
+        "tlp_end",  # RFC 8985 TLP.end_seq: SND.MAX after a loss probe, -1 if none out
+        "tlp_retransmitted",  # TLP.is_retrans: that probe resent data
         "retransmits",  # consecutive timeouts of the current segment
         "retransmitted",  # segments this connection ever resent
-        "last_send",  # when data was last sent (idle restart, RFC 5681 §4.1)
         "last_receive",  # when a segment last arrived (keepalive)
         # timers: absolute µs deadlines, 0 = off; the wheel holds the earliest
         "rto_deadline",
         "delack_deadline",
         "persist_deadline",
+        "reorder_deadline",  # RACK: when the next outstanding segment may be deemed lost
+        "loss_probe_deadline",  # RFC 8985 PTO
         "persist_backoff",
         "keepalive_deadline",
         "keepalive_sent",
@@ -111,7 +115,6 @@ class Tcb(TimerEntry):
         "on_ack_list",
         "on_data_list",
         "on_event_queue",
-        "pending_control",  # control flags to send (SYN / SYN|ACK / FIN handled by state)
         # application view
         "error",  # errno to report once, 0 if none
         "read_closed",  # app did shutdown(SHUT_RD)
@@ -147,15 +150,18 @@ class Tcb(TimerEntry):
         self.rtt: RttEstimator | None = None
         self.cc: CongestionControl | None = None
         self.scoreboard: Scoreboard | None = None
+        self.rack: Rack | None = None
         self.rtt_seq = -1
         self.rtt_start = 0
         self.dup_acks = 0
         self.in_recovery = False
-        self.recover = self.high_rxt = 0
+        self.recover = 0
+        self.tlp_end = -1
+        self.tlp_retransmitted = False
         self.retransmits = self.retransmitted = 0
-        self.last_send = self.last_receive = 0
+        self.last_receive = 0
         self.rto_deadline = self.delack_deadline = self.persist_deadline = 0
-        self.keepalive_deadline = 0
+        self.keepalive_deadline = self.reorder_deadline = self.loss_probe_deadline = 0
         self.persist_backoff = self.keepalive_sent = 0
         self.ack_pending = self.ack_now = False
         self.unacked_segments = 0
@@ -164,7 +170,6 @@ class Tcb(TimerEntry):
         self.keepalive_idle = self.keepalive_interval = self.keepalive_count = 0
         self.on_control_list = self.on_ack_list = self.on_data_list = False
         self.on_event_queue = False
-        self.pending_control = 0
         self.error = 0
         self.read_closed = self.write_closed = self.app_closed = False
         self.opened_at = self.established_at = 0

@@ -1,4 +1,5 @@
-"""SACK-based loss recovery on the sending side (RFC 6675 §5, RFC 2018 §5).
+"""SACK-based loss recovery on the sending side (RFC 6675 §5, RFC 2018 §5),
+losses decided by RACK (RFC 8985; its own behaviours in test_engine_rack.py).
 
 The receiving side (SACK blocks in our ACKs) is in test_engine_data.py.
 """
@@ -31,8 +32,9 @@ def blocks(conn: Conn, *runs: tuple[int, int]) -> tuple[tuple[int, int], ...]:
 
 
 def test_established_sack_for_three_segments_fast_retransmit() -> None:
-    """RFC 6675 §5 (4) with IsLost (§4): once three segments above the first
-    hole are SACKed, retransmit it."""
+    """RFC 8985 §6.2 step 4: with no reordering seen, DupThresh (three)
+    SACKed segments above the first hole leave no reordering window: it is
+    resent at once, as fast as RFC 6675's IsLost would."""
     rig = Rig()
     conn = sack_flight(rig, 6)
     conn.deliver(conn.now + MS, ack=at(conn, 1))  # S0; S1 lost
@@ -46,10 +48,11 @@ def test_established_sack_for_three_segments_fast_retransmit() -> None:
 
 
 def test_established_sack_repairs_two_holes_in_one_round_trip() -> None:
-    """RFC 6675 §5 (C) / NextSeg (1): while in recovery, each SACK that
-    makes another hole lost lets that hole be resent, before the first
-    retransmission is acknowledged: both holes are repaired in one RTT
-    (NewReno would need one RTT per hole). Nothing SACKed is resent."""
+    """RFC 6675 §5 (C) with RACK's marks: while in recovery, a SACK above
+    another hole makes it lost (no reordering window in recovery) and it
+    is resent before the first retransmission is acknowledged: both holes
+    are repaired in one RTT (NewReno would need one RTT per hole). Nothing
+    SACKed is resent."""
     rig = Rig()
     conn = sack_flight(rig, 10)
     t = conn.now
@@ -86,12 +89,16 @@ def test_established_sack_blocks_below_snd_una_ignored() -> None:
 
 
 def test_established_sack_after_rto_scoreboard_cleared() -> None:
-    """RFC 2018 §5 / RFC 6675 §5.1: after an RTO the SACKed bits are cleared
-    and everything unacknowledged is resent from SND.UNA."""
+    """RFC 2018 §5 / RFC 6675 §5.1: the fast retransmission is lost too and
+    no ACK comes to tell; after the RTO the SACKed bits are cleared and
+    everything unacknowledged is resent from SND.UNA."""
     rig = Rig()
     conn = sack_flight(rig, 4)
     conn.deliver(conn.now + MS, ack=at(conn, 0), sack=blocks(conn, (2, 3)))
     assert conn.flush(conn.now) == []
-    sent = conn.flush(conn.now - MS + MIN_RTO)
+    sent = conn.flush(conn.tcb.reorder_deadline)  # RACK: S0 and S1 are lost
+    assert [(s.seg.seq, len(s.payload)) for s in sent] == [(at(conn, 0), MSS)]
+    sent = conn.flush(conn.tcb.rto_deadline)
     assert [(s.seg.seq, len(s.payload)) for s in sent] == [(at(conn, 0), MSS)]
     assert conn.tcb.scoreboard.sacked_bytes() == 0
+    assert rig.counted(TcpCounter.TIMEOUTS) == 1

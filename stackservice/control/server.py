@@ -57,6 +57,7 @@ SERVICE_NAME = stack_pb2.DESCRIPTOR.services_by_name["StackControl"].full_name
 
 LINK_TIMEOUT_S = 5.0  # the longest a call waits for the loop
 STOP_GRACE_S = 2.0  # in-flight calls get this long on a graceful stop
+STARTUP_WAIT_S = 5.0  # a call made while the loop starts waits this long for it
 MAX_RECEIVE_BYTES = 64 << 10  # requests are small; anything bigger is abuse
 MAX_SEND_BYTES = 32 << 20  # a ListConnections reply for many sockets
 WORKERS = 8  # threads serving calls
@@ -208,6 +209,11 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         self.link_timeout = link_timeout
         self.link: Link | None = None  # set once the link exists
         self.link_state = STARTING
+        # Set when the link leaves STARTING: a request that arrives while
+        # the loop is still taking its NIC waits for it (STARTUP_WAIT_S),
+        # since the instance's start-up line and a client's first Attach
+        # can come before the loop's "ready" event has crossed the link.
+        self.started = threading.Event()
         self._watch_lock = threading.Lock()
         self._watches: set[threading.Event] = set()
         self._shutting_down = False
@@ -333,6 +339,11 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
     def _ask(self, context: grpc.ServicerContext, op: str, **fields: Any) -> dict:
         """The loop's reply to one request, or abort with the status code
         its error (or the link's failure) stands for."""
+        if self.link_state == STARTING:
+            remaining = context.time_remaining()
+            self.started.wait(
+                STARTUP_WAIT_S if remaining is None else min(remaining, STARTUP_WAIT_S)
+            )
         if self.link is None or self.link_state != READY:
             context.abort(grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE.get(self.link_state, ""))
         remaining = context.time_remaining()
@@ -401,6 +412,7 @@ class ControlServer:
         elif event in (STOPPING, CLOSED):
             self.servicer.link_state = event
             self.stop()
+        self.servicer.started.set()
 
     def _set_health(self, status: int) -> None:
         for service in (health.OVERALL_HEALTH, SERVICE_NAME):

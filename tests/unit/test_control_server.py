@@ -406,11 +406,25 @@ def test_detach_with_a_wrong_token_is_permission_denied(ready):
     )
 
 
-def test_starting_loop_calls_unavailable(started):
-    assert_status(
+def test_call_while_loop_starts_waits_for_ready(started):
+    """The start-up line can beat the loop's "ready" across the link: a
+    client attaching at once waits for it instead of failing."""
+    started.responder.replies["sessions"] = {"sessions": []}
+    timer = threading.Timer(0.3, started.responder.send_event, args=("ready",))
+    timer.start()
+    began = time.monotonic()
+    started.stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=5)
+    assert 0.25 < time.monotonic() - began < 3
+    timer.join()
+
+
+def test_loop_that_never_starts_calls_unavailable(started, monkeypatch):
+    monkeypatch.setattr(control, "STARTUP_WAIT_S", 0.2)
+    error = assert_status(
         grpc.StatusCode.UNAVAILABLE,
         lambda: started.stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=2),
     )
+    assert "starting" in error.details()
     assert started.responder.requests == []
 
 

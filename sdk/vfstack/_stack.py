@@ -39,7 +39,7 @@ import time
 import weakref
 from collections import deque
 
-from vfstack._control import DEFAULT_TIMEOUT, ControlClient
+from vfstack._control import DEFAULT_TIMEOUT, ControlClient, ControlError
 from vfstack._doorbell import Doorbell
 from vfstack._epoll import Epoll
 from vfstack._errors import SDKError, StackGone, error
@@ -62,6 +62,11 @@ COMMAND_ANSWER_SECONDS = 30.0  # a stack that answers no command in this long is
 # A caller that never sleeps (non-blocking calls, polls with timeout 0)
 # looks this often whether the stack hung up without a word (one system call).
 PROBE_SECONDS = 0.05
+# connect(wait=...): first and longest pause between attempts, and what
+# an instance that is down, starting or stopping answers (CANCELLED: it
+# went away during the call).
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.05, 1.0
+RETRY_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"})
 ENDED = "the stack ended this session"  # on purpose: see its log for why
 DIED = "the stack instance is gone"
 
@@ -71,15 +76,32 @@ _ACCEPTED = int(EventKind.ACCEPTED)
 _SLOT_FREED = int(EventKind.SLOT_FREED)
 
 
-def connect(url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> Stack:
+def connect(
+    url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT, wait: float = 0.0
+) -> Stack:
     """Attach to the instance whose control API listens at `url`
     (`unix:///run/vfstack/vf0.sock`, `HOST:PORT`).
 
+    `wait`: for this many seconds, try again while the instance cannot
+    answer (no control socket, still starting, stopping: as while it
+    restarts), pausing 50 ms at first, then twice as long each time, up
+    to 1 s; `math.inf` waits as long as it takes.
+
     Raises:
         ValueError: malformed URL.
-        vfstack.ControlError: the instance refused or could not be reached.
+        vfstack.ControlError: the instance refused or could not be reached
+            (within `wait` seconds).
     """
-    return Stack(url, app, timeout)
+    give_up = time.monotonic() + wait
+    pause = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return Stack(url, app, timeout)
+        except ControlError as exc:
+            if exc.code not in RETRY_CODES or time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, RETRY_MAX_SECONDS)
 
 
 class Stack:

@@ -151,40 +151,51 @@ def serves_again(control: str, netns: str) -> None:
         stack.close()
 
 
-def assert_reset_after_the_unread_bytes(conn: vfstack.Socket) -> None:
+@contextlib.contextmanager
+def app_in_the_middle(instances: Instances):
+    """An app with a listener on 8080, an accepted connection whose peer's
+    bytes wait unread, and a thread blocked in accept(): yields
+    (app, listener, connection, that thread)."""
+    app = vfstack.connect(instances.control, app="victim")
+    listener = listening(app, 8080)
+    with peer_client(instances.port.netns, 8080, DATA):
+        conn = accepted_with(listener, len(DATA))
+        yield app, listener, conn, Waiter(listener.accept)
+
+
+def assert_session_over(middle: tuple, since: float, reason: str) -> float:
+    """What `app_in_the_middle` must see once its session is over.
+    Returns how long the blocked accept() took to wake."""
+    app, listener, conn, waiter = middle
+    result, raised, seconds = waiter.outcome(since)
+    assert isinstance(raised, vfstack.StackGone) and raised.errno == errno.ENETDOWN, result
+    assert raised.strerror == reason
+    assert seconds < WAKE_S
+    assert app.gone
     assert conn.recv(100) == DATA  # nothing already received is lost
     with pytest.raises(ConnectionResetError):
         conn.recv(100)
     assert conn.recv(100) == b""  # as on Linux after a reset: the error once, then EOF
     with pytest.raises(BrokenPipeError):
         conn.send(b"late")
+    with pytest.raises(vfstack.StackGone) as caught:
+        app.socket()
+    assert caught.value.errno == errno.ENETDOWN
+    conn.close()  # quiet, all of them
+    listener.close()
+    app.close()
+    return seconds
 
 
 def test_kill_9_wakes_a_blocked_accept_resets_connections_and_a_new_instance_serves(instances):
-    netns = instances.port.netns
     instance = instances.start()
-    app = vfstack.connect(instances.control, app="victim")
-    listener = listening(app, 8080)
-    with peer_client(netns, 8080, DATA):
-        conn = accepted_with(listener, len(DATA))
-        waiter = Waiter(listener.accept)
+    with app_in_the_middle(instances) as middle:
         killed = time.monotonic()
         instance.kill()
-        result, raised, seconds = waiter.outcome(killed)
-        print(f"\nblocked accept() woke {seconds * 1000:.0f} ms after kill -9")
-        assert isinstance(raised, vfstack.StackGone) and raised.errno == errno.ENETDOWN, result
-        assert seconds < WAKE_S
-        assert raised.strerror == "the stack instance is gone"
-        assert app.gone
-        assert_reset_after_the_unread_bytes(conn)
-        with pytest.raises(vfstack.StackGone) as caught:
-            app.socket()
-        assert caught.value.errno == errno.ENETDOWN
-        conn.close()  # quiet, all of them
-        listener.close()
-        app.close()
+        seconds = assert_session_over(middle, killed, "the stack instance is gone")
+    print(f"\nblocked accept() woke {seconds * 1000:.0f} ms after kill -9")
     instances.start()
-    serves_again(instances.control, netns)
+    serves_again(instances.control, instances.port.netns)
 
 
 def _epoll_wait(stack, sockets):
@@ -281,24 +292,12 @@ def _bad_record(app: vfstack.Stack, control: str) -> None:
 def test_a_session_the_stack_ends_fails_like_a_dead_stack_and_the_app_attaches_again(
     instances, end
 ):
-    netns = instances.port.netns
     instances.start()
-    app = vfstack.connect(instances.control, app="ended")
-    listener = listening(app, 8080)
-    with peer_client(netns, 8080, DATA):
-        conn = accepted_with(listener, len(DATA))
-        waiter = Waiter(listener.accept)
+    with app_in_the_middle(instances) as middle:
         ended = time.monotonic()
-        end(app, instances.control)
-        result, raised, seconds = waiter.outcome(ended)
-        assert isinstance(raised, vfstack.StackGone) and raised.errno == errno.ENETDOWN, result
-        assert seconds < WAKE_S
-        assert raised.strerror == "the stack ended this session"
-        assert_reset_after_the_unread_bytes(conn)
-        with pytest.raises(vfstack.StackGone):
-            app.socket()
-        app.close()
-    serves_again(instances.control, netns)
+        end(middle[0], instances.control)
+        assert_session_over(middle, ended, "the stack ended this session")
+    serves_again(instances.control, instances.port.netns)
 
 
 def _line(proc: subprocess.Popen, timeout: float) -> str:

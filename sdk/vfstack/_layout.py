@@ -39,9 +39,9 @@ other way, the stack's end of the app's doorbell is the sign
 (vfstack._doorbell: the app opens it read-only, and its poll reports a
 hang-up once the stack's descriptor is closed, however the stack ends).
 When the stack ends a session on purpose (Detach, a bad record, a fault,
-shutdown), it first stores 1 in `ended` (`end`, one aligned 4-byte store),
-so that the app knows it at its next look (`ended`), before any system
-call, and can tell that from a stack that died without a word.
+shutdown), it first stores 1 in `ended` (`end`, one aligned 4-byte store):
+seeing the hang-up, the app tells that (`ended`) from a stack that died
+without a word, and a look at the word needs no system call.
 
 Slot-table entry (64 bytes; the stack stores, the app loads; each field is
 ONE aligned 4-byte store through a cast view, never `struct.pack_into`,

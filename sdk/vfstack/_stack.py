@@ -23,9 +23,9 @@ segment when it ends the session on purpose, and its end of the app
 doorbell, opened read-only here, hangs up when it closes, on purpose or
 because the stack process died (vfstack._layout "Liveness"). A hang-up
 wakes the pumper at once, and a poller of `fileno()` too; callers that
-never sleep look at the word each time and poll for the hang-up at most
-every PROBE_SECONDS. From then on (`_ended`), commands raise StackGone,
-connections fail as reset, and every socket an Epoll watches is reported.
+never sleep look at most every PROBE_SECONDS. From then on (`_ended`),
+commands raise StackGone, connections fail as reset, and every socket an
+Epoll watches is reported.
 """
 
 from __future__ import annotations
@@ -264,25 +264,27 @@ class Stack:
             raise StackGone(errno.ENETDOWN, self._ended)
 
     def _notice(self, force: bool = False) -> bool:
-        """Is the session over? First the stack's word in the segment (a
-        load), then whether the stack still holds its end of our doorbell
-        (a poll: with `force`, else at most every PROBE_SECONDS). When it
-        is over: every waiter wakes, every socket an Epoll watches is
-        reported (its mask says why: `Socket._poll_mask`).
+        """Is the session over? The stack's word in the segment, then
+        whether the stack still holds its end of our doorbell (a poll):
+        with `force`, else at most every PROBE_SECONDS (a non-blocking
+        call that finds nothing to do pays ~0.2 µs, not a system call).
+        When it is over: every waiter wakes, every socket an Epoll
+        watches is reported (its mask says why: `Socket._poll_mask`).
 
         Returns: the session is over (False after close(): nothing to ask).
         """
+        if self._ended is not None:
+            return True
+        if not force:
+            now = time.monotonic()
+            if now < self._probe_at:
+                return False
+            self._probe_at = now + PROBE_SECONDS
         with self._lock:
             if self._ended is not None or self._closed:
                 return self._ended is not None
-            if not self._segment.ended:
-                if not force:
-                    now = time.monotonic()
-                    if now < self._probe_at:
-                        return False
-                    self._probe_at = now + PROBE_SECONDS
-                if not self._app_bell.hung_up():
-                    return False
+            if not self._segment.ended and not self._app_bell.hung_up():
+                return False
             # The stack stores `ended` before it closes the doorbell.
             self._ended = ENDED if self._segment.ended else DIED
             for slot, epolls in self._watchers.items():

@@ -16,7 +16,7 @@ from importlib.metadata import version
 
 from vfstack._control import ControlError
 from vfstack._epoll import Epoll
-from vfstack._errors import SDKError
+from vfstack._errors import SDKError, StackGone
 from vfstack._selector import StackSelector
 from vfstack._socket import Socket
 from vfstack._stack import Stack, connect
@@ -84,6 +84,7 @@ __all__ = [
     "SDKError",
     "Socket",
     "Stack",
+    "StackGone",
     "StackSelector",
     "__version__",
     "connect",

@@ -1,14 +1,24 @@
 """Doorbells: a kernel-waitable "look at your rings" between two processes.
 
 A doorbell is a FIFO (named pipe) in a directory both sides see — a tmpfs
-shared by the stack's container and the application's. Both sides open it
-`O_RDWR | O_NONBLOCK`: neither blocks in `open()` waiting for the other,
-and since each holds a write end, a reader never sees EOF. `ring()` writes
-one byte; a full pipe (EAGAIN) means wake-ups are already pending, which is
-all a ring has to ensure. The waiter polls `fileno()` (poll, selectors,
-asyncio's `add_reader`) and `drain()`s the bytes after waking. The pending
-bytes are a *level*: a ring that happens before the waiter blocks is not
-lost, the wait just returns at once.
+shared by the stack's container and the application's. The side that
+creates it opens it `O_RDWR | O_NONBLOCK`: it never blocks in `open()`
+waiting for the other, and since it holds a write end, it never reads EOF.
+`ring()` writes one byte; a full pipe (EAGAIN) means wake-ups are already
+pending, which is all a ring has to ensure. The waiter polls `fileno()`
+(poll, selectors, asyncio's `add_reader`) and `drain()`s the bytes after
+waking. The pending bytes are a *level*: a ring that happens before the
+waiter blocks is not lost, the wait just returns at once.
+
+The end of the ringing side. An application opens the doorbell it waits
+on with `open(path, ring=False)`, read-only: then the stack holds the
+only write end, and once that closes — the stack ended the session, or
+its process died, however (`kill -9` too: the kernel closes its
+descriptors) — the pipe has no writer left and poll reports POLLHUP, for
+good: `wait()` returns at once and `hung_up()` is True. Like the flock
+the stack probes on the segment (vfstack._layout), this is the state of
+one kernel object, the same in every container and PID namespace, and it
+needs no probing while the application sleeps: the hang-up wakes it.
 
 Doorbells are expensive (~7 µs to a sleeping process, ~46 µs round trip
 with both sides sleeping, DESIGN.md "Measured costs"), so they are rung
@@ -74,7 +84,7 @@ import stat
 
 __all__ = ["Doorbell"]
 
-_OPEN_FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+_OPEN_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
 _BYTE = b"\x01"
 
 
@@ -110,14 +120,16 @@ class Doorbell:
             raise
 
     @classmethod
-    def open(cls, path: str) -> Doorbell:
-        """Open an existing doorbell (never blocks, never follows a symlink).
+    def open(cls, path: str, ring: bool = True) -> Doorbell:
+        """Open an existing doorbell (never blocks, never follows a symlink);
+        with `ring` False only to wait on it, so that `hung_up()` can tell
+        when every other process has closed it (see the module docstring).
 
         Raises:
             OSError: cannot open it (FileNotFoundError, PermissionError, ELOOP).
             ValueError: `path` is not a FIFO.
         """
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, _OPEN_FLAGS | (os.O_RDWR if ring else os.O_RDONLY))
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             os.close(fd)
             raise ValueError(f"{path} is not a FIFO")
@@ -155,13 +167,19 @@ class Doorbell:
         then drain.
 
         Returns:
-            True if rung (the pending rings are consumed), False on timeout.
+            True if rung (the pending rings are consumed) or hung up,
+            False on timeout.
         """
         ms = None if timeout is None else max(0.0, timeout * 1000.0)
         if not self._poll.poll(ms):
             return False
         self.drain()
         return True
+
+    def hung_up(self) -> bool:
+        """Has every process that could ring it closed its end? Only a
+        doorbell opened with `ring=False` can tell (one poll, no waiting)."""
+        return any(revents & select.POLLHUP for _, revents in self._poll.poll(0))
 
     def close(self) -> None:
         """Close the descriptor (idempotent); the FIFO stays for the other side."""

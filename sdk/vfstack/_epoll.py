@@ -20,6 +20,9 @@ Triggering, as in epoll(7):
 File descriptors are the sockets' `fileno()` (slot numbers), so a program
 written against `select.epoll` keeps its `{fd: socket}` map unchanged. A
 closed socket leaves every Epoll by itself, as a closed fd does on Linux.
+When the session ends, every registered socket joins the ready list
+(`Stack._notice`) and reports what the end made of it: ERR|HUP, and
+IN|OUT|RDHUP for a connection, which reads as reset (vfstack._socket).
 """
 
 from __future__ import annotations

@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SDKError", "check", "error", "timed_out"]
+__all__ = ["SDKError", "StackGone", "check", "error", "timed_out"]
 
 
 class SDKError(RuntimeError):
-    """The session itself is broken (the stack went away or wrote a bad record)."""
+    """The session itself is broken (the stack wrote a bad record or stopped answering)."""
+
+
+class StackGone(OSError):
+    """The session is over on the stack's side: the instance ended it
+    (Detach, a bad record, a fault contained, shutdown) or its process
+    died. Errno ENETDOWN, as Linux answers on a network that went down:
+    raised by `Stack.socket()` and by what a socket asks of the stack
+    (accept, connect, bind, listen, options, shutdown). Connections fail
+    as after a reset instead (ConnectionResetError on recv and send), once
+    the bytes they had received are read. `close()` the `Stack` and
+    `vfstack.connect()` again. Made like any OSError:
+    `StackGone(errno.ENETDOWN, reason)`.
+    """
 
 
 def error(code: int) -> OSError:

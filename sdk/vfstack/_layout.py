@@ -5,7 +5,7 @@ proto `AttachResponse.segment_path`) in its run directory on tmpfs; the
 stack and the application both map it. Layout version 1, offsets in bytes
 from the start of the file, every region 64-byte aligned::
 
-    0                  header (4096 bytes, page 0), written once by the stack
+    0                  header (4096 bytes, page 0), written by the stack
     command_offset     RecordRing(command_slots, 64)    app -> stack
     event_offset       RecordRing(event_slots, 64)      stack -> app
     slot_table_offset  socket_slots * 64-byte entries   written by the stack only
@@ -21,17 +21,27 @@ Header (little-endian)::
     12  header_bytes u32      68  record_size u32       96   slot_table_offset u64
     16  session_id u64        72  socket_slots u32      104  socket_offset u64
     24  token 32 bytes        76  socket_ring_bytes u32 112  file_bytes u64
-    56  app_pid i32                                     120-4095 zero
+    56  app_pid i32                                     120  ended u32
+                                                        124-4095 zero
 
-The stack never re-reads the header (it keeps its own `Geometry`); the
-application reads it once at attach, and `Geometry.from_header` refuses any
-header whose offsets are not exactly the ones recomputed from its sizes.
+The stack writes the header once at attach, and `ended` once more at the
+end; it never re-reads it (it keeps its own `Geometry`). The application
+reads the fields up to 120 once at attach, and `Geometry.from_header`
+refuses any header whose offsets are not exactly the ones recomputed from
+its sizes.
 
-Liveness: the application holds a shared `flock` on the segment file for
-as long as it is attached (taken by `Segment.open`); the stack probes it
-once a second (`app_alive`). The kernel releases the lock when the app's
-last descriptor closes, on `kill -9` too, and unlike a pid it means the
-same thing in the stack's container and in the app's.
+Liveness, both ways. The application holds a shared `flock` on the
+segment file for as long as it is attached (taken by `Segment.open`); the
+stack probes it once a second (`app_alive`). The kernel releases the lock
+when the app's last descriptor closes, on `kill -9` too, and unlike a pid
+it means the same thing in the stack's container and in the app's. The
+other way, the stack's end of the app's doorbell is the sign
+(vfstack._doorbell: the app opens it read-only, and its poll reports a
+hang-up once the stack's descriptor is closed, however the stack ends).
+When the stack ends a session on purpose (Detach, a bad record, a fault,
+shutdown), it first stores 1 in `ended` (`end`, one aligned 4-byte store):
+seeing the hang-up, the app tells that (`ended`) from a stack that died
+without a word, and a look at the word needs no system call.
 
 Slot-table entry (64 bytes; the stack stores, the app loads; each field is
 ONE aligned 4-byte store through a cast view, never `struct.pack_into`,
@@ -531,6 +541,7 @@ def _parse_header(header) -> tuple[Geometry, int, bytes, int]:
 
 # -- segment -----------------------------------------------------------------
 
+_ENDED = 120 // 4  # u32 word index of `ended` in the header
 _STATE, _READINESS, _GENERATION = 0, 1, 2  # u32 word indices in an entry
 _ERROR = 3  # i32 word index in an entry
 _ENTRY_WORDS = SLOT_ENTRY_BYTES // 4
@@ -562,6 +573,7 @@ class Segment:
         "events",
         "_mmap",
         "_view",
+        "_header",
         "_u32",
         "_i32",
         "_rx",
@@ -584,6 +596,7 @@ class Segment:
         self._fd = fd  # held open for the liveness lock (see `app_alive`)
         self._mmap = mm
         self._view = memoryview(mm)
+        self._header = self._view[:HEADER_BYTES].cast("I")
         self.geometry = geometry
         self.session_id = session_id
         self.token = bytes(token)
@@ -792,11 +805,22 @@ class Segment:
             for ring in rings:
                 if ring is not None:
                     ring.close()
+        self._header.release()
         self._u32.release()
         self._i32.release()
         self._view.release()
         self._mmap.close()
         os.close(self._fd)
+
+    def end(self) -> None:
+        """Stack: the session is over (store `ended` before the app can
+        see the doorbell hang up)."""
+        self._header[_ENDED] = 1
+
+    @property
+    def ended(self) -> bool:
+        """App: has the stack ended this session on purpose?"""
+        return self._header[_ENDED] != 0
 
     def app_alive(self) -> bool:
         """Stack side: does some process hold the segment open through

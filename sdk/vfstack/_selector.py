@@ -11,6 +11,10 @@ kernel, so the stack rings the doorbell exactly when it has news.
 Keys of vfstack sockets are looked up by the socket object (their
 `fileno()` is a slot number that may equal some kernel fd), kernel file
 objects by object or fd as usual. One thread at a time may `select()`.
+
+When the session ends, the doorbell hangs up (readable for ever, rung by
+nobody): the selector drops it, its vfstack sockets are reported ready
+(to fail as they should, see vfstack._socket), its kernel objects go on.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class _KeyMap(Mapping):
         self._selector = selector
 
     def __len__(self) -> int:
-        return len(self._selector._stack_keys) + len(self._selector._kernel.get_map()) - 1
+        selector = self._selector
+        bell = 0 if selector._bell is None else 1
+        return len(selector._stack_keys) + len(selector._kernel.get_map()) - bell
 
     def __getitem__(self, fileobj):
         key = self._selector._key_of(fileobj)
@@ -75,7 +81,8 @@ class StackSelector(selectors.BaseSelector):
         self._epoll = stack.epoll()
         self._stack_keys: dict[int, selectors.SelectorKey] = {}  # slot -> key
         self._kernel = selectors.DefaultSelector()
-        self._kernel.register(stack.fileno(), EVENT_READ, _DOORBELL)
+        self._bell: int | None = stack.fileno()  # None once dropped
+        self._kernel.register(self._bell, EVENT_READ, _DOORBELL)
         self._map = _KeyMap(self)
 
     def _is_ours(self, fileobj) -> bool:
@@ -140,18 +147,22 @@ class StackSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         """Ready keys of both worlds; blocks up to `timeout` (None: forever)."""
+        stack = self._stack
         ready = self._epoll.poll(0)
         kernel_timeout = 0 if ready else timeout
         asleep = False
-        if kernel_timeout is None or kernel_timeout > 0:
-            asleep = self._stack._sleep_begin()
+        if stack._ended is not None:
+            self._drop_bell()
+        elif kernel_timeout is None or kernel_timeout > 0:
+            asleep = stack._sleep_begin()
             if not asleep:
                 kernel_timeout = 0
+        kernel_ready = []
         try:
             kernel_ready = self._kernel.select(kernel_timeout)
         finally:
             if asleep:
-                self._stack._sleep_end()
+                stack._sleep_end(any(key.data is _DOORBELL for key, _ in kernel_ready))
         if not ready:
             ready = self._epoll.poll(0)
         found = []
@@ -166,6 +177,11 @@ class StackSelector(selectors.BaseSelector):
 
     def get_map(self) -> Mapping:
         return self._map
+
+    def _drop_bell(self) -> None:
+        if self._bell is not None:
+            self._kernel.unregister(self._bell)
+            self._bell = None
 
     def close(self) -> None:
         self._stack_keys.clear()

@@ -9,6 +9,14 @@ State comes from the slot table (state, readiness, pending error), which
 the stack writes; data moves through the slot's RX/TX byte rings. A send
 is one TX command; a read that may have found the RX ring full (so the
 stack stopped filling it) is followed by RX_DONE.
+
+When the session ends (the stack ended it, or died: `Stack._notice`), a
+connection reads as reset, as on Linux after a RST: the bytes already in
+its RX ring first, then ConnectionResetError once (recv, send), then
+EOF on recv and BrokenPipeError on send; epoll sees
+IN|OUT|HUP|RDHUP (and ERR until that error is reported). A listener
+reports ERR|HUP, and `accept()` raises `vfstack.StackGone` (ENETDOWN),
+as does every call that needs an answer from the stack.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import threading
 import time
 from collections import deque
 
-from vfstack._errors import error, timed_out
+from vfstack._errors import StackGone, error, timed_out
 from vfstack._layout import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Op, SlotState
 
 __all__ = ["Socket"]
@@ -30,6 +38,7 @@ _LISTENING = int(SlotState.LISTENING)
 _CONNECTING = int(SlotState.CONNECTING)
 _CONNECTED = int(SlotState.CONNECTED)
 _CLOSING = int(SlotState.CLOSING)
+_CONNECTION = (_CONNECTING, _CONNECTED, _CLOSING)  # an end of the session resets these
 _U64 = (1 << 64) - 1
 _DEFAULT_BACKLOG = 128
 _INT = struct.Struct("i")
@@ -128,10 +137,14 @@ class Socket:
         return None if t is None else time.monotonic() + t
 
     def _block(self, ready, deadline: float | None) -> None:
-        """Wait for ready() under this socket's timeout mode."""
+        """Wait for ready() under this socket's timeout mode (each `ready`
+        counts the end of the session as ready, to fail as it should)."""
         if ready():
             return
         if self._timeout == 0.0:
+            # Never sleeping, the caller would never see the stack hang up.
+            if self._stack._notice() and ready():
+                return
             raise error(errno.EAGAIN)
         if not self._stack._wait(ready, deadline):
             raise timed_out()
@@ -183,14 +196,18 @@ class Socket:
         self._check()
         if not self._listening:
             raise error(errno.EINVAL)
-        queue = self._stack._accepts[self._slot]
-        self._block(lambda: bool(queue) or self._slot < 0, self._deadline())
+        stack = self._stack
+        queue = stack._accepts[self._slot]
+        self._block(
+            lambda: bool(queue) or self._slot < 0 or stack._ended is not None, self._deadline()
+        )
         self._check()
-        with self._stack._lock:
+        stack._check_alive()  # what is still queued ended with the session
+        with stack._lock:
             slot, ip, port = queue.popleft()
         peer = (_ip_str(ip), port)
-        local = (self._stack.local_ip, self._local[1] if self._local else 0)
-        return Socket(self._stack, slot, self._seg.generation(slot), local, peer), peer
+        local = (stack.local_ip, self._local[1] if self._local else 0)
+        return Socket(stack, slot, self._seg.generation(slot), local, peer), peer
 
     def connect(self, address) -> None:
         code = self._connect(address)
@@ -203,6 +220,8 @@ class Socket:
             return self._connect(address)
         except TimeoutError:
             return errno.EAGAIN
+        except StackGone as exc:
+            return exc.errno
 
     def _connect(self, address) -> int:
         slot = self._check()
@@ -318,6 +337,11 @@ class Socket:
         slot = self._slot
         if slot < 0:
             return 0
+        if self._stack._ended is not None:
+            if self._listening:
+                return EPOLLERR | EPOLLHUP
+            mask = EPOLLIN | EPOLLOUT | EPOLLHUP | EPOLLRDHUP
+            return mask if self._error_reported else mask | EPOLLERR
         if self._listening:
             return EPOLLIN if self._stack._accepts.get(slot) else 0
         seg = self._seg
@@ -342,17 +366,26 @@ class Socket:
 
     # --------------------------------------------------------------- data
 
+    def _pending_error(self, ended: bool) -> int:
+        """The errno waiting for this socket (0: none). Once the session is
+        over (`ended`), a connection has the one a reset leaves: ECONNRESET."""
+        seg, slot = self._seg, self._slot
+        code = seg.slot_error(slot)
+        if code or not ended or seg.slot_state(slot) not in _CONNECTION:
+            return code
+        return errno.ECONNRESET
+
     def _send_errno(self) -> int:
         """0 if a send may proceed (or must wait), else the errno to raise."""
         if self._wr_closed:
             return errno.EPIPE
         seg, slot = self._seg, self._slot
         state = seg.slot_state(slot)
-        if state == _CONNECTING:
-            return 0
-        if state not in (_CONNECTED, _CLOSING):
+        if state not in _CONNECTION:
             return errno.ENOTCONN
-        code = seg.slot_error(slot)
+        if state == _CONNECTING and self._stack._ended is None:
+            return 0
+        code = self._pending_error(self._stack._ended is not None)
         if code:
             if not self._error_reported:
                 return code
@@ -376,7 +409,7 @@ class Socket:
             raise error(code)
         n = self._tx.write(view)
         if n:
-            self._stack._submit(Op.TX, slot)
+            self._stack._notify(Op.TX, slot)
         return n
 
     def send(self, data, flags: int = 0) -> int:
@@ -403,7 +436,7 @@ class Socket:
 
     def _recv_ready(self) -> bool:
         slot = self._slot
-        if slot < 0 or self._rd_closed or self._rx.readable():
+        if slot < 0 or self._rd_closed or self._rx.readable() or self._stack._ended is not None:
             return True
         seg = self._seg
         if seg.readiness(slot) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR) or seg.slot_error(slot):
@@ -430,10 +463,12 @@ class Socket:
         if not len(view):
             return 0
         deadline = self._deadline()
-        rx, seg = self._rx, self._seg
+        rx, seg, stack = self._rx, self._seg, self._stack
         while True:
             slot = self._check()
-            mask = seg.readiness(slot)  # loaded before the ring: EOF follows the last byte
+            # Loaded before the ring: EOF and the end of the session follow the last byte.
+            mask = seg.readiness(slot)
+            ended = stack._ended is not None
             before = rx.readable()
             n = rx.read_into(view)
             if n:
@@ -442,11 +477,11 @@ class Socket:
                 _FENCE.acquire()
                 _FENCE.release()
                 if rx.readable() + n >= rx.capacity or before >= rx.capacity:
-                    self._stack._submit(Op.RX_DONE, slot)
+                    stack._notify(Op.RX_DONE, slot)
                 return n
             if self._rd_closed:
                 return 0
-            code = seg.slot_error(slot)
+            code = self._pending_error(ended)
             if code:
                 if self._error_reported:
                     return 0

@@ -17,6 +17,15 @@ posted meanwhile is missed.
 Threads: one lock guards the rings and the dispatch tables; one thread at
 a time sleeps on the doorbell (the "pumper"), the others wait on a
 condition the pumper signals after every dispatch.
+
+The end of the session (`_notice`): the stack stores `ended` in the
+segment when it ends the session on purpose, and its end of the app
+doorbell, opened read-only here, hangs up when it closes, on purpose or
+because the stack process died (vfstack._layout "Liveness"). A hang-up
+wakes the pumper at once, and a poller of `fileno()` too; callers that
+never sleep look at most every PROBE_SECONDS. From then on (`_ended`),
+commands raise StackGone, connections fail as reset, and every socket an
+Epoll watches is reported.
 """
 
 from __future__ import annotations
@@ -30,10 +39,10 @@ import time
 import weakref
 from collections import deque
 
-from vfstack._control import DEFAULT_TIMEOUT, ControlClient
+from vfstack._control import DEFAULT_TIMEOUT, ControlClient, ControlError
 from vfstack._doorbell import Doorbell
 from vfstack._epoll import Epoll
-from vfstack._errors import SDKError, error
+from vfstack._errors import SDKError, StackGone, error
 from vfstack._layout import (
     BadRecord,
     Event,
@@ -50,6 +59,16 @@ __all__ = ["Stack", "connect"]
 
 SPIN_SECONDS = 50e-6  # busy-poll this long before sleeping on the doorbell
 COMMAND_ANSWER_SECONDS = 30.0  # a stack that answers no command in this long is gone
+# A caller that never sleeps (non-blocking calls, polls with timeout 0)
+# looks this often whether the stack hung up without a word (one system call).
+PROBE_SECONDS = 0.05
+# connect(wait=...): first and longest pause between attempts, and what
+# an instance that is down, starting or stopping answers (CANCELLED: it
+# went away during the call).
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.05, 1.0
+RETRY_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"})
+ENDED = "the stack ended this session"  # on purpose: see its log for why
+DIED = "the stack instance is gone"
 
 _RESULT = int(EventKind.RESULT)
 _READY = int(EventKind.READY)
@@ -57,15 +76,32 @@ _ACCEPTED = int(EventKind.ACCEPTED)
 _SLOT_FREED = int(EventKind.SLOT_FREED)
 
 
-def connect(url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> Stack:
+def connect(
+    url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT, wait: float = 0.0
+) -> Stack:
     """Attach to the instance whose control API listens at `url`
     (`unix:///run/vfstack/vf0.sock`, `HOST:PORT`).
 
+    `wait`: for this many seconds, try again while the instance cannot
+    answer (no control socket, still starting, stopping: as while it
+    restarts), pausing 50 ms at first, then twice as long each time, up
+    to 1 s; `math.inf` waits as long as it takes.
+
     Raises:
         ValueError: malformed URL.
-        vfstack.ControlError: the instance refused or could not be reached.
+        vfstack.ControlError: the instance refused or could not be reached
+            (within `wait` seconds).
     """
-    return Stack(url, app, timeout)
+    give_up = time.monotonic() + wait
+    pause = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return Stack(url, app, timeout)
+        except ControlError as exc:
+            if exc.code not in RETRY_CODES or time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, RETRY_MAX_SECONDS)
 
 
 class Stack:
@@ -90,7 +126,9 @@ class Stack:
         try:
             self._segment = Segment.open(reply.segment_path)
             opened.append(self._segment)
-            self._app_bell = Doorbell.open(reply.app_doorbell)
+            # Read-only: the stack's end is then its only write end, and
+            # its hang-up is the sign that the session is over.
+            self._app_bell = Doorbell.open(reply.app_doorbell, ring=False)
             opened.append(self._app_bell)
             self._stack_bell = Doorbell.open(reply.stack_doorbell)
         except BaseException:
@@ -113,11 +151,13 @@ class Stack:
         self._pumping = False
         # vfstack.aio's bridge to an event loop that polls fileno() all the
         # time: with one, the event ring stays announced as sleeping, and a
-        # thread that consumed events behind that loop's back rings the
-        # doorbell for it.
+        # thread that consumed events behind that loop's back wakes the
+        # loop for it.
         self._aio_driver = None
         self._driving = False  # that loop itself is dispatching
         self._closed = False
+        self._ended: str | None = None  # why the session is over, once it is
+        self._probe_at = 0.0  # next hang-up probe of a caller that never sleeps
 
     # ---------------------------------------------------------------- public
 
@@ -153,9 +193,10 @@ class Stack:
 
     def fileno(self) -> int:
         """The app doorbell's fd: readable when the stack has posted events
-        for a session announced as sleeping. `vfstack.StackSelector` and
-        `vfstack.aio` make that announcement and drain the fd; a loop of
-        your own should go through one of them."""
+        for a session announced as sleeping, and for good once the session
+        is over (`gone`). `vfstack.StackSelector` and `vfstack.aio` make
+        that announcement and drain the fd; a loop of your own should go
+        through one of them."""
         self._check_open()
         return self._app_bell.fileno()
 
@@ -163,14 +204,26 @@ class Stack:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def gone(self) -> bool:
+        """Is the session over on the stack's side (the instance ended it,
+        or its process died)? Then `socket()` raises `vfstack.StackGone`
+        and connections fail as reset: `close()` this Stack and
+        `vfstack.connect()` again. Looks now (one system call)."""
+        return self._notice(force=True)
+
     def close(self) -> None:
         """Detach (the stack resets this session's connections) and unmap. Idempotent."""
         with self._lock:
             if self._closed:
                 return
+            # An ended session has nothing to detach, and the control
+            # socket may be a new instance's by now.
+            ended = self._notice(force=True)
             self._closed = True
             self._cond.notify_all()
-        self._detach()
+        if not ended:
+            self._detach()
         self._client.close()
         driver = self._aio_driver
         if driver is not None and not driver.loop.is_closed():
@@ -189,6 +242,8 @@ class Stack:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"session={self.session_id}"
+        if self._ended is not None:
+            state += " gone"
         return f"<vfstack.Stack app={self.app!r} {state}>"
 
     # ------------------------------------------------------------ internals
@@ -202,10 +257,49 @@ class Stack:
         if self._closed:
             raise error(errno.EBADF)
 
-    def _submit(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> int:
-        """Publish one command; ring the stack only if it sleeps. Returns its request id."""
+    def _check_alive(self) -> None:
+        """Raises: OSError EBADF after close(); StackGone once the session is over."""
+        self._check_open()
+        if self._ended is not None:
+            raise StackGone(errno.ENETDOWN, self._ended)
+
+    def _notice(self, force: bool = False) -> bool:
+        """Is the session over? The stack's word in the segment, then
+        whether the stack still holds its end of our doorbell (a poll):
+        with `force`, else at most every PROBE_SECONDS (a non-blocking
+        call that finds nothing to do pays ~0.2 µs, not a system call).
+        When it is over: every waiter wakes, every socket an Epoll
+        watches is reported (its mask says why: `Socket._poll_mask`).
+
+        Returns: the session is over (False after close(): nothing to ask).
+        """
+        if self._ended is not None:
+            return True
+        if not force:
+            now = time.monotonic()
+            if now < self._probe_at:
+                return False
+            self._probe_at = now + PROBE_SECONDS
         with self._lock:
-            self._check_open()
+            if self._ended is not None or self._closed:
+                return self._ended is not None
+            if not self._segment.ended and not self._app_bell.hung_up():
+                return False
+            # The stack stores `ended` before it closes the doorbell.
+            self._ended = ENDED if self._segment.ended else DIED
+            for slot, epolls in self._watchers.items():
+                for epoll in epolls:
+                    epoll._touch(slot)
+            self._cond.notify_all()
+            return True
+
+    def _submit(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> int:
+        """Publish one command; ring the stack only if it sleeps. Returns its request id.
+
+        Raises: OSError EBADF after close(); StackGone once the session is over.
+        """
+        with self._lock:
+            self._check_alive()
             request = (self._request + 1) & 0xFFFFFFFF or 1
             self._request = request
             commands = self._commands
@@ -221,6 +315,8 @@ class Stack:
                 elif now > give_up:
                     raise SDKError("the stack takes no commands: command ring full")
                 time.sleep(0.0001)
+                self._notice()
+                self._check_alive()
             encode_command_into(
                 commands.data, commands.write_offset(0), op, slot, request, a1, a2, 0, 0, a64
             )
@@ -228,6 +324,15 @@ class Stack:
             if commands.needs_wakeup():
                 self._stack_bell.ring()
             return request
+
+    def _notify(self, op: int, slot: int) -> None:
+        """Submit a command that has no reply (TX, RX_DONE, CLOSE). Once the
+        session is over nobody reads it, and the call that made it (a send
+        whose bytes are queued, a recv, a close) must not fail for it."""
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per send)
+            self._submit(op, slot)
+        except StackGone:
+            pass
 
     def _call(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> Event:
         """Submit a command and wait for its RESULT (commands are answered
@@ -243,12 +348,14 @@ class Stack:
     def _wait(self, ready, deadline: float | None) -> bool:
         """Pump events until `ready()` or `deadline` (monotonic; None: forever).
 
-        Returns: ready() at the end. Raises: OSError EBADF if the stack closes.
+        Returns: ready() at the end. Raises: OSError EBADF if the stack
+        closes, StackGone if the session ends (a `ready` that waits for
+        data counts the end as ready, to fail as the socket should).
         """
         while True:
             if ready():
                 return True
-            self._check_open()
+            self._check_alive()
             if deadline is None:
                 remaining = None
             else:
@@ -261,38 +368,49 @@ class Stack:
         """Dispatch pending events; if none, wait up to `timeout` seconds
         (None: until some arrive). Returns how many this thread dispatched."""
         n = self._pump_events(timeout)
-        if self._aio_driver is not None and not self._driving:
+        driver = self._aio_driver
+        if driver is not None and not self._driving:
             with self._lock:
-                if not self._closed and (n or not self._events.prepare_sleep()):
-                    self._app_bell.ring()
+                wake = not self._closed and (n or not self._events.prepare_sleep())
+            if wake:
+                driver.wake()
         return n
 
     def _sleep_begin(self) -> bool:
         """An outside poller is about to block on `fileno()`: announce it.
 
         Returns: False if events wait already (dispatch them instead of
-        blocking; no `_sleep_end` needed), True if it may block.
+        blocking; no `_sleep_end` needed) or the session is over (nothing
+        will ring), True if it may block.
         """
         with self._lock:
             self._check_open()
-            if self._drain():
+            if self._drain() or self._ended is not None:
                 return False
             return self._events.prepare_sleep()
 
-    def _sleep_end(self) -> None:
-        """The outside poller woke up (rung or not): take the ring back."""
+    def _sleep_end(self, readable: bool) -> None:
+        """The outside poller woke up: take the ring back. `readable`: it
+        saw `fileno()` readable, which without a ring means a hang-up."""
         with self._lock:
             if not self._closed:
                 self._events.sleep_done()
-                self._app_bell.drain()
+                if not self._app_bell.drain() and readable:
+                    self._notice(force=True)
 
     def _pump_events(self, timeout: float | None) -> int:
         with self._cond:
             self._check_open()
             n = self._drain()
-            if n or timeout == 0:
+            if n:
                 return n
-            if self._pumping:  # another thread sleeps on the doorbell for us all
+            if timeout == 0:
+                self._notice()  # never sleeping, it would never see a hang-up
+                return 0
+            # Another thread sleeps on the doorbell for us all; or the
+            # session is over and nothing rings it (hung up, it would not
+            # even block): wait for close() or the timeout.
+            if self._pumping or self._ended is not None:
                 self._cond.wait(timeout)
                 return 0
             self._pumping = True
@@ -307,15 +425,21 @@ class Stack:
                     break
             with self._lock:
                 sleep = self._events.prepare_sleep()
+            rung = False
             if sleep:
                 try:
-                    self._app_bell.wait(timeout)
+                    rung = self._app_bell.wait(timeout)
                 finally:
                     with self._lock:
                         if not self._closed:
                             self._events.sleep_done()
             with self._lock:
-                return 0 if self._closed else self._drain()
+                if self._closed:
+                    return 0
+                n = self._drain()
+                if not n and rung:  # woken with nothing to do: hung up?
+                    self._notice(force=True)
+                return n
         except CorruptRing as exc:
             raise SDKError(f"the stack broke the event ring: {exc.reason}") from None
         finally:
@@ -374,7 +498,7 @@ class Stack:
             n = rx.readable()
             if n:
                 rx.release(n)  # the app discards what it has not read (layout contract)
-            self._submit(Op.CLOSE, slot)
+            self._notify(Op.CLOSE, slot)
             if queue:
                 for pending, _, _ in queue:
                     self._close_slot(pending)

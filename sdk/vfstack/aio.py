@@ -19,6 +19,11 @@ callback then polls an `Epoll` of the session and calls each transport,
 which moves bytes between the socket's rings and its protocol as asyncio's
 own selector transports do (read until EAGAIN, write what fits, wait for
 EPOLLOUT with the rest, pause the protocol above the high-water mark).
+
+When the session ends (the stack ended it or died), the doorbell hangs
+up: the loop stops watching it, every transport loses its connection
+(ConnectionResetError, after the bytes it had received) and every
+`Server` closes, its `serve_forever()` raising `vfstack.StackGone`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import errno
 import os
 import select
 import socket as _socket
+
+from vfstack._errors import StackGone
 
 __all__ = ["Server", "open_connection", "start_server"]
 
@@ -48,8 +55,14 @@ class _Driver:
         self.handlers: dict[int, object] = {}  # slot -> callable(events)
         self._scheduled = False
         stack._aio_driver = self
-        loop.add_reader(stack.fileno(), self._wake)
+        self.bell = stack.fileno()
+        loop.add_reader(self.bell, self._wake, True)
         self._arm()
+
+    def wake(self) -> None:
+        """From any thread: events were dispatched behind the loop's back."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
+            self.loop.call_soon_threadsafe(self._schedule)
 
     def watch(self, sock, mask: int, handler) -> None:
         slot = sock.fileno()
@@ -90,12 +103,13 @@ class _Driver:
             self._scheduled = True
             self.loop.call_soon(self._wake)
 
-    def _wake(self) -> None:
+    def _wake(self, readable: bool = False) -> None:
+        """Dispatch; `readable`: called because the doorbell was."""
         self._scheduled = False
         stack = self.stack
         if stack.closed:  # Stack.close removed the reader
             return
-        stack._sleep_end()
+        stack._sleep_end(readable)
         stack._driving = True
         try:
             found = self.epoll.poll(0)
@@ -105,9 +119,11 @@ class _Driver:
                     handler(events)
         finally:
             stack._driving = False
+        if stack._ended is not None:  # hung up: readable for ever, rung by nobody
+            self.loop.remove_reader(self.bell)
         if found:
             self._schedule()  # level-triggered leftovers: look again after other callbacks
-        else:
+        elif stack._ended is None:
             self._arm()
 
 
@@ -360,6 +376,7 @@ class Server:
         self._driver, self._listener = driver, listener
         self._callback, self._limit = client_connected_cb, limit
         self._closed = driver.loop.create_future()
+        self._gone: StackGone | None = None  # why it closed by itself
         driver.watch(listener, _IN, self._accept_all)
 
     @property
@@ -381,6 +398,10 @@ class Server:
                 sock, _ = self._listener.accept()
             except BlockingIOError:
                 return
+            except StackGone as exc:
+                self._gone = exc
+                self.close()
+                return
             except OSError as exc:
                 self._driver.loop.call_exception_handler(
                     {"message": "vfstack.aio: accept failed", "exception": exc}
@@ -400,10 +421,13 @@ class Server:
         await asyncio.shield(self._closed)
 
     async def serve_forever(self) -> None:
+        """Serve until closed. Raises: vfstack.StackGone if the session ended."""
         try:
             await asyncio.shield(self._closed)
         finally:
             self.close()
+        if self._gone is not None:
+            raise self._gone
 
     async def __aenter__(self) -> Server:
         return self

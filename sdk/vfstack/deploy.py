@@ -164,7 +164,9 @@ def container_spec(plan: Plan, vf: Vf) -> dict[str, Any]:
             "group_add": [plan.app_group] if plan.app_group else [],
             "binds": {plan.run_dir: {"bind": CONTAINER_RUN_DIR, "mode": "rw"}},
             "init": True,  # forwards SIGTERM and reaps the control process
-            "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5},
+            # As in docker-compose.yml: back after any exit but a stop
+            # through the engine, however often (its apps attach again).
+            "restart_policy": {"Name": "unless-stopped"},
         },
         "host_config_extra": dict(UNMASKED_SYSTEM_PATHS),
     }

@@ -762,10 +762,25 @@ class Session:
     # ------------------------------------------------------------- teardown
 
     def close(self, now: int) -> None:
-        """Reset every connection, close every listener, remove the files."""
+        """Reset every connection, close every listener, tell the app (the
+        segment's `ended`, then the hang-up of its doorbell when ours
+        closes: vfstack._layout "Liveness"), remove the files."""
         if self.closed:
             return
         self.closed = True
+        self.segment.end()
+        try:
+            self._close_sockets(now)
+        finally:  # even if that fails, the app hears of it and the files go
+            for bell in (self.app_bell, self.stack_bell):
+                bell.close()
+                bell.unlink()
+            with contextlib.suppress(BufferError):
+                self.segment.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.segment_path)
+
+    def _close_sockets(self, now: int) -> None:
         engine = self.engine
         for s in self._slots:
             if s is None or s.sock is None:
@@ -782,13 +797,6 @@ class Session:
         self._slot_of.clear()
         self._dirty.clear()
         self._out.clear()
-        for bell in (self.app_bell, self.stack_bell):
-            bell.close()
-            bell.unlink()
-        with contextlib.suppress(BufferError):
-            self.segment.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.segment_path)
 
 
 class SessionManager:

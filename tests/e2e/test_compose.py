@@ -6,8 +6,10 @@ private one, metrics on free ports), then reached the way users reach it:
 HTTP and echo from the kernel peer in namespace vfstack-peer, /metrics
 from the host, the control API through the shared run directory. A
 `vfstack deploy` container on a third VF covers start/stop through the
-Docker API. Last, `docker compose down` must leave no container, no
-file in the run directory, no interface and no namespace.
+Docker API. Then `kill -9` of stack-vf0's stackservice process: the
+engine restarts it and app-http answers again by itself (the time it took
+is printed with the others). Last, `docker compose down` must leave no
+container, no file in the run directory, no interface and no namespace.
 
 The example apps (app-http on VF0, app-echo on VF1) are checked when
 sdk/vfstack/examples/http_server.py exists; otherwise the stacks' own
@@ -27,6 +29,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +45,7 @@ PF = "vfpf0"
 VF0_IP, VF1_IP, VF2_IP = "198.18.0.10", "198.18.0.11", "198.18.0.12"
 HTTP_SIZE = 64
 UP_TIMEOUT_S = 300  # a cold build installs grpcio & co. from PyPI
+RECOVERY_BOUND_S = 90  # a functional bound; the time measured is printed
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 
@@ -250,12 +254,17 @@ def test_echo_on_vf1_from_the_kernel_peer(project):
     assert _echo(VF1_IP, 7007, text) == text
 
 
+def _container(docker_client, project: Project, service: str):
+    (container,) = docker_client.containers.list(
+        filters={"label": [f"com.docker.compose.project={project.name}",
+                           f"com.docker.compose.service={service}"]}
+    )  # fmt: skip
+    return container
+
+
 def test_apps_run_unprivileged_without_capabilities(project, docker_client):
     for service in ("app-http", "app-echo"):
-        (container,) = docker_client.containers.list(
-            filters={"label": [f"com.docker.compose.project={project.name}",
-                               f"com.docker.compose.service={service}"]}
-        )  # fmt: skip
+        container = _container(docker_client, project, service)
         assert container.attrs["Config"]["User"] == "10001:10001"
         host = container.attrs["HostConfig"]
         assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
@@ -309,6 +318,54 @@ def test_deploy_starts_and_stops_a_stack_per_vf(project, docker_client):
     label = f"io.vfstack.deploy={project.name}-deploy"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
     assert not list(project.run_dir.glob("vf2.*"))
+
+
+def _health(container) -> str:
+    container.reload()
+    return container.attrs["State"]["Health"]["Status"]
+
+
+def test_a_stack_killed_with_sigkill_comes_back_and_its_app_answers_again(project, docker_client):
+    """The issue's scenario: kill -9 of stack-vf0's stackservice process.
+    The engine restarts the container (its restart policy), the new
+    instance takes VF0 back, and app-http notices, attaches again and
+    listens again by itself: its container is not restarted."""
+    stack = _container(docker_client, project, "stack-vf0")
+    app = _container(docker_client, project, "app-http")
+    app_restarts = app.attrs["RestartCount"]
+    url = f"http://{VF0_IP}:8080/"
+    assert len(_curl(url)) == HTTP_SIZE
+    (pid,) = [
+        int(pid)
+        for pid, command in stack.top(ps_args="-eo pid,args")["Processes"]
+        if "stackservice run" in command and "docker-init" not in command
+    ]
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    answered = None
+    while answered is None and time.monotonic() - killed < RECOVERY_BOUND_S:
+        result = _peer("curl", "--silent", "--fail", "--max-time", "2", url)
+        if result.returncode == 0 and len(result.stdout) == HTTP_SIZE:
+            answered = time.monotonic() - killed
+        else:
+            time.sleep(0.5)
+    assert answered is not None, f"{url} still fails {RECOVERY_BOUND_S} s after kill -9"
+    TIMES["kill -9 of stack-vf0 to app-http answering"] = answered
+    print(f"\napp-http answered again {answered:.1f} s after kill -9 of stack-vf0")
+    stack.reload()
+    app.reload()
+    logs = app.logs(stderr=True).decode()
+    assert stack.attrs["RestartCount"] == 1
+    assert app.attrs["RestartCount"] == app_restarts, logs
+    # One line for the outage, none per attempt to attach again.
+    assert logs.count("attaching to") == 1 and logs.count("listening on") == 2, logs
+    # Health starts again from "starting" in the restarted container; the
+    # first check comes one interval (10 s) after the restart.
+    deadline = killed + RECOVERY_BOUND_S
+    while {_health(stack), _health(app)} != {"healthy"} and time.monotonic() < deadline:
+        time.sleep(1)
+    assert (_health(stack), _health(app)) == ("healthy", "healthy")
+    TIMES["kill -9 of stack-vf0 to both healthy"] = time.monotonic() - killed
 
 
 def test_down_leaves_nothing_behind(project, docker_client):

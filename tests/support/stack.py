@@ -95,6 +95,19 @@ class StackProcess:
             )
         return status, out, err
 
+    def kill(self, timeout: float = 10) -> None:
+        """`kill -9` of the instance's process: no shutdown at all. Its
+        control server (a child) then sees the link close and stops; in a
+        container it would die with the rest. Waits for that too: on its
+        way out gRPC removes the control socket's path, which must not be
+        a successor's by then."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        self.proc.kill()
+        self.proc.wait(timeout)
+        if not wait_until(lambda: not any(map(_running, children)), timeout):
+            raise TimeoutError(f"the control server of {self.name} outlived it by {timeout}s")
+
 
 @contextlib.contextmanager
 def running_stack(
@@ -108,6 +121,15 @@ def running_stack(
             yield stack
         finally:
             stack.stop()
+
+
+def _running(pid: str) -> bool:
+    """Neither gone nor a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:

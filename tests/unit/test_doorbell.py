@@ -11,6 +11,8 @@ import contextlib
 import os
 import selectors
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -122,6 +124,46 @@ def test_fileno_works_with_asyncio(bell):
         loop.remove_reader(bell.fileno())
 
     asyncio.run(main())
+
+
+def test_a_read_only_end_hangs_up_for_good_when_the_ringing_end_closes(bell):
+    with Doorbell.open(bell.path, ring=False) as waiter:
+        bell.ring()
+        assert waiter.wait(1.0) and not waiter.hung_up()
+        bell.close()
+        start = time.monotonic()
+        assert waiter.wait(5.0) is True
+        assert time.monotonic() - start < 0.5
+        assert waiter.hung_up() and waiter.hung_up()
+        assert waiter.drain() == 0
+
+
+def test_a_read_only_end_hangs_up_when_the_ringing_process_is_killed(tmp_path):
+    path = str(tmp_path / "bell")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CREATE_AND_SLEEP, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline() == "made\n"
+        with Doorbell.open(path, ring=False) as waiter:
+            assert not waiter.hung_up() and not waiter.wait(0.05)
+            child.kill()
+            start = time.monotonic()
+            assert waiter.wait(5.0) is True  # the kill wakes a sleeper at once
+            assert time.monotonic() - start < 1.0
+            assert waiter.hung_up()
+    finally:
+        child.kill()
+        child.wait()
+
+
+CREATE_AND_SLEEP = """
+import sys, time
+from vfstack._doorbell import Doorbell
+bell = Doorbell.create(sys.argv[1])
+print("made", flush=True)
+time.sleep(60)
+"""
 
 
 def test_unlink_removes_the_name_but_descriptors_keep_working(bell):

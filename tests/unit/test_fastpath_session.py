@@ -51,7 +51,7 @@ class App:
     def __init__(self, reply: dict) -> None:
         self.reply = reply
         self.seg = Segment.open(reply["segment_path"])
-        self.bell = Doorbell.open(reply["app_doorbell"])
+        self.bell = Doorbell.open(reply["app_doorbell"], ring=False)  # as the SDK does
         self.request = 0
 
     def command(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> int:
@@ -491,6 +491,23 @@ def test_detach_resets_connections_and_removes_files(stack, tmp_path):
     assert stack.engine.flows == {}
     assert os.listdir(tmp_path) == []
     assert stack.manager.sessions() == [] and stack.manager.fds() == []
+    app.close()
+
+
+@pytest.mark.parametrize("end", ["detach", "bad-record", "shutdown"])
+def test_a_session_the_stack_ends_says_so_and_hangs_up_the_apps_doorbell(stack, end):
+    app = stack.attach()
+    assert not app.seg.ended and not app.bell.hung_up()
+    if end == "detach":
+        token = base64.b64decode(app.reply["token"])
+        stack.manager.detach(app.reply["session_id"], token, stack.now)
+    elif end == "bad-record":
+        app.raw(bytes([99]) + bytes(63))
+        stack.step()
+    else:
+        stack.manager.close(stack.now)
+    assert app.seg.ended
+    assert app.bell.hung_up() and app.bell.wait(0)
     app.close()
 
 

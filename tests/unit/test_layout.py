@@ -335,6 +335,15 @@ def test_segment_create_writes_file_of_geometry_size_mode_0600(pair, path):
     assert app.geometry == stack.geometry
 
 
+def test_segment_end_by_the_stack_is_seen_by_the_app(pair):
+    stack, app = pair
+    assert not app.ended
+    stack.end()
+    assert app.ended
+    with app._view[:HEADER_BYTES] as header:
+        assert Geometry.from_header(header) == app.geometry  # still a valid header
+
+
 def test_segment_command_pushed_by_app_is_popped_by_stack(pair):
     stack, app = pair
     assert app.commands.reserve(1) == 1

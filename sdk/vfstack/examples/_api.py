@@ -2,12 +2,14 @@
 
 An `Api` has `socket()` and `epoll()` with Python's signatures; with
 `--kernel` they are `socket.socket` and `select.epoll`, otherwise the
-`Stack` attached at `--control`. Everything after that is one code path.
+`Stack` attached at `--control`. Everything after that is one code path,
+but for `reattach()`, after the stack ended the session (vfstack.StackGone).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import select
 import signal
@@ -17,21 +19,35 @@ import sys
 import vfstack
 
 DEFAULT_CONTROL = "unix:///run/vfstack/vf0.sock"
+_ATTACH_ERRORS = (OSError, vfstack.ControlError, ValueError)
 
 
 class Api:
     def __init__(self, args: argparse.Namespace) -> None:
         self.kernel = args.kernel
+        self.control, self.app = args.control, args.app
+        self.stack = None
         if self.kernel:
-            self.stack = None
             self.socket = socket.socket
             self.epoll = select.epoll
             self.name = "kernel"
         else:
-            self.stack = vfstack.connect(args.control, app=args.app)
-            self.socket = self.stack.socket
-            self.epoll = self.stack.epoll
-            self.name = f"vfstack session {self.stack.session_id}"
+            self._attach(wait=0.0)
+
+    def _attach(self, wait: float) -> None:
+        self.stack = vfstack.connect(self.control, app=self.app, wait=wait)
+        self.socket = self.stack.socket
+        self.epoll = self.stack.epoll
+        self.name = f"vfstack session {self.stack.session_id}"
+
+    def reattach(self) -> None:
+        """A new session once the stack is back (vfstack.connect retries,
+        pausing at most a second), after the last one ended."""
+        self.stack.close()
+        try:
+            self._attach(wait=math.inf)
+        except _ATTACH_ERRORS as exc:
+            sys.exit(f"cannot attach to {self.control} again: {exc}")
 
     def close(self) -> None:
         if self.stack is not None:
@@ -56,7 +72,7 @@ def open_api(args: argparse.Namespace) -> Api:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return Api(args)
-    except (OSError, vfstack.ControlError, ValueError) as exc:
+    except _ATTACH_ERRORS as exc:
         sys.exit(f"cannot attach to {args.control}: {exc}")
 
 

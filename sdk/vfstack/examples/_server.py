@@ -1,11 +1,14 @@
 """What the example servers share: mTCP's Listing 1 skeleton (one epoll
-over the listener and every connection) and the program around it."""
+over the listener and every connection) and the program around it, which
+outlives the stack: when the session ends (vfstack.StackGone: the stack
+restarted, or ended it), it attaches again and listens again."""
 
 from __future__ import annotations
 
 import argparse
 import select
 
+import vfstack
 from vfstack.examples._api import add_arguments, listener, open_api
 
 EPOLLIN = select.EPOLLIN
@@ -26,6 +29,9 @@ class EpollServer:
         self.ep = None
 
     def serve_forever(self) -> None:
+        """Serve on `listener` until an exception; then close it, the
+        connections and the epoll (a StackGone comes from the listener's
+        accept: the connections just see resets)."""
         ep = self.ep = self.api.epoll()
         listen_fd = self.listener.fileno()
         ep.register(listen_fd, EPOLLIN)
@@ -42,6 +48,8 @@ class EpollServer:
         finally:
             for conn in conns.values():
                 conn.sock.close()
+            conns.clear()
+            self.listener.close()
             ep.close()
 
     def _accept_all(self) -> None:
@@ -86,12 +94,20 @@ def server_parser(name: str, doc: str, port: int, backlog: int) -> argparse.Argu
 
 def run(name: str, args: argparse.Namespace, make) -> None:
     """Attach (or pick the kernel), listen, serve until SIGTERM/Ctrl-C,
-    detach, and say what was done. `make(api, listener)` builds the server."""
+    detach, and say what was done. `make(api, listener)` builds the server.
+    Each time the session ends, one line says so; the program attaches
+    again as soon as the stack is back and serves on a new listener."""
     api = open_api(args)
     server = make(api, listener(api, args.host, args.port, args.backlog))
-    print(f"{name}: listening on {args.host}:{args.port} ({api.name})", flush=True)
     try:
-        server.serve_forever()
+        while True:
+            print(f"{name}: listening on {args.host}:{args.port} ({api.name})", flush=True)
+            try:
+                server.serve_forever()
+            except vfstack.StackGone as exc:
+                print(f"{name}: {exc.strerror}; attaching to {args.control} again", flush=True)
+                api.reattach()
+                server.listener = listener(api, args.host, args.port, args.backlog)
     except KeyboardInterrupt:
         pass
     finally:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import json
 import os
 import signal
@@ -57,6 +58,7 @@ SERVICE_NAME = stack_pb2.DESCRIPTOR.services_by_name["StackControl"].full_name
 
 LINK_TIMEOUT_S = 5.0  # the longest a call waits for the loop
 STOP_GRACE_S = 2.0  # in-flight calls get this long on a graceful stop
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 STARTUP_WAIT_S = 5.0  # a call made while the loop starts waits this long for it
 MAX_RECEIVE_BYTES = 64 << 10  # requests are small; anything bigger is abuse
 MAX_SEND_BYTES = 32 << 20  # a ListConnections reply for many sockets
@@ -603,6 +605,14 @@ def _metrics_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def _die_with_parent() -> None:
+    """Be killed with the instance if it dies without stopping us (kill -9):
+    an orphan stopping gracefully would, on its way out, remove the control
+    socket's path, which a new instance may have taken by then."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run until the loop stops, the link closes or SIGTERM/SIGINT.
 
@@ -615,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     except (_ArgumentError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    _die_with_parent()
     # Handlers first: a SIGTERM arriving while the server starts listening
     # must still mean a graceful stop, not the default kill.
     stop_requested = threading.Event()

@@ -116,7 +116,13 @@ class _Driver:
             for slot, events in found:
                 handler = self.handlers.get(slot)
                 if handler is not None:
-                    handler(events)
+                    try:
+                        handler(events)
+                    except Exception as exc:  # one transport's bug: the loop stays armed
+                        self.loop.call_exception_handler(
+                            {"message": "vfstack.aio: a transport's event handler failed",
+                             "exception": exc}
+                        )  # fmt: skip
         finally:
             stack._driving = False
         if stack._ended is not None:  # hung up: readable for ever, rung by nobody
@@ -303,7 +309,10 @@ class _StackTransport(asyncio.Transport):
     def _force_close(self, exc: BaseException | None) -> None:
         if self._lost:
             return
-        self._buffer.clear()
+        # A new buffer, not clear(): the failed send's traceback (in `exc`)
+        # may still hold a memoryview of the old one, and resizing a
+        # bytearray with views raises BufferError.
+        self._buffer = bytearray()
         self._closing = True
         self._reading = False
         self._loop.call_soon(self._call_connection_lost, exc)

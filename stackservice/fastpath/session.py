@@ -588,7 +588,14 @@ class Session:
             mask |= EPOLLERR
         state = tcb.state
         if state == CLOSED:
-            mask |= EPOLLHUP | EPOLLIN | EPOLLOUT
+            mask |= EPOLLIN | EPOLLOUT
+            # Hung up only once nothing is left to read: a connection that
+            # closed (our FIN ACKed after the peer's) while the app had not
+            # taken everything still has bytes in the engine's buffer, and
+            # the SDK reads EPOLLHUP with an empty ring as EOF.
+            buffer = tcb.receive_buffer
+            if s.eof or s.error or buffer is None or not buffer.readable():
+                mask |= EPOLLHUP
         elif s.eof and tcb.write_closed:
             mask |= EPOLLHUP
         if (

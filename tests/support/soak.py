@@ -406,6 +406,7 @@ class Soak:
         self.group = ActorGroup()
         self.actors = self.group.actors
         self.rss: dict[str, int] = {}
+        self.rss_trend: list[tuple[int, int]] = []  # (seconds in, RSS) at each progress line
         self.stack_died = ""  # its exit status and stderr
         self.died_at = float("inf")  # when the soak saw it dead
         self.started = time.monotonic()
@@ -508,6 +509,7 @@ class Soak:
             self.rss["peak"] = max(self.rss.get("peak", 0), rss_bytes(stack.proc.pid))
             if now >= next_progress:
                 self.progress(self._progress_line(now - start))
+                self.rss_trend.append((round(now - start), rss_bytes(stack.proc.pid)))
                 next_progress += settings.progress_seconds
             dead = [a for a in self.actors if not a.alive()]
             if dead:
@@ -679,6 +681,7 @@ class Soak:
             ],
             "admin": dict(sorted(admin.runs.items())),
             "rss_bytes": self.rss,
+            "rss_trend": self.rss_trend,
             "checks": self.checks,
             "failures": self.failures,
             "replay": f"python -m bench.soak --minutes {minutes:g} --seed {seed}",

@@ -30,10 +30,19 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 
-from tests.support.soak_plan import ACCEPTOR, COMPLETE, INITIATOR, Endpoint, Options, make_plan
+from tests.support.soak_plan import (
+    ACCEPTOR,
+    COMPLETE,
+    HANG_SECONDS,
+    INITIATOR,
+    Endpoint,
+    Options,
+    make_plan,
+)
 
 POLL_SECONDS = 0.2  # a driver looks at the drain/exit flags at least this often
 EXIT_GRACE_SECONDS = 90.0  # after "exit": connections still open then are failures
@@ -120,16 +129,15 @@ class Actor:
             seed = endpoint.plan.seed if endpoint.plan else "?"
             self.recent.append((time.monotonic() - self._started, f"plan {seed}: {outcome}"))
         if endpoint.failure:
-            self.fail(endpoint.describe(), plan=endpoint.plan.seed if endpoint.plan else None)
+            self.fail(endpoint.describe())
 
-    def fail(self, text: str, plan: int | None = None) -> None:
+    def fail(self, text: str) -> None:
         """Report a failure, with the actor's last steps."""
         steps = "\n".join(f"    {t:8.3f}s {what}" for t, what in list(self.recent))
         self.emit(
             {
                 "type": "failure",
                 "actor": self.name,
-                "plan": plan,
                 "text": f"{self.name}: {text}\n  {self.name}'s last steps:\n{steps}",
             }
         )
@@ -517,7 +525,7 @@ class ThreadDriver:
             for call in endpoint.connect_calls():
                 make_call(sock, call)
                 endpoint.on_call_done(call, now)
-            sock.settimeout(endpoint.last_progress + 60.0 - now)
+            sock.settimeout(HANG_SECONDS)
             try:
                 sock.connect(address)
             except OSError as exc:  # TimeoutError too: a connect that hangs
@@ -625,11 +633,11 @@ class AsyncioDriver:
             endpoint, address = actor.next_plan(target, now)
             try:
                 reader, writer = await asyncio.wait_for(
-                    vfstack.aio.open_connection(*address, stack=self.stack), 60.0
+                    vfstack.aio.open_connection(*address, stack=self.stack), HANG_SECONDS
                 )
             except OSError as exc:  # TimeoutError too
                 endpoint.on_error(exc, "connect", time.monotonic())
-                make_calls(_Closed(), endpoint, time.monotonic())
+                endpoint.take_calls()  # its close: open_connection closed the socket already
                 actor.finished(endpoint)
                 continue
             sock = writer.get_extra_info("socket")
@@ -721,20 +729,11 @@ def _deliver(endpoint: Endpoint, task: asyncio.Future, op: str, on_result, now: 
         on_result(result, now)
 
 
-class _Closed:
-    """Stands for a socket that never was (a failed asyncio connect)."""
-
-    def close(self) -> None:
-        pass
-
-
 THREADS_MARK = "--- where each thread is ---"
 
 
 def all_threads_dump() -> str:
     """Where every thread is: for a post-mortem of a stuck actor."""
-    import traceback
-
     frames = sys._current_frames()
     return "\n".join(
         f"thread {thread.name}:\n" + "".join(traceback.format_stack(frames[thread.ident]))

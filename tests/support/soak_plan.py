@@ -361,6 +361,7 @@ class Endpoint:
         self.sent = 0  # payload bytes (the header aside)
         self.received = 0  # payload bytes, each checked
         self._header = bytearray()
+        self._side = self._other = Side()  # this end's part of the plan, and the peer's
         self._calls: list[tuple] = []
         self._connected = role == ACCEPTOR
         self._out = memoryview(b"")
@@ -515,7 +516,7 @@ class Endpoint:
         self.sent = max(0, self._out_offset - self._header_bytes)
         side = self._side
         if side.abort_at >= 0 and side.abort_counts_sent and self.sent >= side.abort_at:
-            self._abort(now)
+            self._abort()
 
     def on_received(self, data: bytes, now: float) -> None:
         self._note(now, "recv", len(data))
@@ -523,7 +524,7 @@ class Endpoint:
         if self.plan is None:
             self._header_received(data, now)
         elif not data:
-            self._eof_received(now)
+            self._eof_received()
         else:
             self._payload_received(data, now)
 
@@ -561,7 +562,7 @@ class Endpoint:
             return
         self._begin(make_plan(seed), now)
 
-    def _eof_received(self, now: float) -> None:
+    def _eof_received(self) -> None:
         self._eof = True
         if self.received < len(self._expected):
             if self._reset_allowed():
@@ -587,14 +588,14 @@ class Endpoint:
             self._may_read = False
             self._pausing = True
         if side.abort_at >= 0 and not side.abort_counts_sent and end >= side.abort_at:
-            self._abort(now)
+            self._abort()
 
     def _sent_all(self) -> None:
         self._send_done = True
         if self._side.shut_wr_after_send and not self.done:
             self._calls.append(("shutdown", socket.SHUT_WR))
 
-    def _abort(self, now: float) -> None:
+    def _abort(self) -> None:
         """Reset the connection, as the plan says."""
         if self.done:
             return

@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="how long (default 5)")
     parser.add_argument("--seed", type=int, help="the run's seed (default: a random one)")
     parser.add_argument(
+        "--plan", type=int, metavar="SEED",
+        help="replay one failed connection: every connection runs this plan",
+    )  # fmt: skip
+    parser.add_argument(
         "--progress", type=float, default=10.0, metavar="SECONDS", help="progress every (10)"
     )
     parser.add_argument(
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=seconds,
         progress_seconds=args.progress,
         admin_interval=args.admin_interval,
+        plan=args.plan,
     )
     report = run_soak(settings, bench_cli.progress)
     print(json.dumps(report, indent=2) if args.json else _table(report))

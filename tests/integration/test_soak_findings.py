@@ -1,7 +1,17 @@
 """What the soak (tests/integration/test_soak.py) found, each reduced to a
 few operations. Each test states the behaviour we want and is marked
 xfail(strict) while the bug is open: when a fix lands the test passes,
-strict turns that into a failure, and the marker comes off."""
+strict turns that into a failure, and the marker comes off.
+
+Not reduced yet, so only the soak replays it: finding 5, resets lost under
+load. `python -m bench.soak --minutes 0.5 --seed 5 --plan 6838254933226578156`
+(every connection: one end streams 1.1 MB and resets with SO_LINGER 0 as
+soon as the other, whose SO_RCVBUF shrank to 16 KB after the handshake,
+answers) leaves ~5% of the non-resetting ends waiting forever for bytes or
+a RST that never come, on both sides: the Linux peer (stack's RST unseen)
+and the SDK apps (Linux's RST not taken). One at a time the same exchange
+always resets; the peer's kernel counters show it pruning its receive
+queue and advertising zero windows meanwhile."""
 
 from __future__ import annotations
 

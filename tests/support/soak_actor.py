@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=_address, action="append", default=[])
     parser.add_argument("--refused", type=_address, required=True, help="a port nothing serves")
     parser.add_argument("--dump", help="where SIGUSR1 writes what is in flight")
+    parser.add_argument("--plan", type=int, help="replay: start only connections of this plan")
     args = parser.parse_args(argv)
     rng = random.Random(f"{args.seed}/actor")
-    actor = Actor(args.name, args.seed, args.target, args.refused, rng.randint(1, 3))
+    actor = Actor(args.name, args.seed, args.target, args.refused, rng.randint(1, 3), args.plan)
     stack = None
     if args.style != "kernel":
         import vfstack

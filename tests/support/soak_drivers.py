@@ -57,8 +57,11 @@ class Actor:
     line to stdout, which the orchestrator reads (tests/support/soak.py).
     """
 
-    def __init__(self, name: str, seed: int, targets, refused, concurrency: int) -> None:
+    def __init__(
+        self, name: str, seed: int, targets, refused, concurrency: int, plan: int | None = None
+    ) -> None:
         self.name = name
+        self.plan = plan  # replay: every connection this actor starts runs this plan
         self.seed = seed
         self.targets: list[tuple[str, int]] = list(targets)
         self.refused: tuple[str, int] = refused
@@ -82,6 +85,7 @@ class Actor:
         """A new initiator endpoint for `target` and the address to connect to."""
         with self._lock:
             seed = self._streams[target].getrandbits(63)
+        seed = seed if self.plan is None else self.plan
         plan = make_plan(seed)
         endpoint = Endpoint(INITIATOR, plan, now)
         address = self.refused if plan.kind == "refused" else self.targets[target]

@@ -64,6 +64,8 @@ READY_SECONDS = 60.0
 DRAIN_SECONDS = HANG_SECONDS + 90  # an endpoint without progress gives up first
 EXIT_SECONDS = HANG_SECONDS + 90
 QUIET_SECONDS = 60.0  # for the last connections to leave TIME-WAIT
+DYING_SECONDS = 5.0  # a stack whose loop raised can take this long to exit
+LIVE_FAILURES = 5  # failure headlines shown per look at the actors (twice a second)
 RSS_SLACK_BYTES = 16 << 20  # see SoakSettings.rss_slack_bytes
 ADMIN_COMMANDS = (
     ("conns",),
@@ -376,6 +378,15 @@ def _listeners(control: str) -> list[str]:
     return sorted(f"LISTEN {c['local_port']}" for c in entries if c.get("state") == "LISTEN")
 
 
+def _failure_list(texts: list[str], full: int = 5, most: int = 20) -> str:
+    """The first failures in full, then the headlines of some more."""
+    lines = [f"{len(texts)} failures:", *texts[:full]]
+    lines += [text.splitlines()[0] for text in texts[full:most]]
+    if len(texts) > most:
+        lines.append(f"(+{len(texts) - most} more)")
+    return "\n".join(lines)
+
+
 def _kernel_counters(netns: str) -> dict[str, int]:
     """The Linux peer's non-zero TCP counters (`nstat`): its side of the
     story (challenge ACKs it sent or skipped, data it pruned, resets)."""
@@ -534,8 +545,11 @@ class Soak:
                 self.rss["baseline"] = rss_bytes(stack.proc.pid)
             self.rss["peak"] = max(self.rss.get("peak", 0), rss_bytes(stack.proc.pid))
             failures = self.group.failures()
-            for _, text in failures[told:]:  # as they come: a long run shows them at once
+            new = failures[told:]  # as they come: a long run shows them at once
+            for _, text in new[:LIVE_FAILURES]:
                 self.progress(f"  failure: {text.splitlines()[0]}")
+            if len(new) > LIVE_FAILURES:
+                self.progress(f"  (+{len(new) - LIVE_FAILURES} more failures)")
             told = len(failures)
             if now >= next_progress:
                 self.progress(self._progress_line(now - start))
@@ -571,13 +585,19 @@ class Soak:
                 f"{actor.name} when the stack died:\n{actor.post_mortem(threads=False)}"
             )
 
-    def _before_death(self, failures: list[tuple[float, str]]) -> tuple[list[str], str]:
-        """The failures seen before the stack died (after it, everything
-        fails: those are only counted). Returns (texts, a note)."""
-        cutoff = self.died_at - 1.0  # the soak notices a death within half a second
-        kept = [text for at, text in failures if at < cutoff]
-        after = len(failures) - len(kept)
-        return kept, f" ({after} more after the stack died)" if after else ""
+    def _failures_check(self, name: str, failures: list[tuple[float, str]]) -> None:
+        """A check over failures reported along the run. Once the stack is
+        dying everything fails: what came after its death began (it takes
+        the process a while to exit) is its consequence, only counted, and
+        the check is skipped for it; the death is the finding."""
+        cutoff = self.died_at - DYING_SECONDS
+        before = [text for at, text in failures if at < cutoff]
+        after = [text for at, text in failures if at >= cutoff]
+        detail = _failure_list(before)
+        if after:
+            heads = "; ".join(text.splitlines()[0] for text in after[:3])
+            detail += f"\n{len(after)} more as or after the stack died, e.g. {heads}"
+        self.check(name, None if after and not before else not before, detail)
 
     def _wind_down(self, stack: StackProcess) -> None:
         """drain (no new connections), then exit once those started are closed."""
@@ -591,11 +611,8 @@ class Soak:
             self._stack_death(stack)
 
     def _connection_checks(self) -> None:
-        failures, note = self._before_death(self.group.failures())
-        self.check(
-            "connections: no unexpected error, every stream exact",
-            not failures,
-            f"{len(failures)} failures{note}:\n" + "\n".join(failures[:20]),
+        self._failures_check(
+            "connections: no unexpected error, every stream exact", self.group.failures()
         )
 
     def _quiet_checks(self, stack: StackProcess, admin: Admin, listening: list[str]) -> None:
@@ -661,12 +678,7 @@ class Soak:
                 self.check(f"{actor.name} stderr is empty", False, text)
 
     def _admin_checks(self, admin: Admin) -> None:
-        failures, note = self._before_death(admin.failures)
-        self.check(
-            "admin commands and scrapes succeed",
-            not failures,
-            f"{len(failures)} failures{note}:\n" + "\n".join(failures[:10]),
-        )
+        self._failures_check("admin commands and scrapes succeed", admin.failures)
 
     def _stop_stack(self, stack: StackProcess) -> None:
         if self.stack_died:

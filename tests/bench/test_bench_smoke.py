@@ -155,3 +155,26 @@ def test_evaluation_smoke_writes_json_summary_and_plots(tmp_path):
         assert names == set(eval_report.PLOT_NAMES)
         for path in outputs["plots"]:
             assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_soak_bench_quick_gives_a_verdict_naming_its_seed():
+    """`python -m bench.soak --quick`: a 20 s soak. Whether the stack passes
+    is tests/integration/test_soak.py's business; here the bench must run,
+    report, and exit 1 exactly when a check failed, with the seed to replay."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--quick", "--json", "--seed", "7"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == (0 if report["passed"] else 1), done.stderr[-2000:]
+    assert "soak: seed 7" in done.stderr
+    assert report["seed"] == 7 and "--seed 7" in report["replay"]
+    assert report["checks"] and {c["status"] for c in report["checks"]} <= {"pass", "FAIL", "skip"}
+    assert report["passed"] == all(c["status"] != "FAIL" for c in report["checks"])
+    assert {a["style"] for a in report["actors"]} == {
+        "threads",
+        "epoll",
+        "selector",
+        "asyncio",
+        "kernel",
+    }

@@ -193,7 +193,9 @@ def synchronized_input(
     if not _passes_paws(engine, tcb, seg, now):
         return
     seg_len = len(data) + (flags & SYN and 1) + (flags & FIN and 1)
-    if not _acceptable(tcb, seg.seq, seg_len):
+    if not _acceptable(tcb, seg.seq, seg_len) and not (
+        flags & RST and _rst_in_window(tcb, seg.seq)
+    ):
         if not flags & RST:
             engine.ack_now(tcb)
             if state == TIME_WAIT and flags & FIN:
@@ -237,6 +239,18 @@ def synchronized_input(
             _fin_arrives(engine, tcb, now)
         elif seq_gt(fin_seq, tcb.rcv_nxt):
             tcb.peer_fin_seq = fin_seq  # consumed once the hole is filled
+
+
+def _rst_in_window(tcb: Tcb, seq: int) -> bool:
+    """RFC 5961 §3.2 judges a RST against "the current receive window"; the
+    peer aims it at the window it knows: from our last ACK (bytes we took
+    since, it has not heard of) up to and including the right edge we
+    advertised (Linux's RSTs go there when their SND.NXT lies beyond it:
+    tcp_acceptable_seq). Dropping such a RST silently would leave the
+    connection open for ever; it gets a challenge ACK instead, whose answer
+    is a RST at exactly RCV.NXT. Linux checks a RST the same way
+    (tcp_sequence, from rcv_wup)."""
+    return seq_le(tcb.last_ack_sent, seq) and seq_le(seq, tcb.rcv_adv)
 
 
 def _passes_paws(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> bool:

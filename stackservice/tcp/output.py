@@ -130,11 +130,31 @@ def send_probe(engine: TcpEngine, tcb: Tcb, now: int) -> None:
 
 
 def send_reset(engine: TcpEngine, tcb: Tcb, now: int) -> None:
-    """RST for an established connection being aborted (RFC 9293 §3.10.4)."""
+    """RST for an established connection being aborted (RFC 9293 §3.10.4).
+
+    The peer takes a RST only at exactly its RCV.NXT; one elsewhere in its
+    window draws a challenge ACK (RFC 5961 §3.2), which Linux rate-limits
+    per socket (tcp_invalid_ratelimit, 500 ms) and skips if it just sent a
+    duplicate ACK, as it does while its window is closed. A RST it neither
+    takes nor challenges leaves it waiting for ever. So the RST goes at
+    SND.MAX (the peer's RCV.NXT if everything sent arrived; SND.MAX, not
+    SND.NXT, for the same reason as send_ack), but no further than the
+    right edge of the peer's window, which it would drop unseen (Linux's
+    tcp_acceptable_seq); and, when that is not SND.UNA, once more at
+    SND.UNA: the peer's RCV.NXT if nothing beyond its last ACK arrived (a
+    peer pruning its receive queue under memory pressure, or a window
+    shrunk to zero). At most one of the two is taken; the other is out of
+    its window, or challenged."""
     options = _options(tcb, now, False)
-    # SND.MAX for the same reason as send_ack: an older SEQ is out of window.
-    engine.send_segment(tcb, now, tcb.snd_max, tcb.rcv_nxt, RST | ACK, 0, options, 0)
+    seq = tcb.snd_max
+    edge = (tcb.snd_una + tcb.snd_wnd) & SEQ_MASK
+    if seq_gt(seq, edge):
+        seq = edge
+    engine.send_segment(tcb, now, seq, tcb.rcv_nxt, RST | ACK, 0, options, 0)
     engine.counters[TcpCounter.RESETS_OUT] += 1
+    if seq != tcb.snd_una:
+        engine.send_segment(tcb, now, tcb.snd_una, tcb.rcv_nxt, RST | ACK, 0, options, 0)
+        engine.counters[TcpCounter.RESETS_OUT] += 1
 
 
 def clear_ack(tcb: Tcb) -> None:

@@ -425,12 +425,15 @@ def test_fin_wait_2_data_after_close_resets() -> None:
 
 
 def test_fin_wait_1_data_after_close_resets() -> None:
-    """As above, before the peer ACKed our FIN."""
+    """As above, before the peer ACKed our FIN: the RST goes at SND.MAX (the
+    peer got the FIN) and at SND.UNA (it did not), since only one at its
+    RCV.NXT is sure to be taken (output.send_reset)."""
     rig = Rig()
     conn = fin_wait_1(rig)
     conn.deliver(conn.now + MS, b"anyone?")
     sent = conn.flush(conn.now)
-    assert [s.flags for s in sent] == [RST | ACK]
+    rcv_nxt = seq(conn.seq, -7)  # the data was refused, not taken
+    assert brief(sent) == [("RA", seq(conn.ack, 1), rcv_nxt, 0), ("RA", conn.ack, rcv_nxt, 0)]
     assert state(conn.tcb) == TcpState.CLOSED
 
 

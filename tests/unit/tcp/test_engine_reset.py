@@ -94,6 +94,52 @@ def test_established_rst_out_of_window_ignored() -> None:
     assert rig.dropped() == {"tcp_out_of_window": 2}
 
 
+def test_established_rst_at_our_last_ack_behind_rcv_nxt_challenge_ack() -> None:
+    """RFC 5961 §3.2 with Linux's window (from rcv_wup): bytes arrived since
+    our last ACK, and the peer's RST aims at that ACK. It is in the window
+    the peer knows: a challenge ACK, not a silent drop (which would leave
+    us open for ever); the RST it draws, at RCV.NXT, resets."""
+    rig = Rig()
+    conn = established(rig)
+    old_rcv_nxt = conn.seq
+    conn.deliver(conn.now + MS, b"abc")  # taken, not yet acknowledged
+    conn.deliver(conn.now, flags=RST, seq=old_rcv_nxt)
+    assert brief(conn.flush(conn.now)) == [("A", conn.ack, conn.seq, 0)]
+    assert state(conn.tcb) == TcpState.ESTABLISHED
+    assert rig.dropped() == {"tcp_rst_challenged": 1}
+    conn.deliver(conn.now + MS, flags=RST)
+    assert state(conn.tcb) == TcpState.CLOSED
+
+
+def test_established_rst_at_our_window_edge_challenge_ack() -> None:
+    """RFC 5961 §3.2 as Linux applies it: a RST exactly at the right edge we
+    advertised (where Linux puts its RST when its SND.NXT lies beyond our
+    window) is a challenge ACK, not a silent drop; one further is dropped."""
+    rig = Rig()
+    conn = established(rig)
+    edge = conn.tcb.rcv_adv
+    conn.deliver(conn.now + MS, flags=RST, seq=seq(edge, 1))
+    assert conn.flush(conn.now) == []
+    conn.deliver(conn.now + MS, flags=RST, seq=edge)
+    assert brief(conn.flush(conn.now)) == [("A", conn.ack, conn.seq, 0)]
+    assert rig.dropped() == {"tcp_out_of_window": 1, "tcp_rst_challenged": 1}
+
+
+def test_established_abort_into_zero_window_rst_at_window_edge() -> None:
+    """RFC 9293 §3.10.4 / RFC 5961 §3.2: the peer shrank its window to zero
+    with our bytes beyond SND.UNA unacknowledged (Linux prunes under memory
+    pressure). A RST at SND.MAX would lie past its window and be dropped
+    unseen; it goes at the window's right edge (Linux tcp_acceptable_seq)."""
+    rig = Rig()
+    conn = established(rig)
+    rig.engine.send(conn.tcb, bytes(2920), conn.now)
+    assert len(conn.flush(conn.now)) == 2
+    conn.deliver(conn.now + MS, ack=seq(conn.ack, 1460), window=0)
+    conn.tcb.linger_zero = True
+    rig.engine.close(conn.tcb, conn.now)
+    assert brief(conn.flush(conn.now)) == [("RA", seq(conn.ack, 1460), conn.seq, 0)]
+
+
 def test_close_wait_rst_resets_connection() -> None:
     """RFC 9293 §3.10.7.4 second step (ESTABLISHED ... CLOSE-WAIT): reset."""
     rig = Rig()

@@ -197,4 +197,7 @@ def test_established_after_rto_reset_carries_highest_seq_sent() -> None:
     conn.deliver(t0 + MIN_RTO + MS, b"unread", ack=conn.ack)
     conn.flush(conn.now)
     rig.engine.close(conn.tcb, conn.now)  # unread data: abort
-    assert brief(conn.flush(conn.now)) == [("RA", seq(conn.ack, 3 * MSS), conn.seq, 0)]
+    assert brief(conn.flush(conn.now)) == [
+        ("RA", seq(conn.ack, 3 * MSS), conn.seq, 0),
+        ("RA", conn.ack, conn.seq, 0),  # SND.UNA too: in case nothing arrived
+    ]

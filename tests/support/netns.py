@@ -60,6 +60,13 @@ def in_netns(
     )
 
 
+def kernel_live_connections(netns: str) -> int:
+    """The namespace kernel's TCP connections still open or closing: neither
+    listening nor in TIME-WAIT."""
+    done = in_netns(netns, "ss", "-Htan", "state", "connected", "exclude", "time-wait")
+    return len(done.stdout.splitlines())
+
+
 def spawn_in_netns(netns: str, *argv: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(["ip", "netns", "exec", netns, *argv], **kwargs)
 

@@ -68,6 +68,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -80,6 +81,7 @@ from stackservice.tcp.settings import TcpSettings
 from tests.support.impaired import ImpairedPort, impaired_port
 from tests.support.netns import (
     KERNEL_HOST_ADDRESS,
+    abort_kernel_connections,
     in_netns,
     kernel_host,
     kernel_live_connections,
@@ -87,7 +89,7 @@ from tests.support.netns import (
     spawn_in_netns,
 )
 from tests.support.process import stop as stop_process
-from tests.support.stack import StackProcess, live_connections, running_stack, wait_until
+from tests.support.stack import StackProcess, live_connections, wait_until
 
 STACK_ADDRESS = "198.18.0.10"
 LINUX_ADDRESS = KERNEL_HOST_ADDRESS
@@ -226,8 +228,41 @@ class Bed:
     """The impaired port with both endpoints on it."""
 
     port: ImpairedPort
-    stack: StackProcess
     linux_ns: str
+    run_dir: Path  # the stack instance's
+    stack: StackProcess | None = None
+
+    def start_stack(self) -> None:
+        vf, address = self.port.vf(0), f"{STACK_ADDRESS}/24"
+        self.stack = StackProcess(vf, address, self.run_dir, "vf0", *STACK_OPTIONS)
+
+    def stop_stack(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+            self.stack = None
+
+    def warm_up(self, endpoints: tuple[str, ...], progress: Progress) -> None:
+        """A small echo with each endpoint through a clean relay: the
+        stack's ARP for the peer, first-connection costs."""
+        self.port.stop_relay()
+        self.port.start_relay(delay_us=DELAY_US)
+        for endpoint in endpoints:
+            progress(f"warm-up: {endpoint} ...")
+            transfer(self, endpoint, "echo", 100_000, 0, 60.0)
+        self.port.stop_relay()
+
+    def clear_failed_run(self, endpoint: str, progress: Progress) -> None:
+        """Leave nothing of a failed run behind: a receiver whose client was
+        killed waits forever (no keepalive), and a closing one retransmits
+        into the next run. Linux's sockets are aborted; the stack, which
+        cannot abort one connection from outside, is replaced."""
+        abort_kernel_connections(self.port.netns)
+        abort_kernel_connections(self.linux_ns)
+        if endpoint == "stack":
+            progress("    replacing the stack instance, so nothing of the failed run lives on")
+            self.stop_stack()
+            self.start_stack()
+            self.warm_up(("stack",), progress)
 
     def counters(self, endpoint: str) -> dict[str, int]:
         if endpoint == "linux":
@@ -291,12 +326,12 @@ def kernel_diag(netns: str) -> Iterator[subprocess.Popen]:
 
 
 @contextlib.contextmanager
-def test_bed() -> Iterator[Bed]:
+def test_bed(progress: Progress) -> Iterator[Bed]:
     with (
         impaired_port(vfs=1, delay_us=DELAY_US) as port,
         kernel_host(port, address=LINUX_ADDRESS) as linux_ns,
-        running_stack(port.vf(0), f"{STACK_ADDRESS}/24", "vf0", *STACK_OPTIONS) as stack,
         kernel_diag(linux_ns),
+        tempfile.TemporaryDirectory(prefix="vfstack-run-") as run_dir,
     ):
         for netns in (port.netns, linux_ns):
             in_netns(netns, "sysctl", "-qw", "net.ipv4.tcp_no_metrics_save=1")
@@ -304,7 +339,13 @@ def test_bed() -> Iterator[Bed]:
             port.netns, "ip", "neigh", "replace", STACK_ADDRESS,
             "lladdr", vf_mac(0), "dev", port.wire,
         )  # fmt: skip
-        yield Bed(port, stack, linux_ns)
+        bed = Bed(port, linux_ns, Path(run_dir))
+        try:
+            bed.start_stack()
+            bed.warm_up(tuple(ENDPOINTS), progress)
+            yield bed
+        finally:
+            bed.stop_stack()
 
 
 # ------------------------------------------------------------------- a run
@@ -335,20 +376,26 @@ def transfer(bed: Bed, endpoint: str, workload: str, size: int, seed: int, bound
         return {"error": f"no result within {bound:.0f} s"}
 
 
-def one_run(bed: Bed, scenario: str, workload: str, endpoint: str, seed: int, profile: Profile):
+def one_run(
+    bed: Bed, scenario: str, workload: str, endpoint: str, seed: int, profile: Profile,
+    progress: Progress,
+) -> dict:  # fmt: skip
     """Restart the relay with this run's impairment and seed, run the
-    transfer, wait for the closing handshakes; the run's record."""
+    transfer, wait for the closing handshakes (or clear what a failed run
+    left); the run's record."""
     sc = SCENARIOS[scenario]
     size, bound = profile.size(sc), profile.bound(sc)
     bed.port.stop_relay()
     bed.port.start_relay(seed=seed, delay_us=DELAY_US, **sc.impairment)
     before, peer_before = bed.counters(endpoint), linux_counters(bed.port.netns)
     result = transfer(bed, endpoint, workload, size, seed, bound)
-    settled = bed.settled(endpoint)
+    ok = "error" not in result and _completed(workload, size, result)
+    settled = ok and bed.settled(endpoint)
     delta = _delta(before, bed.counters(endpoint))
     peer_delta = _delta(peer_before, linux_counters(bed.port.netns))
     relay = bed.port.stop_relay()
-    ok = "error" not in result and _completed(workload, size, result)
+    if not ok:
+        bed.clear_failed_run(endpoint, progress)
     return {
         "scenario": scenario,
         "workload": workload,
@@ -394,11 +441,8 @@ def run(profile: Profile, base_seed: int, progress: Progress) -> dict:
         "runs": [],
     }
     started = time.monotonic()
-    with test_bed() as bed:
+    with test_bed(progress) as bed:
         report["offloads"] = bed.offloads()
-        for endpoint in ENDPOINTS:  # ARP, first-connection costs
-            progress(f"warm-up: {endpoint} ...")
-            transfer(bed, endpoint, "echo", 100_000, base_seed, 60.0)
         for rep in range(profile.repeats):
             seed = base_seed + rep
             # Alternate who goes first so drifting machine load hits both.
@@ -410,7 +454,7 @@ def run(profile: Profile, base_seed: int, progress: Progress) -> dict:
                             f"[{rep + 1}/{profile.repeats}] {scenario} {workload} "
                             f"{_size(profile.size(sc))} seed {seed}: {endpoint} ..."
                         )
-                        record = one_run(bed, scenario, workload, endpoint, seed, profile)
+                        record = one_run(bed, scenario, workload, endpoint, seed, profile, progress)
                         record["repeat"] = rep
                         report["runs"].append(record)
                         progress(f"    {_brief(record)}")
@@ -570,7 +614,8 @@ def render(table: tuple[list[str], list[list[str]]], markdown: bool = False) -> 
 def footer(report: dict) -> list[str]:
     p, params = report["profile"], report["params"]
     seeds = sorted({r["seed"] for r in report["runs"]})
-    unsettled = sum(not r["settled"] for r in report["runs"])
+    unsettled = sum(r["ok"] and not r["settled"] for r in report["runs"])
+    replaced = sum(not r["ok"] for r in report["runs"] if r["endpoint"] == "stack")
     offloads = {
         who: ", ".join(f"{k} {v}" for k, v in features.items())
         for who, features in report["offloads"].items()
@@ -580,7 +625,8 @@ def footer(report: dict) -> list[str]:
         f"(repetition i uses seed {params['base_seed']}+i for every run); "
         f"{params['delay_us_each_way']} µs each way in every scenario; congestion control "
         f"{params['congestion_control']} on both; {len(report['runs'])} runs in "
-        f"{report['elapsed_s']:.0f} s ({unsettled} not settled within {SETTLE_S:.0f} s)",
+        f"{report['elapsed_s']:.0f} s ({unsettled} completed runs not settled within "
+        f"{SETTLE_S:.0f} s; stack instance replaced after each of its {replaced} failed runs)",
         f"offloads: stack VF: {offloads['stack']}",
         f"          Linux host: {offloads['linux']}",
         f"          peer wire: {offloads['peer']}",

@@ -1,6 +1,7 @@
 """Smoke runs of the benchmarks, so they keep working. Figures are printed
 by the benchmarks themselves; no test here asserts a speed."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import eval_report
+from bench import eval_report, loss
 
 pytestmark = pytest.mark.root
 
@@ -178,3 +179,36 @@ def test_soak_bench_quick_gives_a_verdict_naming_its_seed():
         "asyncio",
         "kernel",
     }
+
+
+def test_loss_bench_smoke_runs_every_scenario_on_both_endpoints(tmp_path):
+    """`python -m bench.loss --smoke`: each scenario x workload once on the
+    stack and once on Linux, each with its seed and loss-recovery counts,
+    a summary row each, the files written. Verdicts are the bench's own."""
+    report = _run_bench("bench.loss", "--smoke", "--out", str(tmp_path))
+    runs = report["runs"]
+    assert sorted((r["scenario"], r["workload"], r["endpoint"]) for r in runs) == sorted(
+        itertools.product(loss.SCENARIOS, loss.WORKLOADS, loss.ENDPOINTS)
+    )
+    for run in runs:
+        assert isinstance(run["seed"], int) and run["relay"] is not None, run
+        assert set(run["recovery"]) == set(run["peer_recovery"]) == set(loss.STACK_COUNTERS)
+        assert (run["recovery"]["rack_lost"] is None) == (run["endpoint"] == "linux")
+        assert run["ok"] == (run["seconds"] is not None), run  # a failed run has no time
+        if run["scenario"].startswith("clean"):
+            assert run["ok"], run
+    rows = {(row["scenario"], row["workload"]): row for row in report["summary"]}
+    assert set(rows) == set(itertools.product(loss.SCENARIOS, loss.WORKLOADS))
+    for (scenario, _), row in rows.items():
+        for endpoint in loss.ENDPOINTS:
+            side = row[endpoint]
+            assert side["runs"] == 1 and set(side["recovery"]) == set(loss.STACK_COUNTERS)
+            assert {"clean_s", "impaired_s", "slowdown", "completed"} <= set(side)
+        judged = loss.SCENARIOS[scenario].baseline is not None
+        assert judged == ("passed" in row) == ("ratio" in row), row
+        assert ("stack_rto_per_10_mb" in row) == loss.SCENARIOS[scenario].rto_budget
+    assert set(report["offloads"]) == {"stack", "linux", "peer"}
+    saved = json.loads(Path(report["outputs"]["json"]).read_text())
+    assert saved["summary"] == report["summary"]
+    summary = Path(report["outputs"]["summary"]).read_text()
+    assert "| scenario | workload |" in summary and "python3 -m bench.loss --smoke" in summary

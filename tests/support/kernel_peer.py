@@ -7,35 +7,74 @@ one JSON line with what it measured, so tests compare digests, not bytes.
     fetch --host H --port 80 --bytes N   GET /N and check the pattern body
     serve --port P [--mode echo|source --bytes N]   a one-connection server
     hold  --host H --port 80 --count N   N concurrent connections, each served
+    diag                                 the stack's --diag-services on kernel
+                                         sockets (echo 7, discard 9, HTTP 80)
+                                         until SIGTERM
+
+`--congestion NAME` makes the clients' and diag's sockets use that
+congestion control (TCP_CONGESTION; root may pick one a namespace's
+sysctl would refuse), so a kernel can be compared with a stack that runs
+a given one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
 import resource
 import selectors
+import signal
 import socket
+import threading
 import time
 
 CHUNK = 1 << 16
-PATTERN = bytes(range(32, 127))
+PATTERN = bytes(range(32, 127))  # the diag HTTP body: byte i is PATTERN[i % 95]
+DIAG_PORTS = {"echo": 7, "discard": 9, "http": 80}  # stackservice.diag's
+MAX_REQUEST_HEAD = 8192
+
+
+def _pattern(offset: int, length: int) -> bytes:
+    """Bytes offset .. offset+length of a diag HTTP body."""
+    start = offset % len(PATTERN)
+    return (PATTERN * ((start + length) // len(PATTERN) + 1))[start : start + length]
 
 
 def _payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def echo(host: str, port: int, size: int, seed: int, timeout: float) -> dict:
+def _connect(host: str, port: int, timeout: float, congestion: str | None) -> socket.socket:
+    """A connected socket, with `congestion` control from the SYN on."""
+    sock = socket.socket()
+    try:
+        sock.settimeout(timeout)
+        _set_congestion(sock, congestion)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _set_congestion(sock: socket.socket, congestion: str | None) -> None:
+    if congestion:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+
+
+def echo(
+    host: str, port: int, size: int, seed: int, timeout: float, congestion: str | None = None
+) -> dict:
     """Send and receive at once (a blocking write-then-read would deadlock
     once both directions' buffers fill)."""
     data = memoryview(_payload(size, seed))
     received = hashlib.sha256()
     got = sent = 0
     start = time.monotonic()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout, congestion) as sock:
         sock.setblocking(False)
         with selectors.DefaultSelector() as sel:
             sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -54,7 +93,10 @@ def echo(host: str, port: int, size: int, seed: int, timeout: float) -> dict:
                             raise ConnectionError(f"echo: EOF after {got}/{size} bytes")
                         received.update(chunk)
                         got += len(chunk)
-            tail = sock.recv(1) if _wait_readable(sock, 5) else b"?"
+            # The server's FIN, within what is left of the timeout (on a
+            # lossy wire a lost FIN waits for its retransmission timer).
+            left = max(0.0, timeout - (time.monotonic() - start))
+            tail = sock.recv(1) if _wait_readable(sock, left) else b"?"
     return {
         "sent_sha256": hashlib.sha256(data).hexdigest(),
         "received_sha256": received.hexdigest(),
@@ -70,26 +112,28 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
         return bool(sel.select(timeout))
 
 
-def sink(host: str, port: int, size: int, seed: int, timeout: float) -> dict:
+def sink(
+    host: str, port: int, size: int, seed: int, timeout: float, congestion: str | None = None
+) -> dict:
     data = _payload(size, seed)
     start = time.monotonic()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout, congestion) as sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
         tail = sock.recv(1)  # the discard server closes after our FIN
     return {"bytes": size, "clean_eof": tail == b"", "seconds": time.monotonic() - start}
 
 
-def fetch(host: str, port: int, size: int, timeout: float) -> dict:
+def fetch(host: str, port: int, size: int, timeout: float, congestion: str | None = None) -> dict:
     start = time.monotonic()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with _connect(host, port, timeout, congestion) as sock:
         sock.sendall(f"GET /{size} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         chunks = []
         while chunk := sock.recv(CHUNK):
             chunks.append(chunk)
     response = b"".join(chunks)
     head, _, body = response.partition(b"\r\n\r\n")
-    expected = (PATTERN * (size // len(PATTERN) + 1))[:size]
+    expected = _pattern(0, size)
     return {
         "status": head.split(b" ", 2)[1].decode() if head else "",
         "bytes": len(body),
@@ -179,24 +223,105 @@ def hold(host: str, port: int, count: int, timeout: float, linger: float = 0) ->
     }
 
 
+# ------------------------------------------- the diag services on kernel TCP
+
+
+def _serve_echo(conn: socket.socket) -> None:
+    while chunk := conn.recv(CHUNK):
+        conn.sendall(chunk)
+
+
+def _serve_discard(conn: socket.socket) -> None:
+    while conn.recv(CHUNK):
+        pass
+
+
+def _serve_http(conn: socket.socket) -> None:
+    """One `GET /<n>` per connection (what `fetch` sends), answered as the
+    stack's diag responder does with `Connection: close`, then closed."""
+    request = b""
+    while b"\r\n\r\n" not in request and len(request) <= MAX_REQUEST_HEAD:
+        chunk = conn.recv(CHUNK)
+        if not chunk:
+            return
+        request += chunk
+    target = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+    if not request.startswith(b"GET /") or not (target[1:].isdigit() or target == b"/"):
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        return
+    size = int(target[1:]) if target[1:] else 64
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        + f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+    )
+    for offset in range(0, size, CHUNK):
+        conn.sendall(_pattern(offset, min(CHUNK, size - offset)))
+
+
+_DIAG_HANDLERS = {"echo": _serve_echo, "discard": _serve_discard, "http": _serve_http}
+
+
+def _serve_connection(conn: socket.socket, handler, served: list[int]) -> None:
+    # The handlers read until EOF (or the whole request) before closing, so
+    # a close never leaves unread bytes behind: no RST from our side.
+    with conn, contextlib.suppress(OSError):
+        handler(conn)
+        served[0] += 1
+
+
+def _accept_forever(server: socket.socket, handler, served: list[int]) -> None:
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(
+            target=_serve_connection, args=(conn, handler, served), daemon=True
+        ).start()
+
+
+def diag(congestion: str | None) -> dict:
+    """Serve echo, discard and HTTP on the diag ports, a thread per
+    connection, until SIGTERM/SIGINT; prints a ready line first."""
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # threads inherit the mask
+    served = [0]
+    servers = []
+    for name, port in DIAG_PORTS.items():
+        server = socket.create_server(("0.0.0.0", port), backlog=64)
+        _set_congestion(server, congestion)  # accepted sockets inherit it
+        servers.append(server)
+        threading.Thread(
+            target=_accept_forever, args=(server, _DIAG_HANDLERS[name], served), daemon=True
+        ).start()
+    print(json.dumps({"listening": sorted(DIAG_PORTS.values())}), flush=True)
+    signal.sigwait(stop_signals)
+    for server in servers:
+        server.close()
+    return {"served": served[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("action", choices=["echo", "sink", "fetch", "serve", "hold"])
+    parser.add_argument("action", choices=["echo", "sink", "fetch", "serve", "hold", "diag"])
     parser.add_argument("--host", default="198.18.0.10")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, help="required but for diag")
     parser.add_argument("--bytes", type=int, default=1 << 20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mode", default="echo", choices=["echo", "source"])
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--linger", type=float, default=0)
+    parser.add_argument("--congestion", help="TCP congestion control (default: the system's)")
     args = parser.parse_args()
+    if args.port is None and args.action != "diag":
+        parser.error(f"{args.action} needs --port")
+    cc = args.congestion
     if args.action == "echo":
-        result = echo(args.host, args.port, args.bytes, args.seed, args.timeout)
+        result = echo(args.host, args.port, args.bytes, args.seed, args.timeout, cc)
     elif args.action == "sink":
-        result = sink(args.host, args.port, args.bytes, args.seed, args.timeout)
+        result = sink(args.host, args.port, args.bytes, args.seed, args.timeout, cc)
     elif args.action == "fetch":
-        result = fetch(args.host, args.port, args.bytes, args.timeout)
+        result = fetch(args.host, args.port, args.bytes, args.timeout, cc)
+    elif args.action == "diag":
+        result = diag(cc)
     elif args.action == "hold":
         result = hold(args.host, args.port, args.count, args.timeout, args.linger)
     else:

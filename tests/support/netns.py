@@ -60,6 +60,21 @@ def in_netns(
     )
 
 
+_LIVE_TCP = ("state", "connected", "exclude", "time-wait")  # an `ss` filter
+
+
+def kernel_live_connections(netns: str) -> int:
+    """The namespace kernel's TCP connections still open or closing: neither
+    listening nor in TIME-WAIT."""
+    return len(in_netns(netns, "ss", "-Htan", *_LIVE_TCP).stdout.splitlines())
+
+
+def abort_kernel_connections(netns: str) -> None:
+    """Abort (SOCK_DESTROY, a RST where one can go) every TCP connection of
+    the namespace that is still open or closing."""
+    in_netns(netns, "ss", "-HKtan", *_LIVE_TCP)
+
+
 def spawn_in_netns(netns: str, *argv: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(["ip", "netns", "exec", netns, *argv], **kwargs)
 

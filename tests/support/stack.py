@@ -132,6 +132,17 @@ def _running(pid: str) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+# Connection states with nothing left to send or acknowledge.
+_QUIET_STATES = ("closed", "listen", "time_wait")
+
+
+def live_connections(stack: StackProcess) -> int:
+    """The instance's connections still open or closing: neither listening
+    nor in TIME-WAIT (from its state gauges)."""
+    states = stack.counters()["tcp_states"]
+    return sum(count for state, count in states.items() if state not in _QUIET_STATES)
+
+
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,7 +15,15 @@ import logging
 import os
 import sys
 
-from stackservice.config import DEFAULT_BUSY_POLL_US, InstanceConfig, choose_iface
+from stackservice.config import (
+    DEFAULT_BUSY_POLL_US,
+    DEFAULT_CONGESTION_CONTROL,
+    DEFAULT_RUN_DIR,
+    DEFAULT_TIME_WAIT_MS,
+    WORKERS,
+    InstanceConfig,
+    choose_iface,
+)
 
 
 def _env(flag: str) -> str | None:
@@ -38,14 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
         ("gateway", "next hop for off-link destinations"),
         ("mac", "MAC address to set on the interface (default: keep its own)"),
         ("name", "instance name (default: the interface name)"),
-        ("run-dir", "directory for the instance's shared files (default /run/vfstack)"),
-        ("busy-poll-us", "keep polling this long after traffic before sleeping (default 50)"),
-        ("congestion-control", "cubic (default) or newreno; sockets may choose their own"),
-        ("time-wait-ms", "how long closed connections stay in TIME-WAIT (default 60000)"),
+        ("run-dir", f"directory for the instance's shared files (default {DEFAULT_RUN_DIR})"),
+        (
+            "busy-poll-us",
+            "keep polling this long after traffic before sleeping "
+            f"(default {DEFAULT_BUSY_POLL_US})",
+        ),
+        (
+            "congestion-control",
+            f"cubic or newreno (default {DEFAULT_CONGESTION_CONTROL}); "
+            "sockets may choose their own",
+        ),
+        (
+            "time-wait-ms",
+            f"how long closed connections stay in TIME-WAIT (default {DEFAULT_TIME_WAIT_MS})",
+        ),
         ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
         ("control-tcp", "also serve the control API on HOST:PORT"),
         ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
-        ("workers", "packet-loop workers (only 1 in this version)"),
+        ("workers", f"packet-loop workers (only {WORKERS} in this version)"),
         ("app-group", "group (name or gid) whose members' apps may attach (default: root only)"),
     ]
     for flag, help_text in options:
@@ -87,23 +106,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         iface = choose_iface(args.iface, args.pf, args.vf, _vf_netdev)
+        given = {  # flags not given keep InstanceConfig.build's defaults
+            flag: value
+            for flag, value in (
+                ("gateway", args.gateway),
+                ("mac", args.mac),
+                ("name", args.name),
+                ("run_dir", args.run_dir),
+                ("busy_poll_us", args.busy_poll_us),
+                ("congestion_control", args.congestion_control),
+                ("time_wait_ms", args.time_wait_ms),
+                ("control", args.control),
+                ("control_tcp", args.control_tcp),
+                ("metrics_port", args.metrics_port),
+                ("workers", args.workers),
+                ("app_group", args.app_group),
+            )
+            if value is not None
+        }
         config = InstanceConfig.build(
             iface=iface,
             ip=args.ip,
-            gateway=args.gateway,
-            mac=args.mac,
-            name=args.name,
-            run_dir=args.run_dir or "/run/vfstack",
-            busy_poll_us=args.busy_poll_us or DEFAULT_BUSY_POLL_US,
             diag_services=args.diag_services,
-            congestion_control=args.congestion_control or "cubic",
-            time_wait_ms=args.time_wait_ms or 60_000,
-            control=args.control,
-            control_tcp=args.control_tcp,
-            metrics_port=args.metrics_port,
-            workers=args.workers or 1,
-            app_group=args.app_group,
             strict=args.strict,
+            **given,
         )
     except ValueError as exc:
         print(f"stackservice: {exc}", file=sys.stderr)

@@ -20,6 +20,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # ICMP echo round trip (45 -> 14 us, bench.icmp_echo) at a bounded CPU cost.
 DEFAULT_BUSY_POLL_US = 50
 MAX_BUSY_POLL_US = 10_000
+# The one home of every other default `stackservice run` documents.
+DEFAULT_RUN_DIR = "/run/vfstack"
+DEFAULT_CONGESTION_CONTROL = TcpSettings().congestion_control
+DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
+MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
+WORKERS = 1  # this version's packet loop: see `build`
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +55,15 @@ class InstanceConfig:
         gateway: str | None = None,
         mac: str | None = None,
         name: str | None = None,
-        run_dir: str = "/run/vfstack",
+        run_dir: str = DEFAULT_RUN_DIR,
         busy_poll_us: str | int = DEFAULT_BUSY_POLL_US,
         diag_services: bool = False,
-        congestion_control: str = "cubic",
-        time_wait_ms: str | int = 60_000,
+        congestion_control: str = DEFAULT_CONGESTION_CONTROL,
+        time_wait_ms: str | int = DEFAULT_TIME_WAIT_MS,
         control: str | None = None,
         control_tcp: str | None = None,
         metrics_port: str | int | None = None,
-        workers: str | int = 1,
+        workers: str | int = WORKERS,
         app_group: str | int | None = None,
         strict: bool = False,
     ) -> InstanceConfig:
@@ -100,14 +106,14 @@ class InstanceConfig:
             time_wait = int(time_wait_ms)
         except ValueError:
             time_wait = -1
-        if not 0 <= time_wait <= 240_000:
-            raise ValueError("--time-wait-ms: give 0..240000 (RFC 9293 2*MSL is 240 s)")
+        if not 0 <= time_wait <= MAX_TIME_WAIT_MS:
+            raise ValueError(f"--time-wait-ms: give 0..{MAX_TIME_WAIT_MS} (RFC 9293 2*MSL)")
         try:
             tcp = TcpSettings(congestion_control=congestion_control, time_wait_us=time_wait * 1000)
         except ValueError as exc:
             raise ValueError(f"--congestion-control: {exc}") from None
         run = Path(run_dir)
-        if str(workers) != "1":
+        if str(workers) != str(WORKERS):
             # Per-core flow affinity (PACKET_FANOUT + a loop per core) pays
             # only once the hot path is compiled; refuse rather than ignore.
             raise ValueError(f"--workers: this version runs 1 worker, not {workers!r}")

@@ -1,4 +1,10 @@
-"""Sans-IO TCP: segment format, drop reasons (and, later, TCBs and timers)."""
+"""Sans-IO TCP (RFC 9293 and its extensions): segments, the engine, TCBs,
+timers, congestion control, SACK and RACK-TLP loss recovery, SYN cookies.
+
+This package re-exports the wire format and the drop reasons; the engine
+is `stackservice.tcp.engine.TcpEngine`. Nothing here does I/O or reads a
+clock: time comes in as an int of microseconds.
+"""
 
 from stackservice.tcp.drops import SEGMENT_DROP_REASONS, TCP_DROP_REASON_COUNT, TcpDropReason
 from stackservice.tcp.segment import (

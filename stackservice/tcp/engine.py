@@ -205,7 +205,9 @@ class TcpEngine:
         self._control: list[Tcb] = []
         self._acks: list[Tcb] = []
         self._data: list[Tcb] = []
-        self._resets: list[tuple[int, bytearray]] = []
+        # Segments no TCB sends (RSTs to unknown flows, SYN-cookie SYN-ACKs):
+        # built at once, sent first in the flush.
+        self._stateless: list[tuple[int, bytearray]] = []
         self._next_port = EPHEMERAL_FIRST
         self._next_sock_id = 1
         self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
@@ -639,7 +641,7 @@ class TcpEngine:
             _NO_OPTIONS,
             0,
         )
-        self._resets.append((dst_ip, segment))
+        self._stateless.append((dst_ip, segment))
         self.counters[TcpCounter.RESETS_OUT] += 1
 
     def send_segment(
@@ -748,7 +750,7 @@ class TcpEngine:
             reply,
             0,
         )
-        self._resets.append((src_ip, segment))
+        self._stateless.append((src_ip, segment))
         listener.cookies_sent_at = now
         self.counters[TcpCounter.SYN_COOKIES_SENT] += 1
 
@@ -1042,9 +1044,9 @@ class TcpEngine:
     def flush(self, now: int) -> None:
         """Send everything queued this pass: control, then ACKs, then data."""
         send = self._send_ipv4
-        for dst, segment in self._resets:
+        for dst, segment in self._stateless:
             send(dst, PROTO_TCP, segment, now)
-        self._resets.clear()
+        self._stateless.clear()
         control, self._control = self._control, []
         for tcb in control:
             tcb.on_control_list = False

@@ -17,7 +17,7 @@ import pytest
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
 from stackservice.diag import PATTERN
-from tests.integration.test_isolation import echo_server, peer_connection, round_trip, sessions
+from tests.integration.test_isolation import echo_server, peer_connection, round_trip, session_ids
 from tests.integration.test_metrics import _free_port, _scrape
 from tests.support.faults import DOOMED_APP, FAULT_ID, MARK_HEX
 from tests.support.netns import in_netns
@@ -107,12 +107,17 @@ def test_a_bug_serving_one_app_ends_that_apps_session_only(emulated_port):
         to_healthy = peer_connection(netns, STACK, 7002)
         to_doomed = peer_connection(netns, STACK, 7001)
         assert round_trip(to_healthy, b"hello") == b"hello"
+        before = session_ids(url)
+        assert sorted(before) == [DOOMED_APP, "healthy"]
         to_doomed.settimeout(5)
         to_doomed.sendall(b"hello")  # echoing it back is the command that fails
         with pytest.raises(ConnectionResetError):  # the session's connections are reset
             while to_doomed.recv(100):
                 pass
-        assert wait_until(lambda: sessions(url) == ["healthy"])
+        # That session ended (the example app then attaches again, as a new
+        # session: examples/_server.py); the healthy app's goes on.
+        assert wait_until(lambda: session_ids(url).get(DOOMED_APP) != before[DOOMED_APP])
+        assert session_ids(url)["healthy"] == before["healthy"]
         assert round_trip(to_healthy, b"still here" * 1000) == b"still here" * 1000
         assert internal_errors(metrics) == only(session=1)
         to_healthy.close()

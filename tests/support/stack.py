@@ -169,9 +169,24 @@ def live_connections(stack: StackProcess) -> int:
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """Whether `predicate()` came true within `timeout` seconds (polled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
     return predicate()
+
+
+def sample_until(sample, done, timeout: float = 5.0, interval: float = 0.02):
+    """`sample()` again until `done(value)` holds or `timeout` passes;
+    returns the last value, for exact asserts on the state waited for (a
+    timeout then fails them with what was seen)."""
+    last = []
+
+    def sampled_done() -> bool:
+        last[:] = [sample()]
+        return done(last[0])
+
+    wait_until(sampled_done, timeout, interval)
+    return last[0]

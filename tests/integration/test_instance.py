@@ -200,8 +200,9 @@ def test_missing_interface_is_a_one_line_error(tmp_path):
     assert result.stderr.count("\n") == 1 and "vftnosuch0" in result.stderr
 
 
-def test_sigterm_resets_open_connections(emulated_port, tmp_path):
-    """DESIGN.md: on SIGTERM connections are reset, so peers learn at once."""
+def test_sigterm_resets_open_connections_and_the_peer_sees_the_resets(emulated_port, tmp_path):
+    """docs/architecture.md: on SIGTERM connections are reset, so peers
+    learn at once: the kernel peer's five sockets each read ECONNRESET."""
     stack = StackProcess(emulated_port.vf(0), "198.18.0.10/24", tmp_path, "vf0", "--diag-services")
     holder = spawn_in_netns(
         emulated_port.netns,
@@ -223,8 +224,11 @@ def test_sigterm_resets_open_connections(emulated_port, tmp_path):
     try:
         assert '"served": 5' in holder.stdout.readline()
         status, out, _ = stack.stop()
+        held = json.loads(holder.communicate(timeout=30)[0])
     finally:
         holder.kill()
+        stack.stop()
     assert status == 0
     summary = json.loads(out.split("counters ", 1)[1])
     assert summary["tcp"]["resets_out"] >= 5
+    assert (held["reset"], held["eof"]) == (5, 0), held

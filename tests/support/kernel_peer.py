@@ -44,7 +44,9 @@ def _pattern(offset: int, length: int) -> bytes:
     return (PATTERN * ((start + length) // len(PATTERN) + 1))[start : start + length]
 
 
-def _payload(size: int, seed: int) -> bytes:
+def payload(size: int, seed: int) -> bytes:
+    """What `echo`, `sink` and `serve --mode source` send for `--bytes
+    size --seed seed`, so a receiver can check every byte."""
     return random.Random(seed).randbytes(size)
 
 
@@ -71,7 +73,7 @@ def echo(
 ) -> dict:
     """Send and receive at once (a blocking write-then-read would deadlock
     once both directions' buffers fill)."""
-    data = memoryview(_payload(size, seed))
+    data = memoryview(payload(size, seed))
     received = hashlib.sha256()
     got = sent = 0
     start = time.monotonic()
@@ -116,7 +118,7 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
 def sink(
     host: str, port: int, size: int, seed: int, timeout: float, congestion: str | None = None
 ) -> dict:
-    data = _payload(size, seed)
+    data = payload(size, seed)
     start = time.monotonic()
     with _connect(host, port, timeout, congestion) as sock:
         sock.sendall(data)
@@ -154,7 +156,7 @@ def serve(port: int, mode: str, size: int, seed: int, timeout: float) -> dict:
         total = 0
         with conn:
             if mode == "source":
-                data = _payload(size, seed)
+                data = payload(size, seed)
                 conn.sendall(data)
                 digest.update(data)
                 total = size

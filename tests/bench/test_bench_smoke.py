@@ -111,6 +111,23 @@ def test_rings_bench_quick_compares_with_socketpair():
         assert row["ratio"] > 0
 
 
+def test_relay_bench_quick_accounts_for_every_frame_offered():
+    report = _run_bench("bench.relay")
+    (row,) = report["summary"]
+    assert row["offered_per_s"] == 20_000 and row["sent_per_s"] > 0
+    for run in report["runs"]["20000"]:
+        assert run["forwarded"] + run["overruns"] == run["frames"] > 0, run
+    assert row["unaccounted"] == 0
+
+
+def test_metrics_bench_quick_measures_observe_and_scrapes():
+    report = _run_bench("bench.metrics")
+    rows = {row["measure"]: row for row in report["summary"]}
+    assert set(rows) == {"Histogram.observe", "scrape, no app table", "scrape, 256 apps"}
+    for row in rows.values():
+        assert 0 < row["min"] <= row["max"], row
+
+
 def test_evaluation_smoke_writes_json_summary_and_plots(tmp_path):
     """`python -m bench --smoke`: every mTCP workload on both sides, in well
     under a minute, with its files written."""

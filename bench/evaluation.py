@@ -22,10 +22,10 @@ with the clients on the kernel in the peer namespace (198.18.0.1):
     fairness N parallel bulk downloads: per-flow rates, Jain's index (§5.2)
     bulk     one download (server -> client) and one echo stream (both ways)
     cost     the stack's own cost: the in-stack diag HTTP (no app) next to
-             both apps, the TCP engine alone (bench.tcp), and per-call SDK
+             both apps, the TCP engine alone (bench._engine), and per-call SDK
              cost of send / recv / epoll vs. kernel sockets (bench.eval_opcost)
     paced    CPU-seconds per 1000 transactions at a fixed offered rate
-             (whole machine from /proc/stat less idle, bench.tcp's method)
+             (whole machine from /proc/stat less idle, bench._measure)
              for a few of the points above: a single-threaded client on 2
              cores saturates before the kernel server does, so peak rates
              understate the kernel; CPU at equal load does not
@@ -56,19 +56,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import eval_report
-from bench.eval_client import latency_stats
-from bench.tcp import (
-    _AB_FIELDS,
+from bench._engine import engine_bulk, engine_transactions, harness_us_per_segment
+from bench._measure import (
+    AB_FIELDS,
     QUIET_CPU_PER_S,
     Quieter,
-    _affinity,
+    affinity,
     charge_idle,
-    engine_bulk,
-    engine_transactions,
-    harness_us_per_segment,
     idle_baseline,
     process_cpu_s,
 )
+from bench.eval_client import latency_stats
 from stackservice.nic.emulate import PEER_ADDRESS
 from tests.support.netns import KERNEL_HOST_ADDRESS, kernel_host, private_port
 from tests.support.process import stop as stop_process
@@ -171,11 +169,11 @@ class Bed:
         self.pin = args.pin
         self.quieter = Quieter(args.profile.quiet_budget_s, progress)
         self.idle_seconds = args.profile.idle_seconds
-        self.placement: dict[str, str] = {"bench": _affinity(os.getpid())}
+        self.placement: dict[str, str] = {"bench": affinity(os.getpid())}
         self.wrk = shutil.which("wrk") is not None and not args.no_wrk
         if self.pin:
             pin(stack.proc.pid, self.pin[0])
-        self.placement["stack"] = _affinity(stack.proc.pid)
+        self.placement["stack"] = affinity(stack.proc.pid)
 
     def client_argv(self, *argv: str) -> list[str]:
         """A client command in the peer namespace (pinned with --pin)."""
@@ -209,7 +207,7 @@ class Bed:
                 raise RuntimeError(f"{example} ({side}) did not start: {line}{proc.stderr.read()}")
             if self.pin:
                 pin(proc.pid, self.pin[0])
-            self.placement[f"{side} {example}"] = _affinity(proc.pid)
+            self.placement[f"{side} {example}"] = affinity(proc.pid)
             yield server
         finally:
             stop_process(proc, timeout=15)
@@ -271,7 +269,7 @@ def ab(bed: Bed, server: Server, concurrency: int, seconds: int, times: bool = F
         )
         rows = [line.split("\t") for line in tsv if line[:1].isalpha() and "ctime" not in line]
     figures: dict = {}
-    for name, pattern in _AB_FIELDS.items():
+    for name, pattern in AB_FIELDS.items():
         match = pattern.search(done.stdout)
         if match is None and name != "non_2xx":
             raise RuntimeError(f"ab failed ({done.returncode}): {done.stdout}{done.stderr}")
@@ -325,7 +323,7 @@ def client(bed: Bed, server: Server, mode: str, *flags: str, seconds: float = 0)
 
 def paced(bed: Bed, server: Server, mode: str, rate: float, seconds: float, mpc: int) -> dict:
     """CPU per 1000 transactions at `rate`/s, between two idle samples
-    (bench.tcp's method: whole machine less idle, and the processes' own)."""
+    (bench._measure: whole machine less idle, and the processes' own)."""
     before = bed.quieter.wait()
     cpu0 = sum(process_cpu_s(pid) for pid in server.pids)
     flags = ["--rate", str(rate)] + (["--mpc", str(mpc)] if mode == "http" else [])

@@ -206,6 +206,19 @@ def notes(report: dict) -> list[str]:
     ]
 
 
+def written(report: dict) -> str:
+    """Where the run put its files, the only ones it leaves (`write`)."""
+    outputs = report["outputs"]
+    plots = outputs.get("plots")
+    plotted = f"plots/ ({len(plots)} PNG)" if plots is not None else "no plots"
+    if "plots_skipped" in outputs:
+        plotted += f": {outputs['plots_skipped']}"
+    return (
+        f"summary: {outputs['summary']}; with it eval.json and {plotted} in "
+        f"{Path(outputs['summary']).parent}/, the only files this run left"
+    )
+
+
 def text(report: dict) -> str:
     """The readable end of a run: bench._measure's table, then the notes."""
     return "\n".join([table(report["summary"]), "", *notes(report)])
@@ -238,6 +251,8 @@ def markdown(report: dict) -> str:
     plots = report.get("outputs", {}).get("plots", [])
     if plots:
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in plots)]
+    if "outputs" in report:
+        lines += ["", written(report)]
     return "\n".join(lines) + "\n"
 
 

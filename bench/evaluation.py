@@ -32,7 +32,9 @@ with the clients on the kernel in the peer namespace (198.18.0.1):
 
 Repeats alternate which server goes first; figures are medians with
 min..max. Results: a JSON file, a markdown summary with stack/kernel
-ratios and PNG plots in `--out` (default bench/out/eval-<time>/).
+ratios and PNG plots in `--out` (default bench/out/eval-<time>/), the
+only files a run leaves (its temporary files are removed; bench/out/ is
+not tracked by git); the last line printed names the summary.
 
     python3 -m bench [--quick | --smoke] [--json] [--out DIR] [--only fig7a,fig8]   (as root)
 """
@@ -769,7 +771,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="a short run (~3 min)")
     size.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
     parser.add_argument("--json", action="store_true", help="print the JSON report on stdout")
-    parser.add_argument("--out", type=Path, help="output folder (default bench/out/eval-TIME)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder, the only place a run leaves files (default bench/out/eval-TIME)",
+    )
     parser.add_argument(
         "--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}"
     )
@@ -814,4 +820,5 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(eval_report.text(report))
+        print(eval_report.written(report))
     return 0

@@ -167,6 +167,9 @@ def test_evaluation_smoke_writes_json_summary_and_plots(tmp_path):
     assert saved["summary"] == rows
     summary = Path(outputs["summary"]).read_text()
     assert "| fig7a |" in summary and "stack/kernel" in summary and "python3 -m bench" in summary
+    # It names itself and the folder that holds everything the run left.
+    assert eval_report.written(saved) in summary and outputs["summary"] in summary
+    assert {p.name for p in out.iterdir()} <= {"eval.json", "summary.md", "plots"}
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -10,7 +10,7 @@ import pytest
 
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.engine import SocketError
-from stackservice.tcp.segment import ACK, FIN, RST, SYN, TcpOptions
+from stackservice.tcp.segment import ACK, FIN, SYN, TcpOptions
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import READ_HANGUP, READABLE, SHUT_WR

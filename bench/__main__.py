@@ -1,7 +1,8 @@
 """`python3 -m bench`: mTCP's evaluation against Linux kernel TCP (bench.evaluation).
 
 The single benchmarks stay runnable on their own: `python3 -m bench.tcp`,
-`bench.icmp_echo`, `bench.packet_io`, `bench.rings`, `bench.control_overhead`.
+`bench.icmp_echo`, `bench.packet_io`, `bench.rings`, `bench.control_overhead`,
+`bench.loss`, `bench.soak`, `bench.relay`, `bench.metrics`.
 """
 
 import sys

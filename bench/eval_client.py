@@ -36,7 +36,7 @@ import struct
 import sys
 import time
 
-from bench.tcp import machine_cpu, machine_sample
+from bench._measure import machine_cpu, machine_sample
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT

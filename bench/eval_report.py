@@ -1,9 +1,9 @@
 """The evaluation's outputs: summary rows, the text table, the markdown
 summary, the JSON file and the PNG plots (matplotlib, if installed).
 
-Rows reuse bench.tcp's shape (`measure`, `unit`, `stack` and `kernel` as
-min/median/max, `ratio` = stack median / kernel median) and its table;
-`better` says which way is good for that measure.
+Rows reuse bench.tcp's shape, from bench._measure (`measure`, `unit`,
+`stack` and `kernel` as min/median/max, `ratio` = stack median / kernel
+median) and its table; `better` says which way is good for that measure.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bench.tcp import _fmt, _row, table
+from bench._measure import fmt, ratio_row, table
 
 HIGHER, LOWER = "higher", "lower"
 PLOT_NAMES = ("fig7a", "fig7b", "fig7c", "fig8", "table2", "fairness", "bulk", "cost", "ratios")
@@ -28,11 +28,11 @@ def values(runs: list[dict], pick) -> list[float]:
 
 def row(fig: str, measure: str, unit: str, better: str, stack: list[float],
         kernel: list[float] | None, failed: dict | None = None) -> dict | None:  # fmt: skip
-    """bench.tcp's row (spreads, ratio) tagged with its figure; None if
+    """bench._measure's row (spreads, ratio) tagged with its figure; None if
     the stack side has no figure at all, so a lost run shows as a gap."""
     if not stack:
         return None
-    result = _row(measure, unit, stack, kernel or None)
+    result = ratio_row(measure, unit, stack, kernel or None)
     if kernel == []:
         result["kernel"] = None
         result["ratio"] = None
@@ -152,7 +152,7 @@ def summarize(report: dict) -> list[dict]:
 def _cell(s: dict | None) -> str:
     if not s:
         return "-"
-    med, lo, hi = (_fmt(s[k]) for k in ("median", "min", "max"))
+    med, lo, hi = (fmt(s[k]) for k in ("median", "min", "max"))
     return med if lo == hi else f"{med} ({lo}..{hi})"
 
 
@@ -206,8 +206,21 @@ def notes(report: dict) -> list[str]:
     ]
 
 
+def written(report: dict) -> str:
+    """Where the run put its files, the only ones it leaves (`write`)."""
+    outputs = report["outputs"]
+    plots = outputs.get("plots")
+    plotted = f"plots/ ({len(plots)} PNG)" if plots is not None else "no plots"
+    if "plots_skipped" in outputs:
+        plotted += f": {outputs['plots_skipped']}"
+    return (
+        f"summary: {outputs['summary']}; with it eval.json and {plotted} in "
+        f"{Path(outputs['summary']).parent}/, the only files this run left"
+    )
+
+
 def text(report: dict) -> str:
-    """The readable end of a run: bench.tcp's table, then the notes."""
+    """The readable end of a run: bench._measure's table, then the notes."""
     return "\n".join([table(report["summary"]), "", *notes(report)])
 
 
@@ -238,6 +251,8 @@ def markdown(report: dict) -> str:
     plots = report.get("outputs", {}).get("plots", [])
     if plots:
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in plots)]
+    if "outputs" in report:
+        lines += ["", written(report)]
     return "\n".join(lines) + "\n"
 
 

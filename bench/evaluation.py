@@ -22,17 +22,19 @@ with the clients on the kernel in the peer namespace (198.18.0.1):
     fairness N parallel bulk downloads: per-flow rates, Jain's index (§5.2)
     bulk     one download (server -> client) and one echo stream (both ways)
     cost     the stack's own cost: the in-stack diag HTTP (no app) next to
-             both apps, the TCP engine alone (bench.tcp), and per-call SDK
+             both apps, the TCP engine alone (bench._engine), and per-call SDK
              cost of send / recv / epoll vs. kernel sockets (bench.eval_opcost)
     paced    CPU-seconds per 1000 transactions at a fixed offered rate
-             (whole machine from /proc/stat less idle, bench.tcp's method)
+             (whole machine from /proc/stat less idle, bench._measure)
              for a few of the points above: a single-threaded client on 2
              cores saturates before the kernel server does, so peak rates
              understate the kernel; CPU at equal load does not
 
 Repeats alternate which server goes first; figures are medians with
 min..max. Results: a JSON file, a markdown summary with stack/kernel
-ratios and PNG plots in `--out` (default bench/out/eval-<time>/).
+ratios and PNG plots in `--out` (default bench/out/eval-<time>/), the
+only files a run leaves (its temporary files are removed; bench/out/ is
+not tracked by git); the last line printed names the summary.
 
     python3 -m bench [--quick | --smoke] [--json] [--out DIR] [--only fig7a,fig8]   (as root)
 """
@@ -56,19 +58,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import eval_report
-from bench.eval_client import latency_stats
-from bench.tcp import (
-    _AB_FIELDS,
+from bench._engine import engine_bulk, engine_transactions, harness_us_per_segment
+from bench._measure import (
+    AB_FIELDS,
     QUIET_CPU_PER_S,
     Quieter,
-    _affinity,
+    affinity,
     charge_idle,
-    engine_bulk,
-    engine_transactions,
-    harness_us_per_segment,
     idle_baseline,
     process_cpu_s,
 )
+from bench.eval_client import latency_stats
 from stackservice.nic.emulate import PEER_ADDRESS
 from tests.support.netns import KERNEL_HOST_ADDRESS, kernel_host, private_port
 from tests.support.process import stop as stop_process
@@ -171,11 +171,11 @@ class Bed:
         self.pin = args.pin
         self.quieter = Quieter(args.profile.quiet_budget_s, progress)
         self.idle_seconds = args.profile.idle_seconds
-        self.placement: dict[str, str] = {"bench": _affinity(os.getpid())}
+        self.placement: dict[str, str] = {"bench": affinity(os.getpid())}
         self.wrk = shutil.which("wrk") is not None and not args.no_wrk
         if self.pin:
             pin(stack.proc.pid, self.pin[0])
-        self.placement["stack"] = _affinity(stack.proc.pid)
+        self.placement["stack"] = affinity(stack.proc.pid)
 
     def client_argv(self, *argv: str) -> list[str]:
         """A client command in the peer namespace (pinned with --pin)."""
@@ -209,7 +209,7 @@ class Bed:
                 raise RuntimeError(f"{example} ({side}) did not start: {line}{proc.stderr.read()}")
             if self.pin:
                 pin(proc.pid, self.pin[0])
-            self.placement[f"{side} {example}"] = _affinity(proc.pid)
+            self.placement[f"{side} {example}"] = affinity(proc.pid)
             yield server
         finally:
             stop_process(proc, timeout=15)
@@ -271,7 +271,7 @@ def ab(bed: Bed, server: Server, concurrency: int, seconds: int, times: bool = F
         )
         rows = [line.split("\t") for line in tsv if line[:1].isalpha() and "ctime" not in line]
     figures: dict = {}
-    for name, pattern in _AB_FIELDS.items():
+    for name, pattern in AB_FIELDS.items():
         match = pattern.search(done.stdout)
         if match is None and name != "non_2xx":
             raise RuntimeError(f"ab failed ({done.returncode}): {done.stdout}{done.stderr}")
@@ -325,7 +325,7 @@ def client(bed: Bed, server: Server, mode: str, *flags: str, seconds: float = 0)
 
 def paced(bed: Bed, server: Server, mode: str, rate: float, seconds: float, mpc: int) -> dict:
     """CPU per 1000 transactions at `rate`/s, between two idle samples
-    (bench.tcp's method: whole machine less idle, and the processes' own)."""
+    (bench._measure: whole machine less idle, and the processes' own)."""
     before = bed.quieter.wait()
     cpu0 = sum(process_cpu_s(pid) for pid in server.pids)
     flags = ["--rate", str(rate)] + (["--mpc", str(mpc)] if mode == "http" else [])
@@ -771,7 +771,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="a short run (~3 min)")
     size.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
     parser.add_argument("--json", action="store_true", help="print the JSON report on stdout")
-    parser.add_argument("--out", type=Path, help="output folder (default bench/out/eval-TIME)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder, the only place a run leaves files (default bench/out/eval-TIME)",
+    )
     parser.add_argument(
         "--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}"
     )
@@ -816,4 +820,5 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(eval_report.text(report))
+        print(eval_report.written(report))
     return 0

@@ -361,18 +361,18 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict:
         # Interleaved repeats: the VM's timing drifts between runs.
         for rep in range(repeats):
             for kind in kinds:
-                progress(f"latency {kind} ({rep + 1}/{repeats})")
+                progress(f"latency {kind} ({rep + 1}/{repeats}) ...")
                 samples[kind].append(latency(kind, ifname, port.netns, pings))
         for kind in kinds:
             results["latency_us"][kind] = {
                 key: statistics.median(s[key] for s in samples[kind])
                 for key in ("p50", "p99", "mean", "ping_f_avg", "frames_per_wakeup", "lost")
             }
-            progress(f"drain {kind}")
+            progress(f"drain {kind} ...")
             results["drain"][kind] = drain(kind, ifname, port.wire, port.netns, burst, rounds)
         tx = results["transmit_us_per_frame"]
         for batch in (1, 4, 32, 256):
-            progress(f"transmit batch {batch}")
+            progress(f"transmit batch {batch} ...")
             samples_tx: dict[str, list[float]] = {"send": [], "bypass": [], "ring": []}
             for _ in range(repeats):
                 samples_tx["send"].append(transmit_port(ifname, tx_count, batch, False))

@@ -2,7 +2,7 @@
 
 All in one run:
 
-1. Engine only: two `TcpEngine`s back to back in this process (each one's
+1. Engine only (bench._engine): two `TcpEngine`s back to back in this process (each one's
    `send_ipv4` wraps the segment in an IPv4 header and queues it for the
    other, which parses it as the IPv4 host would). A bulk transfer A -> B
    (segments/s both directions, MB/s, µs/segment) and short transactions
@@ -35,7 +35,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import selectors
 import signal
 import socket
@@ -44,18 +43,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import _cli as bench_cli
+from bench._engine import engine_bulk, engine_transactions, harness_us_per_segment
+from bench._measure import (
+    AB_FIELDS,
+    QUIET_CPU_PER_S,
+    Progress,
+    Quieter,
+    affinity,
+    charge_idle,
+    idle_baseline,
+    machine_cpu,
+    machine_sample,
+    process_cpu_s,
+    ratio_row,
+    table,
+)
 from stackservice.diag import PATTERN
-from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
-from stackservice.tcp.counters import TCP_COUNTER_COUNT, TcpCounter
-from stackservice.tcp.drops import TCP_DROP_REASON_COUNT
-from stackservice.tcp.engine import SocketError, TcpEngine
-from stackservice.tcp.settings import TcpSettings
-from stackservice.tcp.state import TCP_STATE_COUNT
-from stackservice.tcp.tcb import ERROR, HANGUP, WRITABLE, Tcb
 from tests.support.process import stop as stop_process
 
 STACK_ADDRESS = "198.18.0.10"
@@ -63,315 +70,6 @@ KERNEL_ADDRESS = "198.18.0.50"  # tests.support.netns.KERNEL_HOST_ADDRESS
 HTTP_PORT = 80
 CONCURRENCY = 100
 REPO = Path(__file__).resolve().parents[1]
-
-Progress = Callable[[str], None]
-
-
-def _ip(text: str) -> int:
-    return int.from_bytes(socket.inet_aton(text), "big")
-
-
-def _now_us() -> int:
-    return time.monotonic_ns() // 1000
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-# ----------------------------------------------------------------- engine only
-
-
-class _Side:
-    """One engine and the segments queued for it by the other side."""
-
-    def __init__(self, ip: int, peer_ip: int, secret: bytes) -> None:
-        self.ip = ip
-        self.peer_ip = peer_ip
-        self.peer: _Side = self
-        self.inbox: list[bytearray] = []
-        self.ident = 0
-        # Seconds spent in each phase of run_pass (timed per pass, not per
-        # segment, so the clock reads cost little).
-        self.phases = [0.0, 0.0, 0.0]  # input, application, output
-        self.counters = [0] * TCP_COUNTER_COUNT
-        self.drops = [0] * TCP_DROP_REASON_COUNT
-        self.engine = TcpEngine(
-            ip, self._send, self._route, TcpSettings(), self.counters, self.drops,
-            [0] * TCP_STATE_COUNT, secret,
-        )  # fmt: skip
-
-    def _route(self, dst: int) -> int | None:
-        return dst if dst == self.peer_ip else None
-
-    def _send(self, dst: int, protocol: int, segment: bytearray, now: int) -> bool:
-        # What Ipv4Host.send_ipv4 does, less the Ethernet header and ARP.
-        length = len(segment)
-        datagram = bytearray(20 + length)
-        write_header(datagram, 0, self.ip, dst, protocol, length, self.ident)
-        self.ident = (self.ident + 1) & 0xFFFF
-        datagram[20:] = segment
-        self.peer.inbox.append(datagram)
-        return True
-
-    def run_pass(self, now: int) -> None:
-        """One loop pass: input, timers, readiness to owners, flush."""
-        engine = self.engine
-        clock = time.perf_counter
-        phases = self.phases
-        t0 = clock()
-        inbox, self.inbox = self.inbox, []
-        for datagram in inbox:
-            header = Ipv4View.checked(memoryview(datagram), False)
-            engine.on_segment(header, header.payload(), now, False)
-        deadline = engine.poll_at()
-        if deadline is not None and deadline <= now:
-            engine.on_timer(now)
-        t1 = clock()
-        for sock in engine.take_events():
-            owner = sock.owner
-            if owner is not None:
-                owner.on_ready(sock, now)
-        t2 = clock()
-        engine.flush(now)
-        t3 = clock()
-        phases[0] += t1 - t0
-        phases[1] += t2 - t1
-        phases[2] += t3 - t2
-
-
-def _pair() -> tuple[_Side, _Side]:
-    a_ip, b_ip = _ip("198.18.0.1"), _ip(STACK_ADDRESS)
-    a, b = _Side(a_ip, b_ip, bytes(32)), _Side(b_ip, a_ip, bytes(range(32)))
-    a.peer, b.peer = b, a
-    return a, b
-
-
-def _segments(a: _Side, b: _Side) -> int:
-    return a.counters[TcpCounter.SEGMENTS_IN] + b.counters[TcpCounter.SEGMENTS_IN]
-
-
-def _phases(a: _Side, b: _Side, segments: int) -> dict[str, float]:
-    """µs per segment spent in input (incl. timers), in the applications'
-    calls (send/receive copies, connect/close) and in output."""
-    names = ("input", "app", "output")
-    return {name: 1e6 * (a.phases[i] + b.phases[i]) / segments for i, name in enumerate(names)}
-
-
-def _read(engine: TcpEngine, tcb: Tcb, out: memoryview, now: int) -> int:
-    """Bytes read (0 at EOF), -1 if none are ready."""
-    try:
-        return engine.receive_into(tcb, out, now)
-    except SocketError as exc:
-        if exc.errno == errno.EAGAIN:
-            return -1
-        raise
-
-
-class _BulkSender:
-    __slots__ = ("chunk", "engine", "left")
-
-    def __init__(self, engine: TcpEngine, total: int) -> None:
-        self.engine = engine
-        self.left = total
-        self.chunk = memoryview(PATTERN * (65536 // len(PATTERN) + 1))[:65536]
-
-    def on_ready(self, tcb: Tcb, now: int) -> None:
-        engine = self.engine
-        if not self.left or not engine.readiness(tcb) & WRITABLE:
-            return
-        while self.left:
-            written = engine.send(tcb, self.chunk[: min(self.left, 65536)], now)
-            self.left -= written
-            if not written:
-                return
-        engine.close(tcb, now)
-
-
-class _Sink:
-    """Server side of the bulk transfer: accept, read everything."""
-
-    __slots__ = ("engine", "eof", "received", "scratch")
-
-    def __init__(self, engine: TcpEngine) -> None:
-        self.engine = engine
-        self.scratch = memoryview(bytearray(65536))
-        self.received = 0
-        self.eof = False
-
-    def on_ready(self, sock, now: int) -> None:
-        engine = self.engine
-        if not isinstance(sock, Tcb):
-            while (tcb := engine.accept(sock)) is not None:
-                tcb.owner = self
-                self.on_ready(tcb, now)
-            return
-        while (count := _read(engine, sock, self.scratch, now)) > 0:
-            self.received += count
-        if count == 0:
-            self.eof = True
-            engine.close(sock, now)
-
-
-def engine_bulk(megabytes: int) -> dict[str, float]:
-    a, b = _pair()
-    total = megabytes * 1_000_000
-    sink = _Sink(b.engine)
-    b.engine.listen(5001, 16, owner=sink)
-    started = time.perf_counter()
-    a.engine.connect(b.ip, 5001, _now_us(), owner=_BulkSender(a.engine, total))
-    while not sink.eof:
-        now = _now_us()
-        a.run_pass(now)
-        b.run_pass(now)
-    elapsed = time.perf_counter() - started
-    if sink.received != total:
-        raise RuntimeError(f"bulk: {sink.received} of {total} bytes arrived")
-    segments = _segments(a, b)
-    return {
-        "bytes": total,
-        "segments": segments,
-        "seconds": elapsed,
-        "segments_per_s": segments / elapsed,
-        "mb_per_s": total / elapsed / 1e6,
-        "us_per_segment": 1e6 * elapsed / segments,
-        "phase_us_per_segment": _phases(a, b, segments),
-    }
-
-
-_REQUEST = b"GET / HTTP/1.0\r\nX-Pad: " + b"x" * 37 + b"\r\n\r\n"
-_RESPONSE = bytes(PATTERN[:64])
-assert len(_REQUEST) == 64
-
-
-class _TxClient:
-    """One client connection: send the request, read the response to EOF."""
-
-    __slots__ = ("got", "loop", "sent")
-
-    def __init__(self, loop: _TxLoop) -> None:
-        self.loop = loop
-        self.sent = False
-        self.got = 0
-
-    def on_ready(self, tcb: Tcb, now: int) -> None:
-        engine = self.loop.engine
-        if engine.readiness(tcb) & (ERROR | HANGUP):
-            raise RuntimeError("engine transaction failed")
-        if not self.sent:
-            if not engine.readiness(tcb) & WRITABLE:
-                return
-            engine.send(tcb, _REQUEST, now)
-            self.sent = True
-        while (count := _read(engine, tcb, self.loop.scratch, now)) > 0:
-            self.got += count
-        if count == 0:
-            if self.got != len(_RESPONSE):
-                raise RuntimeError(f"engine transaction: {self.got} bytes of response")
-            engine.close(tcb, now)
-            self.loop.finished(now)
-
-
-class _TxLoop:
-    """Keeps `concurrency` transactions in flight until `count` are done."""
-
-    __slots__ = ("count", "done", "engine", "remote", "scratch", "started")
-
-    def __init__(self, engine: TcpEngine, remote: int, count: int) -> None:
-        self.engine = engine
-        self.remote = remote
-        self.count = count
-        self.started = self.done = 0
-        self.scratch = memoryview(bytearray(4096))
-
-    def start(self, now: int) -> None:
-        if self.started < self.count:
-            self.started += 1
-            self.engine.connect(self.remote, HTTP_PORT, now, owner=_TxClient(self))
-
-    def finished(self, now: int) -> None:
-        self.done += 1
-        self.start(now)
-
-
-class _TxServer:
-    """Accept, read the 64 B request, answer 64 B and close."""
-
-    __slots__ = ("engine", "scratch")
-
-    def __init__(self, engine: TcpEngine) -> None:
-        self.engine = engine
-        self.scratch = memoryview(bytearray(4096))
-
-    def on_ready(self, sock, now: int) -> None:
-        engine = self.engine
-        if not isinstance(sock, Tcb):
-            while (tcb := engine.accept(sock)) is not None:
-                tcb.owner = _TxServerConn(self)
-                tcb.owner.on_ready(tcb, now)
-
-
-class _TxServerConn:
-    __slots__ = ("got", "server")
-
-    def __init__(self, server: _TxServer) -> None:
-        self.server = server
-        self.got = 0
-
-    def on_ready(self, tcb: Tcb, now: int) -> None:
-        engine = self.server.engine
-        if self.got >= len(_REQUEST):
-            return
-        while (count := _read(engine, tcb, self.server.scratch, now)) > 0:
-            self.got += count
-        if self.got >= len(_REQUEST):
-            engine.send(tcb, _RESPONSE, now)
-            engine.close(tcb, now)
-        elif count == 0:
-            engine.close(tcb, now)
-
-
-def engine_transactions(count: int, concurrency: int) -> dict[str, float]:
-    a, b = _pair()
-    b.engine.listen(HTTP_PORT, 4096, owner=_TxServer(b.engine))
-    loop = _TxLoop(a.engine, b.ip, count)
-    started = time.perf_counter()
-    now = _now_us()
-    for _ in range(concurrency):
-        loop.start(now)
-    while loop.done < count:
-        now = _now_us()
-        a.run_pass(now)
-        b.run_pass(now)
-    elapsed = time.perf_counter() - started
-    segments = _segments(a, b)
-    return {
-        "transactions": count,
-        "concurrency": concurrency,
-        "seconds": elapsed,
-        "transactions_per_s": count / elapsed,
-        "segments_per_transaction": segments / count,
-        "us_per_segment": 1e6 * elapsed / segments,
-        "phase_us_per_segment": _phases(a, b, segments),
-    }
-
-
-def harness_us_per_segment(rounds: int = 20000) -> float:
-    """What the back-to-back wiring itself costs per segment (IPv4 header,
-    copy, view), for a full-sized data segment and a bare ACK in turn:
-    included in the engine figures, so they slightly overstate the engine."""
-    a, b = _pair()
-    full, ack = bytearray(1460 + 32), bytearray(32)
-    started = time.perf_counter()
-    for _ in range(rounds):
-        a._send(b.ip, PROTO_TCP, full, 0)
-        a._send(b.ip, PROTO_TCP, ack, 0)
-        for datagram in b.inbox:
-            header = Ipv4View.checked(memoryview(datagram), False)
-            header.src()
-            header.payload()
-        b.inbox.clear()
-    return 1e6 * (time.perf_counter() - started) / (2 * rounds)
 
 
 # ------------------------------------------------- Python server on kernel TCP
@@ -494,15 +192,6 @@ def serve_kernel(address: str, port: int) -> int:
 
 # ----------------------------------------------------------------------- ab
 
-_AB_FIELDS = {
-    "complete": re.compile(r"^Complete requests:\s+(\d+)", re.M),
-    "failed": re.compile(r"^Failed requests:\s+(\d+)", re.M),
-    "non_2xx": re.compile(r"^Non-2xx responses:\s+(\d+)", re.M),
-    "requests_per_s": re.compile(r"^Requests per second:\s+([\d.]+)", re.M),
-    # The first "Time per request" is the mean latency of one request.
-    "mean_ms": re.compile(r"^Time per request:\s+([\d.]+) \[ms\] \(mean\)$", re.M),
-}
-
 
 def ab(netns: str, address: str, count: int, concurrency: int, keep_alive: bool) -> dict:
     """One ab run from the peer namespace; its figures parsed (p99 from the
@@ -518,7 +207,7 @@ def ab(netns: str, address: str, count: int, concurrency: int, keep_alive: bool)
         )
         percentiles = dict(line.strip().split(",") for line in csv if line[:1].isdigit())
     figures: dict[str, float] = {}
-    for name, pattern in _AB_FIELDS.items():
+    for name, pattern in AB_FIELDS.items():
         match = pattern.search(done.stdout)
         if match is None and name != "non_2xx":
             raise RuntimeError(f"ab failed ({done.returncode}): {done.stdout}{done.stderr}")
@@ -608,56 +297,6 @@ def paced_client(address: str, port: int, rate: float, duration: float) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- CPU
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def machine_sample() -> tuple[float, float, float, float]:
-    """(monotonic s, idle s, tick-sampled busy s, irq+softirq s), all CPUs
-    (/proc/stat is not per network namespace)."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()
-    now = time.monotonic()
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
-    busy = user + nice + system + irq + softirq
-    return (
-        now,
-        (idle + iowait + steal) / CLOCK_TICKS,
-        busy / CLOCK_TICKS,
-        (irq + softirq) / CLOCK_TICKS,
-    )
-
-
-def machine_cpu(before: tuple, after: tuple) -> tuple[float, float, float]:
-    """CPU-seconds between two samples: (busy, irq+softirq, tick-sampled busy).
-
-    Busy is all CPUs' wall time less their idle (+iowait, steal) time. The
-    idle counter is exact on a tickless kernel, while user/system/irq are
-    samples taken at each tick, which miss work done in bursts shorter than a
-    tick between idle periods: a 200 µs-on/800 µs-off loop read 13% low that
-    way here. user+nice+system+irq+softirq is kept as `tick` for comparison.
-    """
-    wall = after[0] - before[0]
-    busy = (os.cpu_count() or 1) * wall - (after[1] - before[1])
-    return busy, after[3] - before[3], after[2] - before[2]
-
-
-def idle_baseline(seconds: float) -> tuple[float, float, float]:
-    """machine_cpu per second while nothing is offered."""
-    before = machine_sample()
-    time.sleep(seconds)
-    after = machine_sample()
-    return tuple(x / (after[0] - before[0]) for x in machine_cpu(before, after))
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def paced(netns: str, address: str, rate: float, duration: float, server_pid: int) -> dict:
     """One paced-client run; `cpu_s_per_1000` is filled in by the caller
     once the idle baselines on both sides of the run are known."""
@@ -676,34 +315,6 @@ def paced(netns: str, address: str, rate: float, duration: float, server_pid: in
     result["client_cpu_s_per_1000"] = 1000 * result["client_cpu_s"] / completed
     result["achieved_rate"] = result["completed"] / result["window_s"]
     return result
-
-
-def charge_idle(result: dict, idle: tuple[float, float, float]) -> None:
-    """CPU per 1000 transactions of a paced run, less the idle baseline:
-
-    `cpu_s_per_1000`: whole-machine busy time (see machine_cpu).
-    `tick_cpu_s_per_1000`: the same from user+nice+system+irq+softirq ticks.
-    `accounted_cpu_s_per_1000`: the server and client processes' own CPU
-    time plus irq+softirq time. Blind to work in other threads (ksoftirqd,
-    kworkers), but not fooled by a neighbour whose load comes and goes.
-    """
-    result["idle_cpu_per_s"], result["idle_irq_cpu_per_s"], result["idle_tick_cpu_per_s"] = idle
-    window, completed = result["window_s"], max(result["completed"], 1)
-    busy = result["machine_cpu_s"] - idle[0] * window
-    irq = result["machine_irq_cpu_s"] - idle[1] * window
-    tick = result["machine_tick_cpu_s"] - idle[2] * window
-    result["cpu_s_per_1000"] = 1000 * busy / completed
-    result["tick_cpu_s_per_1000"] = 1000 * tick / completed
-    accounted = result["server_process_cpu_s"] + result["client_cpu_s"] + max(irq, 0.0)
-    result["accounted_cpu_s_per_1000"] = 1000 * accounted / completed
-
-
-def _affinity(pid: int) -> str:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Cpus_allowed_list:"):
-                return line.split(":", 1)[1].strip()
-    return "?"
 
 
 # ------------------------------------------------------------------- driver
@@ -729,9 +340,9 @@ def kernel_server(netns: str, address: str) -> Iterator[subprocess.Popen]:
 def placement(stack_pid: int, kernel_pid: int) -> dict:
     everything = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     allowed = {
-        "bench": _affinity(os.getpid()),
-        "stack": _affinity(stack_pid),
-        "kernel_server": _affinity(kernel_pid),
+        "bench": affinity(os.getpid()),
+        "stack": affinity(stack_pid),
+        "kernel_server": affinity(kernel_pid),
     }
     with open("/proc/loadavg") as loadavg:
         load = loadavg.read().split()[:3]
@@ -741,39 +352,6 @@ def placement(stack_pid: int, kernel_pid: int) -> dict:
         "pinned": any(a not in (everything, f"0-{os.cpu_count() - 1}") for a in allowed.values()),
         "loadavg_at_start": [float(x) for x in load],
     }
-
-
-QUIET_CPU_PER_S = 0.15  # busy CPU-s/s under which the machine counts as idle
-
-
-class Quieter:
-    """Waits until the machine is idle apart from us before each measurement
-    (on a shared host a neighbour's load skews every figure here), within
-    one waiting budget for the whole run."""
-
-    def __init__(self, budget_s: float, progress: Progress) -> None:
-        self.budget_s = budget_s
-        self.progress = progress
-        self.waited_s = 0.0
-        self.checks = self.quiet = 0
-
-    def wait(self) -> tuple[float, float]:
-        """The last idle sample (busy, irq CPU-s/s), quiet or out of budget."""
-        started = time.monotonic()
-        try:
-            while True:
-                sample = idle_baseline(0.5)
-                spent = self.waited_s + time.monotonic() - started
-                if sample[0] < QUIET_CPU_PER_S or spent >= self.budget_s:
-                    self.checks += 1
-                    self.quiet += sample[0] < QUIET_CPU_PER_S
-                    return sample
-                self.progress(f"machine busy ({sample[0]:.2f} CPU-s/s without us): waiting ...")
-        finally:
-            self.waited_s += time.monotonic() - started
-
-    def summary(self) -> dict:
-        return {"checks": self.checks, "quiet": self.quiet, "waited_s": self.waited_s}
 
 
 def run(quick: bool, progress: Progress, rate: float, concurrency: int) -> dict:
@@ -871,30 +449,24 @@ def run(quick: bool, progress: Progress, rate: float, concurrency: int) -> dict:
     return report
 
 
-def _row(measure: str, unit: str, stack: list[float], kernel: list[float] | None) -> dict:
-    row = {"measure": measure, "unit": unit, "stack": spread(stack)}
-    if kernel is not None:
-        row["kernel"] = spread(kernel)
-        denominator = row["kernel"]["median"]
-        # None only if a figure that can be zero (CPU less idle) is.
-        row["ratio"] = row["stack"]["median"] / denominator if denominator else None
-    return row
-
-
 def summarize(report: dict) -> list[dict]:
     bulk, tx = report["engine"]["bulk"], report["engine"]["transactions"]
     rows = [
-        _row("engine bulk", "segments/s", [r["segments_per_s"] for r in bulk], None),
-        _row("engine bulk", "MB/s", [r["mb_per_s"] for r in bulk], None),
-        _row("engine bulk", "µs/segment", [r["us_per_segment"] for r in bulk], None),
-        _row("engine 64 B transactions", "trans/s", [r["transactions_per_s"] for r in tx], None),
-        _row("engine 64 B transactions", "µs/segment", [r["us_per_segment"] for r in tx], None),
+        ratio_row("engine bulk", "segments/s", [r["segments_per_s"] for r in bulk], None),
+        ratio_row("engine bulk", "MB/s", [r["mb_per_s"] for r in bulk], None),
+        ratio_row("engine bulk", "µs/segment", [r["us_per_segment"] for r in bulk], None),
+        ratio_row(
+            "engine 64 B transactions", "trans/s", [r["transactions_per_s"] for r in tx], None
+        ),
+        ratio_row(
+            "engine 64 B transactions", "µs/segment", [r["us_per_segment"] for r in tx], None
+        ),
     ]
     c = report["params"]["concurrency"]
     for scenario, label in (("short", f"ab -c {c}"), ("keepalive", f"ab -k -c {c}")):
         by = report["ab"][scenario]
         rows.append(
-            _row(
+            ratio_row(
                 label,
                 "requests/s",
                 [r["requests_per_s"] for r in by["stack"]],
@@ -904,7 +476,7 @@ def summarize(report: dict) -> list[dict]:
         for field, unit in (("mean_ms", "mean ms"), ("p99_ms", "p99 ms")):
             # ab reports whole milliseconds: 0 means under 1 ms.
             rows.append(
-                _row(
+                ratio_row(
                     label,
                     unit,
                     [max(r[field], 0.5) for r in by["stack"]],
@@ -919,7 +491,7 @@ def summarize(report: dict) -> list[dict]:
     steady = {w: [r for r in paced_runs[w] if r["steady"]] for w in ("stack", "kernel")}
     use = steady if all(steady.values()) else {w: paced_runs[w] for w in steady}
     rows.append(
-        _row(
+        ratio_row(
             f"paced {rate:.0f} conn/s",
             "CPU-s/1000",
             [r["cpu_s_per_1000"] for r in use["stack"]],
@@ -932,7 +504,7 @@ def summarize(report: dict) -> list[dict]:
         w: int(sum(r["failed"] for r in paced_runs[w])) for w in ("stack", "kernel")
     }
     rows.append(
-        _row(
+        ratio_row(
             f"paced {rate:.0f} conn/s",
             "CPU-s/1000*",
             [r["accounted_cpu_s_per_1000"] for r in paced_runs["stack"]],
@@ -940,7 +512,7 @@ def summarize(report: dict) -> list[dict]:
         )
     )
     rows.append(
-        _row(
+        ratio_row(
             f"paced {rate:.0f} conn/s",
             "p99 ms",
             [max(r["p99_ms"], 1e-3) for r in paced_runs["stack"]],
@@ -948,37 +520,6 @@ def summarize(report: dict) -> list[dict]:
         )
     )
     return rows
-
-
-def _fmt(value: float) -> str:
-    if value >= 1000:
-        return f"{value:,.0f}".replace(",", " ")
-    if value >= 10:
-        return f"{value:.0f}"
-    return f"{value:.2f}"
-
-
-def table(rows: list[dict]) -> str:
-    head = (
-        f"{'measure':<25} {'unit':<11} {'stack (min..max)':>26} "
-        f"{'kernel (min..max)':>26} {'stack/kernel':>12}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        cells = []
-        for who in ("stack", "kernel"):
-            s = r.get(who)
-            cells.append(f"{_fmt(s['median'])} ({_fmt(s['min'])}..{_fmt(s['max'])})" if s else "-")
-        ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
-        failed = r.get("failed")
-        note = f"  failed {failed['stack']}/{failed['kernel']}" if failed else ""
-        if "runs" in r:
-            kind = "steady" if r["steady_only"] else "all"
-            note += f"  {kind} runs: stack {r['runs']['stack']}, kernel {r['runs']['kernel']}"
-        lines.append(
-            f"{r['measure']:<25} {r['unit']:<11} {cells[0]:>26} {cells[1]:>26} {ratio:>12}{note}"
-        )
-    return "\n".join(lines)
 
 
 def footer(report: dict) -> str:

@@ -84,7 +84,7 @@ def docker_client():
     except docker.errors.ImageNotFound:
         _unavailable(f"base image {_base_image()} is missing; run docker/setup-host.sh")
     if _netns_exists(PEER_NS) or Path(f"/sys/class/net/{PF}").exists():
-        pytest.skip(f"the emulated port is in use ({PEER_NS} or {PF} exists): take it down first")
+        _unavailable(f"the emulated port is in use ({PEER_NS} or {PF} exists): take it down first")
     try:
         yield client
     finally:

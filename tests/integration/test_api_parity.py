@@ -107,6 +107,17 @@ def api(request, emulated_port):
             stack.close()
 
 
+def events_until(ep, wanted: int, timeout: float = 5.0) -> int:
+    """Poll `ep` (one socket registered) until its events include `wanted`
+    or `timeout` passes; returns the last events reported."""
+    deadline = time.monotonic() + timeout
+    events = 0
+    while time.monotonic() < deadline and not events & wanted:
+        found = ep.poll(1)
+        events = found[0][1] if found else 0
+    return events
+
+
 def recv_exactly(sock, n: int) -> bytes:
     out = bytearray()
     while len(out) < n:
@@ -195,7 +206,9 @@ def test_send_after_reset_raises_connection_reset_error(api):
     conn, peer = api.accepted(api.listener())
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()  # RST
-    time.sleep(0.3)
+    ep = api.epoll()
+    ep.register(conn, select.EPOLLIN)
+    assert events_until(ep, select.EPOLLERR) & select.EPOLLERR  # it arrived; not read yet
     with pytest.raises(ConnectionResetError):
         conn.send(b"x")
     with pytest.raises(BrokenPipeError):
@@ -307,11 +320,7 @@ def test_epoll_reports_writable_and_peer_half_close(api):
     ep.register(conn, select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP)
     assert ep.poll(5) == [(conn.fileno(), select.EPOLLOUT)]
     peer.shutdown(socket.SHUT_WR)
-    deadline = time.monotonic() + 5
-    events = 0
-    while time.monotonic() < deadline and not events & select.EPOLLRDHUP:
-        found = ep.poll(1)
-        events = found[0][1] if found else 0
+    events = events_until(ep, select.EPOLLRDHUP)
     assert events == select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP
 
 

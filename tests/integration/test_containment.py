@@ -17,7 +17,7 @@ import pytest
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
 from stackservice.diag import PATTERN
-from tests.integration.test_isolation import echo_server, peer_connection, round_trip, sessions
+from tests.integration.test_isolation import echo_server, peer_connection, round_trip, session_ids
 from tests.integration.test_metrics import _free_port, _scrape
 from tests.support.faults import DOOMED_APP, FAULT_ID, MARK_HEX
 from tests.support.netns import in_netns
@@ -32,12 +32,13 @@ SITES = ("frame", "event", "timer", "output", "session", "control", "other")
 @contextlib.contextmanager
 def faulty_stack(emulated_port, *faults: str):
     """(instance, control URL, metrics port): a containing instance with
-    diag services and the `faults` injected."""
+    diag services and the `faults` injected, whose tracebacks it logs."""
     metrics = _free_port()
     injected = [arg for fault in faults for arg in ("--inject", fault)]
     with running_stack(
         emulated_port.vf(0), f"{STACK}/24", "vf0", "--no-strict", "--diag-services",
         "--metrics-port", str(metrics), *injected, module="tests.support.faults",
+        logs_tracebacks=True,  # those of the faults it contains
     ) as stack:  # fmt: skip
         yield stack, f"unix://{stack.run_dir / 'vf0.sock'}", metrics
 
@@ -106,12 +107,17 @@ def test_a_bug_serving_one_app_ends_that_apps_session_only(emulated_port):
         to_healthy = peer_connection(netns, STACK, 7002)
         to_doomed = peer_connection(netns, STACK, 7001)
         assert round_trip(to_healthy, b"hello") == b"hello"
+        before = session_ids(url)
+        assert sorted(before) == [DOOMED_APP, "healthy"]
         to_doomed.settimeout(5)
         to_doomed.sendall(b"hello")  # echoing it back is the command that fails
         with pytest.raises(ConnectionResetError):  # the session's connections are reset
             while to_doomed.recv(100):
                 pass
-        assert wait_until(lambda: sessions(url) == ["healthy"])
+        # That session ended (the example app then attaches again, as a new
+        # session: examples/_server.py); the healthy app's goes on.
+        assert wait_until(lambda: session_ids(url).get(DOOMED_APP) != before[DOOMED_APP])
+        assert session_ids(url)["healthy"] == before["healthy"]
         assert round_trip(to_healthy, b"still here" * 1000) == b"still here" * 1000
         assert internal_errors(metrics) == only(session=1)
         to_healthy.close()
@@ -151,3 +157,20 @@ def test_strict_a_bug_ends_the_instance_and_fails_the_test_with_its_traceback(
     message = str(crashed.value)
     assert "exited with status 1" in message
     assert "Traceback" in message and "InjectedFault: injected into _receive_icmp" in message
+
+
+def test_a_contained_bug_still_fails_the_test_that_did_not_expect_it(emulated_port, tmp_path):
+    """An instance that contains a bug exits 0, but the traceback it logged
+    fails the test (tests/support/stack.py) unless the test expects it."""
+    stack = StackProcess(emulated_port.vf(0), f"{STACK}/24", tmp_path, "vf0", "--no-strict",
+                         "--inject", "frame", module="tests.support.faults")  # fmt: skip
+    try:
+        assert " 0 received" in ping(emulated_port.netns, "-p", MARK_HEX)
+        assert wait_until(lambda: stack.counters()["internal_errors"]["frame"] == 5)
+    finally:
+        with pytest.raises(StackCrashed) as crashed:
+            stack.stop()
+    assert stack.proc.returncode == 0
+    message = str(crashed.value)
+    assert "exited 0 but logged a traceback" in message
+    assert "InjectedFault: injected into _receive_icmp" in message

@@ -75,8 +75,9 @@ def test_http_server_serves_wrk_without_errors(instance):
             timeout=60,
         )  # fmt: skip
     out = done.stdout
+    # How many is a speed (python -m bench, fig 7b); here: served, no errors.
     requests = int(re.search(r"(\d+) requests in", out).group(1))
-    assert requests > 1000, out
+    assert requests > 0, out
     assert "Socket errors" not in out, out
     assert "Non-2xx" not in out, out
 

@@ -4,12 +4,13 @@ import json
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from stackservice.nic.emulate import vf_mac
 from tests.support.netns import in_netns, spawn_in_netns
-from tests.support.stack import StackProcess, running_stack
+from tests.support.stack import StackProcess, running_stack, sample_until
 
 pytestmark = pytest.mark.root
 
@@ -81,19 +82,33 @@ def test_every_frame_from_vf_mac_was_sent_by_the_stack(emulated_port):
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=_collect, args=(capture.stdout, lines), daemon=True)
     try:
         _wait_for_capture(capture)
+        reader.start()
         with running_stack(emulated_port.vf(0), "198.18.0.10/24") as stack:
             ping = _ping(emulated_port.netns, "198.18.0.10", "-c", "10", "-i", "0.01")
             assert " 10 received" in ping.stdout
-            subprocess.run(["sleep", "0.5"], check=True)
-            sent_by_stack = stack.counters()["nic"]["tx_packets"]
+            # Until the capture has seen as many frames as the stack sent.
+            sent_by_stack = sample_until(
+                lambda: stack.counters()["nic"]["tx_packets"],
+                lambda sent: sum(vf_mac(0) in line for line in lines) >= sent,
+            )
     finally:
         capture.terminate()
-        out, _ = capture.communicate(timeout=10)
-    frames = [line for line in out.splitlines() if vf_mac(0) in line]
+        capture.wait(timeout=10)
+        reader.join(timeout=10)
+    out = "".join(lines)
+    frames = [line for line in lines if vf_mac(0) in line]
     assert len(frames) == sent_by_stack, out
     assert all(("ARP" in f or "ICMP" in f) and "IPv6" not in f for f in frames), out
+
+
+def _collect(stream, lines: list[str]) -> None:
+    """Append each line of `stream` to `lines` as soon as it is read."""
+    for line in iter(stream.readline, ""):
+        lines.append(line)
 
 
 def _wait_for_capture(capture: subprocess.Popen) -> None:
@@ -185,8 +200,9 @@ def test_missing_interface_is_a_one_line_error(tmp_path):
     assert result.stderr.count("\n") == 1 and "vftnosuch0" in result.stderr
 
 
-def test_sigterm_resets_open_connections(emulated_port, tmp_path):
-    """DESIGN.md: on SIGTERM connections are reset, so peers learn at once."""
+def test_sigterm_resets_open_connections_and_the_peer_sees_the_resets(emulated_port, tmp_path):
+    """docs/architecture.md: on SIGTERM connections are reset, so peers
+    learn at once: the kernel peer's five sockets each read ECONNRESET."""
     stack = StackProcess(emulated_port.vf(0), "198.18.0.10/24", tmp_path, "vf0", "--diag-services")
     holder = spawn_in_netns(
         emulated_port.netns,
@@ -208,8 +224,11 @@ def test_sigterm_resets_open_connections(emulated_port, tmp_path):
     try:
         assert '"served": 5' in holder.stdout.readline()
         status, out, _ = stack.stop()
+        held = json.loads(holder.communicate(timeout=30)[0])
     finally:
         holder.kill()
+        stack.stop()
     assert status == 0
     summary = json.loads(out.split("counters ", 1)[1])
     assert summary["tcp"]["resets_out"] >= 5
+    assert (held["reset"], held["eof"]) == (5, 0), held

@@ -10,7 +10,7 @@ from stackservice.net.drops import ACCEPTED_EVENTS, TX_DROP_REASONS, DropReason
 from stackservice.nic.emulate import vf_mac
 from tests.support.malformed import kinds
 from tests.support.netns import in_netns
-from tests.support.stack import running_stack
+from tests.support.stack import running_stack, sample_until
 
 pytestmark = pytest.mark.root
 
@@ -44,7 +44,15 @@ def test_malformed_flood_counted_by_reason_and_instance_survives(emulated_port):
         )
         sent = json.loads(flood.stdout)
         assert sum(sent.values()) == FRAMES
-        after = stack.counters()
+
+        def taken(counters: dict[str, dict[str, int]]) -> int:
+            """Flood frames the instance counted: by reason, or lost in its ring."""
+            ring = counters["nic"]["rx_ring_drops"] - before["nic"]["rx_ring_drops"]
+            return _received_total(counters) - _received_total(before) + ring
+
+        # Until the instance has taken the last frames (they may still wait
+        # in its ring when the sender returns).
+        after = sample_until(stack.counters, lambda counters: taken(counters) >= FRAMES)
         assert stack.proc.poll() is None, "the instance died"
         ping = in_netns(
             emulated_port.netns,

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ import vfstack
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.netns import in_netns, kernel_peer
-from tests.support.stack import StackProcess, running_stack, wait_until
+from tests.support.process import stop
+from tests.support.stack import StackProcess, running_stack, sample_until, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -167,16 +167,19 @@ def test_known_workload_counted_exactly(metrics_stack):
             str(size),
         )
         assert json.loads(done.stdout)["body_ok"]
-    time.sleep(0.3)
-    after = _scrape(port)
 
-    def grew(key: str) -> float:
-        return after[key] - before.get(key, 0)
+    def grew(after: dict[str, float], key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
 
-    assert grew("vfstack_tcp_passive_opens_total{}") == n
-    assert grew("vfstack_tcp_active_opens_total{}") == 0
-    assert grew("vfstack_tx_bytes_total{}") >= n * size
-    assert grew("vfstack_tcp_connect_seconds_count{}") == n
+    # Until the last connection is in TIME-WAIT: its client has returned,
+    # the stack may still be taking the final ACK.
+    after = sample_until(
+        lambda: _scrape(port), lambda now: now["vfstack_tcp_connections{state=time_wait}"] == n
+    )
+    assert grew(after, "vfstack_tcp_passive_opens_total{}") == n
+    assert grew(after, "vfstack_tcp_active_opens_total{}") == 0
+    assert grew(after, "vfstack_tx_bytes_total{}") >= n * size
+    assert grew(after, "vfstack_tcp_connect_seconds_count{}") == n
     assert after["vfstack_tcp_rtt_seconds_count{}"] > before.get(
         "vfstack_tcp_rtt_seconds_count{}", 0
     )
@@ -256,20 +259,22 @@ scrape_configs:
             load = subprocess.Popen(
                 [
                     "ip", "netns", "exec", netns_port.netns,
-                    "ab", "-q", "-t", "25", "-n", "2000000", "-c", "20", f"http://{STACK}/",
+                    "ab", "-q", "-t", "60", "-n", "2000000", "-c", "20", f"http://{STACK}/",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            time.sleep(25)
-            load.wait(timeout=60)
-            empty = []
-            for dashboard, title, expr in _panel_exprs():
-                query = urllib.parse.urlencode({"query": _concrete(expr)})
-                reply = json.loads(_get(f"{api}/query?{query}"))
-                assert reply["status"] == "success", (title, expr, reply)
-                if not reply["data"]["result"]:
-                    empty.append((dashboard, title, expr))
+            try:
+                # Under load, until every panel has data (rates need a few
+                # scrapes) or the load is over.
+                empty = sample_until(
+                    lambda: _empty_panels(api),
+                    lambda empty: not empty or load.poll() is not None,
+                    timeout=90,
+                    interval=1,
+                )
+            finally:
+                stop(load)
             assert empty == []
             up = json.loads(_get(f"{api}/query?query=up"))["data"]["result"]
             assert [series["value"][1] for series in up] == ["1"]
@@ -282,6 +287,18 @@ scrape_configs:
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
+
+
+def _empty_panels(api: str) -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, expr) of every panel Prometheus has no data for."""
+    empty = []
+    for dashboard, title, expr in _panel_exprs():
+        query = urllib.parse.urlencode({"query": _concrete(expr)})
+        reply = json.loads(_get(f"{api}/query?{query}"))
+        assert reply["status"] == "success", (title, expr, reply)
+        if not reply["data"]["result"]:
+            empty.append((dashboard, title, expr))
+    return empty
 
 
 @contextlib.contextmanager

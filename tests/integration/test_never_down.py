@@ -10,7 +10,7 @@ import pytest
 import vfstack
 
 from tests.support.netns import spawn_in_netns
-from tests.support.stack import running_stack
+from tests.support.stack import live_connections, running_stack, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -54,6 +54,9 @@ def test_keepalive_server_closes_first_instance_survives(emulated_port):
                 conn.close()
             out, _ = client.communicate(timeout=30)
             assert out.split() == ["hi", "again"]
+            # Both connections closed on both sides (the peer's FIN comes
+            # after its ACK of ours): the timers that met have run.
+            assert wait_until(lambda: live_connections(instance) == 0)
             assert instance.proc.poll() is None
             counters = instance.counters()["tcp"]
             assert counters["resets_out"] == counters["app_aborts"] == 0, counters

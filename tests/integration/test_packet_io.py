@@ -11,6 +11,7 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from stackservice.nic.packet_io import (
     PacketPort,
 )
 from tests.support.netns import in_netns, spawn_in_netns
+from tests.support.stack import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -72,13 +74,22 @@ def wire_mac(port: EmulatedPort) -> bytes:
     return bytes.fromhex(out.strip().replace(":", ""))
 
 
+def vf_rx_packets(port: EmulatedPort) -> int:
+    return int(Path(f"/sys/class/net/{port.vf(0)}/statistics/rx_packets").read_text())
+
+
 def peer_send(port: EmulatedPort, frames: list[bytes]) -> None:
-    """Put frames on the wire from the peer; returns once all are sent."""
+    """Put frames (all to VF 0's MAC) on the wire from the peer; returns once
+    VF 0 has taken every one: stored in a listening port's ring, or dropped
+    there if it is full."""
+    before = vf_rx_packets(port)
     lines = "\n".join(frame.hex() for frame in frames)
     in_netns(port.netns, sys.executable, "-c", PEER_SEND, port.wire, input=lines, timeout=30)
     # The veth hands frames over in softirq context, normally before send()
-    # returns; under load ksoftirqd may finish the job a little later.
-    time.sleep(0.05)
+    # returns; under load ksoftirqd finishes the job later. The macvlan VF
+    # counts a unicast frame in the same pass that hands it to the packet
+    # sockets, so its counter says when they have it.
+    assert wait_until(lambda: vf_rx_packets(port) - before >= len(frames)), "frames not received"
 
 
 class PeerCapture:

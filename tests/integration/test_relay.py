@@ -13,7 +13,6 @@ import math
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -21,6 +20,7 @@ from pyroute2 import IPRoute, netns
 
 from tests.support.impaired import impaired_port
 from tests.support.netns import KERNEL_HOST_ADDRESS, in_netns, kernel_host
+from tests.support.stack import sample_until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -154,33 +154,16 @@ def test_impaired_port_removed_even_when_the_body_fails():
         os.kill(relay_pid, 0)
 
 
-BLAST = """
-import socket, sys, time
-ifname, count, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-s.bind((ifname, 0))
-# To a MAC nobody has, with a local experimental EtherType: no host answers.
-frame = bytes.fromhex("0200000000fe" "0200000000fd" "88b5") + bytes(50)
-t0 = time.monotonic()
-sent = 0
-while sent < count:
-    target = min(count, int((time.monotonic() - t0) * rate) + 1)
-    while sent < target:
-        s.send(frame)
-        sent += 1
-    time.sleep(0.0005)
-print(sent / (time.monotonic() - t0))
-"""
-
-
-def test_relay_keeps_up_with_20k_frames_per_second(impaired_port_factory):
+def test_relay_accounts_for_every_frame_of_a_burst(impaired_port_factory):
+    """20 000 frames paced at 20 000/s: each one forwarded once or counted
+    as an overrun (dropped by the kernel, the relay's buffer full). How fast
+    it keeps up is python -m bench.relay's business."""
     ip = impaired_port_factory(seed=6)
-    count, rate = 20_000, 20_000
-    sent = in_netns(ip.netns, sys.executable, "-c", BLAST, ip.wire, str(count), str(rate))
-    assert float(sent.stdout) > 0.9 * rate
-    end = time.monotonic() + 5
-    while (stats := ip.stats().a_to_b).forwarded + stats.overruns < count:
-        assert time.monotonic() < end, stats
-        time.sleep(0.05)
-    assert stats.received == stats.forwarded == count
-    assert stats.overruns == stats.tx_errors == 0
+    count = 20_000
+    in_netns(ip.netns, sys.executable, "-m", "tests.support.blast", ip.wire, str(count), "20000")
+    stats = sample_until(
+        lambda: ip.stats().a_to_b, lambda stats: stats.forwarded + stats.overruns >= count
+    )
+    assert stats.forwarded + stats.overruns == count, stats
+    assert stats.received == stats.forwarded, stats  # clean: what it read, it sent once
+    assert stats.tx_errors == stats.dropped == stats.duplicated == 0, stats

@@ -138,7 +138,9 @@ def test_nonblocking_connect_then_recv_timeout(sdk):
             start = time.monotonic()
             with pytest.raises(TimeoutError):
                 sock.recv(10)
-            assert 0.15 < time.monotonic() - start < 2.0
+            # Not before its time (poll rounds to ms), and by its own timer:
+            # nothing else would wake it within 10 s (a bound, not a speed).
+            assert 0.15 < time.monotonic() - start < 10
             assert sock.getpeername() == (PEER, 5001)
             sock.sendall(b"late")
             assert sock.recv(10) == b"late"

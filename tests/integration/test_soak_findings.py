@@ -9,7 +9,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import vfstack
 import vfstack.aio
 
 from tests.support.netns import spawn_in_netns
-from tests.support.stack import running_stack
+from tests.support.stack import running_stack, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -82,8 +81,18 @@ def kernel(netns: str, code: str) -> Iterator[None]:
         proc.wait()
 
 
-def assert_alive(instance) -> None:
-    time.sleep(0.5)
+def assert_alive(instance, stack: vfstack.Stack, state: str | None = None) -> None:
+    """The instance survived: once one of its connections is in `state`
+    (where the bug struck), if given, its loop still answers the app."""
+    if state is not None:
+        assert wait_until(
+            lambda: instance.proc.poll() is not None or instance.counters()["tcp_states"][state]
+        ), f"no connection reached {state}"
+    if instance.proc.poll() is None:
+        try:
+            stack.socket().close()  # a command the loop answers
+        except vfstack.StackGone:
+            instance.proc.wait(timeout=10)
     if instance.proc.poll() is not None:
         pytest.fail(f"the instance died:\n{instance.proc.stderr.read()[-3000:]}")
 
@@ -98,7 +107,7 @@ def test_keepalive_socket_closed_before_the_peer_leaves_the_instance_alive(app):
         sock.setsockopt(vfstack.SOL_SOCKET, vfstack.SO_KEEPALIVE, 1)
         sock.connect((PEER, 5001))
         sock.close()  # FIN, the peer ACKs it: an orphan in FIN-WAIT-2
-        assert_alive(instance)
+        assert_alive(instance, stack, "fin_wait_2")
 
 
 def test_listing_connections_with_one_in_time_wait_leaves_the_instance_alive(app):
@@ -114,7 +123,7 @@ def test_listing_connections_with_one_in_time_wait_leaves_the_instance_alive(app
         [sys.executable, "-m", "vfstack.cli", "conns", "--json", "--control", control],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert_alive(instance)
+    assert_alive(instance, stack)
     assert "TIME_WAIT" in [c["state"] for c in json.loads(listing.stdout)["connections"]]
 
 
@@ -143,13 +152,14 @@ def test_app_reads_every_byte_after_its_fin_completes_last_ack(app):
     """Finding 4: the app's FIN after the peer's completes LAST-ACK while more than an RX
     ring's worth is unread; _pump then publishes EPOLLHUP for the CLOSED TCB and the SDK's
     recv takes it for EOF: the app loses the tail of the stream."""
-    _, stack, port = app
+    instance, stack, port = app
     received = []
     with kernel(port.netns, SEND_THEN_CLOSE):
         for _ in range(5):  # the first connection of an instance often escapes
             with stack.socket() as sock:
                 sock.connect((PEER, 5001))
-                time.sleep(0.2)  # the peer's bytes and FIN arrive: CLOSE-WAIT, RX ring full
+                # The peer's bytes and FIN arrive: CLOSE-WAIT, RX ring full.
+                assert wait_until(lambda: instance.counters()["tcp_states"]["close_wait"] == 1)
                 sock.shutdown(vfstack.SHUT_WR)  # LAST-ACK; the peer's ACK closes the TCB
                 received.append(0)
                 while data := sock.recv(65536):

@@ -1,29 +1,79 @@
 """TCP with the Linux kernel through the impairment relay: lossy,
 reordering, duplicating and corrupting wire, seeded so a failure replays."""
 
-import time
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
 
 import pytest
+import vfstack
 
+from tests.support.kernel_peer import payload
 from tests.support.netns import kernel_live_connections, kernel_peer
-from tests.support.relay import DEFAULT_REORDER_HOLD_US
-from tests.support.stack import live_connections, running_stack, wait_until
+from tests.support.stack import StackProcess, live_connections, running_stack, wait_until
 
 pytestmark = pytest.mark.root
 
 STACK = "198.18.0.10"
 TWENTY_MB = 20_000_000
+SINK_PORT = 9009
+
+
+@contextlib.contextmanager
+def sdk_sink(instance: StackProcess, port: int) -> Iterator[dict]:
+    """An SDK app on the instance, as the discard service but counting:
+    accepts one connection on `port`, reads it to EOF and closes it.
+    Yields a dict that then holds `bytes` and `sha256` (or `error`)."""
+    app = vfstack.connect(f"unix://{instance.run_dir / 'vf0.sock'}", app="sink")
+    listener = app.socket()
+    listener.bind(("0.0.0.0", port))
+    listener.listen(1)
+    received: dict = {}
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            digest, count = hashlib.sha256(), 0
+            with conn:
+                while data := conn.recv(1 << 16):
+                    digest.update(data)
+                    count += len(data)
+            received.update(bytes=count, sha256=digest.hexdigest())
+        except Exception as exc:  # reported by the test's asserts
+            received["error"] = repr(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield received
+        thread.join(timeout=30)
+    finally:
+        listener.close()
+        app.close()
+
+
+def relay_idle(port) -> bool:
+    """Nothing held back (reordered) or delayed in the relay, either way."""
+    stats = port.stats()
+    return stats.a_to_b.pending == stats.b_to_a.pending == 0
 
 
 def test_lossy_wire_20_mb_each_way_byte_exact_without_reset(impaired_port_factory):
-    """Acceptance: 2% loss, 5% reordering, 1% duplication, 0.1% corruption."""
+    """Acceptance: 2% loss, 5% reordering, 1% duplication, 0.1% corruption.
+    Up: the kernel sends to an SDK app that hashes what it receives; down:
+    the kernel fetches from the diag HTTP service and checks the body."""
     port = impaired_port_factory(
         vfs=1, loss=0.02, reorder=0.05, duplicate=0.01, corrupt=0.001, seed=7
     )
-    with running_stack(port.vf(0), f"{STACK}/24", "vf0", "--diag-services") as stack:
+    with (
+        running_stack(port.vf(0), f"{STACK}/24", "vf0", "--diag-services") as stack,
+        sdk_sink(stack, SINK_PORT) as sunk,
+    ):
         up = kernel_peer(
-            port.netns, "sink", "--port", "9", "--bytes", str(TWENTY_MB), timeout=240, check=False
-        )
+            port.netns, "sink", "--port", str(SINK_PORT), "--bytes", str(TWENTY_MB),
+            "--seed", "1", timeout=240, check=False,
+        )  # fmt: skip
         down = kernel_peer(
             port.netns, "fetch", "--port", "80", "--bytes", str(TWENTY_MB), timeout=240
         )
@@ -32,9 +82,10 @@ def test_lossy_wire_20_mb_each_way_byte_exact_without_reset(impaired_port_factor
         assert wait_until(
             lambda: live_connections(stack) == kernel_live_connections(port.netns) == 0, 60
         )
-        time.sleep(2 * DEFAULT_REORDER_HOLD_US / 1e6)
+        assert wait_until(lambda: relay_idle(port), interval=0.1)
         counters = stack.counters()
     assert up.get("clean_eof"), up
+    assert sunk == {"bytes": TWENTY_MB, "sha256": hashlib.sha256(payload(TWENTY_MB, 1)).hexdigest()}
     assert down.get("body_ok") and down["bytes"] == TWENTY_MB, down
     stats = port.stats()
     assert stats.a_to_b.dropped and stats.b_to_a.dropped and stats.a_to_b.corrupted

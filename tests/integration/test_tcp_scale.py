@@ -3,13 +3,12 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from stackservice.nic.emulate import vf_mac
 from tests.support.netns import kernel_peer, spawn_in_netns
-from tests.support.stack import running_stack
+from tests.support.stack import StackProcess, running_stack, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -27,6 +26,11 @@ def test_ten_thousand_concurrent_connections_held_and_served(emulated_port):
     assert result["served"] == 10_000, result
     assert counters["tcp"]["passive_opens"] == 10_000
     assert counters["tcp"]["syn_cookies_accepted"] > 0
+
+
+def syn_flooded(stack: StackProcess) -> bool:
+    counters = stack.counters()
+    return counters["tcp_states"]["syn_received"] + counters["tcp"]["syn_cookies_sent"] > 0
 
 
 def test_syn_flood_does_not_stop_a_legitimate_client(emulated_port):
@@ -48,7 +52,8 @@ def test_syn_flood_does_not_stop_a_legitimate_client(emulated_port):
             text=True,
         )
         try:
-            time.sleep(0.3)
+            # Until the flood's SYNs reach the listener (half-open, or cookies).
+            assert wait_until(lambda: flood.poll() is not None or syn_flooded(stack))
             flooding = flood.poll() is None
             during = kernel_peer(
                 emulated_port.netns, "fetch", "--port", "80", "--bytes", "1000", timeout=60

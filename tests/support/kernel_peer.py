@@ -7,6 +7,7 @@ one JSON line with what it measured, so tests compare digests, not bytes.
     fetch --host H --port 80 --bytes N   GET /N and check the pattern body
     serve --port P [--mode echo|source --bytes N]   a one-connection server
     hold  --host H --port 80 --count N   N concurrent connections, each served
+          [--linger S]                   and held until the server ends them
     diag                                 the stack's --diag-services on kernel
                                          sockets (echo 7, discard 9, HTTP 80)
                                          until SIGTERM
@@ -43,7 +44,9 @@ def _pattern(offset: int, length: int) -> bytes:
     return (PATTERN * ((start + length) // len(PATTERN) + 1))[start : start + length]
 
 
-def _payload(size: int, seed: int) -> bytes:
+def payload(size: int, seed: int) -> bytes:
+    """What `echo`, `sink` and `serve --mode source` send for `--bytes
+    size --seed seed`, so a receiver can check every byte."""
     return random.Random(seed).randbytes(size)
 
 
@@ -70,7 +73,7 @@ def echo(
 ) -> dict:
     """Send and receive at once (a blocking write-then-read would deadlock
     once both directions' buffers fill)."""
-    data = memoryview(_payload(size, seed))
+    data = memoryview(payload(size, seed))
     received = hashlib.sha256()
     got = sent = 0
     start = time.monotonic()
@@ -115,7 +118,7 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
 def sink(
     host: str, port: int, size: int, seed: int, timeout: float, congestion: str | None = None
 ) -> dict:
-    data = _payload(size, seed)
+    data = payload(size, seed)
     start = time.monotonic()
     with _connect(host, port, timeout, congestion) as sock:
         sock.sendall(data)
@@ -153,7 +156,7 @@ def serve(port: int, mode: str, size: int, seed: int, timeout: float) -> dict:
         total = 0
         with conn:
             if mode == "source":
-                data = _payload(size, seed)
+                data = payload(size, seed)
                 conn.sendall(data)
                 digest.update(data)
                 total = size
@@ -170,7 +173,8 @@ def serve(port: int, mode: str, size: int, seed: int, timeout: float) -> dict:
 def hold(host: str, port: int, count: int, timeout: float, linger: float = 0) -> dict:
     """Open `count` connections at once to the HTTP service, keep them all
     open, then send one keep-alive request on each and read each answer;
-    keep them open `linger` more seconds (printing a line once served)."""
+    with `linger`, print a line once served and keep them open until the
+    server ends them (counted as `reset` or `eof`), at most `linger` s."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
     start = time.monotonic()
@@ -210,17 +214,39 @@ def hold(host: str, port: int, count: int, timeout: float, linger: float = 0) ->
                     served += head.startswith(b"HTTP/1.1 200") and len(body) == 64
                     sel.unregister(sock)
                     del answers[sock]
+    ended = {"reset": 0, "eof": 0}
     if linger:
         print(json.dumps({"served": served}), flush=True)
-        time.sleep(linger)
+        ended = _until_ended(opened, linger)
     for sock in opened + list(pending):
         sock.close()
     return {
         "established": established,
         "failed": failed,
         "served": served,
+        **ended,
         "seconds": time.monotonic() - start,
     }
+
+
+def _until_ended(socks: list[socket.socket], timeout: float) -> dict[str, int]:
+    """Keep `socks` open until the other side ended each (by a RST or a
+    FIN) or `timeout` passed; how many were reset and how many got EOF."""
+    ended = {"reset": 0, "eof": 0}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for sock in socks:
+            sel.register(sock, selectors.EVENT_READ)
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(left):
+                try:
+                    if key.fileobj.recv(CHUNK):
+                        continue  # more data: not the end yet
+                    ended["eof"] += 1
+                except ConnectionResetError:
+                    ended["reset"] += 1
+                sel.unregister(key.fileobj)
+    return ended
 
 
 # ------------------------------------------- the diag services on kernel TCP

@@ -1,9 +1,13 @@
 """Run real `stackservice` instances for integration tests and benchmarks.
 
-An instance must end as SIGTERM ends it, with status 0: `stop` (and so
-`running_stack`) fails the test with the instance's stderr otherwise, so a
-stack that crashed during a test (tests run it strict: VFSTACK_STRICT=1, see
-tests/conftest.py) is a loud failure with its traceback, never a quiet one.
+An instance must end as SIGTERM ends it, with status 0 and no traceback on
+its stderr: `stop` (and so `running_stack`) fails the test with the
+instance's stderr otherwise, so a stack that crashed during a test (tests
+run it strict: VFSTACK_STRICT=1, see tests/conftest.py), or whose control
+server or shutdown met an error it only logged, is a loud failure with its
+traceback, never a quiet one. The tests of fault containment, whose
+instances log the tracebacks of the bugs they contain, say so
+(`logs_tracebacks`).
 """
 
 from __future__ import annotations
@@ -24,20 +28,24 @@ from tests.support.process import stop
 
 
 class StackCrashed(AssertionError):
-    """The instance did not exit 0 on SIGTERM; the message holds its stderr."""
+    """The instance did not exit 0 on SIGTERM, or logged a traceback; the
+    message holds its stderr."""
 
 
 class StackProcess:
     """One `stackservice run` child process with its own run directory.
     `module`: what `python -m` runs instead of stackservice, taking the same
-    arguments (tests.support.faults)."""
+    arguments (tests.support.faults). `logs_tracebacks`: the instance is
+    meant to log tracebacks (it contains injected faults, `--no-strict`),
+    so only its exit status is judged."""
 
     def __init__(
         self, iface: str, ip: str, run_dir: Path, name: str, *extra: str,
-        module: str = "stackservice",
+        module: str = "stackservice", logs_tracebacks: bool = False,
     ) -> None:  # fmt: skip
         self.name = name
         self.run_dir = run_dir
+        self.logs_tracebacks = logs_tracebacks
         self._stopped: tuple[int, str, str] | None = None
         self._killed = False  # by the test itself: its exit status says nothing
         self.proc = subprocess.Popen(
@@ -76,24 +84,36 @@ class StackProcess:
     def counters(self) -> dict[str, dict[str, int]]:
         return read_counters(counters_path(self.run_dir, self.name), INSTANCE_LAYOUT)
 
+    @property
+    def stopped(self) -> bool:
+        """`stop` was called (and has judged the exit, or was told not to)."""
+        return self._stopped is not None
+
     def stop(self, timeout: float = 10, check: bool = True) -> tuple[int, str, str]:
         """SIGTERM, then wait: (exit status, rest of stdout, stderr); a
-        second call returns the first one's.
+        second call returns the first one's. Without `check` the caller
+        judges the exit itself.
 
         Raises:
-            StackCrashed: with `check`, the status is not 0: the instance
-                died before (a crash, its traceback in the message) or did
-                not stop cleanly.
+            StackCrashed: with `check`, the status is not 0 (the instance
+                died before, a crash with its traceback in the message, or
+                did not stop cleanly), or its stderr holds a traceback
+                (unless `logs_tracebacks`). Not after the test's own `kill`.
         """
         if self._stopped is None:
             out, err = stop(self.proc, timeout)
             self._stopped = (self.proc.returncode, out, err)
         status, out, err = self._stopped
-        if check and status != 0 and not self._killed:
-            raise StackCrashed(
-                f"stackservice {self.name} exited with status {status}, not 0 on SIGTERM; "
-                f"its stderr:\n{err}"
-            )
+        if check and not self._killed:
+            if status != 0:
+                raise StackCrashed(
+                    f"stackservice {self.name} exited with status {status}, not 0 on SIGTERM; "
+                    f"its stderr:\n{err}"
+                )
+            if "Traceback" in err and not self.logs_tracebacks:
+                raise StackCrashed(
+                    f"stackservice {self.name} exited 0 but logged a traceback; its stderr:\n{err}"
+                )
         return status, out, err
 
     def kill(self, timeout: float = 10) -> None:
@@ -111,16 +131,21 @@ class StackProcess:
 
 @contextlib.contextmanager
 def running_stack(
-    iface: str, ip: str, name: str = "vf0", *extra: str, module: str = "stackservice"
-) -> Iterator[StackProcess]:
+    iface: str, ip: str, name: str = "vf0", *extra: str, module: str = "stackservice",
+    logs_tracebacks: bool = False,
+) -> Iterator[StackProcess]:  # fmt: skip
     """A stack instance for the block; always stopped afterwards, and the
-    test fails (StackCrashed) if it did not exit 0 on SIGTERM."""
+    test fails (StackCrashed) if it did not exit 0 on SIGTERM or logged a
+    traceback (see StackProcess), unless the block stopped it itself."""
     with tempfile.TemporaryDirectory(prefix="vfstack-run-") as run_dir:
-        stack = StackProcess(iface, ip, Path(run_dir), name, *extra, module=module)
+        stack = StackProcess(
+            iface, ip, Path(run_dir), name, *extra, module=module, logs_tracebacks=logs_tracebacks
+        )
         try:
             yield stack
         finally:
-            stack.stop()
+            if not stack.stopped:
+                stack.stop()
 
 
 def _running(pid: str) -> bool:
@@ -144,9 +169,24 @@ def live_connections(stack: StackProcess) -> int:
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """Whether `predicate()` came true within `timeout` seconds (polled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
     return predicate()
+
+
+def sample_until(sample, done, timeout: float = 5.0, interval: float = 0.02):
+    """`sample()` again until `done(value)` holds or `timeout` passes;
+    returns the last value, for exact asserts on the state waited for (a
+    timeout then fails them with what was seen)."""
+    last = []
+
+    def sampled_done() -> bool:
+        last[:] = [sample()]
+        return done(last[0])
+
+    wait_until(sampled_done, timeout, interval)
+    return last[0]

@@ -159,17 +159,17 @@ def test_reader_skips_a_slot_the_writer_is_inside(table):
     assert web == 0
 
 
-def _rename_and_publish(table: AppStatsTable, seconds: float) -> int:
-    """The writer: in a one-slot table, keep replacing the app (a new name
-    and zeroed totals) and publishing samples whose used is capacity / 2."""
-    rounds = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        rounds += 1
-        table.detach(0, now=rounds)
-        assert table.attach(_name(rounds)) == 0
+WRITER_ROUNDS = 20_000
+
+
+def _rename_and_publish(table: AppStatsTable, rounds: int) -> int:
+    """The writer: in a one-slot table, replace the app `rounds` times (a
+    new name and zeroed totals), publishing samples whose used is capacity / 2."""
+    for done in range(1, rounds + 1):
+        table.detach(0, now=done)
+        assert table.attach(_name(done)) == 0
         for k in range(1, 4):
-            n = rounds * 3 + k
+            n = done * 3 + k
             table.publish(0, n, 2 * n, n, 2 * n, n, 2 * n, n, 2 * n)
     return rounds
 
@@ -182,18 +182,19 @@ def test_reader_in_another_process_never_sees_a_torn_slot(tmp_path):
     """Seqlock: a name always matches itself, used always matches capacity."""
     table = AppStatsTable(1, tmp_path / "vf0.apps")
     table.attach(_name(0))
-    reads = 0
-    with other_process(_rename_and_publish, table, 1.0) as writer:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
+    names: set[str] = set()
+    with other_process(_rename_and_publish, table, WRITER_ROUNDS) as writer:
+        deadline = time.monotonic() + 60  # a bound on a writer that never ends, not a speed
+        while _name(WRITER_ROUNDS) not in names:  # read until the writer's last name shows
+            assert time.monotonic() < deadline, f"the writer's last name never showed: {names}"
             for sample in read_apps(table._path):
                 k = int(sample.app[:8])
                 assert sample.app == _name(k)
                 for used, capacity in sample.rings.values():
                     assert 2 * used == capacity, sample
-                reads += 1
-        rounds = writer()
-    assert rounds > 100 and reads > 100, (rounds, reads)
+                names.add(sample.app)
+        assert writer() == WRITER_ROUNDS
+    assert len(names) > 2, names  # some reads met the writer at work, not just its ends
     table.close()
 
 

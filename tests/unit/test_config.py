@@ -184,14 +184,22 @@ def test_cli_interface_choice_error_exits_2_with_one_line(capsys, monkeypatch, a
     assert err.count("\n") == 1 and message in err
 
 
-def test_cli_pf_and_vf_run_the_instance_on_the_vf_netdev(monkeypatch):
+def test_cli_pf_and_vf_run_the_instance_on_the_netdev_sysfs_names(monkeypatch):
+    """--pf/--vf ask the resolver (sysfs, stackservice.nic.sriov) for VF 3
+    of vfpf0 and run the instance, named after it, on the netdev it names."""
     import stackservice.instance
 
-    started = []
-    monkeypatch.setattr(cli, "_vf_netdev", lambda pf, vf: f"{pf}v{vf}")
+    asked, started = [], []
+
+    def resolve(pf: str, vf: int) -> str:
+        asked.append((pf, vf))
+        return "enp3s0f0v3"  # what sysfs would say: not derived from the flags
+
+    monkeypatch.setattr(cli, "_vf_netdev", resolve)
     monkeypatch.setattr(stackservice.instance, "run_instance", lambda c: started.append(c) or 0)
     assert cli.main(["run", "--ip", "198.18.0.13/24", "--pf", "vfpf0", "--vf", "3"]) == 0
-    assert (started[0].iface, started[0].name) == ("vfpf0v3", "vfpf0v3")
+    assert asked == [("vfpf0", 3)]
+    assert [(c.iface, c.name) for c in started] == [("enp3s0f0v3", "enp3s0f0v3")]
 
 
 def test_config_app_group_by_number_or_name():

@@ -288,20 +288,20 @@ def test_metric_names_unique_and_registry_rejects_a_second_collector(counters):
     assert metric_names()["vfstack_tcp_rtt_seconds"] == "histogram"
 
 
-def test_collect_cost_printed(counters, tmp_path):
-    """Measured, not asserted: one scrape (read + families + text), with a
-    full default app table (256 apps) and without one."""
+def test_a_full_app_table_exports_every_app(counters, tmp_path):
+    """All 256 slots of a default app table: one rx and one tx series each.
+    (What such a scrape costs: python -m bench.metrics.)"""
     table = AppStatsTable(path=tmp_path / "full.apps")
     for i in range(table.slots):
         table.attach(f"app{i}")
-    for apps in (None, table._path):
-        registry = make_registry(StackCollector(counters._path, IDENTITY, apps_path=apps))
-        start = time.perf_counter()
-        for _ in range(20):
-            generate_latest(registry)
-        per_scrape = (time.perf_counter() - start) / 20 * 1e3
-        print(f"\nscrape ({'no app table' if apps is None else '256 apps'}): {per_scrape:.2f} ms")
-    table.close()
+    try:
+        families = scrape(counters._path, apps=table._path)
+    finally:
+        table.close()
+    samples = families["vfstack_app_bytes"].samples
+    series = {(s.labels["app"], s.labels["direction"]) for s in samples}
+    assert table.slots == 256
+    assert series == {(f"app{i}", d) for i in range(256) for d in ("rx", "tx")}
 
 
 # -- over HTTP, from the control server ----------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
-import timeit
 from enum import IntEnum
 from pathlib import Path
 
@@ -119,20 +117,6 @@ def test_instance_layout_histograms():
     assert INSTANCE_LAYOUT.gauges == {"tcp_states", "sessions"}
 
 
-def test_observe_cost_printed(block):
-    """Measured, not asserted (target: about 0.5 µs or less per call)."""
-    observe = block.histogram("rtt_us").observe
-    values = (3, 57, 420, 999, 5000, 10, 100, 1)
-    n = 20_000
-
-    def run() -> None:
-        for value in values:
-            observe(value)
-
-    best = min(timeit.repeat(run, number=n // len(values), repeat=5)) / n
-    print(f"\nHistogram.observe: {best * 1e6:.3f} µs per call")
-
-
 # -- a writer in another process ---------------------------------------------
 
 WRITER = textwrap.dedent(
@@ -181,8 +165,8 @@ def test_concurrent_reader_sees_no_torn_slot_and_consistent_histogram(block, tmp
     writer = spawn_writer(path, 1.0)
     try:
         reads, lag, last_count, last_buckets = 0, 0, 0, (0, 0, 0, 0)
-        deadline = time.monotonic() + 0.8
-        while time.monotonic() < deadline:
+        counts = set()
+        while writer.poll() is None:  # read for as long as the writer writes
             reading = read_all(path, LAYOUT)
             value = reading.counters["rx"]["packets"]
             assert value == 0x0101010101010101 * (value & 0xFF), hex(value)
@@ -194,10 +178,12 @@ def test_concurrent_reader_sees_no_torn_slot_and_consistent_histogram(block, tmp
             assert 0 <= snap.total - snap.count < 1000
             lag = max(lag, snap.total - snap.count)
             last_count, last_buckets = snap.count, snap.buckets
+            counts.add(snap.count)
             reads += 1
         assert writer.wait(timeout=10) == 0
     finally:
         writer.kill()
     final = read_histograms(path, LAYOUT)["rtt_us"]
     assert final.total == final.count > 0
+    assert any(0 < count < final.count for count in counts), "no read met the writer at work"
     print(f"\n{reads} concurrent reads of {final.count} observations, count lag <= {lag}")

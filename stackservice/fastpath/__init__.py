@@ -1,5 +1,5 @@
 """Stack side of the shared-memory fast path: sessions, commands, events
-(DESIGN.md "Data flow"; the layout is vfstack._layout)."""
+(the layout is vfstack.shm)."""
 
 from stackservice.fastpath.session import Session, SessionManager
 

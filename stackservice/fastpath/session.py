@@ -1,5 +1,5 @@
 """Sessions: one attached application each, served over its shared-memory
-segment (vfstack._layout) from inside the stack loop.
+segment (vfstack.shm) from inside the stack loop.
 
 The loop calls `SessionManager.poll(now)` once per pass. For every session
 it drains a bounded batch of commands from the command ring, executes them
@@ -36,24 +36,40 @@ import socket
 import threading
 from pathlib import Path
 
-from vfstack._doorbell import Doorbell
-from vfstack._layout import (
+from vfstack.shm import (
     EPOLLERR,
     EPOLLHUP,
     EPOLLIN,
     EPOLLOUT,
     EPOLLRDHUP,
+    EVENT_ACCEPTED,
+    EVENT_READY,
+    EVENT_RESULT,
+    EVENT_SLOT_FREED,
     LAYOUT_VERSION,
+    OP_BIND,
+    OP_CLOSE,
+    OP_CONNECT,
+    OP_GETSOCKOPT,
+    OP_LISTEN,
+    OP_RX_DONE,
+    OP_SETSOCKOPT,
+    OP_SHUTDOWN,
+    OP_SOCKET,
+    OP_TX,
+    SLOT_CONNECTED,
+    SLOT_CONNECTING,
+    SLOT_FREE,
+    SLOT_LISTENING,
+    SLOT_OPEN,
     BadRecord,
-    EventKind,
+    CorruptRing,
+    Doorbell,
     Geometry,
-    Op,
     Segment,
-    SlotState,
     decode_command,
     encode_event_into,
 )
-from vfstack._rings import CorruptRing
 
 from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.apps import DEFAULT_SLOTS, AppField, AppStatsTable, detached_counters
@@ -101,23 +117,8 @@ TCP_KEEPIDLE = socket.TCP_KEEPIDLE
 TCP_KEEPINTVL = socket.TCP_KEEPINTVL
 TCP_KEEPCNT = socket.TCP_KEEPCNT
 
-_FREE = int(SlotState.FREE)
-_OPEN = int(SlotState.OPEN)
-_LISTENING = int(SlotState.LISTENING)
-_CONNECTING = int(SlotState.CONNECTING)
-_CONNECTED = int(SlotState.CONNECTED)
-
-_RESULT = int(EventKind.RESULT)
-_READY = int(EventKind.READY)
-_ACCEPTED = int(EventKind.ACCEPTED)
-_SLOT_FREED = int(EventKind.SLOT_FREED)
-
-_OP_SOCKET, _OP_BIND, _OP_LISTEN, _OP_CONNECT = 1, 2, 3, 4
-_OP_TX, _OP_RX_DONE, _OP_SHUTDOWN, _OP_CLOSE = 5, 6, 7, 8
-_OP_SETSOCKOPT, _OP_GETSOCKOPT = 9, 10
 _APP_RX_BYTES = int(AppField.RX_BYTES)
 _APP_TX_BYTES = int(AppField.TX_BYTES)
-assert (_OP_SOCKET, _OP_CLOSE, _OP_GETSOCKOPT) == (Op.SOCKET, Op.CLOSE, Op.GETSOCKOPT)
 
 
 class _Slot:
@@ -129,7 +130,7 @@ class _Slot:
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.state = _OPEN
+        self.state = SLOT_OPEN
         self.sock: Tcb | Listener | None = None
         self.port = 0  # bound local port, 0 if none
         self.readiness = 0
@@ -286,34 +287,36 @@ class Session:
 
     def _execute(self, cmd, now: int) -> None:
         op = cmd.op
-        if op == _OP_SOCKET:
+        if op == OP_SOCKET:
             self._socket(cmd.request)
             return
         slot = cmd.slot
         s = self._slots[slot]
         if s is None:
-            if op in (_OP_TX, _OP_RX_DONE, _OP_CLOSE):
+            if op in (OP_TX, OP_RX_DONE, OP_CLOSE):
                 return  # no reply to give; a stale or confused app, harmless
-            self._post(_RESULT, slot, cmd.request, -errno.EBADF)
+            self._post(EVENT_RESULT, slot, cmd.request, -errno.EBADF)
             return
-        if op in (_OP_TX, _OP_RX_DONE):
+        if op in (OP_TX, OP_RX_DONE):
             self._dirty.add(slot)
-        elif op == _OP_CLOSE:
+        elif op == OP_CLOSE:
             self._close(slot, s, now)
-        elif op == _OP_BIND:
-            self._post(_RESULT, slot, cmd.request, *self._bind(s, cmd.a1, cmd.a2))
-        elif op == _OP_LISTEN:
-            self._post(_RESULT, slot, cmd.request, *self._listen(slot, s, cmd.a1))
-        elif op == _OP_CONNECT:
-            self._post(_RESULT, slot, cmd.request, *self._connect(slot, s, cmd.a1, cmd.a2, now))
-        elif op == _OP_SHUTDOWN:
-            self._post(_RESULT, slot, cmd.request, self._shutdown(slot, s, cmd.a1, now))
-        elif op == _OP_SETSOCKOPT:
+        elif op == OP_BIND:
+            self._post(EVENT_RESULT, slot, cmd.request, *self._bind(s, cmd.a1, cmd.a2))
+        elif op == OP_LISTEN:
+            self._post(EVENT_RESULT, slot, cmd.request, *self._listen(slot, s, cmd.a1))
+        elif op == OP_CONNECT:
+            self._post(
+                EVENT_RESULT, slot, cmd.request, *self._connect(slot, s, cmd.a1, cmd.a2, now)
+            )
+        elif op == OP_SHUTDOWN:
+            self._post(EVENT_RESULT, slot, cmd.request, self._shutdown(slot, s, cmd.a1, now))
+        elif op == OP_SETSOCKOPT:
             result = self._setsockopt(s, cmd.a1, cmd.a2, cmd.a64, now)
-            self._post(_RESULT, slot, cmd.request, result)
-        elif op == _OP_GETSOCKOPT:
+            self._post(EVENT_RESULT, slot, cmd.request, result)
+        elif op == OP_GETSOCKOPT:
             result, value = self._getsockopt(slot, s, cmd.a1, cmd.a2)
-            self._post(_RESULT, slot, cmd.request, result, a64=value)
+            self._post(EVENT_RESULT, slot, cmd.request, result, a64=value)
 
     def _new_slot(self, state: int) -> int:
         """Take a FREE slot (caller checked one exists), set up its rings
@@ -331,13 +334,13 @@ class Session:
 
     def _socket(self, request: int) -> None:
         if not self._free:
-            self._post(_RESULT, 0, request, -errno.EMFILE)
+            self._post(EVENT_RESULT, 0, request, -errno.EMFILE)
             return
-        slot = self._new_slot(_OPEN)
-        self._post(_RESULT, slot, request, 0, self._generation[slot])
+        slot = self._new_slot(SLOT_OPEN)
+        self._post(EVENT_RESULT, slot, request, 0, self._generation[slot])
 
     def _bind(self, s: _Slot, ip: int, port: int) -> tuple[int, int]:
-        if s.state != _OPEN or s.port:
+        if s.state != SLOT_OPEN or s.port:
             return -errno.EINVAL, 0
         if ip not in (0, self.engine.local_ip):
             return -errno.EADDRNOTAVAIL, 0
@@ -359,10 +362,10 @@ class Session:
         return 0
 
     def _listen(self, slot: int, s: _Slot, backlog: int) -> tuple[int, int]:
-        if s.state == _LISTENING:
+        if s.state == SLOT_LISTENING:
             s.sock.backlog = backlog  # as Linux: listen() again changes the backlog
             return 0, s.port
-        if s.state != _OPEN:
+        if s.state != SLOT_OPEN:
             return -errno.EINVAL, 0
         port = s.port or self._free_port()
         if not port:
@@ -374,32 +377,32 @@ class Session:
         options = listener.options
         for name in SocketOptions.__slots__:
             setattr(options, name, getattr(s.options, name))
-        s.sock, s.port, s.state = listener, port, _LISTENING
+        s.sock, s.port, s.state = listener, port, SLOT_LISTENING
         self._slot_of[listener.sock_id] = slot
         self._listening.add(slot)
-        self.segment.set_slot(slot, _LISTENING, 0, self._generation[slot], 0)
+        self.segment.set_slot(slot, SLOT_LISTENING, 0, self._generation[slot], 0)
         return 0, port
 
     def _connect(self, slot: int, s: _Slot, ip: int, port: int, now: int) -> tuple[int, int]:
-        if s.state == _CONNECTING:
+        if s.state == SLOT_CONNECTING:
             return -errno.EALREADY, 0
-        if s.state != _OPEN:
-            return -(errno.EISCONN if s.state == _CONNECTED else errno.EINVAL), 0
+        if s.state != SLOT_OPEN:
+            return -(errno.EISCONN if s.state == SLOT_CONNECTED else errno.EINVAL), 0
         try:
             tcb = self.engine.connect(
                 ip, port, now, owner=self, options=s.options, local_port=s.port
             )
         except SocketError as exc:
             return -exc.errno, 0
-        s.sock, s.port, s.state = tcb, tcb.local_port, _CONNECTING
+        s.sock, s.port, s.state = tcb, tcb.local_port, SLOT_CONNECTING
         s.error, s.eof, s.readiness = 0, False, 0
         self._slot_of[tcb.sock_id] = slot
-        self.segment.set_slot(slot, _CONNECTING, 0, self._generation[slot], 0)
+        self.segment.set_slot(slot, SLOT_CONNECTING, 0, self._generation[slot], 0)
         return 0, tcb.local_port
 
     def _shutdown(self, slot: int, s: _Slot, how: int, now: int) -> int:
         tcb = s.sock
-        if s.state not in (_CONNECTED, _CONNECTING) or not isinstance(tcb, Tcb):
+        if s.state not in (SLOT_CONNECTED, SLOT_CONNECTING) or not isinstance(tcb, Tcb):
             return -errno.ENOTCONN
         if how != 0:  # SHUT_WR / SHUT_RDWR: what the app wrote goes first
             self._drain_tx(slot, tcb, now)
@@ -418,7 +421,7 @@ class Session:
         elif sock is not None:  # (a positive linger does not block: close has no reply)
             if s.linger == 0:  # SO_LINGER {1, 0}: the engine's close resets, as Linux
                 sock.linger_zero = True
-            elif s.state == _CONNECTED:
+            elif s.state == SLOT_CONNECTED:
                 self._drain_tx(slot, sock, now)
             engine.close(sock, now)
         if sock is not None:
@@ -431,7 +434,7 @@ class Session:
         self._release_slot(slot)
         # Bytes the app has not read up to here are the closed connection's:
         # it drops them (Segment.drop_stale_rx) even if the slot is reused.
-        self._post(_SLOT_FREED, slot, a64=self.segment.rx(slot).produced)
+        self._post(EVENT_SLOT_FREED, slot, a64=self.segment.rx(slot).produced)
         for listening in self._listening:  # a free slot may unblock accepts
             self._dirty.add(listening)
 
@@ -439,7 +442,7 @@ class Session:
         self._slots[slot] = None
         self._listening.discard(slot)
         self._dirty.discard(slot)
-        self.segment.set_slot(slot, _FREE, 0, self._generation[slot], 0)
+        self.segment.set_slot(slot, SLOT_FREE, 0, self._generation[slot], 0)
         self._free.append(slot)
 
     # ------------------------------------------------------- socket options
@@ -467,7 +470,7 @@ class Session:
                     options.receive_buffer = value
                     if tcb is not None and tcb.receive_buffer is not None:
                         tcb.receive_buffer.set_capacity(value)
-            elif name == SO_LINGER:  # a64 = l_onoff | l_linger << 32 (vfstack._layout.Op)
+            elif name == SO_LINGER:  # a64 = l_onoff | l_linger << 32 (vfstack.shm.OP_SETSOCKOPT)
                 seconds = value >> 32
                 if seconds >= 1 << 31:
                     return -errno.EINVAL
@@ -561,20 +564,20 @@ class Session:
         if tcb.error:  # take the engine's pending error into the slot table
             code, tcb.error = tcb.error, 0
             self._set_error(slot, s, code)
-        if s.state == _CONNECTING:
+        if s.state == SLOT_CONNECTING:
             if tcb.state == CLOSED:  # refused, unreachable, timed out
                 s.error = s.error or errno.ECONNREFUSED
                 tcb.owner = None
                 self._slot_of.pop(tcb.sock_id, None)
-                s.sock, s.state, s.port = None, _OPEN, 0
+                s.sock, s.state, s.port = None, SLOT_OPEN, 0
                 s.readiness = EPOLLERR | EPOLLHUP
-                seg.set_slot(slot, _OPEN, s.readiness, generation, s.error)
+                seg.set_slot(slot, SLOT_OPEN, s.readiness, generation, s.error)
                 self._ready(slot, s.readiness)
                 return
             if tcb.state == SYN_SENT:
                 return
-            s.state = _CONNECTED
-            seg.set_slot(slot, _CONNECTED, s.readiness, generation, s.error)
+            s.state = SLOT_CONNECTED
+            seg.set_slot(slot, SLOT_CONNECTED, s.readiness, generation, s.error)
         tx_moved = self._pump_tx(s, slot, tcb, now) if tcb.state != CLOSED else 0
         rx_moved = self._pump_rx(s, slot, tcb, now)
         tx_ring = seg.tx(slot)
@@ -617,15 +620,15 @@ class Session:
         if slot in self._ready_posted:  # once per pass per slot: update in place
             for k in range(len(self._out) - 1, -1, -1):
                 event = self._out[k]
-                if event[0] == _READY and event[1] == slot:
-                    self._out[k] = (_READY, slot, 0, 0, mask, 0, 0, 0)
+                if event[0] == EVENT_READY and event[1] == slot:
+                    self._out[k] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0)
                     return
         self._ready_posted.add(slot)
-        self._post(_READY, slot, 0, 0, mask)
+        self._post(EVENT_READY, slot, 0, 0, mask)
 
     def _pump_tx(self, s: _Slot, slot: int, tcb: Tcb, now: int) -> int:
         """TX ring -> engine send buffer, as far as the buffer takes it."""
-        if s.state != _CONNECTED or tcb.send_buffer is None:
+        if s.state != SLOT_CONNECTED or tcb.send_buffer is None:
             return 0
         ring = self.segment.tx(slot)
         scratch = self._scratch
@@ -667,7 +670,7 @@ class Session:
 
     def _pump_rx(self, s: _Slot, slot: int, tcb: Tcb, now: int) -> int:
         """Engine receive buffer -> RX ring, while the ring has room."""
-        if s.eof or s.state != _CONNECTED or tcb.receive_buffer is None:
+        if s.eof or s.state != SLOT_CONNECTED or tcb.receive_buffer is None:
             return 0
         ring = self.segment.rx(slot)
         scratch = self._scratch
@@ -678,7 +681,7 @@ class Session:
                 # The app sends RX_DONE if, after storing its tail, it loads a
                 # head that shows the ring was full. Fence our head store
                 # before this last tail load: then one side sees the other
-                # (the store-buffer argument of vfstack._doorbell).
+                # (the store-buffer argument of vfstack.shm._doorbell).
                 _FENCE.acquire()
                 _FENCE.release()
                 room = ring.free()
@@ -705,13 +708,13 @@ class Session:
             tcb = engine.accept(listener)
             if tcb is None:
                 break
-            new = self._new_slot(_CONNECTED)
+            new = self._new_slot(SLOT_CONNECTED)
             c = self._slots[new]
             c.sock, c.port = tcb, tcb.local_port
             c.linger = s.linger  # inherited, as on Linux
             tcb.owner = self
             self._slot_of[tcb.sock_id] = new
-            self._post(_ACCEPTED, slot, 0, 0, new, tcb.remote_ip, tcb.remote_port)
+            self._post(EVENT_ACCEPTED, slot, 0, 0, new, tcb.remote_ip, tcb.remote_port)
             self._pump(new, now)  # data may have come with the handshake
         mask = EPOLLIN if listener.accept_queue else 0
         if mask != s.readiness:
@@ -754,7 +757,7 @@ class Session:
         rx_used = tx_used = connected = 0
         for slot in range(start, end):
             s = slots[slot]
-            if s is None or s.state != _CONNECTED:
+            if s is None or s.state != SLOT_CONNECTED:
                 continue  # no bytes flow through the rings of other slots
             rx_used += capacity - seg.rx(slot).free()
             tx_used += seg.tx(slot).readable()
@@ -771,7 +774,7 @@ class Session:
     def close(self, now: int) -> None:
         """Reset every connection, close every listener, tell the app (the
         segment's `ended`, then the hang-up of its doorbell when ours
-        closes: vfstack._layout "Liveness"), remove the files."""
+        closes: vfstack.shm "Liveness"), remove the files."""
         if self.closed:
             return
         self.closed = True
@@ -1127,7 +1130,7 @@ class SessionManager:
 
     def check_apps(self, now: int) -> None:
         """At most every CHECK_APPS_INTERVAL_US: end sessions whose app is gone, i.e. no
-        longer holds its segment's liveness lock (vfstack._layout), or
+        longer holds its segment's liveness lock (vfstack.shm), or
         never took it within ATTACH_GRACE_US of attaching."""
         if self._apps_checked_at is not None and now - self._apps_checked_at < (
             CHECK_APPS_INTERVAL_US

@@ -55,7 +55,7 @@ def _event() -> None:
 
 
 def _session() -> None:
-    from vfstack._layout import Op
+    from vfstack.shm import Op
 
     from stackservice.fastpath.session import Session
 

@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from vfstack._layout import Op
+from vfstack.shm import Op
 
 from stackservice.fastpath import session as fastpath
 from stackservice.metrics.apps import (

@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from vfstack._doorbell import Doorbell
-from vfstack._layout import (
+from vfstack.shm import (
     EPOLLERR,
     EPOLLHUP,
     EPOLLIN,
     EPOLLOUT,
     EPOLLRDHUP,
     LAYOUT_VERSION,
+    Doorbell,
     EventKind,
     Op,
     Segment,
@@ -527,7 +527,7 @@ def test_check_apps_ends_sessions_whose_app_closed_its_segment(stack, tmp_path):
 def test_check_apps_notices_a_killed_process_holding_the_segment(stack):
     reply = stack.manager.attach("child", 1, **SMALL, now=stack.now)
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from vfstack._layout import Segment;"
+        [sys.executable, "-c", "import sys, time; from vfstack.shm import Segment;"
          f"Segment.open({reply['segment_path']!r}); print('open', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

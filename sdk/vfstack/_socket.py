@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 
-from vfstack._errors import StackGone, error, timed_out
+from vfstack._errors import StackGone, check, error, timed_out
 from vfstack.shm import (
     EPOLLERR,
     EPOLLHUP,
@@ -182,8 +182,7 @@ class Socket:
         slot = self._check()
         host, ip, port = _address(address, "bind")
         event = self._stack._call(OP_BIND, slot, ip, port)
-        if event.result < 0:
-            raise error(-event.result)
+        check(event.result)
         self._bound_ip = host
         self._local = (host, event.a1)
 
@@ -196,11 +195,10 @@ class Socket:
             if created:
                 stack._accepts[slot] = deque()
         event = stack._call(OP_LISTEN, slot, backlog)
-        if event.result < 0:
-            if created:
-                with stack._lock:
-                    stack._accepts.pop(slot, None)
-            raise error(-event.result)
+        if event.result < 0 and created:
+            with stack._lock:
+                stack._accepts.pop(slot, None)
+        check(event.result)
         self._listening = True
         self._local = (self._bound_ip, event.a1)
 
@@ -267,9 +265,7 @@ class Socket:
         slot = self._check()
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise error(errno.EINVAL)
-        event = self._stack._call(OP_SHUTDOWN, slot, how)
-        if event.result < 0:
-            raise error(-event.result)
+        check(self._stack._call(OP_SHUTDOWN, slot, how).result)
         if how != _socket.SHUT_WR:
             self._rd_closed = True
         if how != _socket.SHUT_RD:
@@ -322,15 +318,12 @@ class Socket:
         value = int(value)
         if not 0 <= value <= _U64:
             raise error(errno.EINVAL)
-        event = self._stack._call(OP_SETSOCKOPT, slot, level, optname, value)
-        if event.result < 0:
-            raise error(-event.result)
+        check(self._stack._call(OP_SETSOCKOPT, slot, level, optname, value).result)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None):
         slot = self._check()
         event = self._stack._call(OP_GETSOCKOPT, slot, level, optname)
-        if event.result < 0:
-            raise error(-event.result)
+        check(event.result)
         value = event.a64
         if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
             linger = _LINGER.pack(value & 1, value >> 32)

@@ -41,7 +41,7 @@ from collections import deque
 
 from vfstack._control import DEFAULT_TIMEOUT, ControlClient, ControlError
 from vfstack._epoll import Epoll
-from vfstack._errors import SDKError, StackGone, error
+from vfstack._errors import SDKError, StackGone, check, error
 from vfstack.shm import (
     EVENT_ACCEPTED,
     EVENT_RESULT,
@@ -178,8 +178,7 @@ class Stack:
         if kind != _socket.SOCK_STREAM or proto not in (0, _socket.IPPROTO_TCP):
             raise error(errno.EPROTONOSUPPORT)
         event = self._call(OP_SOCKET)
-        if event.result < 0:
-            raise error(-event.result)
+        check(event.result)
         sock = Socket(self, event.slot, event.a1)
         if type & _socket.SOCK_NONBLOCK:
             sock.setblocking(False)

@@ -50,92 +50,78 @@ __all__ = ["execute"]
 def execute(sockets: SocketTable, cmd: Command, now: int) -> None:
     """Run one command and post what the app is owed for it."""
     op = cmd.op
-    if op == OP_SOCKET:
-        _socket(sockets, cmd.request)
-        return
     slot = cmd.slot
-    s = sockets.slots[slot]
-    if s is None:
-        if op in (OP_TX, OP_RX_DONE, OP_CLOSE):
-            return  # no reply to give; a stale or confused app, harmless
-        sockets.post(EVENT_RESULT, slot, cmd.request, -errno.EBADF)
-        return
     if op in (OP_TX, OP_RX_DONE):
-        sockets.dirty.add(slot)
-    elif op == OP_CLOSE:
-        _close(sockets, slot, s, now)
-    elif op == OP_BIND:
-        sockets.post(EVENT_RESULT, slot, cmd.request, *_bind(sockets, s, cmd.a1, cmd.a2))
-    elif op == OP_LISTEN:
-        sockets.post(EVENT_RESULT, slot, cmd.request, *_listen(sockets, slot, s, cmd.a1))
-    elif op == OP_CONNECT:
-        result = _connect(sockets, slot, s, cmd.a1, cmd.a2, now)
-        sockets.post(EVENT_RESULT, slot, cmd.request, *result)
-    elif op == OP_SHUTDOWN:
-        sockets.post(EVENT_RESULT, slot, cmd.request, _shutdown(sockets, slot, s, cmd.a1, now))
-    elif op == OP_SETSOCKOPT:
-        try:
-            sockopts.setsockopt(sockets, s, cmd.a1, cmd.a2, cmd.a64, now)
-        except SocketError as exc:
-            sockets.post(EVENT_RESULT, slot, cmd.request, -exc.errno)
-            return
-        sockets.post(EVENT_RESULT, slot, cmd.request, 0)
-    elif op == OP_GETSOCKOPT:
-        try:
-            value = sockopts.getsockopt(sockets, slot, s, cmd.a1, cmd.a2)
-        except SocketError as exc:
-            sockets.post(EVENT_RESULT, slot, cmd.request, -exc.errno)
-            return
-        sockets.post(EVENT_RESULT, slot, cmd.request, 0, a64=value)
-
-
-def _socket(sockets: SocketTable, request: int) -> None:
-    if not sockets.free:
-        sockets.post(EVENT_RESULT, 0, request, -errno.EMFILE)
+        if sockets.slots[slot] is not None:  # else a stale or confused app: harmless
+            sockets.dirty.add(slot)  # the pass pumps it
         return
-    slot = sockets.new_slot(SLOT_OPEN)
-    sockets.post(EVENT_RESULT, slot, request, 0, sockets.generation[slot])
+    if op == OP_CLOSE:
+        s = sockets.slots[slot]
+        if s is not None:
+            _close(sockets, slot, s, now)
+        return
+    try:  # the ops answered by a RESULT: 0 and (a1, a64), or -errno
+        if op == OP_SOCKET:
+            slot = _socket(sockets)
+            a1, a64 = sockets.generation[slot], 0
+        else:
+            s = sockets.slots[slot]
+            if s is None:
+                raise SocketError(errno.EBADF)  # a FREE slot: as a closed fd
+            a1, a64 = _ANSWERS[op](sockets, slot, s, cmd, now)
+    except SocketError as exc:
+        sockets.post(EVENT_RESULT, slot, cmd.request, -exc.errno)
+        return
+    sockets.post(EVENT_RESULT, slot, cmd.request, 0, a1, a64=a64)
 
 
-def _bind(sockets: SocketTable, s: Slot, ip: int, port: int) -> tuple[int, int]:
+# Each answering op: (sockets, slot, its entry, the command, now) -> (a1, a64)
+# of its RESULT; a failure raises SocketError with the errno.
+
+
+def _socket(sockets: SocketTable) -> int:
+    """SOCKET: a new slot (its RESULT names it, a1 its generation)."""
+    if not sockets.free:
+        raise SocketError(errno.EMFILE)
+    return sockets.new_slot(SLOT_OPEN)
+
+
+def _bind(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> tuple[int, int]:
+    """BIND a1 ip, a2 port (0: any free one); a1 = the port."""
     engine = sockets.engine
+    ip, port = cmd.a1, cmd.a2
     if s.state != SLOT_OPEN or s.port:
-        return -errno.EINVAL, 0
+        raise SocketError(errno.EINVAL)
     if ip not in (0, engine.local_ip):
-        return -errno.EADDRNOTAVAIL, 0
+        raise SocketError(errno.EADDRNOTAVAIL)
     if port == 0:
         port = _free_port(sockets)
-        if not port:
-            return -errno.EADDRINUSE, 0
     elif port in engine.listeners:
-        return -errno.EADDRINUSE, 0
+        raise SocketError(errno.EADDRINUSE)
     s.port = port
-    return 0, port
+    return port, 0
 
 
 def _free_port(sockets: SocketTable) -> int:
-    """A random ephemeral port nobody listens on (0: none found)."""
+    """A random ephemeral port nobody listens on. Raises SocketError: EADDRINUSE."""
     listeners = sockets.engine.listeners
     for _ in range(64):
         port = EPHEMERAL_FIRST + secrets.randbelow(EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
         if port not in listeners:
             return port
-    return 0
+    raise SocketError(errno.EADDRINUSE)
 
 
-def _listen(sockets: SocketTable, slot: int, s: Slot, backlog: int) -> tuple[int, int]:
+def _listen(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> tuple[int, int]:
+    """LISTEN a1 backlog; a1 = the port."""
+    backlog = cmd.a1
     if s.state == SLOT_LISTENING:
         s.sock.backlog = backlog  # as Linux: listen() again changes the backlog
-        return 0, s.port
+        return s.port, 0
     if s.state != SLOT_OPEN:
-        return -errno.EINVAL, 0
+        raise SocketError(errno.EINVAL)
     port = s.port or _free_port(sockets)
-    if not port:
-        return -errno.EADDRINUSE, 0
-    try:
-        listener = sockets.engine.listen(port, backlog, owner=sockets)
-    except SocketError as exc:
-        return -exc.errno, 0
+    listener = sockets.engine.listen(port, backlog, owner=sockets)
     options = listener.options
     for name in SocketOptions.__slots__:
         setattr(options, name, getattr(s.options, name))
@@ -143,44 +129,65 @@ def _listen(sockets: SocketTable, slot: int, s: Slot, backlog: int) -> tuple[int
     sockets.slot_of[listener.sock_id] = slot
     sockets.listening.add(slot)
     sockets.segment.set_slot(slot, SLOT_LISTENING, 0, sockets.generation[slot], 0)
-    return 0, port
+    return port, 0
 
 
-def _connect(
-    sockets: SocketTable, slot: int, s: Slot, ip: int, port: int, now: int
-) -> tuple[int, int]:
+def _connect(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> tuple[int, int]:
+    """CONNECT a1 ip, a2 port; a1 = the local port (RESULT 0: in progress)."""
     if s.state == SLOT_CONNECTING:
-        return -errno.EALREADY, 0
+        raise SocketError(errno.EALREADY)
     if s.state != SLOT_OPEN:
-        return -(errno.EISCONN if s.state == SLOT_CONNECTED else errno.EINVAL), 0
-    try:
-        tcb = sockets.engine.connect(
-            ip, port, now, owner=sockets, options=s.options, local_port=s.port
-        )
-    except SocketError as exc:
-        return -exc.errno, 0
+        raise SocketError(errno.EISCONN if s.state == SLOT_CONNECTED else errno.EINVAL)
+    tcb = sockets.engine.connect(
+        cmd.a1, cmd.a2, now, owner=sockets, options=s.options, local_port=s.port
+    )
     s.sock, s.port, s.state = tcb, tcb.local_port, SLOT_CONNECTING
     s.error, s.eof, s.readiness = 0, False, 0
     sockets.slot_of[tcb.sock_id] = slot
     sockets.segment.set_slot(slot, SLOT_CONNECTING, 0, sockets.generation[slot], 0)
-    return 0, tcb.local_port
+    return tcb.local_port, 0
 
 
-def _shutdown(sockets: SocketTable, slot: int, s: Slot, how: int, now: int) -> int:
+def _shutdown(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> tuple[int, int]:
+    """SHUTDOWN a1 how."""
     tcb = s.sock
+    how = cmd.a1
     if s.state not in (SLOT_CONNECTED, SLOT_CONNECTING) or not isinstance(tcb, Tcb):
-        return -errno.ENOTCONN
+        raise SocketError(errno.ENOTCONN)
     if how != 0:  # SHUT_WR / SHUT_RDWR: what the app wrote goes first
         sockets.drain_tx(slot, s, tcb, now)
-    try:
-        sockets.engine.shutdown(tcb, how, now)
-    except SocketError as exc:
-        return -exc.errno
+    sockets.engine.shutdown(tcb, how, now)
     sockets.dirty.add(slot)
-    return 0
+    return 0, 0
+
+
+def _setsockopt(
+    sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int
+) -> tuple[int, int]:
+    """SETSOCKOPT a1 level, a2 name, a64 value."""
+    sockopts.setsockopt(sockets, s, cmd.a1, cmd.a2, cmd.a64, now)
+    return 0, 0
+
+
+def _getsockopt(
+    sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int
+) -> tuple[int, int]:
+    """GETSOCKOPT a1 level, a2 name; a64 = the value."""
+    return 0, sockopts.getsockopt(sockets, slot, s, cmd.a1, cmd.a2)
+
+
+_ANSWERS = {
+    OP_BIND: _bind,
+    OP_LISTEN: _listen,
+    OP_CONNECT: _connect,
+    OP_SHUTDOWN: _shutdown,
+    OP_SETSOCKOPT: _setsockopt,
+    OP_GETSOCKOPT: _getsockopt,
+}
 
 
 def _close(sockets: SocketTable, slot: int, s: Slot, now: int) -> None:
+    """CLOSE: no RESULT; SLOT_FREED tells when the slot may be reused."""
     sock = s.sock
     engine = sockets.engine
     if isinstance(sock, Listener):

@@ -272,7 +272,7 @@ class SessionManager:
                 self._fail(session, exc, now)
                 work = True
         occupancy = self._occupancy
-        if occupancy.due(now):
+        if now >= occupancy.next_at:
             for session, exc in occupancy.step(now, self._sessions):
                 if isinstance(exc, Violation):
                     self._violation(session, exc, now)

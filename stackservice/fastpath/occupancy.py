@@ -50,11 +50,12 @@ _TOTALS = 9
 class OccupancySweep:
     """The sweep over every session, a bounded piece per loop pass."""
 
-    __slots__ = ("_table", "_started_at", "_interval", "_left", "_slot", "_totals")
+    __slots__ = ("next_at", "_table", "_started_at", "_interval", "_left", "_slot", "_totals")
 
     def __init__(self, table: AppStatsTable) -> None:
+        self.next_at = 0  # when `step` is due next (0 while a sweep runs)
         self._table = table
-        self._started_at: int | None = None
+        self._started_at = 0
         self._interval = SAMPLE_INTERVAL_US
         self._left: list[Session] = []  # sessions still to visit, the next one last
         self._slot = 0  # the next slot of that session
@@ -65,12 +66,6 @@ class OccupancySweep:
         """A sweep is half done (the loop should come back without sleeping)."""
         return bool(self._left)
 
-    def due(self, now: int) -> bool:
-        """A sweep is running, or the next one should start."""
-        return (
-            bool(self._left) or self._started_at is None or now - self._started_at >= self._interval
-        )
-
     def forget(self, index: int) -> None:
         """The app in slot `index` of the app table starts over (its first
         session, the name perhaps new to the slot): what the running sweep
@@ -80,6 +75,7 @@ class OccupancySweep:
     def step(self, now: int, sessions: dict[int, Session]) -> list[tuple[Session, Exception]]:
         """Start a sweep over `sessions` if none runs, then go on with it for
         at most SAMPLE_BUDGET slots; publish the samples when it is done.
+        Call it when `next_at` has come.
 
         Returns the sessions that could not be sampled, with the exception
         met (a CorruptRing: the app broke its rings; anything else: a bug),
@@ -117,8 +113,11 @@ class OccupancySweep:
                 self._slot = 0
             else:
                 self._slot = end
-        if not left:
+        if left:
+            self.next_at = 0
+        else:
             self._publish()
+            self.next_at = self._started_at + self._interval
         return failed
 
     def _publish(self) -> None:

@@ -109,8 +109,9 @@ class Session:
                 execute = commands.execute
                 for record in records:
                     execute(sockets, decode_command(record, slots), now)
-        if sockets.pump_dirty(now):
+        if sockets.dirty:
             work = True
+            sockets.pump_dirty(now)
         if sockets.out and sockets.flush_events():
             work = True
             if self.segment.events.needs_wakeup():

@@ -197,17 +197,14 @@ class SocketTable:
 
     # ------------------------------------------------------------------ data
 
-    def pump_dirty(self, now: int) -> bool:
-        """Pump every slot marked since the last pass. Returns whether any was."""
-        if not self.dirty:
-            return False
+    def pump_dirty(self, now: int) -> None:
+        """Pump every slot marked since the last pass."""
         dirty, self.dirty = self.dirty, set()
         slots = self.slots
         for slot in sorted(dirty):
             if slots[slot] is not None:
                 self.pump(slot, now)
         self._ready_posted.clear()
-        return True
 
     def pump(self, slot: int, now: int) -> None:
         """Bring one slot up to date with its engine socket."""

@@ -1,6 +1,6 @@
 """Shared-memory rings vs. a kernel socketpair, between two processes.
 
-The fast path's lowest layer (`vfstack._rings`, `vfstack._doorbell`)
+The fast path's lowest layer (`vfstack.shm`: its rings and doorbells)
 measured cross-process (one process per CPU when there are two), each
 figure next to the same transfer through `socket.socketpair()`:
 
@@ -30,8 +30,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from vfstack._doorbell import Doorbell
-from vfstack._rings import ByteRing, RecordRing
+from vfstack.shm import ByteRing, Doorbell, RecordRing
 
 from bench._cli import summary_main
 from tests.support.shm import mapped, other_process, session_file

@@ -22,7 +22,7 @@ from stackservice.config import InstanceConfig
 from stackservice.control.link import LinkServer
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
-from stackservice.fastpath.session import SessionManager
+from stackservice.fastpath import SessionManager
 from stackservice.faults import Containment
 from stackservice.loop import StackLoop, monotonic_us
 from stackservice.metrics.apps import AppStatsTable

@@ -29,7 +29,7 @@ import select
 import time
 
 from stackservice.control.link import LinkServer
-from stackservice.fastpath.session import SessionManager
+from stackservice.fastpath import SessionManager
 from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.layout import LoopCounter
 from stackservice.net.host import Ipv4Host

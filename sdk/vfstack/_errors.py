@@ -1,8 +1,11 @@
 """Errors of the SDK: the `OSError` subclasses Python's own sockets raise.
 
-`OSError(errno, strerror)` picks the subclass from the errno by itself
-(ECONNREFUSED -> ConnectionRefusedError, EAGAIN -> BlockingIOError, ...),
-so one constructor covers every mapping and `exc.errno` stays right.
+Errno in, `OSError` out: the stack answers a command with 0 or -errno (a
+RESULT's `result`, vfstack.shm) and keeps a pending errno in the slot
+table; `check` and `error` are the one way such a number becomes an
+exception. `OSError(errno, strerror)` picks the subclass from the errno by
+itself (ECONNREFUSED -> ConnectionRefusedError, EAGAIN -> BlockingIOError,
+...), so one constructor covers every mapping and `exc.errno` stays right.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ def error(code: int) -> OSError:
 
 
 def check(result: int) -> int:
-    """A RESULT's `result` field: 0 or more passes through, -errno raises."""
+    """A RESULT's `result` field: 0 or more passes through, -errno raises.
+
+    Raises:
+        OSError: the subclass Python's sockets raise for that errno.
+    """
     if result < 0:
         raise error(-result)
     return result

@@ -28,22 +28,35 @@ import threading
 import time
 from collections import deque
 
-from vfstack._errors import StackGone, error, timed_out
-from vfstack._layout import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Op, SlotState
+from vfstack._errors import StackGone, check, error, timed_out
+from vfstack.shm import (
+    EPOLLERR,
+    EPOLLHUP,
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
+    OP_BIND,
+    OP_CONNECT,
+    OP_GETSOCKOPT,
+    OP_LISTEN,
+    OP_RX_DONE,
+    OP_SETSOCKOPT,
+    OP_SHUTDOWN,
+    OP_TX,
+    SLOT_CONNECTED,
+    SLOT_CONNECTING,
+    SLOT_LISTENING,
+    SLOT_OPEN,
+)
 
 __all__ = ["Socket"]
 
-_OPEN = int(SlotState.OPEN)
-_LISTENING = int(SlotState.LISTENING)
-_CONNECTING = int(SlotState.CONNECTING)
-_CONNECTED = int(SlotState.CONNECTED)
-_CLOSING = int(SlotState.CLOSING)
-_CONNECTION = (_CONNECTING, _CONNECTED, _CLOSING)  # an end of the session resets these
+_CONNECTION = (SLOT_CONNECTING, SLOT_CONNECTED)  # an end of the session resets these
 _U64 = (1 << 64) - 1
 _DEFAULT_BACKLOG = 128
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")  # struct linger {l_onoff, l_linger}
-_FENCE = threading.Lock()  # a lock round trip is a full fence (see vfstack._rings)
+_FENCE = threading.Lock()  # a lock round trip is a full fence (see vfstack.shm._rings)
 
 
 def _ip(host: str) -> int:
@@ -168,9 +181,8 @@ class Socket:
     def bind(self, address) -> None:
         slot = self._check()
         host, ip, port = _address(address, "bind")
-        event = self._stack._call(Op.BIND, slot, ip, port)
-        if event.result < 0:
-            raise error(-event.result)
+        event = self._stack._call(OP_BIND, slot, ip, port)
+        check(event.result)
         self._bound_ip = host
         self._local = (host, event.a1)
 
@@ -182,12 +194,11 @@ class Socket:
             created = slot not in stack._accepts
             if created:
                 stack._accepts[slot] = deque()
-        event = stack._call(Op.LISTEN, slot, backlog)
-        if event.result < 0:
-            if created:
-                with stack._lock:
-                    stack._accepts.pop(slot, None)
-            raise error(-event.result)
+        event = stack._call(OP_LISTEN, slot, backlog)
+        if event.result < 0 and created:
+            with stack._lock:
+                stack._accepts.pop(slot, None)
+        check(event.result)
         self._listening = True
         self._local = (self._bound_ip, event.a1)
 
@@ -229,7 +240,7 @@ class Socket:
         if port == 0 or ip == 0:
             return errno.ECONNREFUSED  # what Linux answers (the layout forbids port 0)
         stack = self._stack
-        event = stack._call(Op.CONNECT, slot, ip, port)
+        event = stack._call(OP_CONNECT, slot, ip, port)
         if event.result < 0:
             return -event.result
         self._local = (stack.local_ip, event.a1)
@@ -237,26 +248,24 @@ class Socket:
         if self._timeout == 0.0:
             return errno.EINPROGRESS
         seg = self._seg
-        if not stack._wait(lambda: seg.slot_state(slot) != _CONNECTING, self._deadline()):
+        if not stack._wait(lambda: seg.slot_state(slot) != SLOT_CONNECTING, self._deadline()):
             raise timed_out()
         return self._connect_outcome()
 
     def _connect_outcome(self) -> int:
         seg, slot = self._seg, self._slot
-        if seg.slot_state(slot) == _CONNECTED:
+        if seg.slot_state(slot) == SLOT_CONNECTED:
             self._peer = self._connecting_to
             return 0
         code = seg.slot_error(slot)
-        event = self._stack._call(Op.GETSOCKOPT, slot, _socket.SOL_SOCKET, _socket.SO_ERROR)
+        event = self._stack._call(OP_GETSOCKOPT, slot, _socket.SOL_SOCKET, _socket.SO_ERROR)
         return code or event.a64 or errno.ECONNREFUSED
 
     def shutdown(self, how: int) -> None:
         slot = self._check()
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise error(errno.EINVAL)
-        event = self._stack._call(Op.SHUTDOWN, slot, how)
-        if event.result < 0:
-            raise error(-event.result)
+        check(self._stack._call(OP_SHUTDOWN, slot, how).result)
         if how != _socket.SHUT_WR:
             self._rd_closed = True
         if how != _socket.SHUT_RD:
@@ -287,7 +296,7 @@ class Socket:
         if (
             self._peer is None
             and self._connecting_to is not None
-            and self._seg.slot_state(slot) in (_CONNECTED, _CLOSING)
+            and self._seg.slot_state(slot) == SLOT_CONNECTED
         ):
             self._peer = self._connecting_to
         if self._peer is None:
@@ -309,15 +318,12 @@ class Socket:
         value = int(value)
         if not 0 <= value <= _U64:
             raise error(errno.EINVAL)
-        event = self._stack._call(Op.SETSOCKOPT, slot, level, optname, value)
-        if event.result < 0:
-            raise error(-event.result)
+        check(self._stack._call(OP_SETSOCKOPT, slot, level, optname, value).result)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None):
         slot = self._check()
-        event = self._stack._call(Op.GETSOCKOPT, slot, level, optname)
-        if event.result < 0:
-            raise error(-event.result)
+        event = self._stack._call(OP_GETSOCKOPT, slot, level, optname)
+        check(event.result)
         value = event.a64
         if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
             linger = _LINGER.pack(value & 1, value >> 32)
@@ -350,7 +356,7 @@ class Socket:
         if seg.slot_error(slot) and not self._error_reported:
             mask |= EPOLLERR
         state = seg.slot_state(slot)
-        if state == _OPEN and not mask:  # never connected: Linux says OUT|HUP
+        if state == SLOT_OPEN and not mask:  # never connected: Linux says OUT|HUP
             return EPOLLOUT | EPOLLHUP
         if self._rx.readable() or self._rd_closed or mask:
             mask |= EPOLLIN
@@ -383,7 +389,7 @@ class Socket:
         state = seg.slot_state(slot)
         if state not in _CONNECTION:
             return errno.ENOTCONN
-        if state == _CONNECTING and self._stack._ended is None:
+        if state == SLOT_CONNECTING and self._stack._ended is None:
             return 0
         code = self._pending_error(self._stack._ended is not None)
         if code:
@@ -397,7 +403,7 @@ class Socket:
     def _send_ready(self) -> bool:
         if self._slot < 0 or self._send_errno():
             return True
-        return self._seg.slot_state(self._slot) != _CONNECTING and self._tx.free() > 0
+        return self._seg.slot_state(self._slot) != SLOT_CONNECTING and self._tx.free() > 0
 
     def _send_some(self, view: memoryview, deadline: float | None) -> int:
         self._block(self._send_ready, deadline)
@@ -409,7 +415,7 @@ class Socket:
             raise error(code)
         n = self._tx.write(view)
         if n:
-            self._stack._notify(Op.TX, slot)
+            self._stack._notify(OP_TX, slot)
         return n
 
     def send(self, data, flags: int = 0) -> int:
@@ -441,7 +447,7 @@ class Socket:
         seg = self._seg
         if seg.readiness(slot) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR) or seg.slot_error(slot):
             return True
-        return seg.slot_state(slot) not in (_CONNECTED, _CONNECTING)
+        return seg.slot_state(slot) not in (SLOT_CONNECTED, SLOT_CONNECTING)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
@@ -477,7 +483,7 @@ class Socket:
                 _FENCE.acquire()
                 _FENCE.release()
                 if rx.readable() + n >= rx.capacity or before >= rx.capacity:
-                    stack._notify(Op.RX_DONE, slot)
+                    stack._notify(OP_RX_DONE, slot)
                 return n
             if self._rd_closed:
                 return 0
@@ -490,10 +496,10 @@ class Socket:
             if mask & (EPOLLRDHUP | EPOLLHUP):
                 return 0
             state = seg.slot_state(slot)
-            if state not in (_CONNECTED, _CONNECTING, _CLOSING):
-                if state == _OPEN and self._connecting_to is None and not self._listening:
+            if state not in (SLOT_CONNECTED, SLOT_CONNECTING):
+                if state == SLOT_OPEN and self._connecting_to is None and not self._listening:
                     raise error(errno.ENOTCONN)
-                if state == _LISTENING:
+                if state == SLOT_LISTENING:
                     raise error(errno.ENOTCONN)
                 return 0
             self._block(self._recv_ready, deadline)

@@ -8,11 +8,11 @@ waits for them (by request id), ACCEPTED to the listener's queue,
 SLOT_FREED to the slot bookkeeping; READY only wakes waiters, since the
 slot table in shared memory is the authority on readiness, state and error.
 
-Waking (DESIGN.md principle 2): the stack's doorbell is rung only when the
-stack said it sleeps (`needs_wakeup()` after publishing); before sleeping
-on the app doorbell the pump spins briefly, then announces sleep with
-`prepare_sleep()` on the event ring, which re-checks the ring, so no event
-posted meanwhile is missed.
+Waking (docs/architecture.md principle 2): the stack's doorbell is rung
+only when the stack said it sleeps (`needs_wakeup()` after publishing);
+before sleeping on the app doorbell the pump spins briefly, then announces
+sleep with `prepare_sleep()` on the event ring, which re-checks the ring,
+so no event posted meanwhile is missed.
 
 Threads: one lock guards the rings and the dispatch tables; one thread at
 a time sleeps on the doorbell (the "pumper"), the others wait on a
@@ -21,7 +21,7 @@ condition the pumper signals after every dispatch.
 The end of the session (`_notice`): the stack stores `ended` in the
 segment when it ends the session on purpose, and its end of the app
 doorbell, opened read-only here, hangs up when it closes, on purpose or
-because the stack process died (vfstack._layout "Liveness"). A hang-up
+because the stack process died (vfstack.shm "Liveness"). A hang-up
 wakes the pumper at once, and a poller of `fileno()` too; callers that
 never sleep look at most every PROBE_SECONDS. From then on (`_ended`),
 commands raise StackGone, connections fail as reset, and every socket an
@@ -40,19 +40,23 @@ import weakref
 from collections import deque
 
 from vfstack._control import DEFAULT_TIMEOUT, ControlClient, ControlError
-from vfstack._doorbell import Doorbell
 from vfstack._epoll import Epoll
-from vfstack._errors import SDKError, StackGone, error
-from vfstack._layout import (
+from vfstack._errors import SDKError, StackGone, check, error
+from vfstack.shm import (
+    EVENT_ACCEPTED,
+    EVENT_RESULT,
+    EVENT_SLOT_FREED,
+    OP_CLOSE,
+    OP_SOCKET,
     BadRecord,
+    CorruptRing,
+    Doorbell,
     Event,
-    EventKind,
     Op,
     Segment,
     decode_event,
     encode_command_into,
 )
-from vfstack._rings import CorruptRing
 from vfstack.v1 import stack_pb2
 
 __all__ = ["Stack", "connect"]
@@ -69,11 +73,6 @@ RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.05, 1.0
 RETRY_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"})
 ENDED = "the stack ended this session"  # on purpose: see its log for why
 DIED = "the stack instance is gone"
-
-_RESULT = int(EventKind.RESULT)
-_READY = int(EventKind.READY)
-_ACCEPTED = int(EventKind.ACCEPTED)
-_SLOT_FREED = int(EventKind.SLOT_FREED)
 
 
 def connect(
@@ -178,9 +177,8 @@ class Stack:
         kind = type & ~(_socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
         if kind != _socket.SOCK_STREAM or proto not in (0, _socket.IPPROTO_TCP):
             raise error(errno.EPROTONOSUPPORT)
-        event = self._call(Op.SOCKET)
-        if event.result < 0:
-            raise error(-event.result)
+        event = self._call(OP_SOCKET)
+        check(event.result)
         sock = Socket(self, event.slot, event.a1)
         if type & _socket.SOCK_NONBLOCK:
             sock.setblocking(False)
@@ -461,13 +459,13 @@ class Stack:
             for i in range(n):
                 event = decode_event(data, slots, events.read_offset(i))
                 kind = event.kind
-                if kind == _RESULT:
+                if kind == EVENT_RESULT:
                     self._results[event.request] = event
                     continue
-                if kind == _SLOT_FREED:
+                if kind == EVENT_SLOT_FREED:
                     self._segment.drop_stale_rx(event.slot, event.a64)
                     continue
-                if kind == _ACCEPTED:
+                if kind == EVENT_ACCEPTED:
                     queue = self._accepts.get(event.slot)
                     if queue is None:  # the listener was closed meanwhile
                         orphans.append(event.a1)
@@ -498,7 +496,7 @@ class Stack:
             n = rx.readable()
             if n:
                 rx.release(n)  # the app discards what it has not read (layout contract)
-            self._notify(Op.CLOSE, slot)
+            self._notify(OP_CLOSE, slot)
             if queue:
                 for pending, _, _ in queue:
                     self._close_slot(pending)

@@ -8,7 +8,7 @@ import base64
 import ipaddress
 from collections.abc import Callable
 
-from stackservice.fastpath.session import SessionManager
+from stackservice.fastpath import SessionManager
 from stackservice.tcp.engine import Listener, TcpEngine
 from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import Tcb

@@ -1,6 +1,16 @@
-"""Stack side of the shared-memory fast path: sessions, commands, events
-(DESIGN.md "Data flow"; the layout is vfstack._layout)."""
+"""Stack side of the shared-memory fast path (the format: vfstack.shm).
 
-from stackservice.fastpath.session import Session, SessionManager
+    manager     SessionManager: attach, detach, liveness, faults contained
+    occupancy   the ring occupancy sweep into the app table
+    session     Session: one app's files, sockets and pass
+    commands    what each command record does
+    sockopts    socket options, a table
+    sockets     SocketTable: a session's slots, engine sockets, pumps, events
+
+Each imports only those below it.
+"""
+
+from stackservice.fastpath.manager import SessionManager
+from stackservice.fastpath.session import Session
 
 __all__ = ["Session", "SessionManager"]

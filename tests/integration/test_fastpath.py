@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from vfstack._doorbell import Doorbell
-from vfstack._layout import (
+from vfstack.shm import (
+    Doorbell,
     EventKind,
     Op,
     Segment,

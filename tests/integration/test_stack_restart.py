@@ -22,7 +22,7 @@ import pytest
 import vfstack
 import vfstack.aio
 from vfstack._control import ControlClient
-from vfstack._layout import encode_command_into
+from vfstack.shm import encode_command_into
 from vfstack.v1 import stack_pb2
 
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns

@@ -55,11 +55,15 @@ def _event() -> None:
 
 
 def _session() -> None:
-    from vfstack._layout import Op
+    from vfstack.shm import OP_TX
 
-    from stackservice.fastpath.session import Session
+    from stackservice.fastpath import commands
 
-    inject(Session, "_execute", lambda s, cmd, now: s.app == DOOMED_APP and cmd.op == Op.TX)
+    inject(
+        commands,
+        "execute",
+        lambda sockets, cmd, now: sockets.app_name == DOOMED_APP and cmd.op == OP_TX,
+    )
 
 
 def _control() -> None:

@@ -17,7 +17,7 @@ import random
 import time
 
 import vfstack
-from vfstack._layout import Op
+from vfstack.shm import Op
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ import os
 import time
 
 import pytest
-from vfstack._layout import Op
+from vfstack.shm import Op
 
-from stackservice.fastpath import session as fastpath
+from stackservice.fastpath import occupancy
 from stackservice.metrics.apps import (
     NAME_BYTES,
     SLOT_WORDS,
@@ -214,7 +214,7 @@ def apps_stack(tmp_path):
 
 def sample(stack: Stack, path) -> dict[str, AppSample]:
     """Let a sampling sweep run (one is due), then read the table."""
-    stack.step(advance=fastpath.SAMPLE_INTERVAL_US)
+    stack.step(advance=occupancy.SAMPLE_INTERVAL_US)
     return by_app(path)
 
 
@@ -320,14 +320,14 @@ def test_occupancy_series_end_with_the_last_session_the_bytes_stay(apps_stack):
 
 
 def test_a_sweep_is_bounded_per_pass_and_keeps_the_loop_awake(tmp_path, monkeypatch):
-    monkeypatch.setattr(fastpath, "SAMPLE_BUDGET", 2)
+    monkeypatch.setattr(occupancy, "SAMPLE_BUDGET", 2)
     table = AppStatsTable(8, tmp_path / "vf0.apps")
     (tmp_path / "run").mkdir()
     stack = Stack(tmp_path / "run", app_stats=table)
     app = stack.attach("web")  # four socket slots
     _, _, iss = accepted(app, stack)
     stack.deliver(seq=PEER_ISS + 1, ack=iss + 1, payload=b"x" * 100)
-    stack.now += fastpath.SAMPLE_INTERVAL_US
+    stack.now += occupancy.SAMPLE_INTERVAL_US
     stack.dispatch()
     manager = stack.manager
     manager.poll(stack.now)  # slots 0-1 (the listener and the connection)
@@ -338,7 +338,7 @@ def test_a_sweep_is_bounded_per_pass_and_keeps_the_loop_awake(tmp_path, monkeypa
     assert manager.prepare_sleep()
     manager.sleep_done()
     manager.poll(stack.now + 1)  # the next sweep is not due yet
-    assert not manager._sweep
+    assert not manager._occupancy.running
     manager.close(stack.now)
     table.close()
 
@@ -367,7 +367,7 @@ def test_more_names_than_slots_attach_without_exported_bytes(tmp_path):
     stack.attach("first")
     app = stack.attach("second")  # no slot left: still served
     request = app.command(Op.SOCKET)
-    stack.step(advance=fastpath.SAMPLE_INTERVAL_US)
+    stack.step(advance=occupancy.SAMPLE_INTERVAL_US)
     assert result(app.events(), request).result == 0
     assert [s.app for s in read_apps(table._path)] == ["first"]
     stack.manager.close(stack.now)
@@ -383,7 +383,7 @@ def test_default_table_lives_in_private_memory(tmp_path):
 
 
 def test_sweeps_start_further_apart_with_more_connections(apps_stack, monkeypatch):
-    monkeypatch.setattr(fastpath, "SAMPLE_US_PER_CONNECTED", 400_000)
+    monkeypatch.setattr(occupancy, "SAMPLE_US_PER_CONNECTED", 400_000)
     stack, path = apps_stack
     app = stack.attach("web")
     _, conn, iss = accepted(app, stack)

@@ -1,4 +1,4 @@
-"""vfstack._doorbell: FIFO doorbells, and the need-wakeup protocol with the rings.
+"""vfstack.shm._doorbell: FIFO doorbells, and the need-wakeup protocol with the rings.
 
 The last test runs the documented protocol between two real processes that
 both sleep whenever they are idle, and counts any wake-up that never came.
@@ -16,8 +16,7 @@ import sys
 import time
 
 import pytest
-from vfstack._doorbell import Doorbell
-from vfstack._rings import RecordRing
+from vfstack.shm import Doorbell, RecordRing
 
 from tests.support.shm import mapped, other_process, session_file
 
@@ -159,7 +158,7 @@ def test_a_read_only_end_hangs_up_when_the_ringing_process_is_killed(tmp_path):
 
 CREATE_AND_SLEEP = """
 import sys, time
-from vfstack._doorbell import Doorbell
+from vfstack.shm import Doorbell
 bell = Doorbell.create(sys.argv[1])
 print("made", flush=True)
 time.sleep(60)

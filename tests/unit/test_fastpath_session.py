@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from vfstack._doorbell import Doorbell
-from vfstack._layout import (
+from vfstack.shm import (
     EPOLLERR,
     EPOLLHUP,
     EPOLLIN,
     EPOLLOUT,
     EPOLLRDHUP,
     LAYOUT_VERSION,
+    Doorbell,
     EventKind,
     Op,
     Segment,
@@ -31,8 +31,8 @@ from vfstack._layout import (
     encode_command_into,
 )
 
-from stackservice.fastpath import SessionManager
-from stackservice.fastpath.session import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US, Session
+from stackservice.fastpath import Session, SessionManager, commands, occupancy
+from stackservice.fastpath.manager import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US
 from stackservice.faults import Containment, FaultSite
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
 from tests.support.faults import InjectedFault, inject
@@ -527,7 +527,7 @@ def test_check_apps_ends_sessions_whose_app_closed_its_segment(stack, tmp_path):
 def test_check_apps_notices_a_killed_process_holding_the_segment(stack):
     reply = stack.manager.attach("child", 1, **SMALL, now=stack.now)
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from vfstack._layout import Segment;"
+        [sys.executable, "-c", "import sys, time; from vfstack.shm import Segment;"
          f"Segment.open({reply['segment_path']!r}); print('open', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -576,10 +576,10 @@ def test_app_doorbell_rings_only_when_the_app_sleeps(stack):
 # -- fault containment (DESIGN.md principle 5) ---------------------------------
 
 # Where a bug can meet one session, and the manager call that runs into it:
-# (class, method, when(self, ...) picks the doomed session, the call).
+# (owner, function, when(its arguments) picks the doomed session, the call).
 SESSION_FAULTS = {
-    "command": (Session, "_execute", lambda s, *_: s.app == "doomed", "poll"),
-    "sampling": (Session, "sample_rings", lambda s, *_: s.app == "doomed", "poll"),
+    "command": (commands, "execute", lambda sockets, *_: sockets.app_name == "doomed", "poll"),
+    "sampling": (occupancy, "sample_rings", lambda s, *_: s.app == "doomed", "poll"),
     "sleep": (Session, "busy", lambda s: s.app == "doomed", "prepare_sleep"),
     "liveness": (Segment, "app_alive", lambda seg: seg.app_pid == 2, "check_apps"),
 }

@@ -1,4 +1,4 @@
-"""vfstack._rings: SPSC record and byte rings over shared memory.
+"""vfstack.shm._rings: SPSC record and byte rings over shared memory.
 
 Single-process tests pin the API and the edges; a hypothesis state machine
 checks random interleavings of producer and consumer operations against a
@@ -27,11 +27,12 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from vfstack._rings import HEADER_SIZE, ByteRing, CorruptRing, RecordRing
+from vfstack.shm import ByteRing, CorruptRing, RecordRing
+from vfstack.shm._rings import HEADER_SIZE
 
 from tests.support.shm import mapped, other_process, session_file
 
-HEAD, TAIL, SLEEPING = 0, 8, 16  # header words (the layout in _rings.py)
+HEAD, TAIL, SLEEPING = 0, 8, 16  # header words (the ring region in vfstack.shm)
 MASK64 = (1 << 64) - 1
 REC = struct.Struct("<QQ")  # seq, check(seq): 16-byte records for the stream tests
 

@@ -16,14 +16,14 @@ only write end, and once that closes — the stack ended the session, or
 its process died, however (`kill -9` too: the kernel closes its
 descriptors) — the pipe has no writer left and poll reports POLLHUP, for
 good: `wait()` returns at once and `hung_up()` is True. Like the flock
-the stack probes on the segment (vfstack._layout), this is the state of
-one kernel object, the same in every container and PID namespace, and it
-needs no probing while the application sleeps: the hang-up wakes it.
+the stack probes on the segment (`Segment.app_alive`), this is the state
+of one kernel object, the same in every container and PID namespace, and
+it needs no probing while the application sleeps: the hang-up wakes it.
 
 Doorbells are expensive (~7 µs to a sleeping process, ~46 µs round trip
-with both sides sleeping, DESIGN.md "Measured costs"), so they are rung
-only when the consumer of a ring said it sleeps: the need-wakeup flag in
-the ring header (`vfstack._rings`), as AF_XDP and virtio do.
+with both sides sleeping, docs/architecture.md "Measured costs"), so they
+are rung only when the consumer of a ring said it sleeps: the need-wakeup
+flag in the ring header (vfstack.shm._rings), as AF_XDP and virtio do.
 
 The protocol, for one ring R whose consumer C sleeps on doorbell D::
 

@@ -1,31 +1,19 @@
 """Single-producer/single-consumer rings in memory shared by two processes.
 
-The lowest layer of the fast path (DESIGN.md "Data flow"; mTCP §3.2.2-3.2.3):
-an application and its stack instance map one file per session, and every
-queue between them is one of these rings over a slice of that mapping.
+The lowest layer of the fast path (mTCP §3.2.2-3.2.3): an application and
+its stack instance map one file per session, and every queue between them
+is one of these rings over a slice of that mapping.
 
 - `RecordRing`: fixed-size records — commands app → stack, events
   stack → app. Producers reserve, write and publish a whole batch with one
   index store; consumers see, read and release a whole batch with one.
 - `ByteRing`: a byte stream per socket — RX stack → app, TX app → stack.
 
-Both sides import this one module, so the layout below is the contract.
-
-Region layout (offsets in bytes from the region's start; u64 little-endian)::
-
-    0    head              producer's index, free-running (never wraps back)
-    8    magic             ring kind, set by `init()`, checked by `attach()`
-    16   capacity          slots (RecordRing) or bytes (ByteRing)
-    24   record_size       bytes per slot (RecordRing), 0 (ByteRing)
-    64   tail              consumer's index, free-running
-    128  consumer_sleeping need-wakeup flag, written by the consumer only
-    192  data              slots * record_size bytes, or capacity bytes
-
-`head` and `tail` each own a 64-byte cache line, and the flag a third, so
-the producer's and the consumer's stores never share a line. An index is a
-count of records (bytes) ever published (consumed); the slot of index i is
-`i & (capacity - 1)`. At a billion records a second a u64 lasts 584 years,
-so no code handles wrap-around of the indices themselves.
+The region layout is in the contract (vfstack.shm "Ring region"): `head`
+and `tail` each own a 64-byte cache line, and the need-wakeup flag a third,
+so the producer's and the consumer's stores never share a line. At a
+billion records a second a u64 index lasts 584 years, so no code handles
+wrap-around of the indices themselves.
 
 Memory ordering (the contract both sides rely on):
 
@@ -33,8 +21,8 @@ Memory ordering (the contract both sides rely on):
   `memoryview.cast('Q')[i] = value` (CPython copies it with one `memcpy` of
   8 bytes into an aligned address: a single `mov` on x86-64), and read with
   one 8-byte load. Never `struct.pack_into`: it zeroes the field before
-  packing it, so the other process sometimes reads 0 (DESIGN.md "Known
-  pitfalls"; tests/unit/test_rings.py catches it).
+  packing it, so the other process sometimes reads 0 (docs/architecture.md
+  "Known pitfalls on Linux"; tests/unit/test_rings.py catches it).
 - The producer writes records (bytes) before the store of `head` that
   publishes them; the consumer reads them after the load of `head` that
   shows them, and stores `tail` only after it has copied them out. x86-64
@@ -44,7 +32,7 @@ Memory ordering (the contract both sides rely on):
 - TSO does let a load pass an older store. The need-wakeup handshake is
   exactly that pattern (store my flag/index, load the other's), so
   `prepare_sleep()` and `needs_wakeup()` put a full fence between the two
-  (see vfstack._doorbell for the protocol and why no wake-up is lost).
+  (see vfstack.shm._doorbell for the protocol and why no wake-up is lost).
 
 Trust: the consumer (typically the stack) treats everything the producer
 wrote as hostile, and the producer treats the consumer's `tail` the same.
@@ -72,7 +60,9 @@ import ctypes
 import threading
 from collections.abc import Sequence
 
-__all__ = ["HEADER_SIZE", "ByteRing", "CorruptRing", "RecordRing"]
+from vfstack.shm._violations import CorruptRing
+
+__all__ = ["HEADER_SIZE", "ByteRing", "RecordRing"]
 
 HEADER_SIZE = 192
 _HEAD = 0  # word indices into the header viewed as u64
@@ -84,17 +74,6 @@ _SLEEPING = 16
 _HEADER_WORDS = HEADER_SIZE // 8
 _RECORD_MAGIC = int.from_bytes(b"vfsRREC1", "little")
 _BYTE_MAGIC = int.from_bytes(b"vfsRBYT1", "little")
-
-
-class CorruptRing(Exception):
-    """The other side wrote an impossible index: end the session.
-
-    `reason` says which check failed (for logs and drop counters).
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _round64(n: int) -> int:
@@ -238,7 +217,7 @@ class _Ring:
             return CorruptRing("tail ahead of head")
         return CorruptRing("tail moved backwards")
 
-    # -- need-wakeup (protocol in vfstack._doorbell) -----------------------
+    # -- need-wakeup (protocol in vfstack.shm._doorbell) -------------------
 
     def _full_fence(self) -> None:
         fence = self._fence

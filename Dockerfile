@@ -21,15 +21,16 @@
 # never installs the stack's dependencies.
 ARG BASE_IMAGE=python:3.12-slim
 
-# Dependencies first, from pyproject.toml alone, with empty packages in
-# place of the sources: these layers (grpcio & co., most of the build
-# time) are reused until the dependencies themselves change.
+# Dependencies first, from pyproject.toml alone, with empty packages (and
+# README, the package's description) in place of the sources: these layers
+# (grpcio & co., most of the build time) are reused until the dependencies
+# themselves change.
 FROM ${BASE_IMAGE} AS sdk-deps
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN python3 -m venv /opt/vfstack \
     && mkdir -p stackservice sdk/vfstack \
-    && touch stackservice/__init__.py sdk/vfstack/__init__.py \
+    && touch README.md stackservice/__init__.py sdk/vfstack/__init__.py \
     && /opt/vfstack/bin/pip install --no-cache-dir . \
     && /opt/vfstack/bin/pip uninstall -y vfstack
 
@@ -37,6 +38,7 @@ RUN python3 -m venv /opt/vfstack \
 # would keep the empty stubs: they are newer than the sources copied here.)
 FROM sdk-deps AS wheel
 RUN rm -rf build *.egg-info stackservice sdk
+COPY README.md ./
 COPY stackservice ./stackservice
 COPY sdk ./sdk
 RUN /opt/vfstack/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .

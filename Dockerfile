@@ -1,5 +1,14 @@
-# vfstack: the stack service (`stackservice run`), the `vfstack` admin CLI
-# and the SDK for applications, in one image.
+# vfstack: two images from one build, each with what its containers need.
+#
+#   --target stack (the default; vfstack:local): the stack service
+#       (`stackservice run`) and the operator commands, `pip install
+#       '.[stack]'`. Compose's nic and stack services, and `vfstack deploy`.
+#   --target app (vfstack-app:local): the SDK alone, `pip install .`
+#       (grpcio, protobuf: no pyroute2, prometheus-client, health or
+#       reflection services). Compose's example apps; a base for your own
+#       (`FROM vfstack-app:local`, then your code).
+#
+# Both install the same wheel into /opt/vfstack, on PATH.
 #
 # BASE_IMAGE: any Debian-like image with python3 (>= 3.11) and its venv
 # module. Where python:3.12-slim cannot be pulled (air-gapped hosts),
@@ -7,51 +16,79 @@
 # .env passes BASE_IMAGE=vfstack-base:local (see .env.example).
 #
 # Written for the classic builder as well as BuildKit (no RUN --mount):
-# Debian's docker.io 20.10 has no buildx.
+# Debian's docker.io 20.10 has no buildx. The classic builder runs every
+# stage up to the target, so the app's stages come first: `--target app`
+# never installs the stack's dependencies.
 ARG BASE_IMAGE=python:3.12-slim
 
-FROM ${BASE_IMAGE} AS build
+# Dependencies first, from pyproject.toml alone, with empty packages (and
+# README, the package's description) in place of the sources: these layers
+# (grpcio & co., most of the build time) are reused until the dependencies
+# themselves change.
+FROM ${BASE_IMAGE} AS sdk-deps
 WORKDIR /src
-RUN python3 -m venv /opt/vfstack
-# Dependencies first, from pyproject.toml alone, with empty packages in
-# place of the sources: this layer (grpcio & co., most of the build time)
-# is reused until the dependencies themselves change.
-COPY pyproject.toml README.md ./
-RUN mkdir -p stackservice sdk/vfstack \
-    && touch stackservice/__init__.py sdk/vfstack/__init__.py \
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/vfstack \
+    && mkdir -p stackservice sdk/vfstack \
+    && touch README.md stackservice/__init__.py sdk/vfstack/__init__.py \
     && /opt/vfstack/bin/pip install --no-cache-dir . \
-    && /opt/vfstack/bin/pip uninstall -y vfstack \
-    && rm -rf build *.egg-info stackservice sdk
-# (setuptools' build/ would keep the empty stubs: they are newer than the
-# sources copied below.)
+    && /opt/vfstack/bin/pip uninstall -y vfstack
+
+# The package, once, as a wheel both images install. (setuptools' build/
+# would keep the empty stubs: they are newer than the sources copied here.)
+FROM sdk-deps AS wheel
+RUN rm -rf build *.egg-info stackservice sdk
+COPY README.md ./
 COPY stackservice ./stackservice
 COPY sdk ./sdk
-# Not editable: the runtime stage copies the venv alone.
-# pip's byte-compiled files stay: the health check starts Python every few
-# seconds, and a read-only container could not write them.
-RUN /opt/vfstack/bin/pip install --no-cache-dir --no-deps . \
+RUN /opt/vfstack/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+# Not editable: the runtime stages copy the venv alone. pip's byte-compiled
+# files stay: the health checks start Python every few seconds, and a
+# read-only container could not write them.
+FROM sdk-deps AS sdk-venv
+COPY --from=wheel /wheels /wheels
+RUN /opt/vfstack/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
     && /opt/vfstack/bin/pip uninstall -y pip
 
-FROM ${BASE_IMAGE}
-# The example apps run as this user where the stack's file modes let them
-# (see docker-compose.yml, APP_USER); the stack itself runs as root with a
-# few capabilities, given by compose / `vfstack deploy`.
+# What both images share. The example apps run as this user where the
+# stack's file modes let them (see docker-compose.yml, APP_USER); the
+# stack itself runs as root with a few capabilities, given by compose /
+# `vfstack deploy`.
+FROM ${BASE_IMAGE} AS runtime
 RUN groupadd --gid 10001 vfstack \
     && useradd --uid 10001 --gid vfstack --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin vfstack
-COPY --from=build /opt/vfstack /opt/vfstack
+ENV PATH=/opt/vfstack/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# The SDK alone. No health check of its own: an app's health is the app's
+# (compose checks that its listener shows in `vfstack conns`).
+FROM runtime AS app
+COPY --from=sdk-venv /opt/vfstack /opt/vfstack
+
+# The stack's dependencies on top of the SDK's layer.
+FROM sdk-deps AS stack-deps
+RUN /opt/vfstack/bin/pip install --no-cache-dir '.[stack]' \
+    && /opt/vfstack/bin/pip uninstall -y vfstack
+
+FROM stack-deps AS stack-venv
+COPY --from=wheel /wheels /wheels
+RUN /opt/vfstack/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && /opt/vfstack/bin/pip uninstall -y pip
+
+FROM runtime AS stack
+COPY --from=stack-venv /opt/vfstack /opt/vfstack
 COPY docker/healthcheck.py /usr/local/bin/vfstack-healthcheck
 COPY docker/nic.sh /usr/local/bin/vfstack-nic
 # (in case the checkout lost the execute bits)
 RUN chmod 0755 /usr/local/bin/vfstack-healthcheck /usr/local/bin/vfstack-nic
-ENV PATH=/opt/vfstack/bin:$PATH \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
 # The stack's health: its gRPC health service over the control socket
-# (docker/healthcheck.py). Containers that are not stacks (nic, apps)
-# replace it in docker-compose.yml. Every 10 s: a check costs ~0.15 s of
-# CPU (Python and grpc start-up), and the engine (20.10) has no faster
-# start-up interval.
+# (docker/healthcheck.py). The nic container replaces it in
+# docker-compose.yml. Every 10 s: a check costs ~0.15 s of CPU (Python
+# and grpc start-up), and the engine (20.10) has no faster start-up
+# interval.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["vfstack-healthcheck"]
 # One instance, configured by VFSTACK_IFACE, VFSTACK_IP, VFSTACK_NAME,

@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 
+from vfstack._extras import install_hint, missing_extra
+
 from stackservice.config import (
     DEFAULT_BUSY_POLL_US,
     DEFAULT_CONGESTION_CONTROL,
@@ -103,6 +105,19 @@ def _vf_netdev(pf: str, vf: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except ModuleNotFoundError as exc:
+        # `pip install vfstack` (the SDK alone) installs this command too,
+        # without pyroute2 & co.: say what to install, not a traceback.
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        print(install_hint("stackservice", exc, extra), file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         iface = choose_iface(args.iface, args.pf, args.vf, _vf_netdev)

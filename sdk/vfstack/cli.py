@@ -11,13 +11,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from vfstack._extras import install_hint, missing_extra
+
 if TYPE_CHECKING:
     from vfstack._control import ControlClient
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    # Imported here: only emulate needs netlink, and apps that import the
-    # SDK should not pay for pyroute2.
+    # Imported here: only emulate needs netlink, and the SDK alone has no
+    # pyroute2 (main() then prints what to install).
     from stackservice.nic.emulate import EmulatedPort, emulate_down, emulate_up
 
     port = EmulatedPort(prefix=args.prefix, pf_name=args.pf)
@@ -464,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"vfstack {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        # An operator command (emulate, vf, deploy) on the SDK alone: its
+        # stackservice import found no pyroute2 & co. One line, not a traceback.
+        extra = missing_extra(exc, "deploy" if args.command == "deploy" else "stack")
+        if extra is None:
+            raise
+        print(install_hint(f"vfstack {args.command}", exc, extra), file=sys.stderr)
         return 1
 
 

@@ -35,7 +35,7 @@ LABEL_IFACE = "io.vfstack.iface"
 LABEL_IP = "io.vfstack.ip"
 LABEL_METRICS = "io.vfstack.metrics-port"
 
-# What a stack needs and nothing more (DESIGN.md "Known pitfalls").
+# What a stack needs and nothing more (docs/architecture.md, "Known pitfalls").
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "IPC_LOCK", "SYS_NICE")
 # The stack writes sysctls of its VF, and Docker mounts /proc/sys read-only.
 # `--security-opt systempaths=unconfined` (compose) is a CLI-side option:
@@ -236,11 +236,12 @@ def select_vfs(vfs: list[Vf], wanted: Iterable[int] | None) -> list[Vf]:
 
 
 def docker_client() -> Any:
-    """A client of the local engine (DOCKER_HOST etc. honoured)."""
-    try:
-        import docker
-    except ImportError:
-        raise RuntimeError("the docker package is missing: pip install 'vfstack[deploy]'") from None
+    """A client of the local engine (DOCKER_HOST etc. honoured).
+
+    Raises ModuleNotFoundError without the `deploy` extra: `vfstack`'s
+    main() turns it into the line saying what to install."""
+    import docker
+
     return docker.from_env()
 
 

@@ -46,6 +46,15 @@ VF0_IP, VF1_IP, VF2_IP = "198.18.0.10", "198.18.0.11", "198.18.0.12"
 HTTP_SIZE = 64
 UP_TIMEOUT_S = 300  # a cold build installs grpcio & co. from PyPI
 RECOVERY_BOUND_S = 90  # a functional bound; the time measured is printed
+# The Dockerfile's two targets and, of these modules, what each must hold:
+# the app image is the SDK alone (its wheel has the daemon's modules too,
+# not their dependencies).
+STACK_IMAGE, APP_IMAGE = "vfstack:local", "vfstack-app:local"
+MODULES = ("vfstack", "grpc", "stackservice", "pyroute2", "prometheus_client", "grpc_health")
+IMAGES = {
+    STACK_IMAGE: "vfstack grpc stackservice pyroute2 prometheus_client grpc_health",
+    APP_IMAGE: "vfstack grpc stackservice",
+}
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 
@@ -118,7 +127,8 @@ class Project:
         self.env = dict(
             os.environ,
             BASE_IMAGE=_base_image(),
-            VFSTACK_IMAGE="vfstack:local",
+            VFSTACK_IMAGE=STACK_IMAGE,
+            VFSTACK_APP_IMAGE=APP_IMAGE,
             VFSTACK_MODE="emulated",
             PF=PF,
             NUM_VFS="3",  # VF 2 is for `vfstack deploy`
@@ -188,6 +198,8 @@ def project(docker_client):
         started = time.monotonic()
         project.compose("build", timeout=UP_TIMEOUT_S)
         TIMES["image build"] = time.monotonic() - started
+        sizes = {name: docker_client.images.get(name).attrs["Size"] for name in IMAGES}
+        print("\ne2e image sizes: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items()))
         started = time.monotonic()
         project.compose(
             "up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), *project.services,
@@ -269,6 +281,18 @@ def test_apps_run_unprivileged_without_capabilities(project, docker_client):
         host = container.attrs["HostConfig"]
         assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
         assert host["NetworkMode"] == "none" and not host["Privileged"]
+
+
+_FIND = "import importlib.util as u, sys; print(*(m for m in sys.argv[1:] if u.find_spec(m)))"
+
+
+def test_apps_run_the_sdk_alone_and_stacks_the_stack_image(project, docker_client):
+    for service in ("nic", "stack-vf0", "stack-vf1", "app-http", "app-echo"):
+        container = _container(docker_client, project, service)
+        image = APP_IMAGE if service.startswith("app-") else STACK_IMAGE
+        assert container.attrs["Config"]["Image"] == image, service
+        code, out = container.exec_run(["python3", "-c", _FIND, *MODULES])
+        assert (code, out.decode().strip()) == (0, IMAGES[image]), service
 
 
 def test_apps_are_attached_to_their_stacks(project):

@@ -69,10 +69,11 @@ def _pf_lines(pf: Any) -> list[str]:
 
 
 def _vf_setup(args: argparse.Namespace) -> int:
-    from stackservice.nic.sriov import SetupRequest, setup_vfs
+    from stackservice.nic.sriov import SetupRequest, open_netlink, setup_vfs
 
     request = SetupRequest.parse(args.pf, args.num, args.mac_base, args.vlan, args.mode)
-    setup_vfs(request, args.sysfs_root)
+    with open_netlink() as netlink:
+        setup_vfs(request, args.sysfs_root, netlink)
     return 0
 
 

@@ -17,6 +17,8 @@ Discovery and request building are plain functions over a sysfs tree (the
 ``sysfs_root`` argument, so tests build a fake one) and dicts; only
 `Netlink` talks to the kernel, and a setup validates everything before it
 changes anything and puts back what it changed when a later step fails.
+Before its first change, setup records what it found in a journal;
+`restore_vfs` puts that back.
 
 The modules, by seam:
 
@@ -24,12 +26,14 @@ The modules, by seam:
 - ``_mac``, ``_netlink``: MAC addresses; VF settings requests, what a PF
   reports, and `Netlink`, the one object that talks to the kernel.
 - ``_changes``: the changes (VF count, netlink steps) and their undo.
-- ``_sriov``, ``_vmdq``: the two modes of `vfstack vf setup`.
-- ``_args``: the command's flags, checked; ``_setup``: its entry point.
+- ``_journal``: what setup found, in a file per PF, for `vfstack vf restore`.
+- ``_sriov``, ``_vmdq``: the two modes, each checked, set up and restored.
+- ``_args``: the commands' flags, checked; ``_commands``: their entry points.
 """
 
-from ._args import MODES, SetupRequest, parse_count, parse_vlan
-from ._changes import Issue, Journal, LinkStep, run_steps, set_num_vfs
+from ._args import MODES, SetupRequest, parse_count, parse_pf, parse_vlan
+from ._changes import Issue, LinkStep, UndoLog, run_all, run_steps, set_num_vfs
+from ._commands import restore_vfs, setup_vfs
 from ._discovery import (
     MAX_IFNAME,
     SYSFS_ROOT,
@@ -40,6 +44,16 @@ from ._discovery import (
     resolve_vf_netdev,
 )
 from ._errors import VfError, VfSetupError
+from ._journal import (
+    JOURNAL_DIR,
+    JOURNAL_DIR_ENV,
+    Journal,
+    JournalStore,
+    PortState,
+    SriovState,
+    VmdqState,
+    resolve_journal_dir,
+)
 from ._mac import check_mac_clashes, mac_sequence, parse_mac
 from ._netlink import (
     LINK_STATES,
@@ -53,10 +67,11 @@ from ._netlink import (
     settings_change,
     vf_request,
 )
-from ._setup import setup_vfs
 from ._vmdq import MAX_VMDQ_PORTS, link_set_request, macvlan_request, vmdq_port_name
 
 __all__ = [
+    "JOURNAL_DIR",
+    "JOURNAL_DIR_ENV",
     "LINK_STATES",
     "MAX_IFNAME",
     "MAX_QOS",
@@ -66,15 +81,20 @@ __all__ = [
     "SYSFS_ROOT",
     "Issue",
     "Journal",
+    "JournalStore",
     "LinkStep",
     "Netlink",
     "PhysicalFunction",
+    "PortState",
     "SetupRequest",
+    "SriovState",
+    "UndoLog",
     "VfError",
     "VfSettings",
     "VfSetupError",
     "VirtualFunction",
     "VmdqPort",
+    "VmdqState",
     "check_mac_clashes",
     "link_set_request",
     "list_pfs",
@@ -83,10 +103,14 @@ __all__ = [
     "open_netlink",
     "parse_count",
     "parse_mac",
+    "parse_pf",
     "parse_vf_info_list",
     "parse_vlan",
     "read_pf",
+    "resolve_journal_dir",
     "resolve_vf_netdev",
+    "restore_vfs",
+    "run_all",
     "run_steps",
     "set_num_vfs",
     "settings_change",

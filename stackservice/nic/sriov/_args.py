@@ -1,4 +1,5 @@
-"""The flags of `vfstack vf setup`, from raw text to a checked request.
+"""The flags of `vfstack vf setup` and `restore`, from raw text to a
+checked request.
 
 Each check names the flag it refuses, so the command can print one line.
 Nothing here reads or changes the system.
@@ -15,6 +16,16 @@ from ._netlink import MAX_VLAN
 from ._vmdq import MAX_VMDQ_PORTS, vmdq_port_name
 
 MODES = ("sriov", "vmdq")
+
+
+def parse_pf(text: str, flag: str = "--pf") -> str:
+    """An interface name (one path component, at most 15 bytes). Raises
+    VfError."""
+    try:
+        check_ifname(text, "interface")
+    except VfError as exc:
+        raise VfError(f"{flag}: {exc}") from None
+    return text
 
 
 def parse_count(text: str | int, flag: str = "--num") -> int:
@@ -49,10 +60,7 @@ class SetupRequest:
         mode: str = "sriov",
     ) -> SetupRequest:
         """Validate raw flag values. Raises VfError naming the bad one."""
-        try:
-            check_ifname(pf, "interface")
-        except VfError as exc:
-            raise VfError(f"--pf: {exc}") from None
+        parse_pf(pf)
         if mode not in MODES:
             raise VfError(f"--mode: give {' or '.join(MODES)}, not {mode!r}")
         count = parse_count(num)

@@ -80,9 +80,10 @@ class LinkStep:
     undo: LinkStep | None = None
 
 
-class Journal:
+class UndoLog:
     """Issues steps, remembering the undo of each one that succeeded, so a
-    setup that fails midway can put back what it had changed."""
+    setup that fails midway can put back what it had changed. (In memory,
+    for one run; the journal `vfstack vf restore` reads is _journal's.)"""
 
     def __init__(self, issue: Issue) -> None:
         self._issue = issue
@@ -96,14 +97,25 @@ class Journal:
     def rollback(self) -> list[str]:
         """Undo in reverse order. Returns what could not be undone; keeps
         going past a failure, since every other undo still helps."""
-        failed = []
-        while self._undo:
-            step = self._undo.pop()
-            try:
-                self._issue(step.command, step.args)
-            except Exception as exc:  # report it and undo the rest
-                failed.append(f"{step.what}: {describe(exc)}")
-        return failed
+        undo, self._undo = self._undo[::-1], []
+        return run_all(undo, self._issue)
+
+
+def run_all(
+    steps: list[LinkStep], issue: Issue, say: Callable[[str], None] | None = None
+) -> list[str]:
+    """Issue every step, saying each one done; go on past a failure, since
+    every other step still helps. Returns what failed, one line a step."""
+    failed = []
+    for step in steps:
+        try:
+            issue(step.command, step.args)
+        except Exception as exc:  # report it and go on with the others
+            failed.append(f"{step.what}: {describe(exc)}")
+        else:
+            if say is not None:
+                say(step.what)
+    return failed
 
 
 def run_steps(
@@ -111,12 +123,12 @@ def run_steps(
 ) -> None:
     """Run every step; on a failure undo the ones done, then `cleanup`
     (for changes outside netlink), and raise VfSetupError."""
-    journal = Journal(issue)
+    undo = UndoLog(issue)
     for step in steps:
         try:
-            journal.run(step)
+            undo.run(step)
         except Exception as exc:
-            failed = journal.rollback()
+            failed = undo.rollback()
             if cleanup is not None:
                 failed += cleanup()
             outcome = (

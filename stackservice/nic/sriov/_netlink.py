@@ -28,6 +28,7 @@ LINK_STATES = {"auto": 0, "enable": 1, "disable": 2}
 _LINK_STATE_NAMES = {value: name for name, value in LINK_STATES.items()}
 # A driver that does not report spoof check or trust sends -1 as a u32.
 _NOT_REPORTED = 0xFFFFFFFF
+_IFF_UP = 0x1  # include/uapi/linux/if.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +185,7 @@ class VmdqPort:
     name: str
     index: int  # ifindex
     mac: str
+    up: bool = False  # IFF_UP: administratively up
 
 
 class Netlink:
@@ -227,7 +229,8 @@ class Netlink:
                 and suffix.isdigit()
                 and str(int(suffix)) == suffix  # "v01" is not port 1
             ):
-                found[int(suffix)] = VmdqPort(name, link["index"], link.get("IFLA_ADDRESS"))
+                up = bool(link["flags"] & _IFF_UP)
+                found[int(suffix)] = VmdqPort(name, link["index"], link.get("IFLA_ADDRESS"), up)
         return found
 
     def issue(self, command: str, args: dict) -> None:

@@ -330,3 +330,17 @@ def test_restore_sriov_vf_settings_are_well_formed_and_a_refusal_keeps_the_journ
         restore_vfs(PF, tmp_path, ns.netlink, quiet)
     assert (tmp_path / "devices/pci0000:00/0000:00:03.0/sriov_numvfs").read_text() == "1\n"
     assert JournalStore(journal_dir).load(PF) == Journal(PF, before)
+
+
+def test_cli_vf_restore_after_setup_then_nothing_left_to_restore(ns, journal_dir):
+    done = run_in(ns, "-m", "vfstack.cli", "vf", "setup", "--mode", "vmdq", "--pf", PF,
+                  "--num", "2", "--mac-base", "02:00:00:00:0a:10")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (journal_dir / f"{PF}.json").exists()
+    restored = run_in(ns, "-m", "vfstack.cli", "vf", "restore", "--pf", PF)
+    assert restored.returncode == 0, restored.stderr
+    assert f"VMDq port {PF}v1: removed" in restored.stdout
+    assert ports(ns) == {}
+    again = run_in(ns, "-m", "vfstack.cli", "vf", "restore", "--pf", PF)
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1 and f"nothing to restore on {PF}" in again.stderr

@@ -931,6 +931,17 @@ def test_restore_after_setup_gives_back_the_exact_original_system(pf_with_vfs, c
     assert said[-1].startswith("PF ens1f0: restored as before `vfstack vf setup`; journal ")
 
 
+@pytest.mark.parametrize(
+    "flags", [("5",), ("0",), ("1", None, "9"), ("3", "02:00:00:00:00:40"), ("8", None, "0")]
+)
+def test_restore_after_any_setup_gives_back_the_original_system(pf_with_vfs, configured, flags):
+    before = system(pf_with_vfs, configured)
+    setup(pf_with_vfs, configured, *flags)
+    assert system(pf_with_vfs, configured) != before
+    restore(pf_with_vfs, configured)
+    assert system(pf_with_vfs, configured) == before
+
+
 def test_restore_same_count_puts_back_vf_settings_last_vf_first(pf_with_vfs, configured):
     setup(pf_with_vfs, configured, "3", "02:00:00:00:00:40", "100")
     configured.issued.clear()
@@ -1134,3 +1145,39 @@ def test_restore_vmdq_name_taken_by_another_interface_changes_nothing(vmdq_ports
     with pytest.raises(VfError, match="p0v2 exists and is not a macvlan on p0"):
         restore_vfs("p0", "/x", vmdq_ports)
     assert vmdq_ports.issued == [] and (journal_dir / "p0.json").exists()
+
+
+# --- `vfstack vf restore` -----------------------------------------------------------------
+
+
+def test_cli_vf_restore_puts_back_what_setup_changed(pf_with_vfs, fake_netlink, capsys):
+    root = ["--sysfs-root", str(pf_with_vfs.root)]
+    assert cli.main(["vf", "setup", "--pf", "ens1f0", "--num", "5", *root]) == 0
+    capsys.readouterr()
+    assert cli.main(["vf", "restore", "--pf", "ens1f0", *root]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "PF ens1f0: 3 VFs (was 5)"
+    assert out[-1].startswith("PF ens1f0: restored as before `vfstack vf setup`")
+    assert pf_with_vfs.num_vfs() == 3
+
+
+@pytest.mark.parametrize(
+    ("pf", "message"),
+    [("ens1f0", "nothing to restore on ens1f0: no journal"), ("a/b", "--pf: not an interface")],
+)
+def test_cli_vf_restore_nothing_to_restore_one_line_exit_1(
+    pf_with_vfs, fake_netlink, capsys, pf, message
+):
+    argv = ["vf", "restore", "--pf", pf, "--sysfs-root", str(pf_with_vfs.root)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vfstack vf: ") and message in err
+    assert fake_netlink.issued == [] and pf_with_vfs.num_vfs() == 3
+
+
+def test_cli_vf_journal_dir_flag_beats_the_environment(pf_with_vfs, tmp_path, journal_dir):
+    flag = ["--sysfs-root", str(pf_with_vfs.root), "--journal-dir", str(tmp_path / "flag")]
+    assert cli.main(["vf", "setup", "--pf", "ens1f0", "--num", "4", *flag]) == 0
+    assert (tmp_path / "flag/ens1f0.json").exists() and not journal_dir.exists()
+    assert cli.main(["vf", "restore", "--pf", "ens1f0", *flag]) == 0
+    assert not (tmp_path / "flag/ens1f0.json").exists() and pf_with_vfs.num_vfs() == 3

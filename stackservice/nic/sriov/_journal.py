@@ -73,6 +73,9 @@ class VmdqState:
 
 @dataclass(frozen=True, slots=True)
 class Journal:
+    """One PF's journal: the PF, and what setup found on it (its type says
+    the mode)."""
+
     pf: str
     found: SriovState | VmdqState
 
@@ -125,8 +128,8 @@ _VF_TYPES = {
 
 
 def _vf_settings(record: dict) -> VfSettings:
-    # Types only: values the kernel would refuse fail that VF's restore,
-    # with the kernel's reason, and not the reading of the whole journal.
+    # Types only: a value vf_request or the kernel refuses fails that VF's
+    # restore, saying why, and not the reading of the whole journal.
     return VfSettings(
         **{name: _typed(record, name, kind, none=True) for name, kind in _VF_TYPES.items()}
     )

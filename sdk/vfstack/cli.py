@@ -32,7 +32,8 @@ def _emulate(args: argparse.Namespace) -> int:
 
 # --- Real VFs: `vfstack vf list` reads sysfs; `vfstack vf setup` sets the VF
 # count and each VF's MAC/VLAN (or builds VMDq macvlan ports), all checked
-# before anything changes.
+# before anything changes, and journals what it found; `vfstack vf restore`
+# puts that back.
 
 _PF_HEADER = ("PF", "Driver", "PCI", "MAC", "VFs", "Total")
 _VF_HEADER = ("VF", "Netdev", "MAC", "PCI")
@@ -71,17 +72,27 @@ def _pf_lines(pf: Any) -> list[str]:
 
 
 def _vf_setup(args: argparse.Namespace) -> int:
-    from stackservice.nic.sriov import SetupRequest, setup_vfs
+    from stackservice.nic.sriov import SetupRequest, open_netlink, setup_vfs
 
     request = SetupRequest.parse(args.pf, args.num, args.mac_base, args.vlan, args.mode)
-    setup_vfs(request, args.sysfs_root)
+    with open_netlink() as netlink:
+        setup_vfs(request, args.sysfs_root, netlink, journal_dir=args.journal_dir)
+    return 0
+
+
+def _vf_restore(args: argparse.Namespace) -> int:
+    from stackservice.nic.sriov import open_netlink, parse_pf, restore_vfs
+
+    pf = parse_pf(args.pf)
+    with open_netlink() as netlink:
+        restore_vfs(pf, args.sysfs_root, netlink, journal_dir=args.journal_dir)
     return 0
 
 
 def _add_vf_commands(commands: argparse._SubParsersAction) -> None:
     vf = commands.add_parser(
         "vf",
-        help="list or set up the SR-IOV VFs (or VMDq ports) of a real port",
+        help="list, set up or restore the SR-IOV VFs (or VMDq ports) of a real port",
         description="SR-IOV VFs of real ports; VMDq ports are macvlans <pf>v<i> on a port "
         "without SR-IOV. A stack instance takes one with `stackservice run --pf PF --vf I`.",
     )
@@ -95,9 +106,16 @@ def _add_vf_commands(commands: argparse._SubParsersAction) -> None:
     )
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.set_defaults(run=_vf_list)
+    journal = argparse.ArgumentParser(add_help=False)
+    journal.add_argument(
+        "--journal-dir",
+        metavar="DIR",
+        help="where setup records what it changes, one file a PF "
+        "(default $VFSTACK_VF_JOURNAL_DIR, else /run/vfstack/vf-setup)",
+    )
     setup = actions.add_parser(
         "setup",
-        parents=[sysfs],
+        parents=[sysfs, journal],
         help="enable N VFs on a PF, VF i with MAC BASE+i and a VLAN; all or nothing",
     )
     setup.add_argument("--pf", required=True, help="the PF netdev, e.g. ens1f0")
@@ -113,6 +131,16 @@ def _add_vf_commands(commands: argparse._SubParsersAction) -> None:
         help="sriov (default): real VFs; vmdq: macvlan ports <pf>v<i> on a port without SR-IOV",
     )
     setup.set_defaults(run=_vf_setup)
+    restore = actions.add_parser(
+        "restore",
+        parents=[sysfs, journal],
+        help="put back what setup changed on a PF (VF count, MACs, VLANs, trust, ...)",
+        description="Put a PF back as the first `vfstack vf setup` since the last restore "
+        "found it, from the journal that setup wrote; the journal is removed once "
+        "everything is back, and kept (run again) when something could not be.",
+    )
+    restore.add_argument("--pf", required=True, help="the PF netdev, e.g. ens1f0")
+    restore.set_defaults(run=_vf_restore)
 
 
 # --- Operator commands over the control API: status, conns, stats, sessions.

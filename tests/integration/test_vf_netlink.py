@@ -4,12 +4,14 @@ No SR-IOV hardware here: a veth plays the PF. The kernel still parses the
 IFLA_VFINFO_LIST our requests carry (a malformed one is EINVAL) before it
 finds the veth has no VF operations (EOPNOTSUPP), so those tests prove the
 requests are well formed and that a refused step is rolled back. VMDq
-ports are real macvlans, created, changed, removed and rolled back.
+ports are real macvlans, created, changed, removed and rolled back, and
+`vfstack vf restore` puts back what a setup changed.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -23,12 +25,16 @@ from pyroute2.ethtool import Ethtool
 
 from stackservice.nic.netconf import disable_offloads, inside_netns
 from stackservice.nic.sriov import (
+    Journal,
+    JournalStore,
     Netlink,
     SetupRequest,
+    SriovState,
     VfError,
     VfSettings,
     VfSetupError,
     link_set_request,
+    restore_vfs,
     setup_vfs,
     vf_request,
 )
@@ -52,6 +58,15 @@ class Namespace:
 
     def index(self, name: str) -> int:
         return self.ipr.link_lookup(ifname=name)[0]
+
+
+@pytest.fixture(autouse=True)
+def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where every setup here (and `vfstack vf` run from here) journals:
+    the test's own directory, never the host's /run/vfstack."""
+    path = tmp_path / "journal"
+    monkeypatch.setenv("VFSTACK_VF_JOURNAL_DIR", str(path))
+    return path
 
 
 @pytest.fixture
@@ -244,3 +259,88 @@ def test_offloads_of_a_vmdq_port_whose_pf_keeps_them_do_not_stop_the_stack(ns):
         still_on = Ethtool().get_features(f"{PF}v0").features
     assert all(not still_on[name].enable for name in changed)
     assert still_on["tx-checksum-ip-generic"].enable  # follows the PF
+
+
+# --- `vfstack vf restore` ------------------------------------------------------------
+
+
+def ports_up(ns: Namespace) -> dict[str, tuple[str, bool]]:
+    """Macvlans on PF0 with their MACs and whether they are up."""
+    links = ns.links()
+    return {name: (mac, bool(links[name]["flags"] & IFF_UP)) for name, mac in ports(ns).items()}
+
+
+def test_restore_vmdq_gives_back_ports_macs_and_up_state(ns, journal_dir):
+    for i in (0, 2):
+        ns.ipr.link("add", ifname=f"{PF}v{i}", kind="macvlan", link=ns.index(PF),
+                    macvlan_mode="bridge", address=f"02:00:00:00:0a:0{i}")  # fmt: skip
+    ns.ipr.link("set", ifname=f"{PF}v2", state="up")
+    before = ports_up(ns)
+    assert before == {
+        f"{PF}v0": ("02:00:00:00:0a:00", False),
+        f"{PF}v2": ("02:00:00:00:0a:02", True),
+    }
+    setup_vfs(SetupRequest.parse(PF, "2", "02:00:00:00:0c:00", mode="vmdq"), "/", ns.netlink, quiet)
+    assert ports(ns) == {f"{PF}v0": "02:00:00:00:0c:00", f"{PF}v1": "02:00:00:00:0c:01"}
+    said: list[str] = []
+    restore_vfs(PF, "/", ns.netlink, said.append)
+    assert ports_up(ns) == before
+    assert said[:-1] == [
+        f"VMDq port {PF}v1: removed",
+        f"VMDq port {PF}v0: mac 02:00:00:00:0c:00 -> 02:00:00:00:0a:00",
+        f"VMDq port {PF}v2: created, mac 02:00:00:00:0a:02",
+        f"VMDq port {PF}v2: up",
+    ]
+    assert not (journal_dir / f"{PF}.json").exists()
+
+
+def test_restore_vmdq_failure_midway_keeps_the_journal_and_a_retry_finishes(ns, journal_dir):
+    setup_vfs(SetupRequest.parse(PF, "3", "02:00:00:00:0d:00", mode="vmdq"), netlink=ns.netlink)
+    failing = FailingNetlink(ns.ipr, fail_at=2)  # v2 removed, v1 refused, v0 removed
+    with pytest.raises(VfSetupError, match=f"could not put back VMDq port {PF}v1: removed: No buf"):
+        restore_vfs(PF, "/", failing, quiet)
+    assert ports(ns) == {f"{PF}v1": "02:00:00:00:0d:01"}
+    assert (journal_dir / f"{PF}.json").exists()
+    restore_vfs(PF, "/", ns.netlink, quiet)
+    assert ports(ns) == {}
+    assert not (journal_dir / f"{PF}.json").exists()
+
+
+def test_restore_sriov_puts_back_the_vf_count_read_over_netlink(ns, tmp_path, journal_dir):
+    fake_pf_sysfs(tmp_path, PF, total=8, num=1)
+    numvfs = tmp_path / "devices/pci0000:00/0000:00:03.0/sriov_numvfs"
+    setup_vfs(SetupRequest.parse(PF, "3"), tmp_path, ns.netlink, quiet)
+    assert numvfs.read_text() == "3\n"
+    record = json.loads((journal_dir / f"{PF}.json").read_text())
+    assert (record["num_vfs"], record["vfs"]) == (1, [])  # the veth reports no VF settings
+    restore_vfs(PF, tmp_path, ns.netlink, quiet)
+    assert numvfs.read_text() == "1\n"
+    assert not (journal_dir / f"{PF}.json").exists()
+
+
+def test_restore_sriov_vf_settings_are_well_formed_and_a_refusal_keeps_the_journal(
+    ns, tmp_path, journal_dir
+):
+    fake_pf_sysfs(tmp_path, PF, total=8, num=3)
+    before = SriovState(None, 1, {0: VfSettings(mac="02:00:00:00:0a:20", vlan=5, trust=True)})
+    assert JournalStore(journal_dir).create(Journal(PF, before))
+    # The kernel parses the VF request before it finds the veth has no VF
+    # operations: EOPNOTSUPP, where a malformed one would be EINVAL.
+    with pytest.raises(VfSetupError, match="VF 0: mac 02:00:00:00:0a:20 vlan 5 trust True: Oper"):
+        restore_vfs(PF, tmp_path, ns.netlink, quiet)
+    assert (tmp_path / "devices/pci0000:00/0000:00:03.0/sriov_numvfs").read_text() == "1\n"
+    assert JournalStore(journal_dir).load(PF) == Journal(PF, before)
+
+
+def test_cli_vf_restore_after_setup_then_nothing_left_to_restore(ns, journal_dir):
+    done = run_in(ns, "-m", "vfstack.cli", "vf", "setup", "--mode", "vmdq", "--pf", PF,
+                  "--num", "2", "--mac-base", "02:00:00:00:0a:10")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (journal_dir / f"{PF}.json").exists()
+    restored = run_in(ns, "-m", "vfstack.cli", "vf", "restore", "--pf", PF)
+    assert restored.returncode == 0, restored.stderr
+    assert f"VMDq port {PF}v1: removed" in restored.stdout
+    assert ports(ns) == {}
+    again = run_in(ns, "-m", "vfstack.cli", "vf", "restore", "--pf", PF)
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1 and f"nothing to restore on {PF}" in again.stderr

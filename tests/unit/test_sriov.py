@@ -11,6 +11,7 @@ import copy
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,17 @@ from vfstack import cli
 
 from stackservice.nic import sriov
 from stackservice.nic.sriov import (
+    Journal,
+    JournalStore,
     LinkStep,
+    PortState,
     SetupRequest,
+    SriovState,
     VfError,
     VfSettings,
     VfSetupError,
     VmdqPort,
+    VmdqState,
     check_mac_clashes,
     list_pfs,
     mac_sequence,
@@ -34,7 +40,9 @@ from stackservice.nic.sriov import (
     parse_mac,
     parse_vf_info_list,
     read_pf,
+    resolve_journal_dir,
     resolve_vf_netdev,
+    restore_vfs,
     run_steps,
     set_num_vfs,
     settings_change,
@@ -99,6 +107,15 @@ class FakeSysfs:
         return int((self.root / "devices/pci0000:00" / pci / "sriov_numvfs").read_text())
 
 
+@pytest.fixture(autouse=True)
+def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where every setup here (and `vfstack vf` run from here) journals:
+    the test's own directory, never the host's /run/vfstack."""
+    path = tmp_path / "journal"
+    monkeypatch.setenv("VFSTACK_VF_JOURNAL_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def sysfs(tmp_path: Path) -> FakeSysfs:
     return FakeSysfs(tmp_path / "sys")
@@ -116,12 +133,14 @@ def pf_with_vfs(sysfs: FakeSysfs) -> FakeSysfs:
 
 class FakeNetlink:
     """Stands in for sriov.Netlink: answers reads from dicts, records each
-    issued request, and applies VF settings the way a PF driver would, so a
-    later read sees them. `fail_on(n)` makes the n-th issue (1-based) fail."""
+    issued request, and applies VF settings and VMDq port changes the way
+    the kernel would, so a later read sees them. `fail_on(n)` makes the
+    n-th issue (1-based) fail."""
 
     def __init__(self, links: dict[str, tuple[int, str]] | None = None) -> None:
         self.links = dict(links or {"ens1f0": (4, PF_MAC)})
         self.vfs: dict[int, VfSettings] = {}
+        self.defaults = VfSettings(mac=ZERO_MAC, vlan=0, qos=0)  # of a re-created VF
         self.ports: dict[int, VmdqPort] = {}
         self.issued: list[tuple[str, dict]] = []
         self._fail_at: int | None = None
@@ -145,7 +164,7 @@ class FakeNetlink:
     def vf_settings(self, pf_index: int) -> dict[int, VfSettings]:
         if self._sysfs is not None and self._sysfs.num_vfs() != self._num:
             self._num = self._sysfs.num_vfs()
-            self.vfs = {i: VfSettings(mac=ZERO_MAC, vlan=0, qos=0) for i in range(self._num)}
+            self.vfs = {i: self.defaults for i in range(self._num)}
         return dict(self.vfs)
 
     def vmdq_ports(self, pf_index: int, pf: str) -> dict[int, VmdqPort]:
@@ -157,13 +176,40 @@ class FakeNetlink:
             raise NetlinkError(errno.EOPNOTSUPP)
         if "vf" in args:
             spec = args["vf"]
-            old = self.vfs.get(spec["vf"], VfSettings())
-            vlan = spec.get("vlan", {})
-            self.vfs[spec["vf"]] = VfSettings(
-                mac=spec.get("mac", old.mac),
-                vlan=vlan.get("vlan", old.vlan),
-                qos=vlan.get("qos", old.qos),
-            )
+            self.vfs[spec["vf"]] = applied(self.vfs.get(spec["vf"], VfSettings()), spec)
+        elif command == "add":
+            index = max(i for i, _ in self.links.values()) + 1
+            port = VmdqPort(args["ifname"], index, args["address"])
+            self.ports[port_number(port.name)] = port
+            self.links[port.name] = (index, port.mac)
+        elif command == "del":
+            del self.ports[port_number(args["ifname"])], self.links[args["ifname"]]
+        else:
+            port = self.ports[port_number(args["ifname"])]
+            mac = args.get("address", port.mac)
+            up = args.get("state", "up" if port.up else "down") == "up"
+            self.ports[port_number(port.name)] = VmdqPort(port.name, port.index, mac, up)
+            self.links[port.name] = (port.index, mac)
+
+
+def applied(old: VfSettings, spec: dict) -> VfSettings:
+    """`old` with the settings of a pyroute2 VF spec."""
+    vlan, rate = spec.get("vlan", {}), spec.get("rate", {})
+    link_state = {value: name for name, value in sriov.LINK_STATES.items()}
+    return VfSettings(
+        mac=spec.get("mac", old.mac),
+        vlan=vlan.get("vlan", old.vlan),
+        qos=vlan.get("qos", old.qos),
+        spoofchk=bool(spec["spoofchk"]) if "spoofchk" in spec else old.spoofchk,
+        trust=bool(spec["trust"]) if "trust" in spec else old.trust,
+        link_state=link_state[spec["link_state"]] if "link_state" in spec else old.link_state,
+        min_tx_rate=rate.get("min_tx_rate", old.min_tx_rate),
+        max_tx_rate=rate.get("max_tx_rate", old.max_tx_rate),
+    )
+
+
+def port_number(name: str) -> int:
+    return int(name.rsplit("v", 1)[1])
 
 
 def vf_macs(fake: FakeNetlink) -> list[tuple[int, str | None]]:
@@ -822,3 +868,316 @@ def test_cli_vf_setup_without_sriov_one_line_error(sysfs, capsys):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "veth0 has no SR-IOV" in err
+
+
+# --- the journal, and `vfstack vf restore` ------------------------------------------------
+
+BEFORE = {
+    0: VfSettings("02:00:00:00:00:20", 0, 0, True, False, "auto", 0, 0),
+    1: VfSettings("02:00:00:00:00:21", 7, 2, False, True, "enable", 0, 100),
+    2: VfSettings(ZERO_MAC, 0, 0, True, False, "auto", 0, 0),
+}
+DEFAULTS = VfSettings(ZERO_MAC, 0, 0, True, False, "auto", 0, 0)  # a re-created VF's
+
+
+@pytest.fixture
+def configured(pf_with_vfs: FakeSysfs) -> FakeNetlink:
+    """ens1f0's 3 VFs with settings of their own (VF 1 trusted, tagged,
+    rate-limited), as a driver reports them; re-created VFs get DEFAULTS."""
+    fake = FakeNetlink()
+    fake.watch(pf_with_vfs)
+    fake.vfs, fake.defaults = dict(BEFORE), DEFAULTS
+    return fake
+
+
+def system(sysfs: FakeSysfs, fake: FakeNetlink) -> tuple[dict, dict, dict]:
+    """Everything setup may change: every file and link under the fake
+    /sys, the VFs' settings, the VMDq ports."""
+    tree = {}
+    for path in sorted(sysfs.root.rglob("*")):
+        if path.is_symlink():
+            tree[str(path)] = "-> " + os.readlink(path)
+        elif path.is_file():
+            tree[str(path)] = path.read_text()
+    return tree, fake.vf_settings(4), dict(fake.ports)
+
+
+def setup(sysfs: FakeSysfs, fake: FakeNetlink, *flags: str, mode: str = "sriov") -> None:
+    num, mac_base, vlan = (*flags, None, None)[:3]
+    request = SetupRequest.parse("ens1f0", num, mac_base, vlan, mode)
+    setup_vfs(request, sysfs.root, fake, lambda line: None)
+
+
+def restore(sysfs: FakeSysfs, fake: FakeNetlink) -> list[str]:
+    said: list[str] = []
+    restore_vfs("ens1f0", sysfs.root, fake, said.append)
+    return said
+
+
+def test_restore_after_setup_gives_back_the_exact_original_system(pf_with_vfs, configured):
+    before = system(pf_with_vfs, configured)
+    setup(pf_with_vfs, configured, "5", "02:00:00:00:00:40", "100")
+    assert system(pf_with_vfs, configured) != before
+    said = restore(pf_with_vfs, configured)
+    assert system(pf_with_vfs, configured) == before
+    # Re-created VFs have the driver's defaults, which VF 2 had: VF 1 needs
+    # all of its own settings back, VF 0 its MAC.
+    assert said[:-1] == [
+        "PF ens1f0: 3 VFs (was 5)",
+        "VF 1: mac 02:00:00:00:00:21 vlan 7 qos 2 spoofchk False trust True "
+        "link_state enable min_tx_rate 0 max_tx_rate 100",
+        "VF 0: mac 02:00:00:00:00:20",
+    ]
+    assert said[-1].startswith("PF ens1f0: restored as before `vfstack vf setup`; journal ")
+
+
+@pytest.mark.parametrize(
+    "flags", [("5",), ("0",), ("1", None, "9"), ("3", "02:00:00:00:00:40"), ("8", None, "0")]
+)
+def test_restore_after_any_setup_gives_back_the_original_system(pf_with_vfs, configured, flags):
+    before = system(pf_with_vfs, configured)
+    setup(pf_with_vfs, configured, *flags)
+    assert system(pf_with_vfs, configured) != before
+    restore(pf_with_vfs, configured)
+    assert system(pf_with_vfs, configured) == before
+
+
+def test_restore_same_count_puts_back_vf_settings_last_vf_first(pf_with_vfs, configured):
+    setup(pf_with_vfs, configured, "3", "02:00:00:00:00:40", "100")
+    configured.issued.clear()
+    restore(pf_with_vfs, configured)
+    assert [(a["vf"]["vf"], a["vf"].get("mac"), a["vf"]["vlan"]) for _, a in configured.issued] == [
+        (2, ZERO_MAC, {"vlan": 0, "qos": 0}),
+        (1, "02:00:00:00:00:21", {"vlan": 7, "qos": 2}),
+        (0, "02:00:00:00:00:20", {"vlan": 0, "qos": 0}),
+    ]
+    assert configured.vfs == BEFORE
+
+
+def test_setup_journals_what_it_found_before_changing_anything(
+    pf_with_vfs, configured, journal_dir
+):
+    configured.fail_on(1)  # the first change fails: the journal is already there
+    with pytest.raises(VfSetupError):
+        setup(pf_with_vfs, configured, "3", "02:00:00:00:00:40")
+    record = json.loads((journal_dir / "ens1f0.json").read_text())
+    assert {k: v for k, v in record.items() if k != "vfs"} == {
+        "format": 1, "pf": "ens1f0", "mode": "sriov", "pci_address": PF_PCI, "num_vfs": 3,
+    }  # fmt: skip
+    assert record["vfs"][1] == {
+        "vf": 1, "mac": "02:00:00:00:00:21", "vlan": 7, "qos": 2, "spoofchk": False,
+        "trust": True, "link_state": "enable", "min_tx_rate": 0, "max_tx_rate": 100,
+    }  # fmt: skip
+    assert [vf["vf"] for vf in record["vfs"]] == [0, 1, 2]
+
+
+def test_setup_twice_keeps_the_journal_of_the_first(pf_with_vfs, configured, journal_dir):
+    before = system(pf_with_vfs, configured)
+    setup(pf_with_vfs, configured, "5", "02:00:00:00:00:40", "100")
+    first = (journal_dir / "ens1f0.json").read_text()
+    setup(pf_with_vfs, configured, "6", "02:00:00:00:00:50")
+    assert (journal_dir / "ens1f0.json").read_text() == first
+    restore(pf_with_vfs, configured)
+    assert system(pf_with_vfs, configured) == before
+
+
+def test_setup_refused_request_writes_no_journal(pf_with_vfs, configured, journal_dir):
+    with pytest.raises(VfError, match="at most 8 VFs"):
+        setup(pf_with_vfs, configured, "9")
+    assert not journal_dir.exists()
+
+
+def test_setup_other_mode_than_the_journal_says_restore_first(pf_with_vfs, configured):
+    setup(pf_with_vfs, configured, "4")
+    configured.issued.clear()
+    with pytest.raises(VfError, match=r"sriov mode .*vfstack vf restore --pf ens1f0` first"):
+        setup(pf_with_vfs, configured, "2", "02:00:00:00:00:40", mode="vmdq")
+    assert configured.issued == [] and pf_with_vfs.num_vfs() == 4
+
+
+def test_restore_failure_midway_goes_on_keeps_the_journal_and_a_retry_finishes(
+    pf_with_vfs, configured, journal_dir
+):
+    before = system(pf_with_vfs, configured)
+    setup(pf_with_vfs, configured, "3", "02:00:00:00:00:40", "100")
+    configured.fail_on(len(configured.issued) + 2)  # VF 2 back, VF 1 refused, VF 0 back
+    with pytest.raises(VfSetupError, match=r"could not put back VF 1: .*Operation not supp"):
+        restore(pf_with_vfs, configured)
+    assert (journal_dir / "ens1f0.json").exists()
+    assert configured.vfs[0] == BEFORE[0] and configured.vfs[2] == BEFORE[2]
+    assert configured.vfs[1] != BEFORE[1]
+    said = restore(pf_with_vfs, configured)
+    assert said[0].startswith("VF 1: mac 02:00:00:00:00:21")
+    assert system(pf_with_vfs, configured) == before
+    assert not (journal_dir / "ens1f0.json").exists()
+
+
+def test_restore_without_journal_says_there_is_nothing_to_restore(pf_with_vfs, configured):
+    with pytest.raises(VfError, match=r"nothing to restore on ens1f0: no journal .*ens1f0.json"):
+        restore(pf_with_vfs, configured)
+    assert configured.issued == []
+
+
+def test_restore_when_nothing_changed_removes_the_journal(pf_with_vfs, configured, journal_dir):
+    setup(pf_with_vfs, configured, "3")
+    assert restore(pf_with_vfs, configured) == [
+        f"PF ens1f0: already as before `vfstack vf setup`; journal {journal_dir}/ens1f0.json "
+        "removed"
+    ]
+    assert configured.issued == [] and not (journal_dir / "ens1f0.json").exists()
+
+
+def test_restore_pf_that_is_another_device_now_changes_nothing(
+    pf_with_vfs, configured, journal_dir
+):
+    setup(pf_with_vfs, configured, "5")
+    record = json.loads((journal_dir / "ens1f0.json").read_text())
+    (journal_dir / "ens1f0.json").write_text(json.dumps({**record, "pci_address": "0000:81:00.0"}))
+    with pytest.raises(
+        VfError, match=r"ens1f0 is PCI 0000:00:03\.0 now, the journal is of PCI 0000:81"
+    ):
+        restore(pf_with_vfs, configured)
+    assert pf_with_vfs.num_vfs() == 5 and (journal_dir / "ens1f0.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{", "Expecting property name"),
+        ('{"format": 2}', "not format 1"),
+        ('{"format": 1, "pf": "ens1f0", "mode": "vlan"}', "unknown mode 'vlan'"),
+        ('{"format": 1, "pf": "ens1f0", "mode": "sriov", "pci_address": null, "vfs": []}',
+         "no num_vfs"),
+        ('{"format": 1, "pf": "ens1f0", "mode": "sriov", "pci_address": null, "num_vfs": true,'
+         ' "vfs": []}', "num_vfs: True is not int"),
+        ('{"format": 1, "pf": "ens1f0", "mode": "vmdq", "ports": [{"port": 0, "mac": "x",'
+         ' "up": false}]}', "mac: not a unicast MAC"),
+        ('{"format": 1, "pf": "ens1f0", "mode": "vmdq", "ports": [1]}', "1 is not an object"),
+        ('{"format": 1, "pf": "ens2f0", "mode": "vmdq", "ports": []}', "journal of ens2f0"),
+    ],
+)  # fmt: skip
+def test_restore_unreadable_journal_names_the_problem_and_keeps_it(
+    pf_with_vfs, configured, journal_dir, text, problem
+):
+    journal_dir.mkdir()
+    (journal_dir / "ens1f0.json").write_text(text)
+    with pytest.raises(VfError, match=re.escape(problem)):
+        restore(pf_with_vfs, configured)
+    assert (journal_dir / "ens1f0.json").read_text() == text
+    assert configured.issued == []
+
+
+def test_journal_reads_back_what_it_wrote(tmp_path):
+    store = JournalStore(tmp_path / "j")
+    sriov_journal = Journal("ens1f0", SriovState(PF_PCI, 3, dict(BEFORE)))
+    vmdq_journal = Journal("p0", VmdqState({0: PortState("02:00:00:00:00:10", True)}))
+    assert store.create(sriov_journal) and store.create(vmdq_journal)
+    assert not store.create(Journal("p0", VmdqState({})))  # the first one stays
+    assert (store.load("ens1f0"), store.load("p0")) == (sriov_journal, vmdq_journal)
+    assert sorted(p.name for p in (tmp_path / "j").iterdir()) == ["ens1f0.json", "p0.json"]
+
+
+def test_journal_dir_is_the_flag_else_the_environment_else_run(monkeypatch):
+    assert resolve_journal_dir("/x") == Path("/x")
+    assert resolve_journal_dir() == Path(os.environ["VFSTACK_VF_JOURNAL_DIR"])
+    monkeypatch.delenv("VFSTACK_VF_JOURNAL_DIR")
+    assert resolve_journal_dir() == Path("/run/vfstack/vf-setup")
+
+
+@pytest.fixture
+def vmdq_ports() -> FakeNetlink:
+    """p0 with ports v0 (up), v1 and v2 (up)."""
+    fake = FakeNetlink({"p0": (3, "02:00:00:00:09:00")})
+    for i, (mac, up) in enumerate([("02:00:00:00:00:99", True), ("02:00:00:00:00:98", False),
+                                   ("02:00:00:00:00:97", True)]):  # fmt: skip
+        fake.ports[i] = VmdqPort(f"p0v{i}", 10 + i, mac, up)
+        fake.links[f"p0v{i}"] = (10 + i, mac)
+    return fake
+
+
+def ports_as_found(fake: FakeNetlink) -> dict[str, tuple[str, bool]]:
+    return {port.name: (port.mac, port.up) for port in fake.ports.values()}
+
+
+@pytest.mark.parametrize("num", ["0", "1", "3", "5"])
+def test_restore_vmdq_after_setup_gives_back_the_ports(vmdq_ports, num):
+    before = ports_as_found(vmdq_ports)
+    request = SetupRequest.parse("p0", num, "02:00:00:00:00:10", mode="vmdq")
+    setup_vfs(request, "/x", vmdq_ports, lambda line: None)
+    assert ports_as_found(vmdq_ports) != before
+    said: list[str] = []
+    restore_vfs("p0", "/x", vmdq_ports, said.append)
+    assert ports_as_found(vmdq_ports) == before
+    assert said[-1].startswith("PF p0: restored")
+
+
+def test_restore_vmdq_removes_new_ports_first_then_macs_last_port_first(vmdq_ports):
+    setup_vfs(SetupRequest.parse("p0", "5", "02:00:00:00:00:10", mode="vmdq"), "/x", vmdq_ports)
+    vmdq_ports.issued.clear()
+    restore_vfs("p0", "/x", vmdq_ports, lambda line: None)
+    # Removals first: they free the names and MACs the others take back.
+    assert vmdq_ports.issued == [
+        ("del", {"ifname": "p0v4"}),
+        ("del", {"ifname": "p0v3"}),
+        ("set", {"ifname": "p0v2", "address": "02:00:00:00:00:97"}),
+        ("set", {"ifname": "p0v1", "address": "02:00:00:00:00:98"}),
+        ("set", {"ifname": "p0v0", "address": "02:00:00:00:00:99"}),
+    ]
+
+
+def test_restore_vmdq_re_creates_removed_ports_up_if_they_were(vmdq_ports):
+    setup_vfs(SetupRequest.parse("p0", "1", "02:00:00:00:00:99", mode="vmdq"), "/x", vmdq_ports)
+    vmdq_ports.issued.clear()
+    said: list[str] = []
+    restore_vfs("p0", "/x", vmdq_ports, said.append)
+    assert said[:-1] == [
+        "VMDq port p0v2: created, mac 02:00:00:00:00:97",
+        "VMDq port p0v2: up",
+        "VMDq port p0v1: created, mac 02:00:00:00:00:98",
+    ]
+    assert [c for c, _ in vmdq_ports.issued] == ["add", "set", "add"]
+
+
+def test_restore_vmdq_name_taken_by_another_interface_changes_nothing(vmdq_ports, journal_dir):
+    setup_vfs(SetupRequest.parse("p0", "1", "02:00:00:00:00:99", mode="vmdq"), "/x", vmdq_ports)
+    vmdq_ports.links["p0v2"] = (40, "02:00:00:00:07:00")  # a veth took the name
+    vmdq_ports.issued.clear()
+    with pytest.raises(VfError, match="p0v2 exists and is not a macvlan on p0"):
+        restore_vfs("p0", "/x", vmdq_ports)
+    assert vmdq_ports.issued == [] and (journal_dir / "p0.json").exists()
+
+
+# --- `vfstack vf restore` -----------------------------------------------------------------
+
+
+def test_cli_vf_restore_puts_back_what_setup_changed(pf_with_vfs, fake_netlink, capsys):
+    root = ["--sysfs-root", str(pf_with_vfs.root)]
+    assert cli.main(["vf", "setup", "--pf", "ens1f0", "--num", "5", *root]) == 0
+    capsys.readouterr()
+    assert cli.main(["vf", "restore", "--pf", "ens1f0", *root]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "PF ens1f0: 3 VFs (was 5)"
+    assert out[-1].startswith("PF ens1f0: restored as before `vfstack vf setup`")
+    assert pf_with_vfs.num_vfs() == 3
+
+
+@pytest.mark.parametrize(
+    ("pf", "message"),
+    [("ens1f0", "nothing to restore on ens1f0: no journal"), ("a/b", "--pf: not an interface")],
+)
+def test_cli_vf_restore_nothing_to_restore_one_line_exit_1(
+    pf_with_vfs, fake_netlink, capsys, pf, message
+):
+    argv = ["vf", "restore", "--pf", pf, "--sysfs-root", str(pf_with_vfs.root)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vfstack vf: ") and message in err
+    assert fake_netlink.issued == [] and pf_with_vfs.num_vfs() == 3
+
+
+def test_cli_vf_journal_dir_flag_beats_the_environment(pf_with_vfs, tmp_path, journal_dir):
+    flag = ["--sysfs-root", str(pf_with_vfs.root), "--journal-dir", str(tmp_path / "flag")]
+    assert cli.main(["vf", "setup", "--pf", "ens1f0", "--num", "4", *flag]) == 0
+    assert (tmp_path / "flag/ens1f0.json").exists() and not journal_dir.exists()
+    assert cli.main(["vf", "restore", "--pf", "ens1f0", *flag]) == 0
+    assert not (tmp_path / "flag/ens1f0.json").exists() and pf_with_vfs.num_vfs() == 3

@@ -45,7 +45,7 @@ down() {
     rm -f "$ready"
     case "$mode" in
     emulated) vfstack emulate down --pf "${PF:-vfpf0}" ;;
-    *) echo "nic: $mode: the VFs on $PF stay configured" ;;
+    *) echo "nic: $mode: the VFs on $PF stay configured; undo with: vfstack vf restore --pf $PF" ;;
     esac
 }
 

@@ -253,6 +253,7 @@ scrape_configs:
     )
     api = f"http://127.0.0.1:{prom_port}/api/v1"
     try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{prom_port}/-/ready"), 60)
         # The SDK app stays attached while Prometheus scrapes and is queried,
         # with bytes flowing through it next to ab's load on the diag HTTP.
         with echo_app(instance), app_traffic(netns_port.netns) as echoed:
@@ -287,6 +288,15 @@ scrape_configs:
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    """Prometheus listens and says it is ready (it takes a moment to start)."""
+    try:
+        _get(url)
+    except OSError:
+        return False
+    return True
 
 
 def _empty_panels(api: str) -> list[tuple[str, str, str]]:

@@ -641,9 +641,9 @@ def footer(report: dict) -> list[str]:
         f"{params['congestion_control']} on both; {len(report['runs'])} runs in "
         f"{report['elapsed_s']:.0f} s ({unsettled} completed runs not settled within "
         f"{SETTLE_S:.0f} s; stack instance replaced after each of its {replaced} failed runs)",
-        f"offloads: stack VF: {offloads['stack']}",
-        f"          Linux host: {offloads['linux']}",
-        f"          peer wire: {offloads['peer']}",
+        f"offloads of the stack's VF: {offloads['stack']}",
+        f"offloads of the Linux host: {offloads['linux']}",
+        f"offloads of the peer's wire: {offloads['peer']}",
         f"machine: {report['machine']['nproc']} CPUs, loadavg {report['machine']['loadavg']} "
         f"at start, {report['machine']['loadavg_at_end']} at end",
     ]

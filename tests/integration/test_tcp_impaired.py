@@ -103,8 +103,8 @@ def test_lossy_wire_20_mb_each_way_byte_exact_without_reset(impaired_port_factor
     )
     # The one RST the stack may receive is such an answer, ending its own
     # TIME-WAIT: the stack closes the HTTP connection first (the only one
-    # that enters TIME-WAIT here); the client's last ACK closes the client
-    # socket, so a copy of the stack's final ACK arriving after the first
+    # that enters TIME-WAIT here). The first copy of its final ACK ends the
+    # client's LAST-ACK and with it the socket, so a duplicate of that ACK
     # meets no socket and Linux answers it with a RST at exactly RCV.NXT,
     # which ends TIME-WAIT (RFC 9293 3.10.7.4; RFC 1337's "ignore it" is
     # optional and off in Linux by default). Any other RST received leaves

@@ -197,9 +197,7 @@ def synchronized_input(
         flags & RST and _rst_in_window(tcb, seg.seq)
     ):
         if not flags & RST:
-            engine.ack_now(tcb)
-            if state == TIME_WAIT and flags & FIN:
-                engine.restart_time_wait(tcb, now)  # RFC 9293: re-ACK, restart 2 MSL
+            _answer_unacceptable(engine, tcb, seg, data, now)
         engine.drop(TcpDropReason.TCP_OUT_OF_WINDOW)
         return
     _record_timestamp(tcb, seg, now)
@@ -239,6 +237,23 @@ def synchronized_input(
             _fin_arrives(engine, tcb, now)
         elif seq_gt(fin_seq, tcb.rcv_nxt):
             tcb.peer_fin_seq = fin_seq  # consumed once the hole is filled
+
+
+def _answer_unacceptable(
+    engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, now: int
+) -> None:
+    """RFC 9293 §3.10.7.4: an unacceptable segment gets an ACK; a FIN in
+    TIME-WAIT also restarts 2 MSL. Data we already had is a duplicate, told
+    as the first SACK block at once (RFC 2883 §4), so the sender can see
+    its retransmission was not needed."""
+    end = (seg.seq + len(data)) & SEQ_MASK
+    if data and tcb.sack_enabled and seq_le(end, tcb.rcv_nxt):
+        tcb.dsack = (seg.seq, end)
+        engine.ack_immediately(tcb, now)
+    else:
+        engine.ack_now(tcb)
+    if tcb.state == TIME_WAIT and seg.flags & FIN:
+        engine.restart_time_wait(tcb, now)
 
 
 def _rst_in_window(tcb: Tcb, seq: int) -> bool:
@@ -533,6 +548,8 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
         return
     offset = 0
     if seq_lt(seg.seq, tcb.rcv_nxt):
+        if tcb.sack_enabled:
+            tcb.dsack = (seg.seq, tcb.rcv_nxt)  # RFC 2883 §4: the part we had
         data = data[seq_sub(tcb.rcv_nxt, seg.seq) :]
     else:
         offset = seq_sub(seg.seq, tcb.rcv_nxt)
@@ -550,14 +567,17 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
         engine.drop(TcpDropReason.TCP_RCV_BUFFER_FULL)
         engine.ack_now(tcb)
         return
-    if offset or filling:
-        engine.ack_now(tcb)  # RFC 5681 §4.2: out of order or filling a hole
     if advanced:
         tcb.rcv_nxt = (tcb.rcv_nxt + advanced) & SEQ_MASK
         engine.notify(tcb)
-        engine.schedule_ack(tcb, now, len(data) >= tcb.mss)
         if tcb.peer_fin_seq >= 0 and tcb.rcv_nxt == tcb.peer_fin_seq:
             _fin_arrives(engine, tcb, now)
+    if offset or filling or tcb.dsack is not None:
+        # RFC 5681 §4.2: out of order, filling a hole, or a duplicate; sent
+        # after RCV.NXT moved, so a filled hole is acknowledged at once.
+        engine.ack_immediately(tcb, now)
+    elif advanced:
+        engine.schedule_ack(tcb, now, len(data) >= tcb.mss)
 
 
 def _fin_arrives(engine: TcpEngine, tcb: Tcb, now: int) -> None:

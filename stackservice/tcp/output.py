@@ -59,18 +59,32 @@ def advertise_window(tcb: Tcb) -> int:
 
 def _options(tcb: Tcb, now: int, with_sack: bool) -> TcpOptions:
     sack = ()
-    if with_sack and tcb.sack_enabled and tcb.receive_buffer.has_out_of_order():
-        limit = MAX_SACK_BLOCKS_WITH_TIMESTAMPS if tcb.ts_enabled else 4
-        rcv_nxt = tcb.rcv_nxt
-        sack = tuple(
-            ((rcv_nxt + left) & SEQ_MASK, (rcv_nxt + right) & SEQ_MASK)
-            for left, right in tcb.receive_buffer.sack_blocks(limit)
-        )
+    if with_sack and tcb.sack_enabled:
+        sack = _sack_blocks(tcb)
     if tcb.ts_enabled:
         return TcpOptions(timestamps=(timestamp_value(tcb, now), tcb.ts_recent), sack_blocks=sack)
     if sack:
         return TcpOptions(sack_blocks=sack)
     return _NO_OPTIONS
+
+
+def _sack_blocks(tcb: Tcb) -> tuple[tuple[int, int], ...]:
+    """RFC 2018 §4 blocks, most recent arrival first, after a D-SACK of the
+    duplicate that arrived since our last segment (RFC 2883 §4: the first
+    block; sent once)."""
+    limit = MAX_SACK_BLOCKS_WITH_TIMESTAMPS if tcb.ts_enabled else 4
+    blocks: tuple[tuple[int, int], ...] = ()
+    if tcb.dsack is not None:
+        blocks = (tcb.dsack,)
+        tcb.dsack = None
+        limit -= 1
+    if tcb.receive_buffer.has_out_of_order():
+        rcv_nxt = tcb.rcv_nxt
+        blocks += tuple(
+            ((rcv_nxt + left) & SEQ_MASK, (rcv_nxt + right) & SEQ_MASK)
+            for left, right in tcb.receive_buffer.sack_blocks(limit)
+        )
+    return blocks
 
 
 def syn_options(engine: TcpEngine, tcb: Tcb, now: int, answering: bool) -> TcpOptions:

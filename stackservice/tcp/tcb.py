@@ -103,6 +103,7 @@ class Tcb(TimerEntry):
         "ack_now",
         "unacked_segments",  # full segments received since our last ACK
         "quickack",  # segments still to ACK at once (slow-start friendliness)
+        "dsack",  # (left, right) of a duplicate received, for our next SACK (RFC 2883)
         # socket options
         "nodelay",
         "keepalive",
@@ -166,6 +167,7 @@ class Tcb(TimerEntry):
         self.ack_pending = self.ack_now = False
         self.unacked_segments = 0
         self.quickack = 0
+        self.dsack: tuple[int, int] | None = None
         self.nodelay = self.keepalive = self.linger_zero = False
         self.keepalive_idle = self.keepalive_interval = self.keepalive_count = 0
         self.on_control_list = self.on_ack_list = self.on_data_list = False

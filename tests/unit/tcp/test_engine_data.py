@@ -257,6 +257,101 @@ def test_established_hole_filled_data_readable_in_order() -> None:
     assert conn.tcb.rcv_nxt == seq(hole, 10)
 
 
+def test_established_batch_of_full_segments_acked_every_second_one() -> None:
+    """RFC 5681 §4.2: every second full segment is ACKed even when a whole
+    batch of them arrives in one pass; one ACK per batch would starve the
+    sender's ACK clock."""
+    rig = Rig(NO_QUICKACK)
+    conn = established(rig, options=SACK_ONLY)
+    start = conn.seq
+    for _ in range(4):
+        conn.deliver(10 * MS, bytes(MSS))
+    assert brief(conn.flush(10 * MS)) == [
+        ("A", conn.ack, seq(start, 2 * MSS), 0),
+        ("A", conn.ack, seq(start, 4 * MSS), 0),
+    ]
+
+
+def test_established_batch_of_out_of_order_segments_each_acked_with_its_block() -> None:
+    """RFC 5681 §4.2 and RFC 2018 §4: each out-of-order segment draws its own
+    duplicate ACK whose first block is that segment, even within one batch,
+    so the sender's scoreboard and duplicate-ACK count see every arrival."""
+    rig = Rig(NO_QUICKACK)
+    conn = established(rig, options=SACK_ONLY)
+    hole = conn.seq
+    for i in (1, 2, 3):
+        conn.deliver(10 * MS, bytes(MSS), seq=seq(hole, i * MSS))
+    sent = conn.flush(10 * MS)
+    assert brief(sent) == [("A", conn.ack, hole, 0)] * 3
+    assert [s.seg.options.sack_blocks[0] for s in sent] == [
+        (seq(hole, MSS), seq(hole, 2 * MSS)),
+        (seq(hole, MSS), seq(hole, 3 * MSS)),
+        (seq(hole, MSS), seq(hole, 4 * MSS)),
+    ]
+
+
+def test_established_duplicate_segment_reported_by_dsack_once() -> None:
+    """RFC 2883 §4: a duplicate segment is reported in the first SACK block
+    of the next ACK, sent at once, and in no later one."""
+    rig = Rig(NO_QUICKACK)
+    conn = established(rig, options=SACK_ONLY)
+    start = conn.seq
+    conn.deliver(10 * MS, b"hello")
+    conn.flush(10 * MS + DELACK)
+    conn.deliver(20 * MS, b"hello", seq=start)
+    sent = conn.flush(20 * MS)
+    assert brief(sent) == [("A", conn.ack, seq(start, 5), 0)]
+    assert sent[0].seg.options.sack_blocks == ((start, seq(start, 5)),)
+    conn.deliver(30 * MS, b"x", seq=seq(start, 10))
+    assert conn.flush(30 * MS)[0].seg.options.sack_blocks == ((seq(start, 10), seq(start, 11)),)
+
+
+def test_established_dsack_comes_before_the_out_of_order_blocks() -> None:
+    """RFC 2883 §4: with data held out of order, the D-SACK block leads and
+    the ordinary SACK blocks follow."""
+    rig = Rig(NO_QUICKACK)
+    conn = established(rig, options=SACK_ONLY)
+    start = conn.seq
+    conn.deliver(10 * MS, b"ab")
+    conn.deliver(10 * MS, b"z", seq=seq(start, 10))
+    conn.flush(10 * MS + DELACK)
+    conn.deliver(20 * MS, b"ab", seq=start)
+    sent = conn.flush(20 * MS)
+    assert sent[0].seg.options.sack_blocks == (
+        (start, seq(start, 2)),
+        (seq(start, 10), seq(start, 11)),
+    )
+
+
+def test_established_partial_duplicate_dsack_names_the_old_part() -> None:
+    """RFC 2883 §4.1.1: a segment straddling RCV.NXT is D-SACKed for the part
+    we already had; its new bytes are delivered and acknowledged at once."""
+    rig = Rig(NO_QUICKACK)
+    conn = established(rig, options=SACK_ONLY)
+    start = conn.seq
+    conn.deliver(10 * MS, b"abc")
+    conn.flush(10 * MS + DELACK)
+    conn.deliver(20 * MS, b"abcdef", seq=start)
+    sent = conn.flush(20 * MS)
+    assert brief(sent) == [("A", conn.ack, seq(start, 6), 0)]
+    assert sent[0].seg.options.sack_blocks == ((start, seq(start, 3)),)
+    assert conn.read() == b"abcdef"
+
+
+def test_established_duplicate_without_sack_no_dsack() -> None:
+    """RFC 2883 needs SACK negotiated (RFC 2018 §2): without it the duplicate
+    is answered by a plain ACK."""
+    rig = Rig(NO_QUICKACK)
+    conn = established(rig)
+    start = conn.seq
+    conn.deliver(10 * MS, b"hello")
+    conn.flush(10 * MS + DELACK)
+    conn.deliver(20 * MS, b"hello", seq=start)
+    sent = conn.flush(20 * MS)
+    assert brief(sent) == [("A", conn.ack, seq(start, 5), 0)]
+    assert sent[0].seg.options.sack_blocks == ()
+
+
 # ------------------------------------------------------------------ sending
 
 

@@ -13,6 +13,7 @@ import selectors
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -60,19 +61,28 @@ def test_open_refuses_a_symlink(tmp_path, bell):
 
 
 def test_open_does_not_wait_for_the_other_side(tmp_path):
+    """open(2) of a FIFO blocks until the other end opens unless O_NONBLOCK
+    (fifo(7)); the stack must never wait on an app that is not there."""
     os.mkfifo(tmp_path / "bell")
-    start = time.monotonic()
-    with Doorbell.open(str(tmp_path / "bell")) as bell:
-        bell.ring()  # nobody else has it open: still no EPIPE, no block
-        assert bell.wait(0)
-    assert time.monotonic() - start < 1
+    opened = threading.Event()
+
+    def open_and_ring() -> None:
+        with Doorbell.open(str(tmp_path / "bell")) as bell:
+            bell.ring()  # nobody else has it open: still no EPIPE, no block
+            assert bell.wait(0)
+            opened.set()
+
+    opener = threading.Thread(target=open_and_ring, daemon=True)
+    opener.start()
+    # A blocking open never returns while nobody opens the other end; the
+    # bound only keeps a broken implementation from hanging the suite.
+    assert opened.wait(30), "Doorbell.open blocked waiting for the other end"
+    opener.join()
 
 
 def test_ring_before_wait_returns_at_once(bell):
     bell.ring()
-    start = time.monotonic()
-    assert bell.wait(5.0) is True
-    assert time.monotonic() - start < 0.5
+    assert bell.wait(0) is True  # already rung: no waiting needed to see it
 
 
 def test_wait_times_out_when_silent(bell):
@@ -130,9 +140,7 @@ def test_a_read_only_end_hangs_up_for_good_when_the_ringing_end_closes(bell):
         bell.ring()
         assert waiter.wait(1.0) and not waiter.hung_up()
         bell.close()
-        start = time.monotonic()
-        assert waiter.wait(5.0) is True
-        assert time.monotonic() - start < 0.5
+        assert waiter.wait(30.0) is True  # woken by the hang-up, not timed out
         assert waiter.hung_up() and waiter.hung_up()
         assert waiter.drain() == 0
 
@@ -147,9 +155,7 @@ def test_a_read_only_end_hangs_up_when_the_ringing_process_is_killed(tmp_path):
         with Doorbell.open(path, ring=False) as waiter:
             assert not waiter.hung_up() and not waiter.wait(0.05)
             child.kill()
-            start = time.monotonic()
-            assert waiter.wait(5.0) is True  # the kill wakes a sleeper at once
-            assert time.monotonic() - start < 1.0
+            assert waiter.wait(30.0) is True  # the kill wakes a sleeper, no timeout
             assert waiter.hung_up()
     finally:
         child.kill()

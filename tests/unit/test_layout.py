@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import os
 import struct
-import timeit
 
 import pytest
 from hypothesis import given
@@ -293,23 +292,6 @@ def test_decoded_command_is_a_copy():
     view.release()
 
 
-def test_record_encode_decode_cost_is_reported():
-    buf = bytearray(64)
-    n = 100_000
-    cases = {
-        "encode_command_into": lambda: encode_command_into(buf, 0, Op.CONNECT, 5, 1, 2, 80),
-        "decode_command": lambda: decode_command(buf, SLOTS),
-        "encode_event_into": lambda: encode_event_into(buf, 0, EventKind.READY, 5, 0, 0, 5),
-        "decode_event": lambda: decode_event(buf, SLOTS),
-    }
-    encode_command_into(buf, 0, Op.CONNECT, 5, 1, 2, 80)
-    for name, fn in cases.items():
-        if name == "encode_event_into":
-            encode_event_into(buf, 0, EventKind.READY, 5, 0, 0, 5)
-        cost = min(timeit.repeat(fn, number=n, repeat=5)) / n
-        print(f"{name}: {cost * 1e9:.0f} ns/record")
-
-
 # -- segment -----------------------------------------------------------------
 
 
@@ -467,16 +449,17 @@ def test_segment_open_corrupt_command_ring_fails(path):
 def test_segment_close_is_idempotent_and_context_managed(path):
     with Segment.create(path, small_geometry(), 1, TOKEN, 1) as stack:
         stack.rx(0)
-    stack.close()
+    stack.close()  # a second close, after the context manager's, is a no-op
+    with pytest.raises(ValueError):
+        stack.rx(0).write(b"x")  # ... and the mapping is really gone
 
 
-def test_segment_with_65536_slots_creates_and_opens_quickly(path):
+def test_segment_with_65536_slots_maps_the_last_slot_on_both_sides(path):
     g = Geometry(1024, 1024, 65536, 4096)
-    start = timeit.default_timer()
-    with Segment.create(path, g, 1, TOKEN, 1), Segment.open(path):
-        elapsed = timeit.default_timer() - start
-    print(f"create + open, 65536 slots: {elapsed * 1e3:.1f} ms")
-    assert elapsed < 1.0
+    with Segment.create(path, g, 1, TOKEN, 1) as stack, Segment.open(path) as app:
+        stack.rx(65535).write(b"last")
+        buf = bytearray(8)
+        assert app.rx(65535).read_into(buf) == 4 and buf[:4] == b"last"
 
 
 def test_the_plain_ints_and_the_enums_name_the_same_numbers():

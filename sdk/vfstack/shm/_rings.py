@@ -203,6 +203,17 @@ class _Ring:
             return CorruptRing("head moved backwards")
         return CorruptRing("head ahead of tail by more than capacity")
 
+    def _grant(self, n: int) -> int:
+        """Producer: how many of `n` units fit now. The consumer's tail is
+        loaded (a shared-memory read, and a check) only when the tail seen
+        last does not already leave room; raises CorruptRing."""
+        free = self._cap - (self._head - self._tail_seen)
+        if free < n:
+            free = self._cap - (self._head - self._load_tail())
+            if free < n:
+                return free
+        return n
+
     def _load_tail(self) -> int:
         """Producer: the consumer's tail, checked; raises CorruptRing."""
         tail = self._words[_TAIL]
@@ -315,11 +326,7 @@ class RecordRing(_Ring):
         """
         if n < 0:
             raise ValueError("negative reservation")
-        free = self._cap - (self._head - self._tail_seen)
-        if free < n:
-            free = self._cap - (self._head - self._load_tail())
-            if free < n:
-                n = free
+        n = self._grant(n)
         self._reserved = n
         return n
 
@@ -364,16 +371,12 @@ class RecordRing(_Ring):
             ValueError: a record is longer than record_size.
             CorruptRing: the consumer's tail is impossible.
         """
-        n = len(records)
+        n = self._grant(len(records))
+        if n < len(records):
+            if n == 0:
+                return 0
+            records = records[:n]
         head = self._head
-        free = self._cap - (head - self._tail_seen)
-        if free < n:
-            free = self._cap - (head - self._load_tail())
-            if free < n:
-                n = free
-                if n == 0:
-                    return 0
-                records = records[:n]
         rsize = self._rsize
         start = head & self._mask
         if n == 1:  # request/response traffic: skip the join
@@ -521,15 +524,10 @@ class ByteRing(_Ring):
         Raises:
             CorruptRing: the consumer's tail is impossible.
         """
-        n = len(data)
+        n = self._grant(len(data))
+        if n == 0:
+            return 0
         head = self._head
-        free = self._cap - (head - self._tail_seen)
-        if free < n:
-            free = self._cap - (head - self._load_tail())
-            if free < n:
-                n = free
-                if n == 0:
-                    return 0
         buf = self._data
         start = head & self._mask
         first = self._cap - start

@@ -59,13 +59,17 @@ class _Connection:
         raise NotImplementedError
 
     def read(self, tcb: Tcb, limit: int, now: int) -> int:
-        """Bytes read into scratch (0 at EOF), or -1 when none are ready."""
+        """Bytes read into scratch; 0 when none are ready, or when the peer
+        has finished sending, which every service answers by closing."""
         try:
-            return self.engine.receive_into(tcb, self.scratch[:limit], now)
+            count = self.engine.receive_into(tcb, self.scratch[:limit], now)
         except SocketError as exc:
             if exc.errno == errno.EAGAIN:
-                return -1
+                return 0
             raise
+        if count == 0:
+            self.engine.close(tcb, now)
+        return count
 
 
 class _Echo(_Connection):
@@ -79,10 +83,7 @@ class _Echo(_Connection):
             if room == 0:
                 return
             count = self.read(tcb, room, now)
-            if count < 0:
-                return
-            if count == 0:
-                self.engine.close(tcb, now)
+            if not count:
                 return
             self.engine.send(tcb, self.scratch[:count], now)
 
@@ -91,13 +92,8 @@ class _Discard(_Connection):
     __slots__ = ()
 
     def serve(self, tcb: Tcb, now: int) -> None:
-        while True:
-            count = self.read(tcb, len(self.scratch), now)
-            if count < 0:
-                return
-            if count == 0:
-                self.engine.close(tcb, now)
-                return
+        while self.read(tcb, len(self.scratch), now):
+            pass
 
 
 class _Http(_Connection):
@@ -123,10 +119,7 @@ class _Http(_Connection):
             if self._next_request():
                 continue
             count = self.read(tcb, len(self.scratch), now)
-            if count < 0:
-                return
-            if count == 0:
-                self.engine.close(tcb, now)
+            if not count:
                 return
             self.request += self.scratch[:count]
 

@@ -1,4 +1,4 @@
-"""Fault containment (DESIGN.md principle 5, "Never down"): the one policy
+"""Fault containment (docs/architecture.md principle 5, "Never down"): the one policy
 for an unexpected exception, i.e. a bug, caught at one of the instance's
 containment points.
 

@@ -5,7 +5,7 @@ process -> run due timers -> hand readiness events to their owners (the
 in-process applications) -> flush TCP's control, ACK and data lists ->
 transmit the batch once. After a pass that did work the loop keeps polling
 for `spin_us` before it sleeps, since the next frame of an exchange usually
-comes sooner than a wake-up would take (DESIGN.md, measured costs).
+comes sooner than a wake-up would take (docs/architecture.md, measured costs).
 
 The cyclic GC's full collections walk every live connection (tens of ms
 with tens of thousands of TCBs) and, left to their thresholds, come every
@@ -14,7 +14,7 @@ by reference counting; the loop runs the full collection itself, when it
 is about to sleep after IDLE_US without traffic, or every FULL_GC_MAX_US
 under unbroken load.
 
-Never down (DESIGN.md principle 5): an unexpected exception while handling
+Never down (docs/architecture.md principle 5): an unexpected exception while handling
 one frame drops that frame; in a socket owner's readiness callback, or in
 one connection's timers or output (TcpEngine.faults), it aborts that
 connection; a session's or a control request's is contained where they are
@@ -204,7 +204,7 @@ class StackLoop:
         return current
 
     def _reset_all(self, now: int) -> None:
-        """DESIGN.md: on SIGTERM connections are reset, so peers know."""
+        """docs/architecture.md: on SIGTERM connections are reset, so peers know."""
         if self._fastpath is not None:
             self._fastpath.close(now)  # sessions end, their files go
         self._engine.reset_all(now)

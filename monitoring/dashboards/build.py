@@ -7,7 +7,7 @@ The JSON files are committed (Grafana's file provider loads them, see
 monitoring/grafana/provisioning/dashboards/vfstack.yml); tests/unit/
 test_monitoring.py fails when they differ from what this script generates.
 Edit this file, never the JSON or the Grafana UI. Metric names and labels are
-the contract in DESIGN.md "Metrics"; `instance:...` names are recording rules
+the contract in docs/architecture.md "Metrics"; `instance:...` names are recording rules
 from monitoring/rules/vfstack.yml. Panel ids are literals so that links and
 saved panel state survive reordering.
 """

@@ -4,7 +4,7 @@ read by the exporter in the control process at scrape time.
 The counters file (`stackservice.metrics.counters`) has a fixed layout
 with a fingerprint, and per-app series are dynamic, so they live in a
 second small file, `<run_dir>/<name>.apps`, with a fixed number of app
-slots. One slot per application *name*, not per session: DESIGN.md labels
+slots. One slot per application *name*, not per session: docs/architecture.md labels
 the families `{app,direction}` and `{app,ring}` only, so the sessions of
 one name are aggregated by the stack, where no byte is lost between two
 scrapes, and the counters stay monotonic when sessions come and go.
@@ -30,7 +30,7 @@ slots of `SLOT_WORDS` words each)::
     slot:   AppField below; the name is UTF-8 in words NAME .. NAME + 63
 
 Concurrency: one writer (the loop), any number of readers. Every word is
-stored and loaded as one aligned 8-byte access (DESIGN.md "Known
+stored and loaded as one aligned 8-byte access (docs/architecture.md "Known
 pitfalls"). The byte counters are independent words, bumped in place.
 Everything that must be read together (a slot's name with its counters
 after a claim, the ring pairs of one sample) is written inside a seqlock:

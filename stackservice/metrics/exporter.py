@@ -6,7 +6,7 @@ file, reads every slot once and turns them into metric families, so a scrape
 costs the loop nothing and one exporter serves every worker's slots (no
 prometheus-client multiprocess directory).
 
-Names (DESIGN.md, "Metrics"); every series also carries `instance` (the
+Names (docs/architecture.md, "Metrics"); every series also carries `instance` (the
 stack's name), `vf` (VF index, "" when not a VF) and `pf`:
 
 - counters `vfstack_{rx,tx}_{packets,bytes}_total` (nic);
@@ -40,7 +40,7 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
   `ring` in command, event, rx, tx, 0..1: only while the app has sessions;
   command and event are its fullest session's ring, rx and tx the bytes
   waiting in all its connected sockets' rings over their total size
-  (`SessionManager._sample` says why). Without an app table, or with none
+  (`OccupancySweep` in stackservice/fastpath/occupancy.py says why). Without an app table, or with none
   readable, both families have no series;
 - `vfstack_counters_readable` is 1 when the counters file could be read; at
   0 (the instance is gone or another version wrote it) the scrape holds only
@@ -125,7 +125,7 @@ def _each(section: str, enum: Iterable[IntEnum]) -> tuple[_Series, ...]:
     return tuple(_Series((m.name.lower(),), ((section, m.name.lower()),)) for m in enum)
 
 
-# Counters DESIGN.md names, each from one slot.
+# Counters docs/architecture.md names, each from one slot.
 _NAMED_COUNTERS = (
     ("vfstack_rx_packets", "Frames received and handed to the stack.", "nic", "rx_packets"),
     ("vfstack_rx_bytes", "Bytes of received frames (no FCS).", "nic", "rx_bytes"),

@@ -44,7 +44,7 @@ def vf_stack_address(index: int) -> str:
 @dataclass(frozen=True, slots=True)
 class EmulatedPort:
     """Names of one emulated port. The default prefix "vf" gives the
-    DESIGN.md names; tests pass a unique prefix to build private copies."""
+    docs/architecture.md names; tests pass a unique prefix to build private copies."""
 
     prefix: str = "vf"
     pf_name: str | None = None

@@ -48,6 +48,7 @@ from stackservice.tcp.state import (
     FIN_WAIT_1,
     FIN_WAIT_2,
     LAST_ACK,
+    LISTEN,
     SYN_RECEIVED,
     SYN_SENT,
     TIME_WAIT,
@@ -168,7 +169,7 @@ class TcpEngine:
         strict: bool = True,
     ) -> None:
         self.local_ip = local_ip
-        # Fault containment (DESIGN.md principle 5): with strict False an
+        # Fault containment (docs/architecture.md principle 5): with strict False an
         # unexpected exception while running one connection's timers or
         # output aborts that connection only and is kept in `faults`
         # (site, exception) for the loop to count and log; strict (the
@@ -279,6 +280,7 @@ class TcpEngine:
             port, backlog, min(backlog, self.settings.syn_queue), owner, self._new_sock_id()
         )
         self.listeners[port] = listener
+        self.state_counts[LISTEN] += 1  # a listener has no TCB to count it
         return listener
 
     def accept(self, listener: Listener) -> Tcb | None:
@@ -301,6 +303,8 @@ class TcpEngine:
         """Stop listening; connections never accepted are reset."""
         if self.listeners.get(listener.port) is listener:
             del self.listeners[listener.port]
+        if not listener.closed:
+            self.state_counts[LISTEN] -= 1
         listener.closed = True
         while listener.accept_queue:
             self.abort(listener.accept_queue.popleft(), errno.ECONNRESET, True, now)

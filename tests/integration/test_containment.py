@@ -1,4 +1,4 @@
-"""Fault containment in a real instance (DESIGN.md principle 5, "Never
+"""Fault containment in a real instance (docs/architecture.md principle 5, "Never
 down"): `stackservice run --no-strict` with faults injected into real
 methods for one recognisable input (tests/support/faults.py), driven by the
 kernel peer, SDK example apps, the real `vfstack` CLI and gRPC, and counted

@@ -1,4 +1,4 @@
-"""`vfstack emulate up|down` builds exactly DESIGN.md's emulated port."""
+"""`vfstack emulate up|down` builds exactly docs/architecture.md's emulated port."""
 
 import subprocess
 

@@ -45,8 +45,8 @@ INFO = {
 IDENTITY = control.StackIdentity.from_json(json.dumps(INFO))
 OURS = {"instance": "vf0", "vf": "0", "pf": "vfpf0"}
 
-# DESIGN.md, "Metrics": family (as the parser names it) -> type, own labels.
-DESIGN = {
+# docs/architecture.md, "Metrics": family (as the parser names it) -> type, own labels.
+CONTRACT = {
     "vfstack_rx_packets": ("counter", ()),
     "vfstack_rx_bytes": ("counter", ()),
     "vfstack_tx_packets": ("counter", ()),
@@ -117,7 +117,7 @@ def value(family, **labels) -> float:
 
 def test_design_metrics_present_with_type_and_labels(counters, apps):
     families = scrape(counters._path, apps=apps._path)
-    for name, (kind, own) in DESIGN.items():
+    for name, (kind, own) in CONTRACT.items():
         family = families[name]
         assert family.type == kind, name
         assert family.samples, name
@@ -342,7 +342,7 @@ def test_control_server_serves_metrics_and_stops_it(counters, apps, socket_dir):
         status, text = get(f"http://127.0.0.1:{handle.metrics_port}/metrics")
         assert status == 200
         families = {f.name: f for f in text_string_to_metric_families(text)}
-        assert set(DESIGN) <= set(families)
+        assert set(CONTRACT) <= set(families)
         assert value(families["vfstack_rx_packets"]) == slot_value("nic", 0)
         assert value(families["vfstack_app_bytes"], app="web", direction="rx") == 5000
     finally:

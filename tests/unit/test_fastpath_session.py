@@ -573,7 +573,7 @@ def test_app_doorbell_rings_only_when_the_app_sleeps(stack):
     assert app.bell.drain() == 1
 
 
-# -- fault containment (DESIGN.md principle 5) ---------------------------------
+# -- fault containment (docs/architecture.md principle 5) ---------------------------------
 
 # Where a bug can meet one session, and the manager call that runs into it:
 # (owner, function, when(its arguments) picks the doomed session, the call).

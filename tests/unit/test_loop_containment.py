@@ -1,4 +1,4 @@
-"""Fault containment in the loop (DESIGN.md principle 5): a real Instance
+"""Fault containment in the loop (docs/architecture.md principle 5): a real Instance
 (host, TCP engine, diag services, sessions, StackLoop) run in-process over
 a scripted port. A bug one frame meets costs that frame; one a connection's
 handler or output meets costs that connection; each is counted at its site

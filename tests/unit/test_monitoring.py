@@ -1,5 +1,5 @@
 """The monitoring configuration in monitoring/: generated dashboards never
-drift from build.py, every query names a metric of the DESIGN.md "Metrics"
+drift from build.py, every query names a metric of the docs/architecture.md "Metrics"
 contract (or a recording rule), and promtool accepts the Prometheus config
 and rules and passes the rules' unit tests."""
 
@@ -24,7 +24,7 @@ RULES_TEST = MONITORING / "rules" / "vfstack_test.yml"
 PROMETHEUS = MONITORING / "prometheus.yml"
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
-# DESIGN.md "Metrics": the names the exporter serves. Every series also has
+# docs/architecture.md "Metrics": the names the exporter serves. Every series also has
 # the labels instance, vf and pf.
 COUNTERS = {
     "vfstack_rx_packets_total",

@@ -4,7 +4,7 @@ Single-process tests pin the API and the edges; a hypothesis state machine
 checks random interleavings of producer and consumer operations against a
 deque; two real processes over an mmap'ed file stream 1e6 records and
 100 MB, and hammer the index stores to catch a torn one (the
-`struct.pack_into` pitfall in DESIGN.md).
+`struct.pack_into` pitfall in docs/architecture.md).
 """
 
 from __future__ import annotations

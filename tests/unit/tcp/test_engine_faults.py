@@ -1,4 +1,4 @@
-"""Fault containment in the engine (DESIGN.md principle 5): a bug met while
+"""Fault containment in the engine (docs/architecture.md principle 5): a bug met while
 running one connection's timers or output costs that connection, not the
 instance, unless the engine is strict (the default, and every other test)."""
 

@@ -205,3 +205,15 @@ def test_established_accepted_survives_listener_close() -> None:
     rig.engine.close_listener(rig.engine.listeners[LOCAL_PORT], conn.now)
     assert conn.flush(conn.now) == []
     assert state(conn.tcb) == TcpState.ESTABLISHED
+
+
+def test_listeners_are_counted_in_listen_state_until_closed() -> None:
+    """`vfstack_tcp_connections{state="listen"}` and `vfstack stats` count
+    listeners, which have no TCB: one per listen(), gone at close, once."""
+    rig = Rig()
+    first = rig.engine.listen(LOCAL_PORT, 8)
+    rig.engine.listen(LOCAL_PORT + 1, 8)
+    assert rig.states[TcpState.LISTEN] == 2
+    rig.engine.close_listener(first, 0)
+    rig.engine.close_listener(first, 0)
+    assert rig.states[TcpState.LISTEN] == 1

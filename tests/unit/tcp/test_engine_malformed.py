@@ -29,8 +29,10 @@ from tests.unit.tcp._states import established, listening, state
 
 
 def assert_state_counts(rig: Rig) -> None:
-    """The per-state gauges match the flow table (every live TCB is in it)."""
+    """The per-state gauges match the flow table (every live TCB is in it)
+    and the listeners."""
     expected = [0] * len(rig.states)
+    expected[TcpState.LISTEN] = len(rig.engine.listeners)
     for tcb in rig.engine.flows.values():
         assert tcb.state != TcpState.CLOSED
         expected[tcb.state] += 1

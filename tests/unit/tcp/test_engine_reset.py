@@ -260,7 +260,7 @@ def test_established_old_ack_within_max_window_accepted() -> None:
 
 
 def test_reset_all_resets_connections_and_closes_listeners() -> None:
-    """Shutting down (SIGTERM, DESIGN.md): each connection gets a RST, the
+    """Shutting down (SIGTERM, docs/architecture.md): each connection gets a RST, the
     application sees ECONNRESET, no listener is left."""
     rig = Rig()
     conn = established(rig)

@@ -40,8 +40,9 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
   `ring` in command, event, rx, tx, 0..1: only while the app has sessions;
   command and event are its fullest session's ring, rx and tx the bytes
   waiting in all its connected sockets' rings over their total size
-  (`OccupancySweep` in stackservice/fastpath/occupancy.py says why). Without an app table, or with none
-  readable, both families have no series;
+  (`OccupancySweep` in stackservice/fastpath/occupancy.py says why).
+  Without an app table, or with none readable, both families have no
+  series;
 - `vfstack_counters_readable` is 1 when the counters file could be read; at
   0 (the instance is gone or another version wrote it) the scrape holds only
   it, `vfstack_info` and the declared (empty) per-app families.

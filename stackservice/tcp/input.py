@@ -245,8 +245,16 @@ def _answer_unacceptable(
     """RFC 9293 §3.10.7.4: an unacceptable segment gets an ACK; a FIN in
     TIME-WAIT also restarts 2 MSL. Data we already had is a duplicate, told
     as the first SACK block at once (RFC 2883 §4), so the sender can see
-    its retransmission was not needed."""
+    its retransmission was not needed.
+
+    RFC 7323 §5.3 R3: a copy whose right edge reaches Last.ACK.sent (the
+    earlier copy arrived, our ACK of it was lost) sets TS.Recent, as Linux
+    accepts it (tcp_sequence against rcv_wup). Echoing the first copy's
+    TSval instead hands the sender an RTT sample spanning its whole RTO
+    backoff, seconds, and its RTO balloons with it."""
     end = (seg.seq + len(data)) & SEQ_MASK
+    if seq_ge((end + (seg.flags & FIN and 1)) & SEQ_MASK, tcb.last_ack_sent):
+        _record_timestamp(tcb, seg, now)
     if data and tcb.sack_enabled and seq_le(end, tcb.rcv_nxt):
         tcb.dsack = (seg.seq, end)
         engine.ack_immediately(tcb, now)

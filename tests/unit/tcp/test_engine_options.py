@@ -203,3 +203,33 @@ def test_established_out_of_window_segment_does_not_set_ts_recent() -> None:
     conn.deliver(20 * MS, b"genuine")
     assert conn.read() == b"genuine"
     assert rig.dropped() == {"tcp_out_of_window": 1}
+
+
+def test_established_retransmission_reaching_last_ack_sent_sets_ts_recent() -> None:
+    """RFC 7323 §5.3 R3: the copy of a segment we already ACKed (our ACK was
+    lost) has SEG.SEQ <= Last.ACK.sent <= SEG.SEQ + SEG.LEN: its TSval is
+    recorded and echoed, so the sender times this round trip, not the one
+    since the first copy (Linux: tcp_sequence against rcv_wup)."""
+    rig = Rig()
+    conn = established(rig, options=ALL_OPTIONS)
+    start = conn.seq
+    conn.deliver(10 * MS, b"hello")
+    conn.flush(10 * MS)
+    conn.deliver(3000 * MS, b"hello", seq=start)  # the peer's RTO copy
+    sent = conn.flush(3000 * MS)
+    assert brief(sent) == [("A", conn.ack, seq(start, 5), 0)]
+    assert sent[0].seg.options.timestamps[1] == conn.tsval(3000 * MS)
+
+
+def test_established_older_duplicate_does_not_set_ts_recent() -> None:
+    """RFC 7323 §5.3 R3: a duplicate ending before Last.ACK.sent is not the
+    segment our last ACK answered; TS.Recent stays."""
+    rig = Rig()
+    conn = established(rig, options=ALL_OPTIONS)
+    start = conn.seq
+    conn.deliver(10 * MS, b"hello")
+    conn.deliver(10 * MS, b"world")
+    conn.flush(10 * MS)
+    conn.deliver(3000 * MS, b"hello", seq=start)
+    sent = conn.flush(3000 * MS)
+    assert sent[0].seg.options.timestamps[1] == conn.tsval(10 * MS)

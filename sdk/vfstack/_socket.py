@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import socket as _socket
 import struct
-import threading
 import time
 from collections import deque
 
@@ -56,7 +55,6 @@ _U64 = (1 << 64) - 1
 _DEFAULT_BACKLOG = 128
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")  # struct linger {l_onoff, l_linger}
-_FENCE = threading.Lock()  # a lock round trip is a full fence (see vfstack.shm._rings)
 
 
 def _ip(host: str) -> int:
@@ -478,11 +476,7 @@ class Socket:
             before = rx.readable()
             n = rx.read_into(view)
             if n:
-                # The stack stops filling a full ring until RX_DONE: after
-                # our tail store (fenced), was the ring ever full at the old tail?
-                _FENCE.acquire()
-                _FENCE.release()
-                if rx.readable() + n >= rx.capacity or before >= rx.capacity:
+                if rx.was_full(before, n):  # the stack waits for RX_DONE
                     stack._notify(OP_RX_DONE, slot)
                 return n
             if self._rd_closed:

@@ -47,6 +47,7 @@ from vfstack.shm import (
     EVENT_RESULT,
     EVENT_SLOT_FREED,
     OP_CLOSE,
+    OP_RX_DONE,
     OP_SOCKET,
     BadRecord,
     CorruptRing,
@@ -463,7 +464,7 @@ class Stack:
                     self._results[event.request] = event
                     continue
                 if kind == EVENT_SLOT_FREED:
-                    self._segment.drop_stale_rx(event.slot, event.a64)
+                    self._drop_stale(event.slot, event.a64)
                     continue
                 if kind == EVENT_ACCEPTED:
                     queue = self._accepts.get(event.slot)
@@ -482,6 +483,17 @@ class Stack:
         for slot in orphans:
             self._close_slot(slot)
         return n
+
+    def _drop_stale(self, slot: int, end: int) -> None:
+        """SLOT_FREED: the closed connection's unread bytes go. Like a read,
+        a drop from a full ring owes the stack RX_DONE: it stopped filling
+        the ring, which the slot's next connection may already have (its
+        bytes would wait in the stack for good)."""
+        rx = self._segment.rx(slot)
+        before = rx.readable()
+        dropped = self._segment.drop_stale_rx(slot, end)
+        if dropped and rx.was_full(before, dropped):
+            self._notify(OP_RX_DONE, slot)
 
     def _close_slot(self, slot: int) -> None:
         """Give a slot back (no reply; SLOT_FREED follows). Lock may be held."""

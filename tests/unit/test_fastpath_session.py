@@ -318,6 +318,47 @@ def test_slot_freed_says_where_the_closed_connections_rx_bytes_end(stack):
     assert app.seg.drop_stale_rx(conn, freed.a64) == len(b"never read")
 
 
+def test_a_slot_reused_behind_stale_bytes_fills_after_the_drop_and_rx_done(stack):
+    """The race the soak found (seed 21): the app releases a full RX ring
+    and sends CLOSE, but the stack fills the ring again before the CLOSE
+    arrives; the slot goes to the next accepted connection, whose bytes find
+    the ring full of stale ones and wait for RX_DONE. The app's drop of the
+    stale bytes is a read from a full ring (`ByteRing.was_full`): it owes
+    RX_DONE, and only then do the new connection's bytes arrive."""
+    app = stack.attach()
+    _, conn, iss = accepted(app, stack)
+    for k in range(3):  # 4200 bytes: the 4096-byte ring fills
+        stack.deliver(seq=PEER_ISS + 1 + 1400 * k, ack=iss + 1, payload=bytes(1400))
+    stack.step()
+    app.events()
+    rx = app.seg.rx(conn)
+    rx.release(rx.readable())  # the app's close: it discards what it did not read ...
+    for k in range(3, 6):
+        stack.deliver(seq=PEER_ISS + 1 + 1400 * k, ack=iss + 1, payload=bytes(1400))
+    stack.step()  # ... and the stack refills the ring before the CLOSE comes
+    assert rx.readable() == 4096
+    app.command(Op.CLOSE, conn)
+    stack.deliver(seq=PEER_ISS, flags=SYN, src_port=PEER_PORT + 1)
+    synack = [s for s in stack.step() if s.flags == SYN | ACK]
+    (new_iss,) = [s.seg.seq for s in synack]
+    stack.deliver(
+        seq=PEER_ISS + 1, ack=new_iss + 1, flags=FIN | ACK, payload=b"new", src_port=PEER_PORT + 1
+    )
+    stack.step()
+    events = app.events()
+    (freed,) = by_kind(events, EventKind.SLOT_FREED)
+    (again,) = by_kind(events, EventKind.ACCEPTED)
+    assert (freed.slot, again.a1) == (conn, conn)  # the lowest free slot, reused
+    before = rx.readable()
+    dropped = app.seg.drop_stale_rx(conn, freed.a64)
+    assert dropped == 4096 and rx.was_full(before, dropped)
+    stack.step()
+    assert app.read(conn) == b""  # without RX_DONE the stack does not look again
+    app.command(Op.RX_DONE, conn)
+    stack.step()
+    assert app.read(conn) == b"new"
+
+
 def test_socket_slots_run_out_with_emfile(stack):
     app = stack.attach()
     slots = [open_socket(app, stack) for _ in range(SLOTS)]

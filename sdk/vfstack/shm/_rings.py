@@ -618,6 +618,19 @@ class ByteRing(_Ring):
         self._tail = tail
         self._words[_TAIL] = tail
 
+    def was_full(self, before: int, taken: int) -> bool:
+        """Consumer, right after taking `taken` of the `before` bytes it saw
+        readable: was the ring full at the old tail? A producer that found
+        it full stops filling until told (the session's RX_DONE). The fence
+        orders our tail store before the head load, as the producer fences
+        its head store before its last tail load: one side sees the other.
+
+        Raises:
+            CorruptRing: the producer's head is impossible.
+        """
+        self._full_fence()
+        return before >= self._cap or self._published() + taken >= self._cap
+
     def _copy_out(self, buf, index: int, n: int) -> None:
         data = self._data
         start = index & self._mask

@@ -643,8 +643,14 @@ class Soak:
             listeners == len(listening),
             f"gauge {listeners}, listed {len(listening)}",
         )
-        sessions = stack.counters()["sessions"]["attached"]
-        self.check("sessions end with their apps", sessions == 0, f"{sessions} still attached")
+
+        # An app that exited without Detach is noticed by the loop's
+        # liveness check (every 0.4 s), which may come after the quiet above.
+        def attached() -> int:
+            return stack.counters()["sessions"]["attached"]
+
+        ended = wait_until(lambda: attached() == 0, timeout=QUIET_SECONDS, interval=0.1)
+        self.check("sessions end with their apps", ended, f"{attached()} still attached")
         self._internal_errors_check(stack, admin)
         time.sleep(2.0)  # idle: the loop runs its full garbage collection
         self.rss["final"] = rss_bytes(stack.proc.pid)

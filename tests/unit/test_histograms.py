@@ -172,10 +172,11 @@ def test_concurrent_reader_sees_no_torn_slot_and_consistent_histogram(block, tmp
             assert value == 0x0101010101010101 * (value & 0xFF), hex(value)
             snap = reading.histograms["rtt_us"]
             # Monotonic; the count (read first, stored last) never leads the
-            # buckets, and lags them only by what the writer did meanwhile.
+            # buckets. How far it lags is what the writer did meanwhile: a
+            # matter of scheduling (thousands on a loaded machine), not a bound.
             assert snap.count >= last_count
             assert all(a >= b for a, b in zip(snap.buckets, last_buckets, strict=True))
-            assert 0 <= snap.total - snap.count < 1000
+            assert snap.total >= snap.count
             lag = max(lag, snap.total - snap.count)
             last_count, last_buckets = snap.count, snap.buckets
             counts.add(snap.count)

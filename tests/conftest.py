@@ -2,17 +2,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 
 import pytest
 
 from tests.support.impaired import impaired_port
-from tests.support.netns import private_port
+from tests.support.netns import private_port, remove_orphans
 
 # Every stack instance a test starts is strict (stackservice.faults): an
 # internal error ends it, and tests/support/stack.py turns its traceback into
 # the test's failure, so fault containment never hides a bug from the suite.
 # The tests of containment itself pass --no-strict.
 os.environ["VFSTACK_STRICT"] = "1"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() != 0:
+        return
+    # A SIGTERM (`timeout`, a CI runner) ends the run through pytest's own
+    # interrupt path, so every fixture's teardown still removes its network.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    orphans = remove_orphans()  # what runs killed outright left behind
+    if orphans:
+        print(f"removed the test networks of ended runs: {', '.join(orphans)}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

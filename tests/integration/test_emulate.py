@@ -7,7 +7,7 @@ from pyroute2 import IPRoute, netns
 
 from stackservice.nic.emulate import EmulatedPort, emulate_down, emulate_up, vf_mac
 from stackservice.nic.netconf import detect_mode, inside_netns, read_sysctl
-from tests.support.netns import in_netns, quiet, unique_prefix
+from tests.support.netns import OWNERS, in_netns, quiet, remove_orphans, unique_prefix
 
 pytestmark = pytest.mark.root
 
@@ -100,3 +100,22 @@ def test_vfstack_emulate_cli_bad_prefix_one_line_error():
     )
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "prefix" in bad.stderr
+
+
+def test_remove_orphans_takes_a_killed_runs_network_and_leaves_live_ones(port):
+    """A run killed outright leaves its network; the next session removes
+    it, by the dead creator's pid, and not a network whose creator lives."""
+    orphan = EmulatedPort(prefix=unique_prefix())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (OWNERS / orphan.prefix).write_text(str(dead.pid))  # its creator has exited
+    try:
+        emulate_up(orphan, 1, say=quiet)
+        emulate_up(port, 1, say=quiet)
+        removed = remove_orphans()
+        assert orphan.prefix in removed and port.prefix not in removed
+        assert orphan.netns not in netns.listnetns()
+        assert not [name for name in _links() if name and name.startswith(orphan.prefix)]
+        assert port.netns in netns.listnetns() and port.pf in _links()
+    finally:
+        emulate_down(orphan, say=quiet)

@@ -1,17 +1,23 @@
 """Private network namespaces and emulated ports for tests.
 
 Every test network gets a unique name prefix ("vft" + 4 hex digits), so
-concurrent runs never collide, and is removed however the test ends.
+concurrent runs never collide, and is removed however the test ends. A run
+killed outright (SIGKILL, or SIGTERM to a process without a handler)
+cannot run its teardown: each prefix is recorded with its creator's pid,
+and `remove_orphans` (at the start of every test session) removes the
+networks of prefixes whose creator is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
 
@@ -25,10 +31,53 @@ from stackservice.nic.emulate import (
 from stackservice.nic.netconf import disable_offloads, inside_netns, link_index, write_sysctl
 
 TEST_PREFIX = "vft"
+PREFIX_LEN_CHARS = len(TEST_PREFIX) + 4
+OWNERS = Path("/run/vfstack-tests")  # a file per prefix handed out: its creator's pid
 
 
 def unique_prefix() -> str:
-    return f"{TEST_PREFIX}{secrets.token_hex(2)}"
+    """A fresh prefix, recorded as this process's before anything is built."""
+    prefix = f"{TEST_PREFIX}{secrets.token_hex(2)}"
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    (OWNERS / prefix).write_text(str(os.getpid()))
+    return prefix
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(prefix: str) -> int | None:
+    try:
+        return int((OWNERS / prefix).read_text())
+    except (OSError, ValueError):
+        return None  # never recorded: from a run that predates the records
+
+
+def remove_orphans() -> list[str]:
+    """Remove the namespaces and host links of every test prefix whose
+    creator is no longer running. Returns the prefixes removed."""
+    with IPRoute() as ipr:
+        links = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+    names = [n for n in (*netns.listnetns(), *links) if n.startswith(TEST_PREFIX)]
+    prefixes = {name[:PREFIX_LEN_CHARS] for name in names}
+    orphans = sorted(p for p in prefixes if not ((pid := _owner(p)) and _alive(pid)))
+    for prefix in orphans:
+        for name in netns.listnetns():
+            if name.startswith(prefix):
+                netns.remove(name)
+        # Macvlans before the wire they sit on; a name may already be gone
+        # with its namespace or its lower link.
+        for name in sorted((n for n in links if n.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+        (OWNERS / prefix).unlink(missing_ok=True)
+    return orphans
 
 
 def quiet(_: str) -> None:

@@ -589,15 +589,6 @@ class TcpEngine:
             tcb.on_ack_list = True
             self._acks.append(tcb)
 
-    def ack_immediately(self, tcb: Tcb, now: int) -> None:
-        """An ACK that does not wait for this pass's flush: for every second
-        full segment (RFC 5681 §4.2) and every out-of-order, hole-filling or
-        duplicate one (each carrying the SACK of its own arrival, RFC 2018
-        §4, or its D-SACK). One ACK per pass for a whole batch of frames
-        starved the sender's ACK clock and, under loss, its SACK-based
-        recovery (0.15 ACKs per data segment where Linux sends 0.5)."""
-        output.send_ack(self, tcb, now)
-
     def schedule_ack(self, tcb: Tcb, now: int, full_segment: bool) -> None:
         """RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK every second full segment
         at once, the rest within the delayed-ACK time; quick-ACK the first
@@ -608,7 +599,10 @@ class TcpEngine:
             tcb.quickack -= 1
             self.ack_now(tcb)
         elif tcb.unacked_segments >= 2:
-            self.ack_immediately(tcb, now)
+            # At once, not at this pass's flush: one ACK for a whole batch
+            # of frames starved the sender's ACK clock (0.15 ACKs per data
+            # segment where Linux sends 0.5).
+            output.send_ack(self, tcb, now)
         elif not tcb.ack_pending:
             tcb.ack_pending = True
             tcb.delack_deadline = now + self.settings.delayed_ack_us

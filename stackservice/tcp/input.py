@@ -257,7 +257,7 @@ def _answer_unacceptable(
         _record_timestamp(tcb, seg, now)
     if data and tcb.sack_enabled and seq_le(end, tcb.rcv_nxt):
         tcb.dsack = (seg.seq, end)
-        engine.ack_immediately(tcb, now)
+        output.send_ack(engine, tcb, now)
     else:
         engine.ack_now(tcb)
     if tcb.state == TIME_WAIT and seg.flags & FIN:
@@ -581,9 +581,10 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
         if tcb.peer_fin_seq >= 0 and tcb.rcv_nxt == tcb.peer_fin_seq:
             _fin_arrives(engine, tcb, now)
     if offset or filling or tcb.dsack is not None:
-        # RFC 5681 §4.2: out of order, filling a hole, or a duplicate; sent
-        # after RCV.NXT moved, so a filled hole is acknowledged at once.
-        engine.ack_immediately(tcb, now)
+        # RFC 5681 §4.2: out of order, filling a hole, or a duplicate, each
+        # ACKed at once with the SACK of its own arrival (RFC 2018 §4) or its
+        # D-SACK; sent after RCV.NXT moved, so a filled hole is acknowledged.
+        output.send_ack(engine, tcb, now)
     elif advanced:
         engine.schedule_ack(tcb, now, len(data) >= tcb.mss)
 

@@ -290,16 +290,22 @@ def test_established_batch_of_out_of_order_segments_each_acked_with_its_block() 
     ]
 
 
+def _acked_then_resent(conn, first: bytes, again: bytes) -> list:
+    """`first` arrives and is ACKed; then the peer resends from the same
+    SEQ with `again` (a copy, or a copy and more). What we answer."""
+    conn.deliver(10 * MS, first)
+    conn.flush(10 * MS + DELACK)
+    conn.deliver(20 * MS, again, seq=seq(conn.seq, -len(first)))
+    return conn.flush(20 * MS)
+
+
 def test_established_duplicate_segment_reported_by_dsack_once() -> None:
     """RFC 2883 §4: a duplicate segment is reported in the first SACK block
     of the next ACK, sent at once, and in no later one."""
     rig = Rig(NO_QUICKACK)
     conn = established(rig, options=SACK_ONLY)
     start = conn.seq
-    conn.deliver(10 * MS, b"hello")
-    conn.flush(10 * MS + DELACK)
-    conn.deliver(20 * MS, b"hello", seq=start)
-    sent = conn.flush(20 * MS)
+    sent = _acked_then_resent(conn, b"hello", b"hello")
     assert brief(sent) == [("A", conn.ack, seq(start, 5), 0)]
     assert sent[0].seg.options.sack_blocks == ((start, seq(start, 5)),)
     conn.deliver(30 * MS, b"x", seq=seq(start, 10))
@@ -329,10 +335,7 @@ def test_established_partial_duplicate_dsack_names_the_old_part() -> None:
     rig = Rig(NO_QUICKACK)
     conn = established(rig, options=SACK_ONLY)
     start = conn.seq
-    conn.deliver(10 * MS, b"abc")
-    conn.flush(10 * MS + DELACK)
-    conn.deliver(20 * MS, b"abcdef", seq=start)
-    sent = conn.flush(20 * MS)
+    sent = _acked_then_resent(conn, b"abc", b"abcdef")
     assert brief(sent) == [("A", conn.ack, seq(start, 6), 0)]
     assert sent[0].seg.options.sack_blocks == ((start, seq(start, 3)),)
     assert conn.read() == b"abcdef"
@@ -344,10 +347,7 @@ def test_established_duplicate_without_sack_no_dsack() -> None:
     rig = Rig(NO_QUICKACK)
     conn = established(rig)
     start = conn.seq
-    conn.deliver(10 * MS, b"hello")
-    conn.flush(10 * MS + DELACK)
-    conn.deliver(20 * MS, b"hello", seq=start)
-    sent = conn.flush(20 * MS)
+    sent = _acked_then_resent(conn, b"hello", b"hello")
     assert brief(sent) == [("A", conn.ack, seq(start, 5), 0)]
     assert sent[0].seg.options.sack_blocks == ()
 

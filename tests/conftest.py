@@ -16,12 +16,21 @@ from tests.support.netns import private_port, remove_orphans
 os.environ["VFSTACK_STRICT"] = "1"
 
 
+def _default_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() != 0:
         return
     # A SIGTERM (`timeout`, a CI runner) ends the run through pytest's own
     # interrupt path, so every fixture's teardown still removes its network.
+    # Only in this process: a forked child (pyroute2's netns helpers, which
+    # their parent stops with SIGTERM) would otherwise unwind through the
+    # copy of pytest's stack it inherited and tear down the live test's
+    # network.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    os.register_at_fork(after_in_child=_default_sigterm)
     orphans = remove_orphans()  # what runs killed outright left behind
     if orphans:
         print(f"removed the test networks of ended runs: {', '.join(orphans)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,12 +76,19 @@ def inside_netns(name: str) -> Iterator[None]:
     """Run the block with this thread in network namespace `name`.
 
     For sysctls and ethtool ioctls, which act on the caller's namespace.
+    Raises FileNotFoundError when the namespace does not exist: pyroute2's
+    pushns(name) would create an empty one and the block would act there.
     """
-    netns.pushns(name)
+    fd = os.open(os.path.join(netns.NETNS_RUN_DIR, name), os.O_RDONLY)
     try:
-        yield
+        netns.pushns()
+        try:
+            netns.setns(fd)
+            yield
+        finally:
+            netns.popns()
     finally:
-        netns.popns()
+        os.close(fd)
 
 
 def flush_addresses(ipr: IPRoute, index: int) -> None:

@@ -1,13 +1,23 @@
 """`vfstack emulate up|down` builds exactly docs/architecture.md's emulated port."""
 
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 from pyroute2 import IPRoute, netns
 
 from stackservice.nic.emulate import EmulatedPort, emulate_down, emulate_up, vf_mac
 from stackservice.nic.netconf import detect_mode, inside_netns, read_sysctl
-from tests.support.netns import OWNERS, in_netns, quiet, remove_orphans, unique_prefix
+from tests.support.netns import (
+    OWNERS,
+    in_netns,
+    quiet,
+    release_prefix,
+    remove_orphans,
+    unique_prefix,
+)
 
 pytestmark = pytest.mark.root
 
@@ -34,6 +44,7 @@ def port():
     port = EmulatedPort(prefix=unique_prefix())
     yield port
     emulate_down(port, say=quiet)
+    release_prefix(port.prefix)
 
 
 def test_emulate_up_builds_peer_wire_pf_and_vfs(port):
@@ -104,11 +115,13 @@ def test_vfstack_emulate_cli_bad_prefix_one_line_error():
 
 def test_remove_orphans_takes_a_killed_runs_network_and_leaves_live_ones(port):
     """A run killed outright leaves its network; the next session removes
-    it, by the dead creator's pid, and not a network whose creator lives."""
+    it, because nobody holds its owner file's lock, and leaves a network
+    whose creator holds the lock even if its pid means nothing here (a run
+    in another PID namespace)."""
     orphan = EmulatedPort(prefix=unique_prefix())
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (OWNERS / orphan.prefix).write_text(str(dead.pid))  # its creator has exited
+    release_prefix(orphan.prefix)
+    (OWNERS / orphan.prefix).write_text(f"{os.getpid()}\n")  # a live pid, no lock
+    (OWNERS / port.prefix).write_text("4194304\n")  # past pid_max, but locked
     try:
         emulate_up(orphan, 1, say=quiet)
         emulate_up(port, 1, say=quiet)
@@ -119,3 +132,34 @@ def test_remove_orphans_takes_a_killed_runs_network_and_leaves_live_ones(port):
         assert port.netns in netns.listnetns() and port.pf in _links()
     finally:
         emulate_down(orphan, say=quiet)
+
+
+def test_inside_netns_refuses_a_missing_namespace_instead_of_creating_it():
+    name = unique_prefix()
+    try:
+        with pytest.raises(FileNotFoundError), inside_netns(name):
+            pass
+        assert name not in netns.listnetns()
+    finally:
+        release_prefix(name)
+
+
+def test_a_forked_child_stopped_by_sigterm_runs_none_of_the_parents_teardown(tmp_path):
+    """The session turns SIGTERM into KeyboardInterrupt so fixtures tear
+    down; a forked child (pyroute2's netns helpers) must just die instead of
+    running its inherited copy of the test's `finally` blocks."""
+    marker = tmp_path / "teardown-ran"
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(ready_w, b"x")
+            time.sleep(30)
+        finally:
+            marker.touch()  # what a fixture's teardown would do
+        os._exit(0)
+    os.read(ready_r, 1)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert not marker.exists()

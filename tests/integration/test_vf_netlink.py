@@ -38,7 +38,7 @@ from stackservice.nic.sriov import (
     setup_vfs,
     vf_request,
 )
-from tests.support.netns import in_netns, unique_prefix
+from tests.support.netns import in_netns, release_prefix, unique_prefix
 
 pytestmark = pytest.mark.root
 
@@ -81,6 +81,7 @@ def ns() -> Iterator[Namespace]:
             yield Namespace(name, ipr, Netlink(ipr))
     finally:
         netns.remove(name)
+        release_prefix(name)
 
 
 def ports(ns: Namespace) -> dict[str, str]:

@@ -36,7 +36,7 @@ from stackservice.nic.netconf import (
     link_index,
     silence_kernel,
 )
-from tests.support.netns import quiet, unique_prefix
+from tests.support.netns import quiet, release_prefix, unique_prefix
 from tests.support.relay import ImpairedRelay, RelayStats
 
 
@@ -105,14 +105,14 @@ class ImpairedPort:
 
 
 @contextlib.contextmanager
-def impaired_port(vfs: int = 2, prefix: str | None = None, **impairment) -> Iterator[ImpairedPort]:
+def impaired_port(vfs: int = 2, **impairment) -> Iterator[ImpairedPort]:
     """Build an emulated port whose wire runs through an impairing relay.
 
     `impairment` is passed to `ImpairedRelay` (loss, reorder, duplicate,
     corrupt, delay_us, jitter_us, seed, reorder_gap, reorder_hold_us,
     direction). Everything is removed on exit, however the block ends.
     """
-    ip = ImpairedPort(EmulatedPort(prefix=prefix or unique_prefix()))
+    ip = ImpairedPort(EmulatedPort(prefix=unique_prefix()))
     try:
         _build(ip, vfs)
         ip.start_relay(**impairment)
@@ -160,3 +160,4 @@ def _tear_down(ip: ImpairedPort) -> None:
             netns.remove(ip.relay_netns)
     finally:
         emulate_down(ip.port, say=quiet)
+        release_prefix(ip.port.prefix)

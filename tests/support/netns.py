@@ -3,14 +3,18 @@
 Every test network gets a unique name prefix ("vft" + 4 hex digits), so
 concurrent runs never collide, and is removed however the test ends. A run
 killed outright (SIGKILL, or SIGTERM to a process without a handler)
-cannot run its teardown: each prefix is recorded with its creator's pid,
-and `remove_orphans` (at the start of every test session) removes the
-networks of prefixes whose creator is gone.
+cannot run its teardown: each prefix has an owner file that its creator
+holds an exclusive flock on for as long as it lives, and `remove_orphans`
+(at the start of every test session) removes the networks of prefixes
+whose lock is free. A lock, unlike a pid, is seen by every process that
+shares the filesystem, whatever PID namespace it runs in: a run in another
+container is never mistaken for a dead one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -32,52 +36,72 @@ from stackservice.nic.netconf import disable_offloads, inside_netns, link_index,
 
 TEST_PREFIX = "vft"
 PREFIX_LEN_CHARS = len(TEST_PREFIX) + 4
-OWNERS = Path("/run/vfstack-tests")  # a file per prefix handed out: its creator's pid
+OWNERS = Path("/run/vfstack-tests")  # a file per prefix, locked by its creator
+_held: dict[str, int] = {}  # prefix -> the open, locked owner file
 
 
 def unique_prefix() -> str:
-    """A fresh prefix, recorded as this process's before anything is built."""
-    prefix = f"{TEST_PREFIX}{secrets.token_hex(2)}"
+    """A fresh prefix, owned (locked) by this process before anything is built."""
     OWNERS.mkdir(parents=True, exist_ok=True)
-    (OWNERS / prefix).write_text(str(os.getpid()))
-    return prefix
+    while True:
+        prefix = f"{TEST_PREFIX}{secrets.token_hex(2)}"
+        try:
+            fd = os.open(OWNERS / prefix, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue  # another run's, live or not yet cleaned up
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for people; the lock is the truth
+        _held[prefix] = fd
+        return prefix
 
 
-def _alive(pid: int) -> bool:
+def release_prefix(prefix: str) -> None:
+    """Give up a prefix whose networks are gone."""
+    fd = _held.pop(prefix, None)
+    (OWNERS / prefix).unlink(missing_ok=True)
+    if fd is not None:
+        os.close(fd)
+
+
+def _orphaned(prefix: str) -> bool:
+    """Whether the prefix's owner file exists and nobody holds its lock.
+    A prefix without a file is left alone: its owner is unknown."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(OWNERS / prefix, os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 
-def _owner(prefix: str) -> int | None:
-    try:
-        return int((OWNERS / prefix).read_text())
-    except (OSError, ValueError):
-        return None  # never recorded: from a run that predates the records
-
-
 def remove_orphans() -> list[str]:
-    """Remove the namespaces and host links of every test prefix whose
-    creator is no longer running. Returns the prefixes removed."""
+    """Remove the namespaces and host links of every recorded test prefix
+    whose creator is no longer running, and its record. Returns the
+    prefixes whose networks were removed."""
     with IPRoute() as ipr:
         links = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
     names = [n for n in (*netns.listnetns(), *links) if n.startswith(TEST_PREFIX)]
-    prefixes = {name[:PREFIX_LEN_CHARS] for name in names}
-    orphans = sorted(p for p in prefixes if not ((pid := _owner(p)) and _alive(pid)))
-    for prefix in orphans:
-        for name in netns.listnetns():
-            if name.startswith(prefix):
-                netns.remove(name)
-        # Macvlans before the wire they sit on; a name may already be gone
-        # with its namespace or its lower link.
-        for name in sorted((n for n in links if n.startswith(prefix)), key=len, reverse=True):
-            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    in_use = {name[:PREFIX_LEN_CHARS] for name in names}
+    removed = []
+    for prefix in sorted(p.name for p in OWNERS.glob(f"{TEST_PREFIX}*")):
+        if not _orphaned(prefix):
+            continue
+        if prefix in in_use:
+            for name in netns.listnetns():
+                if name.startswith(prefix):
+                    netns.remove(name)
+            # Macvlans before the wire they sit on; a name may already be
+            # gone with its namespace or its lower link.
+            for name in sorted((n for n in links if n.startswith(prefix)), key=len, reverse=True):
+                subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+            removed.append(prefix)
         (OWNERS / prefix).unlink(missing_ok=True)
-    return orphans
+    return removed
 
 
 def quiet(_: str) -> None:
@@ -93,6 +117,7 @@ def private_port(vfs: int = 2) -> Iterator[EmulatedPort]:
         yield port
     finally:
         emulate_down(port, say=quiet)
+        release_prefix(port.prefix)
 
 
 def in_netns(

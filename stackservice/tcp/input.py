@@ -255,7 +255,13 @@ def _answer_unacceptable(
     end = (seg.seq + len(data)) & SEQ_MASK
     if seq_ge((end + (seg.flags & FIN and 1)) & SEQ_MASK, tcb.last_ack_sent):
         _record_timestamp(tcb, seg, now)
-    if data and tcb.sack_enabled and seq_le(end, tcb.rcv_nxt):
+    duplicate = bool(data) and seq_le(end, tcb.rcv_nxt)
+    if duplicate:
+        # Most likely our ACK was lost: ACK the next segments at once too,
+        # as Linux does (tcp_enter_quickack_mode), so a lossy path back to
+        # the sender still carries enough ACKs.
+        tcb.quickack = engine.settings.quickack_segments
+    if duplicate and tcb.sack_enabled:
         tcb.dsack = (seg.seq, end)
         output.send_ack(engine, tcb, now)
     else:
@@ -576,6 +582,12 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
         engine.ack_now(tcb)
         return
     if advanced:
+        if now - tcb.data_received_at > tcb.rtt.rto_us:
+            # A gap longer than the sender's RTO: it is restarting from a
+            # timeout, in slow start, and a delayed ACK would cost it a
+            # whole round (Linux: tcp_event_data_recv).
+            tcb.quickack = engine.settings.quickack_segments
+        tcb.data_received_at = now
         tcb.rcv_nxt = (tcb.rcv_nxt + advanced) & SEQ_MASK
         engine.notify(tcb)
         if tcb.peer_fin_seq >= 0 and tcb.rcv_nxt == tcb.peer_fin_seq:

@@ -22,7 +22,7 @@ class TcpSettings:
     synack_retries: int = 5  # like tcp_synack_retries
     max_retransmits: int = 15  # like tcp_retries2: then the connection is aborted
     delayed_ack_us: int = 40_000  # Linux's minimum ATO; RFC 9293 §3.8.6.3 allows < 500 ms
-    quickack_segments: int = 16  # segments ACKed at once after the handshake
+    quickack_segments: int = 16  # segments ACKed at once after the handshake, a gap or a duplicate
     keepalive_idle_us: int = 7200 * _SECOND
     keepalive_interval_us: int = 75 * _SECOND
     keepalive_probes: int = 9

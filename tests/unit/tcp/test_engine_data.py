@@ -86,6 +86,50 @@ def test_established_quickack_then_delayed() -> None:
     assert len(conn.flush(20 * MS + DELACK)) == 1
 
 
+def _quickacks_used_up(conn, at: int) -> int:
+    """Deliver small segments until one is no longer ACKed at once (its ACK
+    then goes out after the delay). When that was."""
+    while True:
+        conn.deliver(at, b"ab")
+        if not conn.flush(at):
+            conn.flush(at + DELACK)
+            return at
+        at += MS
+
+
+def test_established_duplicate_restarts_quickack() -> None:
+    """Linux (tcp_enter_quickack_mode): a duplicate means our ACK was
+    probably lost, so the next segments are ACKed at once again, not every
+    second one: a lossy return path still carries enough ACKs."""
+    rig = Rig(TcpSettings(quickack_segments=2))
+    conn = established(rig)
+    at = _quickacks_used_up(conn, 10 * MS) + 2 * DELACK
+    conn.deliver(at, b"ab", seq=seq(conn.seq, -2))  # the last segment again
+    assert brief(conn.flush(at)) == [("A", conn.ack, conn.seq, 0)]
+    for i in range(1, 3):
+        conn.deliver(at + i * MS, b"cd")
+        assert brief(conn.flush(at + i * MS)) == [("A", conn.ack, conn.seq, 0)]
+    conn.deliver(at + 3 * MS, b"ef")
+    assert conn.flush(at + 3 * MS) == []
+
+
+def test_established_data_after_a_gap_longer_than_rto_quickacked() -> None:
+    """Linux (tcp_event_data_recv): data arriving more than an RTO after the
+    last is a sender restarting after a timeout, in slow start, that a
+    delayed ACK would hold back a whole round; a shorter gap is not."""
+    rig = Rig(TcpSettings(quickack_segments=2))
+    conn = established(rig)
+    at = _quickacks_used_up(conn, 10 * MS)
+    rto = conn.tcb.rtt.rto_us
+    at += rto - MS  # within the RTO: delayed
+    conn.deliver(at, b"cd")
+    assert conn.flush(at) == []
+    assert len(conn.flush(at + DELACK)) == 1
+    at += rto + MS  # beyond it: at once
+    conn.deliver(at, b"ef")
+    assert brief(conn.flush(at)) == [("A", conn.ack, conn.seq, 0)]
+
+
 def test_established_delayed_ack_rides_on_data() -> None:
     """RFC 9293 §3.8.6.3: data we send carries the pending ACK; the delayed
     ACK timer then has nothing left to send."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stackservice import __version__
 from stackservice.config import InstanceConfig
-from stackservice.control.link import LinkServer
+from stackservice.control.link import LinkServer, link_pair
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.fastpath import SessionManager
@@ -222,7 +222,7 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     if config.control is None:
         yield None
         return
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours, theirs = link_pair()
     argv = [
         sys.executable,
         "-m",

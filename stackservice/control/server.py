@@ -50,6 +50,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.control.link import FDS, LinkClient
 from stackservice.metrics.counters import read_counters
 from stackservice.metrics.exporter import MetricsServer, StackCollector, make_registry
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -355,6 +356,8 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         try:
             reply = self.link.request(op, timeout, **fields)
+            for fd in reply.pop(FDS, ()):  # only Attach's carry any (see Attach)
+                os.close(fd)
         except TimeoutError:
             if deadline_binds:
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply from the loop ({op})")
@@ -453,8 +456,6 @@ def _left(start: float, timeout: float | None) -> float | None:
 
 
 def _default_link(sock: socket.socket, on_event: Callable[[str], None]) -> Link:
-    from stackservice.control.link import LinkClient
-
     return LinkClient(sock, on_event)
 
 
@@ -589,9 +590,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         args.link = socket.socket(fileno=args.link_fd)
     except OSError as exc:
         raise _ArgumentError(f"--link-fd {args.link_fd}: {exc.strerror or exc}") from None
-    if args.link.family != socket.AF_UNIX or args.link.type != socket.SOCK_STREAM:
+    if args.link.family != socket.AF_UNIX or args.link.type != socket.SOCK_SEQPACKET:
         args.link.detach()
-        raise _ArgumentError(f"--link-fd {args.link_fd}: not an AF_UNIX stream socket")
+        raise _ArgumentError(f"--link-fd {args.link_fd}: not an AF_UNIX seqpacket socket")
     return args
 
 

@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
 from stackservice.control import server as control
-from stackservice.control.link import LinkServer
+from stackservice.control.link import LinkServer, link_pair
 from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.counters import CounterBlock, read_counters
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -140,7 +140,7 @@ def started(tmp_path, socket_dir, request):
     end is strict, unless the test parametrizes `started` with "containing"
     (indirect)."""
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "vf0.counters")
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     strict = getattr(request, "param", "strict") == "strict"
     contain = Containment(strict=strict, clock=time.monotonic_ns)
     responder = Responder(theirs, contain)
@@ -563,7 +563,7 @@ def test_unix_socket_mode_0660(started, socket_dir):
 
 def test_tcp_listener_on_ephemeral_port(tmp_path, socket_dir):
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     handle = control.serve(
         ours,
         tmp_path / "c",
@@ -649,12 +649,12 @@ def test_main_link_fd_not_a_socket_status_2(tmp_path, capsys):
             ]
         )  # fmt: skip
     assert status == 2
-    assert "not an AF_UNIX stream socket" in capsys.readouterr().err
+    assert "not an AF_UNIX seqpacket socket" in capsys.readouterr().err
 
 
 def spawn(tmp_path: Path, socket_dir: Path) -> tuple[subprocess.Popen, Responder, CounterBlock]:
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "stackservice.control.server",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from stackservice import __version__
 from stackservice.config import InstanceConfig
+from stackservice.control.handoff import handoff_path
 from stackservice.control.link import LinkServer, link_pair
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
@@ -58,8 +59,8 @@ def _instance_lock(run_dir: Path, name: str, app_group: int | None = None) -> It
     the same name fails at once, and a stale file from a crash is harmless.
 
     With `app_group`, the run directory becomes root:app_group 0710: the
-    group's apps reach the control socket and their own session files by
-    name, and cannot list the directory to find another app's."""
+    group's apps reach the control and handoff sockets by name, and
+    cannot list the directory."""
     run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     if app_group is not None:
         os.chown(run_dir, -1, app_group)
@@ -184,9 +185,8 @@ class Instance:
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(
-            self.engine, config.run_dir, config.name, app_stats=apps,
-            app_group=config.app_group, contain=self.contain,
-        )  # fmt: skip
+            self.engine, config.name, app_stats=apps, contain=self.contain
+        )
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control
@@ -247,7 +247,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     theirs.close()
     _wait_listening(server, config.control)
     if config.app_group is not None:
-        os.chown(config.control, -1, config.app_group)
+        for path in (config.control, handoff_path(config.control)):
+            os.chown(path, -1, config.app_group)
     requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
     link = LinkServer(ours, requests, instance.contain)
     try:
@@ -261,6 +262,7 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
             server.wait()
         link.close()
         config.control.unlink(missing_ok=True)
+        handoff_path(config.control).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.control.handoff import Handoff, handoff_path
 from stackservice.control.link import FDS, LinkClient
 from stackservice.metrics.counters import read_counters
 from stackservice.metrics.exporter import MetricsServer, StackCollector, make_registry
@@ -205,9 +206,11 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         self,
         identity: StackIdentity,
         counters_path: Path,
+        handoff: Handoff,
         link_timeout: float = LINK_TIMEOUT_S,
     ) -> None:
         self.identity = identity
+        self.handoff = handoff  # where Attach leaves the session's descriptors
         self.counters_path = counters_path
         self.link_timeout = link_timeout
         self.link: Link | None = None  # set once the link exists
@@ -319,29 +322,45 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         reply = self._ask(
             context,
             "attach",
+            keep_fds=True,
             app=request.app,
             pid=request.pid,
             command_ring_slots=request.command_ring_slots,
             event_ring_slots=request.event_ring_slots,
             socket_ring_bytes=request.socket_ring_bytes,
         )
-        fields = {k: v for k, v in reply.items() if k != "id"}
-        # JSON has no bytes: the token travels as base64 text.
-        return self._convert(
-            context,
-            lambda: stack_pb2.AttachResponse(
-                **{**fields, "token": base64.b64decode(fields.get("token", ""), validate=True)}
-            ),
-        )
+        fds = reply.pop(FDS)
+        try:
+            # JSON has no bytes: the token travels as base64 text.
+            response = self._convert(
+                context,
+                lambda: stack_pb2.AttachResponse(
+                    session_id=reply["session_id"],
+                    segment_bytes=reply["segment_bytes"],
+                    layout_version=reply["layout_version"],
+                    token=base64.b64decode(reply["token"], validate=True),
+                    handoff_path=str(self.handoff.path),
+                ),
+            )
+        except BaseException:  # no handoff: the session ends as its descriptors close
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.handoff.offer(response.session_id, response.token, fds, None)
+        return response
 
     def Detach(self, request, context):
         token = base64.b64encode(request.token).decode("ascii")
         self._ask(context, "detach", session_id=request.session_id, token=token)
         return stack_pb2.DetachResponse()
 
-    def _ask(self, context: grpc.ServicerContext, op: str, **fields: Any) -> dict:
+    def _ask(
+        self, context: grpc.ServicerContext, op: str, keep_fds: bool = False, **fields: Any
+    ) -> dict:
         """The loop's reply to one request, or abort with the status code
-        its error (or the link's failure) stands for."""
+        its error (or the link's failure) stands for. With `keep_fds`, the
+        descriptors the reply carries are the caller's (under FDS), else
+        closed here."""
         if self.link_state == STARTING:
             remaining = context.time_remaining()
             self.started.wait(
@@ -356,8 +375,6 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         try:
             reply = self.link.request(op, timeout, **fields)
-            for fd in reply.pop(FDS, ()):  # only Attach's carry any (see Attach)
-                os.close(fd)
         except TimeoutError:
             if deadline_binds:
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply from the loop ({op})")
@@ -367,6 +384,9 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         except OSError as exc:  # ConnectionError and any other socket failure
             context.abort(grpc.StatusCode.UNAVAILABLE, f"the stack loop is gone: {exc}")
         error = reply.get("error")
+        if error is not None or not keep_fds:
+            for fd in reply.pop(FDS, ()):
+                os.close(fd)
         if error is not None:
             code = LINK_ERRORS.get(error, grpc.StatusCode.UNKNOWN)
             context.abort(code, str(reply.get("message") or error))
@@ -402,11 +422,10 @@ class ControlServer:
         self._lock = threading.Lock()
         self._stopped: threading.Event | None = None
         self._stop_requested = threading.Event()
-        # Closing the HTTP server blocks up to its poll interval: a thread
-        # does it, so stop() stays quick (it runs in signal handlers).
-        self._metrics_stopper = threading.Thread(
-            target=metrics.stop if metrics else lambda: None, name="metrics-stop", daemon=True
-        )
+        # Closing the HTTP server blocks up to its poll interval, and the
+        # handoff closes once in-flight Attach calls are over: a thread does
+        # both, so stop() stays quick (it runs in signal handlers).
+        self._stopper = threading.Thread(target=self._stop_rest, name="stopper", daemon=True)
 
     def on_event(self, event: str) -> None:
         """The loop's events, from the link's reader thread."""
@@ -419,23 +438,30 @@ class ControlServer:
             self.stop()
         self.servicer.started.set()
 
+    def _stop_rest(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        self._stopped.wait()
+        self.servicer.handoff.close()  # sessions still waiting for their app end
+
     def _set_health(self, status: int) -> None:
         for service in (health.OVERALL_HEALTH, SERVICE_NAME):
             self.health.set(service, status)
 
     def stop(self, grace: float = STOP_GRACE_S) -> threading.Event:
         """Stop gracefully (idempotent): health NOT_SERVING for good, watch
-        streams end, in-flight calls get `grace` seconds, `/metrics` closes.
+        streams end, in-flight calls get `grace` seconds, `/metrics` and
+        then the handoff socket close.
 
         Returns the event set once the gRPC server has stopped (`wait`
-        also waits for `/metrics`).
+        also waits for `/metrics` and the handoff).
         """
         with self._lock:
             if self._stopped is None:
                 self.health.enter_graceful_shutdown()
                 self.servicer.shutdown()
                 self._stopped = self.server.stop(grace)
-                self._metrics_stopper.start()
+                self._stopper.start()
                 self._stop_requested.set()
             return self._stopped
 
@@ -447,8 +473,8 @@ class ControlServer:
         assert self._stopped is not None
         if not self._stopped.wait(_left(start, timeout)):
             return False
-        self._metrics_stopper.join(_left(start, timeout))
-        return not self._metrics_stopper.is_alive()
+        self._stopper.join(_left(start, timeout))
+        return not self._stopper.is_alive()
 
 
 def _left(start: float, timeout: float | None) -> float | None:
@@ -481,8 +507,8 @@ def serve(
     link_factory: LinkFactory = _default_link,
 ) -> ControlServer:
     """Start the control server, `/metrics` on `metrics` (host, port) if
-    given (per-app series from the app table at `apps_path`), and the link
-    to the loop.
+    given (per-app series from the app table at `apps_path`), the handoff
+    socket beside `unix_path` (`handoff_path`) and the link to the loop.
 
     Returns the running `ControlServer`.
     Raises RuntimeError when an address cannot be bound.
@@ -490,7 +516,12 @@ def serve(
     metrics_server = (
         _serve_metrics(counters_path, identity, metrics, apps_path) if metrics else None
     )
+    handoff = None
     try:
+        try:
+            handoff = Handoff(handoff_path(unix_path))
+        except OSError as exc:
+            raise RuntimeError(f"handoff socket {handoff_path(unix_path)}: {exc}") from None
         return _serve_grpc(
             link_sock,
             counters_path,
@@ -498,12 +529,15 @@ def serve(
             unix_path,
             tcp,
             metrics_server,
+            handoff,
             link_timeout=link_timeout,
             link_factory=link_factory,
         )
     except BaseException:
         if metrics_server is not None:
             metrics_server.stop()
+        if handoff is not None:
+            handoff.close()
         raise
 
 
@@ -527,11 +561,12 @@ def _serve_grpc(
     unix_path: Path,
     tcp: str | None,
     metrics: MetricsServer | None,
+    handoff: Handoff,
     *,
     link_timeout: float,
     link_factory: LinkFactory,
 ) -> ControlServer:
-    servicer = StackControlServicer(identity, counters_path, link_timeout)
+    servicer = StackControlServicer(identity, counters_path, handoff, link_timeout)
     health_servicer = health.HealthServicer()
     server = grpc.server(
         ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control-rpc"),

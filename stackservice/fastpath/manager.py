@@ -4,31 +4,34 @@ passes that serve them, each session's faults contained.
 The loop drives a `SessionManager`: `poll(now)` once per pass serves every
 session (Session.poll) and goes on with the ring occupancy sweep;
 `prepare_sleep`/`sleep_done` bracket the loop's sleep (need-wakeup on
-every command ring); `on_doorbell` drains a stack doorbell that woke it;
-`check_apps` ends the sessions whose app is gone. Attach and Detach come
-from the control process over the loop's link (stackservice.control), and
-are answered with dicts that mirror the gRPC replies.
+every command ring); `watched()` names the descriptors the loop polls for
+them and `on_fd` takes what poll saw there: a stack doorbell rung, or an
+app's doorbell whose reader is gone (the app's process ended, or never
+took its descriptors: vfstack.shm "Liveness"). Attach and Detach come
+from the control process over the loop's link (stackservice.control),
+and are answered with dicts that mirror the gRPC replies; Attach's
+carries the session's descriptors for the handoff (under "fds").
 
 Trust (docs/architecture.md principle 4): a `Violation` of the
 shared-memory contract (vfstack.shm: a bad record, a corrupt ring) ends
-that session only (it is detached: connections reset, files removed) and
-is counted; `poll` never raises. Any other exception while serving a
-session is a bug (principle 5): it ends that session only, is counted and
-logged by the instance's `Containment` (stackservice.faults, site
-SESSION), or re-raised when strict.
+that session only (it is detached: connections reset, descriptors
+closed) and is counted; `poll` never raises. Any other exception while
+serving a session is a bug (principle 5): it ends that session only, is
+counted and logged by the instance's `Containment` (stackservice.faults,
+site SESSION), or re-raised when strict.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import secrets
-from pathlib import Path
+import select
 
 from vfstack.shm import LAYOUT_VERSION, Doorbell, Geometry, Segment, Violation
 
+from stackservice.control.link import FDS
 from stackservice.fastpath.occupancy import OccupancySweep
 from stackservice.fastpath.session import Session
 from stackservice.faults import Containment, FaultSite
@@ -44,9 +47,8 @@ DEFAULT_EVENT_SLOTS = 4096
 DEFAULT_SOCKET_SLOTS = 1024
 DEFAULT_SOCKET_RING_BYTES = 64 << 10
 MAX_APP_NAME = 128
-CHECK_APPS_INTERVAL_US = 400_000  # a dead app's peers see resets well within 1 s
-ATTACH_GRACE_US = 10_000_000  # from Attach to the app opening its segment
 _SCRATCH_BYTES = 64 << 10
+_GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 class SessionManager:
@@ -55,30 +57,23 @@ class SessionManager:
     def __init__(
         self,
         engine: TcpEngine,
-        run_dir: Path,
         instance: str,
         max_sessions: int = 64,
         app_stats: AppStatsTable | None = None,
-        app_group: int | None = None,
         contain: Containment | None = None,
     ) -> None:
         """`app_stats`: the app table the exporter reads (the instance's
-        file); by default one in private memory. `app_group`: the gid that
-        gets read-write access to each session's files (else root only).
-        `contain`: the instance's fault policy; by default a strict one."""
+        file); by default one in private memory. `contain`: the instance's
+        fault policy; by default a strict one."""
         self.engine = engine
-        self.run_dir = Path(run_dir)
         self.instance = instance
-        self.app_group = app_group
         self._contain = contain or Containment()
-        self._unlink_files("[0-9]*")  # from a crashed run
         self.max_sessions = max_sessions
         self._sessions: dict[int, Session] = {}
-        self._by_fd: dict[int, Session] = {}
+        self._by_fd: dict[int, Session] = {}  # stack doorbells and apps' doorbells
         self._next_id = 1
         self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._now = 0
-        self._apps_checked_at: int | None = None
         if app_stats is None:
             app_stats = AppStatsTable(max(DEFAULT_SLOTS, max_sessions))
         self.app_stats = app_stats
@@ -100,22 +95,20 @@ class SessionManager:
         socket_ring_bytes: int = 0,
         now: int = 0,
     ) -> dict:
-        """Create a session; the reply mirrors AttachResponse (token in base64).
-        A bug met on the way fails this attach only (error "internal"), and
-        what it had made of the session goes."""
+        """Create a session; the reply mirrors AttachResponse (token in
+        base64) and carries, under "fds", the descriptors the app is to
+        get: the segment, the read end of its doorbell, the stack's
+        doorbell (vfstack.shm SEGMENT, APP_BELL, STACK_BELL). The reply
+        owns them: whoever sends it closes them. A bug met on the way fails
+        this attach only (error "internal"), and what it had made of the
+        session goes."""
         self._now = max(self._now, now)
-        session_id = self._next_id
         sizes = (command_slots, event_slots, socket_slots, socket_ring_bytes)
         try:
             return self._attach(app, pid, sizes, now)
-        except Exception as exc:
+        except Exception as exc:  # _attach let go of what it had made
             self._contain.fault(FaultSite.SESSION, exc, f"attaching {app!r} fails")
             self.failures += 1
-            session = self._sessions.get(session_id)
-            if session is not None:
-                self._end(session, now)
-            else:
-                self._unlink_files(f"{session_id}.*")
             return _error("internal", f"attach failed: {type(exc).__name__}")
 
     def _attach(self, app: str, pid: int, sizes: tuple[int, int, int, int], now: int) -> dict:
@@ -135,53 +128,57 @@ class SessionManager:
         except ValueError as exc:
             return _error("invalid_argument", str(exc))
         session_id = self._next_id
-        self._next_id += 1
-        # Unguessable names: with --app-group the run directory lets the
-        # group reach a file by name but not list it, so only the app that
-        # got the path in its AttachResponse can open its files.
-        base = self.run_dir / f"{self.instance}.s{session_id}.{secrets.token_hex(16)}"
-        segment_path = Path(f"{base}.shm")
-        app_path, stack_path = f"{base}.app.bell", f"{base}.stack.bell"
+        self._next_id += 1  # never reused, even by a failed attach
         token = secrets.token_bytes(32)
         made: list = []
-        group = self.app_group
+        given: list[int] = []
+        app_index = -1
         try:
-            segment = Segment.create(str(segment_path), geometry, session_id, token, pid, group)
+            segment = Segment.create(
+                geometry, session_id, token, pid, f"vfstack:{self.instance}:s{session_id}"
+            )
             made.append(segment)
-            app_bell = Doorbell.create(app_path, group=group)
-            made.append(app_bell)
-            stack_bell = Doorbell.create(stack_path, group=group)
-        except OSError as exc:
+            app_wait, app_bell = Doorbell.pipe()
+            made += (app_bell, app_wait)
+            stack_bell = Doorbell.eventfd()
+            made.append(stack_bell)
+            given += (os.dup(segment.fd), os.dup(app_wait.fileno()), os.dup(stack_bell.fileno()))
+            app_wait.close()  # the reply's copy is the only one left: the app's to be
+            app_index = self.app_stats.attach(app)
+            session = Session(
+                self.engine, session_id, app, pid, now, token, segment, app_bell, stack_bell,
+                self._scratch, app_index, self._app_counters(session_id, app, app_index),
+            )  # fmt: skip
+        except BaseException as exc:
+            if app_index >= 0:
+                self.app_stats.detach(app_index, now)
+            for fd in given:
+                os.close(fd)
             for thing in made:
                 thing.close()
-            for path in (segment_path, app_path, stack_path):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            return _error("resource_exhausted", f"cannot create the session's files: {exc}")
-        app_index = self.app_stats.attach(app)
-        counters = None
+            if isinstance(exc, OSError):
+                return _error("resource_exhausted", f"cannot make the session's memory: {exc}")
+            raise
+        self._sessions[session_id] = session
+        self._by_fd[stack_bell.fileno()] = session
+        self._by_fd[app_bell.fileno()] = session
+        return {
+            "session_id": session_id,
+            "segment_bytes": geometry.file_bytes,
+            "layout_version": LAYOUT_VERSION,
+            "token": base64.b64encode(token).decode("ascii"),
+            FDS: given,  # the pipe's read end goes with them: the app's alone
+        }
+
+    def _app_counters(self, session_id: int, app: str, app_index: int) -> memoryview | None:
+        """The app's words in the app table (None when it is full)."""
         if app_index < 0:
             log.warning("session %d (%s): app table full, its bytes are not exported",
                         session_id, app)  # fmt: skip
-        else:
-            counters = self.app_stats.counters(app_index)
-            if self.app_stats.sessions(app_index) == 1:
-                self._occupancy.forget(app_index)
-        session = Session(
-            self.engine, session_id, app, pid, now, token, segment, segment_path,
-            app_bell, stack_bell, self._scratch, app_index, counters,
-        )  # fmt: skip
-        self._sessions[session_id] = session
-        self._by_fd[stack_bell.fileno()] = session
-        return {
-            "session_id": session_id,
-            "segment_path": str(segment_path),
-            "segment_bytes": geometry.file_bytes,
-            "layout_version": LAYOUT_VERSION,
-            "app_doorbell": app_path,
-            "stack_doorbell": stack_path,
-            "token": base64.b64encode(token).decode("ascii"),
-        }
+            return None
+        if self.app_stats.sessions(app_index) == 1:
+            self._occupancy.forget(app_index)
+        return self.app_stats.counters(app_index)
 
     def detach(self, session_id: int, token: bytes, now: int) -> dict:
         self._now = max(self._now, now)
@@ -216,6 +213,7 @@ class SessionManager:
         if self._sessions.pop(session.session_id, None) is not None and session.app_index >= 0:
             self.app_stats.detach(session.app_index, now)
         self._by_fd.pop(session.stack_bell.fileno(), None)
+        self._by_fd.pop(session.app_bell.fileno(), None)
         try:
             session.close(now)
         except Exception as exc:  # never let one session's teardown stop the loop
@@ -235,26 +233,38 @@ class SessionManager:
         self.failures += 1
         self._end(session, now)
 
-    def _unlink_files(self, pattern: str) -> None:
-        """Remove this instance's session files `NAME.s<pattern>`."""
-        for path in self.run_dir.glob(f"{self.instance}.s{pattern}"):
-            with contextlib.suppress(OSError):
-                path.unlink()
-
     # --------------------------------------------------------------- loop
 
-    def fds(self) -> list[int]:
-        """The stack doorbells to poll (they change on attach/detach)."""
-        return list(self._by_fd)
+    def watched(self) -> dict[int, int]:
+        """The descriptors to poll, with their events (they change on
+        attach and detach): each stack doorbell for POLLIN, each app's
+        doorbell for nothing (poll reports POLLERR once its reader is gone
+        regardless)."""
+        return {
+            fd: select.POLLIN if fd == session.stack_bell.fileno() else 0
+            for fd, session in self._by_fd.items()
+        }
 
-    def on_doorbell(self, fd: int) -> None:
-        """A stack doorbell was readable: consume its rings."""
+    def on_fd(self, fd: int, revents: int) -> None:
+        """What poll saw on a watched descriptor: a stack doorbell rung
+        (its rings consumed, one read), or an app's doorbell whose reader
+        is gone: the app's process ended, or it never took its descriptors
+        within the attach timeout (the control process then dropped them).
+        """
         session = self._by_fd.get(fd)
-        if session is not None:
-            try:
-                session.stack_bell.drain()
-            except Exception as exc:
-                self._fail(session, exc, self._now)
+        if session is None:
+            return
+        if fd == session.app_bell.fileno():
+            if revents & _GONE:
+                self.dead_apps += 1
+                log.info("session %d (%s, pid %d): the app is gone", session.session_id,
+                         session.app, session.pid)  # fmt: skip
+                self._end(session, self._now)
+            return
+        try:
+            session.stack_bell.drain()
+        except Exception as exc:
+            self._fail(session, exc, self._now)
 
     def poll(self, now: int) -> bool:
         """One pass over every session. Returns True if any work was done.
@@ -309,29 +319,6 @@ class SessionManager:
     def sleep_done(self) -> None:
         for session in self._sessions.values():
             session.segment.commands.sleep_done()
-
-    def check_apps(self, now: int) -> None:
-        """At most every CHECK_APPS_INTERVAL_US: end sessions whose app is gone, i.e. no
-        longer holds its segment's liveness lock (vfstack.shm "Liveness"), or
-        never took it within ATTACH_GRACE_US of attaching."""
-        if self._apps_checked_at is not None and now - self._apps_checked_at < (
-            CHECK_APPS_INTERVAL_US
-        ):
-            return
-        self._apps_checked_at = now
-        for session in list(self._sessions.values()):
-            try:
-                alive = session.segment.app_alive()
-            except Exception as exc:
-                self._fail(session, exc, now)
-                continue
-            if alive:
-                session.opened = True
-            elif session.opened or now - session.attached_at >= ATTACH_GRACE_US:
-                self.dead_apps += 1
-                log.info("session %d (%s, pid %d): the app is gone", session.session_id,
-                         session.app, session.pid)  # fmt: skip
-                self._end(session, now)
 
 
 def _error(code: str, message: str) -> dict:

@@ -16,8 +16,6 @@ manager, which ends the session.
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 
 from vfstack.shm import Doorbell, Segment, decode_command
 
@@ -39,10 +37,8 @@ class Session:
         "app",
         "pid",
         "attached_at",
-        "opened",
         "token",
         "segment",
-        "segment_path",
         "app_bell",
         "stack_bell",
         "closed",
@@ -59,23 +55,22 @@ class Session:
         now: int,
         token: bytes,
         segment: Segment,
-        segment_path: Path,
         app_bell: Doorbell,
         stack_bell: Doorbell,
         scratch: memoryview,
         app_index: int = -1,
         app_stats: memoryview | None = None,
     ) -> None:
-        """`app_index`: the app's slot in the app table (-1: none);
+        """`app_bell`: the ringing end of the app's doorbell (a pipe whose
+        read end only the app holds), `stack_bell` the stack's (an eventfd);
+        `app_index`: the app's slot in the app table (-1: none);
         `app_stats`: its u64 words there (SocketTable)."""
         self.session_id = session_id
         self.app = app
         self.pid = pid
         self.attached_at = now
-        self.opened = False  # the app has taken its segment's liveness lock
         self.token = token
         self.segment = segment
-        self.segment_path = segment_path
         self.app_bell = app_bell
         self.stack_bell = stack_bell
         self.closed = False
@@ -121,18 +116,16 @@ class Session:
     def close(self, now: int) -> None:
         """Reset every connection, close every listener, tell the app (the
         segment's `ended`, then the hang-up of its doorbell when ours
-        closes: vfstack.shm "Liveness"), remove the files."""
+        closes: vfstack.shm "Liveness"), release the memory (the kernel
+        frees the memfd once the app's mapping is gone too)."""
         if self.closed:
             return
         self.closed = True
         self.segment.end()
         try:
             self.sockets.close_all(now)
-        finally:  # even if that fails, the app hears of it and the files go
-            for bell in (self.app_bell, self.stack_bell):
-                bell.close()
-                bell.unlink()
+        finally:  # even if that fails, the app hears of it and the memory goes
+            self.app_bell.close()
+            self.stack_bell.close()
             with contextlib.suppress(BufferError):
                 self.segment.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.segment_path)

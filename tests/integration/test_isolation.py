@@ -1,17 +1,19 @@
 """Several applications on one port: two apps on one instance and one on
 another VF's instance, all serving at once. No cross-talk; an app killed
-with SIGKILL loses only its own connections (reset within the liveness
-check's second) and its files; a hostile app that scribbles over its
-shared memory ends only its own session."""
+with SIGKILL loses only its own connections (reset at once: its doorbell's
+reader is gone); a hostile app that scribbles over its shared memory ends
+only its own session."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,9 @@ pytestmark = pytest.mark.root
 VF0, VF1 = "198.18.0.10", "198.18.0.11"
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
+# All an instance keeps in its run directory, whatever its apps do: no
+# session has a file there (its memory and doorbells are descriptors).
+RUN_FILES = ["vf0.apps", "vf0.attach", "vf0.counters", "vf0.pid", "vf0.sock"]
 
 
 @contextlib.contextmanager
@@ -54,10 +59,6 @@ def session_ids(control: str) -> dict[str, int]:
 
 def sessions(control: str) -> list[str]:
     return sorted(session_ids(control))
-
-
-def session_files(instance, session_id: int) -> list[str]:
-    return sorted(p.name for p in instance.run_dir.glob(f"{instance.name}.s{session_id}.*"))
 
 
 def peer_connection(netns: str, host: str, port: int) -> socket.socket:
@@ -118,13 +119,10 @@ def test_three_apps_on_two_vfs_serve_at_once_and_a_killed_one_takes_only_its_own
         to_gamma = peer_connection(port.netns, VF1, 7001)
         for sock in (to_alpha, to_beta, to_gamma):
             assert round_trip(sock, b"hello") == b"hello"
-        ids = session_ids(c0)
-        assert len(session_files(vf0, ids["alpha"])) == 3  # segment and two doorbells
-
         alpha.kill()
         alpha.wait()
-        # The stack notices the dead app by its liveness check (every 0.4 s)
-        # and resets its connections; the timeout only bounds a broken stack.
+        # The stack's poll sees the dead app's doorbell without a reader and
+        # resets its connections; the timeout only bounds a broken stack.
         to_alpha.settimeout(30)
         with pytest.raises(ConnectionResetError):
             while to_alpha.recv(100):
@@ -133,8 +131,7 @@ def test_three_apps_on_two_vfs_serve_at_once_and_a_killed_one_takes_only_its_own
         assert wait_until(lambda: sessions(c0) == ["beta"], timeout=5)
         assert round_trip(to_beta, b"still here" * 1000) == b"still here" * 1000
         assert round_trip(to_gamma, b"me too") == b"me too"
-        assert session_files(vf0, ids["alpha"]) == []
-        assert len(session_files(vf0, ids["beta"])) == 3
+        assert sorted(p.name for p in vf0.run_dir.iterdir()) == RUN_FILES
         for sock in (to_alpha, to_beta, to_gamma):
             sock.close()
 
@@ -158,3 +155,114 @@ def test_a_hostile_app_scribbling_over_its_segment_ends_only_its_own_session(two
     report = json.loads(hostile.stdout.strip().splitlines()[-1])
     assert report["scribbles"] > 100
     assert report["still_attached"] is False  # ended for its violations, not its exit
+
+
+# -- attacks by an app on its own shared memory and doorbells (issue 13) ----------
+
+HOSTILE_UID, APP_GID = 10002, 10001  # the attacker: not root, in the app group
+
+
+def hostile(control: str, attack: str, seconds: float) -> subprocess.Popen:
+    """tests/support/hostile_app.py as an unprivileged member of the app group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.as_user", str(HOSTILE_UID), str(APP_GID),
+         "tests.support.hostile_app", "--control", control, "--attack", attack,
+         "--seconds", str(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+
+
+def report_of(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class Honest:
+    """An honest app's client in the peer namespace, doing echo round trips
+    of its own (each checked) in a thread, counting them."""
+
+    def __init__(self, netns: str) -> None:
+        self.sock = peer_connection(netns, VF0, 7002)
+        self.sock.settimeout(30)  # bounds a broken stack only
+        self.rounds = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                payload = os.urandom(64)
+                assert round_trip(self.sock, payload) == payload
+                self.rounds += 1
+        except BaseException as exc:
+            self.error = exc
+
+    def served(self, rounds: int) -> bool:
+        """Wait until `rounds` more round trips are done (False: not in 60 s)."""
+        goal = self.rounds + rounds
+        return wait_until(lambda: self.rounds >= goal or self.error is not None, timeout=60)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self.sock.close()
+        assert self.error is None, self.error
+
+
+@pytest.fixture
+def guarded(emulated_port):
+    """An instance whose app group may attach, an honest echo app (root) on
+    port 7002 and its client in the peer namespace."""
+    with running_stack(emulated_port.vf(0), f"{VF0}/24", "vf0", "--app-group", str(APP_GID)) as vf0:
+        control = control_of(vf0)
+        with echo_server(control, 7002, "honest"):
+            honest = Honest(emulated_port.netns)
+            try:
+                yield emulated_port, vf0, control, honest
+            finally:
+                honest.close()
+
+
+def assert_still_serving(port, instance) -> None:
+    assert instance.proc.poll() is None, "the stack died"
+    result = kernel_peer(
+        port.netns, "echo", "--host", VF0, "--port", "7002", "--bytes", str(MB),
+        "--seed", "5", timeout=60,
+    )  # fmt: skip
+    assert result["received_sha256"] == result["sent_sha256"]
+
+
+def test_an_app_cannot_resize_its_segment_under_the_stack(guarded):
+    """Finding 1: an app truncating its segment file made the stack die of
+    SIGBUS. The segment is a sealed memfd: every resize is EPERM, through
+    any descriptor, and punching holes only zeroes pages the stack checks."""
+    port, instance, control, honest = guarded
+    attacker = hostile(control, "resize", 3)
+    while attacker.poll() is None:
+        assert honest.served(10)  # served while the attack runs
+    report = report_of(attacker)
+    assert report["opens"] == 2  # the memfd, and a second open file of it
+    for change in ("truncate_to_0", "truncate_smaller", "truncate_larger",
+                   "fallocate_beyond", "drop_seals", "seal_writes"):  # fmt: skip
+        assert report["refused"][change] == ["EPERM"], (change, report)
+    assert report["refused"]["punch_hole"] == ["done"]
+    assert report["size_after"] == report["size"]
+    assert_still_serving(port, instance)
+
+
+def test_an_app_ringing_its_doorbell_without_pause_starves_nobody(guarded):
+    """Finding 3: an app kept the stack's FIFO doorbell full and held the
+    loop in a read-until-empty drain for seconds a call. The stack's
+    doorbell is an eventfd: one read per pass, however it is rung."""
+    port, instance, control, honest = guarded
+    attacker = hostile(control, "ring", 60)
+    try:
+        assert honest.served(300), f"starved: {honest.rounds} round trips"
+        assert attacker.poll() is None, "the attack ended before the honest app was served"
+    finally:
+        attacker.kill()
+        attacker.communicate(timeout=60)
+    assert_still_serving(port, instance)

@@ -4,6 +4,7 @@ answered by each test."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -26,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from vfstack.shm import APP_BELL, redeem
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
 from stackservice.control import server as control
@@ -383,16 +385,40 @@ def test_attach_loop_unimplemented_unimplemented(ready):
     assert ready.responder.requests[0]["pid"] == 42
 
 
-def test_attach_reply_token_decoded_from_base64(ready):
-    ready.responder.replies["attach"] = {
+def test_attach_leaves_the_sessions_descriptors_on_the_handoff_socket(ready, socket_dir):
+    read_end, write_end = os.pipe()
+    token = bytes(range(32))
+    ready.responder.replies["attach"] = lambda request: {
         "session_id": 5,
-        "segment_path": "/dev/shm/vf0-5",
         "segment_bytes": 1 << 20,
-        "layout_version": 1,
-        "token": "AAEC",
+        "layout_version": 2,
+        "token": base64.b64encode(token).decode(),
+        "fds": [os.memfd_create("segment"), read_end, os.eventfd(0)],
     }
     reply = ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2)
-    assert (reply.session_id, reply.segment_path, reply.token) == (5, "/dev/shm/vf0-5", b"\0\1\2")
+    assert (reply.session_id, reply.token, reply.segment_bytes) == (5, token, 1 << 20)
+    assert reply.handoff_path == str(socket_dir / "vf0.attach")
+    assert reply.segment_path == reply.app_doorbell == reply.stack_doorbell == ""
+    fds = redeem(reply.handoff_path, 5, token, 5.0)
+    os.write(write_end, b"!")
+    assert os.read(fds[APP_BELL], 1) == b"!"
+    for fd in (*fds, write_end):
+        os.close(fd)
+
+
+def test_attach_refused_by_the_loop_leaves_nothing_behind(ready):
+    read_end, write_end = os.pipe()
+    ready.responder.replies["attach"] = lambda request: {
+        "error": "resource_exhausted", "message": "full", "fds": [read_end],
+    }  # fmt: skip
+    assert_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        lambda: ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2),
+    )
+    assert ready.handle.servicer.handoff.waiting == 0
+    with pytest.raises(BrokenPipeError):
+        os.write(write_end, b"x")  # every copy of the read end is closed
+    os.close(write_end)
 
 
 def test_detach_passes_session_id_and_token(ready):

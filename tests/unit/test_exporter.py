@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackservice.control import server as control
+from stackservice.control.link import link_pair
 from stackservice.faults import FaultSite
 from stackservice.metrics.apps import AppField, AppStatsTable
 from stackservice.metrics.counters import CounterBlock
@@ -327,7 +328,7 @@ def socket_dir():
 
 
 def test_control_server_serves_metrics_and_stops_it(counters, apps, socket_dir):
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     handle = control.serve(
         ours,
         counters._path,
@@ -354,7 +355,7 @@ def test_control_server_serves_metrics_and_stops_it(counters, apps, socket_dir):
 
 
 def test_control_server_without_metrics_has_no_port(counters, socket_dir):
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     handle = control.serve(
         ours,
         counters._path,
@@ -370,7 +371,7 @@ def test_control_server_without_metrics_has_no_port(counters, socket_dir):
 
 def test_metrics_port_taken_main_status_1(counters, socket_dir, capsys):
     taken = socket.create_server(("127.0.0.1", 0))
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     try:
         status = control.main(
             [
@@ -407,7 +408,7 @@ def test_metrics_bad_address_status_2(counters, socket_dir, capsys, metrics):
 def test_process_serves_metrics_until_sigterm(counters, apps, socket_dir):
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "stackservice.control.server",

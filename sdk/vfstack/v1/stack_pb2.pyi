@@ -55,7 +55,7 @@ class AttachRequest(_message.Message):
     def __init__(self, app: _Optional[str] = ..., pid: _Optional[int] = ..., command_ring_slots: _Optional[int] = ..., event_ring_slots: _Optional[int] = ..., socket_ring_bytes: _Optional[int] = ...) -> None: ...
 
 class AttachResponse(_message.Message):
-    __slots__ = ("session_id", "segment_path", "segment_bytes", "layout_version", "app_doorbell", "stack_doorbell", "token")
+    __slots__ = ("session_id", "segment_path", "segment_bytes", "layout_version", "app_doorbell", "stack_doorbell", "token", "handoff_path")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_PATH_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class AttachResponse(_message.Message):
     APP_DOORBELL_FIELD_NUMBER: _ClassVar[int]
     STACK_DOORBELL_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_PATH_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     segment_path: str
     segment_bytes: int
@@ -70,7 +71,8 @@ class AttachResponse(_message.Message):
     app_doorbell: str
     stack_doorbell: str
     token: bytes
-    def __init__(self, session_id: _Optional[int] = ..., segment_path: _Optional[str] = ..., segment_bytes: _Optional[int] = ..., layout_version: _Optional[int] = ..., app_doorbell: _Optional[str] = ..., stack_doorbell: _Optional[str] = ..., token: _Optional[bytes] = ...) -> None: ...
+    handoff_path: str
+    def __init__(self, session_id: _Optional[int] = ..., segment_path: _Optional[str] = ..., segment_bytes: _Optional[int] = ..., layout_version: _Optional[int] = ..., app_doorbell: _Optional[str] = ..., stack_doorbell: _Optional[str] = ..., token: _Optional[bytes] = ..., handoff_path: _Optional[str] = ...) -> None: ...
 
 class DetachRequest(_message.Message):
     __slots__ = ("session_id", "token")

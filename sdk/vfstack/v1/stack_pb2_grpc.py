@@ -83,7 +83,9 @@ class StackControlServicer:
 
     def Attach(self, request, context):
         """Attach an application: a session with its shared-memory segment and
-        doorbells (the fast path).
+        doorbells (the fast path), handed over as descriptors on
+        `handoff_path` to the caller that proves the token, within the attach
+        timeout (vfstack.shm._handoff).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

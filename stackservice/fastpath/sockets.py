@@ -79,7 +79,8 @@ class SocketTable:
         "listening",
         "dirty",
         "out",
-        "_ready_posted",
+        "_out_base",
+        "_ready_at",
         "_scratch",
         "_app_stats",
     )
@@ -107,7 +108,8 @@ class SocketTable:
         self.listening: set[int] = set()
         self.dirty: set[int] = set()
         self.out: list[tuple[int, ...]] = []  # events not yet published
-        self._ready_posted: set[int] = set()
+        self._out_base = 0  # how many events were ever published: out[0]'s number
+        self._ready_at: dict[int, int] = {}  # slot -> number of its last READY posted
         self._scratch = scratch
         self._app_stats = app_stats
 
@@ -151,6 +153,7 @@ class SocketTable:
         self.segment.set_slot(slot, s.state, s.readiness, self.generation[slot], code)
 
     def release_slot(self, slot: int) -> None:
+        self._ready_at.pop(slot, None)  # a READY still in `out` is the old socket's
         self.slots[slot] = None
         self.listening.discard(slot)
         self.dirty.discard(slot)
@@ -166,15 +169,18 @@ class SocketTable:
         self.out.append((kind, slot, request, result, a1, a2, a3, a64))
 
     def ready(self, slot: int, mask: int) -> None:
-        """Post the slot's new readiness: one READY per pass per slot."""
-        if slot in self._ready_posted:  # update the one posted in place
-            out = self.out
-            for k in range(len(out) - 1, -1, -1):
-                event = out[k]
-                if event[0] == EVENT_READY and event[1] == slot:
-                    out[k] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0)
-                    return
-        self._ready_posted.add(slot)
+        """Post the slot's new readiness: while a READY of the slot waits
+        unpublished, it is updated in place, across passes too. So an app
+        that leaves its event ring full has at most one READY per slot
+        waiting here, however many segments arrive (commands, the other
+        events' source, are not taken while any event waits: Session.poll).
+        READY only wakes waiters (the slot table holds the readiness), so
+        its place in the order does not matter."""
+        at = self._ready_at.get(slot, -1) - self._out_base
+        if at >= 0:
+            self.out[at] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0)
+            return
+        self._ready_at[slot] = self._out_base + len(self.out)
         self.post(EVENT_READY, slot, 0, 0, mask)
 
     def flush_events(self) -> int:
@@ -193,6 +199,7 @@ class SocketTable:
             )
         events.publish(n)
         del out[:n]
+        self._out_base += n
         return n
 
     # ------------------------------------------------------------------ data
@@ -204,7 +211,6 @@ class SocketTable:
         for slot in sorted(dirty):
             if slots[slot] is not None:
                 self.pump(slot, now)
-        self._ready_posted.clear()
 
     def pump(self, slot: int, now: int) -> None:
         """Bring one slot up to date with its engine socket."""
@@ -390,3 +396,4 @@ class SocketTable:
         self.slot_of.clear()
         self.dirty.clear()
         self.out.clear()
+        self._ready_at.clear()

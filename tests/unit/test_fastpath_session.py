@@ -266,6 +266,26 @@ def test_listen_accept_and_receive(stack):
     assert stack.manager.sessions()[0]["sockets"] == 2
 
 
+def test_an_app_that_never_reads_its_events_has_one_ready_per_slot_waiting(stack):
+    """Issue 13, finding 10: READY events were merged within a pass only, so
+    an app that left its event ring full grew the stack's heap by one event
+    per segment received. It reads its bytes, never its events."""
+    app = stack.attach()
+    _, conn, iss = accepted(app, stack)
+    backlog = stack.manager._sessions[1].sockets.out
+    for n in range(1000):
+        stack.deliver(seq=PEER_ISS + 1 + n, ack=iss + 1, payload=b"x")
+        stack.step()
+        assert app.read(conn) == b"x"  # room again: the next byte moves, a READY each pass
+    assert app.seg.events.available() == 64  # the ring is full, since long
+    assert [(kind, slot) for kind, slot, *_ in backlog] == [(EventKind.READY, conn)]
+    app.seg.events.release(64)  # the app reads its events at last
+    stack.step()
+    assert backlog == []
+    (ready,) = app.events()
+    assert (ready.kind, ready.slot) == (EventKind.READY, conn) and ready.a1 & EPOLLOUT
+
+
 def test_full_rx_ring_waits_for_rx_done(stack):
     app = stack.attach()
     _, conn, iss = accepted(app, stack)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from stackservice import __version__
 from stackservice.config import InstanceConfig
+from stackservice.control.gate import inner_path
 from stackservice.control.handoff import handoff_path
 from stackservice.control.link import LinkServer, link_pair
 from stackservice.control.requests import ControlRequests
@@ -261,8 +262,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
             server.kill()
             server.wait()
         link.close()
-        config.control.unlink(missing_ok=True)
-        handoff_path(config.control).unlink(missing_ok=True)
+        for path in (config.control, inner_path(config.control), handoff_path(config.control)):
+            path.unlink(missing_ok=True)  # the control server's, if it could not
 
 
 @contextlib.contextmanager

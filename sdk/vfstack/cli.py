@@ -155,7 +155,7 @@ _CONN_HEADER = (
     "cwnd", "srtt(ms)", "rto(ms)", "retrans", "owner", "id",
 )  # fmt: skip
 _CONN_NUMERIC = frozenset({1, 2, 5, 6, 7, 8, 10})  # right-aligned columns
-_SESSION_HEADER = ("Session", "App", "PID", "Attached for", "Sockets")
+_SESSION_HEADER = ("Session", "App", "UID", "PID", "Attached for", "Sockets")
 
 
 def _text(value: str) -> str:
@@ -277,13 +277,14 @@ def _sessions_lines(reply: Any, args: argparse.Namespace) -> list[str]:
         [
             str(s.session_id),
             _text(s.app) or "-",
+            str(s.uid),
             str(s.pid),
             _duration(s.attached_ms),
             str(s.sockets),
         ]
         for s in reply.sessions
     ]
-    return _table(_SESSION_HEADER, rows, frozenset({0, 2, 4}))
+    return _table(_SESSION_HEADER, rows, frozenset({0, 2, 3, 5}))
 
 
 def _json(message: Any, one_line: bool) -> str:

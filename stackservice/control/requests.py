@@ -89,7 +89,7 @@ class ControlRequests:
             return {"sessions": self._sessions.sessions(self._clock())}
         if op == "attach":
             return self._sessions.attach(
-                request.get("app"), request.get("pid"),
+                request.get("app"), request.get("uid"), request.get("pid"),
                 command_slots=request.get("command_ring_slots") or 0,
                 event_slots=request.get("event_ring_slots") or 0,
                 socket_ring_bytes=request.get("socket_ring_bytes") or 0,

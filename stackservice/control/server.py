@@ -50,6 +50,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.control.gate import INNER_MODE, Caller, Gate, inner_path
 from stackservice.control.handoff import Handoff, handoff_path
 from stackservice.control.link import FDS, LinkClient
 from stackservice.metrics.counters import read_counters
@@ -69,7 +70,6 @@ MAX_CONCURRENT_RPCS = 16  # beyond: RESOURCE_EXHAUSTED, not a growing queue
 MAX_WATCHERS = 4  # WatchStats streams, each holding a worker thread
 WATCH_MIN_MS, WATCH_MAX_MS = 10, 60_000
 GAUGE_GROUPS = INSTANCE_LAYOUT.gauges  # tcp_states, sessions
-SOCKET_MODE = 0o660
 
 # Error names in the loop's replies and the status codes they stand for.
 LINK_ERRORS: dict[str, grpc.StatusCode] = {
@@ -211,6 +211,7 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
     ) -> None:
         self.identity = identity
         self.handoff = handoff  # where Attach leaves the session's descriptors
+        self.gate: Gate | None = None  # set once serving: who calls on the unix socket
         self.counters_path = counters_path
         self.link_timeout = link_timeout
         self.link: Link | None = None  # set once the link exists
@@ -319,12 +320,19 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         )
 
     def Attach(self, request, context):
+        caller = self._caller(context)
+        if caller is None:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "attach over the instance's unix socket: its peer credentials name the app",
+            )
         reply = self._ask(
             context,
             "attach",
             keep_fds=True,
             app=request.app,
-            pid=request.pid,
+            uid=caller.uid,
+            pid=caller.pid,
             command_ring_slots=request.command_ring_slots,
             event_ring_slots=request.event_ring_slots,
             socket_ring_bytes=request.socket_ring_bytes,
@@ -346,13 +354,18 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
             for fd in fds:
                 os.close(fd)
             raise
-        self.handoff.offer(response.session_id, response.token, fds, None)
+        self.handoff.offer(response.session_id, response.token, fds, caller.uid)
         return response
 
     def Detach(self, request, context):
         token = base64.b64encode(request.token).decode("ascii")
         self._ask(context, "detach", session_id=request.session_id, token=token)
         return stack_pb2.DetachResponse()
+
+    def _caller(self, context: grpc.ServicerContext) -> Caller | None:
+        """Who calls, if the call came through the gate (None over TCP)."""
+        gate = self.gate
+        return None if gate is None else gate.caller(context.peer())
 
     def _ask(
         self, context: grpc.ServicerContext, op: str, keep_fds: bool = False, **fields: Any
@@ -442,6 +455,9 @@ class ControlServer:
         if self.metrics is not None:
             self.metrics.stop()
         self._stopped.wait()
+        if self.servicer.gate is not None:  # in-flight calls relayed to the end
+            self.servicer.gate.close()
+        inner_path(self.unix_path).unlink(missing_ok=True)
         self.servicer.handoff.close()  # sessions still waiting for their app end
 
     def _set_health(self, status: int) -> None:
@@ -487,7 +503,7 @@ def _default_link(sock: socket.socket, on_event: Callable[[str], None]) -> Link:
 
 def _add_unix_port(server: grpc.Server, path: Path) -> None:
     # The socket is created at bind: no window with a wider mode.
-    previous = os.umask(0o777 & ~SOCKET_MODE)
+    previous = os.umask(0o777 & ~INNER_MODE)
     try:
         server.add_insecure_port(f"unix:{path}")
     finally:
@@ -584,12 +600,17 @@ def _serve_grpc(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    _add_unix_port(server, unix_path)
+    _add_unix_port(server, inner_path(unix_path))  # behind the gate, root only
     tcp_port = server.add_insecure_port(tcp) if tcp else None
     handle = ControlServer(server, servicer, health_servicer, unix_path, tcp_port, metrics)
     handle._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     server.start()
-    os.chmod(unix_path, SOCKET_MODE)
+    try:  # last: a connection it accepts finds the server listening
+        servicer.gate = Gate(unix_path)
+    except OSError as exc:
+        server.stop(0).wait()
+        inner_path(unix_path).unlink(missing_ok=True)
+        raise RuntimeError(f"control socket {unix_path}: {exc}") from None
     servicer.link = link_factory(link_sock, handle.on_event)
     servicer.link.start()
     return handle

@@ -88,6 +88,7 @@ class SessionManager:
     def attach(
         self,
         app: str,
+        uid: int,
         pid: int,
         command_slots: int = 0,
         event_slots: int = 0,
@@ -95,7 +96,10 @@ class SessionManager:
         socket_ring_bytes: int = 0,
         now: int = 0,
     ) -> dict:
-        """Create a session; the reply mirrors AttachResponse (token in
+        """Create a session for the app `app` (its own name for itself) of
+        `uid` (the kernel's word, from the control socket's peer
+        credentials, as `pid`, 0 when the caller's PID namespace is not
+        ours); the reply mirrors AttachResponse (token in
         base64) and carries, under "fds", the descriptors the app is to
         get: the segment, the read end of its doorbell, the stack's
         doorbell (vfstack.shm SEGMENT, APP_BELL, STACK_BELL). The reply
@@ -105,17 +109,19 @@ class SessionManager:
         self._now = max(self._now, now)
         sizes = (command_slots, event_slots, socket_slots, socket_ring_bytes)
         try:
-            return self._attach(app, pid, sizes, now)
+            return self._attach(app, uid, pid, sizes, now)
         except Exception as exc:  # _attach let go of what it had made
             self._contain.fault(FaultSite.SESSION, exc, f"attaching {app!r} fails")
             self.failures += 1
             return _error("internal", f"attach failed: {type(exc).__name__}")
 
-    def _attach(self, app: str, pid: int, sizes: tuple[int, int, int, int], now: int) -> dict:
+    def _attach(
+        self, app: str, uid: int, pid: int, sizes: tuple[int, int, int, int], now: int
+    ) -> dict:
         if not isinstance(app, str) or not 0 < len(app) <= MAX_APP_NAME:
             return _error("invalid_argument", f"app must be 1..{MAX_APP_NAME} characters")
-        if not isinstance(pid, int) or pid < 0 or not all(isinstance(v, int) for v in sizes):
-            return _error("invalid_argument", "pid and ring sizes must be non-negative integers")
+        if not all(isinstance(v, int) and v >= 0 for v in (uid, pid, *sizes)):
+            return _error("invalid_argument", "uid, pid and sizes must be non-negative integers")
         if len(self._sessions) >= self.max_sessions:
             return _error("resource_exhausted", f"{self.max_sessions} sessions attached already")
         try:
@@ -146,8 +152,9 @@ class SessionManager:
             app_wait.close()  # the reply's copy is the only one left: the app's to be
             app_index = self.app_stats.attach(app)
             session = Session(
-                self.engine, session_id, app, pid, now, token, segment, app_bell, stack_bell,
-                self._scratch, app_index, self._app_counters(session_id, app, app_index),
+                self.engine, session_id, app, uid, pid, now, token, segment, app_bell,
+                stack_bell, self._scratch, app_index,
+                self._app_counters(session_id, app, app_index),
             )  # fmt: skip
         except BaseException as exc:
             if app_index >= 0:
@@ -197,6 +204,7 @@ class SessionManager:
             {
                 "session_id": s.session_id,
                 "app": s.app,
+                "uid": s.uid,
                 "pid": s.pid,
                 "attached_ms": max(0, now - s.attached_at) // 1000,
                 "sockets": s.sockets.in_use,

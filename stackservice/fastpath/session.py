@@ -35,6 +35,7 @@ class Session:
     __slots__ = (
         "session_id",
         "app",
+        "uid",
         "pid",
         "attached_at",
         "token",
@@ -51,6 +52,7 @@ class Session:
         engine: TcpEngine,
         session_id: int,
         app: str,
+        uid: int,
         pid: int,
         now: int,
         token: bytes,
@@ -66,7 +68,8 @@ class Session:
         `app_index`: the app's slot in the app table (-1: none);
         `app_stats`: its u64 words there (SocketTable)."""
         self.session_id = session_id
-        self.app = app
+        self.app = app  # what it calls itself
+        self.uid = uid  # who it is: the kernel's word (SO_PEERCRED)
         self.pid = pid
         self.attached_at = now
         self.token = token

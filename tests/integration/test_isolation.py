@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
 # All an instance keeps in its run directory, whatever its apps do: no
 # session has a file there (its memory and doorbells are descriptors).
-RUN_FILES = ["vf0.apps", "vf0.attach", "vf0.counters", "vf0.pid", "vf0.sock"]
+RUN_FILES = ["vf0.apps", "vf0.attach", "vf0.counters", "vf0.grpc", "vf0.pid", "vf0.sock"]
 
 
 @contextlib.contextmanager

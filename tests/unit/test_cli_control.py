@@ -423,11 +423,13 @@ def test_sessions_empty_says_so(stack, capsys):
 
 def test_sessions_table_lists_each_session(stack, capsys):
     stack.sessions = [
-        stack_pb2.Session(session_id=3, app="web", pid=4242, attached_ms=90_000, sockets=17)
+        stack_pb2.Session(
+            session_id=3, app="web", uid=10001, pid=4242, attached_ms=90_000, sockets=17
+        )
     ]
     _, out, _ = run(capsys, "sessions")
-    assert out[0].split() == ["Session", "App", "PID", "Attached", "for", "Sockets"]
-    assert out[1].split() == ["3", "web", "4242", "1m", "30s", "17"]
+    assert out[0].split() == ["Session", "App", "UID", "PID", "Attached", "for", "Sockets"]
+    assert out[1].split() == ["3", "web", "10001", "4242", "1m", "30s", "17"]
 
 
 def test_sessions_watch_repeats_until_ctrl_c(stack, capsys, monkeypatch):

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from vfstack.shm import APP_BELL, redeem
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.control import gate
 from stackservice.control import server as control
 from stackservice.control.link import LinkServer, link_pair
 from stackservice.faults import Containment, FaultSite
@@ -382,7 +383,9 @@ def test_attach_loop_unimplemented_unimplemented(ready):
         lambda: ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2),
     )
     assert ready.responder.requests[0]["app"] == "web"
-    assert ready.responder.requests[0]["pid"] == 42
+    # Who calls is the kernel's word (SO_PEERCRED through the gate), not the request's.
+    assert ready.responder.requests[0]["uid"] == os.getuid()
+    assert ready.responder.requests[0]["pid"] == os.getpid()
 
 
 def test_attach_leaves_the_sessions_descriptors_on_the_handoff_socket(ready, socket_dir):
@@ -416,8 +419,15 @@ def test_attach_refused_by_the_loop_leaves_nothing_behind(ready):
         lambda: ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2),
     )
     assert ready.handle.servicer.handoff.waiting == 0
-    with pytest.raises(BrokenPipeError):
-        os.write(write_end, b"x")  # every copy of the read end is closed
+
+    def no_reader() -> bool:  # the responder's thread closes its own copy after sending
+        try:
+            os.write(write_end, b"x")
+        except BrokenPipeError:
+            return True
+        return False
+
+    wait_for(no_reader)  # every copy of the read end is closed
     os.close(write_end)
 
 
@@ -583,8 +593,65 @@ def assert_status_in(codes: set[grpc.StatusCode], call: Callable[[], object]) ->
     return raised.value
 
 
-def test_unix_socket_mode_0660(started, socket_dir):
+def test_unix_socket_mode_0660_and_the_server_behind_the_gate_root_only(started, socket_dir):
     assert stat.S_IMODE(os.stat(socket_dir / "vf0.sock").st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(socket_dir / "vf0.grpc").st_mode) == 0o600
+
+
+# -- the gate: who calls, from the kernel -------------------------------------------
+
+OTHER_UID, APP_GID = 10002, 10001
+
+
+def as_other_user(socket_dir: Path, *argv: str) -> dict:
+    """tests.support.caller as uid 10002 (group 10001, which may use the socket)."""
+    os.chmod(socket_dir, 0o755)
+    os.chown(socket_dir / "vf0.sock", -1, APP_GID)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.as_user", str(OTHER_UID), str(APP_GID),
+         "tests.support.caller", "--control", f"unix://{socket_dir / 'vf0.sock'}", *argv],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_attach_by_another_user_carries_that_users_uid(ready, socket_dir):
+    ready.responder.replies["attach"] = {"error": "unimplemented", "message": "x"}
+    assert as_other_user(socket_dir, "attach") == {"error": "UNIMPLEMENTED"}
+    (request,) = ready.responder.requests
+    assert request["uid"] == OTHER_UID and request["pid"] > 0
+
+
+def test_one_uid_cannot_hold_every_control_connection(ready, socket_dir):
+    held = as_other_user(socket_dir, "hold", str(gate.MAX_CONNECTIONS_PER_UID + 4))
+    assert held == {"answered": gate.MAX_CONNECTIONS_PER_UID, "closed": 4}
+    ready.responder.replies["sessions"] = {"sessions": []}
+    assert ready.stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=2).sessions == []
+    wait_for(lambda: ready.handle.servicer.gate.connections == 1)  # theirs went with them
+
+
+def test_attach_over_tcp_is_permission_denied(tmp_path, socket_dir):
+    counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
+    theirs, ours = link_pair()
+    responder = Responder(theirs)
+    handle = control.serve(
+        ours, tmp_path / "c", control.StackIdentity.from_json(json.dumps(INFO)),
+        socket_dir / "s.sock", tcp="127.0.0.1:0",
+    )  # fmt: skip
+    try:
+        responder.send_event("ready")
+        with grpc.insecure_channel(f"127.0.0.1:{handle.tcp_port}") as channel:
+            wait_for(lambda: health_status(channel) == SERVING)
+            stub = stack_pb2_grpc.StackControlStub(channel)
+            attach = stack_pb2.AttachRequest(app="web")
+            assert_status(grpc.StatusCode.PERMISSION_DENIED, lambda: stub.Attach(attach, timeout=2))
+        assert responder.requests == []  # the loop never heard of it
+    finally:
+        handle.stop(grace=0).wait()
+        responder.close()
+        ours.close()
+        counters.close()
 
 
 def test_tcp_listener_on_ephemeral_port(tmp_path, socket_dir):

@@ -42,6 +42,7 @@ from tests.unit.tcp._rig import LOCAL_IP, LOCAL_PORT, PEER_IP, PEER_PORT, Rig
 NOW = 1_000_000  # µs; not 0, the engine stores times as "set" flags
 PEER_ISS = 5000
 SLOTS = 4
+UID = 1000  # the apps' uid, as the control socket's peer credentials give it
 SMALL = {"command_slots": 64, "event_slots": 64, "socket_slots": SLOTS, "socket_ring_bytes": 4096}
 
 
@@ -98,8 +99,8 @@ class Stack:
         self.manager = SessionManager(self.engine, "vf0", **kwargs)
         self.now = NOW
 
-    def attach(self, app: str = "web", pid: int = 0, **sizes) -> App:
-        reply = self.manager.attach(app, pid or os.getpid(), **(sizes or SMALL), now=self.now)
+    def attach(self, app: str = "web", pid: int = 0, uid: int = UID, **sizes) -> App:
+        reply = self.manager.attach(app, uid, pid or os.getpid(), **(sizes or SMALL), now=self.now)
         assert "error" not in reply, reply
         return App(reply)
 
@@ -187,7 +188,7 @@ def stack():
 
 
 def test_attach_makes_the_sessions_memory_and_doorbells_and_answers_every_field(stack):
-    reply = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
+    reply = stack.manager.attach("web", UID, os.getpid(), **SMALL, now=stack.now)
     assert sorted(reply) == ["fds", "layout_version", "segment_bytes", "session_id", "token"]
     assert reply["session_id"] == 1
     assert reply["layout_version"] == LAYOUT_VERSION
@@ -203,9 +204,9 @@ def test_attach_makes_the_sessions_memory_and_doorbells_and_answers_every_field(
     assert app.seg.geometry.socket_slots == SLOTS
     assert len(stack.manager.watched()) == 2  # its stack doorbell, its app doorbell
     (row,) = stack.manager.sessions(stack.now + 5_000_000)
-    assert row == {"session_id": 1, "app": "web", "pid": os.getpid(), "attached_ms": 5000,
-                   "sockets": 0}  # fmt: skip
-    other = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
+    assert row == {"session_id": 1, "app": "web", "uid": UID, "pid": os.getpid(),
+                   "attached_ms": 5000, "sockets": 0}  # fmt: skip
+    other = stack.manager.attach("web", UID, os.getpid(), **SMALL, now=stack.now)
     assert base64.b64decode(other["token"]) != token  # a fresh secret per session
     App(other).close()
     app.close()
@@ -225,22 +226,22 @@ def test_the_app_alone_holds_the_read_end_of_its_doorbell(stack):
 
 def test_attach_defaults_and_errors():
     stack = Stack(max_sessions=1)
-    reply = stack.manager.attach("web", os.getpid(), now=NOW)
+    reply = stack.manager.attach("web", UID, os.getpid(), now=NOW)
     app = App(reply)
     g = app.seg.geometry
     assert (g.command_slots, g.event_slots, g.socket_slots, g.socket_ring_bytes) == (
         1024, 4096, 1024, 65536,
     )  # fmt: skip
-    assert stack.manager.attach("web", 1, now=NOW)["error"] == "resource_exhausted"
+    assert stack.manager.attach("web", UID, 1, now=NOW)["error"] == "resource_exhausted"
     assert stack.manager.detach(reply["session_id"], b"x" * 32, NOW)["error"] == (
         "permission_denied"
     )
     assert len(stack.manager.sessions()) == 1
     stack.manager.detach(reply["session_id"], base64.b64decode(reply["token"]), NOW)
-    bad = stack.manager.attach("web", 1, command_slots=100, now=NOW)
+    bad = stack.manager.attach("web", UID, 1, command_slots=100, now=NOW)
     assert bad["error"] == "invalid_argument"
-    assert stack.manager.attach("", 1, now=NOW)["error"] == "invalid_argument"
-    assert stack.manager.attach("x", -1, now=NOW)["error"] == "invalid_argument"
+    assert stack.manager.attach("", UID, 1, now=NOW)["error"] == "invalid_argument"
+    assert stack.manager.attach("x", UID, -1, now=NOW)["error"] == "invalid_argument"
     assert stack.manager.detach(99, b"", NOW)["error"] == "not_found"
     assert stack.manager.watched() == {}
     app.close()
@@ -550,7 +551,7 @@ def test_an_app_that_ends_ends_its_session_and_only_its_own(stack):
 
 
 def test_a_killed_app_process_ends_its_session_at_once(stack):
-    reply = stack.manager.attach("child", 1, **SMALL, now=stack.now)
+    reply = stack.manager.attach("child", UID, 1, **SMALL, now=stack.now)
     segment, app_bell, stack_bell = reply["fds"]
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; print('holding', flush=True); time.sleep(60)"],
@@ -574,7 +575,7 @@ def test_a_killed_app_process_ends_its_session_at_once(stack):
 def test_a_session_whose_descriptors_nobody_took_ends(stack):
     """The control process drops an app's descriptors when it does not come
     for them in time (stackservice.control.handoff): the session ends."""
-    reply = stack.manager.attach("never", 1, **SMALL, now=stack.now)
+    reply = stack.manager.attach("never", UID, 1, **SMALL, now=stack.now)
     stack.watch()
     assert len(stack.manager.sessions()) == 1
     for fd in reply["fds"]:
@@ -669,7 +670,7 @@ def test_a_bug_in_attach_fails_that_attach_and_leaves_nothing(monkeypatch):
     inject(Session, "__init__", lambda s, engine, sid, app, *_: app == "doomed",
            monkeypatch.setattr)  # fmt: skip
     open_fds = len(os.listdir("/proc/self/fd"))
-    reply = stack.manager.attach("doomed", os.getpid(), **SMALL, now=stack.now)
+    reply = stack.manager.attach("doomed", UID, os.getpid(), **SMALL, now=stack.now)
     assert reply == {"error": "internal", "message": "attach failed: InjectedFault"}
     assert len(os.listdir("/proc/self/fd")) == open_fds  # its memfd, pipe, eventfd closed
     assert contain.count(FaultSite.SESSION) == 1

@@ -91,18 +91,20 @@ class ListSessionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "app", "pid", "attached_ms", "sockets")
+    __slots__ = ("session_id", "app", "pid", "attached_ms", "sockets", "uid")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     ATTACHED_MS_FIELD_NUMBER: _ClassVar[int]
     SOCKETS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     app: str
     pid: int
     attached_ms: int
     sockets: int
-    def __init__(self, session_id: _Optional[int] = ..., app: _Optional[str] = ..., pid: _Optional[int] = ..., attached_ms: _Optional[int] = ..., sockets: _Optional[int] = ...) -> None: ...
+    uid: int
+    def __init__(self, session_id: _Optional[int] = ..., app: _Optional[str] = ..., pid: _Optional[int] = ..., attached_ms: _Optional[int] = ..., sockets: _Optional[int] = ..., uid: _Optional[int] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions",)

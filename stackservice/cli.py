@@ -20,12 +20,14 @@ from vfstack._extras import install_hint, missing_extra
 from stackservice.config import (
     DEFAULT_BUSY_POLL_US,
     DEFAULT_CONGESTION_CONTROL,
+    DEFAULT_LIMITS,
     DEFAULT_RUN_DIR,
     DEFAULT_TIME_WAIT_MS,
     WORKERS,
     InstanceConfig,
     choose_iface,
 )
+from stackservice.limits import MIB
 
 
 def _env(flag: str) -> str | None:
@@ -68,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
         ("workers", f"packet-loop workers (only {WORKERS} in this version)"),
         ("app-group", "group (name or gid) whose members' apps may attach (default: root only)"),
+        (
+            "shm-limit-mib",
+            "shared memory committed to all sessions at most "
+            f"(default {DEFAULT_LIMITS.shm_bytes // MIB})",
+        ),
+        (
+            "app-shm-limit-mib",
+            "shared memory committed to one app's (uid's) sessions at most; root is held "
+            f"to the instance's only (default {DEFAULT_LIMITS.app_shm_bytes // MIB})",
+        ),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -136,6 +148,8 @@ def _run(argv: list[str] | None) -> int:
                 ("metrics_port", args.metrics_port),
                 ("workers", args.workers),
                 ("app_group", args.app_group),
+                ("shm_limit_mib", args.shm_limit_mib),
+                ("app_shm_limit_mib", args.app_shm_limit_mib),
             )
             if value is not None
         }

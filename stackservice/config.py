@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackservice.limits import MIB, Limits
 from stackservice.tcp.settings import TcpSettings
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -26,6 +27,7 @@ DEFAULT_CONGESTION_CONTROL = TcpSettings().congestion_control
 DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
 MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
 WORKERS = 1  # this version's packet loop: see `build`
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class InstanceConfig:
     control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
     metrics_port: int | None  # Prometheus /metrics on 0.0.0.0:PORT, if asked
     app_group: int | None = None  # gid whose processes may attach; None: root only
+    limits: Limits = DEFAULT_LIMITS  # what apps may take (stackservice.limits)
     # A fault (an unexpected exception) crashes the instance instead of being
     # contained (stackservice.faults): what tests run with.
     strict: bool = False
@@ -65,6 +68,8 @@ class InstanceConfig:
         metrics_port: str | int | None = None,
         workers: str | int = WORKERS,
         app_group: str | int | None = None,
+        shm_limit_mib: str | int = DEFAULT_LIMITS.shm_bytes // MIB,
+        app_shm_limit_mib: str | int = DEFAULT_LIMITS.app_shm_bytes // MIB,
         strict: bool = False,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
@@ -128,6 +133,11 @@ class InstanceConfig:
             if not 0 < metrics < 65536:
                 raise ValueError(f"--metrics-port: give 1..65535, not {metrics_port!r}")
         gid = _group_id(app_group) if app_group not in (None, "") else None
+        shm = _positive("--shm-limit-mib", shm_limit_mib)
+        app_shm = _positive("--app-shm-limit-mib", app_shm_limit_mib)
+        if app_shm > shm:
+            raise ValueError("--app-shm-limit-mib: more than --shm-limit-mib")
+        limits = Limits(shm_bytes=shm * MIB, app_shm_bytes=app_shm * MIB)
         return cls(
             iface,
             address,
@@ -142,8 +152,16 @@ class InstanceConfig:
             _host_port(control_tcp),
             metrics,
             gid,
+            limits,
             strict,
         )
+
+
+def _positive(flag: str, value: str | int) -> int:
+    text = str(value)
+    if not text.isdigit() or int(text) == 0:
+        raise ValueError(f"{flag}: give a whole number above 0, not {value!r}")
+    return int(text)
 
 
 def _group_id(group: str | int) -> int:

@@ -186,8 +186,9 @@ class Instance:
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(
-            self.engine, config.name, app_stats=apps, contain=self.contain
-        )
+            self.engine, config.name, config.limits, apps, self.contain,
+            {name: counters.section(name) for name in ("memory", "memory_limits", "refusals")},
+        )  # fmt: skip
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
         """Serve until `stop_fd` becomes readable; answer the control

@@ -80,9 +80,14 @@ def execute(sockets: SocketTable, cmd: Command, now: int) -> None:
 
 
 def _socket(sockets: SocketTable) -> int:
-    """SOCKET: a new slot (its RESULT names it, a1 its generation)."""
+    """SOCKET: a new slot (its RESULT names it, a1 its generation); EMFILE
+    when none is free, ENOBUFS when its rings would take the app's or the
+    instance's shared memory over the limit (as Linux's socket() when out
+    of buffer space)."""
     if not sockets.free:
         raise SocketError(errno.EMFILE)
+    if not sockets.has_room():
+        raise SocketError(errno.ENOBUFS)
     return sockets.new_slot(SLOT_OPEN)
 
 

@@ -29,12 +29,14 @@ import os
 import secrets
 import select
 
-from vfstack.shm import LAYOUT_VERSION, Doorbell, Geometry, Segment, Violation
+from vfstack.shm import LAYOUT_VERSION, RECORD_SIZE, Doorbell, Geometry, Segment, Violation
 
 from stackservice.control.link import FDS
+from stackservice.fastpath.memory import SharedMemory
 from stackservice.fastpath.occupancy import OccupancySweep
-from stackservice.fastpath.session import Session
+from stackservice.fastpath.session import COMMAND_BATCH, Session
 from stackservice.faults import Containment, FaultSite
+from stackservice.limits import Limits, MemoryPool, Refusal
 from stackservice.metrics.apps import DEFAULT_SLOTS, AppStatsTable
 from stackservice.tcp.engine import TcpEngine
 
@@ -49,6 +51,7 @@ DEFAULT_SOCKET_RING_BYTES = 64 << 10
 MAX_APP_NAME = 128
 _SCRATCH_BYTES = 64 << 10
 _GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
+_EVENT_BACKLOG = int(MemoryPool.EVENT_BACKLOG)
 
 
 class SessionManager:
@@ -58,24 +61,40 @@ class SessionManager:
         self,
         engine: TcpEngine,
         instance: str,
-        max_sessions: int = 64,
+        limits: Limits | None = None,
         app_stats: AppStatsTable | None = None,
         contain: Containment | None = None,
+        counters: dict | None = None,
     ) -> None:
-        """`app_stats`: the app table the exporter reads (the instance's
-        file); by default one in private memory. `contain`: the instance's
-        fault policy; by default a strict one."""
+        """`limits`: what apps may take (stackservice.limits), by default
+        the defaults. `app_stats`: the app table the exporter reads (the
+        instance's file); by default one in private memory. `contain`: the
+        instance's fault policy; by default a strict one. `counters`: the
+        instance's sections "memory", "memory_limits" and "refusals" (u64
+        arrays); by default private ones."""
         self.engine = engine
         self.instance = instance
         self._contain = contain or Containment()
-        self.max_sessions = max_sessions
+        self.limits = limits = limits or Limits()
+        counters = counters or {
+            name: [0] * len(enum)
+            for name, enum in (
+                ("memory", MemoryPool), ("memory_limits", MemoryPool), ("refusals", Refusal)
+            )
+        }  # fmt: skip
+        self._memory_gauges = counters["memory"]
+        self._memory_limits = counters["memory_limits"]
+        self.memory = SharedMemory(
+            limits, counters["memory"], counters["memory_limits"], counters["refusals"]
+        )
+        self._backlog_bound = 0  # events that may wait, over all sessions
         self._sessions: dict[int, Session] = {}
         self._by_fd: dict[int, Session] = {}  # stack doorbells and apps' doorbells
         self._next_id = 1
         self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._now = 0
         if app_stats is None:
-            app_stats = AppStatsTable(max(DEFAULT_SLOTS, max_sessions))
+            app_stats = AppStatsTable(max(DEFAULT_SLOTS, limits.sessions))
         self.app_stats = app_stats
         self._occupancy = OccupancySweep(app_stats)
         # Counters (the lead may export them).
@@ -122,8 +141,8 @@ class SessionManager:
             return _error("invalid_argument", f"app must be 1..{MAX_APP_NAME} characters")
         if not all(isinstance(v, int) and v >= 0 for v in (uid, pid, *sizes)):
             return _error("invalid_argument", "uid, pid and sizes must be non-negative integers")
-        if len(self._sessions) >= self.max_sessions:
-            return _error("resource_exhausted", f"{self.max_sessions} sessions attached already")
+        if len(self._sessions) >= self.limits.sessions:
+            return _error("resource_exhausted", f"{self.limits.sessions} sessions attached already")
         try:
             geometry = Geometry(
                 sizes[0] or DEFAULT_COMMAND_SLOTS,
@@ -133,6 +152,9 @@ class SessionManager:
             )
         except ValueError as exc:
             return _error("invalid_argument", str(exc))
+        why = self.memory.charge(uid, geometry.socket_offset)
+        if why is not None:
+            return _error("resource_exhausted", why)
         session_id = self._next_id
         self._next_id += 1  # never reused, even by a failed attach
         token = secrets.token_bytes(32)
@@ -153,10 +175,11 @@ class SessionManager:
             app_index = self.app_stats.attach(app)
             session = Session(
                 self.engine, session_id, app, uid, pid, now, token, segment, app_bell,
-                stack_bell, self._scratch, app_index,
+                stack_bell, self._scratch, self.memory, app_index,
                 self._app_counters(session_id, app, app_index),
             )  # fmt: skip
         except BaseException as exc:
+            self.memory.release(uid, geometry.socket_offset)
             if app_index >= 0:
                 self.app_stats.detach(app_index, now)
             for fd in given:
@@ -164,8 +187,11 @@ class SessionManager:
             for thing in made:
                 thing.close()
             if isinstance(exc, OSError):
+                self.memory.refused_allocation()
                 return _error("resource_exhausted", f"cannot make the session's memory: {exc}")
             raise
+        self._backlog_bound += 2 * geometry.socket_slots + COMMAND_BATCH
+        self._memory_limits[_EVENT_BACKLOG] = RECORD_SIZE * self._backlog_bound
         self._sessions[session_id] = session
         self._by_fd[stack_bell.fileno()] = session
         self._by_fd[app_bell.fileno()] = session
@@ -218,8 +244,11 @@ class SessionManager:
             self._end(session, now)
 
     def _end(self, session: Session, now: int) -> None:
-        if self._sessions.pop(session.session_id, None) is not None and session.app_index >= 0:
-            self.app_stats.detach(session.app_index, now)
+        if self._sessions.pop(session.session_id, None) is not None:
+            if session.app_index >= 0:
+                self.app_stats.detach(session.app_index, now)
+            self._backlog_bound -= 2 * session.segment.geometry.socket_slots + COMMAND_BATCH
+            self._memory_limits[_EVENT_BACKLOG] = RECORD_SIZE * self._backlog_bound
         self._by_fd.pop(session.stack_bell.fileno(), None)
         self._by_fd.pop(session.app_bell.fileno(), None)
         try:
@@ -279,16 +308,19 @@ class SessionManager:
         Never raises: a misbehaving session is ended, the others go on."""
         self._now = now
         work = False
+        backlog = 0
         for session in list(self._sessions.values()):
             try:
                 if session.poll(now):
                     work = True
+                backlog += len(session.sockets.out)
             except Violation as exc:
                 self._violation(session, exc, now)
                 work = True
             except Exception as exc:
                 self._fail(session, exc, now)
                 work = True
+        self._memory_gauges[_EVENT_BACKLOG] = RECORD_SIZE * backlog
         occupancy = self._occupancy
         if now >= occupancy.next_at:
             for session, exc in occupancy.step(now, self._sessions):

@@ -20,6 +20,7 @@ import contextlib
 from vfstack.shm import Doorbell, Segment, decode_command
 
 from stackservice.fastpath import commands
+from stackservice.fastpath.memory import SharedMemory
 from stackservice.fastpath.sockets import SocketTable
 from stackservice.metrics.apps import detached_counters
 from stackservice.tcp.engine import TcpEngine
@@ -44,6 +45,8 @@ class Session:
         "stack_bell",
         "closed",
         "app_index",
+        "memory",
+        "committed",
         "sockets",
     )
 
@@ -60,11 +63,14 @@ class Session:
         app_bell: Doorbell,
         stack_bell: Doorbell,
         scratch: memoryview,
+        memory: SharedMemory,
         app_index: int = -1,
         app_stats: memoryview | None = None,
     ) -> None:
         """`app_bell`: the ringing end of the app's doorbell (a pipe whose
         read end only the app holds), `stack_bell` the stack's (an eventfd);
+        `memory`: where its shared memory is charged (the segment up to the
+        socket rings is, by the manager, before this);
         `app_index`: the app's slot in the app table (-1: none);
         `app_stats`: its u64 words there (SocketTable)."""
         self.session_id = session_id
@@ -78,9 +84,26 @@ class Session:
         self.stack_bell = stack_bell
         self.closed = False
         self.app_index = app_index
+        self.memory = memory
+        self.committed = segment.geometry.socket_offset  # bytes charged to `memory`
         if app_stats is None:
             app_stats = detached_counters()
-        self.sockets = SocketTable(engine, segment, app, scratch, app_stats)
+        self.sockets = SocketTable(engine, segment, app, scratch, app_stats, self.commit_slot)
+
+    def commit_slot(self, slot: int) -> bool:
+        """Charge and preallocate a socket slot's rings (SocketTable.has_room).
+        Returns False if the shared-memory limits or the kernel refuse."""
+        stride = self.segment.geometry.socket_stride
+        if self.memory.charge(self.uid, stride) is not None:
+            return False
+        try:
+            self.segment.commit_slot(slot)
+        except OSError:
+            self.memory.release(self.uid, stride)
+            self.memory.refused_allocation()
+            return False
+        self.committed += stride
+        return True
 
     def busy(self) -> bool:
         """Work is pending that the next pass should do without sleeping:
@@ -124,6 +147,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.memory.release(self.uid, self.committed)
         self.segment.end()
         try:
             self.sockets.close_all(now)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 
 from vfstack.shm import (
     EPOLLERR,
@@ -75,6 +76,8 @@ class SocketTable:
         "slots",
         "generation",
         "free",
+        "committed",
+        "_commit",
         "slot_of",
         "listening",
         "dirty",
@@ -92,18 +95,25 @@ class SocketTable:
         app_name: str,
         scratch: memoryview,
         app_stats: memoryview,
+        commit: Callable[[int], bool],
     ) -> None:
         """`scratch`: the bytes' way between a ring and an engine buffer
         (shared by every session: a pass serves one at a time).
         `app_stats`: the app's u64 words in the app table, where the pumps
-        add the bytes they move (AppField.RX_BYTES, TX_BYTES)."""
+        add the bytes they move (AppField.RX_BYTES, TX_BYTES). `commit(slot)`
+        charges and preallocates a slot's rings (Session.commit_slot):
+        False when the shared-memory limits or the kernel refuse."""
         self.engine = engine
         self.segment = segment
         self.app_name = app_name  # what ListConnections shows as the owner
         slots = segment.geometry.socket_slots
         self.slots: list[Slot | None] = [None] * slots
         self.generation = [0] * slots
-        self.free = list(range(slots - 1, -1, -1))  # pop() gives the lowest first
+        # pop() gives the lowest first; a freed slot goes back on top, so
+        # slots whose rings are committed are reused before a new one is.
+        self.free = list(range(slots - 1, -1, -1))
+        self.committed = bytearray(slots)  # 1: the slot's rings are preallocated
+        self._commit = commit
         self.slot_of: dict[int, int] = {}  # engine sock_id -> slot
         self.listening: set[int] = set()
         self.dirty: set[int] = set()
@@ -136,8 +146,20 @@ class SocketTable:
 
     # ----------------------------------------------------------------- slots
 
+    def has_room(self) -> bool:
+        """Is there a free slot with committed rings, or one the limits let
+        us commit now? (`new_slot` takes it.)"""
+        if not self.free:
+            return False
+        slot = self.free[-1]
+        if not self.committed[slot]:
+            if not self._commit(slot):
+                return False
+            self.committed[slot] = 1
+        return True
+
     def new_slot(self, state: int) -> int:
-        """Take a FREE slot (caller checked one exists), set up its rings
+        """Take the free slot `has_room` said is ready, set up its rings
         (before any event hands it to the app) and publish its entry."""
         slot = self.free.pop()
         self.slots[slot] = Slot(state)
@@ -359,7 +381,9 @@ class SocketTable:
         """A listener's new connections into slots of their own (while there
         are free ones), each announced by ACCEPTED."""
         engine = self.engine
-        while self.free:
+        # Without room (no free slot, or no memory for one) the connections
+        # wait in the accept queue; a slot freed later pumps the listener.
+        while listener.accept_queue and self.has_room():
             tcb = engine.accept(listener)
             if tcb is None:
                 break

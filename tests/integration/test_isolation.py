@@ -212,18 +212,24 @@ class Honest:
         assert self.error is None, self.error
 
 
-@pytest.fixture
-def guarded(emulated_port):
-    """An instance whose app group may attach, an honest echo app (root) on
-    port 7002 and its client in the peer namespace."""
-    with running_stack(emulated_port.vf(0), f"{VF0}/24", "vf0", "--app-group", str(APP_GID)) as vf0:
+@contextlib.contextmanager
+def guarded_instance(port, *flags: str):
+    """An instance whose app group may attach (with `flags`), an honest echo
+    app (root) on port 7002 and its client in the peer namespace."""
+    with running_stack(port.vf(0), f"{VF0}/24", "vf0", "--app-group", str(APP_GID), *flags) as vf0:
         control = control_of(vf0)
         with echo_server(control, 7002, "honest"):
-            honest = Honest(emulated_port.netns)
+            honest = Honest(port.netns)
             try:
-                yield emulated_port, vf0, control, honest
+                yield port, vf0, control, honest
             finally:
                 honest.close()
+
+
+@pytest.fixture
+def guarded(emulated_port):
+    with guarded_instance(emulated_port) as parts:
+        yield parts
 
 
 def assert_still_serving(port, instance) -> None:
@@ -266,3 +272,37 @@ def test_an_app_ringing_its_doorbell_without_pause_starves_nobody(guarded):
         attacker.kill()
         attacker.communicate(timeout=60)
     assert_still_serving(port, instance)
+
+
+def test_an_app_cannot_take_the_shared_memory_the_others_need(emulated_port):
+    """Finding 2: sessions asked for sparse segments on the shared tmpfs, and
+    an app touching every page filled it; the stack died on its next write
+    to a fresh page. Segments are memfds the stack preallocates as it uses
+    them, within an instance and a per-app limit: the hog is refused, its
+    own touches cost the stack nothing, and the others are served."""
+    with guarded_instance(emulated_port, "--shm-limit-mib", "64", "--app-shm-limit-mib", "16") as (
+        port,
+        instance,
+        control,
+        honest,
+    ):
+        memory = lambda: instance.counters()["memory"]  # noqa: E731
+        before = memory()["segments"]  # the honest app's
+        attacker = hostile(control, "hog", 30)
+        try:
+            assert json.loads(attacker.stdout.readline()) == {"holding": True}
+            assert honest.served(100)  # served while the hog holds all it could
+            held = memory()["segments"] - before
+            assert 15 * MB < held <= 16 * MB, held
+            assert memory()["segments"] <= instance.counters()["memory_limits"]["segments"]
+            with echo_server(control, 7003, "late"):  # a new app still attaches
+                late = peer_connection(port.netns, VF0, 7003)
+                assert round_trip(late, b"room for me") == b"room for me"
+                late.close()
+        finally:
+            attacker.kill()
+            attacker.communicate(timeout=60)
+        refusals = instance.counters()["refusals"]
+        assert refusals["shm_app"] >= 2 and refusals["shm_instance"] == 0
+        assert wait_until(lambda: memory()["segments"] - before < 4 * MB)  # gone with it
+        assert_still_serving(port, instance)

@@ -10,7 +10,10 @@ instance with what an app holds, for `--seconds`:
   holes in it, and the same through a second open of /proc/self/fd/N,
   while it drives its sockets so the stack keeps touching the segment;
 - `ring`: rings the stack's doorbell as fast as it can, from two threads,
-  and tops its counter up to the maximum.
+  and tops its counter up to the maximum;
+- `hog`: takes all the shared memory it can: sockets in one session until
+  refused, then sessions until refused, touching every page of its first
+  segment; then holds it all for `--seconds`.
 
 Prints one JSON line: what it did, what the kernel refused, and whether
 its session was still listed at the end.
@@ -202,7 +205,34 @@ def ring(args, rng: random.Random) -> dict:
     return {"rings": sum(rings), "topped_up": topped, "still_attached": session.listed()}
 
 
-ATTACKS = {"scribble": scribble, "resize": resize, "ring": ring}
+def hog(args, rng: random.Random) -> dict:
+    report: dict = {"sockets": 0, "sessions": 0}
+    first = vfstack.connect(args.control, app="hog")
+    stacks, sockets = [first], []
+    try:
+        while True:
+            sockets.append(first.socket())
+    except OSError as exc:
+        report["socket_refused"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    report["sockets"] = len(sockets)
+    try:
+        while len(stacks) < 1000:
+            stacks.append(vfstack.connect(args.control, app="hog"))
+    except vfstack.ControlError as exc:
+        report["attach_refused"] = exc.code
+    report["sessions"] = len(stacks)
+    # Every page of the first segment, those of slots the stack never
+    # committed too: written as they are (a fault in, the bytes unchanged).
+    memory = first._segment._view
+    for offset in range(0, len(memory), 4096):
+        memory[offset] = memory[offset]
+    report["pages_touched"] = len(memory) // 4096
+    print(json.dumps({"holding": True}), flush=True)
+    time.sleep(args.seconds)
+    return report
+
+
+ATTACKS = {"scribble": scribble, "resize": resize, "ring": ring, "hog": hog}
 
 
 def main(argv: list[str] | None = None) -> None:

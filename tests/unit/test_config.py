@@ -231,3 +231,18 @@ def test_cli_strict_from_environment_and_the_command_line_wins(monkeypatch):
     assert parse(["run", "--ip", "198.18.0.10/24", "--strict"]).strict is True
     config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", strict=True)
     assert config.strict and not InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24").strict
+
+
+def test_config_shared_memory_limits_in_mib_per_instance_and_per_app():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    limits = InstanceConfig.build(**base).limits
+    assert (limits.shm_bytes, limits.app_shm_bytes) == (1024 << 20, 256 << 20)
+    limits = InstanceConfig.build(**base, shm_limit_mib="64", app_shm_limit_mib=16).limits
+    assert (limits.shm_bytes, limits.app_shm_bytes) == (64 << 20, 16 << 20)
+    for kwargs, flag in (
+        ({"shm_limit_mib": "0"}, "--shm-limit-mib"),
+        ({"app_shm_limit_mib": "lots"}, "--app-shm-limit-mib"),
+        ({"shm_limit_mib": "8", "app_shm_limit_mib": "16"}, "--app-shm-limit-mib"),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            InstanceConfig.build(**base, **kwargs)

@@ -26,6 +26,7 @@ from vfstack.shm import (
     STACK_BELL,
     Doorbell,
     EventKind,
+    Geometry,
     Op,
     Segment,
     SlotState,
@@ -34,7 +35,9 @@ from vfstack.shm import (
 )
 
 from stackservice.fastpath import Session, SessionManager, commands, occupancy
+from stackservice.fastpath.session import COMMAND_BATCH
 from stackservice.faults import Containment, FaultSite
+from stackservice.limits import MIB, Limits, MemoryPool, Refusal
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
 from tests.support.faults import InjectedFault, inject
 from tests.unit.tcp._rig import LOCAL_IP, LOCAL_PORT, PEER_IP, PEER_PORT, Rig
@@ -96,7 +99,14 @@ class Stack:
     def __init__(self, **kwargs) -> None:
         self.rig = Rig()
         self.engine = self.rig.engine
-        self.manager = SessionManager(self.engine, "vf0", **kwargs)
+        # The counters file's memory and refusal sections, as plain arrays.
+        self.counters = {
+            name: [0] * len(enum)
+            for name, enum in (
+                ("memory", MemoryPool), ("memory_limits", MemoryPool), ("refusals", Refusal)
+            )
+        }  # fmt: skip
+        self.manager = SessionManager(self.engine, "vf0", counters=self.counters, **kwargs)
         self.now = NOW
 
     def attach(self, app: str = "web", pid: int = 0, uid: int = UID, **sizes) -> App:
@@ -225,7 +235,7 @@ def test_the_app_alone_holds_the_read_end_of_its_doorbell(stack):
 
 
 def test_attach_defaults_and_errors():
-    stack = Stack(max_sessions=1)
+    stack = Stack(limits=Limits(sessions=1))
     reply = stack.manager.attach("web", UID, os.getpid(), now=NOW)
     app = App(reply)
     g = app.seg.geometry
@@ -280,6 +290,9 @@ def test_an_app_that_never_reads_its_events_has_one_ready_per_slot_waiting(stack
         assert app.read(conn) == b"x"  # room again: the next byte moves, a READY each pass
     assert app.seg.events.available() == 64  # the ring is full, since long
     assert [(kind, slot) for kind, slot, *_ in backlog] == [(EventKind.READY, conn)]
+    memory, limits = stack.counters["memory"], stack.counters["memory_limits"]
+    assert memory[MemoryPool.EVENT_BACKLOG] == 64  # one record's worth
+    assert limits[MemoryPool.EVENT_BACKLOG] == 64 * (2 * SLOTS + COMMAND_BATCH)
     app.seg.events.release(64)  # the app reads its events at last
     stack.step()
     assert backlog == []
@@ -355,6 +368,80 @@ def test_socket_slots_run_out_with_emfile(stack):
     request = app.command(Op.SOCKET)
     stack.step()
     assert result(app.events(), request).result == -errno.EMFILE
+
+
+# -- shared memory: preallocated, and held to the limits (issue 13, finding 2) -------
+
+GEOMETRY = Geometry(**SMALL)
+BASE, STRIDE = GEOMETRY.socket_offset, GEOMETRY.socket_stride  # what Attach, a slot commit
+
+
+def limited(instance: int, app: int) -> Stack:
+    """A stack whose shared memory is capped at `instance` bytes, `app` per uid."""
+    return Stack(limits=Limits(shm_bytes=instance, app_shm_bytes=app))
+
+
+def test_a_segment_is_preallocated_up_to_its_socket_rings_then_slot_by_slot(stack):
+    app = stack.attach()
+    segment = stack.manager._sessions[1].segment
+    pages = os.fstat(segment.fd).st_blocks * 512
+    assert BASE <= pages < BASE + 4096  # nothing beyond: a slot is committed when used
+    open_socket(app, stack)
+    assert os.fstat(segment.fd).st_blocks * 512 >= BASE + STRIDE
+    assert stack.manager.memory.total == BASE + STRIDE
+
+
+def test_sockets_beyond_an_apps_shared_memory_get_enobufs_and_freed_slots_are_reused():
+    stack = limited(instance=MIB, app=BASE + 2 * STRIDE)
+    app = stack.attach()
+    first, second = open_socket(app, stack), open_socket(app, stack)
+    request = app.command(Op.SOCKET)
+    stack.step()
+    assert result(app.events(), request).result == -errno.ENOBUFS
+    assert stack.manager.memory.total == BASE + 2 * STRIDE
+    refusals = stack.counters["refusals"]
+    assert refusals[Refusal.SHM_APP] == 1 and refusals[Refusal.SHM_INSTANCE] == 0
+    app.command(Op.CLOSE, first)
+    stack.step()
+    app.events()
+    assert open_socket(app, stack) == first  # its rings committed already: no new charge
+    assert stack.manager.memory.total == BASE + 2 * STRIDE
+    assert stack.counters["memory"][MemoryPool.SEGMENTS] == BASE + 2 * STRIDE
+    stack.manager.close(stack.now)
+    assert stack.counters["memory"][MemoryPool.SEGMENTS] == 0
+    assert second != first
+
+
+def test_attach_past_the_limits_is_refused_and_root_is_held_to_the_instances_only():
+    stack = limited(instance=3 * BASE, app=BASE)
+    stack.attach(uid=UID)
+    refused = stack.manager.attach("web", UID, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "uid 1000" in refused["message"]
+    stack.attach(uid=UID + 1)  # another app has its own share
+    stack.attach(uid=0)  # root: past any app's limit
+    refused = stack.manager.attach("web", 0, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "instance" in refused["message"]
+    refusals = stack.counters["refusals"]
+    assert (refusals[Refusal.SHM_APP], refusals[Refusal.SHM_INSTANCE]) == (1, 1)
+    assert stack.counters["memory_limits"][MemoryPool.SEGMENTS] == 3 * BASE
+    assert len(stack.manager.sessions()) == 3
+
+
+def test_a_listener_without_room_for_a_connection_leaves_it_in_the_accept_queue():
+    stack = limited(instance=MIB, app=BASE + 2 * STRIDE)
+    app = stack.attach()
+    _, conn, _ = accepted(app, stack)  # two slots: all the app may have
+    stack.deliver(seq=PEER_ISS, flags=SYN, src_port=PEER_PORT + 1)
+    (synack,) = stack.step()
+    stack.deliver(seq=PEER_ISS + 1, ack=synack.seg.seq + 1, flags=ACK, src_port=PEER_PORT + 1)
+    stack.step()
+    assert by_kind(app.events(), EventKind.ACCEPTED) == []
+    assert len(stack.engine.listeners[LOCAL_PORT].accept_queue) == 1
+    app.command(Op.CLOSE, conn)  # room again: the waiting connection is accepted
+    stack.step()
+    stack.step()
+    (accepted_event,) = by_kind(app.events(), EventKind.ACCEPTED)
+    assert accepted_event.a1 == conn and accepted_event.a3 == PEER_PORT + 1
 
 
 # -- active open -------------------------------------------------------------

@@ -278,19 +278,23 @@ class Segment:
         name: str = "vfstack-segment",
     ) -> Segment:
         """Stack side: a memfd (`name` shows in /proc/PID/maps), sized
-        and sealed, mapped, with the header written, the command and event
-        rings initialised and the slot table zeroed (socket rings: on first
-        `rx`/`tx`, see above).
+        and sealed, its pages up to the socket rings preallocated, mapped,
+        with the header written, the command and event rings initialised
+        and the slot table zeroed (socket rings: `commit_slot`, then on
+        first `rx`/`tx`, see above).
 
         The seals (F_SEAL_SHRINK, F_SEAL_GROW, then F_SEAL_SEAL so none can
         be added or removed) make the size final for every holder of the
         descriptor: an app can neither truncate the segment under the
         stack's mapping (its next access would be SIGBUS) nor grow it. It
         lives on the kernel's internal tmpfs, not on a shared run
-        directory an app could fill.
+        directory an app could fill. The stack preallocates what it will
+        touch (`commit_slot`): a page it maps is never one the kernel has
+        to find when the stack first writes it.
 
         Raises:
-            OSError: the memfd cannot be made, sized or mapped.
+            OSError: the memfd cannot be made, sized, preallocated (ENOMEM,
+                ENOSPC) or mapped.
             ValueError: bad token.
         """
         header = geometry.header(session_id, token, app_pid)
@@ -298,6 +302,7 @@ class Segment:
         try:
             os.ftruncate(fd, geometry.file_bytes)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            os.posix_fallocate(fd, 0, geometry.socket_offset)
             mm = mmap.mmap(fd, geometry.file_bytes)
         except BaseException:
             os.close(fd)
@@ -319,6 +324,18 @@ class Segment:
     def fd(self) -> int:
         """Stack side: the memfd, to hand a duplicate of it to the app."""
         return self._fd
+
+    def commit_slot(self, slot: int) -> None:
+        """Stack side: preallocate slot's RX and TX rings, before `rx(slot)`
+        and `tx(slot)` touch them (idempotent).
+
+        Raises:
+            IndexError: slot out of range.
+            OSError: no memory for them (ENOMEM, ENOSPC).
+        """
+        if not 0 <= slot < self.geometry.socket_slots:
+            raise IndexError("slot out of range")
+        os.posix_fallocate(self._fd, self.geometry.rx_offset(slot), self.geometry.socket_stride)
 
     @classmethod
     def open(cls, fd: int) -> Segment:

@@ -1,0 +1,60 @@
+"""What one instance lets its applications take: every limit, its default,
+and what counts a refusal (issue 13). A limit is a number with a metric
+(docs/architecture.md principle 5): usage in `vfstack_memory_bytes{pool}`
+beside `vfstack_memory_limit_bytes{pool}`, refusals in
+`vfstack_refusals_total{reason}`.
+
+An app's identity is its uid, as the kernel gives it on the control
+socket (stackservice.control.gate), never the name it gives itself. Root
+(uid 0) is not held to the per-app limits, only to the instance's, as
+Linux exempts it from RLIMIT_NPROC: run apps under uids of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+MIB = 1 << 20
+
+
+class MemoryPool(IntEnum):
+    """Memory the instance holds for its apps (gauges, bytes)."""
+
+    # Shared memory committed to sessions' segments: each segment's header,
+    # command and event rings and slot table at Attach, then a socket slot's
+    # RX and TX rings when the slot is first used; preallocated (fallocate),
+    # so the stack never faults a fresh page in later. Freed when the
+    # session ends.
+    SEGMENTS = 0
+    # Events waiting for room in an app's event ring, as the 64-byte records
+    # they become. Bounded by construction, not configured: per session
+    # 2 x socket slots (a READY and an ACCEPTED each at most) + one command
+    # batch of answers (no command is taken while events wait).
+    EVENT_BACKLOG = 1
+
+
+class Refusal(IntEnum):
+    """Why the instance refused an app something (counters)."""
+
+    # Attach, or a socket's rings, would take the shared memory committed
+    # to all sessions over --shm-limit-mib.
+    SHM_INSTANCE = 0
+    # ... to the caller's uid's sessions over --app-shm-limit-mib.
+    SHM_APP = 1
+    # The kernel refused to preallocate (ENOMEM, ENOSPC): under the limits,
+    # but out of memory.
+    SHM_ALLOCATION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """An instance's limits (`stackservice run` flags)."""
+
+    shm_bytes: int = 1024 * MIB  # --shm-limit-mib: all sessions' shared memory
+    app_shm_bytes: int = 256 * MIB  # --app-shm-limit-mib: one uid's sessions'
+    sessions: int = 64  # sessions attached at once (instance)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.app_shm_bytes <= self.shm_bytes:
+            raise ValueError("the per-app shared-memory limit must be in 1..the instance's")

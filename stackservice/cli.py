@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
             "shared memory committed to one app's (uid's) sessions at most; root is held "
             f"to the instance's only (default {DEFAULT_LIMITS.app_shm_bytes // MIB})",
         ),
+        ("max-sessions", f"sessions attached at once (default {DEFAULT_LIMITS.sessions})"),
+        (
+            "max-app-sessions",
+            "one app's (uid's) sessions attached at once; root is held to --max-sessions "
+            f"only (default {DEFAULT_LIMITS.app_sessions})",
+        ),
+        (
+            "attach-timeout-ms",
+            "how long an attached app has to take its session's descriptors "
+            f"(default {DEFAULT_LIMITS.attach_timeout_ms})",
+        ),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -150,6 +161,9 @@ def _run(argv: list[str] | None) -> int:
                 ("app_group", args.app_group),
                 ("shm_limit_mib", args.shm_limit_mib),
                 ("app_shm_limit_mib", args.app_shm_limit_mib),
+                ("max_sessions", args.max_sessions),
+                ("max_app_sessions", args.max_app_sessions),
+                ("attach_timeout_ms", args.attach_timeout_ms),
             )
             if value is not None
         }

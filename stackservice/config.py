@@ -70,6 +70,9 @@ class InstanceConfig:
         app_group: str | int | None = None,
         shm_limit_mib: str | int = DEFAULT_LIMITS.shm_bytes // MIB,
         app_shm_limit_mib: str | int = DEFAULT_LIMITS.app_shm_bytes // MIB,
+        max_sessions: str | int = DEFAULT_LIMITS.sessions,
+        max_app_sessions: str | int = DEFAULT_LIMITS.app_sessions,
+        attach_timeout_ms: str | int = DEFAULT_LIMITS.attach_timeout_ms,
         strict: bool = False,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
@@ -137,7 +140,17 @@ class InstanceConfig:
         app_shm = _positive("--app-shm-limit-mib", app_shm_limit_mib)
         if app_shm > shm:
             raise ValueError("--app-shm-limit-mib: more than --shm-limit-mib")
-        limits = Limits(shm_bytes=shm * MIB, app_shm_bytes=app_shm * MIB)
+        sessions = _positive("--max-sessions", max_sessions)
+        app_sessions = _positive("--max-app-sessions", max_app_sessions)
+        if app_sessions > sessions:
+            raise ValueError("--max-app-sessions: more than --max-sessions")
+        limits = Limits(
+            shm_bytes=shm * MIB,
+            app_shm_bytes=app_shm * MIB,
+            sessions=sessions,
+            app_sessions=app_sessions,
+            attach_timeout_ms=_positive("--attach-timeout-ms", attach_timeout_ms),
+        )
         return cls(
             iface,
             address,

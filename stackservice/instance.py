@@ -239,6 +239,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
         json.dumps(instance.info()),
         "--unix",
         str(config.control),
+        "--attach-timeout-ms",
+        str(config.limits.attach_timeout_ms),
     ]
     if config.control_tcp:
         argv += ["--tcp", config.control_tcp]

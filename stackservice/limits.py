@@ -45,6 +45,14 @@ class Refusal(IntEnum):
     # The kernel refused to preallocate (ENOMEM, ENOSPC): under the limits,
     # but out of memory.
     SHM_ALLOCATION = 2
+    # Attach: --max-sessions sessions are attached already.
+    SESSIONS_INSTANCE = 3
+    # Attach: the caller's uid has --max-app-sessions sessions already
+    # (those whose descriptors wait at the handoff included).
+    SESSIONS_APP = 4
+    # The app never came for its session's descriptors within
+    # --attach-timeout-ms: its session ended.
+    ATTACH_TIMEOUT = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +61,14 @@ class Limits:
 
     shm_bytes: int = 1024 * MIB  # --shm-limit-mib: all sessions' shared memory
     app_shm_bytes: int = 256 * MIB  # --app-shm-limit-mib: one uid's sessions'
-    sessions: int = 64  # sessions attached at once (instance)
+    sessions: int = 64  # --max-sessions: attached at once (instance)
+    app_sessions: int = 16  # --max-app-sessions: one uid's, attached at once
+    attach_timeout_ms: int = 2000  # --attach-timeout-ms: from Attach to the handoff
 
     def __post_init__(self) -> None:
         if not 0 < self.app_shm_bytes <= self.shm_bytes:
             raise ValueError("the per-app shared-memory limit must be in 1..the instance's")
+        if not 0 < self.app_sessions <= self.sessions:
+            raise ValueError("the per-app session limit must be in 1..the instance's")
+        if self.attach_timeout_ms <= 0:
+            raise ValueError("the attach timeout must be above 0")

@@ -8,7 +8,8 @@ control socket, with the session's id and token. They are handed over
 once, and only within the attach timeout: then the control process
 closes its copies, and since it held the only read end of the app's
 doorbell besides the app, the loop sees that doorbell's reader gone and
-ends the session (vfstack.shm "Liveness"). An app that attaches and never
+ends the session (vfstack.shm "Liveness"); `on_expired` then tells the
+loop it was an expiry, which it counts. An app that attaches and never
 comes holds nothing for longer than the timeout.
 
 One thread serves the socket with a selector, never blocking on a
@@ -30,12 +31,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfstack.shm._handoff import HANDOFF_FDS, decode_request, encode_reply
 
-ATTACH_TIMEOUT_S = 2.0  # from Attach to the app taking its descriptors
 CONNECTION_TIMEOUT_S = 1.0  # from connecting to sending the request
 MAX_CONNECTIONS = 64  # handoff connections open at once
 SOCKET_MODE = 0o660
@@ -77,14 +78,18 @@ class _Client:
 class Handoff:
     """The handoff socket at `path` and the descriptors waiting on it."""
 
-    def __init__(self, path: Path, timeout: float = ATTACH_TIMEOUT_S, clock=time.monotonic) -> None:
+    def __init__(self, path: Path, timeout: float, clock=time.monotonic) -> None:
         """Listen at `path` (mode 0660); serve from a thread of its own.
+        `timeout`: seconds from Attach to the app taking its descriptors.
 
         Raises:
             OSError: `path` cannot be bound.
         """
         self.path = path
         self.timeout = timeout
+        # Called, from the handoff's thread, with the id of each session
+        # whose descriptors were dropped at the timeout.
+        self.on_expired: Callable[[int], None] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
@@ -218,6 +223,9 @@ class Handoff:
             dropped = [self._pending.pop(sid).fds for sid in late]
         for fds in dropped:
             _close_all(fds)
+        if self.on_expired is not None:
+            for session_id in late:
+                self.on_expired(session_id)
         for fd, client in list(self._clients.items()):
             if client.deadline <= now:
                 self._selector.unregister(client.sock)

@@ -95,6 +95,8 @@ class ControlRequests:
                 socket_ring_bytes=request.get("socket_ring_bytes") or 0,
                 now=self._clock(),
             )  # fmt: skip
+        if op == "expired":
+            return self._sessions.expire(request.get("session_id"), self._clock())
         if op == "detach":
             session_id = request.get("session_id")
             if not isinstance(session_id, int):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -53,6 +54,7 @@ from vfstack.v1 import stack_pb2, stack_pb2_grpc
 from stackservice.control.gate import INNER_MODE, Caller, Gate, inner_path
 from stackservice.control.handoff import Handoff, handoff_path
 from stackservice.control.link import FDS, LinkClient
+from stackservice.limits import Limits
 from stackservice.metrics.counters import read_counters
 from stackservice.metrics.exporter import MetricsServer, StackCollector, make_registry
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -362,6 +364,20 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         self._ask(context, "detach", session_id=request.session_id, token=token)
         return stack_pb2.DetachResponse()
 
+    def expired(self, session_id: int) -> None:
+        """The handoff dropped a session's descriptors at the attach
+        timeout: tell the loop (it counts it), from a thread of its own so
+        the handoff never waits for the loop."""
+        link = self.link
+
+        def tell() -> None:
+            with contextlib.suppress(OSError, TimeoutError):
+                for fd in link.request("expired", self.link_timeout, session_id=session_id)[FDS]:
+                    os.close(fd)
+
+        if link is not None:
+            threading.Thread(target=tell, name="expired", daemon=True).start()
+
     def _caller(self, context: grpc.ServicerContext) -> Caller | None:
         """Who calls, if the call came through the gate (None over TCP)."""
         gate = self.gate
@@ -519,12 +535,14 @@ def serve(
     *,
     metrics: tuple[str, int] | None = None,
     apps_path: Path | None = None,
+    attach_timeout: float = Limits().attach_timeout_ms / 1000,
     link_timeout: float = LINK_TIMEOUT_S,
     link_factory: LinkFactory = _default_link,
 ) -> ControlServer:
     """Start the control server, `/metrics` on `metrics` (host, port) if
     given (per-app series from the app table at `apps_path`), the handoff
-    socket beside `unix_path` (`handoff_path`) and the link to the loop.
+    socket beside `unix_path` (`handoff_path`), whose descriptors wait
+    `attach_timeout` seconds for their app, and the link to the loop.
 
     Returns the running `ControlServer`.
     Raises RuntimeError when an address cannot be bound.
@@ -535,7 +553,7 @@ def serve(
     handoff = None
     try:
         try:
-            handoff = Handoff(handoff_path(unix_path))
+            handoff = Handoff(handoff_path(unix_path), attach_timeout)
         except OSError as exc:
             raise RuntimeError(f"handoff socket {handoff_path(unix_path)}: {exc}") from None
         return _serve_grpc(
@@ -583,6 +601,7 @@ def _serve_grpc(
     link_factory: LinkFactory,
 ) -> ControlServer:
     servicer = StackControlServicer(identity, counters_path, handoff, link_timeout)
+    handoff.on_expired = servicer.expired
     health_servicer = health.HealthServicer()
     server = grpc.server(
         ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control-rpc"),
@@ -634,6 +653,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tcp")
     parser.add_argument("--metrics")
     parser.add_argument("--apps", type=Path)  # may appear later: read at each scrape
+    parser.add_argument("--attach-timeout-ms", type=int, default=Limits().attach_timeout_ms)
     args = parser.parse_args(argv)
     args.info = StackIdentity.from_json(args.info)
     if args.tcp is not None and not args.tcp.rpartition(":")[2].isdigit():
@@ -697,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
             args.tcp,
             metrics=args.metrics,
             apps_path=args.apps,
+            attach_timeout=args.attach_timeout_ms / 1000,
         )
     except RuntimeError as exc:
         print(f"{prog}: error: cannot listen: {exc}", file=sys.stderr)

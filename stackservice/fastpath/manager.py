@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import select
+from collections import Counter
 
 from vfstack.shm import LAYOUT_VERSION, RECORD_SIZE, Doorbell, Geometry, Segment, Violation
 
@@ -84,11 +85,13 @@ class SessionManager:
         }  # fmt: skip
         self._memory_gauges = counters["memory"]
         self._memory_limits = counters["memory_limits"]
+        self._refusals = counters["refusals"]
         self.memory = SharedMemory(
             limits, counters["memory"], counters["memory_limits"], counters["refusals"]
         )
         self._backlog_bound = 0  # events that may wait, over all sessions
         self._sessions: dict[int, Session] = {}
+        self._per_uid: Counter[int] = Counter()  # sessions attached, by uid
         self._by_fd: dict[int, Session] = {}  # stack doorbells and apps' doorbells
         self._next_id = 1
         self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
@@ -141,8 +144,15 @@ class SessionManager:
             return _error("invalid_argument", f"app must be 1..{MAX_APP_NAME} characters")
         if not all(isinstance(v, int) and v >= 0 for v in (uid, pid, *sizes)):
             return _error("invalid_argument", "uid, pid and sizes must be non-negative integers")
-        if len(self._sessions) >= self.limits.sessions:
-            return _error("resource_exhausted", f"{self.limits.sessions} sessions attached already")
+        limits = self.limits
+        if len(self._sessions) >= limits.sessions:
+            self._refusals[Refusal.SESSIONS_INSTANCE] += 1
+            return _error("resource_exhausted", f"{limits.sessions} sessions attached already")
+        if uid != 0 and self._per_uid[uid] >= limits.app_sessions:
+            self._refusals[Refusal.SESSIONS_APP] += 1
+            return _error(
+                "resource_exhausted", f"uid {uid} has {limits.app_sessions} sessions already"
+            )
         try:
             geometry = Geometry(
                 sizes[0] or DEFAULT_COMMAND_SLOTS,
@@ -193,6 +203,7 @@ class SessionManager:
         self._backlog_bound += 2 * geometry.socket_slots + COMMAND_BATCH
         self._memory_limits[_EVENT_BACKLOG] = RECORD_SIZE * self._backlog_bound
         self._sessions[session_id] = session
+        self._per_uid[uid] += 1
         self._by_fd[stack_bell.fileno()] = session
         self._by_fd[app_bell.fileno()] = session
         return {
@@ -223,6 +234,17 @@ class SessionManager:
         self._end(session, now)
         return {}
 
+    def expire(self, session_id: int, now: int) -> dict:
+        """The control process says the app never came for the session's
+        descriptors within the attach timeout: the session ends (if it has
+        not already, as they were dropped), and the refusal is counted."""
+        self._now = max(self._now, now)
+        self._refusals[Refusal.ATTACH_TIMEOUT] += 1
+        session = self._sessions.get(session_id) if isinstance(session_id, int) else None
+        if session is not None:
+            self._end(session, now)
+        return {}
+
     def sessions(self, now: int | None = None) -> list[dict]:
         """Rows with the proto's Session field names."""
         now = self._now if now is None else now
@@ -245,6 +267,9 @@ class SessionManager:
 
     def _end(self, session: Session, now: int) -> None:
         if self._sessions.pop(session.session_id, None) is not None:
+            self._per_uid[session.uid] -= 1
+            if not self._per_uid[session.uid]:
+                del self._per_uid[session.uid]
             if session.app_index >= 0:
                 self.app_stats.detach(session.app_index, now)
             self._backlog_bound -= 2 * session.segment.geometry.socket_slots + COMMAND_BATCH

@@ -306,3 +306,32 @@ def test_an_app_cannot_take_the_shared_memory_the_others_need(emulated_port):
         assert refusals["shm_app"] >= 2 and refusals["shm_instance"] == 0
         assert wait_until(lambda: memory()["segments"] - before < 4 * MB)  # gone with it
         assert_still_serving(port, instance)
+
+
+def test_an_app_attaching_without_end_locks_nobody_out(emulated_port):
+    """Finding 9: 64 sessions first come first served, an unopened Attach
+    kept 10 s: one app re-attaching locked every other out. Sessions are
+    counted per app (its uid, from the kernel) and one never taken is
+    dropped after the attach timeout."""
+    with guarded_instance(
+        emulated_port, "--max-sessions", "8", "--max-app-sessions", "3",
+        "--attach-timeout-ms", "500",
+    ) as (port, instance, control, honest):  # fmt: skip
+        attacker = hostile(control, "squat", 60)
+        try:
+            assert wait_until(lambda: instance.counters()["refusals"]["sessions_app"] > 10, 60)
+            for n in range(3):  # new apps attach, serve, leave, while it squats
+                with echo_server(control, 7003 + n, f"late{n}"):
+                    late = peer_connection(port.netns, VF0, 7003 + n)
+                    assert round_trip(late, b"let me in") == b"let me in"
+                    late.close()
+                assert instance.counters()["sessions"]["attached"] <= 1 + 3 + 1
+            assert honest.served(100)
+            assert attacker.poll() is None, "the attack ended before the others were served"
+        finally:
+            attacker.kill()
+            attacker.communicate(timeout=60)
+        assert wait_until(lambda: sessions(control) == ["honest"])  # its last ones expired
+        refusals = instance.counters()["refusals"]
+        assert refusals["attach_timeout"] >= 3 and refusals["sessions_instance"] == 0
+        assert_still_serving(port, instance)

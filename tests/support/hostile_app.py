@@ -13,7 +13,9 @@ instance with what an app holds, for `--seconds`:
   and tops its counter up to the maximum;
 - `hog`: takes all the shared memory it can: sockets in one session until
   refused, then sessions until refused, touching every page of its first
-  segment; then holds it all for `--seconds`.
+  segment; then holds it all for `--seconds`;
+- `squat`: attaches again and again (gRPC Attach), never taking a
+  session's descriptors, so as to hold every session the instance has.
 
 Prints one JSON line: what it did, what the kernel refused, and whether
 its session was still listed at the end.
@@ -232,7 +234,22 @@ def hog(args, rng: random.Random) -> dict:
     return report
 
 
-ATTACKS = {"scribble": scribble, "resize": resize, "ring": ring, "hog": hog}
+def squat(args, rng: random.Random) -> dict:
+    client = ControlClient(args.control)
+    request = stack_pb2.AttachRequest(app="squatter", pid=os.getpid())
+    outcomes: dict[str, int] = {}
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        try:
+            client._unary(client._stub.Attach, request)
+            code = "OK"
+        except vfstack.ControlError as exc:
+            code = exc.code
+        outcomes[code] = outcomes.get(code, 0) + 1
+    return {"attaches": outcomes}
+
+
+ATTACKS = {"scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat}
 
 
 def main(argv: list[str] | None = None) -> None:

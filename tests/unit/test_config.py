@@ -246,3 +246,20 @@ def test_config_shared_memory_limits_in_mib_per_instance_and_per_app():
     ):
         with pytest.raises(ValueError, match=flag):
             InstanceConfig.build(**base, **kwargs)
+
+
+def test_config_session_limits_and_the_attach_timeout():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    limits = InstanceConfig.build(**base).limits
+    assert (limits.sessions, limits.app_sessions, limits.attach_timeout_ms) == (64, 16, 2000)
+    limits = InstanceConfig.build(
+        **base, max_sessions="8", max_app_sessions="2", attach_timeout_ms="500"
+    ).limits
+    assert (limits.sessions, limits.app_sessions, limits.attach_timeout_ms) == (8, 2, 500)
+    for kwargs, flag in (
+        ({"max_sessions": "0"}, "--max-sessions"),
+        ({"max_sessions": "4", "max_app_sessions": "8"}, "--max-app-sessions"),
+        ({"attach_timeout_ms": "-1"}, "--attach-timeout-ms"),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            InstanceConfig.build(**base, **kwargs)

@@ -409,6 +409,19 @@ def test_attach_leaves_the_sessions_descriptors_on_the_handoff_socket(ready, soc
         os.close(fd)
 
 
+def test_descriptors_nobody_came_for_are_reported_to_the_loop(ready):
+    ready.handle.servicer.handoff.timeout = 0.05
+    ready.responder.replies["expired"] = {}
+    ready.responder.replies["attach"] = lambda request: {
+        "session_id": 5, "segment_bytes": 1, "layout_version": 2, "token": "AAEC",
+        "fds": [os.memfd_create("segment"), os.eventfd(0), os.eventfd(0)],
+    }  # fmt: skip
+    ready.stub.Attach(stack_pb2.AttachRequest(app="web"), timeout=2)
+    wait_for(lambda: len(ready.responder.requests) == 2)
+    assert ready.responder.requests[1]["op"] == "expired"
+    assert ready.responder.requests[1]["session_id"] == 5
+
+
 def test_attach_refused_by_the_loop_leaves_nothing_behind(ready):
     read_end, write_end = os.pipe()
     ready.responder.replies["attach"] = lambda request: {

@@ -235,7 +235,7 @@ def test_the_app_alone_holds_the_read_end_of_its_doorbell(stack):
 
 
 def test_attach_defaults_and_errors():
-    stack = Stack(limits=Limits(sessions=1))
+    stack = Stack(limits=Limits(sessions=1, app_sessions=1))
     reply = stack.manager.attach("web", UID, os.getpid(), now=NOW)
     app = App(reply)
     g = app.seg.geometry
@@ -425,6 +425,36 @@ def test_attach_past_the_limits_is_refused_and_root_is_held_to_the_instances_onl
     assert (refusals[Refusal.SHM_APP], refusals[Refusal.SHM_INSTANCE]) == (1, 1)
     assert stack.counters["memory_limits"][MemoryPool.SEGMENTS] == 3 * BASE
     assert len(stack.manager.sessions()) == 3
+
+
+# -- sessions: held per app, and the ones nobody came for (issue 13, finding 9) ------
+
+
+def test_an_app_is_held_to_its_sessions_the_others_and_root_are_not():
+    stack = Stack(limits=Limits(sessions=5, app_sessions=2))
+    squatter = [stack.attach("squat", uid=UID) for _ in range(2)]
+    refused = stack.manager.attach("squat", UID, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "uid 1000" in refused["message"]
+    stack.attach("honest", uid=UID + 1)  # another app attaches as before
+    stack.attach("root", uid=0)
+    stack.attach("root", uid=0)  # root: beyond any app's share
+    refused = stack.manager.attach("root", 0, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "5 sessions" in refused["message"]
+    refusals = stack.counters["refusals"]
+    assert (refusals[Refusal.SESSIONS_APP], refusals[Refusal.SESSIONS_INSTANCE]) == (1, 1)
+    squatter[0].close()
+    stack.watch()
+    stack.attach("squat", uid=UID)  # its share is back once one of its own ended
+
+
+def test_a_session_whose_app_never_came_is_ended_and_counted(stack):
+    app = stack.attach()
+    assert stack.manager.expire(1, stack.now) == {}
+    assert stack.manager.sessions() == []
+    assert stack.counters["refusals"][Refusal.ATTACH_TIMEOUT] == 1
+    assert app.bell.hung_up()
+    assert stack.manager.expire(1, stack.now) == {}  # already gone (its doorbell closed first)
+    assert stack.counters["refusals"][Refusal.ATTACH_TIMEOUT] == 2
 
 
 def test_a_listener_without_room_for_a_connection_leaves_it_in_the_accept_queue():

@@ -60,6 +60,7 @@ def session():
 
 
 def test_the_right_caller_gets_the_descriptors_once(handoff, session):
+    handoff.on_expired = lambda session_id: pytest.fail("handed over, not expired")
     handoff.offer(5, TOKEN, session.given, os.getuid())
     segment, app_bell, stack_bell = redeem(str(handoff.path), 5, TOKEN, 5.0)
     assert os.fstat(segment).st_ino == os.fstat(session.memfd).st_ino
@@ -91,9 +92,12 @@ def test_a_wrong_token_or_another_uid_gets_nothing(handoff, session):
 
 
 def test_descriptors_nobody_comes_for_are_dropped_after_the_timeout(handoff, session):
+    expired: list[int] = []
+    handoff.on_expired = expired.append
     handoff.timeout = 0.05
     handoff.offer(5, TOKEN, session.given, os.getuid())
     assert wait_until(session.reader_gone, timeout=30)  # the loop then ends the session
+    assert wait_until(lambda: expired == [5], timeout=30)  # and counts why
     assert handoff.waiting == 0
     with pytest.raises(FileNotFoundError):
         redeem(str(handoff.path), 5, TOKEN, 5.0)
@@ -126,7 +130,7 @@ def test_a_client_that_leaves_before_its_reply_ends_its_session(handoff, session
 
 def test_close_drops_what_waits_and_removes_the_socket(session):
     with tempfile.TemporaryDirectory(prefix="vfh-") as path:
-        handoff = Handoff(Path(path) / "vf0.attach")
+        handoff = Handoff(Path(path) / "vf0.attach", 30.0)
         handoff.offer(5, TOKEN, session.given, None)
         handoff.close()
         handoff.close()

@@ -136,6 +136,8 @@ class StackLoop:
             prepared = False
             if now < spin_until or host.outbox or port.tx_pending or engine.events:
                 timeout = 0
+            elif link is not None and link.busy:
+                timeout = 0  # a control request is half answered
             elif fastpath is not None and not fastpath.prepare_sleep():
                 timeout = 0  # a command arrived or a session has work
             else:
@@ -176,6 +178,8 @@ class StackLoop:
             self._dispatch(now)
             if fastpath is not None and fastpath.poll(now):
                 spin_until = now + spin_us  # applications are active
+            if link is not None and link.busy:
+                link.work()  # one bounded step of a long control request
             self._flush(now)
             if engine.faults:  # connections the engine aborted for a bug
                 contain.drain(engine.faults, "the connection is aborted")

@@ -16,10 +16,14 @@ later reply misread as its continuation; a reply too large for the link
 goes on. The loop never blocks waiting for the control process: it reads
 only when its poller says the socket is readable, and a reply that cannot
 be written within a short bound is dropped whole (the control process
-then times out its request). A request whose handler fails with an
-unexpected exception (a bug) is answered `{"error": "internal"}`
-(INTERNAL to the gRPC caller) and contained by the loop's `Containment`
-(site CONTROL); the next request is served as usual.
+then times out its request). A handler may answer with a job, a
+generator that yields while it has more to do and returns the reply: the
+loop runs one step of it per pass (`work`, while `busy`), so no request
+holds a pass for long; requests that come meanwhile wait their turn. A
+request whose handler fails with an unexpected exception (a bug) is
+answered `{"error": "internal"}` (INTERNAL to the gRPC caller) and
+contained by the loop's `Containment` (site CONTROL); the next request
+is served as usual.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator
 
 from stackservice.faults import Containment, FaultSite
 
@@ -41,7 +46,8 @@ REQUESTS_PER_WAKE = 16  # requests served per readable wake-up, at most
 _REPLY_SEND_TIMEOUT = 1.0  # seconds the loop may spend writing one reply
 FDS = "fds"  # the key under which a message carries descriptors
 
-Handler = Callable[[dict], dict]
+Job = Generator[None, None, dict]  # yields while unfinished, returns the reply
+Handler = Callable[[dict], dict | Job]
 
 
 def link_pair() -> tuple[socket.socket, socket.socket]:
@@ -83,7 +89,7 @@ def _room(sock: socket.socket, wanted: int) -> int:
 class LinkServer:
     """The loop's end: answers requests with `handler`, sends events."""
 
-    __slots__ = ("_contain", "_handler", "max_message", "sock")
+    __slots__ = ("_contain", "_handler", "_job", "_waiting", "max_message", "sock")
 
     def __init__(
         self, sock: socket.socket, handler: Handler, contain: Containment | None = None
@@ -94,9 +100,16 @@ class LinkServer:
         self.max_message = _room(sock, MAX_MESSAGE)
         self._handler = handler
         self._contain = contain or Containment()
+        self._job: tuple[dict, Job] | None = None  # the request being answered, step by step
+        self._waiting: deque[dict] = deque()  # requests come while a job runs
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    @property
+    def busy(self) -> bool:
+        """A job is half done: the loop should call `work` without sleeping."""
+        return self._job is not None
 
     def on_readable(self) -> bool:
         """Serve the requests waiting (a bounded number). False once the
@@ -119,20 +132,51 @@ class LinkServer:
                 request = _decode(body)
             except ValueError:
                 continue  # one bad message: the next is still a message
-            self._send(self._answer(request))
+            if self._job is None:
+                self._answer(request)
+            else:  # the control process sends one at a time: a few, at most
+                self._waiting.append(request)
         return True
 
-    def _answer(self, request: dict) -> dict:
-        """The reply to one request; a bug fails that request only."""
+    def work(self) -> None:
+        """One step of the job in progress (the loop calls it once a pass
+        while `busy`); once it is done, its reply goes, and the requests
+        that waited are answered in turn."""
+        request, job = self._job
+        try:
+            next(job)
+            return
+        except StopIteration as done:
+            reply = done.value
+        except Exception as exc:
+            reply = self._failed(request, exc)
+        self._job = None
+        self._reply(request, reply)
+        while self._job is None and self._waiting:
+            self._answer(self._waiting.popleft())
+
+    def _answer(self, request: dict) -> None:
+        """Answer one request, or start its job (with a first step now)."""
         try:
             reply = self._handler(request)
         except Exception as exc:
-            op = str(request.get("op"))[:64]
-            self._contain.fault(FaultSite.CONTROL, exc, f"request {op!r} fails")
-            message = f"internal error in the stack loop answering {op!r}: {type(exc).__name__}"
-            reply = {"error": "internal", "message": message}
+            reply = self._failed(request, exc)
+        if isinstance(reply, dict):
+            self._reply(request, reply)
+        else:
+            self._job = (request, reply)
+            self.work()
+
+    def _failed(self, request: dict, exc: Exception) -> dict:
+        """A bug answering `request`: that request fails, the next is served."""
+        op = str(request.get("op"))[:64]
+        self._contain.fault(FaultSite.CONTROL, exc, f"request {op!r} fails")
+        message = f"internal error in the stack loop answering {op!r}: {type(exc).__name__}"
+        return {"error": "internal", "message": message}
+
+    def _reply(self, request: dict, reply: dict) -> None:
         reply["id"] = request.get("id")
-        return reply
+        self._send(reply)
 
     def send_event(self, event: str) -> None:
         self._send({"event": event})

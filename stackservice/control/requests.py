@@ -1,12 +1,14 @@
 """What the packet loop answers for the control process: snapshots of its
-sockets and sessions, taken between two loop passes so they are consistent
-and need no lock. Runs only when a request arrives."""
+sockets and sessions, taken between two loop passes so they need no lock.
+Runs only when a request arrives; a listing that could be long is a job
+the link runs a bounded step per pass (`connections`)."""
 
 from __future__ import annotations
 
 import base64
+import heapq
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 from stackservice.fastpath import SessionManager
 from stackservice.tcp.engine import Listener, TcpEngine
@@ -14,6 +16,8 @@ from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import Tcb
 
 _STATE_NAMES = frozenset(state.name for state in TcpState)
+MAX_ROWS = 500  # sockets in one ListConnections reply; the next ones: after_id
+SCAN_BUDGET = 2048  # sockets a listing looks at per loop pass
 
 
 def _owner(sock: Tcb | Listener) -> str:
@@ -108,14 +112,19 @@ class ControlRequests:
             return self._sessions.detach(session_id, token, self._clock())
         return {"error": "invalid_argument", "message": f"unknown request {op!r}"}
 
-    def connections(self, request: dict) -> dict:
+    def connections(self, request: dict) -> dict | Generator[None, None, dict]:
+        """ListConnections: a malformed request is answered at once; else
+        the answer is a job (LinkServer.work) that looks at SCAN_BUDGET
+        sockets a pass, then builds the rows of the `limit` (at most
+        MAX_ROWS) lowest ids above `after_id` that match: a listing of
+        60 000 sockets holds no pass for long, and no reply outgrows the
+        link. A socket closed while the listing runs may be left out."""
         wanted_id = request.get("connection_id") or 0
         states = request.get("states") or []
         limit = request.get("limit") or 0
-        if (
-            not isinstance(wanted_id, int)
-            or not isinstance(limit, int)
-            or not isinstance(states, list)
+        after = request.get("after_id") or 0
+        if not all(isinstance(v, int) for v in (wanted_id, limit, after)) or not isinstance(
+            states, list
         ):
             return {"error": "invalid_argument", "message": "malformed connections request"}
         unknown = [s for s in states if s not in _STATE_NAMES]
@@ -125,21 +134,38 @@ class ControlRequests:
                 "message": f"unknown state {unknown[0]!r}; use RFC 9293 names, e.g. "
                 "ESTABLISHED, TIME_WAIT, LISTEN",
             }
+        limit = min(limit, MAX_ROWS) if limit > 0 else MAX_ROWS
+        return self._listing(wanted_id, frozenset(states), after, limit)
+
+    def _listing(
+        self, wanted_id: int, states: frozenset[str], after: int, limit: int
+    ) -> Generator[None, None, dict]:
         engine = self._engine
-        wanted = frozenset(states)
-        rows = [
-            listener_row(listener, engine.local_ip)
-            for listener in engine.listeners.values()
-            if (not wanted or "LISTEN" in wanted)
-            and (not wanted_id or listener.sock_id == wanted_id)
-        ]
-        for tcb in engine.flows.values():
-            if wanted_id and tcb.sock_id != wanted_id:
-                continue
-            if wanted and TcpState(tcb.state).name not in wanted:
-                continue
-            rows.append(connection_row(tcb))
-        if wanted_id and not rows:
+        wanted = frozenset(TcpState[name] for name in states)
+        socks: list = list(engine.listeners.values()) if not states or "LISTEN" in states else []
+        if states != {"LISTEN"}:
+            socks += engine.flows.values()
+        chosen: list[tuple[int, Tcb | Listener]] = []  # the lowest ids: a max-heap on -id
+        total = 0
+        for start in range(0, len(socks), SCAN_BUDGET):
+            if start:
+                yield  # the rest next pass
+            for sock in socks[start : start + SCAN_BUDGET]:
+                sock_id = sock.sock_id
+                if sock_id <= after or (wanted_id and sock_id != wanted_id):
+                    continue
+                if wanted and isinstance(sock, Tcb) and sock.state not in wanted:
+                    continue
+                total += 1
+                if len(chosen) < limit:
+                    heapq.heappush(chosen, (-sock_id, sock))
+                elif sock_id < -chosen[0][0]:
+                    heapq.heapreplace(chosen, (-sock_id, sock))
+        if wanted_id and not total:
             return {"error": "not_found", "message": f"no socket with id {wanted_id}"}
-        total = len(rows)
-        return {"connections": rows[:limit] if limit else rows, "total": total}
+        local_ip = engine.local_ip
+        rows = [
+            listener_row(sock, local_ip) if isinstance(sock, Listener) else connection_row(sock)
+            for _, sock in sorted(chosen, reverse=True)
+        ]
+        return {"connections": rows, "total": total}

@@ -303,6 +303,7 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
             connection_id=request.connection_id,
             states=list(request.states),
             limit=request.limit,
+            after_id=request.after_id,
         )
         return self._convert(
             context,

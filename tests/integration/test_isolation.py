@@ -20,7 +20,7 @@ import pytest
 import vfstack
 
 from stackservice.nic.netconf import inside_netns
-from tests.support.netns import kernel_peer
+from tests.support.netns import kernel_peer, spawn_in_netns
 from tests.support.stack import running_stack, wait_until
 
 pytestmark = pytest.mark.root
@@ -334,4 +334,37 @@ def test_an_app_attaching_without_end_locks_nobody_out(emulated_port):
         assert wait_until(lambda: sessions(control) == ["honest"])  # its last ones expired
         refusals = instance.counters()["refusals"]
         assert refusals["attach_timeout"] >= 3 and refusals["sessions_instance"] == 0
+        assert_still_serving(port, instance)
+
+
+def test_an_app_listing_connections_without_pause_holds_nobody_up(emulated_port):
+    """Finding 8: a listing was built whole in one pass (410 ms at 60 000
+    flows), and one larger than the link's frame broke the control link for
+    good. A listing is now a page of at most 500 rows, scanned 2048 sockets
+    a pass, and a reply is one message, whole or not at all."""
+    with guarded_instance(emulated_port, "--diag-services") as (port, instance, control, honest):
+        peer = spawn_in_netns(
+            port.netns, sys.executable, "-m", "tests.support.kernel_peer", "hold",
+            "--host", VF0, "--port", "80", "--count", "1200", "--linger", "120",
+            "--timeout", "120", stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            assert "served" in peer.stdout.readline()  # 1200 connections open
+            attacker = hostile(control, "list", 10)
+            assert honest.served(100)  # served while the lister lists
+            with echo_server(control, 7003, "late"):  # the control link still attaches
+                pass
+            report = report_of(attacker)
+            assert report["calls"] > 4 and report["errors"] == {}, report
+            assert report["most_rows"] == 500  # a page, however many there are
+            with vfstack._control.ControlClient(control) as client:
+                first = client.connections(states=["ESTABLISHED"])
+                rest = client.connections(
+                    states=["ESTABLISHED"], after_id=first.connections[-1].connection_id
+                )
+            ids = [c.connection_id for c in (*first.connections, *rest.connections)]
+            assert first.total >= 1200 and len(set(ids)) == len(ids) == min(first.total, 1000)
+        finally:
+            peer.kill()
+            peer.communicate(timeout=60)
         assert_still_serving(port, instance)

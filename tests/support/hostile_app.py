@@ -15,7 +15,9 @@ instance with what an app holds, for `--seconds`:
   refused, then sessions until refused, touching every page of its first
   segment; then holds it all for `--seconds`;
 - `squat`: attaches again and again (gRPC Attach), never taking a
-  session's descriptors, so as to hold every session the instance has.
+  session's descriptors, so as to hold every session the instance has;
+- `list`: asks for every connection (ListConnections, no limit) without
+  pause, from four threads.
 
 Prints one JSON line: what it did, what the kernel refused, and whether
 its session was still listed at the end.
@@ -249,7 +251,32 @@ def squat(args, rng: random.Random) -> dict:
     return {"attaches": outcomes}
 
 
-ATTACKS = {"scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat}
+def listing(args, rng: random.Random) -> dict:
+    rows, calls, errors = [], [0], {}
+    deadline = time.monotonic() + args.seconds
+
+    def hammer() -> None:
+        with ControlClient(args.control, timeout=30) as client:
+            while time.monotonic() < deadline:
+                try:
+                    reply = client.connections()
+                    rows.append(len(reply.connections))
+                except vfstack.ControlError as exc:
+                    errors[exc.code] = errors.get(exc.code, 0) + 1
+                calls[0] += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"calls": calls[0], "most_rows": max(rows, default=0), "errors": errors}
+
+
+ATTACKS = {
+    "scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat,
+    "list": listing,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

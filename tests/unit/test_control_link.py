@@ -21,6 +21,7 @@ from stackservice.control.link import (
     LinkServer,
     link_pair,
 )
+from stackservice.faults import Containment
 
 
 def serve_once(server: LinkServer) -> None:
@@ -126,3 +127,46 @@ def test_the_client_closes_the_descriptors_of_a_reply_nobody_waits_for(pair):
     answer.join()
     assert os.read(read_end, 1) == b""  # the late reply's copy was closed
     os.close(read_end)
+
+
+def test_a_job_answers_a_step_a_pass_and_requests_meanwhile_wait_their_turn(pair):
+    loop_end, control_end = pair
+    steps: list[int] = []
+
+    def long(request: dict):
+        for step in range(3):
+            steps.append(step)
+            yield
+        return {"done": steps[:]}
+
+    def handler(request: dict):
+        if request["op"] == "long":
+            return long(request)
+        if request["op"] == "broken":
+            return broken()
+        return {"short": True}
+
+    def broken():
+        yield
+        raise RuntimeError("a bug in the second step")
+
+    server = LinkServer(loop_end, handler, Containment(strict=False, clock=lambda: 0))
+    request(control_end, 1, "long")
+    request(control_end, 2, "short")
+    serve_once(server)
+    assert steps == [0] and server.busy  # one step in the pass the request came
+    control_end.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        control_end.recv(MAX_MESSAGE)  # nothing answered yet: not even the short one
+    control_end.setblocking(True)
+    server.work()
+    server.work()
+    assert steps == [0, 1, 2] and server.busy
+    server.work()
+    assert not server.busy
+    assert receive(control_end)[0] == {"done": [0, 1, 2], "id": 1}
+    assert receive(control_end)[0] == {"short": True, "id": 2}
+    request(control_end, 3, "broken")
+    serve_once(server)
+    server.work()
+    assert receive(control_end)[0]["error"] == "internal" and not server.busy

@@ -303,7 +303,9 @@ def test_watch_stats_ends_when_server_stops(started):
 def test_list_connections_passes_filters_and_converts_rows(ready):
     ready.responder.replies["connections"] = {"connections": [ROW], "total": 3}
     reply = ready.stub.ListConnections(
-        stack_pb2.ListConnectionsRequest(connection_id=7, states=["ESTABLISHED"], limit=1),
+        stack_pb2.ListConnectionsRequest(
+            connection_id=7, states=["ESTABLISHED"], limit=1, after_id=6
+        ),
         timeout=2,
     )
     assert reply.total == 3
@@ -315,6 +317,7 @@ def test_list_connections_passes_filters_and_converts_rows(ready):
         "connection_id": 7,
         "states": ["ESTABLISHED"],
         "limit": 1,
+        "after_id": 6,
     }
 
 

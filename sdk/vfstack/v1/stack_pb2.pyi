@@ -113,14 +113,16 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class ListConnectionsRequest(_message.Message):
-    __slots__ = ("connection_id", "states", "limit")
+    __slots__ = ("connection_id", "states", "limit", "after_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: int
     states: _containers.RepeatedScalarFieldContainer[str]
     limit: int
-    def __init__(self, connection_id: _Optional[int] = ..., states: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    after_id: int
+    def __init__(self, connection_id: _Optional[int] = ..., states: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., after_id: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
     __slots__ = ("connection_id", "state", "local_ip", "local_port", "remote_ip", "remote_port", "send_queue", "receive_queue", "cwnd", "ssthresh", "srtt_us", "rttvar_us", "rto_us", "retransmits", "mss", "congestion_control", "owner")

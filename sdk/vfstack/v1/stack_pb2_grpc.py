@@ -107,7 +107,8 @@ class StackControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListConnections(self, request, context):
-        """Sockets of the instance, like `ss -tan`: listeners and connections.
+        """Sockets of the instance, like `ss -tan`: listeners and connections, in
+        connection_id order, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -90,7 +90,10 @@ class ControlRequests:
         if op == "connections":
             return self.connections(request)
         if op == "sessions":
-            return {"sessions": self._sessions.sessions(self._clock())}
+            viewer = request.get("viewer")
+            if not isinstance(viewer, int):
+                return {"error": "invalid_argument", "message": "viewer must be a uid"}
+            return {"sessions": self._sessions.sessions(self._clock(), viewer)}
         if op == "attach":
             return self._sessions.attach(
                 request.get("app"), request.get("uid"), request.get("pid"),
@@ -113,7 +116,9 @@ class ControlRequests:
         return {"error": "invalid_argument", "message": f"unknown request {op!r}"}
 
     def connections(self, request: dict) -> dict | Generator[None, None, dict]:
-        """ListConnections: a malformed request is answered at once; else
+        """ListConnections for `viewer` (a uid: its app's sockets; root's
+        0: all, those of the instance's own services and of no one too).
+        A malformed request is answered at once; else
         the answer is a job (LinkServer.work) that looks at SCAN_BUDGET
         sockets a pass, then builds the rows of the `limit` (at most
         MAX_ROWS) lowest ids above `after_id` that match: a listing of
@@ -123,8 +128,9 @@ class ControlRequests:
         states = request.get("states") or []
         limit = request.get("limit") or 0
         after = request.get("after_id") or 0
-        if not all(isinstance(v, int) for v in (wanted_id, limit, after)) or not isinstance(
-            states, list
+        viewer = request.get("viewer")
+        if not all(isinstance(v, int) for v in (wanted_id, limit, after, viewer)) or not (
+            isinstance(states, list)
         ):
             return {"error": "invalid_argument", "message": "malformed connections request"}
         unknown = [s for s in states if s not in _STATE_NAMES]
@@ -135,10 +141,10 @@ class ControlRequests:
                 "ESTABLISHED, TIME_WAIT, LISTEN",
             }
         limit = min(limit, MAX_ROWS) if limit > 0 else MAX_ROWS
-        return self._listing(wanted_id, frozenset(states), after, limit)
+        return self._listing(wanted_id, frozenset(states), after, limit, viewer)
 
     def _listing(
-        self, wanted_id: int, states: frozenset[str], after: int, limit: int
+        self, wanted_id: int, states: frozenset[str], after: int, limit: int, viewer: int
     ) -> Generator[None, None, dict]:
         engine = self._engine
         wanted = frozenset(TcpState[name] for name in states)
@@ -156,6 +162,8 @@ class ControlRequests:
                     continue
                 if wanted and isinstance(sock, Tcb) and sock.state not in wanted:
                     continue
+                if viewer and getattr(sock.owner, "uid", None) != viewer:
+                    continue  # not the viewer's app's: the instance's own, or gone
                 total += 1
                 if len(chosen) < limit:
                     heapq.heappush(chosen, (-sock_id, sock))

@@ -300,6 +300,7 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         reply = self._ask(
             context,
             "connections",
+            viewer=self._viewer(context),
             connection_id=request.connection_id,
             states=list(request.states),
             limit=request.limit,
@@ -314,7 +315,7 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         )
 
     def ListSessions(self, request, context):
-        reply = self._ask(context, "sessions")
+        reply = self._ask(context, "sessions", viewer=self._viewer(context))
         return self._convert(
             context,
             lambda: stack_pb2.ListSessionsResponse(
@@ -378,6 +379,19 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
 
         if link is not None:
             threading.Thread(target=tell, name="expired", daemon=True).start()
+
+    def _viewer(self, context: grpc.ServicerContext) -> int:
+        """The uid a listing is for: an app sees its own sessions and
+        connections, root all (the loop applies it). A caller without
+        credentials (TCP) sees none: PERMISSION_DENIED."""
+        caller = self._caller(context)
+        if caller is None:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "listings are served on the instance's unix socket: its peer credentials "
+                "say whose sessions and connections to show",
+            )
+        return caller.uid
 
     def _caller(self, context: grpc.ServicerContext) -> Caller | None:
         """Who calls, if the call came through the gate (None over TCP)."""

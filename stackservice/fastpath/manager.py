@@ -245,8 +245,9 @@ class SessionManager:
             self._end(session, now)
         return {}
 
-    def sessions(self, now: int | None = None) -> list[dict]:
-        """Rows with the proto's Session field names."""
+    def sessions(self, now: int | None = None, viewer: int = 0) -> list[dict]:
+        """Rows with the proto's Session field names: the sessions of the
+        app of uid `viewer`, or every one for root (0)."""
         now = self._now if now is None else now
         return [
             {
@@ -258,6 +259,7 @@ class SessionManager:
                 "sockets": s.sockets.in_use,
             }
             for s in self._sessions.values()
+            if not viewer or s.uid == viewer
         ]
 
     def close(self, now: int) -> None:

@@ -88,7 +88,7 @@ class Session:
         self.committed = segment.geometry.socket_offset  # bytes charged to `memory`
         if app_stats is None:
             app_stats = detached_counters()
-        self.sockets = SocketTable(engine, segment, app, scratch, app_stats, self.commit_slot)
+        self.sockets = SocketTable(engine, segment, app, uid, scratch, app_stats, self.commit_slot)
 
     def commit_slot(self, slot: int) -> bool:
         """Charge and preallocate a socket slot's rings (SocketTable.has_room).

@@ -73,6 +73,7 @@ class SocketTable:
         "engine",
         "segment",
         "app_name",
+        "uid",
         "slots",
         "generation",
         "free",
@@ -93,6 +94,7 @@ class SocketTable:
         engine: TcpEngine,
         segment: Segment,
         app_name: str,
+        uid: int,
         scratch: memoryview,
         app_stats: memoryview,
         commit: Callable[[int], bool],
@@ -106,6 +108,7 @@ class SocketTable:
         self.engine = engine
         self.segment = segment
         self.app_name = app_name  # what ListConnections shows as the owner
+        self.uid = uid  # whose the sockets are: ListConnections shows them to it
         slots = segment.geometry.socket_slots
         self.slots: list[Slot | None] = [None] * slots
         self.generation = [0] * slots

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,7 +52,7 @@ def test_a_listing_of_many_sockets_takes_a_bounded_step_per_pass(instance):
     SCAN_BUDGET sockets a pass, rows built for one page only."""
     flows = 3 * SCAN_BUDGET + 10
     requests = instance(flows)
-    reply, passes = run(requests({"op": "connections", "limit": 0}))
+    reply, passes = run(requests({"op": "connections", "viewer": 0, "limit": 0}))
     assert passes == math.ceil((flows + 1) / SCAN_BUDGET)
     assert reply["total"] == flows + 1
     ids = [row["connection_id"] for row in reply["connections"]]
@@ -63,7 +65,9 @@ def test_paging_with_after_id_lists_every_socket_exactly_once(instance):
     seen: list[int] = []
     after, totals = 0, []
     while True:
-        reply, _ = run(requests({"op": "connections", "limit": 500, "after_id": after}))
+        reply, _ = run(
+            requests({"op": "connections", "viewer": 0, "limit": 500, "after_id": after})
+        )
         totals.append(reply["total"])
         if not reply["connections"]:
             break
@@ -75,13 +79,42 @@ def test_paging_with_after_id_lists_every_socket_exactly_once(instance):
 
 def test_filters_by_state_and_id(instance):
     requests = instance(5)
-    listen, _ = run(requests({"op": "connections", "states": ["LISTEN"]}))
+    listen, _ = run(requests({"op": "connections", "viewer": 0, "states": ["LISTEN"]}))
     assert [row["state"] for row in listen["connections"]] == ["LISTEN"]
-    syn_sent, _ = run(requests({"op": "connections", "states": ["SYN_SENT"], "limit": 2}))
+    syn_sent, _ = run(
+        requests({"op": "connections", "viewer": 0, "states": ["SYN_SENT"], "limit": 2})
+    )
     assert syn_sent["total"] == 5 and len(syn_sent["connections"]) == 2
-    one, _ = run(requests({"op": "connections", "connection_id": 4}))
+    one, _ = run(requests({"op": "connections", "viewer": 0, "connection_id": 4}))
     assert [row["connection_id"] for row in one["connections"]] == [4]
-    missing, _ = run(requests({"op": "connections", "connection_id": 99}))
+    missing, _ = run(requests({"op": "connections", "viewer": 0, "connection_id": 99}))
     assert missing["error"] == "not_found"
-    bad, _ = run(requests({"op": "connections", "states": ["NAPPING"]}))
+    bad, _ = run(requests({"op": "connections", "viewer": 0, "states": ["NAPPING"]}))
     assert bad["error"] == "invalid_argument"
+
+
+def test_an_app_sees_its_own_sockets_and_sessions_root_sees_all(instance):
+    """Issue 13, finding 12: every group member saw every app's peers."""
+    requests = instance(0)  # the listener on 80 is the instance's own (no owner)
+    engine, manager = requests._engine, requests._sessions
+    engine.listen(8080, 16, owner=SimpleNamespace(uid=1000, app_name="web"))
+    engine.listen(8081, 16, owner=SimpleNamespace(uid=1001, app_name="db"))
+    for app, uid in (("web", 1000), ("db", 1001), ("db", 1001)):
+        reply = manager.attach(app, uid, 1, now=NOW)
+        for fd in reply["fds"]:
+            os.close(fd)
+
+    def ports(viewer: int) -> list[int]:
+        reply, _ = run(requests({"op": "connections", "viewer": viewer}))
+        return [row["local_port"] for row in reply["connections"]]
+
+    assert ports(1000) == [8080] and ports(1001) == [8081] and ports(1002) == []
+    assert ports(0) == [80, 8080, 8081]
+    hidden, _ = run(requests({"op": "connections", "viewer": 1000, "connection_id": 3}))
+    assert hidden["error"] == "not_found"  # another app's socket: not even its existence
+
+    def apps(viewer: int) -> list[str]:
+        return [row["app"] for row in requests({"op": "sessions", "viewer": viewer})["sessions"]]
+
+    assert apps(1000) == ["web"] and apps(1001) == ["db", "db"] and apps(0) == ["web", "db", "db"]
+    assert requests({"op": "sessions"})["error"] == "invalid_argument"  # whose, unsaid

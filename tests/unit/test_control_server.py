@@ -318,6 +318,7 @@ def test_list_connections_passes_filters_and_converts_rows(ready):
         "states": ["ESTABLISHED"],
         "limit": 1,
         "after_id": 6,
+        "viewer": os.getuid(),  # whose connections: the caller's uid, from the kernel
     }
 
 
@@ -639,6 +640,14 @@ def test_an_attach_by_another_user_carries_that_users_uid(ready, socket_dir):
     assert request["uid"] == OTHER_UID and request["pid"] > 0
 
 
+def test_a_listing_asked_by_another_user_is_for_that_users_uid(ready, socket_dir):
+    ready.responder.replies["sessions"] = {"sessions": []}
+    ready.responder.replies["connections"] = {"connections": [], "total": 0}
+    assert as_other_user(socket_dir, "sessions") == {}
+    assert as_other_user(socket_dir, "connections") == {}
+    assert [r["viewer"] for r in ready.responder.requests] == [OTHER_UID, OTHER_UID]
+
+
 def test_one_uid_cannot_hold_every_control_connection(ready, socket_dir):
     held = as_other_user(socket_dir, "hold", str(gate.MAX_CONNECTIONS_PER_UID + 4))
     assert held == {"answered": gate.MAX_CONNECTIONS_PER_UID, "closed": 4}
@@ -647,7 +656,7 @@ def test_one_uid_cannot_hold_every_control_connection(ready, socket_dir):
     wait_for(lambda: ready.handle.servicer.gate.connections == 1)  # theirs went with them
 
 
-def test_attach_over_tcp_is_permission_denied(tmp_path, socket_dir):
+def test_attach_and_listings_over_tcp_are_permission_denied(tmp_path, socket_dir):
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
     theirs, ours = link_pair()
     responder = Responder(theirs)
@@ -660,8 +669,13 @@ def test_attach_over_tcp_is_permission_denied(tmp_path, socket_dir):
         with grpc.insecure_channel(f"127.0.0.1:{handle.tcp_port}") as channel:
             wait_for(lambda: health_status(channel) == SERVING)
             stub = stack_pb2_grpc.StackControlStub(channel)
-            attach = stack_pb2.AttachRequest(app="web")
-            assert_status(grpc.StatusCode.PERMISSION_DENIED, lambda: stub.Attach(attach, timeout=2))
+            for call in (
+                lambda: stub.Attach(stack_pb2.AttachRequest(app="web"), timeout=2),
+                lambda: stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=2),
+                lambda: stub.ListConnections(stack_pb2.ListConnectionsRequest(), timeout=2),
+            ):
+                assert_status(grpc.StatusCode.PERMISSION_DENIED, call)
+            assert stub.GetInfo(stack_pb2.GetInfoRequest(), timeout=2).name == "vf0"
         assert responder.requests == []  # the loop never heard of it
     finally:
         handle.stop(grace=0).wait()

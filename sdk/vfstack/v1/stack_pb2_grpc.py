@@ -100,7 +100,9 @@ class StackControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Attached applications.
+        """Attached applications: the caller's own (by its uid, from the unix
+        socket's peer credentials), every one for root; PERMISSION_DENIED over
+        TCP. ListConnections shows the same way whose sockets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

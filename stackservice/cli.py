@@ -21,6 +21,7 @@ from stackservice.config import (
     DEFAULT_BUSY_POLL_US,
     DEFAULT_CONGESTION_CONTROL,
     DEFAULT_LIMITS,
+    DEFAULT_METRICS_ADDRESS,
     DEFAULT_RUN_DIR,
     DEFAULT_TIME_WAIT_MS,
     WORKERS,
@@ -67,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
         ("control-tcp", "also serve the control API on HOST:PORT"),
-        ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
+        ("metrics-port", "serve Prometheus metrics on METRICS_ADDRESS:PORT/metrics"),
+        (
+            "metrics-address",
+            f"the address /metrics listens on (default {DEFAULT_METRICS_ADDRESS}; "
+            "0.0.0.0 for every one)",
+        ),
         ("workers", f"packet-loop workers (only {WORKERS} in this version)"),
         ("app-group", "group (name or gid) whose members' apps may attach (default: root only)"),
         (
@@ -157,6 +163,7 @@ def _run(argv: list[str] | None) -> int:
                 ("control", args.control),
                 ("control_tcp", args.control_tcp),
                 ("metrics_port", args.metrics_port),
+                ("metrics_address", args.metrics_address),
                 ("workers", args.workers),
                 ("app_group", args.app_group),
                 ("shm_limit_mib", args.shm_limit_mib),

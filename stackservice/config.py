@@ -28,6 +28,7 @@ DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
 MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
 WORKERS = 1  # this version's packet loop: see `build`
 DEFAULT_LIMITS = Limits()
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +44,12 @@ class InstanceConfig:
     tcp: TcpSettings
     control: Path | None  # the control API's unix socket; None: no control API
     control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
-    metrics_port: int | None  # Prometheus /metrics on 0.0.0.0:PORT, if asked
+    metrics_port: int | None  # Prometheus /metrics on METRICS_ADDRESS:PORT, if asked
     app_group: int | None = None  # gid whose processes may attach; None: root only
     limits: Limits = DEFAULT_LIMITS  # what apps may take (stackservice.limits)
+    # Where /metrics listens: loopback unless told, since the series name
+    # apps and instances to whoever can reach it.
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     # A fault (an unexpected exception) crashes the instance instead of being
     # contained (stackservice.faults): what tests run with.
     strict: bool = False
@@ -66,6 +70,7 @@ class InstanceConfig:
         control: str | None = None,
         control_tcp: str | None = None,
         metrics_port: str | int | None = None,
+        metrics_address: str = DEFAULT_METRICS_ADDRESS,
         workers: str | int = WORKERS,
         app_group: str | int | None = None,
         shm_limit_mib: str | int = DEFAULT_LIMITS.shm_bytes // MIB,
@@ -135,6 +140,12 @@ class InstanceConfig:
             metrics = int(metrics_port) if str(metrics_port).isdigit() else -1
             if not 0 < metrics < 65536:
                 raise ValueError(f"--metrics-port: give 1..65535, not {metrics_port!r}")
+        try:
+            metrics_ip = str(ipaddress.ip_address(metrics_address))
+        except ValueError:
+            raise ValueError(
+                f"--metrics-address: give an IP address (0.0.0.0: all), not {metrics_address!r}"
+            ) from None
         gid = _group_id(app_group) if app_group not in (None, "") else None
         shm = _positive("--shm-limit-mib", shm_limit_mib)
         app_shm = _positive("--app-shm-limit-mib", app_shm_limit_mib)
@@ -166,6 +177,7 @@ class InstanceConfig:
             metrics,
             gid,
             limits,
+            metrics_ip,
             strict,
         )
 

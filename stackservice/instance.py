@@ -245,7 +245,9 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     if config.control_tcp:
         argv += ["--tcp", config.control_tcp]
     if config.metrics_port:
-        argv += ["--metrics", f"0.0.0.0:{config.metrics_port}"]
+        host = config.metrics_address
+        argv += ["--metrics", f"[{host}]:{config.metrics_port}" if ":" in host else
+                 f"{host}:{config.metrics_port}"]  # fmt: skip
     config.control.unlink(missing_ok=True)  # a stale socket from a crash
     server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
     theirs.close()

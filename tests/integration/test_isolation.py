@@ -413,3 +413,27 @@ def test_each_app_lists_its_own_sessions_and_connections_root_all(emulated_port)
             for app in apps:
                 app.kill()
                 app.wait()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses TCP sockets listen on at `port` here (/proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, _, state = line.split()[1:4]
+        address, local_port = local.split(":")
+        if state == "0A" and int(local_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.parametrize(("flags", "expected"), [((), "127.0.0.1"), (("0.0.0.0",), "0.0.0.0")])
+def test_metrics_listen_on_loopback_unless_told(emulated_port, flags, expected):
+    """Finding 12: /metrics, which names every app, listened on 0.0.0.0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = ("--metrics-address", *flags) if flags else ()
+    with running_stack(
+        emulated_port.vf(0), f"{VF0}/24", "vf0", "--metrics-port", str(port), *address
+    ):
+        assert listening_addresses(port) == {expected}

@@ -263,3 +263,12 @@ def test_config_session_limits_and_the_attach_timeout():
     ):
         with pytest.raises(ValueError, match=flag):
             InstanceConfig.build(**base, **kwargs)
+
+
+def test_config_metrics_listen_on_loopback_unless_told():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24", "metrics_port": 9100}
+    assert InstanceConfig.build(**base).metrics_address == "127.0.0.1"
+    assert InstanceConfig.build(**base, metrics_address="0.0.0.0").metrics_address == "0.0.0.0"
+    assert InstanceConfig.build(**base, metrics_address="::1").metrics_address == "::1"
+    with pytest.raises(ValueError, match="--metrics-address"):
+        InstanceConfig.build(**base, metrics_address="localhost")

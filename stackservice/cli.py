@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
             "how long an attached app has to take its session's descriptors "
             f"(default {DEFAULT_LIMITS.attach_timeout_ms})",
         ),
+        (
+            "privileged-port-uids",
+            "comma-separated uids that may, besides root, listen on ports below 1024",
+        ),
+        (
+            "port-reserve-ms",
+            "how long a port an app listened on stays its uid's after its session ends "
+            f"(default {DEFAULT_LIMITS.port_reserve_ms}; 0: not at all)",
+        ),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -171,6 +180,8 @@ def _run(argv: list[str] | None) -> int:
                 ("max_sessions", args.max_sessions),
                 ("max_app_sessions", args.max_app_sessions),
                 ("attach_timeout_ms", args.attach_timeout_ms),
+                ("privileged_port_uids", args.privileged_port_uids),
+                ("port_reserve_ms", args.port_reserve_ms),
             )
             if value is not None
         }

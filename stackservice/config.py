@@ -78,6 +78,8 @@ class InstanceConfig:
         max_sessions: str | int = DEFAULT_LIMITS.sessions,
         max_app_sessions: str | int = DEFAULT_LIMITS.app_sessions,
         attach_timeout_ms: str | int = DEFAULT_LIMITS.attach_timeout_ms,
+        privileged_port_uids: str = "",
+        port_reserve_ms: str | int = DEFAULT_LIMITS.port_reserve_ms,
         strict: bool = False,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
@@ -161,6 +163,8 @@ class InstanceConfig:
             sessions=sessions,
             app_sessions=app_sessions,
             attach_timeout_ms=_positive("--attach-timeout-ms", attach_timeout_ms),
+            privileged_port_uids=_uids("--privileged-port-uids", privileged_port_uids),
+            port_reserve_ms=_whole("--port-reserve-ms", port_reserve_ms),
         )
         return cls(
             iface,
@@ -183,10 +187,22 @@ class InstanceConfig:
 
 
 def _positive(flag: str, value: str | int) -> int:
-    text = str(value)
-    if not text.isdigit() or int(text) == 0:
+    number = _whole(flag, value)
+    if number == 0:
         raise ValueError(f"{flag}: give a whole number above 0, not {value!r}")
+    return number
+
+
+def _whole(flag: str, value: str | int) -> int:
+    text = str(value)
+    if not text.isdigit():
+        raise ValueError(f"{flag}: give a whole number, not {value!r}")
     return int(text)
+
+
+def _uids(flag: str, value: str) -> frozenset[int]:
+    """A comma-separated list of uids ("" for none)."""
+    return frozenset(_whole(flag, item.strip()) for item in value.split(",") if item.strip())
 
 
 def _group_id(group: str | int) -> int:

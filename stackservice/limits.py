@@ -53,6 +53,12 @@ class Refusal(IntEnum):
     # The app never came for its session's descriptors within
     # --attach-timeout-ms: its session ended.
     ATTACH_TIMEOUT = 5
+    # BIND (or LISTEN) of a port below 1024 by a uid neither root nor one
+    # of --privileged-port-uids: EACCES (stackservice.fastpath.ports).
+    PRIVILEGED_PORT = 6
+    # BIND of a port another uid's app listened on, within
+    # --port-reserve-ms of its session's end: EADDRINUSE.
+    RESERVED_PORT = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,9 @@ class Limits:
     sessions: int = 64  # --max-sessions: attached at once (instance)
     app_sessions: int = 16  # --max-app-sessions: one uid's, attached at once
     attach_timeout_ms: int = 2000  # --attach-timeout-ms: from Attach to the handoff
+    # --privileged-port-uids: who, besides root, may bind ports below 1024
+    privileged_port_uids: frozenset[int] = frozenset()
+    port_reserve_ms: int = 10_000  # --port-reserve-ms: a port kept for its app's uid
 
     def __post_init__(self) -> None:
         if not 0 < self.app_shm_bytes <= self.shm_bytes:
@@ -72,3 +81,5 @@ class Limits:
             raise ValueError("the per-app session limit must be in 1..the instance's")
         if self.attach_timeout_ms <= 0:
             raise ValueError("the attach timeout must be above 0")
+        if self.port_reserve_ms < 0:
+            raise ValueError("the port reservation cannot be negative")

@@ -35,6 +35,7 @@ from vfstack.shm import LAYOUT_VERSION, RECORD_SIZE, Doorbell, Geometry, Segment
 from stackservice.control.link import FDS
 from stackservice.fastpath.memory import SharedMemory
 from stackservice.fastpath.occupancy import OccupancySweep
+from stackservice.fastpath.ports import PortPolicy
 from stackservice.fastpath.session import COMMAND_BATCH, Session
 from stackservice.faults import Containment, FaultSite
 from stackservice.limits import Limits, MemoryPool, Refusal
@@ -86,6 +87,7 @@ class SessionManager:
         self._memory_gauges = counters["memory"]
         self._memory_limits = counters["memory_limits"]
         self._refusals = counters["refusals"]
+        self.ports = PortPolicy(limits, counters["refusals"])
         self.memory = SharedMemory(
             limits, counters["memory"], counters["memory_limits"], counters["refusals"]
         )
@@ -185,7 +187,7 @@ class SessionManager:
             app_index = self.app_stats.attach(app)
             session = Session(
                 self.engine, session_id, app, uid, pid, now, token, segment, app_bell,
-                stack_bell, self._scratch, self.memory, app_index,
+                stack_bell, self._scratch, self.memory, self.ports, app_index,
                 self._app_counters(session_id, app, app_index),
             )  # fmt: skip
         except BaseException as exc:

@@ -21,6 +21,7 @@ from vfstack.shm import Doorbell, Segment, decode_command
 
 from stackservice.fastpath import commands
 from stackservice.fastpath.memory import SharedMemory
+from stackservice.fastpath.ports import PortPolicy
 from stackservice.fastpath.sockets import SocketTable
 from stackservice.metrics.apps import detached_counters
 from stackservice.tcp.engine import TcpEngine
@@ -64,13 +65,15 @@ class Session:
         stack_bell: Doorbell,
         scratch: memoryview,
         memory: SharedMemory,
+        ports: PortPolicy,
         app_index: int = -1,
         app_stats: memoryview | None = None,
     ) -> None:
         """`app_bell`: the ringing end of the app's doorbell (a pipe whose
         read end only the app holds), `stack_bell` the stack's (an eventfd);
         `memory`: where its shared memory is charged (the segment up to the
-        socket rings is, by the manager, before this);
+        socket rings is, by the manager, before this); `ports`: who may
+        bind what (SocketTable);
         `app_index`: the app's slot in the app table (-1: none);
         `app_stats`: its u64 words there (SocketTable)."""
         self.session_id = session_id
@@ -88,7 +91,9 @@ class Session:
         self.committed = segment.geometry.socket_offset  # bytes charged to `memory`
         if app_stats is None:
             app_stats = detached_counters()
-        self.sockets = SocketTable(engine, segment, app, uid, scratch, app_stats, self.commit_slot)
+        self.sockets = SocketTable(
+            engine, segment, app, uid, scratch, app_stats, self.commit_slot, ports
+        )
 
     def commit_slot(self, slot: int) -> bool:
         """Charge and preallocate a socket slot's rings (SocketTable.has_room).

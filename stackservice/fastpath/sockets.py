@@ -35,6 +35,7 @@ from vfstack.shm import (
     encode_event_into,
 )
 
+from stackservice.fastpath.ports import PortPolicy
 from stackservice.metrics.apps import AppField
 from stackservice.tcp.engine import Listener, SocketError, SocketOptions, TcpEngine
 from stackservice.tcp.state import CLOSE_WAIT, CLOSED, ESTABLISHED, SYN_SENT
@@ -78,6 +79,7 @@ class SocketTable:
         "generation",
         "free",
         "committed",
+        "ports",
         "_commit",
         "slot_of",
         "listening",
@@ -98,13 +100,15 @@ class SocketTable:
         scratch: memoryview,
         app_stats: memoryview,
         commit: Callable[[int], bool],
+        ports: PortPolicy,
     ) -> None:
         """`scratch`: the bytes' way between a ring and an engine buffer
         (shared by every session: a pass serves one at a time).
         `app_stats`: the app's u64 words in the app table, where the pumps
         add the bytes they move (AppField.RX_BYTES, TX_BYTES). `commit(slot)`
         charges and preallocates a slot's rings (Session.commit_slot):
-        False when the shared-memory limits or the kernel refuse."""
+        False when the shared-memory limits or the kernel refuse. `ports`:
+        the instance's bind-time policy (who may bind which port)."""
         self.engine = engine
         self.segment = segment
         self.app_name = app_name  # what ListConnections shows as the owner
@@ -117,6 +121,7 @@ class SocketTable:
         self.free = list(range(slots - 1, -1, -1))
         self.committed = bytearray(slots)  # 1: the slot's rings are preallocated
         self._commit = commit
+        self.ports = ports
         self.slot_of: dict[int, int] = {}  # engine sock_id -> slot
         self.listening: set[int] = set()
         self.dirty: set[int] = set()
@@ -406,7 +411,8 @@ class SocketTable:
     # -------------------------------------------------------------- teardown
 
     def close_all(self, now: int) -> None:
-        """The session ends: every connection is reset, every listener closed."""
+        """The session ends: every connection is reset, every listener closed
+        (its port kept for this app a while: PortPolicy)."""
         engine = self.engine
         for s in self.slots:
             if s is None or s.sock is None:
@@ -414,6 +420,7 @@ class SocketTable:
             sock = s.sock
             sock.owner = None
             if isinstance(sock, Listener):
+                self.ports.session_ended(s.port, self.uid, now)
                 engine.close_listener(sock, now)
             elif sock.state != CLOSED:
                 sock.linger_zero = True  # close() with SO_LINGER 0: a RST

@@ -162,13 +162,11 @@ def test_a_hostile_app_scribbling_over_its_segment_ends_only_its_own_session(two
 HOSTILE_UID, APP_GID = 10002, 10001  # the attacker: not root, in the app group
 
 
-def hostile(control: str, attack: str, seconds: float) -> subprocess.Popen:
+def hostile(control: str, attack: str, seconds: float, *extra: str) -> subprocess.Popen:
     """tests/support/hostile_app.py as an unprivileged member of the app group."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.as_user", str(HOSTILE_UID), str(APP_GID),
-         "tests.support.hostile_app", "--control", control, "--attack", attack,
-         "--seconds", str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    return as_app(
+        HOSTILE_UID, "tests.support.hostile_app", "--control", control, "--attack", attack,
+        "--seconds", str(seconds), *extra,
     )  # fmt: skip
 
 
@@ -437,3 +435,38 @@ def test_metrics_listen_on_loopback_unless_told(emulated_port, flags, expected):
         emulated_port.vf(0), f"{VF0}/24", "vf0", "--metrics-port", str(port), *address
     ):
         assert listening_addresses(port) == {expected}
+
+
+def test_an_app_cannot_take_privileged_ports_nor_another_apps_while_it_restarts(emulated_port):
+    """Finding 12: any app could listen on any port, below 1024 too, and
+    grab one while its owner restarted."""
+    with running_stack(
+        emulated_port.vf(0), f"{VF0}/24", "vf0", "--app-group", str(APP_GID),
+        "--port-reserve-ms", "2000",
+    ) as instance:  # fmt: skip
+        control = control_of(instance)
+
+        def owner() -> subprocess.Popen:
+            app = as_app(10001, "vfstack.examples.echo_server", "--control", control,
+                         "--port", "7021", "--app", "owner")  # fmt: skip
+            assert "listening on" in app.stdout.readline(), app.stderr.read()
+            return app
+
+        app = owner()
+        assert grab_ports(control, 80, 7021) == {"80": "EACCES", "7021": "EADDRINUSE"}
+        app.kill()
+        app.wait()
+        assert wait_until(lambda: sessions(control) == [])
+        assert grab_ports(control, 7021) == {"7021": "EADDRINUSE"}  # kept for its owner
+        app = owner()  # which finds it on its return
+        app.kill()
+        app.wait()
+        assert wait_until(lambda: grab_ports(control, 7021) == {"7021": "OK"}, timeout=30)
+        refusals = instance.counters()["refusals"]
+        assert refusals["privileged_port"] == 1 and refusals["reserved_port"] >= 1
+
+
+def grab_ports(control: str, *ports: int) -> dict:
+    """What the hostile app got trying to listen on each of `ports`."""
+    attacker = hostile(control, "ports", 0, "--ports", ",".join(map(str, ports)))
+    return report_of(attacker)["listen"]

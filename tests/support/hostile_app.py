@@ -17,7 +17,9 @@ instance with what an app holds, for `--seconds`:
 - `squat`: attaches again and again (gRPC Attach), never taking a
   session's descriptors, so as to hold every session the instance has;
 - `list`: asks for every connection (ListConnections, no limit) without
-  pause, from four threads.
+  pause, from four threads;
+- `ports`: tries to listen on each of `--ports` (comma-separated), as an
+  app grabbing a port from its owner.
 
 Prints one JSON line: what it did, what the kernel refused, and whether
 its session was still listed at the end.
@@ -273,9 +275,23 @@ def listing(args, rng: random.Random) -> dict:
     return {"calls": calls[0], "most_rows": max(rows, default=0), "errors": errors}
 
 
+def ports(args, rng: random.Random) -> dict:
+    outcomes = {}
+    with vfstack.connect(args.control, app="grabber") as stack:
+        for port in (int(p) for p in args.ports.split(",")):
+            with stack.socket() as sock:
+                try:
+                    sock.bind(("0.0.0.0", port))
+                    sock.listen(4)
+                    outcomes[port] = "OK"
+                except OSError as exc:
+                    outcomes[port] = errno.errorcode.get(exc.errno, str(exc.errno))
+    return {"listen": outcomes}
+
+
 ATTACKS = {
     "scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat,
-    "list": listing,
+    "list": listing, "ports": ports,
 }  # fmt: skip
 
 
@@ -285,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attack", choices=sorted(ATTACKS), default="scribble")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ports", default="")
     args = parser.parse_args(argv)
     report = ATTACKS[args.attack](args, random.Random(args.seed))
     print(json.dumps(report), flush=True)

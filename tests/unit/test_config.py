@@ -272,3 +272,15 @@ def test_config_metrics_listen_on_loopback_unless_told():
     assert InstanceConfig.build(**base, metrics_address="::1").metrics_address == "::1"
     with pytest.raises(ValueError, match="--metrics-address"):
         InstanceConfig.build(**base, metrics_address="localhost")
+
+
+def test_config_port_policy_flags():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    limits = InstanceConfig.build(**base).limits
+    assert (limits.privileged_port_uids, limits.port_reserve_ms) == (frozenset(), 10_000)
+    limits = InstanceConfig.build(
+        **base, privileged_port_uids="10001, 10003", port_reserve_ms="0"
+    ).limits
+    assert (limits.privileged_port_uids, limits.port_reserve_ms) == ({10001, 10003}, 0)
+    with pytest.raises(ValueError, match="--privileged-port-uids"):
+        InstanceConfig.build(**base, privileged_port_uids="web")

@@ -93,10 +93,16 @@ class App:
         self.seg.close()
 
 
+def app_limits(**limits) -> Limits:
+    """Limits whose apps (UID) may listen on the rig's port 80."""
+    return Limits(privileged_port_uids=frozenset({UID}), **limits)
+
+
 class Stack:
     """An engine on the fake wire plus a SessionManager, run pass by pass as the loop does."""
 
     def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("limits", app_limits())
         self.rig = Rig()
         self.engine = self.rig.engine
         # The counters file's memory and refusal sections, as plain arrays.
@@ -235,7 +241,7 @@ def test_the_app_alone_holds_the_read_end_of_its_doorbell(stack):
 
 
 def test_attach_defaults_and_errors():
-    stack = Stack(limits=Limits(sessions=1, app_sessions=1))
+    stack = Stack(limits=app_limits(sessions=1, app_sessions=1))
     reply = stack.manager.attach("web", UID, os.getpid(), now=NOW)
     app = App(reply)
     g = app.seg.geometry
@@ -378,7 +384,7 @@ BASE, STRIDE = GEOMETRY.socket_offset, GEOMETRY.socket_stride  # what Attach, a 
 
 def limited(instance: int, app: int) -> Stack:
     """A stack whose shared memory is capped at `instance` bytes, `app` per uid."""
-    return Stack(limits=Limits(shm_bytes=instance, app_shm_bytes=app))
+    return Stack(limits=app_limits(shm_bytes=instance, app_shm_bytes=app))
 
 
 def test_a_segment_is_preallocated_up_to_its_socket_rings_then_slot_by_slot(stack):
@@ -431,7 +437,7 @@ def test_attach_past_the_limits_is_refused_and_root_is_held_to_the_instances_onl
 
 
 def test_an_app_is_held_to_its_sessions_the_others_and_root_are_not():
-    stack = Stack(limits=Limits(sessions=5, app_sessions=2))
+    stack = Stack(limits=app_limits(sessions=5, app_sessions=2))
     squatter = [stack.attach("squat", uid=UID) for _ in range(2)]
     refused = stack.manager.attach("squat", UID, 1, **SMALL, now=stack.now)
     assert refused["error"] == "resource_exhausted" and "uid 1000" in refused["message"]
@@ -472,6 +478,56 @@ def test_a_listener_without_room_for_a_connection_leaves_it_in_the_accept_queue(
     stack.step()
     (accepted_event,) = by_kind(app.events(), EventKind.ACCEPTED)
     assert accepted_event.a1 == conn and accepted_event.a3 == PEER_PORT + 1
+
+
+# -- ports: who may listen where (issue 13, finding 12) -----------------------------
+
+
+def bind(app: App, stack: Stack, port: int) -> int:
+    """BIND then LISTEN on `port`: 0, or the first -errno."""
+    slot = open_socket(app, stack)
+    bound = app.command(Op.BIND, slot, 0, port)
+    listen = app.command(Op.LISTEN, slot, 16)
+    stack.step()
+    events = app.events()
+    return result(events, bound).result or result(events, listen).result
+
+
+def test_ports_below_1024_are_roots_and_the_configured_uids():
+    stack = Stack(limits=Limits(privileged_port_uids=frozenset({UID + 1})))
+    assert bind(stack.attach(uid=UID), stack, 80) == -errno.EACCES
+    assert bind(stack.attach(uid=UID + 1), stack, 81) == 0
+    assert bind(stack.attach(uid=0), stack, 82) == 0
+    assert bind(stack.attach(uid=UID), stack, 8080) == 0
+    assert stack.counters["refusals"][Refusal.PRIVILEGED_PORT] == 1
+
+
+def test_a_port_stays_its_apps_for_a_while_after_its_session_ends():
+    """An app restarting finds its port; another app cannot take it meanwhile."""
+    stack = Stack(limits=Limits(port_reserve_ms=10_000))
+    owner = stack.attach("web", uid=UID)
+    assert bind(owner, stack, 8080) == 0
+    owner.close()
+    stack.watch()  # its session ends
+    squatter = stack.attach("squat", uid=UID + 1)
+    assert bind(squatter, stack, 8080) == -errno.EADDRINUSE
+    assert stack.counters["refusals"][Refusal.RESERVED_PORT] == 1
+    assert bind(stack.attach("root", uid=0), stack, 8081) == 0  # root is not held to it
+    restarted = stack.attach("web", uid=UID)
+    assert bind(restarted, stack, 8080) == 0  # the owner, back
+    restarted.close()
+    stack.watch()
+    stack.now += 10_000_000  # the reservation lapses
+    assert bind(squatter, stack, 8080) == 0
+
+
+def test_a_listener_its_app_closes_reserves_nothing():
+    stack = Stack()
+    app = stack.attach(uid=UID)
+    listener = listening(app, stack, 8080)
+    app.command(Op.CLOSE, listener)
+    stack.step()
+    assert bind(stack.attach(uid=UID + 1), stack, 8080) == 0
 
 
 # -- active open -------------------------------------------------------------

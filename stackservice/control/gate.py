@@ -17,7 +17,16 @@ Bounds: at most `MAX_CONNECTIONS` relayed connections, and at most
 `MAX_CONNECTIONS_PER_UID` for any uid but root's, so one app opening
 connections without end exhausts neither the control process's
 descriptors nor its threads (beyond, a connection is closed at once). A
-connection costs two threads, each copying one direction.
+connection costs two threads, each copying one direction. And what a uid
+but root's sends is relayed at `UPLOAD_BYTES_PER_S` at most (a token
+bucket over all its connections, `UPLOAD_BURST` at once): beyond, its
+relay waits, and the kernel holds the caller's writes. Every call costs
+the control process (and some the loop) CPU in proportion to its bytes;
+an app calling without pause (measured: four threads of
+ListConnections, 95% of a core in this process) is slowed to the budget
+instead of taking the CPU the other apps need. A call takes about a
+hundred bytes: an app's Attach and listings, `vfstack stats --watch`
+(one call), a health check every few seconds stay well within it.
 """
 
 from __future__ import annotations
@@ -28,12 +37,15 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 MAX_CONNECTIONS = 128
 MAX_CONNECTIONS_PER_UID = 16
+UPLOAD_BYTES_PER_S = 4 << 10  # what one uid's calls may send a second, in all
+UPLOAD_BURST = 32 << 10
 SOCKET_MODE = 0o660  # the gate: the app group's
 INNER_MODE = 0o600  # the gRPC server: root only (the gate)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -74,6 +86,28 @@ def _bind(sock: socket.socket, path: Path, mode: int) -> None:
         os.umask(previous)
 
 
+class Upload:
+    """One uid's upload budget: a token bucket of bytes (thread-safe)."""
+
+    __slots__ = ("_at", "_clock", "_lock", "_tokens")
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = float(UPLOAD_BURST)
+        self._at = clock()
+
+    def take(self, nbytes: int) -> float:
+        """Spend `nbytes`; returns how long to wait before relaying them (0:
+        at once), the debt being paid by the wait."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(UPLOAD_BURST, self._tokens + (now - self._at) * UPLOAD_BYTES_PER_S)
+            self._at = now
+            self._tokens -= nbytes
+            return max(0.0, -self._tokens / UPLOAD_BYTES_PER_S)
+
+
 class Gate:
     """The control socket at `public`, relaying to the gRPC server behind it."""
 
@@ -85,6 +119,7 @@ class Gate:
         self._lock = threading.Lock()
         self._callers: dict[str, Caller] = {}  # gRPC's peer string -> credentials
         self._per_uid: Counter[int] = Counter()
+        self._uploads: dict[int, Upload] = {}  # by uid but root's; one per uid that called
         self._open: set[socket.socket] = set()
         self._next = 0
         self._closed = False
@@ -155,17 +190,24 @@ class Gate:
             self._callers[peer] = caller
             self._per_uid[caller.uid] += 1
             self._open.update((client, upstream))
+            upload = None if caller.root else self._uploads.setdefault(caller.uid, Upload())
         done = threading.Barrier(2, action=lambda: self._forget(peer, caller, client, upstream))
-        for source, sink in ((client, upstream), (upstream, client)):
+        for source, sink, budget in ((client, upstream, upload), (upstream, client, None)):
             threading.Thread(
-                target=self._copy, args=(source, sink, done), name="gate-relay", daemon=True
-            ).start()
+                target=self._copy, args=(source, sink, budget, done), name="gate-relay",
+                daemon=True,
+            ).start()  # fmt: skip
 
     @staticmethod
-    def _copy(source: socket.socket, sink: socket.socket, done: threading.Barrier) -> None:
-        """One direction, until its end; then the other side hears EOF."""
+    def _copy(
+        source: socket.socket, sink: socket.socket, budget: Upload | None, done: threading.Barrier
+    ) -> None:
+        """One direction, until its end; then the other side hears EOF.
+        With a `budget`, no faster than it allows."""
         with contextlib.suppress(OSError):
             while chunk := source.recv(_CHUNK):
+                if budget is not None and (wait := budget.take(len(chunk))):
+                    time.sleep(wait)
                 sink.sendall(chunk)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

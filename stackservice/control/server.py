@@ -70,6 +70,7 @@ MAX_SEND_BYTES = 32 << 20  # a ListConnections reply for many sockets
 WORKERS = 8  # threads serving calls
 MAX_CONCURRENT_RPCS = 16  # beyond: RESOURCE_EXHAUSTED, not a growing queue
 MAX_WATCHERS = 4  # WatchStats streams, each holding a worker thread
+CONTROL_NICE = 10  # below the loop's priority (it is this process's parent)
 WATCH_MIN_MS, WATCH_MAX_MS = 10, 60_000
 GAUGE_GROUPS = INSTANCE_LAYOUT.gauges  # tcp_states, sessions
 
@@ -718,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     _die_with_parent()
+    # The data path first: whatever callers make this process do (relaying,
+    # gRPC, listings) gets the CPU the packet loop leaves.
+    os.nice(CONTROL_NICE)
     # Handlers first: a SIGTERM arriving while the server starts listening
     # must still mean a graceful stop, not the default kill.
     stop_requested = threading.Event()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import vfstack
 
+from stackservice.control import gate
 from stackservice.nic.netconf import inside_netns
 from tests.support.netns import kernel_peer, spawn_in_netns
 from tests.support.stack import running_stack, wait_until
@@ -354,6 +355,11 @@ def test_an_app_listing_connections_without_pause_holds_nobody_up(emulated_port)
                 pass
             report = report_of(attacker)
             assert report["calls"] > 4 and report["errors"] == {}, report
+            # What it sent went through the gate at its uid's budget: a call
+            # is 30 bytes at the very least (HTTP/2 frame headers, gRPC's
+            # prefix), so it made no more calls than the budget pays for.
+            budget = gate.UPLOAD_BURST + gate.UPLOAD_BYTES_PER_S * report["seconds"]
+            assert report["calls"] * 30 <= budget, report
             # Each of its calls scanned every socket, a budget a pass; it saw
             # none of them, none being its own (finding 12).
             assert report["most_rows"] == 0

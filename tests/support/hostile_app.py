@@ -267,12 +267,16 @@ def listing(args, rng: random.Random) -> dict:
                     errors[exc.code] = errors.get(exc.code, 0) + 1
                 calls[0] += 1
 
+    started = time.monotonic()
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return {"calls": calls[0], "most_rows": max(rows, default=0), "errors": errors}
+    return {
+        "calls": calls[0], "most_rows": max(rows, default=0), "errors": errors,
+        "seconds": time.monotonic() - started,
+    }  # fmt: skip
 
 
 def ports(args, rng: random.Random) -> dict:

@@ -832,3 +832,15 @@ def test_process_signal_exits_0(tmp_path, socket_dir, signum):
         process.kill()
         responder.close()
         counters.close()
+
+
+def test_a_uids_upload_through_the_gate_is_held_to_its_budget():
+    now = [100.0]
+    upload = gate.Upload(clock=lambda: now[0])
+    assert upload.take(gate.UPLOAD_BURST) == 0  # a burst goes at once
+    assert upload.take(gate.UPLOAD_BYTES_PER_S) == pytest.approx(1.0)  # then a second per budget
+    now[0] += 1.0  # the wait paid that debt
+    assert upload.take(gate.UPLOAD_BYTES_PER_S // 2) == pytest.approx(0.5)
+    now[0] += 60.0  # idle: back to a full burst, no more
+    assert upload.take(gate.UPLOAD_BURST) == 0
+    assert upload.take(1) > 0

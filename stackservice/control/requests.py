@@ -18,6 +18,7 @@ from stackservice.tcp.tcb import Tcb
 _STATE_NAMES = frozenset(state.name for state in TcpState)
 MAX_ROWS = 500  # sockets in one ListConnections reply; the next ones: after_id
 SCAN_BUDGET = 2048  # sockets a listing looks at per loop pass
+ROWS_PER_PASS = 128  # rows it builds per loop pass
 
 
 def _owner(sock: Tcb | Listener) -> str:
@@ -120,8 +121,8 @@ class ControlRequests:
         0: all, those of the instance's own services and of no one too).
         A malformed request is answered at once; else
         the answer is a job (LinkServer.work) that looks at SCAN_BUDGET
-        sockets a pass, then builds the rows of the `limit` (at most
-        MAX_ROWS) lowest ids above `after_id` that match: a listing of
+        sockets a pass, then builds, ROWS_PER_PASS a pass, the rows of the
+        `limit` (at most MAX_ROWS) lowest ids above `after_id` that match: a listing of
         60 000 sockets holds no pass for long, and no reply outgrows the
         link. A socket closed while the listing runs may be left out."""
         wanted_id = request.get("connection_id") or 0
@@ -172,8 +173,11 @@ class ControlRequests:
         if wanted_id and not total:
             return {"error": "not_found", "message": f"no socket with id {wanted_id}"}
         local_ip = engine.local_ip
-        rows = [
-            listener_row(sock, local_ip) if isinstance(sock, Listener) else connection_row(sock)
-            for _, sock in sorted(chosen, reverse=True)
-        ]
+        rows = []
+        for _, sock in sorted(chosen, reverse=True):
+            if len(rows) % ROWS_PER_PASS == 0:
+                yield  # a row costs some 10 µs: a page is built over a few passes
+            rows.append(
+                listener_row(sock, local_ip) if isinstance(sock, Listener) else connection_row(sock)
+            )
         return {"connections": rows, "total": total}

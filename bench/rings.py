@@ -198,13 +198,14 @@ def _send(ring: RecordRing, bell: Doorbell, records: list[bytes]) -> None:
         bell.ring()
 
 
-def _pong_rings(path: str, bell_dir: str, rounds: int, sleeping: bool) -> int:
+def _pong_rings(
+    path: str, bell_ping: Doorbell, bell_pong: Doorbell, rounds: int, sleeping: bool
+) -> int:
+    """The other process (forked: it inherits the doorbells' descriptors)."""
     with mapped(path) as view:
         to_pong, to_ping = _ring_pair(view)
         to_pong.attach()
         to_ping.attach()
-        bell_ping = Doorbell.open(os.path.join(bell_dir, "ping"))
-        bell_pong = Doorbell.open(os.path.join(bell_dir, "pong"))
         for _ in range(rounds):
             if sleeping:
                 _send(to_ping, bell_ping, _receive_sleeping(to_pong, bell_pong))
@@ -213,8 +214,6 @@ def _pong_rings(path: str, bell_dir: str, rounds: int, sleeping: bool) -> int:
                 while not got:
                     got = to_pong.pop_many(1)
                 to_ping.push_many(got)
-        bell_ping.close()
-        bell_pong.close()
         to_pong.close()
         to_ping.close()
     return rounds
@@ -223,27 +222,28 @@ def _pong_rings(path: str, bell_dir: str, rounds: int, sleeping: bool) -> int:
 def round_trip_rings(rounds: int, sleeping: bool) -> dict[str, float]:
     size = 2 * RecordRing.region_size(64, RECORD)
     with session(size) as (path, view):
-        bell_dir = os.path.dirname(path)
-        bell_ping = Doorbell.create(os.path.join(bell_dir, "ping"))
-        bell_pong = Doorbell.create(os.path.join(bell_dir, "pong"))
+        # As in a session: the pong side waits on an eventfd (the stack's
+        # doorbell), the ping side on a pipe (the app's).
+        bell_pong = Doorbell.eventfd()
+        ping_waiting, ping_ringing = Doorbell.pipe()
         to_pong, to_ping = _ring_pair(view)
         to_pong.init()
         to_ping.init()
         ping, samples = [bytes(RECORD)], []
         clock = time.perf_counter_ns
-        with other_process(_pong_rings, path, bell_dir, rounds, sleeping) as done:
+        with other_process(_pong_rings, path, ping_ringing, bell_pong, rounds, sleeping) as done:
             for _ in range(rounds):
                 t0 = clock()
                 if sleeping:
                     _send(to_pong, bell_pong, ping)
-                    _receive_sleeping(to_ping, bell_ping)
+                    _receive_sleeping(to_ping, ping_waiting)
                 else:
                     to_pong.push_many(ping)
                     while not to_ping.pop_many(1):
                         pass
                 samples.append(clock() - t0)
             done()
-        for thing in (bell_ping, bell_pong, to_pong, to_ping):
+        for thing in (bell_pong, ping_waiting, ping_ringing, to_pong, to_ping):
             thing.close()
     return _percentiles(samples)
 

@@ -15,13 +15,26 @@
 #                hardware settings usually are.
 # PF             the PF (emulated default vfpf0)
 # NUM_VFS        how many VFs (default 2)
+# RUN_DIR_SIZE   size of the tmpfs mounted on the run directory (default 16m)
+#
+# The run directory (/run/vfstack here, VFSTACK_RUN_DIR on the host, bound
+# with shared propagation) becomes a tmpfs of its own, limited in size: the
+# stacks' sockets and counters live there, and nothing in it can fill the
+# host's /run, nor the other way round. It is unmounted on down in emulated
+# mode; with real VFs it stays, since it holds `vf setup`'s journal.
 set -eu
 
 mode="${VFSTACK_MODE:-emulated}"
 num="${NUM_VFS:-2}"
 ready=/tmp/vfstack-nic.ready # the healthcheck looks for it
 
+run_dir=/run/vfstack
+
 up() {
+    if ! mountpoint -q "$run_dir"; then
+        mount -t tmpfs -o "size=${RUN_DIR_SIZE:-16m},mode=0755,nosuid,nodev,noexec" \
+            vfstack-run "$run_dir"
+    fi
     case "$mode" in
     emulated)
         vfstack emulate up --vfs "$num" --pf "${PF:-vfpf0}"
@@ -44,7 +57,10 @@ up() {
 down() {
     rm -f "$ready"
     case "$mode" in
-    emulated) vfstack emulate down --pf "${PF:-vfpf0}" ;;
+    emulated)
+        vfstack emulate down --pf "${PF:-vfpf0}"
+        umount "$run_dir" || true # the stacks and apps are gone: compose stops nic last
+        ;;
     *) echo "nic: $mode: the VFs on $PF stay configured; undo with: vfstack vf restore --pf $PF" ;;
     esac
 }

@@ -20,12 +20,15 @@ from vfstack._extras import install_hint, missing_extra
 from stackservice.config import (
     DEFAULT_BUSY_POLL_US,
     DEFAULT_CONGESTION_CONTROL,
+    DEFAULT_LIMITS,
+    DEFAULT_METRICS_ADDRESS,
     DEFAULT_RUN_DIR,
     DEFAULT_TIME_WAIT_MS,
     WORKERS,
     InstanceConfig,
     choose_iface,
 )
+from stackservice.limits import MIB
 
 
 def _env(flag: str) -> str | None:
@@ -65,9 +68,44 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
         ("control-tcp", "also serve the control API on HOST:PORT"),
-        ("metrics-port", "serve Prometheus metrics on 0.0.0.0:PORT/metrics"),
+        ("metrics-port", "serve Prometheus metrics on METRICS_ADDRESS:PORT/metrics"),
+        (
+            "metrics-address",
+            f"the address /metrics listens on (default {DEFAULT_METRICS_ADDRESS}; "
+            "0.0.0.0 for every one)",
+        ),
         ("workers", f"packet-loop workers (only {WORKERS} in this version)"),
         ("app-group", "group (name or gid) whose members' apps may attach (default: root only)"),
+        (
+            "shm-limit-mib",
+            "shared memory committed to all sessions at most "
+            f"(default {DEFAULT_LIMITS.shm_bytes // MIB})",
+        ),
+        (
+            "app-shm-limit-mib",
+            "shared memory committed to one app's (uid's) sessions at most; root is held "
+            f"to the instance's only (default {DEFAULT_LIMITS.app_shm_bytes // MIB})",
+        ),
+        ("max-sessions", f"sessions attached at once (default {DEFAULT_LIMITS.sessions})"),
+        (
+            "max-app-sessions",
+            "one app's (uid's) sessions attached at once; root is held to --max-sessions "
+            f"only (default {DEFAULT_LIMITS.app_sessions})",
+        ),
+        (
+            "attach-timeout-ms",
+            "how long an attached app has to take its session's descriptors "
+            f"(default {DEFAULT_LIMITS.attach_timeout_ms})",
+        ),
+        (
+            "privileged-port-uids",
+            "comma-separated uids that may, besides root, listen on ports below 1024",
+        ),
+        (
+            "port-reserve-ms",
+            "how long a port an app listened on stays its uid's after its session ends "
+            f"(default {DEFAULT_LIMITS.port_reserve_ms}; 0: not at all)",
+        ),
     ]
     for flag, help_text in options:
         default = _env(flag)
@@ -134,8 +172,16 @@ def _run(argv: list[str] | None) -> int:
                 ("control", args.control),
                 ("control_tcp", args.control_tcp),
                 ("metrics_port", args.metrics_port),
+                ("metrics_address", args.metrics_address),
                 ("workers", args.workers),
                 ("app_group", args.app_group),
+                ("shm_limit_mib", args.shm_limit_mib),
+                ("app_shm_limit_mib", args.app_shm_limit_mib),
+                ("max_sessions", args.max_sessions),
+                ("max_app_sessions", args.max_app_sessions),
+                ("attach_timeout_ms", args.attach_timeout_ms),
+                ("privileged_port_uids", args.privileged_port_uids),
+                ("port_reserve_ms", args.port_reserve_ms),
             )
             if value is not None
         }

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackservice.limits import MIB, Limits
 from stackservice.tcp.settings import TcpSettings
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -26,6 +27,8 @@ DEFAULT_CONGESTION_CONTROL = TcpSettings().congestion_control
 DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
 MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
 WORKERS = 1  # this version's packet loop: see `build`
+DEFAULT_LIMITS = Limits()
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +44,12 @@ class InstanceConfig:
     tcp: TcpSettings
     control: Path | None  # the control API's unix socket; None: no control API
     control_tcp: str | None  # HOST:PORT for the control API over TCP, if asked
-    metrics_port: int | None  # Prometheus /metrics on 0.0.0.0:PORT, if asked
+    metrics_port: int | None  # Prometheus /metrics on METRICS_ADDRESS:PORT, if asked
     app_group: int | None = None  # gid whose processes may attach; None: root only
+    limits: Limits = DEFAULT_LIMITS  # what apps may take (stackservice.limits)
+    # Where /metrics listens: loopback unless told, since the series name
+    # apps and instances to whoever can reach it.
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     # A fault (an unexpected exception) crashes the instance instead of being
     # contained (stackservice.faults): what tests run with.
     strict: bool = False
@@ -63,8 +70,16 @@ class InstanceConfig:
         control: str | None = None,
         control_tcp: str | None = None,
         metrics_port: str | int | None = None,
+        metrics_address: str = DEFAULT_METRICS_ADDRESS,
         workers: str | int = WORKERS,
         app_group: str | int | None = None,
+        shm_limit_mib: str | int = DEFAULT_LIMITS.shm_bytes // MIB,
+        app_shm_limit_mib: str | int = DEFAULT_LIMITS.app_shm_bytes // MIB,
+        max_sessions: str | int = DEFAULT_LIMITS.sessions,
+        max_app_sessions: str | int = DEFAULT_LIMITS.app_sessions,
+        attach_timeout_ms: str | int = DEFAULT_LIMITS.attach_timeout_ms,
+        privileged_port_uids: str = "",
+        port_reserve_ms: str | int = DEFAULT_LIMITS.port_reserve_ms,
         strict: bool = False,
     ) -> InstanceConfig:
         """Validate raw flag values. Raises ValueError naming the bad one."""
@@ -127,7 +142,30 @@ class InstanceConfig:
             metrics = int(metrics_port) if str(metrics_port).isdigit() else -1
             if not 0 < metrics < 65536:
                 raise ValueError(f"--metrics-port: give 1..65535, not {metrics_port!r}")
+        try:
+            metrics_ip = str(ipaddress.ip_address(metrics_address))
+        except ValueError:
+            raise ValueError(
+                f"--metrics-address: give an IP address (0.0.0.0: all), not {metrics_address!r}"
+            ) from None
         gid = _group_id(app_group) if app_group not in (None, "") else None
+        shm = _positive("--shm-limit-mib", shm_limit_mib)
+        app_shm = _positive("--app-shm-limit-mib", app_shm_limit_mib)
+        if app_shm > shm:
+            raise ValueError("--app-shm-limit-mib: more than --shm-limit-mib")
+        sessions = _positive("--max-sessions", max_sessions)
+        app_sessions = _positive("--max-app-sessions", max_app_sessions)
+        if app_sessions > sessions:
+            raise ValueError("--max-app-sessions: more than --max-sessions")
+        limits = Limits(
+            shm_bytes=shm * MIB,
+            app_shm_bytes=app_shm * MIB,
+            sessions=sessions,
+            app_sessions=app_sessions,
+            attach_timeout_ms=_positive("--attach-timeout-ms", attach_timeout_ms),
+            privileged_port_uids=_uids("--privileged-port-uids", privileged_port_uids),
+            port_reserve_ms=_whole("--port-reserve-ms", port_reserve_ms),
+        )
         return cls(
             iface,
             address,
@@ -142,8 +180,29 @@ class InstanceConfig:
             _host_port(control_tcp),
             metrics,
             gid,
+            limits,
+            metrics_ip,
             strict,
         )
+
+
+def _positive(flag: str, value: str | int) -> int:
+    number = _whole(flag, value)
+    if number == 0:
+        raise ValueError(f"{flag}: give a whole number above 0, not {value!r}")
+    return number
+
+
+def _whole(flag: str, value: str | int) -> int:
+    text = str(value)
+    if not text.isdigit():
+        raise ValueError(f"{flag}: give a whole number, not {value!r}")
+    return int(text)
+
+
+def _uids(flag: str, value: str) -> frozenset[int]:
+    """A comma-separated list of uids ("" for none)."""
+    return frozenset(_whole(flag, item.strip()) for item in value.split(",") if item.strip())
 
 
 def _group_id(group: str | int) -> int:

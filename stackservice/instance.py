@@ -20,7 +20,9 @@ from pathlib import Path
 from stackservice import __version__
 from stackservice.clock import monotonic_us
 from stackservice.config import InstanceConfig
-from stackservice.control.link import LinkServer
+from stackservice.control.gate import inner_path
+from stackservice.control.handoff import handoff_path
+from stackservice.control.link import LinkServer, link_pair
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.fastpath import SessionManager
@@ -60,8 +62,8 @@ def _instance_lock(run_dir: Path, name: str, app_group: int | None = None) -> It
     the same name fails at once, and a stale file from a crash is harmless.
 
     With `app_group`, the run directory becomes root:app_group 0710: the
-    group's apps reach the control socket and their own session files by
-    name, and cannot list the directory to find another app's."""
+    group's apps reach the control and handoff sockets by name, and
+    cannot list the directory."""
     run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     if app_group is not None:
         os.chown(run_dir, -1, app_group)
@@ -186,9 +188,9 @@ class Instance:
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(
-            self.engine, config.run_dir, config.name, app_stats=apps,
-            app_group=config.app_group, contain=self.contain,
-            event_delivery=counters.histogram(EVENT_DELIVERY_US),
+            self.engine, config.name, config.limits, apps, self.contain,
+            {name: counters.section(name) for name in ("memory", "memory_limits", "refusals")},
+            counters.histogram(EVENT_DELIVERY_US),
         )  # fmt: skip
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:
@@ -225,7 +227,7 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
     if config.control is None:
         yield None
         return
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours, theirs = link_pair()
     argv = [
         sys.executable,
         "-m",
@@ -240,17 +242,22 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
         json.dumps(instance.info()),
         "--unix",
         str(config.control),
+        "--attach-timeout-ms",
+        str(config.limits.attach_timeout_ms),
     ]
     if config.control_tcp:
         argv += ["--tcp", config.control_tcp]
     if config.metrics_port:
-        argv += ["--metrics", f"0.0.0.0:{config.metrics_port}"]
+        host = config.metrics_address
+        argv += ["--metrics", f"[{host}]:{config.metrics_port}" if ":" in host else
+                 f"{host}:{config.metrics_port}"]  # fmt: skip
     config.control.unlink(missing_ok=True)  # a stale socket from a crash
     server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
     theirs.close()
     _wait_listening(server, config.control)
     if config.app_group is not None:
-        os.chown(config.control, -1, config.app_group)
+        for path in (config.control, handoff_path(config.control)):
+            os.chown(path, -1, config.app_group)
     requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
     link = LinkServer(ours, requests, instance.contain)
     try:
@@ -263,7 +270,8 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
             server.kill()
             server.wait()
         link.close()
-        config.control.unlink(missing_ok=True)
+        for path in (config.control, inner_path(config.control), handoff_path(config.control)):
+            path.unlink(missing_ok=True)  # the control server's, if it could not
 
 
 @contextlib.contextmanager

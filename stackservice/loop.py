@@ -40,7 +40,6 @@ from stackservice.tcp.tcb import Tcb
 
 # Upper bound on one sleep, so a lost wake-up can never park the loop.
 _MAX_SLEEP_MS = 1000
-_APP_CHECK_SLEEP_MS = 200  # with apps attached: CHECK_APPS_INTERVAL_US is 400 ms
 FULL_GC_IDLE_US = 10_000_000  # at most this often when the loop idles
 FULL_GC_MAX_US = 300_000_000  # and at least this often, idle or not
 IDLE_US = 200_000  # no frame nor app work for this long: nobody waits on us
@@ -119,7 +118,7 @@ class StackLoop:
         batch_sizes, busy_times = self._batch_sizes, self._busy_times
         fastpath = self._fastpath
         contain = self._contain
-        bells: set[int] = set()  # the sessions' stack doorbells being polled
+        bells: dict[int, int] = {}  # the sessions' descriptors being polled, with their events
         now = monotonic_us()
         host.announce(now)
         spin_until = now + spin_us
@@ -133,6 +132,8 @@ class StackLoop:
             prepared = False
             if now < spin_until or host.outbox or port.tx_pending or engine.events:
                 timeout = 0
+            elif link is not None and link.busy:
+                timeout = 0  # a control request is half answered
             elif fastpath is not None and not fastpath.prepare_sleep():
                 timeout = 0  # a command arrived or a session has work
             else:
@@ -141,15 +142,13 @@ class StackLoop:
                 # the ring show up only in its statistics, not in a frame.
                 port.collect_drops()
                 timeout = self._sleep_ms(monotonic_us())
-                if bells:  # wake for the app liveness check (SessionManager.check_apps)
-                    timeout = min(timeout, _APP_CHECK_SLEEP_MS)
                 counters[LoopCounter.SLEEPS] += 1
                 # spin_until - spin_us: when the loop last had work
                 idle = now - spin_until + spin_us >= IDLE_US
                 if idle and now - full_gc_at >= FULL_GC_IDLE_US:
                     gc.collect()
                     full_gc_at = now
-            for fd, _ in poller.poll(timeout):
+            for fd, revents in poller.poll(timeout):
                 if fd == self._stop_fd:
                     self._reset_all(monotonic_us())
                     return
@@ -158,7 +157,7 @@ class StackLoop:
                     poller.unregister(link_fd)
                     link_fd = -1
                 elif fd in bells:
-                    fastpath.on_doorbell(fd)
+                    fastpath.on_fd(fd, revents)
             if prepared:
                 fastpath.sleep_done()
             now = monotonic_us()
@@ -175,6 +174,8 @@ class StackLoop:
             self._dispatch(now)
             if fastpath is not None and fastpath.poll(now):
                 spin_until = now + spin_us  # applications are active
+            if link is not None and link.busy:
+                link.work()  # one bounded step of a long control request
             self._flush(now)
             if engine.faults:  # connections the engine aborted for a bug
                 contain.drain(engine.faults, "the connection is aborted")
@@ -185,16 +186,16 @@ class StackLoop:
                 # busy-poll passes would only drown the distribution.
                 busy_times.observe(monotonic_us() - now)
 
-    def _sync_bells(self, poller: select.poll, bells: set[int]) -> set[int]:
-        """Poll exactly the doorbells of the sessions attached now."""
+    def _sync_bells(self, poller: select.poll, bells: dict[int, int]) -> dict[int, int]:
+        """Poll exactly the descriptors of the sessions attached now."""
         fastpath = self._fastpath
-        fastpath.check_apps(monotonic_us())
-        current = set(fastpath.fds())
+        current = fastpath.watched()
         if current != bells:
-            for fd in bells - current:
+            for fd in bells.keys() - current.keys():
                 poller.unregister(fd)
-            for fd in current - bells:
-                poller.register(fd, select.POLLIN)
+            for fd, events in current.items():
+                if bells.get(fd) != events:
+                    poller.register(fd, events)
             if self._sessions_gauge is not None:
                 self._sessions_gauge[0] = len(fastpath.sessions())
         return current

@@ -477,6 +477,42 @@ def overview() -> dash.Dashboard:
                 threshold=0.9,
             )
         )
+        .with_row(row(105, "Limits"))
+        .with_panel(
+            graph(
+                18,
+                "Memory held for apps, of its limit",
+                "vfstack_memory_bytes over vfstack_memory_limit_bytes by pool: segments "
+                "(shared memory committed to sessions, --shm-limit-mib) and event_backlog "
+                "(events waiting for room in an app's event ring). Alert "
+                "VfstackMemoryNearLimit fires above 90% for 5m.",
+                units.PercentUnit,
+                queries(
+                    (
+                        f"max by (instance, pool) (vfstack_memory_bytes{{{SEL}}}) / "
+                        f"max by (instance, pool) (vfstack_memory_limit_bytes{{{SEL}}} > 0)",
+                        "{{instance}} {{pool}}",
+                    )
+                ),
+                max_val=1,
+                threshold=0.9,
+            )
+        )
+        .with_panel(
+            graph(
+                19,
+                "Refusals",
+                "What apps were refused to keep the instance within its limits "
+                '(vfstack_refusals_total, by reason; README "Limits").',
+                units.CountsPerSecond,
+                queries(
+                    (
+                        f"sum by (instance, reason) (rate(vfstack_refusals_total{{{SEL}}}{RATE}))",
+                        "{{instance}} {{reason}}",
+                    )
+                ),
+            )
+        )
     )
 
 

@@ -166,17 +166,22 @@ class ControlClient:
         return self._unary(self._stub.GetInfo, stack_pb2.GetInfoRequest())
 
     def connections(
-        self, connection_id: int = 0, states: Iterable[str] = (), limit: int = 0
+        self,
+        connection_id: int = 0,
+        states: Iterable[str] = (),
+        limit: int = 0,
+        after_id: int = 0,
     ) -> stack_pb2.ListConnectionsResponse:
         """Sockets of the instance: all, or the one `connection_id`, or
-        those in `states` (RFC 9293 names), at most `limit` (0: no limit).
+        those in `states` (RFC 9293 names), with an id above `after_id`,
+        lowest ids first, at most `limit` (0: the server's page, 500).
 
         Returns: the connections and how many matched before `limit`.
         Raises: ControlError (NOT_FOUND for an unknown id, INVALID_ARGUMENT
         for an unknown state).
         """
         request = stack_pb2.ListConnectionsRequest(
-            connection_id=connection_id, states=list(states), limit=limit
+            connection_id=connection_id, states=list(states), limit=limit, after_id=after_id
         )
         return self._unary(self._stub.ListConnections, request)
 

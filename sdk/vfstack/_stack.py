@@ -19,9 +19,10 @@ a time sleeps on the doorbell (the "pumper"), the others wait on a
 condition the pumper signals after every dispatch.
 
 The end of the session (`_notice`): the stack stores `ended` in the
-segment when it ends the session on purpose, and its end of the app
-doorbell, opened read-only here, hangs up when it closes, on purpose or
-because the stack process died (vfstack.shm "Liveness"). A hang-up
+segment when it ends the session on purpose, and the app doorbell, whose
+read end is ours and write end the stack's alone, hangs up when the
+stack's end closes, on purpose or because the stack process died
+(vfstack.shm "Liveness"). A hang-up
 wakes the pumper at once, and a poller of `fileno()` too; callers that
 never sleep look at most every PROBE_SECONDS. From then on (`_ended`),
 commands raise StackGone, connections fail as reset, and every socket an
@@ -43,12 +44,16 @@ from vfstack._control import DEFAULT_TIMEOUT, ControlClient, ControlError
 from vfstack._epoll import Epoll
 from vfstack._errors import SDKError, StackGone, check, error
 from vfstack.shm import (
+    APP_BELL,
     EVENT_ACCEPTED,
     EVENT_RESULT,
     EVENT_SLOT_FREED,
+    LAYOUT_VERSION,
     OP_CLOSE,
     OP_RX_DONE,
     OP_SOCKET,
+    SEGMENT,
+    STACK_BELL,
     BadRecord,
     CorruptRing,
     Doorbell,
@@ -57,6 +62,7 @@ from vfstack.shm import (
     Segment,
     decode_event,
     encode_command_into,
+    redeem,
 )
 from vfstack.v1 import stack_pb2
 
@@ -122,18 +128,9 @@ class Stack:
         self._token = reply.token
         self.app = app
         self.local_ip = info.ip.split("/", 1)[0] or "0.0.0.0"
-        opened: list = []
         try:
-            self._segment = Segment.open(reply.segment_path)
-            opened.append(self._segment)
-            # Read-only: the stack's end is then its only write end, and
-            # its hang-up is the sign that the session is over.
-            self._app_bell = Doorbell.open(reply.app_doorbell, ring=False)
-            opened.append(self._app_bell)
-            self._stack_bell = Doorbell.open(reply.stack_doorbell)
+            self._open_session(reply, timeout)
         except BaseException:
-            for thing in opened:
-                thing.close()
             self._detach()
             client.close()
             raise
@@ -246,6 +243,38 @@ class Stack:
         return f"<vfstack.Stack app={self.app!r} {state}>"
 
     # ------------------------------------------------------------ internals
+
+    def _open_session(self, reply: stack_pb2.AttachResponse, timeout: float) -> None:
+        """Take the session's descriptors over the handoff socket and open
+        them (vfstack.shm "Handoff").
+
+        Raises:
+            ValueError: another layout version, or what the stack handed
+                over is not a sealed segment and two doorbells.
+            OSError: the handoff refused (its errno) or failed.
+        """
+        if reply.layout_version != LAYOUT_VERSION:
+            raise ValueError(
+                f"the instance speaks layout {reply.layout_version}, this SDK {LAYOUT_VERSION}"
+            )
+        fds = redeem(reply.handoff_path, reply.session_id, reply.token, timeout)
+        try:
+            segment = Segment.open(fds[SEGMENT])  # which closes that descriptor
+        except BaseException:
+            os.close(fds[APP_BELL])
+            os.close(fds[STACK_BELL])
+            raise
+        try:
+            # The app's doorbell: the read end, the stack's write end being
+            # its only other end, so its hang-up says the session is over.
+            self._app_bell = Doorbell.adopt(fds[APP_BELL])
+            self._stack_bell = Doorbell.adopt(fds[STACK_BELL])
+        except BaseException:
+            segment.close()
+            os.close(fds[APP_BELL])
+            os.close(fds[STACK_BELL])
+            raise
+        self._segment = segment
 
     def _detach(self) -> None:
         with contextlib.suppress(Exception):

@@ -155,7 +155,7 @@ _CONN_HEADER = (
     "cwnd", "srtt(ms)", "rto(ms)", "retrans", "owner", "id",
 )  # fmt: skip
 _CONN_NUMERIC = frozenset({1, 2, 5, 6, 7, 8, 10})  # right-aligned columns
-_SESSION_HEADER = ("Session", "App", "PID", "Attached for", "Sockets")
+_SESSION_HEADER = ("Session", "App", "UID", "PID", "Attached for", "Sockets")
 
 
 def _text(value: str) -> str:
@@ -248,7 +248,10 @@ def _conn_row(conn: Any) -> list[str]:
 def _conns_lines(reply: Any, args: argparse.Namespace) -> list[str]:
     lines = _table(_CONN_HEADER, [_conn_row(c) for c in reply.connections], _CONN_NUMERIC)
     if reply.total > len(reply.connections):
-        lines.append(f"({len(reply.connections)} of {reply.total} sockets shown)")
+        last = reply.connections[-1].connection_id if reply.connections else 0
+        lines.append(
+            f"({len(reply.connections)} of {reply.total} sockets shown; the next: --after {last})"
+        )
     return lines
 
 
@@ -277,13 +280,14 @@ def _sessions_lines(reply: Any, args: argparse.Namespace) -> list[str]:
         [
             str(s.session_id),
             _text(s.app) or "-",
+            str(s.uid),
             str(s.pid),
             _duration(s.attached_ms),
             str(s.sockets),
         ]
         for s in reply.sessions
     ]
-    return _table(_SESSION_HEADER, rows, frozenset({0, 2, 4}))
+    return _table(_SESSION_HEADER, rows, frozenset({0, 2, 3, 5}))
 
 
 def _json(message: Any, one_line: bool) -> str:
@@ -438,7 +442,8 @@ def _add_control_commands(commands: argparse._SubParsersAction) -> None:
         ("status", "identity and configuration of an instance",
          lambda client, args: client.info(), _status_lines),
         ("conns", "sockets of an instance, like ss -tan",
-         lambda client, args: client.connections(args.id, args.state, args.limit), _conns_lines),
+         lambda client, args: client.connections(args.id, args.state, args.limit, args.after),
+         _conns_lines),
         ("stats", "counters of an instance, like netstat -s; --watch shows changes",
          lambda client, args: client.stats(), _stats_lines),
         ("sessions", "applications attached to an instance",
@@ -456,7 +461,12 @@ def _add_control_commands(commands: argparse._SubParsersAction) -> None:
         help="only sockets in this state (RFC 9293 name, e.g. ESTABLISHED); repeatable",
     )
     conns.add_argument("--id", type=_positive_int, default=0, help="only this connection")
-    conns.add_argument("--limit", type=_positive_int, default=0, help="at most N sockets")
+    conns.add_argument(
+        "--limit", type=_positive_int, default=0, help="at most N sockets (the server's page: 500)"
+    )
+    conns.add_argument(
+        "--after", type=_positive_int, default=0, help="only sockets whose id is above this"
+    )
     stats = commands.choices["stats"]
     stats.add_argument("--all", action="store_true", help="also list counters that are zero")
     stats.set_defaults(watch_with=_watch_stats)

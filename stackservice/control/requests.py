@@ -1,12 +1,14 @@
 """What the packet loop answers for the control process: snapshots of its
-sockets and sessions, taken between two loop passes so they are consistent
-and need no lock. Runs only when a request arrives."""
+sockets and sessions, taken between two loop passes so they need no lock.
+Runs only when a request arrives; a listing that could be long is a job
+the link runs a bounded step per pass (`connections`)."""
 
 from __future__ import annotations
 
 import base64
+import heapq
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 from stackservice.fastpath import SessionManager
 from stackservice.tcp.engine import Listener, TcpEngine
@@ -14,6 +16,9 @@ from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import Tcb
 
 _STATE_NAMES = frozenset(state.name for state in TcpState)
+MAX_ROWS = 500  # sockets in one ListConnections reply; the next ones: after_id
+SCAN_BUDGET = 2048  # sockets a listing looks at per loop pass
+ROWS_PER_PASS = 128  # rows it builds per loop pass
 
 
 def _owner(sock: Tcb | Listener) -> str:
@@ -86,15 +91,20 @@ class ControlRequests:
         if op == "connections":
             return self.connections(request)
         if op == "sessions":
-            return {"sessions": self._sessions.sessions(self._clock())}
+            viewer = request.get("viewer")
+            if not isinstance(viewer, int):
+                return {"error": "invalid_argument", "message": "viewer must be a uid"}
+            return {"sessions": self._sessions.sessions(self._clock(), viewer)}
         if op == "attach":
             return self._sessions.attach(
-                request.get("app"), request.get("pid"),
+                request.get("app"), request.get("uid"), request.get("pid"),
                 command_slots=request.get("command_ring_slots") or 0,
                 event_slots=request.get("event_ring_slots") or 0,
                 socket_ring_bytes=request.get("socket_ring_bytes") or 0,
                 now=self._clock(),
             )  # fmt: skip
+        if op == "expired":
+            return self._sessions.expire(request.get("session_id"), self._clock())
         if op == "detach":
             session_id = request.get("session_id")
             if not isinstance(session_id, int):
@@ -106,14 +116,22 @@ class ControlRequests:
             return self._sessions.detach(session_id, token, self._clock())
         return {"error": "invalid_argument", "message": f"unknown request {op!r}"}
 
-    def connections(self, request: dict) -> dict:
+    def connections(self, request: dict) -> dict | Generator[None, None, dict]:
+        """ListConnections for `viewer` (a uid: its app's sockets; root's
+        0: all, those of the instance's own services and of no one too).
+        A malformed request is answered at once; else
+        the answer is a job (LinkServer.work) that looks at SCAN_BUDGET
+        sockets a pass, then builds, ROWS_PER_PASS a pass, the rows of the
+        `limit` (at most MAX_ROWS) lowest ids above `after_id` that match: a listing of
+        60 000 sockets holds no pass for long, and no reply outgrows the
+        link. A socket closed while the listing runs may be left out."""
         wanted_id = request.get("connection_id") or 0
         states = request.get("states") or []
         limit = request.get("limit") or 0
-        if (
-            not isinstance(wanted_id, int)
-            or not isinstance(limit, int)
-            or not isinstance(states, list)
+        after = request.get("after_id") or 0
+        viewer = request.get("viewer")
+        if not all(isinstance(v, int) for v in (wanted_id, limit, after, viewer)) or not (
+            isinstance(states, list)
         ):
             return {"error": "invalid_argument", "message": "malformed connections request"}
         unknown = [s for s in states if s not in _STATE_NAMES]
@@ -123,21 +141,43 @@ class ControlRequests:
                 "message": f"unknown state {unknown[0]!r}; use RFC 9293 names, e.g. "
                 "ESTABLISHED, TIME_WAIT, LISTEN",
             }
+        limit = min(limit, MAX_ROWS) if limit > 0 else MAX_ROWS
+        return self._listing(wanted_id, frozenset(states), after, limit, viewer)
+
+    def _listing(
+        self, wanted_id: int, states: frozenset[str], after: int, limit: int, viewer: int
+    ) -> Generator[None, None, dict]:
         engine = self._engine
-        wanted = frozenset(states)
-        rows = [
-            listener_row(listener, engine.local_ip)
-            for listener in engine.listeners.values()
-            if (not wanted or "LISTEN" in wanted)
-            and (not wanted_id or listener.sock_id == wanted_id)
-        ]
-        for tcb in engine.flows.values():
-            if wanted_id and tcb.sock_id != wanted_id:
-                continue
-            if wanted and TcpState(tcb.state).name not in wanted:
-                continue
-            rows.append(connection_row(tcb))
-        if wanted_id and not rows:
+        wanted = frozenset(TcpState[name] for name in states)
+        socks: list = list(engine.listeners.values()) if not states or "LISTEN" in states else []
+        if states != {"LISTEN"}:
+            socks += engine.flows.values()
+        chosen: list[tuple[int, Tcb | Listener]] = []  # the lowest ids: a max-heap on -id
+        total = 0
+        for start in range(0, len(socks), SCAN_BUDGET):
+            if start:
+                yield  # the rest next pass
+            for sock in socks[start : start + SCAN_BUDGET]:
+                sock_id = sock.sock_id
+                if sock_id <= after or (wanted_id and sock_id != wanted_id):
+                    continue
+                if wanted and isinstance(sock, Tcb) and sock.state not in wanted:
+                    continue
+                if viewer and getattr(sock.owner, "uid", None) != viewer:
+                    continue  # not the viewer's app's: the instance's own, or gone
+                total += 1
+                if len(chosen) < limit:
+                    heapq.heappush(chosen, (-sock_id, sock))
+                elif sock_id < -chosen[0][0]:
+                    heapq.heapreplace(chosen, (-sock_id, sock))
+        if wanted_id and not total:
             return {"error": "not_found", "message": f"no socket with id {wanted_id}"}
-        total = len(rows)
-        return {"connections": rows[:limit] if limit else rows, "total": total}
+        local_ip = engine.local_ip
+        rows = []
+        for _, sock in sorted(chosen, reverse=True):
+            if len(rows) % ROWS_PER_PASS == 0:
+                yield  # a row costs some 10 µs: a page is built over a few passes
+            rows.append(
+                listener_row(sock, local_ip) if isinstance(sock, Listener) else connection_row(sock)
+            )
+        return {"connections": rows, "total": total}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -50,6 +51,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.control.gate import INNER_MODE, Caller, Gate, inner_path
+from stackservice.control.handoff import Handoff, handoff_path
+from stackservice.control.link import FDS, LinkClient
+from stackservice.limits import Limits
 from stackservice.metrics.counters import read_counters
 from stackservice.metrics.exporter import MetricsServer, StackCollector, make_registry
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -65,9 +70,9 @@ MAX_SEND_BYTES = 32 << 20  # a ListConnections reply for many sockets
 WORKERS = 8  # threads serving calls
 MAX_CONCURRENT_RPCS = 16  # beyond: RESOURCE_EXHAUSTED, not a growing queue
 MAX_WATCHERS = 4  # WatchStats streams, each holding a worker thread
+CONTROL_NICE = 10  # below the loop's priority (it is this process's parent)
 WATCH_MIN_MS, WATCH_MAX_MS = 10, 60_000
 GAUGE_GROUPS = INSTANCE_LAYOUT.gauges  # tcp_states, sessions
-SOCKET_MODE = 0o660
 
 # Error names in the loop's replies and the status codes they stand for.
 LINK_ERRORS: dict[str, grpc.StatusCode] = {
@@ -204,9 +209,12 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         self,
         identity: StackIdentity,
         counters_path: Path,
+        handoff: Handoff,
         link_timeout: float = LINK_TIMEOUT_S,
     ) -> None:
         self.identity = identity
+        self.handoff = handoff  # where Attach leaves the session's descriptors
+        self.gate: Gate | None = None  # set once serving: who calls on the unix socket
         self.counters_path = counters_path
         self.link_timeout = link_timeout
         self.link: Link | None = None  # set once the link exists
@@ -293,9 +301,11 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         reply = self._ask(
             context,
             "connections",
+            viewer=self._viewer(context),
             connection_id=request.connection_id,
             states=list(request.states),
             limit=request.limit,
+            after_id=request.after_id,
         )
         return self._convert(
             context,
@@ -306,7 +316,7 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         )
 
     def ListSessions(self, request, context):
-        reply = self._ask(context, "sessions")
+        reply = self._ask(context, "sessions", viewer=self._viewer(context))
         return self._convert(
             context,
             lambda: stack_pb2.ListSessionsResponse(
@@ -315,32 +325,87 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         )
 
     def Attach(self, request, context):
+        caller = self._caller(context)
+        if caller is None:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "attach over the instance's unix socket: its peer credentials name the app",
+            )
         reply = self._ask(
             context,
             "attach",
+            keep_fds=True,
             app=request.app,
-            pid=request.pid,
+            uid=caller.uid,
+            pid=caller.pid,
             command_ring_slots=request.command_ring_slots,
             event_ring_slots=request.event_ring_slots,
             socket_ring_bytes=request.socket_ring_bytes,
         )
-        fields = {k: v for k, v in reply.items() if k != "id"}
-        # JSON has no bytes: the token travels as base64 text.
-        return self._convert(
-            context,
-            lambda: stack_pb2.AttachResponse(
-                **{**fields, "token": base64.b64decode(fields.get("token", ""), validate=True)}
-            ),
-        )
+        fds = reply.pop(FDS)
+        try:
+            # JSON has no bytes: the token travels as base64 text.
+            response = self._convert(
+                context,
+                lambda: stack_pb2.AttachResponse(
+                    session_id=reply["session_id"],
+                    segment_bytes=reply["segment_bytes"],
+                    layout_version=reply["layout_version"],
+                    token=base64.b64decode(reply["token"], validate=True),
+                    handoff_path=str(self.handoff.path),
+                ),
+            )
+        except BaseException:  # no handoff: the session ends as its descriptors close
+            for fd in fds:
+                os.close(fd)
+            raise
+        self.handoff.offer(response.session_id, response.token, fds, caller.uid)
+        return response
 
     def Detach(self, request, context):
         token = base64.b64encode(request.token).decode("ascii")
         self._ask(context, "detach", session_id=request.session_id, token=token)
         return stack_pb2.DetachResponse()
 
-    def _ask(self, context: grpc.ServicerContext, op: str, **fields: Any) -> dict:
+    def expired(self, session_id: int) -> None:
+        """The handoff dropped a session's descriptors at the attach
+        timeout: tell the loop (it counts it), from a thread of its own so
+        the handoff never waits for the loop."""
+        link = self.link
+
+        def tell() -> None:
+            with contextlib.suppress(OSError, TimeoutError):
+                for fd in link.request("expired", self.link_timeout, session_id=session_id)[FDS]:
+                    os.close(fd)
+
+        if link is not None:
+            threading.Thread(target=tell, name="expired", daemon=True).start()
+
+    def _viewer(self, context: grpc.ServicerContext) -> int:
+        """The uid a listing is for: an app sees its own sessions and
+        connections, root all (the loop applies it). A caller without
+        credentials (TCP) sees none: PERMISSION_DENIED."""
+        caller = self._caller(context)
+        if caller is None:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "listings are served on the instance's unix socket: its peer credentials "
+                "say whose sessions and connections to show",
+            )
+        return caller.uid
+
+    def _caller(self, context: grpc.ServicerContext) -> Caller | None:
+        """Who calls, if the call came through the gate (None over TCP)."""
+        gate = self.gate
+        return None if gate is None else gate.caller(context.peer())
+
+    def _ask(
+        self, context: grpc.ServicerContext, op: str, keep_fds: bool = False, **fields: Any
+    ) -> dict:
         """The loop's reply to one request, or abort with the status code
-        its error (or the link's failure) stands for."""
+        its error (or the link's failure) stands for. With `keep_fds`, the
+        descriptors the reply carries are the caller's (under FDS), else
+        closed here."""
         if self.link_state == STARTING:
             remaining = context.time_remaining()
             self.started.wait(
@@ -364,6 +429,9 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
         except OSError as exc:  # ConnectionError and any other socket failure
             context.abort(grpc.StatusCode.UNAVAILABLE, f"the stack loop is gone: {exc}")
         error = reply.get("error")
+        if error is not None or not keep_fds:
+            for fd in reply.pop(FDS, ()):
+                os.close(fd)
         if error is not None:
             code = LINK_ERRORS.get(error, grpc.StatusCode.UNKNOWN)
             context.abort(code, str(reply.get("message") or error))
@@ -399,11 +467,10 @@ class ControlServer:
         self._lock = threading.Lock()
         self._stopped: threading.Event | None = None
         self._stop_requested = threading.Event()
-        # Closing the HTTP server blocks up to its poll interval: a thread
-        # does it, so stop() stays quick (it runs in signal handlers).
-        self._metrics_stopper = threading.Thread(
-            target=metrics.stop if metrics else lambda: None, name="metrics-stop", daemon=True
-        )
+        # Closing the HTTP server blocks up to its poll interval, and the
+        # handoff closes once in-flight Attach calls are over: a thread does
+        # both, so stop() stays quick (it runs in signal handlers).
+        self._stopper = threading.Thread(target=self._stop_rest, name="stopper", daemon=True)
 
     def on_event(self, event: str) -> None:
         """The loop's events, from the link's reader thread."""
@@ -416,23 +483,33 @@ class ControlServer:
             self.stop()
         self.servicer.started.set()
 
+    def _stop_rest(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        self._stopped.wait()
+        if self.servicer.gate is not None:  # in-flight calls relayed to the end
+            self.servicer.gate.close()
+        inner_path(self.unix_path).unlink(missing_ok=True)
+        self.servicer.handoff.close()  # sessions still waiting for their app end
+
     def _set_health(self, status: int) -> None:
         for service in (health.OVERALL_HEALTH, SERVICE_NAME):
             self.health.set(service, status)
 
     def stop(self, grace: float = STOP_GRACE_S) -> threading.Event:
         """Stop gracefully (idempotent): health NOT_SERVING for good, watch
-        streams end, in-flight calls get `grace` seconds, `/metrics` closes.
+        streams end, in-flight calls get `grace` seconds, `/metrics` and
+        then the handoff socket close.
 
         Returns the event set once the gRPC server has stopped (`wait`
-        also waits for `/metrics`).
+        also waits for `/metrics` and the handoff).
         """
         with self._lock:
             if self._stopped is None:
                 self.health.enter_graceful_shutdown()
                 self.servicer.shutdown()
                 self._stopped = self.server.stop(grace)
-                self._metrics_stopper.start()
+                self._stopper.start()
                 self._stop_requested.set()
             return self._stopped
 
@@ -444,8 +521,8 @@ class ControlServer:
         assert self._stopped is not None
         if not self._stopped.wait(_left(start, timeout)):
             return False
-        self._metrics_stopper.join(_left(start, timeout))
-        return not self._metrics_stopper.is_alive()
+        self._stopper.join(_left(start, timeout))
+        return not self._stopper.is_alive()
 
 
 def _left(start: float, timeout: float | None) -> float | None:
@@ -453,14 +530,12 @@ def _left(start: float, timeout: float | None) -> float | None:
 
 
 def _default_link(sock: socket.socket, on_event: Callable[[str], None]) -> Link:
-    from stackservice.control.link import LinkClient
-
     return LinkClient(sock, on_event)
 
 
 def _add_unix_port(server: grpc.Server, path: Path) -> None:
     # The socket is created at bind: no window with a wider mode.
-    previous = os.umask(0o777 & ~SOCKET_MODE)
+    previous = os.umask(0o777 & ~INNER_MODE)
     try:
         server.add_insecure_port(f"unix:{path}")
     finally:
@@ -476,12 +551,14 @@ def serve(
     *,
     metrics: tuple[str, int] | None = None,
     apps_path: Path | None = None,
+    attach_timeout: float = Limits().attach_timeout_ms / 1000,
     link_timeout: float = LINK_TIMEOUT_S,
     link_factory: LinkFactory = _default_link,
 ) -> ControlServer:
     """Start the control server, `/metrics` on `metrics` (host, port) if
-    given (per-app series from the app table at `apps_path`), and the link
-    to the loop.
+    given (per-app series from the app table at `apps_path`), the handoff
+    socket beside `unix_path` (`handoff_path`), whose descriptors wait
+    `attach_timeout` seconds for their app, and the link to the loop.
 
     Returns the running `ControlServer`.
     Raises RuntimeError when an address cannot be bound.
@@ -489,7 +566,12 @@ def serve(
     metrics_server = (
         _serve_metrics(counters_path, identity, metrics, apps_path) if metrics else None
     )
+    handoff = None
     try:
+        try:
+            handoff = Handoff(handoff_path(unix_path), attach_timeout)
+        except OSError as exc:
+            raise RuntimeError(f"handoff socket {handoff_path(unix_path)}: {exc}") from None
         return _serve_grpc(
             link_sock,
             counters_path,
@@ -497,12 +579,15 @@ def serve(
             unix_path,
             tcp,
             metrics_server,
+            handoff,
             link_timeout=link_timeout,
             link_factory=link_factory,
         )
     except BaseException:
         if metrics_server is not None:
             metrics_server.stop()
+        if handoff is not None:
+            handoff.close()
         raise
 
 
@@ -526,11 +611,13 @@ def _serve_grpc(
     unix_path: Path,
     tcp: str | None,
     metrics: MetricsServer | None,
+    handoff: Handoff,
     *,
     link_timeout: float,
     link_factory: LinkFactory,
 ) -> ControlServer:
-    servicer = StackControlServicer(identity, counters_path, link_timeout)
+    servicer = StackControlServicer(identity, counters_path, handoff, link_timeout)
+    handoff.on_expired = servicer.expired
     health_servicer = health.HealthServicer()
     server = grpc.server(
         ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="control-rpc"),
@@ -548,12 +635,17 @@ def _serve_grpc(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    _add_unix_port(server, unix_path)
+    _add_unix_port(server, inner_path(unix_path))  # behind the gate, root only
     tcp_port = server.add_insecure_port(tcp) if tcp else None
     handle = ControlServer(server, servicer, health_servicer, unix_path, tcp_port, metrics)
     handle._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     server.start()
-    os.chmod(unix_path, SOCKET_MODE)
+    try:  # last: a connection it accepts finds the server listening
+        servicer.gate = Gate(unix_path)
+    except OSError as exc:
+        server.stop(0).wait()
+        inner_path(unix_path).unlink(missing_ok=True)
+        raise RuntimeError(f"control socket {unix_path}: {exc}") from None
     servicer.link = link_factory(link_sock, handle.on_event)
     servicer.link.start()
     return handle
@@ -577,6 +669,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tcp")
     parser.add_argument("--metrics")
     parser.add_argument("--apps", type=Path)  # may appear later: read at each scrape
+    parser.add_argument("--attach-timeout-ms", type=int, default=Limits().attach_timeout_ms)
     args = parser.parse_args(argv)
     args.info = StackIdentity.from_json(args.info)
     if args.tcp is not None and not args.tcp.rpartition(":")[2].isdigit():
@@ -589,9 +682,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         args.link = socket.socket(fileno=args.link_fd)
     except OSError as exc:
         raise _ArgumentError(f"--link-fd {args.link_fd}: {exc.strerror or exc}") from None
-    if args.link.family != socket.AF_UNIX or args.link.type != socket.SOCK_STREAM:
+    if args.link.family != socket.AF_UNIX or args.link.type != socket.SOCK_SEQPACKET:
         args.link.detach()
-        raise _ArgumentError(f"--link-fd {args.link_fd}: not an AF_UNIX stream socket")
+        raise _ArgumentError(f"--link-fd {args.link_fd}: not an AF_UNIX seqpacket socket")
     return args
 
 
@@ -626,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     _die_with_parent()
+    # The data path first: whatever callers make this process do (relaying,
+    # gRPC, listings) gets the CPU the packet loop leaves.
+    os.nice(CONTROL_NICE)
     # Handlers first: a SIGTERM arriving while the server starts listening
     # must still mean a graceful stop, not the default kill.
     stop_requested = threading.Event()
@@ -640,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
             args.tcp,
             metrics=args.metrics,
             apps_path=args.apps,
+            attach_timeout=args.attach_timeout_ms / 1000,
         )
     except RuntimeError as exc:
         print(f"{prog}: error: cannot listen: {exc}", file=sys.stderr)

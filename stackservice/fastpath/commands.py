@@ -80,14 +80,21 @@ def execute(sockets: SocketTable, cmd: Command, now: int) -> None:
 
 
 def _socket(sockets: SocketTable) -> int:
-    """SOCKET: a new slot (its RESULT names it, a1 its generation)."""
+    """SOCKET: a new slot (its RESULT names it, a1 its generation); EMFILE
+    when none is free, ENOBUFS when its rings would take the app's or the
+    instance's shared memory over the limit (as Linux's socket() when out
+    of buffer space)."""
     if not sockets.free:
         raise SocketError(errno.EMFILE)
+    if not sockets.has_room():
+        raise SocketError(errno.ENOBUFS)
     return sockets.new_slot(SLOT_OPEN)
 
 
 def _bind(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> tuple[int, int]:
-    """BIND a1 ip, a2 port (0: any free one); a1 = the port."""
+    """BIND a1 ip, a2 port (0: any free one); a1 = the port. As Linux, a
+    port the app may not have is EACCES before one in use is EADDRINUSE
+    (stackservice.fastpath.ports: privileged, or reserved to another app)."""
     engine = sockets.engine
     ip, port = cmd.a1, cmd.a2
     if s.state != SLOT_OPEN or s.port:
@@ -95,19 +102,24 @@ def _bind(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> t
     if ip not in (0, engine.local_ip):
         raise SocketError(errno.EADDRNOTAVAIL)
     if port == 0:
-        port = _free_port(sockets)
-    elif port in engine.listeners:
-        raise SocketError(errno.EADDRINUSE)
+        port = _free_port(sockets, now)
+    else:
+        refused = sockets.ports.check(port, sockets.uid, now)
+        if refused:
+            raise SocketError(refused)
+        if port in engine.listeners:
+            raise SocketError(errno.EADDRINUSE)
     s.port = port
     return port, 0
 
 
-def _free_port(sockets: SocketTable) -> int:
-    """A random ephemeral port nobody listens on. Raises SocketError: EADDRINUSE."""
-    listeners = sockets.engine.listeners
+def _free_port(sockets: SocketTable, now: int) -> int:
+    """A random ephemeral port nobody listens on and no other app keeps.
+    Raises SocketError: EADDRINUSE."""
+    listeners, ports, uid = sockets.engine.listeners, sockets.ports, sockets.uid
     for _ in range(64):
         port = EPHEMERAL_FIRST + secrets.randbelow(EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
-        if port not in listeners:
+        if port not in listeners and ports.free_for(port, uid, now):
             return port
     raise SocketError(errno.EADDRINUSE)
 
@@ -120,7 +132,7 @@ def _listen(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) ->
         return s.port, 0
     if s.state != SLOT_OPEN:
         raise SocketError(errno.EINVAL)
-    port = s.port or _free_port(sockets)
+    port = s.port or _free_port(sockets, now)
     listener = sockets.engine.listen(port, backlog, owner=sockets)
     options = listener.options
     for name in SocketOptions.__slots__:

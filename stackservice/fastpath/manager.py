@@ -4,34 +4,41 @@ passes that serve them, each session's faults contained.
 The loop drives a `SessionManager`: `poll(now)` once per pass serves every
 session (Session.poll) and goes on with the ring occupancy sweep;
 `prepare_sleep`/`sleep_done` bracket the loop's sleep (need-wakeup on
-every command ring); `on_doorbell` drains a stack doorbell that woke it;
-`check_apps` ends the sessions whose app is gone. Attach and Detach come
-from the control process over the loop's link (stackservice.control), and
-are answered with dicts that mirror the gRPC replies.
+every command ring); `watched()` names the descriptors the loop polls for
+them and `on_fd` takes what poll saw there: a stack doorbell rung, or an
+app's doorbell whose reader is gone (the app's process ended, or never
+took its descriptors: vfstack.shm "Liveness"). Attach and Detach come
+from the control process over the loop's link (stackservice.control),
+and are answered with dicts that mirror the gRPC replies; Attach's
+carries the session's descriptors for the handoff (under "fds").
 
 Trust (docs/architecture.md principle 4): a `Violation` of the
 shared-memory contract (vfstack.shm: a bad record, a corrupt ring) ends
-that session only (it is detached: connections reset, files removed) and
-is counted; `poll` never raises. Any other exception while serving a
-session is a bug (principle 5): it ends that session only, is counted and
-logged by the instance's `Containment` (stackservice.faults, site
-SESSION), or re-raised when strict.
+that session only (it is detached: connections reset, descriptors
+closed) and is counted; `poll` never raises. Any other exception while
+serving a session is a bug (principle 5): it ends that session only, is
+counted and logged by the instance's `Containment` (stackservice.faults,
+site SESSION), or re-raised when strict.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import secrets
-from pathlib import Path
+import select
+from collections import Counter
 
-from vfstack.shm import LAYOUT_VERSION, Doorbell, Geometry, Segment, Violation
+from vfstack.shm import LAYOUT_VERSION, RECORD_SIZE, Doorbell, Geometry, Segment, Violation
 
+from stackservice.control.link import FDS
+from stackservice.fastpath.memory import SharedMemory
 from stackservice.fastpath.occupancy import OccupancySweep
-from stackservice.fastpath.session import Session
+from stackservice.fastpath.ports import PortPolicy
+from stackservice.fastpath.session import COMMAND_BATCH, Session
 from stackservice.faults import Containment, FaultSite
+from stackservice.limits import Limits, MemoryPool, Refusal
 from stackservice.metrics.apps import DEFAULT_SLOTS, AppStatsTable
 from stackservice.metrics.counters import Histogram
 from stackservice.tcp.engine import TcpEngine
@@ -45,9 +52,9 @@ DEFAULT_EVENT_SLOTS = 4096
 DEFAULT_SOCKET_SLOTS = 1024
 DEFAULT_SOCKET_RING_BYTES = 64 << 10
 MAX_APP_NAME = 128
-CHECK_APPS_INTERVAL_US = 400_000  # a dead app's peers see resets well within 1 s
-ATTACH_GRACE_US = 10_000_000  # from Attach to the app opening its segment
 _SCRATCH_BYTES = 64 << 10
+_GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
+_EVENT_BACKLOG = int(MemoryPool.EVENT_BACKLOG)
 
 
 class SessionManager:
@@ -56,36 +63,47 @@ class SessionManager:
     def __init__(
         self,
         engine: TcpEngine,
-        run_dir: Path,
         instance: str,
-        max_sessions: int = 64,
+        limits: Limits | None = None,
         app_stats: AppStatsTable | None = None,
-        app_group: int | None = None,
         contain: Containment | None = None,
+        counters: dict | None = None,
         event_delivery: Histogram | None = None,
     ) -> None:
-        """`app_stats`: the app table the exporter reads (the instance's
-        file); by default one in private memory. `app_group`: the gid that
-        gets read-write access to each session's files (else root only).
-        `contain`: the instance's fault policy; by default a strict one.
-        `event_delivery`: the histogram of events' delays from posting to
-        publishing, in every session (µs)."""
+        """`limits`: what apps may take (stackservice.limits), by default
+        the defaults. `app_stats`: the app table the exporter reads (the
+        instance's file); by default one in private memory. `contain`: the
+        instance's fault policy; by default a strict one. `counters`: the
+        instance's sections "memory", "memory_limits" and "refusals" (u64
+        arrays); by default private ones. `event_delivery`: the histogram
+        of events' delays from posting to publishing, in every session (µs)."""
         self.engine = engine
-        self.run_dir = Path(run_dir)
         self.instance = instance
-        self.app_group = app_group
         self._contain = contain or Containment()
         self._event_delivery = event_delivery
-        self._unlink_files("[0-9]*")  # from a crashed run
-        self.max_sessions = max_sessions
+        self.limits = limits = limits or Limits()
+        counters = counters or {
+            name: [0] * len(enum)
+            for name, enum in (
+                ("memory", MemoryPool), ("memory_limits", MemoryPool), ("refusals", Refusal)
+            )
+        }  # fmt: skip
+        self._memory_gauges = counters["memory"]
+        self._memory_limits = counters["memory_limits"]
+        self._refusals = counters["refusals"]
+        self.ports = PortPolicy(limits, counters["refusals"])
+        self.memory = SharedMemory(
+            limits, counters["memory"], counters["memory_limits"], counters["refusals"]
+        )
+        self._backlog_bound = 0  # events that may wait, over all sessions
         self._sessions: dict[int, Session] = {}
-        self._by_fd: dict[int, Session] = {}
+        self._per_uid: Counter[int] = Counter()  # sessions attached, by uid
+        self._by_fd: dict[int, Session] = {}  # stack doorbells and apps' doorbells
         self._next_id = 1
         self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._now = 0
-        self._apps_checked_at: int | None = None
         if app_stats is None:
-            app_stats = AppStatsTable(max(DEFAULT_SLOTS, max_sessions))
+            app_stats = AppStatsTable(max(DEFAULT_SLOTS, limits.sessions))
         self.app_stats = app_stats
         self._occupancy = OccupancySweep(app_stats)
         # Counters (the lead may export them).
@@ -98,6 +116,7 @@ class SessionManager:
     def attach(
         self,
         app: str,
+        uid: int,
         pid: int,
         command_slots: int = 0,
         event_slots: int = 0,
@@ -105,31 +124,41 @@ class SessionManager:
         socket_ring_bytes: int = 0,
         now: int = 0,
     ) -> dict:
-        """Create a session; the reply mirrors AttachResponse (token in base64).
-        A bug met on the way fails this attach only (error "internal"), and
-        what it had made of the session goes."""
+        """Create a session for the app `app` (its own name for itself) of
+        `uid` (the kernel's word, from the control socket's peer
+        credentials, as `pid`, 0 when the caller's PID namespace is not
+        ours); the reply mirrors AttachResponse (token in
+        base64) and carries, under "fds", the descriptors the app is to
+        get: the segment, the read end of its doorbell, the stack's
+        doorbell (vfstack.shm SEGMENT, APP_BELL, STACK_BELL). The reply
+        owns them: whoever sends it closes them. A bug met on the way fails
+        this attach only (error "internal"), and what it had made of the
+        session goes."""
         self._now = max(self._now, now)
-        session_id = self._next_id
         sizes = (command_slots, event_slots, socket_slots, socket_ring_bytes)
         try:
-            return self._attach(app, pid, sizes, now)
-        except Exception as exc:
+            return self._attach(app, uid, pid, sizes, now)
+        except Exception as exc:  # _attach let go of what it had made
             self._contain.fault(FaultSite.SESSION, exc, f"attaching {app!r} fails")
             self.failures += 1
-            session = self._sessions.get(session_id)
-            if session is not None:
-                self._end(session, now)
-            else:
-                self._unlink_files(f"{session_id}.*")
             return _error("internal", f"attach failed: {type(exc).__name__}")
 
-    def _attach(self, app: str, pid: int, sizes: tuple[int, int, int, int], now: int) -> dict:
+    def _attach(
+        self, app: str, uid: int, pid: int, sizes: tuple[int, int, int, int], now: int
+    ) -> dict:
         if not isinstance(app, str) or not 0 < len(app) <= MAX_APP_NAME:
             return _error("invalid_argument", f"app must be 1..{MAX_APP_NAME} characters")
-        if not isinstance(pid, int) or pid < 0 or not all(isinstance(v, int) for v in sizes):
-            return _error("invalid_argument", "pid and ring sizes must be non-negative integers")
-        if len(self._sessions) >= self.max_sessions:
-            return _error("resource_exhausted", f"{self.max_sessions} sessions attached already")
+        if not all(isinstance(v, int) and v >= 0 for v in (uid, pid, *sizes)):
+            return _error("invalid_argument", "uid, pid and sizes must be non-negative integers")
+        limits = self.limits
+        if len(self._sessions) >= limits.sessions:
+            self._refusals[Refusal.SESSIONS_INSTANCE] += 1
+            return _error("resource_exhausted", f"{limits.sessions} sessions attached already")
+        if uid != 0 and self._per_uid[uid] >= limits.app_sessions:
+            self._refusals[Refusal.SESSIONS_APP] += 1
+            return _error(
+                "resource_exhausted", f"uid {uid} has {limits.app_sessions} sessions already"
+            )
         try:
             geometry = Geometry(
                 sizes[0] or DEFAULT_COMMAND_SLOTS,
@@ -139,54 +168,67 @@ class SessionManager:
             )
         except ValueError as exc:
             return _error("invalid_argument", str(exc))
+        why = self.memory.charge(uid, geometry.socket_offset)
+        if why is not None:
+            return _error("resource_exhausted", why)
         session_id = self._next_id
-        self._next_id += 1
-        # Unguessable names: with --app-group the run directory lets the
-        # group reach a file by name but not list it, so only the app that
-        # got the path in its AttachResponse can open its files.
-        base = self.run_dir / f"{self.instance}.s{session_id}.{secrets.token_hex(16)}"
-        segment_path = Path(f"{base}.shm")
-        app_path, stack_path = f"{base}.app.bell", f"{base}.stack.bell"
+        self._next_id += 1  # never reused, even by a failed attach
         token = secrets.token_bytes(32)
         made: list = []
-        group = self.app_group
+        given: list[int] = []
+        app_index = -1
         try:
-            segment = Segment.create(str(segment_path), geometry, session_id, token, pid, group)
+            segment = Segment.create(
+                geometry, session_id, token, pid, f"vfstack:{self.instance}:s{session_id}"
+            )
             made.append(segment)
-            app_bell = Doorbell.create(app_path, group=group)
-            made.append(app_bell)
-            stack_bell = Doorbell.create(stack_path, group=group)
-        except OSError as exc:
+            app_wait, app_bell = Doorbell.pipe()
+            made += (app_bell, app_wait)
+            stack_bell = Doorbell.eventfd()
+            made.append(stack_bell)
+            given += (os.dup(segment.fd), os.dup(app_wait.fileno()), os.dup(stack_bell.fileno()))
+            app_wait.close()  # the reply's copy is the only one left: the app's to be
+            app_index = self.app_stats.attach(app)
+            session = Session(
+                self.engine, session_id, app, uid, pid, now, token, segment, app_bell,
+                stack_bell, self._scratch, self.memory, self.ports, app_index,
+                self._app_counters(session_id, app, app_index), self._event_delivery,
+            )  # fmt: skip
+        except BaseException as exc:
+            self.memory.release(uid, geometry.socket_offset)
+            if app_index >= 0:
+                self.app_stats.detach(app_index, now)
+            for fd in given:
+                os.close(fd)
             for thing in made:
                 thing.close()
-            for path in (segment_path, app_path, stack_path):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            return _error("resource_exhausted", f"cannot create the session's files: {exc}")
-        app_index = self.app_stats.attach(app)
-        counters = None
+            if isinstance(exc, OSError):
+                self.memory.refused_allocation()
+                return _error("resource_exhausted", f"cannot make the session's memory: {exc}")
+            raise
+        self._backlog_bound += 2 * geometry.socket_slots + COMMAND_BATCH
+        self._memory_limits[_EVENT_BACKLOG] = RECORD_SIZE * self._backlog_bound
+        self._sessions[session_id] = session
+        self._per_uid[uid] += 1
+        self._by_fd[stack_bell.fileno()] = session
+        self._by_fd[app_bell.fileno()] = session
+        return {
+            "session_id": session_id,
+            "segment_bytes": geometry.file_bytes,
+            "layout_version": LAYOUT_VERSION,
+            "token": base64.b64encode(token).decode("ascii"),
+            FDS: given,  # the pipe's read end goes with them: the app's alone
+        }
+
+    def _app_counters(self, session_id: int, app: str, app_index: int) -> memoryview | None:
+        """The app's words in the app table (None when it is full)."""
         if app_index < 0:
             log.warning("session %d (%s): app table full, its bytes are not exported",
                         session_id, app)  # fmt: skip
-        else:
-            counters = self.app_stats.counters(app_index)
-            if self.app_stats.sessions(app_index) == 1:
-                self._occupancy.forget(app_index)
-        session = Session(
-            self.engine, session_id, app, pid, now, token, segment, segment_path,
-            app_bell, stack_bell, self._scratch, app_index, counters, self._event_delivery,
-        )  # fmt: skip
-        self._sessions[session_id] = session
-        self._by_fd[stack_bell.fileno()] = session
-        return {
-            "session_id": session_id,
-            "segment_path": str(segment_path),
-            "segment_bytes": geometry.file_bytes,
-            "layout_version": LAYOUT_VERSION,
-            "app_doorbell": app_path,
-            "stack_doorbell": stack_path,
-            "token": base64.b64encode(token).decode("ascii"),
-        }
+            return None
+        if self.app_stats.sessions(app_index) == 1:
+            self._occupancy.forget(app_index)
+        return self.app_stats.counters(app_index)
 
     def detach(self, session_id: int, token: bytes, now: int) -> dict:
         self._now = max(self._now, now)
@@ -198,18 +240,32 @@ class SessionManager:
         self._end(session, now)
         return {}
 
-    def sessions(self, now: int | None = None) -> list[dict]:
-        """Rows with the proto's Session field names."""
+    def expire(self, session_id: int, now: int) -> dict:
+        """The control process says the app never came for the session's
+        descriptors within the attach timeout: the session ends (if it has
+        not already, as they were dropped), and the refusal is counted."""
+        self._now = max(self._now, now)
+        self._refusals[Refusal.ATTACH_TIMEOUT] += 1
+        session = self._sessions.get(session_id) if isinstance(session_id, int) else None
+        if session is not None:
+            self._end(session, now)
+        return {}
+
+    def sessions(self, now: int | None = None, viewer: int = 0) -> list[dict]:
+        """Rows with the proto's Session field names: the sessions of the
+        app of uid `viewer`, or every one for root (0)."""
         now = self._now if now is None else now
         return [
             {
                 "session_id": s.session_id,
                 "app": s.app,
+                "uid": s.uid,
                 "pid": s.pid,
                 "attached_ms": max(0, now - s.attached_at) // 1000,
                 "sockets": s.sockets.in_use,
             }
             for s in self._sessions.values()
+            if not viewer or s.uid == viewer
         ]
 
     def close(self, now: int) -> None:
@@ -218,9 +274,16 @@ class SessionManager:
             self._end(session, now)
 
     def _end(self, session: Session, now: int) -> None:
-        if self._sessions.pop(session.session_id, None) is not None and session.app_index >= 0:
-            self.app_stats.detach(session.app_index, now)
+        if self._sessions.pop(session.session_id, None) is not None:
+            self._per_uid[session.uid] -= 1
+            if not self._per_uid[session.uid]:
+                del self._per_uid[session.uid]
+            if session.app_index >= 0:
+                self.app_stats.detach(session.app_index, now)
+            self._backlog_bound -= 2 * session.segment.geometry.socket_slots + COMMAND_BATCH
+            self._memory_limits[_EVENT_BACKLOG] = RECORD_SIZE * self._backlog_bound
         self._by_fd.pop(session.stack_bell.fileno(), None)
+        self._by_fd.pop(session.app_bell.fileno(), None)
         try:
             session.close(now)
         except Exception as exc:  # never let one session's teardown stop the loop
@@ -240,42 +303,57 @@ class SessionManager:
         self.failures += 1
         self._end(session, now)
 
-    def _unlink_files(self, pattern: str) -> None:
-        """Remove this instance's session files `NAME.s<pattern>`."""
-        for path in self.run_dir.glob(f"{self.instance}.s{pattern}"):
-            with contextlib.suppress(OSError):
-                path.unlink()
-
     # --------------------------------------------------------------- loop
 
-    def fds(self) -> list[int]:
-        """The stack doorbells to poll (they change on attach/detach)."""
-        return list(self._by_fd)
+    def watched(self) -> dict[int, int]:
+        """The descriptors to poll, with their events (they change on
+        attach and detach): each stack doorbell for POLLIN, each app's
+        doorbell for nothing (poll reports POLLERR once its reader is gone
+        regardless)."""
+        return {
+            fd: select.POLLIN if fd == session.stack_bell.fileno() else 0
+            for fd, session in self._by_fd.items()
+        }
 
-    def on_doorbell(self, fd: int) -> None:
-        """A stack doorbell was readable: consume its rings."""
+    def on_fd(self, fd: int, revents: int) -> None:
+        """What poll saw on a watched descriptor: a stack doorbell rung
+        (its rings consumed, one read), or an app's doorbell whose reader
+        is gone: the app's process ended, or it never took its descriptors
+        within the attach timeout (the control process then dropped them).
+        """
         session = self._by_fd.get(fd)
-        if session is not None:
-            try:
-                session.stack_bell.drain()
-            except Exception as exc:
-                self._fail(session, exc, self._now)
+        if session is None:
+            return
+        if fd == session.app_bell.fileno():
+            if revents & _GONE:
+                self.dead_apps += 1
+                log.info("session %d (%s, pid %d): the app is gone", session.session_id,
+                         session.app, session.pid)  # fmt: skip
+                self._end(session, self._now)
+            return
+        try:
+            session.stack_bell.drain()
+        except Exception as exc:
+            self._fail(session, exc, self._now)
 
     def poll(self, now: int) -> bool:
         """One pass over every session. Returns True if any work was done.
         Never raises: a misbehaving session is ended, the others go on."""
         self._now = now
         work = False
+        backlog = 0
         for session in list(self._sessions.values()):
             try:
                 if session.poll(now):
                     work = True
+                backlog += len(session.sockets.out)
             except Violation as exc:
                 self._violation(session, exc, now)
                 work = True
             except Exception as exc:
                 self._fail(session, exc, now)
                 work = True
+        self._memory_gauges[_EVENT_BACKLOG] = RECORD_SIZE * backlog
         occupancy = self._occupancy
         if now >= occupancy.next_at:
             for session, exc in occupancy.step(now, self._sessions):
@@ -314,29 +392,6 @@ class SessionManager:
     def sleep_done(self) -> None:
         for session in self._sessions.values():
             session.segment.commands.sleep_done()
-
-    def check_apps(self, now: int) -> None:
-        """At most every CHECK_APPS_INTERVAL_US: end sessions whose app is gone, i.e. no
-        longer holds its segment's liveness lock (vfstack.shm "Liveness"), or
-        never took it within ATTACH_GRACE_US of attaching."""
-        if self._apps_checked_at is not None and now - self._apps_checked_at < (
-            CHECK_APPS_INTERVAL_US
-        ):
-            return
-        self._apps_checked_at = now
-        for session in list(self._sessions.values()):
-            try:
-                alive = session.segment.app_alive()
-            except Exception as exc:
-                self._fail(session, exc, now)
-                continue
-            if alive:
-                session.opened = True
-            elif session.opened or now - session.attached_at >= ATTACH_GRACE_US:
-                self.dead_apps += 1
-                log.info("session %d (%s, pid %d): the app is gone", session.session_id,
-                         session.app, session.pid)  # fmt: skip
-                self._end(session, now)
 
 
 def _error(code: str, message: str) -> dict:

@@ -16,12 +16,12 @@ manager, which ends the session.
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 
 from vfstack.shm import Doorbell, Segment, decode_command
 
 from stackservice.fastpath import commands
+from stackservice.fastpath.memory import SharedMemory
+from stackservice.fastpath.ports import PortPolicy
 from stackservice.fastpath.sockets import SocketTable
 from stackservice.metrics.apps import detached_counters
 from stackservice.metrics.counters import Histogram
@@ -38,16 +38,17 @@ class Session:
     __slots__ = (
         "session_id",
         "app",
+        "uid",
         "pid",
         "attached_at",
-        "opened",
         "token",
         "segment",
-        "segment_path",
         "app_bell",
         "stack_bell",
         "closed",
         "app_index",
+        "memory",
+        "committed",
         "sockets",
         "event_delivery",
     )
@@ -57,37 +58,62 @@ class Session:
         engine: TcpEngine,
         session_id: int,
         app: str,
+        uid: int,
         pid: int,
         now: int,
         token: bytes,
         segment: Segment,
-        segment_path: Path,
         app_bell: Doorbell,
         stack_bell: Doorbell,
         scratch: memoryview,
+        memory: SharedMemory,
+        ports: PortPolicy,
         app_index: int = -1,
         app_stats: memoryview | None = None,
         event_delivery: Histogram | NoHistogram | None = None,
     ) -> None:
-        """`app_index`: the app's slot in the app table (-1: none);
+        """`app_bell`: the ringing end of the app's doorbell (a pipe whose
+        read end only the app holds), `stack_bell` the stack's (an eventfd);
+        `memory`: where its shared memory is charged (the segment up to the
+        socket rings is, by the manager, before this); `ports`: who may
+        bind what (SocketTable);
+        `app_index`: the app's slot in the app table (-1: none);
         `app_stats`: its u64 words there (SocketTable); `event_delivery`:
         where each published event's delay since its posting goes."""
         self.session_id = session_id
-        self.app = app
+        self.app = app  # what it calls itself
+        self.uid = uid  # who it is: the kernel's word (SO_PEERCRED)
         self.pid = pid
         self.attached_at = now
-        self.opened = False  # the app has taken its segment's liveness lock
         self.token = token
         self.segment = segment
-        self.segment_path = segment_path
         self.app_bell = app_bell
         self.stack_bell = stack_bell
         self.closed = False
         self.app_index = app_index
+        self.memory = memory
+        self.committed = segment.geometry.socket_offset  # bytes charged to `memory`
         if app_stats is None:
             app_stats = detached_counters()
-        self.sockets = SocketTable(engine, segment, app, scratch, app_stats)
+        self.sockets = SocketTable(
+            engine, segment, app, uid, scratch, app_stats, self.commit_slot, ports
+        )
         self.event_delivery = NoHistogram() if event_delivery is None else event_delivery
+
+    def commit_slot(self, slot: int) -> bool:
+        """Charge and preallocate a socket slot's rings (SocketTable.has_room).
+        Returns False if the shared-memory limits or the kernel refuse."""
+        stride = self.segment.geometry.socket_stride
+        if self.memory.charge(self.uid, stride) is not None:
+            return False
+        try:
+            self.segment.commit_slot(slot)
+        except OSError:
+            self.memory.release(self.uid, stride)
+            self.memory.refused_allocation()
+            return False
+        self.committed += stride
+        return True
 
     def busy(self) -> bool:
         """Work is pending that the next pass should do without sleeping:
@@ -127,18 +153,17 @@ class Session:
     def close(self, now: int) -> None:
         """Reset every connection, close every listener, tell the app (the
         segment's `ended`, then the hang-up of its doorbell when ours
-        closes: vfstack.shm "Liveness"), remove the files."""
+        closes: vfstack.shm "Liveness"), release the memory (the kernel
+        frees the memfd once the app's mapping is gone too)."""
         if self.closed:
             return
         self.closed = True
+        self.memory.release(self.uid, self.committed)
         self.segment.end()
         try:
             self.sockets.close_all(now)
-        finally:  # even if that fails, the app hears of it and the files go
-            for bell in (self.app_bell, self.stack_bell):
-                bell.close()
-                bell.unlink()
+        finally:  # even if that fails, the app hears of it and the memory goes
+            self.app_bell.close()
+            self.stack_bell.close()
             with contextlib.suppress(BufferError):
                 self.segment.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.segment_path)

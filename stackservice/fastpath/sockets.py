@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 
 from vfstack.shm import (
     EPOLLERR,
@@ -35,6 +36,7 @@ from vfstack.shm import (
 )
 
 from stackservice.clock import monotonic_us
+from stackservice.fastpath.ports import PortPolicy
 from stackservice.metrics.apps import AppField
 from stackservice.metrics.counters import Histogram
 from stackservice.tcp.engine import Listener, SocketError, SocketOptions, TcpEngine
@@ -74,15 +76,20 @@ class SocketTable:
         "engine",
         "segment",
         "app_name",
+        "uid",
         "slots",
         "generation",
         "free",
+        "committed",
+        "ports",
+        "_commit",
         "slot_of",
         "listening",
         "dirty",
         "out",
         "now",
-        "_ready_posted",
+        "_out_base",
+        "_ready_at",
         "_scratch",
         "_app_stats",
     )
@@ -92,20 +99,32 @@ class SocketTable:
         engine: TcpEngine,
         segment: Segment,
         app_name: str,
+        uid: int,
         scratch: memoryview,
         app_stats: memoryview,
+        commit: Callable[[int], bool],
+        ports: PortPolicy,
     ) -> None:
         """`scratch`: the bytes' way between a ring and an engine buffer
         (shared by every session: a pass serves one at a time).
         `app_stats`: the app's u64 words in the app table, where the pumps
-        add the bytes they move (AppField.RX_BYTES, TX_BYTES)."""
+        add the bytes they move (AppField.RX_BYTES, TX_BYTES). `commit(slot)`
+        charges and preallocates a slot's rings (Session.commit_slot):
+        False when the shared-memory limits or the kernel refuse. `ports`:
+        the instance's bind-time policy (who may bind which port)."""
         self.engine = engine
         self.segment = segment
         self.app_name = app_name  # what ListConnections shows as the owner
+        self.uid = uid  # whose the sockets are: ListConnections shows them to it
         slots = segment.geometry.socket_slots
         self.slots: list[Slot | None] = [None] * slots
         self.generation = [0] * slots
-        self.free = list(range(slots - 1, -1, -1))  # pop() gives the lowest first
+        # pop() gives the lowest first; a freed slot goes back on top, so
+        # slots whose rings are committed are reused before a new one is.
+        self.free = list(range(slots - 1, -1, -1))
+        self.committed = bytearray(slots)  # 1: the slot's rings are preallocated
+        self._commit = commit
+        self.ports = ports
         self.slot_of: dict[int, int] = {}  # engine sock_id -> slot
         self.listening: set[int] = set()
         self.dirty: set[int] = set()
@@ -113,7 +132,8 @@ class SocketTable:
         # at (its last field), for the event-delivery histogram.
         self.out: list[tuple[int, ...]] = []
         self.now = 0  # the current pass's time (Session.poll sets it)
-        self._ready_posted: set[int] = set()
+        self._out_base = 0  # how many events were ever published: out[0]'s number
+        self._ready_at: dict[int, int] = {}  # slot -> number of its last READY posted
         self._scratch = scratch
         self._app_stats = app_stats
 
@@ -140,8 +160,20 @@ class SocketTable:
 
     # ----------------------------------------------------------------- slots
 
+    def has_room(self) -> bool:
+        """Is there a free slot with committed rings, or one the limits let
+        us commit now? (`new_slot` takes it.)"""
+        if not self.free:
+            return False
+        slot = self.free[-1]
+        if not self.committed[slot]:
+            if not self._commit(slot):
+                return False
+            self.committed[slot] = 1
+        return True
+
     def new_slot(self, state: int) -> int:
-        """Take a FREE slot (caller checked one exists), set up its rings
+        """Take the free slot `has_room` said is ready, set up its rings
         (before any event hands it to the app) and publish its entry."""
         slot = self.free.pop()
         self.slots[slot] = Slot(state)
@@ -157,6 +189,7 @@ class SocketTable:
         self.segment.set_slot(slot, s.state, s.readiness, self.generation[slot], code)
 
     def release_slot(self, slot: int) -> None:
+        self._ready_at.pop(slot, None)  # a READY still in `out` is the old socket's
         self.slots[slot] = None
         self.listening.discard(slot)
         self.dirty.discard(slot)
@@ -172,15 +205,19 @@ class SocketTable:
         self.out.append((kind, slot, request, result, a1, a2, a3, a64, self.now))
 
     def ready(self, slot: int, mask: int) -> None:
-        """Post the slot's new readiness: one READY per pass per slot."""
-        if slot in self._ready_posted:  # update the one posted in place
-            out = self.out
-            for k in range(len(out) - 1, -1, -1):
-                event = out[k]
-                if event[0] == EVENT_READY and event[1] == slot:
-                    out[k] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0, event[8])
-                    return
-        self._ready_posted.add(slot)
+        """Post the slot's new readiness: while a READY of the slot waits
+        unpublished, it is updated in place, across passes too. So an app
+        that leaves its event ring full has at most one READY per slot
+        waiting here, however many segments arrive (commands, the other
+        events' source, are not taken while any event waits: Session.poll).
+        READY only wakes waiters (the slot table holds the readiness), so
+        its place in the order does not matter."""
+        at = self._ready_at.get(slot, -1) - self._out_base
+        if at >= 0:
+            posted_at = self.out[at][8]  # the first change's pass
+            self.out[at] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0, posted_at)
+            return
+        self._ready_at[slot] = self._out_base + len(self.out)
         self.post(EVENT_READY, slot, 0, 0, mask)
 
     def flush_events(self, delivery: Histogram) -> int:
@@ -203,6 +240,7 @@ class SocketTable:
             delivery.observe(published_at - posted_at)
         events.publish(n)
         del out[:n]
+        self._out_base += n
         return n
 
     # ------------------------------------------------------------------ data
@@ -214,7 +252,6 @@ class SocketTable:
         for slot in sorted(dirty):
             if slots[slot] is not None:
                 self.pump(slot, now)
-        self._ready_posted.clear()
 
     def pump(self, slot: int, now: int) -> None:
         """Bring one slot up to date with its engine socket."""
@@ -363,7 +400,9 @@ class SocketTable:
         """A listener's new connections into slots of their own (while there
         are free ones), each announced by ACCEPTED."""
         engine = self.engine
-        while self.free:
+        # Without room (no free slot, or no memory for one) the connections
+        # wait in the accept queue; a slot freed later pumps the listener.
+        while listener.accept_queue and self.has_room():
             tcb = engine.accept(listener)
             if tcb is None:
                 break
@@ -383,7 +422,8 @@ class SocketTable:
     # -------------------------------------------------------------- teardown
 
     def close_all(self, now: int) -> None:
-        """The session ends: every connection is reset, every listener closed."""
+        """The session ends: every connection is reset, every listener closed
+        (its port kept for this app a while: PortPolicy)."""
         engine = self.engine
         for s in self.slots:
             if s is None or s.sock is None:
@@ -391,6 +431,7 @@ class SocketTable:
             sock = s.sock
             sock.owner = None
             if isinstance(sock, Listener):
+                self.ports.session_ended(s.port, self.uid, now)
                 engine.close_listener(sock, now)
             elif sock.state != CLOSED:
                 sock.linger_zero = True  # close() with SO_LINGER 0: a RST
@@ -400,3 +441,4 @@ class SocketTable:
         self.slot_of.clear()
         self.dirty.clear()
         self.out.clear()
+        self._ready_at.clear()

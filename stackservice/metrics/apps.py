@@ -142,7 +142,9 @@ class AppStatsTable:
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
-                os.ftruncate(fd, size)
+                # Allocated now, not page by page as the loop first writes
+                # them: on a full tmpfs that first write would be SIGBUS.
+                os.posix_fallocate(fd, 0, size)
                 self._map = mmap.mmap(fd, size)
             finally:
                 os.close(fd)

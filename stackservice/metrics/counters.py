@@ -176,7 +176,9 @@ class CounterBlock:
         else:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
-                os.ftruncate(fd, layout.size)
+                # Allocated now, not page by page as the loop first writes
+                # them: on a full tmpfs that first write would be SIGBUS.
+                os.posix_fallocate(fd, 0, layout.size)
                 self._map = mmap.mmap(fd, layout.size)
             finally:
                 os.close(fd)

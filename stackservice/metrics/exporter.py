@@ -17,11 +17,15 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
   `vfstack_tcp_{active_opens,passive_opens,retransmitted_segments}_total`,
   `vfstack_tcp_resets_sent_total`, `vfstack_tcp_listen_drops_total` (SYN
   queue and accept queue overflows, like Linux's ListenDrops);
+  `vfstack_refusals_total{reason}`: what apps were refused to keep the
+  instance within its limits (`stackservice.limits.Refusal`);
   `vfstack_internal_errors_total{where}`: unexpected exceptions (bugs) the
   instance contained instead of going down (`stackservice.faults`), `where`
   the site in lower case (frame, event, timer, output, session, control,
   other);
 - gauges `vfstack_tcp_connections{state}`, `vfstack_sessions`,
+  `vfstack_memory_bytes{pool}` and `vfstack_memory_limit_bytes{pool}`
+  (`stackservice.limits.MemoryPool`: segments, event_backlog),
   `vfstack_info{version,iface,mac,mode}` (always 1);
 - histograms: a layout histogram `X_us` becomes `vfstack_X_seconds` (bounds
   converted to seconds), any other `X` becomes `vfstack_X`
@@ -70,6 +74,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from stackservice.faults import FaultSite
+from stackservice.limits import MemoryPool, Refusal
 from stackservice.metrics.apps import RINGS, AppSample, read_apps
 from stackservice.metrics.counters import CounterLayout, HistogramSnapshot, read_all
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -211,6 +216,15 @@ def _named_specs() -> list[_Spec]:
     specs.append(
         _Spec(
             "counter",
+            "vfstack_refusals",
+            "What the instance refused apps to keep within its limits, by reason.",
+            ("reason",),
+            _each("refusals", Refusal),
+        )
+    )
+    specs.append(
+        _Spec(
+            "counter",
             "vfstack_internal_errors",
             "Unexpected exceptions (bugs) contained instead of ending the instance, by site.",
             ("where",),
@@ -230,6 +244,20 @@ def _state_specs(layout: CounterLayout) -> list[_Spec]:
             "Application sessions attached over the fast path.",
             (),
             _one("sessions", "attached"),
+        ),
+        _Spec(
+            "gauge",
+            "vfstack_memory_bytes",
+            "Memory the instance holds for its apps, by pool.",
+            ("pool",),
+            _each("memory", MemoryPool),
+        ),
+        _Spec(
+            "gauge",
+            "vfstack_memory_limit_bytes",
+            "The most each pool of vfstack_memory_bytes may hold.",
+            ("pool",),
+            _each("memory_limits", MemoryPool),
         ),
     ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from stackservice.faults import FaultSite
+from stackservice.limits import MemoryPool, Refusal
 from stackservice.metrics.counters import CounterLayout
 from stackservice.net.drops import DropReason, NetEvent
 from stackservice.nic.packet_io import NicCounter
@@ -49,6 +50,9 @@ INSTANCE_LAYOUT = CounterLayout(
         "tcp_states": TcpState,  # gauges: connections in each state now
         "sessions": SessionGauge,  # gauges
         "internal_errors": FaultSite,  # contained faults (bugs), by site
+        "memory": MemoryPool,  # gauges: bytes held for apps now, by pool
+        "memory_limits": MemoryPool,  # gauges: each pool's limit
+        "refusals": Refusal,  # what apps were refused, by reason (stackservice.limits)
     },
     histograms={
         TCP_RTT_US: TIME_BOUNDS_US,
@@ -57,5 +61,5 @@ INSTANCE_LAYOUT = CounterLayout(
         LOOP_ITERATION_US: TIME_BOUNDS_US,
         RX_BATCH_PACKETS: BATCH_BOUNDS,
     },
-    gauges=("tcp_states", "sessions"),
+    gauges=("tcp_states", "sessions", "memory", "memory_limits"),
 )

@@ -235,3 +235,12 @@ def test_loss_bench_smoke_runs_every_scenario_on_both_endpoints(tmp_path):
     assert saved["summary"] == report["summary"]
     summary = Path(report["outputs"]["summary"]).read_text()
     assert "| scenario | workload |" in summary and "python3 -m bench.loss --smoke" in summary
+
+
+def test_isolation_bench_quick_runs_every_attack():
+    report = _run_bench("bench.isolation")
+    rows = {row["attack"]: row for row in report["summary"]}
+    assert set(rows) == {"none", "ring", "resize", "scribble", "hog", "squat", "list"}
+    for row in rows.values():
+        assert row["rps"] > 0 and row["echo_p99_ms"] > 0
+    assert report["failed"] == 0

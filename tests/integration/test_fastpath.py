@@ -8,17 +8,20 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 from vfstack.shm import (
+    APP_BELL,
+    SEGMENT,
+    STACK_BELL,
     Doorbell,
     EventKind,
     Op,
     Segment,
     decode_event,
     encode_command_into,
+    redeem,
 )
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
@@ -40,8 +43,10 @@ class App:
     """The application's end of one session, speaking raw v1 records."""
 
     def __init__(self, reply: stack_pb2.AttachResponse) -> None:
-        self.segment = Segment.open(reply.segment_path)
-        self.stack_bell = Doorbell.open(reply.stack_doorbell)
+        fds = redeem(reply.handoff_path, reply.session_id, reply.token, 10.0)
+        self.segment = Segment.open(fds[SEGMENT])
+        self.app_bell = Doorbell.adopt(fds[APP_BELL])
+        self.stack_bell = Doorbell.adopt(fds[STACK_BELL])
         self.request = 0
 
     def command(self, op: int, slot: int = 0, **args) -> int:
@@ -84,7 +89,7 @@ def test_attach_listen_accept_echo_with_linux_peer_then_detach(emulated_port):
     ):
         control = stack_pb2_grpc.StackControlStub(channel)
         reply = control.Attach(stack_pb2.AttachRequest(app="itest", pid=os.getpid()), timeout=10)
-        assert Path(reply.segment_path).exists() and len(reply.token) == 32
+        assert len(reply.token) == 32 and not reply.segment_path
         app = App(reply)
         sessions = control.ListSessions(stack_pb2.ListSessionsRequest(), timeout=10).sessions
         assert [(s.app, s.pid) for s in sessions] == [("itest", os.getpid())]
@@ -127,5 +132,5 @@ def test_attach_listen_accept_echo_with_linux_peer_then_detach(emulated_port):
         assert len(control.ListSessions(stack_pb2.ListSessionsRequest(), timeout=10).sessions) == 1
         owner = stack_pb2.DetachRequest(session_id=reply.session_id, token=reply.token)
         control.Detach(owner, timeout=10)
-        assert not Path(reply.segment_path).exists()
+        assert app.segment.ended and app.app_bell.hung_up()
         assert not control.ListSessions(stack_pb2.ListSessionsRequest(), timeout=10).sessions

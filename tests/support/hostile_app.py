@@ -1,32 +1,91 @@
-"""A hostile application: attaches like any app, then scribbles random
-bytes over its whole shared-memory segment (ring indices, records, socket
-rings) and rings the stack's doorbell, again and again.
+"""A hostile application: attaches like any app, then attacks its stack
+instance with what an app holds, for `--seconds`:
 
-    python -m tests.support.hostile_app --control URL --seconds S --seed N
+    python -m tests.support.hostile_app --control URL --attack KIND [--seconds S] [--seed N]
 
-Prints one JSON line: how many scribbles it made and whether its session
-was still listed at the end, while it was alive (the stack should have
-ended it).
+- `scribble`: random bytes over its whole shared-memory segment (ring
+  indices, records, socket rings), ringing the stack's doorbell each time;
+- `resize`: every change it can try on its segment's memfd: truncate it
+  (to nothing, smaller, larger), grow it with fallocate, unseal it, punch
+  holes in it, and the same through a second open of /proc/self/fd/N,
+  while it drives its sockets so the stack keeps touching the segment;
+- `ring`: rings the stack's doorbell as fast as it can, from two threads,
+  and tops its counter up to the maximum;
+- `hog`: takes all the shared memory it can: sockets in one session until
+  refused, then sessions until refused, touching every page of its first
+  segment; then holds it all for `--seconds`;
+- `squat`: attaches again and again (gRPC Attach), never taking a
+  session's descriptors, so as to hold every session the instance has;
+- `list`: asks for every connection (ListConnections, no limit) without
+  pause, from four threads;
+- `ports`: tries to listen on each of `--ports` (comma-separated), as an
+  app grabbing a port from its owner.
+
+Prints one JSON line: what it did, what the kernel refused, and whether
+its session was still listed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
+import os
 import random
+import threading
 import time
 
 import vfstack
-from vfstack.shm import Op
+from vfstack._control import ControlClient
+from vfstack.shm import (
+    APP_BELL,
+    SEGMENT,
+    STACK_BELL,
+    Op,
+    Segment,
+    encode_command_into,
+    redeem,
+)
+from vfstack.v1 import stack_pb2
+
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--control", required=True)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
+class RawSession:
+    """A session attached through the public pieces (gRPC Attach, then the
+    handoff), keeping the raw descriptors an SDK would not leave lying
+    around."""
+
+    def __init__(self, control: str) -> None:
+        self.client = ControlClient(control)
+        reply = self.client._unary(
+            self.client._stub.Attach, stack_pb2.AttachRequest(app="hostile", pid=os.getpid())
+        )
+        self.session_id = reply.session_id
+        fds = redeem(reply.handoff_path, reply.session_id, reply.token, 10.0)
+        self.memfd, self.app_bell, self.stack_bell = fds[SEGMENT], fds[APP_BELL], fds[STACK_BELL]
+        self.segment = Segment.open(os.dup(self.memfd))
+        self.request = 0
+
+    def command(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0) -> None:
+        ring = self.segment.commands
+        if ring.reserve(1):
+            self.request += 1
+            encode_command_into(
+                ring.data, ring.write_offset(0), op, slot, self.request, a1, a2, 0, 0, 0
+            )
+            ring.publish(1)
+            os.eventfd_write(self.stack_bell, 1)
+        self.segment.events.release(self.segment.events.available())
+
+    def listed(self) -> bool:
+        return any(s.session_id == self.session_id for s in self.client.sessions().sessions)
+
+
+def scribble(args, rng: random.Random) -> dict:
     stack = vfstack.connect(args.control, app="hostile")
     # Some honest use first, so there are sockets and rings to corrupt.
     listener = stack.socket()
@@ -67,7 +126,189 @@ def main() -> None:
         time.sleep(0.001)
     listed = any(s.session_id == stack.session_id for s in stack._client.sessions().sessions)
     words.release()
-    print(json.dumps({"scribbles": scribbles, "still_attached": listed}), flush=True)
+    return {"scribbles": scribbles, "still_attached": listed}
+
+
+def _try(change) -> str:
+    """What the kernel said to one change: "done" or the errno's name."""
+    try:
+        change()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return "done"
+
+
+def resize(args, rng: random.Random) -> dict:
+    session = RawSession(args.control)
+    size = session.segment.geometry.file_bytes
+    fds = [session.memfd]
+    with contextlib.suppress(OSError):  # a second open file of the same memfd
+        fds.append(os.open(f"/proc/self/fd/{session.memfd}", os.O_RDWR))
+    outcomes: dict[str, set[str]] = {}
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        for fd in fds:
+            for name, change in (
+                ("truncate_to_0", lambda fd=fd: os.ftruncate(fd, 0)),
+                ("truncate_smaller", lambda fd=fd: os.ftruncate(fd, size // 2)),
+                ("truncate_larger", lambda fd=fd: os.ftruncate(fd, 2 * size)),
+                ("fallocate_beyond", lambda fd=fd: os.posix_fallocate(fd, size, 1 << 20)),
+                ("drop_seals", lambda fd=fd: fcntl.fcntl(fd, fcntl.F_ADD_SEALS, 0)),
+                ("seal_writes", lambda fd=fd: fcntl.fcntl(fd, fcntl.F_ADD_SEALS, 8)),
+            ):
+                outcomes.setdefault(name, set()).add(_try(change))
+        # Allowed, and harmless to the stack: the pages it maps come back
+        # as zeros (which it checks like any other bytes), never SIGBUS.
+        start = rng.randrange(0, size // 4096) * 4096
+        outcomes.setdefault("punch_hole", set()).add(
+            _try(lambda s=start: _punch(session.memfd, s, 4096))
+        )
+        session.command(Op.SOCKET)  # keep the stack at the segment's pages
+        time.sleep(0.002)
+    return {
+        "opens": len(fds),
+        "refused": {name: sorted(seen) for name, seen in outcomes.items()},
+        "size_after": os.fstat(session.memfd).st_size,
+        "size": size,
+        "still_attached": session.listed(),
+    }
+
+
+def _punch(fd: int, offset: int, length: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    if libc.fallocate(fd, mode, ctypes.c_long(offset), ctypes.c_long(length)) != 0:
+        raise OSError(ctypes.get_errno(), "fallocate")
+
+
+def ring(args, rng: random.Random) -> dict:
+    session = RawSession(args.control)
+    rings = [0, 0]
+    stop = threading.Event()
+
+    def hammer(k: int) -> None:
+        fd = session.stack_bell
+        while not stop.is_set():
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_write(fd, 1)
+            rings[k] += 1
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + args.seconds
+    topped = 0
+    while time.monotonic() < deadline:
+        try:
+            os.eventfd_write(session.stack_bell, 2**64 - 2 - rng.randrange(4))
+            topped += 1
+        except BlockingIOError:
+            pass
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    return {"rings": sum(rings), "topped_up": topped, "still_attached": session.listed()}
+
+
+def hog(args, rng: random.Random) -> dict:
+    report: dict = {"sockets": 0, "sessions": 0}
+    first = vfstack.connect(args.control, app="hog")
+    stacks, sockets = [first], []
+    try:
+        while True:
+            sockets.append(first.socket())
+    except OSError as exc:
+        report["socket_refused"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    report["sockets"] = len(sockets)
+    try:
+        while len(stacks) < 1000:
+            stacks.append(vfstack.connect(args.control, app="hog"))
+    except vfstack.ControlError as exc:
+        report["attach_refused"] = exc.code
+    report["sessions"] = len(stacks)
+    # Every page of the first segment, those of slots the stack never
+    # committed too: written as they are (a fault in, the bytes unchanged).
+    memory = first._segment._view
+    for offset in range(0, len(memory), 4096):
+        memory[offset] = memory[offset]
+    report["pages_touched"] = len(memory) // 4096
+    print(json.dumps({"holding": True}), flush=True)
+    time.sleep(args.seconds)
+    return report
+
+
+def squat(args, rng: random.Random) -> dict:
+    client = ControlClient(args.control)
+    request = stack_pb2.AttachRequest(app="squatter", pid=os.getpid())
+    outcomes: dict[str, int] = {}
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        try:
+            client._unary(client._stub.Attach, request)
+            code = "OK"
+        except vfstack.ControlError as exc:
+            code = exc.code
+        outcomes[code] = outcomes.get(code, 0) + 1
+    return {"attaches": outcomes}
+
+
+def listing(args, rng: random.Random) -> dict:
+    rows, calls, errors = [], [0], {}
+    deadline = time.monotonic() + args.seconds
+
+    def hammer() -> None:
+        with ControlClient(args.control, timeout=30) as client:
+            while time.monotonic() < deadline:
+                try:
+                    reply = client.connections()
+                    rows.append(len(reply.connections))
+                except vfstack.ControlError as exc:
+                    errors[exc.code] = errors.get(exc.code, 0) + 1
+                calls[0] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {
+        "calls": calls[0], "most_rows": max(rows, default=0), "errors": errors,
+        "seconds": time.monotonic() - started,
+    }  # fmt: skip
+
+
+def ports(args, rng: random.Random) -> dict:
+    outcomes = {}
+    with vfstack.connect(args.control, app="grabber") as stack:
+        for port in (int(p) for p in args.ports.split(",")):
+            with stack.socket() as sock:
+                try:
+                    sock.bind(("0.0.0.0", port))
+                    sock.listen(4)
+                    outcomes[port] = "OK"
+                except OSError as exc:
+                    outcomes[port] = errno.errorcode.get(exc.errno, str(exc.errno))
+    return {"listen": outcomes}
+
+
+ATTACKS = {
+    "scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat,
+    "list": listing, "ports": ports,
+}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--control", required=True)
+    parser.add_argument("--attack", choices=sorted(ATTACKS), default="scribble")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ports", default="")
+    args = parser.parse_args(argv)
+    report = ATTACKS[args.attack](args, random.Random(args.seed))
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

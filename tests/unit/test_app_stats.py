@@ -203,10 +203,9 @@ def test_reader_in_another_process_never_sees_a_torn_slot(tmp_path):
 
 @pytest.fixture
 def apps_stack(tmp_path):
-    """A session manager whose app table is a file outside its run dir."""
-    (tmp_path / "run").mkdir()
+    """A session manager whose app table is a file."""
     table = AppStatsTable(8, tmp_path / "vf0.apps")
-    stack = Stack(tmp_path / "run", app_stats=table)
+    stack = Stack(app_stats=table)
     yield stack, tmp_path / "vf0.apps"
     stack.manager.close(stack.now)
     table.close()
@@ -322,8 +321,7 @@ def test_occupancy_series_end_with_the_last_session_the_bytes_stay(apps_stack):
 def test_a_sweep_is_bounded_per_pass_and_keeps_the_loop_awake(tmp_path, monkeypatch):
     monkeypatch.setattr(occupancy, "SAMPLE_BUDGET", 2)
     table = AppStatsTable(8, tmp_path / "vf0.apps")
-    (tmp_path / "run").mkdir()
-    stack = Stack(tmp_path / "run", app_stats=table)
+    stack = Stack(app_stats=table)
     app = stack.attach("web")  # four socket slots
     _, _, iss = accepted(app, stack)
     stack.deliver(seq=PEER_ISS + 1, ack=iss + 1, payload=b"x" * 100)
@@ -349,10 +347,9 @@ def test_a_corrupt_ring_met_while_sampling_ends_that_session(apps_stack):
     good = stack.attach("good")
     _, conn, _ = accepted(bad, stack)
     tx_head = bad.seg.geometry.tx_offset(conn) // 8
-    with mapped(bad.reply["segment_path"]) as view:
-        words = view.cast("Q")
-        words[tx_head] = 1 << 40  # no TX command: only the sampler reads it
-        words.release()
+    words = bad.seg._view.cast("Q")
+    words[tx_head] = 1 << 40  # no TX command: only the sampler reads it
+    words.release()
     apps = sample(stack, path)
     assert [s["app"] for s in stack.manager.sessions()] == ["good"]
     assert stack.manager.violations == 1
@@ -362,8 +359,7 @@ def test_a_corrupt_ring_met_while_sampling_ends_that_session(apps_stack):
 
 def test_more_names_than_slots_attach_without_exported_bytes(tmp_path):
     table = AppStatsTable(1, tmp_path / "vf0.apps")
-    (tmp_path / "run").mkdir()
-    stack = Stack(tmp_path / "run", app_stats=table)
+    stack = Stack(app_stats=table)
     stack.attach("first")
     app = stack.attach("second")  # no slot left: still served
     request = app.command(Op.SOCKET)
@@ -374,12 +370,12 @@ def test_more_names_than_slots_attach_without_exported_bytes(tmp_path):
     table.close()
 
 
-def test_default_table_lives_in_private_memory(tmp_path):
-    stack = Stack(tmp_path)
+def test_default_table_lives_in_private_memory():
+    stack = Stack()
     stack.attach("web")
     assert stack.manager.app_stats.sessions(0) == 1
+    assert stack.manager.app_stats._path is None  # no file anywhere
     stack.manager.close(stack.now)
-    assert os.listdir(tmp_path) == []
 
 
 def test_sweeps_start_further_apart_with_more_connections(apps_stack, monkeypatch):

@@ -105,6 +105,7 @@ class FixedStackControl(stack_pb2_grpc.StackControlServicer):
         self.sessions: list[stack_pb2.Session] = []
         self.info_delay = 0.0
         self.watch_stall = False
+        self.total = len(CONNECTIONS)  # what ListConnections says matched
 
     def GetInfo(self, request, context):
         deadline = time.monotonic() + self.info_delay
@@ -118,7 +119,7 @@ class FixedStackControl(stack_pb2_grpc.StackControlServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, "no connection 99")
         if "BOGUS" in request.states:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown state 'BOGUS'")
-        return stack_pb2.ListConnectionsResponse(connections=CONNECTIONS, total=len(CONNECTIONS))
+        return stack_pb2.ListConnectionsResponse(connections=CONNECTIONS, total=self.total)
 
     def GetStats(self, request, context):
         return STATS
@@ -305,15 +306,24 @@ def test_conns_table_columns_align_to_the_widest_cell(stack, capsys):
 
 def test_conns_filters_are_sent_to_the_server(stack, capsys):
     status, _, _ = run(
-        capsys, "conns", "--state", "established", "--state", "time-wait", "--id", "7"
-    )
+        capsys, "conns", "--state", "established", "--state", "time-wait", "--id", "7",
+        "--after", "5",
+    )  # fmt: skip
     request = stack.requests[-1]
     assert status == 0
-    assert (list(request.states), request.connection_id, request.limit) == (
+    assert (list(request.states), request.connection_id, request.limit, request.after_id) == (
         ["ESTABLISHED", "TIME_WAIT"],
         7,
         0,
+        5,
     )
+
+
+def test_conns_says_how_to_get_the_next_page(stack, capsys):
+    stack.total = 10  # three of ten sockets in this page
+    status, out, _ = run(capsys, "conns")
+    assert status == 0
+    assert out[-1] == "(3 of 10 sockets shown; the next: --after 12345)"
 
 
 def test_conns_unknown_id_not_found_is_one_line_exit_1(stack, capsys):
@@ -423,11 +433,13 @@ def test_sessions_empty_says_so(stack, capsys):
 
 def test_sessions_table_lists_each_session(stack, capsys):
     stack.sessions = [
-        stack_pb2.Session(session_id=3, app="web", pid=4242, attached_ms=90_000, sockets=17)
+        stack_pb2.Session(
+            session_id=3, app="web", uid=10001, pid=4242, attached_ms=90_000, sockets=17
+        )
     ]
     _, out, _ = run(capsys, "sessions")
-    assert out[0].split() == ["Session", "App", "PID", "Attached", "for", "Sockets"]
-    assert out[1].split() == ["3", "web", "4242", "1m", "30s", "17"]
+    assert out[0].split() == ["Session", "App", "UID", "PID", "Attached", "for", "Sockets"]
+    assert out[1].split() == ["3", "web", "10001", "4242", "1m", "30s", "17"]
 
 
 def test_sessions_watch_repeats_until_ctrl_c(stack, capsys, monkeypatch):

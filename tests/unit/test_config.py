@@ -231,3 +231,56 @@ def test_cli_strict_from_environment_and_the_command_line_wins(monkeypatch):
     assert parse(["run", "--ip", "198.18.0.10/24", "--strict"]).strict is True
     config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", strict=True)
     assert config.strict and not InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24").strict
+
+
+def test_config_shared_memory_limits_in_mib_per_instance_and_per_app():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    limits = InstanceConfig.build(**base).limits
+    assert (limits.shm_bytes, limits.app_shm_bytes) == (1024 << 20, 256 << 20)
+    limits = InstanceConfig.build(**base, shm_limit_mib="64", app_shm_limit_mib=16).limits
+    assert (limits.shm_bytes, limits.app_shm_bytes) == (64 << 20, 16 << 20)
+    for kwargs, flag in (
+        ({"shm_limit_mib": "0"}, "--shm-limit-mib"),
+        ({"app_shm_limit_mib": "lots"}, "--app-shm-limit-mib"),
+        ({"shm_limit_mib": "8", "app_shm_limit_mib": "16"}, "--app-shm-limit-mib"),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            InstanceConfig.build(**base, **kwargs)
+
+
+def test_config_session_limits_and_the_attach_timeout():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    limits = InstanceConfig.build(**base).limits
+    assert (limits.sessions, limits.app_sessions, limits.attach_timeout_ms) == (64, 16, 2000)
+    limits = InstanceConfig.build(
+        **base, max_sessions="8", max_app_sessions="2", attach_timeout_ms="500"
+    ).limits
+    assert (limits.sessions, limits.app_sessions, limits.attach_timeout_ms) == (8, 2, 500)
+    for kwargs, flag in (
+        ({"max_sessions": "0"}, "--max-sessions"),
+        ({"max_sessions": "4", "max_app_sessions": "8"}, "--max-app-sessions"),
+        ({"attach_timeout_ms": "-1"}, "--attach-timeout-ms"),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            InstanceConfig.build(**base, **kwargs)
+
+
+def test_config_metrics_listen_on_loopback_unless_told():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24", "metrics_port": 9100}
+    assert InstanceConfig.build(**base).metrics_address == "127.0.0.1"
+    assert InstanceConfig.build(**base, metrics_address="0.0.0.0").metrics_address == "0.0.0.0"
+    assert InstanceConfig.build(**base, metrics_address="::1").metrics_address == "::1"
+    with pytest.raises(ValueError, match="--metrics-address"):
+        InstanceConfig.build(**base, metrics_address="localhost")
+
+
+def test_config_port_policy_flags():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    limits = InstanceConfig.build(**base).limits
+    assert (limits.privileged_port_uids, limits.port_reserve_ms) == (frozenset(), 10_000)
+    limits = InstanceConfig.build(
+        **base, privileged_port_uids="10001, 10003", port_reserve_ms="0"
+    ).limits
+    assert (limits.privileged_port_uids, limits.port_reserve_ms) == ({10001, 10003}, 0)
+    with pytest.raises(ValueError, match="--privileged-port-uids"):
+        InstanceConfig.build(**base, privileged_port_uids="web")

@@ -4,6 +4,7 @@ answered by each test."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -26,10 +27,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from vfstack.shm import APP_BELL, redeem
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
+from stackservice.control import gate
 from stackservice.control import server as control
-from stackservice.control.link import LinkServer
+from stackservice.control.link import LinkServer, link_pair
 from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.counters import CounterBlock, read_counters
 from stackservice.metrics.layout import INSTANCE_LAYOUT
@@ -140,7 +143,7 @@ def started(tmp_path, socket_dir, request):
     end is strict, unless the test parametrizes `started` with "containing"
     (indirect)."""
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "vf0.counters")
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     strict = getattr(request, "param", "strict") == "strict"
     contain = Containment(strict=strict, clock=time.monotonic_ns)
     responder = Responder(theirs, contain)
@@ -300,7 +303,9 @@ def test_watch_stats_ends_when_server_stops(started):
 def test_list_connections_passes_filters_and_converts_rows(ready):
     ready.responder.replies["connections"] = {"connections": [ROW], "total": 3}
     reply = ready.stub.ListConnections(
-        stack_pb2.ListConnectionsRequest(connection_id=7, states=["ESTABLISHED"], limit=1),
+        stack_pb2.ListConnectionsRequest(
+            connection_id=7, states=["ESTABLISHED"], limit=1, after_id=6
+        ),
         timeout=2,
     )
     assert reply.total == 3
@@ -312,6 +317,8 @@ def test_list_connections_passes_filters_and_converts_rows(ready):
         "connection_id": 7,
         "states": ["ESTABLISHED"],
         "limit": 1,
+        "after_id": 6,
+        "viewer": os.getuid(),  # whose connections: the caller's uid, from the kernel
     }
 
 
@@ -380,19 +387,65 @@ def test_attach_loop_unimplemented_unimplemented(ready):
         lambda: ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2),
     )
     assert ready.responder.requests[0]["app"] == "web"
-    assert ready.responder.requests[0]["pid"] == 42
+    # Who calls is the kernel's word (SO_PEERCRED through the gate), not the request's.
+    assert ready.responder.requests[0]["uid"] == os.getuid()
+    assert ready.responder.requests[0]["pid"] == os.getpid()
 
 
-def test_attach_reply_token_decoded_from_base64(ready):
-    ready.responder.replies["attach"] = {
+def test_attach_leaves_the_sessions_descriptors_on_the_handoff_socket(ready, socket_dir):
+    read_end, write_end = os.pipe()
+    token = bytes(range(32))
+    ready.responder.replies["attach"] = lambda request: {
         "session_id": 5,
-        "segment_path": "/dev/shm/vf0-5",
         "segment_bytes": 1 << 20,
-        "layout_version": 1,
-        "token": "AAEC",
+        "layout_version": 2,
+        "token": base64.b64encode(token).decode(),
+        "fds": [os.memfd_create("segment"), read_end, os.eventfd(0)],
     }
     reply = ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2)
-    assert (reply.session_id, reply.segment_path, reply.token) == (5, "/dev/shm/vf0-5", b"\0\1\2")
+    assert (reply.session_id, reply.token, reply.segment_bytes) == (5, token, 1 << 20)
+    assert reply.handoff_path == str(socket_dir / "vf0.attach")
+    assert reply.segment_path == reply.app_doorbell == reply.stack_doorbell == ""
+    fds = redeem(reply.handoff_path, 5, token, 5.0)
+    os.write(write_end, b"!")
+    assert os.read(fds[APP_BELL], 1) == b"!"
+    for fd in (*fds, write_end):
+        os.close(fd)
+
+
+def test_descriptors_nobody_came_for_are_reported_to_the_loop(ready):
+    ready.handle.servicer.handoff.timeout = 0.05
+    ready.responder.replies["expired"] = {}
+    ready.responder.replies["attach"] = lambda request: {
+        "session_id": 5, "segment_bytes": 1, "layout_version": 2, "token": "AAEC",
+        "fds": [os.memfd_create("segment"), os.eventfd(0), os.eventfd(0)],
+    }  # fmt: skip
+    ready.stub.Attach(stack_pb2.AttachRequest(app="web"), timeout=2)
+    wait_for(lambda: len(ready.responder.requests) == 2)
+    assert ready.responder.requests[1]["op"] == "expired"
+    assert ready.responder.requests[1]["session_id"] == 5
+
+
+def test_attach_refused_by_the_loop_leaves_nothing_behind(ready):
+    read_end, write_end = os.pipe()
+    ready.responder.replies["attach"] = lambda request: {
+        "error": "resource_exhausted", "message": "full", "fds": [read_end],
+    }  # fmt: skip
+    assert_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        lambda: ready.stub.Attach(stack_pb2.AttachRequest(app="web", pid=42), timeout=2),
+    )
+    assert ready.handle.servicer.handoff.waiting == 0
+
+    def no_reader() -> bool:  # the responder's thread closes its own copy after sending
+        try:
+            os.write(write_end, b"x")
+        except BrokenPipeError:
+            return True
+        return False
+
+    wait_for(no_reader)  # every copy of the read end is closed
+    os.close(write_end)
 
 
 def test_detach_passes_session_id_and_token(ready):
@@ -557,13 +610,83 @@ def assert_status_in(codes: set[grpc.StatusCode], call: Callable[[], object]) ->
     return raised.value
 
 
-def test_unix_socket_mode_0660(started, socket_dir):
+def test_unix_socket_mode_0660_and_the_server_behind_the_gate_root_only(started, socket_dir):
     assert stat.S_IMODE(os.stat(socket_dir / "vf0.sock").st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(socket_dir / "vf0.grpc").st_mode) == 0o600
+
+
+# -- the gate: who calls, from the kernel -------------------------------------------
+
+OTHER_UID, APP_GID = 10002, 10001
+
+
+def as_other_user(socket_dir: Path, *argv: str) -> dict:
+    """tests.support.caller as uid 10002 (group 10001, which may use the socket)."""
+    os.chmod(socket_dir, 0o755)
+    os.chown(socket_dir / "vf0.sock", -1, APP_GID)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.as_user", str(OTHER_UID), str(APP_GID),
+         "tests.support.caller", "--control", f"unix://{socket_dir / 'vf0.sock'}", *argv],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_attach_by_another_user_carries_that_users_uid(ready, socket_dir):
+    ready.responder.replies["attach"] = {"error": "unimplemented", "message": "x"}
+    assert as_other_user(socket_dir, "attach") == {"error": "UNIMPLEMENTED"}
+    (request,) = ready.responder.requests
+    assert request["uid"] == OTHER_UID and request["pid"] > 0
+
+
+def test_a_listing_asked_by_another_user_is_for_that_users_uid(ready, socket_dir):
+    ready.responder.replies["sessions"] = {"sessions": []}
+    ready.responder.replies["connections"] = {"connections": [], "total": 0}
+    assert as_other_user(socket_dir, "sessions") == {}
+    assert as_other_user(socket_dir, "connections") == {}
+    assert [r["viewer"] for r in ready.responder.requests] == [OTHER_UID, OTHER_UID]
+
+
+def test_one_uid_cannot_hold_every_control_connection(ready, socket_dir):
+    held = as_other_user(socket_dir, "hold", str(gate.MAX_CONNECTIONS_PER_UID + 4))
+    assert held == {"answered": gate.MAX_CONNECTIONS_PER_UID, "closed": 4}
+    ready.responder.replies["sessions"] = {"sessions": []}
+    assert ready.stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=2).sessions == []
+    wait_for(lambda: ready.handle.servicer.gate.connections == 1)  # theirs went with them
+
+
+def test_attach_and_listings_over_tcp_are_permission_denied(tmp_path, socket_dir):
+    counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
+    theirs, ours = link_pair()
+    responder = Responder(theirs)
+    handle = control.serve(
+        ours, tmp_path / "c", control.StackIdentity.from_json(json.dumps(INFO)),
+        socket_dir / "s.sock", tcp="127.0.0.1:0",
+    )  # fmt: skip
+    try:
+        responder.send_event("ready")
+        with grpc.insecure_channel(f"127.0.0.1:{handle.tcp_port}") as channel:
+            wait_for(lambda: health_status(channel) == SERVING)
+            stub = stack_pb2_grpc.StackControlStub(channel)
+            for call in (
+                lambda: stub.Attach(stack_pb2.AttachRequest(app="web"), timeout=2),
+                lambda: stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=2),
+                lambda: stub.ListConnections(stack_pb2.ListConnectionsRequest(), timeout=2),
+            ):
+                assert_status(grpc.StatusCode.PERMISSION_DENIED, call)
+            assert stub.GetInfo(stack_pb2.GetInfoRequest(), timeout=2).name == "vf0"
+        assert responder.requests == []  # the loop never heard of it
+    finally:
+        handle.stop(grace=0).wait()
+        responder.close()
+        ours.close()
+        counters.close()
 
 
 def test_tcp_listener_on_ephemeral_port(tmp_path, socket_dir):
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     handle = control.serve(
         ours,
         tmp_path / "c",
@@ -649,12 +772,12 @@ def test_main_link_fd_not_a_socket_status_2(tmp_path, capsys):
             ]
         )  # fmt: skip
     assert status == 2
-    assert "not an AF_UNIX stream socket" in capsys.readouterr().err
+    assert "not an AF_UNIX seqpacket socket" in capsys.readouterr().err
 
 
 def spawn(tmp_path: Path, socket_dir: Path) -> tuple[subprocess.Popen, Responder, CounterBlock]:
     counters = CounterBlock(INSTANCE_LAYOUT, tmp_path / "c")
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "stackservice.control.server",
@@ -709,3 +832,15 @@ def test_process_signal_exits_0(tmp_path, socket_dir, signum):
         process.kill()
         responder.close()
         counters.close()
+
+
+def test_a_uids_upload_through_the_gate_is_held_to_its_budget():
+    now = [100.0]
+    upload = gate.Upload(clock=lambda: now[0])
+    assert upload.take(gate.UPLOAD_BURST) == 0  # a burst goes at once
+    assert upload.take(gate.UPLOAD_BYTES_PER_S) == pytest.approx(1.0)  # then a second per budget
+    now[0] += 1.0  # the wait paid that debt
+    assert upload.take(gate.UPLOAD_BYTES_PER_S // 2) == pytest.approx(0.5)
+    now[0] += 60.0  # idle: back to a full burst, no more
+    assert upload.take(gate.UPLOAD_BURST) == 0
+    assert upload.take(1) > 0

@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackservice.control import server as control
+from stackservice.control.link import link_pair
 from stackservice.faults import FaultSite
 from stackservice.metrics.apps import AppField, AppStatsTable
 from stackservice.metrics.counters import CounterBlock
@@ -62,6 +63,9 @@ CONTRACT = {
     "vfstack_sessions": ("gauge", ()),
     "vfstack_ring_occupancy_ratio": ("gauge", ("app", "ring")),
     "vfstack_info": ("gauge", ("version", "iface", "mac", "mode")),
+    "vfstack_memory_bytes": ("gauge", ("pool",)),
+    "vfstack_memory_limit_bytes": ("gauge", ("pool",)),
+    "vfstack_refusals": ("counter", ("reason",)),
     "vfstack_tcp_rtt_seconds": ("histogram", ()),
     "vfstack_tcp_connect_seconds": ("histogram", ()),
     "vfstack_event_delivery_seconds": ("histogram", ()),
@@ -327,7 +331,7 @@ def socket_dir():
 
 
 def test_control_server_serves_metrics_and_stops_it(counters, apps, socket_dir):
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     handle = control.serve(
         ours,
         counters._path,
@@ -354,7 +358,7 @@ def test_control_server_serves_metrics_and_stops_it(counters, apps, socket_dir):
 
 
 def test_control_server_without_metrics_has_no_port(counters, socket_dir):
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     handle = control.serve(
         ours,
         counters._path,
@@ -370,7 +374,7 @@ def test_control_server_without_metrics_has_no_port(counters, socket_dir):
 
 def test_metrics_port_taken_main_status_1(counters, socket_dir, capsys):
     taken = socket.create_server(("127.0.0.1", 0))
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     try:
         status = control.main(
             [
@@ -407,7 +411,7 @@ def test_metrics_bad_address_status_2(counters, socket_dir, capsys, metrics):
 def test_process_serves_metrics_until_sigterm(counters, apps, socket_dir):
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    ours, theirs = socket.socketpair()
+    theirs, ours = link_pair()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "stackservice.control.server",

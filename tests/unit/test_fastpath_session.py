@@ -7,23 +7,26 @@ from __future__ import annotations
 import base64
 import errno
 import os
-import re
+import select
 import socket
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from vfstack.shm import (
+    APP_BELL,
     EPOLLERR,
     EPOLLHUP,
     EPOLLIN,
     EPOLLOUT,
     EPOLLRDHUP,
     LAYOUT_VERSION,
+    SEGMENT,
+    STACK_BELL,
     Doorbell,
     EventKind,
+    Geometry,
     Op,
     Segment,
     SlotState,
@@ -33,26 +36,30 @@ from vfstack.shm import (
 
 from stackservice.fastpath import Session, SessionManager, commands, occupancy
 from stackservice.fastpath import sockets as sockets_module
-from stackservice.fastpath.manager import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US
+from stackservice.fastpath.session import COMMAND_BATCH
 from stackservice.faults import Containment, FaultSite
+from stackservice.limits import MIB, Limits, MemoryPool, Refusal
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
 from tests.support.faults import InjectedFault, inject
-from tests.support.shm import mapped
 from tests.unit.tcp._rig import LOCAL_IP, LOCAL_PORT, PEER_IP, PEER_PORT, Rig
 
 NOW = 1_000_000  # µs; not 0, the engine stores times as "set" flags
 PEER_ISS = 5000
 SLOTS = 4
+UID = 1000  # the apps' uid, as the control socket's peer credentials give it
 SMALL = {"command_slots": 64, "event_slots": 64, "socket_slots": SLOTS, "socket_ring_bytes": 4096}
 
 
 class App:
-    """The application's side of one session, over its own mapping."""
+    """The application's side of one session, over the descriptors its
+    attach reply carries (what the handoff gives the SDK)."""
 
     def __init__(self, reply: dict) -> None:
         self.reply = reply
-        self.seg = Segment.open(reply["segment_path"])
-        self.bell = Doorbell.open(reply["app_doorbell"], ring=False)  # as the SDK does
+        fds = reply["fds"]
+        self.seg = Segment.open(fds[SEGMENT])
+        self.bell = Doorbell.adopt(fds[APP_BELL])  # the read end, as the SDK has it
+        self.stack_bell = Doorbell.adopt(fds[STACK_BELL])
         self.request = 0
 
     def command(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> int:
@@ -81,21 +88,36 @@ class App:
         return bytes(buf[:n])
 
     def close(self) -> None:
+        """What the kernel does for an app's process that ends."""
         self.bell.close()
+        self.stack_bell.close()
         self.seg.close()
+
+
+def app_limits(**limits) -> Limits:
+    """Limits whose apps (UID) may listen on the rig's port 80."""
+    return Limits(privileged_port_uids=frozenset({UID}), **limits)
 
 
 class Stack:
     """An engine on the fake wire plus a SessionManager, run pass by pass as the loop does."""
 
-    def __init__(self, run_dir: Path, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("limits", app_limits())
         self.rig = Rig()
         self.engine = self.rig.engine
-        self.manager = SessionManager(self.engine, run_dir, "vf0", **kwargs)
+        # The counters file's memory and refusal sections, as plain arrays.
+        self.counters = {
+            name: [0] * len(enum)
+            for name, enum in (
+                ("memory", MemoryPool), ("memory_limits", MemoryPool), ("refusals", Refusal)
+            )
+        }  # fmt: skip
+        self.manager = SessionManager(self.engine, "vf0", counters=self.counters, **kwargs)
         self.now = NOW
 
-    def attach(self, app: str = "web", pid: int = 0, **sizes) -> App:
-        reply = self.manager.attach(app, pid or os.getpid(), **(sizes or SMALL), now=self.now)
+    def attach(self, app: str = "web", pid: int = 0, uid: int = UID, **sizes) -> App:
+        reply = self.manager.attach(app, uid, pid or os.getpid(), **(sizes or SMALL), now=self.now)
         assert "error" not in reply, reply
         return App(reply)
 
@@ -115,6 +137,14 @@ class Stack:
 
     def deliver(self, **kwargs) -> None:
         self.rig.deliver(self.now, **kwargs)
+
+    def watch(self) -> None:
+        """What the loop's poll() of the watched descriptors hands the manager now."""
+        poller = select.poll()
+        for fd, events in self.manager.watched().items():
+            poller.register(fd, events)
+        for fd, revents in poller.poll(0):
+            self.manager.on_fd(fd, revents)
 
 
 def by_kind(events: list, kind: EventKind) -> list:
@@ -167,75 +197,71 @@ def accepted(app: App, stack: Stack) -> tuple[int, int, int]:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    return Stack(tmp_path)
+def stack():
+    return Stack()
 
 
 # -- attach / detach / sessions ----------------------------------------------
 
 
-def test_attach_creates_the_files_and_answers_every_field(stack, tmp_path):
-    reply = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
+def test_attach_makes_the_sessions_memory_and_doorbells_and_answers_every_field(stack):
+    reply = stack.manager.attach("web", UID, os.getpid(), **SMALL, now=stack.now)
+    assert sorted(reply) == ["fds", "layout_version", "segment_bytes", "session_id", "token"]
     assert reply["session_id"] == 1
     assert reply["layout_version"] == LAYOUT_VERSION
-    base = re.fullmatch(r"(.*/vf0\.s1\.[0-9a-f]{32})\.shm", reply["segment_path"]).group(1)
-    assert Path(base).parent == tmp_path
-    assert reply["app_doorbell"] == f"{base}.app.bell"
-    assert reply["stack_doorbell"] == f"{base}.stack.bell"
-    assert stat.S_IMODE(os.stat(reply["segment_path"]).st_mode) == 0o600  # no app group
-    assert os.path.getsize(reply["segment_path"]) == reply["segment_bytes"]
-    for bell in (reply["app_doorbell"], reply["stack_doorbell"]):
-        assert Path(bell).is_fifo()
+    segment, app_bell, stack_bell = reply["fds"]
+    assert os.fstat(segment).st_size == reply["segment_bytes"]
+    assert os.readlink(f"/proc/self/fd/{segment}").startswith("/memfd:vfstack:vf0:s1")
+    assert stat.S_ISFIFO(os.fstat(app_bell).st_mode)
+    assert os.readlink(f"/proc/self/fd/{stack_bell}") == "anon_inode:[eventfd]"
     token = base64.b64decode(reply["token"])
     assert len(token) == 32
-    with Segment.open(reply["segment_path"]) as seg:
-        assert (seg.session_id, seg.token, seg.app_pid) == (1, token, os.getpid())
-        assert seg.geometry.socket_slots == SLOTS
-    assert len(stack.manager.fds()) == 1
+    app = App(reply)
+    assert (app.seg.session_id, app.seg.token, app.seg.app_pid) == (1, token, os.getpid())
+    assert app.seg.geometry.socket_slots == SLOTS
+    assert len(stack.manager.watched()) == 2  # its stack doorbell, its app doorbell
     (row,) = stack.manager.sessions(stack.now + 5_000_000)
-    assert row == {"session_id": 1, "app": "web", "pid": os.getpid(), "attached_ms": 5000,
-                   "sockets": 0}  # fmt: skip
-    other = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
-    secret = Path(other["segment_path"]).name.split(".")[2]
-    assert secret != Path(base).name.split(".")[2]  # a fresh random name per session
+    assert row == {"session_id": 1, "app": "web", "uid": UID, "pid": os.getpid(),
+                   "attached_ms": 5000, "sockets": 0}  # fmt: skip
+    other = stack.manager.attach("web", UID, os.getpid(), **SMALL, now=stack.now)
+    assert base64.b64decode(other["token"]) != token  # a fresh secret per session
+    App(other).close()
+    app.close()
 
 
-def test_with_an_app_group_session_files_are_group_read_write(tmp_path):
-    stack = Stack(tmp_path, app_group=4242)
-    reply = stack.manager.attach("web", os.getpid(), **SMALL, now=stack.now)
-    for path in (reply["segment_path"], reply["app_doorbell"], reply["stack_doorbell"]):
-        st = os.stat(path)
-        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 0o660), path
+def test_the_app_alone_holds_the_read_end_of_its_doorbell(stack):
+    """Once its reply is sent (which closes the reply's descriptors), the
+    stack keeps the write end only: the app's end closing is the app gone."""
+    app = stack.attach()
+    stack.watch()
+    assert len(stack.manager.sessions()) == 1
+    app.bell.close()
+    stack.watch()
+    assert stack.manager.sessions() == [] and stack.manager.dead_apps == 1
+    app.close()
 
 
-def test_files_of_a_crashed_run_are_removed_at_start(tmp_path):
-    for name in ("vf0.s3.0123.shm", "vf0.s3.0123.app.bell"):
-        (tmp_path / name).write_bytes(b"old")
-    (tmp_path / "vf0.sock").write_bytes(b"")  # not a session file
-    Stack(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["vf0.sock"]
-
-
-def test_attach_defaults_and_errors(tmp_path):
-    stack = Stack(tmp_path, max_sessions=1)
-    reply = stack.manager.attach("web", os.getpid(), now=NOW)
-    with Segment.open(reply["segment_path"]) as seg:
-        g = seg.geometry
-        assert (g.command_slots, g.event_slots, g.socket_slots, g.socket_ring_bytes) == (
-            1024, 4096, 1024, 65536,
-        )  # fmt: skip
-    assert stack.manager.attach("web", 1, now=NOW)["error"] == "resource_exhausted"
+def test_attach_defaults_and_errors():
+    stack = Stack(limits=app_limits(sessions=1, app_sessions=1))
+    reply = stack.manager.attach("web", UID, os.getpid(), now=NOW)
+    app = App(reply)
+    g = app.seg.geometry
+    assert (g.command_slots, g.event_slots, g.socket_slots, g.socket_ring_bytes) == (
+        1024, 4096, 1024, 65536,
+    )  # fmt: skip
+    assert stack.manager.attach("web", UID, 1, now=NOW)["error"] == "resource_exhausted"
     assert stack.manager.detach(reply["session_id"], b"x" * 32, NOW)["error"] == (
         "permission_denied"
     )
     assert len(stack.manager.sessions()) == 1
     stack.manager.detach(reply["session_id"], base64.b64decode(reply["token"]), NOW)
-    bad = stack.manager.attach("web", 1, command_slots=100, now=NOW)
+    bad = stack.manager.attach("web", UID, 1, command_slots=100, now=NOW)
     assert bad["error"] == "invalid_argument"
-    assert stack.manager.attach("", 1, now=NOW)["error"] == "invalid_argument"
-    assert stack.manager.attach("x", -1, now=NOW)["error"] == "invalid_argument"
+    assert stack.manager.attach("", UID, 1, now=NOW)["error"] == "invalid_argument"
+    assert stack.manager.attach("x", UID, -1, now=NOW)["error"] == "invalid_argument"
     assert stack.manager.detach(99, b"", NOW)["error"] == "not_found"
-    assert sorted(os.listdir(tmp_path)) == []
+    assert stack.manager.watched() == {}
+    app.close()
 
 
 # -- passive open, RX, TX ------------------------------------------------------
@@ -256,6 +282,29 @@ def test_listen_accept_and_receive(stack):
     (ready,) = [e for e in by_kind(app.events(), EventKind.READY) if e.slot == conn]
     assert ready.a1 & (EPOLLIN | EPOLLRDHUP) == EPOLLIN | EPOLLRDHUP
     assert stack.manager.sessions()[0]["sockets"] == 2
+
+
+def test_an_app_that_never_reads_its_events_has_one_ready_per_slot_waiting(stack):
+    """Issue 13, finding 10: READY events were merged within a pass only, so
+    an app that left its event ring full grew the stack's heap by one event
+    per segment received. It reads its bytes, never its events."""
+    app = stack.attach()
+    _, conn, iss = accepted(app, stack)
+    backlog = stack.manager._sessions[1].sockets.out
+    for n in range(1000):
+        stack.deliver(seq=PEER_ISS + 1 + n, ack=iss + 1, payload=b"x")
+        stack.step()
+        assert app.read(conn) == b"x"  # room again: the next byte moves, a READY each pass
+    assert app.seg.events.available() == 64  # the ring is full, since long
+    assert [(kind, slot) for kind, slot, *_ in backlog] == [(EventKind.READY, conn)]
+    memory, limits = stack.counters["memory"], stack.counters["memory_limits"]
+    assert memory[MemoryPool.EVENT_BACKLOG] == 64  # one record's worth
+    assert limits[MemoryPool.EVENT_BACKLOG] == 64 * (2 * SLOTS + COMMAND_BATCH)
+    app.seg.events.release(64)  # the app reads its events at last
+    stack.step()
+    assert backlog == []
+    (ready,) = app.events()
+    assert (ready.kind, ready.slot) == (EventKind.READY, conn) and ready.a1 & EPOLLOUT
 
 
 def test_full_rx_ring_waits_for_rx_done(stack):
@@ -367,6 +416,160 @@ def test_socket_slots_run_out_with_emfile(stack):
     request = app.command(Op.SOCKET)
     stack.step()
     assert result(app.events(), request).result == -errno.EMFILE
+
+
+# -- shared memory: preallocated, and held to the limits (issue 13, finding 2) -------
+
+GEOMETRY = Geometry(**SMALL)
+BASE, STRIDE = GEOMETRY.socket_offset, GEOMETRY.socket_stride  # what Attach, a slot commit
+
+
+def limited(instance: int, app: int) -> Stack:
+    """A stack whose shared memory is capped at `instance` bytes, `app` per uid."""
+    return Stack(limits=app_limits(shm_bytes=instance, app_shm_bytes=app))
+
+
+def test_a_segment_is_preallocated_up_to_its_socket_rings_then_slot_by_slot(stack):
+    app = stack.attach()
+    segment = stack.manager._sessions[1].segment
+    pages = os.fstat(segment.fd).st_blocks * 512
+    assert BASE <= pages < BASE + 4096  # nothing beyond: a slot is committed when used
+    open_socket(app, stack)
+    assert os.fstat(segment.fd).st_blocks * 512 >= BASE + STRIDE
+    assert stack.manager.memory.total == BASE + STRIDE
+
+
+def test_sockets_beyond_an_apps_shared_memory_get_enobufs_and_freed_slots_are_reused():
+    stack = limited(instance=MIB, app=BASE + 2 * STRIDE)
+    app = stack.attach()
+    first, second = open_socket(app, stack), open_socket(app, stack)
+    request = app.command(Op.SOCKET)
+    stack.step()
+    assert result(app.events(), request).result == -errno.ENOBUFS
+    assert stack.manager.memory.total == BASE + 2 * STRIDE
+    refusals = stack.counters["refusals"]
+    assert refusals[Refusal.SHM_APP] == 1 and refusals[Refusal.SHM_INSTANCE] == 0
+    app.command(Op.CLOSE, first)
+    stack.step()
+    app.events()
+    assert open_socket(app, stack) == first  # its rings committed already: no new charge
+    assert stack.manager.memory.total == BASE + 2 * STRIDE
+    assert stack.counters["memory"][MemoryPool.SEGMENTS] == BASE + 2 * STRIDE
+    stack.manager.close(stack.now)
+    assert stack.counters["memory"][MemoryPool.SEGMENTS] == 0
+    assert second != first
+
+
+def test_attach_past_the_limits_is_refused_and_root_is_held_to_the_instances_only():
+    stack = limited(instance=3 * BASE, app=BASE)
+    stack.attach(uid=UID)
+    refused = stack.manager.attach("web", UID, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "uid 1000" in refused["message"]
+    stack.attach(uid=UID + 1)  # another app has its own share
+    stack.attach(uid=0)  # root: past any app's limit
+    refused = stack.manager.attach("web", 0, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "instance" in refused["message"]
+    refusals = stack.counters["refusals"]
+    assert (refusals[Refusal.SHM_APP], refusals[Refusal.SHM_INSTANCE]) == (1, 1)
+    assert stack.counters["memory_limits"][MemoryPool.SEGMENTS] == 3 * BASE
+    assert len(stack.manager.sessions()) == 3
+
+
+# -- sessions: held per app, and the ones nobody came for (issue 13, finding 9) ------
+
+
+def test_an_app_is_held_to_its_sessions_the_others_and_root_are_not():
+    stack = Stack(limits=app_limits(sessions=5, app_sessions=2))
+    squatter = [stack.attach("squat", uid=UID) for _ in range(2)]
+    refused = stack.manager.attach("squat", UID, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "uid 1000" in refused["message"]
+    stack.attach("honest", uid=UID + 1)  # another app attaches as before
+    stack.attach("root", uid=0)
+    stack.attach("root", uid=0)  # root: beyond any app's share
+    refused = stack.manager.attach("root", 0, 1, **SMALL, now=stack.now)
+    assert refused["error"] == "resource_exhausted" and "5 sessions" in refused["message"]
+    refusals = stack.counters["refusals"]
+    assert (refusals[Refusal.SESSIONS_APP], refusals[Refusal.SESSIONS_INSTANCE]) == (1, 1)
+    squatter[0].close()
+    stack.watch()
+    stack.attach("squat", uid=UID)  # its share is back once one of its own ended
+
+
+def test_a_session_whose_app_never_came_is_ended_and_counted(stack):
+    app = stack.attach()
+    assert stack.manager.expire(1, stack.now) == {}
+    assert stack.manager.sessions() == []
+    assert stack.counters["refusals"][Refusal.ATTACH_TIMEOUT] == 1
+    assert app.bell.hung_up()
+    assert stack.manager.expire(1, stack.now) == {}  # already gone (its doorbell closed first)
+    assert stack.counters["refusals"][Refusal.ATTACH_TIMEOUT] == 2
+
+
+def test_a_listener_without_room_for_a_connection_leaves_it_in_the_accept_queue():
+    stack = limited(instance=MIB, app=BASE + 2 * STRIDE)
+    app = stack.attach()
+    _, conn, _ = accepted(app, stack)  # two slots: all the app may have
+    stack.deliver(seq=PEER_ISS, flags=SYN, src_port=PEER_PORT + 1)
+    (synack,) = stack.step()
+    stack.deliver(seq=PEER_ISS + 1, ack=synack.seg.seq + 1, flags=ACK, src_port=PEER_PORT + 1)
+    stack.step()
+    assert by_kind(app.events(), EventKind.ACCEPTED) == []
+    assert len(stack.engine.listeners[LOCAL_PORT].accept_queue) == 1
+    app.command(Op.CLOSE, conn)  # room again: the waiting connection is accepted
+    stack.step()
+    stack.step()
+    (accepted_event,) = by_kind(app.events(), EventKind.ACCEPTED)
+    assert accepted_event.a1 == conn and accepted_event.a3 == PEER_PORT + 1
+
+
+# -- ports: who may listen where (issue 13, finding 12) -----------------------------
+
+
+def bind(app: App, stack: Stack, port: int) -> int:
+    """BIND then LISTEN on `port`: 0, or the first -errno."""
+    slot = open_socket(app, stack)
+    bound = app.command(Op.BIND, slot, 0, port)
+    listen = app.command(Op.LISTEN, slot, 16)
+    stack.step()
+    events = app.events()
+    return result(events, bound).result or result(events, listen).result
+
+
+def test_ports_below_1024_are_roots_and_the_configured_uids():
+    stack = Stack(limits=Limits(privileged_port_uids=frozenset({UID + 1})))
+    assert bind(stack.attach(uid=UID), stack, 80) == -errno.EACCES
+    assert bind(stack.attach(uid=UID + 1), stack, 81) == 0
+    assert bind(stack.attach(uid=0), stack, 82) == 0
+    assert bind(stack.attach(uid=UID), stack, 8080) == 0
+    assert stack.counters["refusals"][Refusal.PRIVILEGED_PORT] == 1
+
+
+def test_a_port_stays_its_apps_for_a_while_after_its_session_ends():
+    """An app restarting finds its port; another app cannot take it meanwhile."""
+    stack = Stack(limits=Limits(port_reserve_ms=10_000))
+    owner = stack.attach("web", uid=UID)
+    assert bind(owner, stack, 8080) == 0
+    owner.close()
+    stack.watch()  # its session ends
+    squatter = stack.attach("squat", uid=UID + 1)
+    assert bind(squatter, stack, 8080) == -errno.EADDRINUSE
+    assert stack.counters["refusals"][Refusal.RESERVED_PORT] == 1
+    assert bind(stack.attach("root", uid=0), stack, 8081) == 0  # root is not held to it
+    restarted = stack.attach("web", uid=UID)
+    assert bind(restarted, stack, 8080) == 0  # the owner, back
+    restarted.close()
+    stack.watch()
+    stack.now += 10_000_000  # the reservation lapses
+    assert bind(squatter, stack, 8080) == 0
+
+
+def test_a_listener_its_app_closes_reserves_nothing():
+    stack = Stack()
+    app = stack.attach(uid=UID)
+    listener = listening(app, stack, 8080)
+    app.command(Op.CLOSE, listener)
+    stack.step()
+    assert bind(stack.attach(uid=UID + 1), stack, 8080) == 0
 
 
 # -- active open -------------------------------------------------------------
@@ -493,7 +696,7 @@ def test_commands_on_a_free_slot_get_ebadf(stack):
     ],
     ids=["unknown-op", "slot-out-of-range"],
 )
-def test_bad_record_ends_only_that_session(stack, tmp_path, record):
+def test_bad_record_ends_only_that_session(stack, record):
     bad = stack.attach("bad")
     good = stack.attach("good")
     bad.raw(record)
@@ -502,26 +705,24 @@ def test_bad_record_ends_only_that_session(stack, tmp_path, record):
     assert [s["app"] for s in stack.manager.sessions()] == ["good"]
     assert stack.manager.violations == 1
     assert result(good.events(), request).result == 0
-    assert not os.path.exists(bad.reply["segment_path"])
-    assert not os.path.exists(bad.reply["stack_doorbell"])
-    assert len(stack.manager.fds()) == 1
+    assert bad.bell.hung_up()
+    assert len(stack.manager.watched()) == 2  # good's two
 
 
 def test_corrupt_ring_index_ends_the_session(stack):
     bad = stack.attach("bad")
     good = stack.attach("good")
-    with mapped(bad.reply["segment_path"]) as view:
-        words = view.cast("Q")
-        words[bad.seg.geometry.command_offset // 8] = 1 << 40  # head far past the tail
-        words.release()
+    words = bad.seg._view.cast("Q")
+    words[bad.seg.geometry.command_offset // 8] = 1 << 40  # head far past the tail
+    words.release()
     stack.step()
     assert [s["app"] for s in stack.manager.sessions()] == ["good"]
     assert stack.manager.violations == 1
-    assert not os.path.exists(bad.reply["segment_path"])
+    assert bad.bell.hung_up()
     open_socket(good, stack)
 
 
-def test_detach_resets_connections_and_removes_files(stack, tmp_path):
+def test_detach_resets_connections_and_lets_go_of_the_session(stack):
     app = stack.attach()
     accepted(app, stack)
     session_id = app.reply["session_id"]
@@ -531,8 +732,7 @@ def test_detach_resets_connections_and_removes_files(stack, tmp_path):
     assert [s.flags & RST for s in sent] == [RST]
     assert LOCAL_PORT not in stack.engine.listeners
     assert stack.engine.flows == {}
-    assert os.listdir(tmp_path) == []
-    assert stack.manager.sessions() == [] and stack.manager.fds() == []
+    assert stack.manager.sessions() == [] and stack.manager.watched() == {}
     app.close()
 
 
@@ -553,54 +753,63 @@ def test_a_session_the_stack_ends_says_so_and_hangs_up_the_apps_doorbell(stack, 
     app.close()
 
 
-def test_check_apps_ends_sessions_whose_app_closed_its_segment(stack, tmp_path):
+def test_an_app_that_ends_ends_its_session_and_only_its_own(stack):
     alive = stack.attach("alive")
     dead = stack.attach("dead")
-    stack.manager.check_apps(stack.now)
+    stack.watch()
     assert len(stack.manager.sessions()) == 2
     dead.close()  # what the kernel does for a process that dies
-    stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US)
+    stack.watch()
     assert [s["app"] for s in stack.manager.sessions()] == ["alive"]
     assert stack.manager.dead_apps == 1
-    assert not os.path.exists(dead.reply["segment_path"])
-    assert os.path.exists(alive.reply["segment_path"])
+    open_socket(alive, stack)
 
 
-def test_check_apps_notices_a_killed_process_holding_the_segment(stack):
-    reply = stack.manager.attach("child", 1, **SMALL, now=stack.now)
+def test_a_killed_app_process_ends_its_session_at_once(stack):
+    reply = stack.manager.attach("child", UID, 1, **SMALL, now=stack.now)
+    segment, app_bell, stack_bell = reply["fds"]
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from vfstack.shm import Segment;"
-         f"Segment.open({reply['segment_path']!r}); print('open', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", "import time; print('holding', flush=True); time.sleep(60)"],
+        pass_fds=[app_bell], stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    for fd in (segment, app_bell, stack_bell):
+        os.close(fd)
     try:
-        assert child.stdout.readline() == "open\n"
-        stack.manager.check_apps(stack.now)
+        assert child.stdout.readline() == "holding\n"
+        stack.watch()
         assert len(stack.manager.sessions()) == 1
         child.kill()
         child.wait()
-        stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US)
+        stack.watch()
         assert stack.manager.sessions() == []
     finally:
         child.kill()
+        child.wait()
 
 
-def test_check_apps_gives_an_app_time_to_open_its_segment(stack):
-    stack.manager.attach("slow", 1, **SMALL, now=stack.now)  # nobody opens it
-    stack.manager.check_apps(stack.now + ATTACH_GRACE_US - CHECK_APPS_INTERVAL_US)
+def test_a_session_whose_descriptors_nobody_took_ends(stack):
+    """The control process drops an app's descriptors when it does not come
+    for them in time (stackservice.control.handoff): the session ends."""
+    reply = stack.manager.attach("never", UID, 1, **SMALL, now=stack.now)
+    stack.watch()
     assert len(stack.manager.sessions()) == 1
-    stack.manager.check_apps(stack.now + ATTACH_GRACE_US)
-    assert stack.manager.sessions() == []
+    for fd in reply["fds"]:
+        os.close(fd)
+    stack.watch()
+    assert stack.manager.sessions() == [] and stack.manager.dead_apps == 1
 
 
-def test_check_apps_runs_at_most_every_interval(stack):
-    app = stack.attach("dead")
-    stack.manager.check_apps(stack.now)
-    app.close()
-    stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US - 1)
+def test_a_stack_doorbell_rung_without_pause_costs_one_read_per_pass(stack, monkeypatch):
+    app = stack.attach()
+    reads = []
+    real = Doorbell.drain
+    monkeypatch.setattr(Doorbell, "drain", lambda bell: reads.append(1) or real(bell))
+    for _ in range(100):
+        for _ in range(1000):
+            app.stack_bell.ring()
+        stack.watch()
+    assert len(reads) == 100
     assert len(stack.manager.sessions()) == 1
-    stack.manager.check_apps(stack.now + CHECK_APPS_INTERVAL_US)
-    assert stack.manager.sessions() == []
 
 
 def test_app_doorbell_rings_only_when_the_app_sleeps(stack):
@@ -623,60 +832,64 @@ SESSION_FAULTS = {
     "command": (commands, "execute", lambda sockets, *_: sockets.app_name == "doomed", "poll"),
     "sampling": (occupancy, "sample_rings", lambda s, *_: s.app == "doomed", "poll"),
     "sleep": (Session, "busy", lambda s: s.app == "doomed", "prepare_sleep"),
-    "liveness": (Segment, "app_alive", lambda seg: seg.app_pid == 2, "check_apps"),
+    "doorbell": (Doorbell, "drain", lambda bell: True, "watch"),
 }
 
 
-def run_manager(stack: Stack, call: str) -> None:
-    stack.now += CHECK_APPS_INTERVAL_US
+def run_manager(stack: Stack, call: str, doomed: App) -> None:
+    stack.now += occupancy.SAMPLE_INTERVAL_US  # a sampling pass is due
     if call == "poll":
         stack.manager.poll(stack.now)
     elif call == "prepare_sleep":
         stack.manager.prepare_sleep()
     else:
-        stack.manager.check_apps(stack.now)
+        doomed.stack_bell.ring()  # the only doorbell rung: the only one drained
+        stack.watch()
 
 
 @pytest.mark.parametrize("where", sorted(SESSION_FAULTS))
-def test_a_bug_serving_one_session_ends_that_session_only(tmp_path, monkeypatch, caplog, where):
+def test_a_bug_serving_one_session_ends_that_session_only(monkeypatch, caplog, where):
     owner, method, when, call = SESSION_FAULTS[where]
     contain = Containment(strict=False, clock=lambda: NOW)
-    stack = Stack(tmp_path, contain=contain)
+    stack = Stack(contain=contain)
     doomed = stack.attach("doomed", pid=2)
     good = stack.attach("good", pid=3)
     accepted(good, stack)
     doomed.command(Op.SOCKET)
     inject(owner, method, when, monkeypatch.setattr)
-    run_manager(stack, call)
+    run_manager(stack, call, doomed)
     assert [s["app"] for s in stack.manager.sessions()] == ["good"]
     assert contain.count(FaultSite.SESSION) == 1 and stack.manager.failures == 1
     assert stack.manager.violations == 0  # a bug, not the app's fault
-    assert not os.path.exists(doomed.reply["segment_path"])
+    assert doomed.bell.hung_up()
     assert "where=session" in caplog.text and "session 1 (doomed) ends" in caplog.text
     open_socket(good, stack)  # the other app is served as before
     assert len(stack.engine.flows) == 1
 
 
 @pytest.mark.parametrize("where", sorted(SESSION_FAULTS))
-def test_strict_a_bug_serving_a_session_is_raised(tmp_path, monkeypatch, where):
+def test_strict_a_bug_serving_a_session_is_raised(monkeypatch, where):
     owner, method, when, call = SESSION_FAULTS[where]
-    stack = Stack(tmp_path)  # strict unless told
-    stack.attach("doomed", pid=2).command(Op.SOCKET)
+    stack = Stack()  # strict unless told
+    doomed = stack.attach("doomed", pid=2)
+    doomed.command(Op.SOCKET)
     inject(owner, method, when, monkeypatch.setattr)
     with pytest.raises(InjectedFault):
-        run_manager(stack, call)
+        run_manager(stack, call, doomed)
 
 
-def test_a_bug_in_attach_fails_that_attach_and_leaves_nothing(tmp_path, monkeypatch):
+def test_a_bug_in_attach_fails_that_attach_and_leaves_nothing(monkeypatch):
     contain = Containment(strict=False, clock=lambda: NOW)
-    stack = Stack(tmp_path, contain=contain)
+    stack = Stack(contain=contain)
     good = stack.attach("good")
     inject(Session, "__init__", lambda s, engine, sid, app, *_: app == "doomed",
            monkeypatch.setattr)  # fmt: skip
-    reply = stack.manager.attach("doomed", os.getpid(), **SMALL, now=stack.now)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    reply = stack.manager.attach("doomed", UID, os.getpid(), **SMALL, now=stack.now)
     assert reply == {"error": "internal", "message": "attach failed: InjectedFault"}
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # its memfd, pipe, eventfd closed
     assert contain.count(FaultSite.SESSION) == 1
-    assert sorted(p.name.split(".")[1] for p in tmp_path.iterdir()) == ["s1"] * 3  # good's
+    assert len(stack.manager.watched()) == 2  # good's
     assert [s["app"] for s in stack.manager.sessions()] == ["good"]
     open_socket(good, stack)
     assert stack.attach("again").reply["session_id"] == 3
@@ -692,13 +905,13 @@ class Observations(list):
         self.append(value)
 
 
-def test_event_delivery_counts_the_passes_an_event_waits_for_room(tmp_path, monkeypatch):
+def test_event_delivery_counts_the_passes_an_event_waits_for_room(monkeypatch):
     """vfstack_event_delivery_seconds: each published event is observed
     once, as the time from the pass that posted it to its publishing: no
     time when it goes out in that pass, every pass it waited for the app to
     make room in its event ring otherwise."""
     delivery = Observations()
-    stack = Stack(tmp_path, event_delivery=delivery)
+    stack = Stack(event_delivery=delivery)
     monkeypatch.setattr(sockets_module, "monotonic_us", lambda: stack.now)
     app = stack.attach()
     ring = app.seg.geometry.event_slots

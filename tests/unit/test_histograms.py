@@ -114,7 +114,7 @@ def test_instance_layout_histograms():
     }
     assert TIME_BOUNDS_US[0] == 10 and TIME_BOUNDS_US[-1] == 10_000_000
     assert BATCH_BOUNDS == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-    assert INSTANCE_LAYOUT.gauges == {"tcp_states", "sessions"}
+    assert INSTANCE_LAYOUT.gauges == {"tcp_states", "sessions", "memory", "memory_limits"}
 
 
 # -- a writer in another process ---------------------------------------------

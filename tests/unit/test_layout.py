@@ -8,6 +8,7 @@ mappings of one file, as the stack and an application do.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import struct
@@ -36,6 +37,7 @@ from vfstack.shm import (
 )
 
 TOKEN = bytes(range(32))
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 SLOTS = 1024
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
@@ -120,7 +122,7 @@ def test_header_round_trip(command, event, sockets, ring_bytes):
 # (offset, struct format, new value) of a header field to tamper with
 TAMPER = {
     "magic": (0, "8s", b"VFSTSEG2"),
-    "layout_version": (8, "<I", 2),
+    "layout_version": (8, "<I", 1),
     "header_bytes": (12, "<I", 8192),
     "command_slots": (60, "<I", 128),
     "event_slots": (64, "<I", 100),
@@ -296,27 +298,57 @@ def test_decoded_command_is_a_copy():
 
 
 @pytest.fixture
-def path(tmp_path):
-    return str(tmp_path / "session.seg")
-
-
-@pytest.fixture
-def pair(path):
-    """(stack side, app side): two mappings of one segment file."""
-    stack = Segment.create(path, small_geometry(), session_id=77, token=TOKEN, app_pid=4242)
-    app = Segment.open(path)
+def pair():
+    """(stack side, app side): two mappings of one segment."""
+    stack = Segment.create(small_geometry(), session_id=77, token=TOKEN, app_pid=4242)
+    app = Segment.open(os.dup(stack.fd))
     yield stack, app
     app.close()
     stack.close()
 
 
-def test_segment_create_writes_file_of_geometry_size_mode_0600(pair, path):
+def sealed_copy(segment: Segment, size: int | None = None, patch: dict | None = None) -> int:
+    """A sealed memfd holding `segment`'s bytes, cut or padded to `size`,
+    with `patch` (offset: bytes) written over them: what a stack that
+    breaks the format would hand over."""
+    data = bytearray(segment._view[: segment.geometry.file_bytes])
+    for offset, chunk in (patch or {}).items():
+        data[offset : offset + len(chunk)] = chunk
+    size = len(data) if size is None else size
+    fd = os.memfd_create("forged", os.MFD_ALLOW_SEALING)
+    os.write(fd, bytes(data[:size]))
+    os.ftruncate(fd, size)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    return fd
+
+
+def test_segment_is_a_sealed_memfd_of_geometry_size(pair):
     stack, app = pair
-    st_ = os.stat(path)
-    assert st_.st_size == small_geometry().file_bytes
-    assert st_.st_mode & 0o777 == 0o600
+    assert os.fstat(stack.fd).st_size == small_geometry().file_bytes
+    assert os.readlink(f"/proc/self/fd/{stack.fd}").startswith("/memfd:")
+    assert fcntl.fcntl(stack.fd, fcntl.F_GET_SEALS) == SEALS
     assert (app.session_id, app.token, app.app_pid) == (77, TOKEN, 4242)
     assert app.geometry == stack.geometry
+
+
+def test_no_holder_of_the_segment_can_resize_it_or_unseal_it(pair):
+    """What an app would do to SIGBUS the stack: shrink the segment under its
+    mapping; or grow it; or drop the seals first. The kernel refuses all."""
+    stack, _ = pair
+    theirs = os.dup(stack.fd)  # the app's descriptor
+    size = small_geometry().file_bytes
+    for change in (
+        lambda: os.ftruncate(theirs, 0),
+        lambda: os.ftruncate(theirs, size - 4096),
+        lambda: os.ftruncate(theirs, size + 4096),
+        lambda: os.posix_fallocate(theirs, size, 4096),
+        lambda: fcntl.fcntl(theirs, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE),
+    ):
+        with pytest.raises(PermissionError):
+            change()
+    os.close(theirs)
+    assert os.fstat(stack.fd).st_size == size
+    stack.rx(7).write(b"the last slot")  # the whole mapping still works
 
 
 def test_segment_end_by_the_stack_is_seen_by_the_app(pair):
@@ -412,51 +444,54 @@ def test_segment_slot_table_written_by_stack_is_read_by_app(pair):
     assert app.slot_state(6) == 0 and app.readiness(6) == 0  # neighbours untouched
 
 
-def test_segment_create_refuses_existing_path(path):
-    open(path, "wb").close()
-    with pytest.raises(FileExistsError):
-        Segment.create(path, small_geometry(), 1, TOKEN, 1)
+def test_segment_open_refuses_an_unsealed_segment():
+    fd = os.memfd_create("unsealed", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, small_geometry().file_bytes)
+    with pytest.raises(ValueError, match="not sealed"):
+        Segment.open(fd)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # open closed it, failing too
 
 
-def test_segment_open_truncated_file_fails(path):
-    Segment.create(path, small_geometry(), 1, TOKEN, 1).close()
-    os.truncate(path, 1000)
+def test_segment_open_refuses_what_is_not_a_regular_file():
+    read_end, write_end = os.pipe()
+    with pytest.raises(ValueError, match="not a regular file"):
+        Segment.open(read_end)
+    os.close(write_end)
+
+
+def test_segment_open_truncated_segment_fails(pair):
+    stack, _ = pair
     with pytest.raises(ValueError, match="truncated"):
-        Segment.open(path)
-    os.truncate(path, small_geometry().file_bytes - 4096)
+        Segment.open(sealed_copy(stack, size=1000))
     with pytest.raises(ValueError, match="header says"):
-        Segment.open(path)
+        Segment.open(sealed_copy(stack, size=small_geometry().file_bytes - 4096))
 
 
-def test_segment_open_bad_header_fails(path):
-    Segment.create(path, small_geometry(), 1, TOKEN, 1).close()
-    with open(path, "r+b") as f:
-        f.write(b"NOTASEG!")
+def test_segment_open_bad_header_fails(pair):
+    stack, _ = pair
     with pytest.raises(ValueError, match="bad magic"):
-        Segment.open(path)
+        Segment.open(sealed_copy(stack, patch={0: b"NOTASEG!"}))
 
 
-def test_segment_open_corrupt_command_ring_fails(path):
-    g = small_geometry()
-    Segment.create(path, g, 1, TOKEN, 1).close()
-    with open(path, "r+b") as f:
-        f.seek(g.command_offset + 64)  # the ring's tail
-        f.write(struct.pack("<Q", 5))
+def test_segment_open_corrupt_command_ring_fails(pair):
+    stack, _ = pair
+    tail = small_geometry().command_offset + 64
     with pytest.raises(ValueError, match="tail ahead of head"):
-        Segment.open(path)
+        Segment.open(sealed_copy(stack, patch={tail: struct.pack("<Q", 5)}))
 
 
-def test_segment_close_is_idempotent_and_context_managed(path):
-    with Segment.create(path, small_geometry(), 1, TOKEN, 1) as stack:
+def test_segment_close_is_idempotent_and_context_managed():
+    with Segment.create(small_geometry(), 1, TOKEN, 1) as stack:
         stack.rx(0)
     stack.close()  # a second close, after the context manager's, is a no-op
     with pytest.raises(ValueError):
         stack.rx(0).write(b"x")  # ... and the mapping is really gone
 
 
-def test_segment_with_65536_slots_maps_the_last_slot_on_both_sides(path):
+def test_segment_with_65536_slots_maps_the_last_slot_on_both_sides():
     g = Geometry(1024, 1024, 65536, 4096)
-    with Segment.create(path, g, 1, TOKEN, 1) as stack, Segment.open(path) as app:
+    with Segment.create(g, 1, TOKEN, 1) as stack, Segment.open(os.dup(stack.fd)) as app:
         stack.rx(65535).write(b"last")
         buf = bytearray(8)
         assert app.rx(65535).read_into(buf) == 4 and buf[:4] == b"last"

@@ -42,12 +42,15 @@ COUNTERS = {
     "vfstack_tcp_listen_drops_total",
     "vfstack_app_bytes_total",
     "vfstack_internal_errors_total",
+    "vfstack_refusals_total",
 }
 GAUGES = {
     "vfstack_tcp_connections",
     "vfstack_sessions",
     "vfstack_ring_occupancy_ratio",
     "vfstack_info",
+    "vfstack_memory_bytes",
+    "vfstack_memory_limit_bytes",
 }
 HISTOGRAMS = {
     "vfstack_tcp_rtt_seconds",

@@ -5,16 +5,21 @@ the application (the vfstack SDK) both import this package, and nothing
 else of each other: the layout, the numbers, the record codecs, the ring
 algorithms and the doorbells are defined here once.
 
-Version. Layout version 1 (`LAYOUT_VERSION`), in the header next to
+Version. Layout version 2 (`LAYOUT_VERSION`), in the header next to
 `MAGIC` and in gRPC's `AttachResponse.layout_version`. Whatever changes an
 offset, a field, an opcode, an event kind, a slot state, a value's
-encoding or a ring's algorithm makes a new version; a side that meets
-another version refuses the segment (`Segment.open`), and never guesses.
+encoding, a ring's algorithm or how the session's memory and doorbells
+reach the app makes a new version; a side that meets another version
+refuses the segment (`Segment.open`), and never guesses. (Version 1
+handed out file paths in the run directory; 2 hands out descriptors.)
 
-Files. At Attach the stack makes, in its run directory (a tmpfs both
-containers see), one segment file and two doorbell FIFOs per session, with
-random names (`<instance>.s<id>.<hex>.shm`, `.app.bell`, `.stack.bell`).
-The stack rings `app.bell` when the app sleeps, the app rings `stack.bell`.
+Handoff. At Attach the stack makes, per session, a sealed memfd for the
+segment (its size final for every holder: vfstack.shm._segment), a pipe
+for the app's doorbell and an eventfd for the stack's. The app gets them
+as descriptors over a unix socket, once, after proving the session's
+token (vfstack.shm._handoff). Nothing of a session is a file an app
+could truncate, fill or replace. The stack rings the app's doorbell
+when the app sleeps, the app rings the stack's (vfstack.shm._doorbell).
 
 Segment (offsets in bytes from the start of the file; every region is
 64-byte aligned; `Geometry` computes them from the four sizes)::
@@ -86,13 +91,12 @@ re-checks the ring; a producer rings the consumer's doorbell after a
 publish only if the flag is set, with a full fence between each side's
 store and load, so no wake-up is lost: vfstack.shm._doorbell.
 
-Liveness, both ways. The app holds a shared `flock` on the segment for as
-long as it is attached (`Segment.open`); the stack probes it
-(`Segment.app_alive`), and the kernel drops it when the app's process
-dies, however. The app opens its doorbell read-only, so the stack holds
-the only write end: when the stack ends, however, the FIFO hangs up. If
-`ended` is 1, the stack ended the session on purpose (Detach, a bad
-record, a fault, shutdown); else its process died.
+Liveness, both ways, from the app's doorbell pipe: only the stack holds
+its write end, only the app its read end. When the stack ends, however,
+the app's end hangs up (POLLHUP); when the app's process ends, however,
+the stack's end reports POLLERR at once. If `ended` is 1, the stack ended
+the session on purpose (Detach, a bad record, a fault, shutdown); else
+its process died.
 
 Slots. A slot's rings are made by the stack before the event that hands
 the slot to the app (RESULT of SOCKET, ACCEPTED) and live as long as the
@@ -146,6 +150,7 @@ from vfstack.shm._constants import (
     SlotState,
 )
 from vfstack.shm._doorbell import Doorbell
+from vfstack.shm._handoff import APP_BELL, HANDOFF_FDS, SEGMENT, STACK_BELL, redeem
 from vfstack.shm._records import (
     Command,
     Event,
@@ -159,6 +164,7 @@ from vfstack.shm._segment import Geometry, Segment
 from vfstack.shm._violations import BadRecord, CorruptRing, Violation
 
 __all__ = [
+    "APP_BELL",
     "EPOLLERR",
     "EPOLLHUP",
     "EPOLLIN",
@@ -168,6 +174,7 @@ __all__ = [
     "EVENT_READY",
     "EVENT_RESULT",
     "EVENT_SLOT_FREED",
+    "HANDOFF_FDS",
     "HEADER_BYTES",
     "LAYOUT_VERSION",
     "MAGIC",
@@ -182,11 +189,13 @@ __all__ = [
     "OP_SOCKET",
     "OP_TX",
     "RECORD_SIZE",
+    "SEGMENT",
     "SLOT_CONNECTED",
     "SLOT_CONNECTING",
     "SLOT_FREE",
     "SLOT_LISTENING",
     "SLOT_OPEN",
+    "STACK_BELL",
     "BadRecord",
     "ByteRing",
     "Command",
@@ -204,4 +213,5 @@ __all__ = [
     "decode_event",
     "encode_command_into",
     "encode_event_into",
+    "redeem",
 ]

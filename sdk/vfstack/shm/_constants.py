@@ -1,4 +1,4 @@
-"""The numbers of the shared-memory format, version 1 (the contract: vfstack.shm).
+"""The numbers of the shared-memory format, version 2 (the contract: vfstack.shm).
 
 Opcodes, event kinds and slot states are plain ints first, for the hot
 paths of both sides (an attribute of an IntEnum class costs ~50 ns a time
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 MAGIC = b"VFSTSEG1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER_BYTES = 4096
 RECORD_SIZE = 64
 SLOT_ENTRY_BYTES = 64

@@ -1,24 +1,33 @@
 """Doorbells: a kernel-waitable "look at your rings" between two processes.
 
-A doorbell is a FIFO (named pipe) in a directory both sides see — a tmpfs
-shared by the stack's container and the application's. The side that
-creates it opens it `O_RDWR | O_NONBLOCK`: it never blocks in `open()`
-waiting for the other, and since it holds a write end, it never reads EOF.
-`ring()` writes one byte; a full pipe (EAGAIN) means wake-ups are already
-pending, which is all a ring has to ensure. The waiter polls `fileno()`
-(poll, selectors, asyncio's `add_reader`) and `drain()`s the bytes after
-waking. The pending bytes are a *level*: a ring that happens before the
-waiter blocks is not lost, the wait just returns at once.
+A session has two, made by the stack at Attach and handed to the app as
+descriptors over a unix socket (SCM_RIGHTS, vfstack.shm._handoff): no
+path, so no file an app could replace, fill or remove.
 
-The end of the ringing side. An application opens the doorbell it waits
-on with `open(path, ring=False)`, read-only: then the stack holds the
-only write end, and once that closes — the stack ended the session, or
-its process died, however (`kill -9` too: the kernel closes its
-descriptors) — the pipe has no writer left and poll reports POLLHUP, for
-good: `wait()` returns at once and `hung_up()` is True. Like the flock
-the stack probes on the segment (`Segment.app_alive`), this is the state
-of one kernel object, the same in every container and PID namespace, and
-it needs no probing while the application sleeps: the hang-up wakes it.
+- The app's doorbell (the stack rings, the app waits) is a pipe. The
+  stack keeps the write end, the app gets the read end. `ring()` writes
+  one byte; a full pipe (EAGAIN) means wake-ups are already pending,
+  which is all a ring has to ensure. The waiter polls `fileno()` (poll,
+  selectors, asyncio's `add_reader`) and `drain()`s after waking.
+- The stack's doorbell (the app rings, the stack waits) is an eventfd
+  both hold. `ring()` adds 1 to its counter; `drain()` is ONE read that
+  takes the whole count back to 0, however often and however fast the app
+  rings: the stack's cost per wake-up is one system call by construction,
+  where a pipe kept full by an app (F_SETPIPE_SZ, 64 KiB writes) would
+  hold a read-until-empty loop for as long as the app keeps writing.
+
+Pending rings are a *level*: a ring that happens before the waiter blocks
+is not lost, the wait just returns at once.
+
+Liveness, both ways, from the pipe alone. Only the stack holds its write
+end: once that closes (the stack ended the session, or its process died,
+however: `kill -9` too, the kernel closes its descriptors), the app's
+read end reports POLLHUP for good (`hung_up()`). Only the app holds its
+read end (the control process drops its copy once the app has it): once
+that closes, the app's process is gone, and the stack's write end
+reports POLLERR (`reader_gone()`), which the stack's poll() sees at once.
+Both are the state of one kernel object, the same in every container and
+PID namespace, and neither needs probing.
 
 Doorbells are expensive (~7 µs to a sleeping process, ~46 µs round trip
 with both sides sleeping, docs/architecture.md "Measured costs"), so they
@@ -63,11 +72,12 @@ it skips the bell, but C is awake and passes c1-c2 before it sleeps
 again, which by the second case sees P's head. Spurious wake-ups (a stale
 byte, a liar setting its flag) cost time, never correctness.
 
-Trust: a process can fill the pipe (then `ring()` gets EAGAIN, harmless),
-read the other side's bytes (it only steals its own wake-ups), or unlink
-the path (open descriptors keep working). `open()` refuses anything but a
-FIFO and does not follow symlinks. The stack keeps the descriptors it made
-with `create()` and never reopens a path an application can replace.
+Trust: an app can fill its pipe (then the stack's `ring()` gets EAGAIN,
+harmless), read the eventfd (it only steals its own wake-ups), push the
+eventfd's counter to its maximum (the app's own `ring()` then gets
+EAGAIN, the stack's next `drain()` takes the count back) or ring without
+pause (each costs the stack one read per pass, as any busy app does).
+`adopt()` refuses a descriptor that is neither a pipe nor an eventfd.
 
 The fence is an uncontended lock round trip (~75 ns, pure Python's
 cheapest locked instruction), paid once per `prepare_sleep()` and once per
@@ -77,90 +87,95 @@ cheapest locked instruction), paid once per `prepare_sleep()` and once per
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import stat
 
 __all__ = ["Doorbell"]
 
-_OPEN_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
 _BYTE = b"\x01"
+_PIPE_READ = 4096  # one drain of a pipe: the stack rings it at most once a pass
+_EVENTFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
+_PIPE_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _is_eventfd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+    except OSError:
+        return False
 
 
 class Doorbell:
-    """One direction of wake-ups over a FIFO; see the module docstring."""
+    """One end of a doorbell, a pipe or an eventfd; see the module docstring."""
 
-    __slots__ = ("_fd", "_poll", "_scratch", "path")
+    __slots__ = ("_eventfd", "_fd", "_poll")
 
-    def __init__(self, path: str, fd: int) -> None:
-        """Use `create()` or `open()`."""
-        self.path = path
+    def __init__(self, fd: int, eventfd: bool) -> None:
+        """Use `pipe()`, `eventfd()` or `adopt()`."""
         self._fd = fd
+        self._eventfd = eventfd
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
-        self._scratch = bytearray(4096)
 
     @classmethod
-    def create(cls, path: str, mode: int = 0o660, group: int | None = None) -> Doorbell:
-        """Make the FIFO at `path` (exactly `mode`, whatever the umask; owned
-        by `group` if given) and open it.
-
-        Raises:
-            FileExistsError: something is already at `path`.
-        """
-        os.mkfifo(path, mode)
-        try:
-            if group is not None:
-                os.chown(path, -1, group, follow_symlinks=False)
-            os.chmod(path, mode)
-            return cls.open(path)
-        except BaseException:
-            os.unlink(path)
-            raise
+    def pipe(cls) -> tuple[Doorbell, Doorbell]:
+        """A new app doorbell: (its waiting end, its ringing end)."""
+        read_end, write_end = os.pipe2(_PIPE_FLAGS)
+        return cls(read_end, False), cls(write_end, False)
 
     @classmethod
-    def open(cls, path: str, ring: bool = True) -> Doorbell:
-        """Open an existing doorbell (never blocks, never follows a symlink);
-        with `ring` False only to wait on it, so that `hung_up()` can tell
-        when every other process has closed it (see the module docstring).
+    def eventfd(cls) -> Doorbell:
+        """A new stack doorbell (both sides hold the same eventfd)."""
+        return cls(os.eventfd(0, _EVENTFD_FLAGS), True)
+
+    @classmethod
+    def adopt(cls, fd: int) -> Doorbell:
+        """A doorbell over a descriptor received from the other side (made
+        non-blocking: its sender's flags may say otherwise).
 
         Raises:
-            OSError: cannot open it (FileNotFoundError, PermissionError, ELOOP).
-            ValueError: `path` is not a FIFO.
+            ValueError: `fd` is neither a pipe nor an eventfd.
         """
-        fd = os.open(path, _OPEN_FLAGS | (os.O_RDWR if ring else os.O_RDONLY))
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ValueError(f"{path} is not a FIFO")
-        return cls(path, fd)
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            eventfd = False
+        elif _is_eventfd(fd):
+            eventfd = True
+        else:
+            raise ValueError(f"descriptor {fd} is neither a pipe nor an eventfd")
+        os.set_blocking(fd, False)
+        return cls(fd, eventfd)
 
     def fileno(self) -> int:
         """The descriptor: readable while a ring is pending."""
         return self._fd
 
     def ring(self) -> None:
-        """Wake the other side (one byte; a full pipe means it is woken already)."""
-        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per ring)
-            os.write(self._fd, _BYTE)
-        except BlockingIOError:
+        """Wake the other side (a full pipe or counter means it is woken
+        already; a pipe with no reader left, a waiter that is gone, which
+        poll reports: `reader_gone`)."""
+        try:
+            if self._eventfd:
+                os.eventfd_write(self._fd, 1)
+            else:
+                os.write(self._fd, _BYTE)
+        except (BlockingIOError, BrokenPipeError):
             pass
 
     def drain(self) -> int:
-        """Consume every pending ring.
+        """Consume the pending rings with one read (bounded by construction:
+        an eventfd's counter comes back whole; a pipe gives at most
+        4096 bytes, the rest keeps it readable for the next pass).
 
         Returns:
-            How many bytes were pending.
+            How many rings were consumed.
         """
-        fd, scratch, total = self._fd, self._scratch, 0
-        while True:
-            try:
-                n = os.readv(fd, (scratch,))
-            except BlockingIOError:
-                return total
-            total += n
-            if n < len(scratch):  # the pipe is empty now: spare the EAGAIN call
-                return total
+        try:
+            if self._eventfd:
+                return os.eventfd_read(self._fd)
+            return len(os.read(self._fd, _PIPE_READ))
+        except BlockingIOError:
+            return 0
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until rung or `timeout` seconds pass (None: forever, 0: just look),
@@ -177,21 +192,21 @@ class Doorbell:
         return True
 
     def hung_up(self) -> bool:
-        """Has every process that could ring it closed its end? Only a
-        doorbell opened with `ring=False` can tell (one poll, no waiting)."""
+        """The waiting end of the app's doorbell: has every process that
+        could ring it (the stack) closed its end? (One poll, no waiting.)"""
         return any(revents & select.POLLHUP for _, revents in self._poll.poll(0))
 
+    def reader_gone(self) -> bool:
+        """The ringing end of the app's doorbell: has every process that
+        could wait on it (the app) closed its end? (One poll, no waiting.)"""
+        return any(revents & select.POLLERR for _, revents in self._poll.poll(0))
+
     def close(self) -> None:
-        """Close the descriptor (idempotent); the FIFO stays for the other side."""
+        """Close the descriptor (idempotent)."""
         if self._fd >= 0:
             self._poll.unregister(self._fd)
             os.close(self._fd)
             self._fd = -1
-
-    def unlink(self) -> None:
-        """Remove the FIFO's name (open descriptors keep working)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
     def __enter__(self) -> Doorbell:
         return self

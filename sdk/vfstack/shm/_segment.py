@@ -7,7 +7,6 @@ table. The stack `create`s a segment, the app `open`s it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
@@ -36,6 +35,7 @@ from vfstack.shm._violations import CorruptRing
 __all__ = ["Geometry", "Segment"]
 
 _HEADER = struct.Struct("<8sIIQ32siIIIIIQQQQQ")
+_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
 # -- geometry ----------------------------------------------------------------
@@ -200,13 +200,15 @@ class Segment:
     """One session's mapped segment: rings, slot table, identity.
 
     `create` is the stack's side, `open` the application's; both give the
-    same accessors. Socket rings are built lazily on first `rx(i)`/`tx(i)`:
+    same accessors. The segment is a sealed memfd (see `create`): the app
+    gets it as a descriptor, never as a file it could resize or fill.
+    Socket rings are built lazily on first `rx(i)`/`tx(i)`:
     on the stack's side that call initialises the ring in memory, on the
     app's side it attaches (and raises CorruptRing if the stack has not
     initialised it). So the stack must call `rx(i)` and `tx(i)` for a slot
     before it publishes the event that hands the slot to the app (RESULT of
     SOCKET, ACCEPTED). Touching 2 x 65536 ring headers up front would
-    commit a page each (512 MiB of tmpfs) and take ~1 s.
+    commit a page each (512 MiB) and take ~1 s.
 
     Roles: the app produces `commands` and `tx(i)` and consumes `events`
     and `rx(i)`; the stack the reverse; only the stack calls `set_slot` and
@@ -242,7 +244,7 @@ class Segment:
         fd: int,
     ) -> None:
         self._creator = creator
-        self._fd = fd  # held open for the liveness lock (see `app_alive`)
+        self._fd = fd  # the stack's memfd (-1 on the app's side: the mapping is enough)
         self._mmap = mm
         self._view = memoryview(mm)
         self._header = self._view[:HEADER_BYTES].cast("I")
@@ -269,35 +271,41 @@ class Segment:
     @classmethod
     def create(
         cls,
-        path: str,
         geometry: Geometry,
         session_id: int,
         token: bytes,
         app_pid: int,
-        group: int | None = None,
+        name: str = "vfstack-segment",
     ) -> Segment:
-        """Stack side: create `path` (must not exist; mode 0o600, or 0o660
-        owned by `group` if given), size it,
-        map it, write the header, initialise the command and event rings,
-        zero the slot table (socket rings: on first `rx`/`tx`, see above).
+        """Stack side: a memfd (`name` shows in /proc/PID/maps), sized
+        and sealed, its pages up to the socket rings preallocated, mapped,
+        with the header written, the command and event rings initialised
+        and the slot table zeroed (socket rings: `commit_slot`, then on
+        first `rx`/`tx`, see above).
+
+        The seals (F_SEAL_SHRINK, F_SEAL_GROW, then F_SEAL_SEAL so none can
+        be added or removed) make the size final for every holder of the
+        descriptor: an app can neither truncate the segment under the
+        stack's mapping (its next access would be SIGBUS) nor grow it. It
+        lives on the kernel's internal tmpfs, not on a shared run
+        directory an app could fill. The stack preallocates what it will
+        touch (`commit_slot`): a page it maps is never one the kernel has
+        to find when the stack first writes it.
 
         Raises:
-            FileExistsError: `path` exists.
-            OSError: the file cannot be created or sized.
+            OSError: the memfd cannot be made, sized, preallocated (ENOMEM,
+                ENOSPC) or mapped.
             ValueError: bad token.
         """
         header = geometry.header(session_id, token, app_pid)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            if group is not None:
-                os.fchown(fd, -1, group)
-                os.fchmod(fd, 0o660)
             os.ftruncate(fd, geometry.file_bytes)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            os.posix_fallocate(fd, 0, geometry.socket_offset)
             mm = mmap.mmap(fd, geometry.file_bytes)
         except BaseException:
             os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             raise
         seg = cls(mm, geometry, session_id, token, app_pid, True, fd)
         seg._view[0:HEADER_BYTES] = header
@@ -312,45 +320,64 @@ class Segment:
             g.socket_offset - g.slot_table_offset
         )
 
-    @classmethod
-    def open(cls, path: str) -> Segment:
-        """Application side: map `path`, validate the header, attach the rings.
+    @property
+    def fd(self) -> int:
+        """Stack side: the memfd, to hand a duplicate of it to the app."""
+        return self._fd
+
+    def commit_slot(self, slot: int) -> None:
+        """Stack side: preallocate slot's RX and TX rings, before `rx(slot)`
+        and `tx(slot)` touch them (idempotent).
 
         Raises:
-            ValueError: not a regular file, truncated, bad header, or size
-                or rings that disagree with the header.
-            OSError: the file cannot be opened or mapped.
+            IndexError: slot out of range.
+            OSError: no memory for them (ENOMEM, ENOSPC).
         """
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if not 0 <= slot < self.geometry.socket_slots:
+            raise IndexError("slot out of range")
+        os.posix_fallocate(self._fd, self.geometry.rx_offset(slot), self.geometry.socket_stride)
+
+    @classmethod
+    def open(cls, fd: int) -> Segment:
+        """Application side: map the segment the stack handed over as `fd`
+        (closed here, whatever happens: the mapping is all the app keeps),
+        validate its seals and header, attach the rings.
+
+        Raises:
+            ValueError: not a sealed regular file of the size its header
+                gives, bad header, or rings that disagree with the header.
+            OSError: it cannot be mapped.
+        """
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise ValueError(f"{path}: not a regular file")
+                raise ValueError("the segment is not a regular file")
+            if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
+                raise ValueError("the segment is not sealed: its size could change under us")
             if st.st_size < HEADER_BYTES:
                 raise ValueError(
-                    f"{path}: truncated ({st.st_size} bytes, header needs {HEADER_BYTES})"
+                    f"truncated segment ({st.st_size} bytes, header needs {HEADER_BYTES})"
                 )
-            fcntl.flock(fd, fcntl.LOCK_SH)  # "I am alive" until this fd closes
             mm = mmap.mmap(fd, st.st_size)
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
         try:
             with memoryview(mm) as header:
                 geometry, session_id, token, app_pid = _parse_header(header)
             if st.st_size != geometry.file_bytes:
-                raise ValueError(f"file has {st.st_size} bytes, header says {geometry.file_bytes}")
-        except ValueError as exc:
+                raise ValueError(
+                    f"segment has {st.st_size} bytes, header says {geometry.file_bytes}"
+                )
+        except ValueError:
             mm.close()
-            os.close(fd)
-            raise ValueError(f"{path}: {exc}") from None
-        seg = cls(mm, geometry, session_id, token, app_pid, False, fd)
+            raise
+        seg = cls(mm, geometry, session_id, token, app_pid, False, -1)
         try:
             seg.commands.attach()
             seg.events.attach()
         except CorruptRing as exc:
             seg.close()
-            raise ValueError(f"{path}: {exc.reason}") from None
+            raise ValueError(exc.reason) from None
         return seg
 
     # -- socket rings ---------------------------------------------------------
@@ -459,7 +486,9 @@ class Segment:
         self._i32.release()
         self._view.release()
         self._mmap.close()
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def end(self) -> None:
         """Stack: the session is over (store `ended` before the app can
@@ -470,19 +499,6 @@ class Segment:
     def ended(self) -> bool:
         """App: has the stack ended this session on purpose?"""
         return self._header[_ENDED] != 0
-
-    def app_alive(self) -> bool:
-        """Stack side: does some process hold the segment open through
-        `Segment.open` (its shared flock)? The kernel drops the lock when
-        the last descriptor of that process closes, however it dies, and
-        a lock works across PID namespaces, where a pid would not.
-        """
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return False
 
     def __enter__(self) -> Segment:
         return self

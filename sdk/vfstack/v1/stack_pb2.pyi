@@ -55,7 +55,7 @@ class AttachRequest(_message.Message):
     def __init__(self, app: _Optional[str] = ..., pid: _Optional[int] = ..., command_ring_slots: _Optional[int] = ..., event_ring_slots: _Optional[int] = ..., socket_ring_bytes: _Optional[int] = ...) -> None: ...
 
 class AttachResponse(_message.Message):
-    __slots__ = ("session_id", "segment_path", "segment_bytes", "layout_version", "app_doorbell", "stack_doorbell", "token")
+    __slots__ = ("session_id", "segment_path", "segment_bytes", "layout_version", "app_doorbell", "stack_doorbell", "token", "handoff_path")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_PATH_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class AttachResponse(_message.Message):
     APP_DOORBELL_FIELD_NUMBER: _ClassVar[int]
     STACK_DOORBELL_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_PATH_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     segment_path: str
     segment_bytes: int
@@ -70,7 +71,8 @@ class AttachResponse(_message.Message):
     app_doorbell: str
     stack_doorbell: str
     token: bytes
-    def __init__(self, session_id: _Optional[int] = ..., segment_path: _Optional[str] = ..., segment_bytes: _Optional[int] = ..., layout_version: _Optional[int] = ..., app_doorbell: _Optional[str] = ..., stack_doorbell: _Optional[str] = ..., token: _Optional[bytes] = ...) -> None: ...
+    handoff_path: str
+    def __init__(self, session_id: _Optional[int] = ..., segment_path: _Optional[str] = ..., segment_bytes: _Optional[int] = ..., layout_version: _Optional[int] = ..., app_doorbell: _Optional[str] = ..., stack_doorbell: _Optional[str] = ..., token: _Optional[bytes] = ..., handoff_path: _Optional[str] = ...) -> None: ...
 
 class DetachRequest(_message.Message):
     __slots__ = ("session_id", "token")
@@ -89,18 +91,20 @@ class ListSessionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "app", "pid", "attached_ms", "sockets")
+    __slots__ = ("session_id", "app", "pid", "attached_ms", "sockets", "uid")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     ATTACHED_MS_FIELD_NUMBER: _ClassVar[int]
     SOCKETS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     app: str
     pid: int
     attached_ms: int
     sockets: int
-    def __init__(self, session_id: _Optional[int] = ..., app: _Optional[str] = ..., pid: _Optional[int] = ..., attached_ms: _Optional[int] = ..., sockets: _Optional[int] = ...) -> None: ...
+    uid: int
+    def __init__(self, session_id: _Optional[int] = ..., app: _Optional[str] = ..., pid: _Optional[int] = ..., attached_ms: _Optional[int] = ..., sockets: _Optional[int] = ..., uid: _Optional[int] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions",)
@@ -109,14 +113,16 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class ListConnectionsRequest(_message.Message):
-    __slots__ = ("connection_id", "states", "limit")
+    __slots__ = ("connection_id", "states", "limit", "after_id")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     connection_id: int
     states: _containers.RepeatedScalarFieldContainer[str]
     limit: int
-    def __init__(self, connection_id: _Optional[int] = ..., states: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    after_id: int
+    def __init__(self, connection_id: _Optional[int] = ..., states: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., after_id: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
     __slots__ = ("connection_id", "state", "local_ip", "local_port", "remote_ip", "remote_port", "send_queue", "receive_queue", "cwnd", "ssthresh", "srtt_us", "rttvar_us", "rto_us", "retransmits", "mss", "congestion_control", "owner")

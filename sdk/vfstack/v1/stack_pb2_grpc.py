@@ -83,7 +83,9 @@ class StackControlServicer:
 
     def Attach(self, request, context):
         """Attach an application: a session with its shared-memory segment and
-        doorbells (the fast path).
+        doorbells (the fast path), handed over as descriptors on
+        `handoff_path` to the caller that proves the token, within the attach
+        timeout (vfstack.shm._handoff).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,14 +100,17 @@ class StackControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Attached applications.
+        """Attached applications: the caller's own (by its uid, from the unix
+        socket's peer credentials), every one for root; PERMISSION_DENIED over
+        TCP. ListConnections shows the same way whose sockets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListConnections(self, request, context):
-        """Sockets of the instance, like `ss -tan`: listeners and connections.
+        """Sockets of the instance, like `ss -tan`: listeners and connections, in
+        connection_id order, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -15,6 +15,8 @@ import importlib.util
 import json
 import logging
 import os
+import tomllib
+from fnmatch import fnmatch
 from importlib.machinery import EXTENSION_SUFFIXES, SourceFileLoader
 from pathlib import Path
 
@@ -65,6 +67,19 @@ def test_unit_is_every_module_of_net_and_tcp_but_the_packages():
     assert {"stackservice.net.checksum", "stackservice.tcp.engine", "stackservice.tcp.tcb"} <= names
     assert "stackservice.tcp" not in names
     assert {name.rpartition(".")[0] for name in names} == {"stackservice.net", "stackservice.tcp"}
+
+
+def test_every_pxd_ships_with_its_module():
+    """The run-time check digests a module's .pxd with its .py: one the
+    wheel left out (pyproject's package-data) would make the installed
+    unit stale, and run it pure."""
+    pyproject = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    declarations = sorted(ROOT.glob("*/*.pxd"))
+    assert declarations
+    for pxd in declarations:
+        patterns = package_data.get(f"stackservice.{pxd.parent.name}", ())
+        assert any(fnmatch(pxd.name, pattern) for pattern in patterns), pxd
 
 
 # ------------------------------------------------------------ a fake tree

@@ -56,6 +56,7 @@ INFO = {
     "started_at": STARTED_AT,
     "congestion_control": "cubic",
     "diag_services": True,
+    "build": "compiled",
 }
 
 ROW = {

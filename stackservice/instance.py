@@ -18,16 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stackservice import __version__, _extensions
+from stackservice.clock import monotonic_us
 from stackservice.config import InstanceConfig
 from stackservice.control.link import LinkServer
 from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.fastpath import SessionManager
 from stackservice.faults import Containment
-from stackservice.loop import StackLoop, monotonic_us
+from stackservice.loop import StackLoop
 from stackservice.metrics.apps import AppStatsTable
 from stackservice.metrics.counters import CounterBlock, nonzero
 from stackservice.metrics.layout import (
+    EVENT_DELIVERY_US,
     INSTANCE_LAYOUT,
     LOOP_ITERATION_US,
     RX_BATCH_PACKETS,
@@ -186,6 +188,7 @@ class Instance:
         self.fastpath = SessionManager(
             self.engine, config.run_dir, config.name, app_stats=apps,
             app_group=config.app_group, contain=self.contain,
+            event_delivery=counters.histogram(EVENT_DELIVERY_US),
         )  # fmt: skip
 
     def run(self, stop_fd: int, link: LinkServer | None = None) -> None:

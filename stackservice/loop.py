@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import gc
 import select
-import time
 
+from stackservice.clock import monotonic_us
 from stackservice.control.link import LinkServer
 from stackservice.fastpath import SessionManager
 from stackservice.faults import Containment, FaultSite
@@ -45,10 +45,6 @@ FULL_GC_IDLE_US = 10_000_000  # at most this often when the loop idles
 FULL_GC_MAX_US = 300_000_000  # and at least this often, idle or not
 IDLE_US = 200_000  # no frame nor app work for this long: nobody waits on us
 _NO_AUTOMATIC_FULL_GC = 1 << 30  # gen1 collections before an automatic full one
-
-
-def monotonic_us() -> int:
-    return time.monotonic_ns() // 1000
 
 
 class StackLoop:

@@ -33,6 +33,7 @@ from stackservice.fastpath.occupancy import OccupancySweep
 from stackservice.fastpath.session import Session
 from stackservice.faults import Containment, FaultSite
 from stackservice.metrics.apps import DEFAULT_SLOTS, AppStatsTable
+from stackservice.metrics.counters import Histogram
 from stackservice.tcp.engine import TcpEngine
 
 __all__ = ["SessionManager"]
@@ -61,16 +62,20 @@ class SessionManager:
         app_stats: AppStatsTable | None = None,
         app_group: int | None = None,
         contain: Containment | None = None,
+        event_delivery: Histogram | None = None,
     ) -> None:
         """`app_stats`: the app table the exporter reads (the instance's
         file); by default one in private memory. `app_group`: the gid that
         gets read-write access to each session's files (else root only).
-        `contain`: the instance's fault policy; by default a strict one."""
+        `contain`: the instance's fault policy; by default a strict one.
+        `event_delivery`: the histogram of events' delays from posting to
+        publishing, in every session (µs)."""
         self.engine = engine
         self.run_dir = Path(run_dir)
         self.instance = instance
         self.app_group = app_group
         self._contain = contain or Containment()
+        self._event_delivery = event_delivery
         self._unlink_files("[0-9]*")  # from a crashed run
         self.max_sessions = max_sessions
         self._sessions: dict[int, Session] = {}
@@ -169,7 +174,7 @@ class SessionManager:
                 self._occupancy.forget(app_index)
         session = Session(
             self.engine, session_id, app, pid, now, token, segment, segment_path,
-            app_bell, stack_bell, self._scratch, app_index, counters,
+            app_bell, stack_bell, self._scratch, app_index, counters, self._event_delivery,
         )  # fmt: skip
         self._sessions[session_id] = session
         self._by_fd[stack_bell.fileno()] = session

@@ -24,7 +24,8 @@ from vfstack.shm import Doorbell, Segment, decode_command
 from stackservice.fastpath import commands
 from stackservice.fastpath.sockets import SocketTable
 from stackservice.metrics.apps import detached_counters
-from stackservice.tcp.engine import TcpEngine
+from stackservice.metrics.counters import Histogram
+from stackservice.tcp.engine import NoHistogram, TcpEngine
 
 __all__ = ["COMMAND_BATCH", "Session"]
 
@@ -48,6 +49,7 @@ class Session:
         "closed",
         "app_index",
         "sockets",
+        "event_delivery",
     )
 
     def __init__(
@@ -65,9 +67,11 @@ class Session:
         scratch: memoryview,
         app_index: int = -1,
         app_stats: memoryview | None = None,
+        event_delivery: Histogram | NoHistogram | None = None,
     ) -> None:
         """`app_index`: the app's slot in the app table (-1: none);
-        `app_stats`: its u64 words there (SocketTable)."""
+        `app_stats`: its u64 words there (SocketTable); `event_delivery`:
+        where each published event's delay since its posting goes."""
         self.session_id = session_id
         self.app = app
         self.pid = pid
@@ -83,6 +87,7 @@ class Session:
         if app_stats is None:
             app_stats = detached_counters()
         self.sockets = SocketTable(engine, segment, app, scratch, app_stats)
+        self.event_delivery = NoHistogram() if event_delivery is None else event_delivery
 
     def busy(self) -> bool:
         """Work is pending that the next pass should do without sleeping:
@@ -100,6 +105,7 @@ class Session:
             Violation: the app broke the segment's contract.
         """
         sockets = self.sockets
+        sockets.now = now
         work = False
         if not sockets.out:  # back-pressure: an app not reading events sends no more
             records = self.segment.commands.pop_many(COMMAND_BATCH)
@@ -112,7 +118,7 @@ class Session:
         if sockets.dirty:
             work = True
             sockets.pump_dirty(now)
-        if sockets.out and sockets.flush_events():
+        if sockets.out and sockets.flush_events(self.event_delivery):
             work = True
             if self.segment.events.needs_wakeup():
                 self.app_bell.ring()

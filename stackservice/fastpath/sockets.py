@@ -34,7 +34,9 @@ from vfstack.shm import (
     encode_event_into,
 )
 
+from stackservice.clock import monotonic_us
 from stackservice.metrics.apps import AppField
+from stackservice.metrics.counters import Histogram
 from stackservice.tcp.engine import Listener, SocketError, SocketOptions, TcpEngine
 from stackservice.tcp.state import CLOSE_WAIT, CLOSED, ESTABLISHED, SYN_SENT
 from stackservice.tcp.tcb import Tcb
@@ -79,6 +81,7 @@ class SocketTable:
         "listening",
         "dirty",
         "out",
+        "now",
         "_ready_posted",
         "_scratch",
         "_app_stats",
@@ -106,7 +109,10 @@ class SocketTable:
         self.slot_of: dict[int, int] = {}  # engine sock_id -> slot
         self.listening: set[int] = set()
         self.dirty: set[int] = set()
-        self.out: list[tuple[int, ...]] = []  # events not yet published
+        # Events not yet published, each with the pass time it was posted
+        # at (its last field), for the event-delivery histogram.
+        self.out: list[tuple[int, ...]] = []
+        self.now = 0  # the current pass's time (Session.poll sets it)
         self._ready_posted: set[int] = set()
         self._scratch = scratch
         self._app_stats = app_stats
@@ -163,7 +169,7 @@ class SocketTable:
         self, kind: int, slot: int, request: int = 0, result: int = 0, a1: int = 0, a2: int = 0,
         a3: int = 0, a64: int = 0,
     ) -> None:  # fmt: skip
-        self.out.append((kind, slot, request, result, a1, a2, a3, a64))
+        self.out.append((kind, slot, request, result, a1, a2, a3, a64, self.now))
 
     def ready(self, slot: int, mask: int) -> None:
         """Post the slot's new readiness: one READY per pass per slot."""
@@ -172,25 +178,29 @@ class SocketTable:
             for k in range(len(out) - 1, -1, -1):
                 event = out[k]
                 if event[0] == EVENT_READY and event[1] == slot:
-                    out[k] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0)
+                    out[k] = (EVENT_READY, slot, 0, 0, mask, 0, 0, 0, event[8])
                     return
         self._ready_posted.add(slot)
         self.post(EVENT_READY, slot, 0, 0, mask)
 
-    def flush_events(self) -> int:
-        """Publish what fits of the pending events. Returns how many (0: the
-        app is not reading; retried each pass, no spinning)."""
+    def flush_events(self, delivery: Histogram) -> int:
+        """Publish what fits of the pending events, each observed in
+        `delivery` (µs since the pass that posted it: the pass's own work,
+        plus every pass it waited for room). Returns how many (0: the app is
+        not reading; retried each pass, no spinning)."""
         events = self.segment.events
         out = self.out
         n = events.reserve(len(out))
         if not n:
             return 0
         data = events.data
+        published_at = monotonic_us()
         for k in range(n):
-            kind, slot, request, result, a1, a2, a3, a64 = out[k]
+            kind, slot, request, result, a1, a2, a3, a64, posted_at = out[k]
             encode_event_into(
                 data, events.write_offset(k), kind, slot, request, result, a1, a2, a3, a64
             )
+            delivery.observe(published_at - posted_at)
         events.publish(n)
         del out[:n]
         return n

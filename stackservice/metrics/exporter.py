@@ -173,7 +173,9 @@ _RENAMED = {("tcp", "resets_in"): "vfstack_tcp_resets_received"}
 _HISTOGRAM_HELP = {
     "tcp_rtt_us": "TCP round-trip time samples (RFC 6298 measurements).",
     "tcp_connect_us": "Time from SYN to ESTABLISHED, active and passive opens.",
-    "event_delivery_us": "Time from an event's cause to its delivery to the app.",
+    "event_delivery_us": (
+        "Time from the loop pass that caused an app event to its publishing on its event ring."
+    ),
     "loop_iteration_us": "Busy time of one stack loop iteration.",
     "rx_batch_packets": "Frames received per non-empty batch.",
 }

@@ -217,6 +217,9 @@ def test_app_bytes_equal_the_bytes_echoed_through_the_sdk_app(metrics_stack):
         assert all(0 <= value <= 1 for value in occupancy.values())
     total = sum(sizes)
     assert during[f"vfstack_app_bytes_total{{app={APP},direction=rx}}"] == total
+    # Every event the app was handed was timed on its way.
+    delivered = "vfstack_event_delivery_seconds_count{}"
+    assert during[delivered] > before.get(delivered, 0)
     assert during[f"vfstack_app_bytes_total{{app={APP},direction=tx}}"] == total
     assert wait_until(lambda: _scrape(port)["vfstack_sessions{}"] == 0)
     after = _scrape(port)

@@ -21,9 +21,9 @@ import socket
 import tempfile
 import threading
 
+from stackservice.clock import monotonic_us
 from stackservice.config import InstanceConfig
 from stackservice.instance import open_instance
-from stackservice.loop import monotonic_us
 from stackservice.tcp.engine import SocketError, TcpEngine
 from stackservice.tcp.tcb import ERROR, HANGUP, SHUT_WR, Tcb
 

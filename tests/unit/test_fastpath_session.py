@@ -32,6 +32,7 @@ from vfstack.shm import (
 )
 
 from stackservice.fastpath import Session, SessionManager, commands, occupancy
+from stackservice.fastpath import sockets as sockets_module
 from stackservice.fastpath.manager import ATTACH_GRACE_US, CHECK_APPS_INTERVAL_US
 from stackservice.faults import Containment, FaultSite
 from stackservice.tcp.segment import ACK, FIN, RST, SYN
@@ -679,3 +680,36 @@ def test_a_bug_in_attach_fails_that_attach_and_leaves_nothing(tmp_path, monkeypa
     assert [s["app"] for s in stack.manager.sessions()] == ["good"]
     open_socket(good, stack)
     assert stack.attach("again").reply["session_id"] == 3
+
+
+# -- event delivery times ------------------------------------------------------
+
+
+class Observations(list):
+    """A histogram that keeps what it is given."""
+
+    def observe(self, value: int) -> None:
+        self.append(value)
+
+
+def test_event_delivery_counts_the_passes_an_event_waits_for_room(tmp_path, monkeypatch):
+    """vfstack_event_delivery_seconds: each published event is observed
+    once, as the time from the pass that posted it to its publishing: no
+    time when it goes out in that pass, every pass it waited for the app to
+    make room in its event ring otherwise."""
+    delivery = Observations()
+    stack = Stack(tmp_path, event_delivery=delivery)
+    monkeypatch.setattr(sockets_module, "monotonic_us", lambda: stack.now)
+    app = stack.attach()
+    ring = app.seg.geometry.event_slots
+    for _ in range(ring):
+        app.command(Op.SOCKET)  # EMFILE past the 4 slots: an event each all the same
+    stack.step()
+    assert delivery == [0] * ring
+    app.command(Op.SOCKET)
+    stack.step(advance=1000)  # the ring is full: this result waits
+    assert len(delivery) == ring
+    assert len(app.events()) == ring
+    stack.step(advance=50_000)
+    assert delivery[ring:] == [50_000]
+    assert len(app.events()) == 1

@@ -64,8 +64,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -90,6 +88,7 @@ from tests.support.netns import (
     spawn_in_netns,
 )
 from tests.support.process import stop as stop_process
+from tests.support.process import unwind_on_sigterm
 from tests.support.stack import StackProcess, live_connections, wait_until
 
 STACK_ADDRESS = "198.18.0.10"
@@ -682,20 +681,6 @@ def write(report: dict, out: Path) -> dict[str, str]:
     return outputs
 
 
-def _unwind_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the namespaces and processes go too.
-    Only in this process: pyroute2 forks helpers that inherit the handler,
-    and one of them unwinding would tear down what this process builds."""
-    main_pid = os.getpid()
-
-    def handler(signum: int, _frame) -> None:
-        if os.getpid() != main_pid:
-            os._exit(128 + signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = bench_cli.parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
@@ -713,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     out = args.out or REPO / "bench" / "out" / f"loss-{time.strftime('%Y%m%d-%H%M%S')}"
-    _unwind_on_sigterm()
+    unwind_on_sigterm()
     report = run(profile, args.seed, bench_cli.progress)
     report["summary"] = summarize(report)
     write(report, out)

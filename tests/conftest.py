@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 
 import pytest
 
 from tests.support.impaired import impaired_port
 from tests.support.netns import private_port, remove_orphans
+from tests.support.process import unwind_on_sigterm
 
 # Every stack instance a test starts is strict (stackservice.faults): an
 # internal error ends it, and tests/support/stack.py turns its traceback into
@@ -16,21 +16,10 @@ from tests.support.netns import private_port, remove_orphans
 os.environ["VFSTACK_STRICT"] = "1"
 
 
-def _default_sigterm() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() != 0:
         return
-    # A SIGTERM (`timeout`, a CI runner) ends the run through pytest's own
-    # interrupt path, so every fixture's teardown still removes its network.
-    # Only in this process: a forked child (pyroute2's netns helpers, which
-    # their parent stops with SIGTERM) would otherwise unwind through the
-    # copy of pytest's stack it inherited and tear down the live test's
-    # network.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    os.register_at_fork(after_in_child=_default_sigterm)
+    unwind_on_sigterm()  # so every fixture's teardown still removes its network
     orphans = remove_orphans()  # what runs killed outright left behind
     if orphans:
         print(f"removed the test networks of ended runs: {', '.join(orphans)}")

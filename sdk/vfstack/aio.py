@@ -71,6 +71,7 @@ class _Driver:
         else:
             self.epoll.register(sock, mask)
         self.handlers[slot] = handler
+        self._schedule()  # what is ready already: see modify
 
     def modify(self, sock, mask: int) -> None:
         """New interest; none at all takes the socket out of the Epoll (a
@@ -84,6 +85,11 @@ class _Driver:
             self.epoll.modify(sock, mask)
         except FileNotFoundError:
             self.epoll.register(sock, mask)
+        # The Epoll reports what is ready already at its next poll, but the
+        # driver polls only when the doorbell rings. A transport resumed
+        # over a full RX ring gets no news from the stack (it has no room to
+        # move bytes into), so without a poll now it would wait for ever.
+        self._schedule()
 
     def unwatch(self, sock) -> None:
         slot = sock.fileno()

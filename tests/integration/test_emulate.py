@@ -158,7 +158,9 @@ def test_a_forked_child_stopped_by_sigterm_runs_none_of_the_parents_teardown(tmp
         finally:
             marker.touch()  # what a fixture's teardown would do
         os._exit(0)
+    os.close(ready_w)
     os.read(ready_r, 1)
+    os.close(ready_r)
     os.kill(pid, signal.SIGTERM)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

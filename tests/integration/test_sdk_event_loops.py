@@ -9,6 +9,7 @@ import json
 import os
 import re
 import selectors
+import subprocess
 import sys
 import threading
 import time
@@ -17,8 +18,8 @@ import pytest
 import vfstack
 import vfstack.aio
 
-from tests.integration.test_sdk import PEER, STACK, kernel_server
-from tests.support.netns import in_netns, kernel_peer
+from tests.integration.test_sdk import PEER, ROOT, STACK, kernel_server
+from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
 
 pytestmark = pytest.mark.root
 
@@ -199,3 +200,32 @@ def test_aio_a_half_closed_idle_connection_does_not_spin_the_loop(sdk):
 
     asyncio.run(main())
     assert idle_cpu[0] < 0.2, f"{idle_cpu[0]:.2f} CPU-s in 1 s of idling"
+
+
+def test_aio_a_reader_that_paused_resumes_without_news_from_the_stack(sdk):
+    """The soak's zero-window stall (seed 22): a StreamReader that stops
+    reading pauses its transport; the RX ring fills and the stack, with no
+    room to move bytes into, has nothing new to say. Reading again resumes
+    the transport, and that alone must bring the bytes already in the ring,
+    as asyncio's own transports do, with no other traffic on the session."""
+    stack, port = sdk
+    size = 1 * MB
+    proc = spawn_in_netns(
+        port.netns, sys.executable, "-m", "tests.support.kernel_peer", "serve",
+        "--port", "5003", "--mode", "source", "--bytes", str(size), "--timeout", "30",
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert json.loads(proc.stdout.readline()) == {"listening": 5003}
+
+    async def main():
+        reader, writer = await vfstack.aio.open_connection(PEER, 5003, stack=stack, limit=4096)
+        await asyncio.sleep(1.0)  # not reading: the transport pauses, the ring fills
+        received = await asyncio.wait_for(reader.read(), 20)  # to EOF
+        writer.close()
+        return len(received)
+
+    try:
+        assert asyncio.run(main()) == size
+    finally:
+        proc.kill()
+        proc.wait()

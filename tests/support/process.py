@@ -1,7 +1,9 @@
-"""Ending the child processes tests and benchmarks start."""
+"""Ending the child processes tests and benchmarks start, and ending
+themselves cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 
@@ -18,3 +20,18 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> tuple:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.communicate()
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a CI runner) unwinds like Ctrl-C, so every
+    `finally` removes its namespaces and processes. Only in this process: a
+    forked child (pyroute2's netns helpers, which their parent stops with
+    SIGTERM) would otherwise unwind through the copy of the stack it
+    inherited and tear down what this process built; it gets SIGTERM's
+    default back."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    os.register_at_fork(after_in_child=_default_sigterm)
+
+
+def _default_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

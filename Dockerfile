@@ -34,11 +34,20 @@ RUN python3 -m venv /opt/vfstack \
     && /opt/vfstack/bin/pip install --no-cache-dir . \
     && /opt/vfstack/bin/pip uninstall -y vfstack
 
-# The package, once, as a wheel both images install. (setuptools' build/
-# would keep the empty stubs: they are newer than the sources copied here.)
+# The package, once, as a wheel both images install, with the hot path
+# (net/, tcp/) compiled by setup.py. This stage alone gets a C compiler,
+# and Python's headers where the base image has none (Debian's python3
+# keeps them in python3-dev; python:3.12-slim has its own): the images
+# copy the venv, never the compiler. (setuptools' build/ would keep the
+# empty stubs: they are newer than the sources copied here.)
 FROM sdk-deps AS wheel
+RUN headers="$(/opt/vfstack/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+        $([ -e "$headers/Python.h" ] || echo python3-dev) \
+    && rm -rf /var/lib/apt/lists/*
 RUN rm -rf build *.egg-info stackservice sdk
-COPY README.md ./
+COPY README.md setup.py ./
 COPY stackservice ./stackservice
 COPY sdk ./sdk
 RUN /opt/vfstack/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .

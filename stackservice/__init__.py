@@ -2,4 +2,10 @@
 
 from importlib.metadata import version
 
+from stackservice import _extensions
+
 __version__ = version("vfstack")
+
+# Before any module of the compiled unit (net/, tcp/) is imported: from
+# here on, its finder decides whether the unit runs compiled or pure.
+_extensions.install()

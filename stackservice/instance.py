@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from stackservice import __version__
+from stackservice import __version__, _extensions
 from stackservice.clock import monotonic_us
 from stackservice.config import InstanceConfig
 from stackservice.control.gate import inner_path
@@ -214,7 +214,7 @@ class Instance:
             "mode": self.mode, "pf": pf, "vf_index": vf_index, "workers": 1,
             "version": __version__, "started_at": time.time(),
             "congestion_control": config.tcp.congestion_control,
-            "diag_services": config.diag_services,
+            "diag_services": config.diag_services, "build": _extensions.build(),
         }  # fmt: skip
 
 
@@ -312,7 +312,8 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
         _say(
             f"stackservice {__version__} {config.name}: iface {config.iface} "
             f"mac {instance.mac} ip {config.address} gateway {config.gateway or '-'} "
-            f"mode {instance.mode}{' diag-services' if config.diag_services else ''}"
+            f"mode {instance.mode} build {_extensions.build()}"
+            f"{' diag-services' if config.diag_services else ''}"
         )
         if link is not None:
             link.send_event("ready")  # health turns SERVING: the NIC is ours

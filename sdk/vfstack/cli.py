@@ -222,6 +222,7 @@ def _status_lines(info: Any, args: argparse.Namespace) -> list[str]:
         ("vf", str(info.vf_index) if info.vf_index >= 0 else "none"),
         ("workers", str(info.workers)),
         ("version", info.version),
+        ("build", info.build),
         ("uptime", _duration(info.uptime_ms)),
         ("congestion control", info.congestion_control),
         ("diag services", "on" if info.diag_services else "off"),

@@ -26,7 +26,8 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
 - gauges `vfstack_tcp_connections{state}`, `vfstack_sessions`,
   `vfstack_memory_bytes{pool}` and `vfstack_memory_limit_bytes{pool}`
   (`stackservice.limits.MemoryPool`: segments, event_backlog),
-  `vfstack_info{version,iface,mac,mode}` (always 1);
+  `vfstack_info{version,iface,mac,mode,build}` (always 1; `build` is
+  `compiled` or `pure`, stackservice/_extensions.py);
 - histograms: a layout histogram `X_us` becomes `vfstack_X_seconds` (bounds
   converted to seconds), any other `X` becomes `vfstack_X`
   (`vfstack_rx_batch_packets`);
@@ -84,7 +85,7 @@ from stackservice.tcp.drops import TcpDropReason
 __all__ = ["Identity", "MetricsServer", "StackCollector", "make_registry", "metric_names"]
 
 LABELS = ("instance", "vf", "pf")
-INFO_LABELS = ("version", "iface", "mac", "mode")
+INFO_LABELS = ("version", "iface", "mac", "mode", "build")
 US_SUFFIX = "_us"
 
 Source = tuple[str, str]  # (section, slot name in lower case)
@@ -97,6 +98,7 @@ class Identity(Protocol):
     iface: str
     mac: str
     mode: str
+    build: str  # compiled or pure
     pf: str
     vf_index: int  # < 0: not a VF
     version: str
@@ -350,7 +352,7 @@ class StackCollector(Collector):
         self._plan = _plan(layout)
         vf = str(identity.vf_index) if identity.vf_index >= 0 else ""
         self._labels = [identity.name, vf, identity.pf]
-        self._info = [identity.version, identity.iface, identity.mac, identity.mode]
+        self._info = [identity.version, identity.iface, identity.mac, identity.mode, identity.build]
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples (the registry checks names with it)."""

@@ -116,37 +116,40 @@ class MalformedSegment(RemoteProtocolError):
 # ge d >= 0, so ge == not lt and le == not gt always. Numbers exactly 2**31
 # apart have no order (RFC 1982 §3.2): each is then "less" than the other, as
 # Linux's before(); a TCB never compares them, windows being < 2**30
-# (RFC 7323 §2.3). Inputs need not be reduced modulo 2**32.
+# (RFC 7323 §2.3). Inputs need not be reduced modulo 2**32 (but, compiled,
+# must fit in 64 bits: segment.pxd makes these C functions on long long).
+# The mask is written out, not SEQ_MASK: compiled, a module global is a
+# Python object and would turn the C arithmetic back into Python's.
 
 
 def seq_lt(a: int, b: int) -> bool:
     """Return a < b in sequence space."""
-    return ((a - b) & SEQ_MASK) >= 0x80000000
+    return ((a - b) & 0xFFFFFFFF) >= 0x80000000
 
 
 def seq_le(a: int, b: int) -> bool:
     """Return a <= b in sequence space."""
-    return ((a - b - 1) & SEQ_MASK) >= 0x7FFFFFFF
+    return ((a - b - 1) & 0xFFFFFFFF) >= 0x7FFFFFFF
 
 
 def seq_gt(a: int, b: int) -> bool:
     """Return a > b in sequence space."""
-    return ((a - b - 1) & SEQ_MASK) < 0x7FFFFFFF
+    return ((a - b - 1) & 0xFFFFFFFF) < 0x7FFFFFFF
 
 
 def seq_ge(a: int, b: int) -> bool:
     """Return a >= b in sequence space."""
-    return ((a - b) & SEQ_MASK) < 0x80000000
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
 def seq_add(a: int, n: int) -> int:
     """Return a + n modulo 2**32 (n may be negative)."""
-    return (a + n) & SEQ_MASK
+    return (a + n) & 0xFFFFFFFF
 
 
 def seq_sub(a: int, b: int) -> int:
     """Return a - b modulo 2**32: how far a lies ahead of b, in 0..2**32-1."""
-    return (a - b) & SEQ_MASK
+    return (a - b) & 0xFFFFFFFF
 
 
 class TcpView:

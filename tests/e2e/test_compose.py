@@ -311,6 +311,7 @@ def test_each_instance_serves_its_metrics(project):
         assert f'instance="vf{index}"' in info[0]
         assert f'iface="{PF}v{index}"' in info[0]
         assert 'mode="emulated"' in info[0]
+        assert 'build="compiled"' in info[0]  # the image's build stage compiled the hot path
 
 
 def test_host_tools_reach_the_control_api(project):

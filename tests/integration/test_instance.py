@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from stackservice._extensions import build
 from stackservice.nic.emulate import vf_mac
 from tests.support.netns import in_netns, spawn_in_netns
 from tests.support.stack import StackProcess, running_stack, sample_until
@@ -19,10 +20,11 @@ def _ping(netns: str, address: str, *args: str) -> subprocess.CompletedProcess[s
     return in_netns(netns, "ping", "-n", *args, address, check=False, timeout=120)
 
 
-def test_instance_startup_line_names_iface_mac_ip_mode(emulated_port):
+def test_instance_startup_line_names_iface_mac_ip_mode_build(emulated_port):
     with running_stack(emulated_port.vf(0), "198.18.0.10/24") as stack:
         line = stack.startup_line
-    for part in (emulated_port.vf(0), vf_mac(0), "198.18.0.10/24", "mode emulated"):
+    parts = (emulated_port.vf(0), vf_mac(0), "198.18.0.10/24", "mode emulated", f"build {build()}")
+    for part in parts:
         assert part in line
 
 

@@ -18,6 +18,7 @@ import pytest
 import vfstack
 from prometheus_client.parser import text_string_to_metric_families
 
+from stackservice._extensions import build
 from tests.support.netns import in_netns, kernel_peer
 from tests.support.process import stop
 from tests.support.stack import StackProcess, running_stack, sample_until, wait_until
@@ -186,8 +187,8 @@ def test_known_workload_counted_exactly(metrics_stack):
     assert after.get("vfstack_tcp_connections{state=established}", 0) == 0
     # The server closes first (HTTP/1.0): each connection ends in TIME_WAIT.
     assert after["vfstack_tcp_connections{state=time_wait}"] == n
-    info = f"vfstack_info{{iface={netns_port.vf(0)},mac=02:00:00:00:00:10,mode=emulated,"
-    assert after[f"{info}version={_version()}}}"] == 1
+    info = f"vfstack_info{{build={build()},iface={netns_port.vf(0)},mac=02:00:00:00:00:10,"
+    assert after[f"{info}mode=emulated,version={_version()}}}"] == 1
 
 
 def test_app_bytes_equal_the_bytes_echoed_through_the_sdk_app(metrics_stack):

@@ -33,6 +33,7 @@ INFO = stack_pb2.StackInfo(
     uptime_ms=3_723_000,
     congestion_control="newreno",
     diag_services=True,
+    build="compiled",
 )
 CONNECTIONS = [
     stack_pb2.Connection(
@@ -259,6 +260,7 @@ def test_status_prints_aligned_key_value_lines(stack, capsys):
         "vf": "0",
         "workers": "1",
         "version": "0.1.0",
+        "build": "compiled",
         "uptime": "1h 02m 03s",
         "congestion control": "newreno",
         "diag services": "on",

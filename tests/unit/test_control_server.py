@@ -59,6 +59,7 @@ INFO = {
     "started_at": STARTED_AT,
     "congestion_control": "cubic",
     "diag_services": True,
+    "build": "compiled",
 }
 
 ROW = {

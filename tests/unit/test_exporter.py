@@ -42,6 +42,7 @@ INFO = {
     "started_at": 1_700_000_000.0,
     "congestion_control": "cubic",
     "diag_services": False,
+    "build": "compiled",
 }
 IDENTITY = control.StackIdentity.from_json(json.dumps(INFO))
 OURS = {"instance": "vf0", "vf": "0", "pf": "vfpf0"}
@@ -62,7 +63,7 @@ CONTRACT = {
     "vfstack_tcp_connections": ("gauge", ("state",)),
     "vfstack_sessions": ("gauge", ()),
     "vfstack_ring_occupancy_ratio": ("gauge", ("app", "ring")),
-    "vfstack_info": ("gauge", ("version", "iface", "mac", "mode")),
+    "vfstack_info": ("gauge", ("version", "iface", "mac", "mode", "build")),
     "vfstack_memory_bytes": ("gauge", ("pool",)),
     "vfstack_memory_limit_bytes": ("gauge", ("pool",)),
     "vfstack_refusals": ("counter", ("reason",)),
@@ -195,7 +196,12 @@ def test_nic_tcp_and_gauge_values_equal_slots(counters):
     assert value(families["vfstack_info"], **INFO_LABELS) == 1
 
 
-INFO_LABELS = {"version": "0.1.0", "iface": "vfpf0v0", "mac": "02:00:00:00:00:10"}
+INFO_LABELS = {
+    "version": "0.1.0",
+    "iface": "vfpf0v0",
+    "mac": "02:00:00:00:00:10",
+    "build": "compiled",
+}
 
 
 def test_drop_reasons_split_by_direction(counters):

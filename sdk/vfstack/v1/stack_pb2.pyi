@@ -11,7 +11,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StackInfo(_message.Message):
-    __slots__ = ("name", "iface", "mac", "ip", "gateway", "mode", "pf", "vf_index", "workers", "version", "uptime_ms", "congestion_control", "diag_services")
+    __slots__ = ("name", "iface", "mac", "ip", "gateway", "mode", "pf", "vf_index", "workers", "version", "uptime_ms", "congestion_control", "diag_services", "build")
     NAME_FIELD_NUMBER: _ClassVar[int]
     IFACE_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class StackInfo(_message.Message):
     UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
     CONGESTION_CONTROL_FIELD_NUMBER: _ClassVar[int]
     DIAG_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    BUILD_FIELD_NUMBER: _ClassVar[int]
     name: str
     iface: str
     mac: str
@@ -38,7 +39,8 @@ class StackInfo(_message.Message):
     uptime_ms: int
     congestion_control: str
     diag_services: bool
-    def __init__(self, name: _Optional[str] = ..., iface: _Optional[str] = ..., mac: _Optional[str] = ..., ip: _Optional[str] = ..., gateway: _Optional[str] = ..., mode: _Optional[str] = ..., pf: _Optional[str] = ..., vf_index: _Optional[int] = ..., workers: _Optional[int] = ..., version: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., congestion_control: _Optional[str] = ..., diag_services: _Optional[bool] = ...) -> None: ...
+    build: str
+    def __init__(self, name: _Optional[str] = ..., iface: _Optional[str] = ..., mac: _Optional[str] = ..., ip: _Optional[str] = ..., gateway: _Optional[str] = ..., mode: _Optional[str] = ..., pf: _Optional[str] = ..., vf_index: _Optional[int] = ..., workers: _Optional[int] = ..., version: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., congestion_control: _Optional[str] = ..., diag_services: _Optional[bool] = ..., build: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
     __slots__ = ("app", "pid", "command_ring_slots", "event_ring_slots", "socket_ring_bytes")

@@ -8,6 +8,7 @@ import struct
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from stackservice.net import checksum as checksum_module
 from stackservice.net.checksum import (
     checksum_adjust,
     internet_checksum,
@@ -34,6 +35,24 @@ def test_ones_complement_sum_random_data_matches_reference(data: bytes, initial:
     reference = ref_sum(struct.pack("!H", initial) + (data + b"\0" if len(data) % 2 else data))
     assert ones_complement_sum(data, initial) == reference
     assert ones_complement_sum(memoryview(data), initial) == reference
+
+
+@CHECK
+@given(payloads, u16)
+def test_ones_complement_sum_both_ways_match_reference(data: bytes, initial: int) -> None:
+    """The big-integer sum and the word loop (one per build, see
+    checksum.py) agree with RFC 1071 in either build, on every buffer type."""
+    reference = ref_sum(struct.pack("!H", initial) + (data + b"\0" if len(data) % 2 else data))
+    for buffer in (data, bytearray(data), memoryview(bytearray(data))):
+        assert checksum_module._sum_as_integer(buffer, initial) == reference
+        assert checksum_module._sum_by_words(buffer, initial) == reference
+
+
+def test_ones_complement_sum_64k_of_ones_both_ways_is_negative_zero() -> None:
+    """The largest sum the word loop holds: 32768 words of 0xFFFF."""
+    data = b"\xff" * 65_536
+    assert checksum_module._sum_by_words(data, 0xFFFF) == 0xFFFF
+    assert checksum_module._sum_as_integer(data, 0xFFFF) == 0xFFFF
 
 
 @CHECK

@@ -11,15 +11,17 @@ ACK, data (mTCP §3.2.4). Readiness changes are queued for the socket layer
 from __future__ import annotations
 
 import errno
+import hashlib
+import random
 from collections import deque
 from collections.abc import Callable
 
 from stackservice.net.errors import LocalProtocolError
-from stackservice.net.icmp import TokenBucket
 from stackservice.net.ipv4 import Ipv4View
 from stackservice.tcp import input as tcp_input
 from stackservice.tcp import output, recovery
 from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
+from stackservice.tcp.challenge import ChallengeAckBudget
 from stackservice.tcp.congestion import make_congestion_control
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.drops import TcpDropReason
@@ -70,6 +72,13 @@ from stackservice.tcp.timers import DeadlineList, TimerWheel
 PROTO_TCP = 6
 EPHEMERAL_FIRST = 32768  # Linux's ip_local_port_range
 EPHEMERAL_LAST = 60999
+# RFC 6056 §3.3.4's table of per-bucket steps, and how many ports one
+# connect() may try: a destination whose ports are nearly all in use gets
+# EADDRNOTAVAIL after this many instead of holding the loop for a walk of
+# the whole range (the chance that this many candidates in a row are taken
+# while 1% of the range is free is below 1e-4).
+PORT_STEP_BUCKETS = 256
+EPHEMERAL_PROBES = 1024
 _TIMER_BATCH = 4096  # timer expiries handled per pass at most (bounded work)
 
 SendIpv4 = Callable[[int, int, bytearray, int], bool]
@@ -106,7 +115,7 @@ class Listener:
         "owner",
         "port",
         "sock_id",
-        "syn_count",
+        "half_open",
         "syn_limit",
     )
 
@@ -117,7 +126,7 @@ class Listener:
         self.sock_id = sock_id
         self.backlog = backlog
         self.syn_limit = syn_limit
-        self.syn_count = 0
+        self.half_open: set[Tcb] = set()  # SYN-RECEIVED, not yet on the accept queue
         self.accept_queue: deque[Tcb] = deque()
         self.owner = owner
         self.closed = False
@@ -190,9 +199,7 @@ class TcpEngine:
         self.events: list[Tcb | Listener] = []
         self._isn = IsnGenerator(secret)
         self._cookies = SynCookies(secret)
-        self._challenges = TokenBucket(
-            1_000_000 // settings.challenge_ack_per_s, settings.challenge_ack_per_s
-        )
+        self._challenges = ChallengeAckBudget(settings.challenge_ack_per_s, random.Random(secret))
         self._wheel = TimerWheel()
         # TIME-WAIT and an orphan's FIN-WAIT-2 timeout: one fixed timeout
         # each, the only list timers. A connection is in at most one of the
@@ -209,7 +216,8 @@ class TcpEngine:
         # Segments no TCB sends (RSTs to unknown flows, SYN-cookie SYN-ACKs):
         # built at once, sent first in the flush.
         self._stateless: list[tuple[int, bytearray]] = []
-        self._next_port = EPHEMERAL_FIRST
+        self._port_secret = secret
+        self._port_steps = [0] * PORT_STEP_BUCKETS
         self._next_sock_id = 1
         self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
 
@@ -308,7 +316,7 @@ class TcpEngine:
         listener.closed = True
         while listener.accept_queue:
             self.abort(listener.accept_queue.popleft(), errno.ECONNRESET, True, now)
-        for tcb in [t for t in self.flows.values() if t.listener is listener]:
+        for tcb in list(listener.half_open):
             self.destroy(tcb)
 
     def connect(
@@ -523,7 +531,7 @@ class TcpEngine:
         self.cancel_rto(tcb)
         if passive:
             listener = tcb.listener
-            listener.syn_count -= 1
+            listener.half_open.discard(tcb)
             listener.accept_queue.append(tcb)
             self.counters[TcpCounter.PASSIVE_OPENS] += 1
             self.notify(listener)
@@ -547,7 +555,7 @@ class TcpEngine:
         if self.flows.get(tcb.key) is tcb:
             del self.flows[tcb.key]
         if tcb.state == SYN_RECEIVED and tcb.listener is not None:
-            tcb.listener.syn_count -= 1
+            tcb.listener.half_open.discard(tcb)
         self.set_state(tcb, CLOSED)
         self._stop_fine_timers(tcb)
         self._time_wait.remove(tcb)
@@ -609,12 +617,14 @@ class TcpEngine:
             self.rearm(tcb)
 
     def challenge_ack(self, tcb: Tcb, now: int) -> None:
-        """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7)."""
-        if self._challenges.take(now):
-            self.counters[TcpCounter.CHALLENGE_ACKS] += 1
-            self.ack_now(tcb)
-        else:
+        """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7) per connection first,
+        then by the instance's random budget (tcp/challenge.py)."""
+        if now < tcb.challenge_ack_allowed_at or not self._challenges.take(now):
             self.counters[TcpCounter.CHALLENGE_ACKS_LIMITED] += 1
+            return
+        tcb.challenge_ack_allowed_at = now + self.settings.challenge_ack_interval_us
+        self.counters[TcpCounter.CHALLENGE_ACKS] += 1
+        self.ack_now(tcb)
 
     def queue_control(self, tcb: Tcb) -> None:
         if not tcb.on_control_list:
@@ -707,7 +717,7 @@ class TcpEngine:
         tcb.snd_wl1 = seg.seq
         self.flows[tcb.key] = tcb
         self.set_state(tcb, SYN_RECEIVED)
-        listener.syn_count += 1
+        listener.half_open.add(tcb)
         return tcb
 
     def send_cookie(self, listener: Listener, src_ip: int, seg: TcpRepr, now: int) -> None:
@@ -806,7 +816,6 @@ class TcpEngine:
         tcb.snd_wl1, tcb.snd_wl2 = seg.seq, seg.ack
         self.flows[tcb.key] = tcb
         self.set_state(tcb, SYN_RECEIVED)
-        listener.syn_count += 1
         self.counters[TcpCounter.SYN_COOKIES_ACCEPTED] += 1
         self.establish(tcb, now)
         if data or seg.flags & 1:
@@ -849,10 +858,28 @@ class TcpEngine:
         return sock_id
 
     def _ephemeral_port(self, remote_ip: int, remote_port: int) -> int:
+        """RFC 6056 §3.3.4 (double-hash): each destination starts at an
+        offset of its own, secret, so a peer learns nothing from our ports
+        about the connections we have with others; a step per hash bucket
+        moves on past the ports just handed out, so consecutive connects to
+        one destination find a free port at the first try instead of
+        walking past every port they already use.
+
+        Raises:
+            SocketError: EADDRNOTAVAIL (EPHEMERAL_PROBES candidates taken).
+        """
+        digest = hashlib.blake2b(
+            b"%d:%d:%d" % (self.local_ip, remote_ip, remote_port),
+            key=self._port_secret[:64], digest_size=8,
+        ).digest()  # fmt: skip
+        offset = int.from_bytes(digest[:6], "big")
+        bucket = digest[6] % PORT_STEP_BUCKETS
+        steps = self._port_steps
         span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
-        for _ in range(span):
-            port = self._next_port
-            self._next_port = EPHEMERAL_FIRST + (port - EPHEMERAL_FIRST + 1) % span
+        for _ in range(EPHEMERAL_PROBES):
+            step = steps[bucket]
+            steps[bucket] = (step + 1) % span
+            port = EPHEMERAL_FIRST + (offset + step) % span
             if flow_key(remote_ip, remote_port, port) not in self.flows and (
                 port not in self.listeners
             ):

@@ -96,7 +96,7 @@ def listen_input(
         engine.counters[TcpCounter.LISTEN_OVERFLOWS] += 1
         engine.drop(TcpDropReason.TCP_LISTEN_QUEUE_OVERFLOW)
         return
-    if listener.syn_count >= listener.syn_limit:
+    if len(listener.half_open) >= listener.syn_limit:
         if engine.settings.syn_cookies:
             engine.send_cookie(listener, src_ip, seg, now)
         else:

@@ -161,7 +161,7 @@ def test_syn_received_rst_returns_to_listen() -> None:
     rig.deliver(RTT, seq=PEER_ISS + 1, flags=RST)
     assert rig.flush(RTT) == []
     assert flow(rig) is None and state(tcb) == TcpState.CLOSED
-    assert listener.syn_count == 0
+    assert not listener.half_open
     assert rig.engine.accept(listener) is None
     syn_received(rig, 2 * RTT)  # still listening
 
@@ -416,7 +416,7 @@ def test_syn_received_no_ack_synack_resent_with_backoff_then_given_up() -> None:
     assert rig.flush(63 * SECOND - 1) == []
     assert rig.flush(63 * SECOND) == []
     assert flow(rig) is None and state(tcb) == TcpState.CLOSED
-    assert listener.syn_count == 0
+    assert not listener.half_open
     assert rig.engine.poll_at() is None
 
 

@@ -207,18 +207,34 @@ def test_established_old_syn_out_of_window_acked() -> None:
     assert state(conn.tcb) == TcpState.ESTABLISHED
 
 
-def test_established_challenge_acks_rate_limited() -> None:
-    """RFC 5961 §7: challenge ACKs are rate-limited (here 2 per second): the
-    third in a burst is counted, not sent."""
-    rig = Rig(TcpSettings(challenge_ack_per_s=2))
+def test_established_challenge_acks_limited_per_connection() -> None:
+    """RFC 5961 §7, as Linux's tcp_invalid_ratelimit: one challenge ACK per
+    500 ms per connection; the rest of a burst is counted, not sent, and
+    the next comes once the interval has passed."""
+    rig = Rig(TcpSettings(challenge_ack_per_s=0))
     conn = established(rig)
     sent = []
     for i in range(3):
         conn.deliver(conn.now + MS, flags=RST, seq=seq(conn.seq, 100 + i))
         sent += conn.flush(conn.now)
-    assert brief(sent) == [("A", conn.ack, conn.seq, 0)] * 2
+    assert brief(sent) == [("A", conn.ack, conn.seq, 0)]
+    assert rig.counted(TcpCounter.CHALLENGE_ACKS_LIMITED) == 2
+    conn.deliver(conn.now + 500 * MS, flags=RST, seq=seq(conn.seq, 200))
+    assert brief(conn.flush(conn.now)) == [("A", conn.ack, conn.seq, 0)]
     assert rig.counted(TcpCounter.CHALLENGE_ACKS) == 2
-    assert rig.counted(TcpCounter.CHALLENGE_ACKS_LIMITED) == 1
+
+
+def test_established_challenge_acks_limited_by_the_instance_budget() -> None:
+    """The instance-wide budget (here a mean of 2 a second, drawn from
+    [1, 3)) stops challenge ACKs the per-connection limit would allow."""
+    rig = Rig(TcpSettings(challenge_ack_per_s=2, challenge_ack_interval_us=0))
+    conn = established(rig)
+    sent = []
+    for i in range(4):
+        conn.deliver(conn.now + MS, flags=RST, seq=seq(conn.seq, 100 + i))
+        sent += conn.flush(conn.now)
+    assert 1 <= len(sent) <= 2
+    assert rig.counted(TcpCounter.CHALLENGE_ACKS_LIMITED) == 4 - len(sent)
 
 
 # ---------------------------------------------------------------- ACK

@@ -1,0 +1,80 @@
+"""Local ports: ephemeral ports for active opens chosen per RFC 6056 §3.3.4
+(double-hash), and a listener's own connections found without a scan of
+the flow table."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+
+import pytest
+
+from stackservice.tcp.engine import EPHEMERAL_FIRST, EPHEMERAL_LAST, EPHEMERAL_PROBES, SocketError
+from stackservice.tcp.state import TcpState
+from tests.unit.tcp._rig import PEER_IP, PEER_PORT, Rig
+from tests.unit.tcp._states import listening, state, syn_received
+
+DESTINATIONS = [(PEER_IP + 20 + i, PEER_PORT) for i in range(20)]
+
+
+def first_ports(rig: Rig) -> list[int]:
+    return [rig.engine.connect(ip, port, 0).local_port for ip, port in DESTINATIONS]
+
+
+def test_ports_to_different_destinations_do_not_follow_one_another() -> None:
+    """A global counter hands out 32768, 32769, ...: each peer learns how
+    many connections we opened to others in between (RFC 6056 §2.2)."""
+    ports = first_ports(Rig())
+    assert all(EPHEMERAL_FIRST <= port <= EPHEMERAL_LAST for port in ports)
+    assert len(set(ports)) == len(ports)
+    steps = {b - a for a, b in itertools.pairwise(ports)}
+    assert steps != {1}
+    assert min(ports) - EPHEMERAL_FIRST > 100  # not from the start of the range
+
+
+def test_connects_to_one_destination_leave_anothers_ports_unchanged() -> None:
+    quiet, busy = Rig(), Rig()
+    for _ in range(100):
+        busy.engine.connect(PEER_IP + 100, 443, 0)
+    assert first_ports(busy) == first_ports(quiet)
+
+
+def test_consecutive_connects_to_one_destination_get_distinct_ports() -> None:
+    rig = Rig()
+    ports = [rig.engine.connect(PEER_IP, 443, 0).local_port for _ in range(3000)]
+    assert len(set(ports)) == 3000
+
+
+class CountingPorts(dict):
+    """A listener table that counts the ports looked up in it."""
+
+    lookups = 0
+
+    def __contains__(self, port: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(port)
+
+
+def test_a_destination_without_free_ports_fails_after_a_bounded_search() -> None:
+    """Every ephemeral port taken (here by listeners): EADDRNOTAVAIL after
+    EPHEMERAL_PROBES candidates, not a walk of the whole range per call."""
+    rig = Rig()
+    taken = CountingPorts({port: None for port in range(EPHEMERAL_FIRST, EPHEMERAL_LAST + 1)})
+    rig.engine.listeners = taken
+    for _ in range(3):
+        with pytest.raises(SocketError) as exc:
+            rig.engine.connect(PEER_IP, 443, 0)
+        assert exc.value.errno == errno.EADDRNOTAVAIL
+    assert taken.lookups == 3 * EPHEMERAL_PROBES
+
+
+def test_closing_a_listener_ends_its_half_open_connections_only() -> None:
+    rig = Rig()
+    listener = listening(rig)
+    half_open = [syn_received(rig, src_port=PEER_PORT + i)[0] for i in range(3)]
+    other = rig.engine.connect(PEER_IP, 443, 0)
+    assert listener.half_open == set(half_open)
+    rig.engine.close_listener(listener, 0)
+    assert all(state(tcb) == TcpState.CLOSED for tcb in half_open)
+    assert not listener.half_open
+    assert state(other) == TcpState.SYN_SENT and other.key in rig.engine.flows

@@ -37,6 +37,7 @@ class TcpCounter(IntEnum):
     TLP_RECOVERIES = 26  # a probe repaired a lost tail: no RTO was needed (RFC 8985 §7.4)
     RACK_LOSSES = 27  # segments RACK marked lost by time (RFC 8985 §6.2), first or resent
     LOST_RETRANSMITS = 28  # of which retransmissions lost again (RACK, RFC 8985 §6)
+    ORPHAN_ABORTS = 29  # closed connections reset: too many orphans, or orphan_retries spent
 
 
 TCP_COUNTER_COUNT = len(TcpCounter)

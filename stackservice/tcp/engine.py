@@ -217,6 +217,7 @@ class TcpEngine:
         # built at once, sent first in the flush.
         self._stateless: list[tuple[int, bytearray]] = []
         self._port_secret = secret
+        self.orphans = 0  # closed by their application, not yet CLOSED or TIME-WAIT
         self._port_steps = [0] * PORT_STEP_BUCKETS
         self._next_sock_id = 1
         self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
@@ -417,11 +418,16 @@ class TcpEngine:
             else:
                 self._shed(tcb)
             return
+        self.orphans += 1  # the engine's alone until destroy() or TIME-WAIT
         if state == SYN_SENT:
             self.destroy(tcb)
             return
         if unread or tcb.linger_zero:
             self.counters[TcpCounter.APP_ABORTS] += 1
+            self.abort(tcb, 0, True, now)
+            return
+        if self.orphans > self.settings.max_orphans:
+            self.counters[TcpCounter.ORPHAN_ABORTS] += 1
             self.abort(tcb, 0, True, now)
             return
         if state == FIN_WAIT_2:
@@ -554,6 +560,8 @@ class TcpEngine:
         """Forget the connection: out of the flow table, timers and queues."""
         if self.flows.get(tcb.key) is tcb:
             del self.flows[tcb.key]
+        if tcb.app_closed and tcb.state not in (CLOSED, TIME_WAIT):
+            self.orphans -= 1
         if tcb.state == SYN_RECEIVED and tcb.listener is not None:
             tcb.listener.half_open.discard(tcb)
         self.set_state(tcb, CLOSED)
@@ -565,6 +573,8 @@ class TcpEngine:
             self.notify(tcb)
 
     def enter_time_wait(self, tcb: Tcb, now: int) -> None:
+        if tcb.app_closed:
+            self.orphans -= 1  # TIME-WAIT has a bound of its own (max_time_wait)
         self.set_state(tcb, TIME_WAIT)
         self._stop_fine_timers(tcb)
         self.notify(tcb)
@@ -1016,6 +1026,13 @@ class TcpEngine:
             output.send_chunk(self, tcb, now, length, tcb.fin_seq >= 0)
             tcb.persist_backoff = 0
             return
+        if tcb.app_closed and tcb.persist_backoff >= self.settings.orphan_retries:
+            # RFC 1122 §4.2.2.17 keeps probing while the peer answers, for
+            # an application that still holds the socket. An orphan's peer
+            # that keeps its window shut would hold our data for ever.
+            self.counters[TcpCounter.ORPHAN_ABORTS] += 1
+            self.abort(tcb, 0, True, now)
+            return
         self.counters[TcpCounter.ZERO_WINDOW_PROBES] += 1
         output.send_probe(self, tcb, now)
         tcb.persist_backoff = min(tcb.persist_backoff + 1, 16)
@@ -1026,10 +1043,15 @@ class TcpEngine:
         up after the configured number of tries (RFC 9293 §3.8.3 R2)."""
         state = tcb.state
         tcb.retransmits += 1
-        limit = {
-            SYN_SENT: self.settings.syn_retries,
-            SYN_RECEIVED: self.settings.synack_retries,
-        }.get(state, self.settings.max_retransmits)
+        settings = self.settings
+        if state == SYN_SENT:
+            limit = settings.syn_retries
+        elif state == SYN_RECEIVED:
+            limit = settings.synack_retries
+        elif tcb.app_closed:
+            limit = settings.orphan_retries  # Linux's tcp_write_timeout for orphans
+        else:
+            limit = settings.max_retransmits
         if tcb.retransmits > limit:
             self.counters[TcpCounter.CONNECTION_TIMEOUTS] += 1
             if state == SYN_RECEIVED and tcb.listener is not None:

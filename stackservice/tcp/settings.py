@@ -21,6 +21,12 @@ class TcpSettings:
     syn_retries: int = 6  # like tcp_syn_retries (~127 s)
     synack_retries: int = 5  # like tcp_synack_retries
     max_retransmits: int = 15  # like tcp_retries2: then the connection is aborted
+    # Connections the application closed but the engine still holds (FIN or
+    # data unacknowledged): what a peer that never ACKs, or keeps its window
+    # shut, can make us keep. Like tcp_orphan_retries (whose 0 means 8) and
+    # tcp_max_orphans.
+    orphan_retries: int = 8
+    max_orphans: int = 65536
     delayed_ack_us: int = 40_000  # Linux's minimum ATO; RFC 9293 §3.8.6.3 allows < 500 ms
     quickack_segments: int = 16  # segments ACKed at once after the handshake, a gap or a duplicate
     keepalive_idle_us: int = 7200 * _SECOND
@@ -49,6 +55,8 @@ class TcpSettings:
             raise ValueError("mtu must be 576..9216")
         if self.send_buffer < 2048 or self.receive_buffer < 2048:
             raise ValueError("buffers must be at least 2048 bytes")
+        if not 1 <= self.orphan_retries <= 16:
+            raise ValueError("orphan_retries must be 1..16")  # the persist backoff's range
 
     @property
     def mss(self) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.engine import SocketError
-from stackservice.tcp.segment import ACK, FIN, SYN, TcpOptions
+from stackservice.tcp.segment import ACK, FIN, RST, SYN, TcpOptions
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TcpState
 from stackservice.tcp.tcb import READ_HANGUP, READABLE, SHUT_WR
@@ -478,3 +478,42 @@ def test_fin_wait_2_half_closed_kept_beyond_timeout() -> None:
     conn = fin_wait_2(rig, half_close=True)
     assert rig.flush(conn.now + 60_000 * MS) == []
     assert state(conn.tcb) == TcpState.FIN_WAIT_2
+
+
+# ------------------------------------------------------------- orphans
+
+
+def test_orphans_counted_from_close_until_closed_or_time_wait() -> None:
+    """`orphans` (what max_orphans bounds) counts the connections closed by
+    their application that still hold a FIN or data: each close order
+    takes its orphan back exactly once, whichever way the TCB ends."""
+    rig = Rig(TcpSettings(fin_wait_2_us=30_000 * MS))
+    conn = fin_wait_2(rig)  # close(): FIN-WAIT-1, then 2
+    assert rig.engine.orphans == 1
+    conn.deliver(conn.now + MS, flags=FIN | ACK)
+    conn.flush(conn.now)
+    assert state(conn.tcb) == TcpState.TIME_WAIT and rig.engine.orphans == 0
+    rig.flush(conn.now + 120 * SECOND)  # TIME-WAIT over
+    assert rig.engine.orphans == 0 and not rig.engine.flows
+
+    for end in ("ack of FIN", "rst", "fin-wait-2 timeout", "linger 0", "syn-sent"):
+        rig = Rig(TcpSettings(fin_wait_2_us=30_000 * MS))
+        if end == "ack of FIN":
+            conn = last_ack(rig)
+            conn.deliver(conn.now + MS, ack=seq(conn.ack, 1))
+        elif end == "rst":
+            conn = last_ack(rig)
+            conn.deliver(conn.now + MS, flags=RST)
+        elif end == "fin-wait-2 timeout":
+            conn = fin_wait_2(rig)
+            rig.flush(conn.now + 30_000 * MS)
+        elif end == "linger 0":
+            conn = established(rig)
+            conn.tcb.linger_zero = True
+            rig.engine.close(conn.tcb, conn.now)
+        else:
+            tcb = rig.engine.connect(PEER_IP, PEER_PORT, 0, local_port=LOCAL_PORT)
+            rig.engine.close(tcb, 0)
+        rig.flush(200 * SECOND)
+        assert rig.engine.orphans == 0, end
+        assert not rig.engine.flows, end

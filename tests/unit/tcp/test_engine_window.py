@@ -5,10 +5,21 @@ RFC 1122 §4.2.2.17, §4.2.3.3, §4.2.3.4)."""
 from __future__ import annotations
 
 from stackservice.tcp.counters import TcpCounter
+from stackservice.tcp.segment import ACK, FIN, RST
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TcpState
-from tests.unit.tcp._rig import MS, Rig
-from tests.unit.tcp._states import MIN_RTO, brief, established, seq, state
+from stackservice.tcp.tcb import Tcb
+from tests.unit.tcp._rig import LOCAL_PORT, MS, PEER_PORT, Rig
+from tests.unit.tcp._states import (
+    MIN_RTO,
+    PEER_ISS,
+    RTT,
+    brief,
+    established,
+    seq,
+    state,
+    syn_received,
+)
 
 MSS = 1460
 SECOND = 1_000_000
@@ -67,6 +78,54 @@ def test_established_zero_window_probes_never_abort() -> None:
             conn.flush(t)
     assert state(conn.tcb) == TcpState.ESTABLISHED
     assert probes >= 25  # 2 s apart once capped
+
+
+def test_orphan_facing_a_shut_window_is_reset_after_orphan_retries() -> None:
+    """An orphan (closed by its application, data still queued) whose peer
+    answers every probe with a zero window: reset after orphan_retries
+    probes, as Linux's tcp_orphan_retries, instead of holding its data and
+    a flow-table slot for ever (what a flood of such peers would do)."""
+    rig = Rig(TcpSettings(orphan_retries=3, persist_max_us=2 * SECOND))
+    conn = established(rig)
+    conn.deliver(conn.now + MS, window=0)
+    rig.engine.send(conn.tcb, b"waiting", conn.now)
+    rig.engine.close(conn.tcb, conn.now)
+    assert rig.engine.orphans == 1
+    sent, t = [], conn.now
+    while t < conn.now + 60 * SECOND and state(conn.tcb) != TcpState.CLOSED:
+        t += 100 * MS
+        for s in conn.flush(t):
+            sent.append(s)
+            conn.deliver(t, window=0)
+    assert [s.flags for s in sent] == [ACK] * 3 + [RST | ACK]
+    assert rig.counted(TcpCounter.ORPHAN_ABORTS) == 1
+    assert rig.engine.orphans == 0 and not rig.engine.flows
+
+
+def accepted_from(rig: Rig, src_port: int) -> Tcb:
+    """A second connection to the listener `established` made."""
+    tcb, _ = syn_received(rig, src_port=src_port)
+    rig.deliver(RTT, seq=seq(PEER_ISS, 1), ack=seq(tcb.iss, 1), src_port=src_port)
+    rig.flush(RTT)
+    assert rig.engine.accept(rig.engine.listeners[LOCAL_PORT]) is tcb
+    return tcb
+
+
+def test_closes_beyond_max_orphans_reset() -> None:
+    """tcp_max_orphans: a close() that would make one orphan too many
+    resets the connection; the ones before it close in order."""
+    rig = Rig(TcpSettings(max_orphans=1))
+    first = established(rig)
+    second = accepted_from(rig, PEER_PORT + 1)
+    rig.engine.send(first.tcb, b"a", first.now)
+    rig.engine.send(second, b"b", first.now)
+    first.flush(first.now)
+    rig.engine.close(first.tcb, first.now)
+    rig.engine.close(second, first.now)
+    flags = [(s.seg.dst_port, s.seg.flags) for s in rig.flush(first.now)]
+    assert (PEER_PORT, ACK | FIN) in flags and (PEER_PORT + 1, RST | ACK) in flags
+    assert rig.counted(TcpCounter.ORPHAN_ABORTS) == 1
+    assert rig.engine.orphans == 1
 
 
 def test_established_window_closed_by_ack_of_flight_starts_probing() -> None:

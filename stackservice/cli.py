@@ -23,6 +23,7 @@ from stackservice.config import (
     DEFAULT_LIMITS,
     DEFAULT_METRICS_ADDRESS,
     DEFAULT_RUN_DIR,
+    DEFAULT_TCP_MEMORY_MIB,
     DEFAULT_TIME_WAIT_MS,
     WORKERS,
     InstanceConfig,
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "time-wait-ms",
             f"how long closed connections stay in TIME-WAIT (default {DEFAULT_TIME_WAIT_MS})",
+        ),
+        (
+            "tcp-memory-mib",
+            "all connections' send and receive buffers together at most; out-of-order "
+            f"data stops growing them at 3/4 of it (default {DEFAULT_TCP_MEMORY_MIB})",
         ),
         ("control", "control API socket, unix:///PATH or none (default RUN_DIR/NAME.sock)"),
         ("control-tcp", "also serve the control API on HOST:PORT"),
@@ -169,6 +175,7 @@ def _run(argv: list[str] | None) -> int:
                 ("busy_poll_us", args.busy_poll_us),
                 ("congestion_control", args.congestion_control),
                 ("time_wait_ms", args.time_wait_ms),
+                ("tcp_memory_mib", args.tcp_memory_mib),
                 ("control", args.control),
                 ("control_tcp", args.control_tcp),
                 ("metrics_port", args.metrics_port),

@@ -25,6 +25,7 @@ MAX_BUSY_POLL_US = 10_000
 DEFAULT_RUN_DIR = "/run/vfstack"
 DEFAULT_CONGESTION_CONTROL = TcpSettings().congestion_control
 DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
+DEFAULT_TCP_MEMORY_MIB = TcpSettings().buffer_memory // MIB
 MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
 WORKERS = 1  # this version's packet loop: see `build`
 DEFAULT_LIMITS = Limits()
@@ -67,6 +68,7 @@ class InstanceConfig:
         diag_services: bool = False,
         congestion_control: str = DEFAULT_CONGESTION_CONTROL,
         time_wait_ms: str | int = DEFAULT_TIME_WAIT_MS,
+        tcp_memory_mib: str | int = DEFAULT_TCP_MEMORY_MIB,
         control: str | None = None,
         control_tcp: str | None = None,
         metrics_port: str | int | None = None,
@@ -123,8 +125,15 @@ class InstanceConfig:
             time_wait = -1
         if not 0 <= time_wait <= MAX_TIME_WAIT_MS:
             raise ValueError(f"--time-wait-ms: give 0..{MAX_TIME_WAIT_MS} (RFC 9293 2*MSL)")
+        tcp_memory = _positive("--tcp-memory-mib", tcp_memory_mib)
+        if tcp_memory * MIB < TcpSettings().max_socket_buffer:
+            raise ValueError("--tcp-memory-mib: below one socket's largest buffer (4 MiB)")
         try:
-            tcp = TcpSettings(congestion_control=congestion_control, time_wait_us=time_wait * 1000)
+            tcp = TcpSettings(
+                congestion_control=congestion_control,
+                time_wait_us=time_wait * 1000,
+                buffer_memory=tcp_memory * MIB,
+            )
         except ValueError as exc:
             raise ValueError(f"--congestion-control: {exc}") from None
         run = Path(run_dir)

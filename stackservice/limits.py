@@ -32,6 +32,10 @@ class MemoryPool(IntEnum):
     # 2 x socket slots (a READY and an ACCEPTED each at most) + one command
     # batch of answers (no command is taken while events wait).
     EVENT_BACKLOG = 1
+    # The rings of every connection's send and receive buffers (TCP's
+    # tcp_mem): limit `stackservice run --tcp-memory-mib`; above 3/4 of it
+    # out-of-order data stops growing rings (tcp/buffers.py).
+    TCP_BUFFERS = 2
 
 
 class Refusal(IntEnum):

@@ -483,8 +483,9 @@ def overview() -> dash.Dashboard:
                 18,
                 "Memory held for apps, of its limit",
                 "vfstack_memory_bytes over vfstack_memory_limit_bytes by pool: segments "
-                "(shared memory committed to sessions, --shm-limit-mib) and event_backlog "
-                "(events waiting for room in an app's event ring). Alert "
+                "(shared memory committed to sessions, --shm-limit-mib), event_backlog "
+                "(events waiting for room in an app's event ring) and tcp_buffers (every "
+                "connection's send and receive buffers, --tcp-memory-mib). Alert "
                 "VfstackMemoryNearLimit fires above 90% for 5m.",
                 units.PercentUnit,
                 queries(

@@ -55,6 +55,7 @@ MAX_APP_NAME = 128
 _SCRATCH_BYTES = 64 << 10
 _GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _EVENT_BACKLOG = int(MemoryPool.EVENT_BACKLOG)
+_TCP_BUFFERS = int(MemoryPool.TCP_BUFFERS)
 
 
 class SessionManager:
@@ -90,6 +91,7 @@ class SessionManager:
         }  # fmt: skip
         self._memory_gauges = counters["memory"]
         self._memory_limits = counters["memory_limits"]
+        self._memory_limits[_TCP_BUFFERS] = engine.buffer_memory.limit
         self._refusals = counters["refusals"]
         self.ports = PortPolicy(limits, counters["refusals"])
         self.memory = SharedMemory(
@@ -354,6 +356,7 @@ class SessionManager:
                 self._fail(session, exc, now)
                 work = True
         self._memory_gauges[_EVENT_BACKLOG] = RECORD_SIZE * backlog
+        self._memory_gauges[_TCP_BUFFERS] = self.engine.buffer_memory.held
         occupancy = self._occupancy
         if now >= occupancy.next_at:
             for session, exc in occupancy.step(now, self._sessions):

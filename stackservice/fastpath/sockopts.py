@@ -24,9 +24,9 @@ from stackservice.tcp.engine import Listener, SocketError, SocketOptions
 from stackservice.tcp.state import CLOSED
 from stackservice.tcp.tcb import Tcb
 
-__all__ = ["MAX_BUFFER", "OPTIONS", "SocketOption", "getsockopt", "setsockopt"]
+__all__ = ["OPTIONS", "SocketOption", "getsockopt", "setsockopt"]
 
-MAX_BUFFER = 64 << 20  # SO_SNDBUF / SO_RCVBUF upper bound
+_INT_MAX = (1 << 31) - 1  # SO_SNDBUF / SO_RCVBUF are ints; above the clamp, clamped
 _U64 = (1 << 64) - 1
 _US = 1_000_000  # TCP_KEEPIDLE / TCP_KEEPINTVL are seconds, the engine counts µs
 
@@ -96,6 +96,7 @@ def _read_keepalive(sockets, slot, s, tcb, options) -> int:
 
 
 def _write_sndbuf(sockets, s, tcb, options, value, now) -> None:
+    value = min(value, sockets.engine.settings.max_socket_buffer)  # as Linux: wmem_max
     options.send_buffer = value
     if tcb is not None and tcb.send_buffer is not None:
         tcb.send_buffer.set_capacity(value)
@@ -108,6 +109,7 @@ def _read_sndbuf(sockets, slot, s, tcb, options) -> int:
 
 
 def _write_rcvbuf(sockets, s, tcb, options, value, now) -> None:
+    value = min(value, sockets.engine.settings.max_socket_buffer)  # as Linux: rmem_max
     options.receive_buffer = value
     if tcb is not None and tcb.receive_buffer is not None:
         tcb.receive_buffer.set_capacity(value)
@@ -192,8 +194,8 @@ OPTIONS: dict[int, dict[int, SocketOption]] = {
     socket.SOL_SOCKET: {
         socket.SO_REUSEADDR: SocketOption(_read_reuseaddr, _write_reuseaddr),
         socket.SO_KEEPALIVE: SocketOption(_read_keepalive, _write_keepalive),
-        socket.SO_SNDBUF: SocketOption(_read_sndbuf, _write_sndbuf, 1, MAX_BUFFER),
-        socket.SO_RCVBUF: SocketOption(_read_rcvbuf, _write_rcvbuf, 1, MAX_BUFFER),
+        socket.SO_SNDBUF: SocketOption(_read_sndbuf, _write_sndbuf, 1, _INT_MAX),
+        socket.SO_RCVBUF: SocketOption(_read_rcvbuf, _write_rcvbuf, 1, _INT_MAX),
         # l_linger must fit an int: below 2**31 seconds
         socket.SO_LINGER: SocketOption(_read_linger, _write_linger, 0, (1 << 63) - 1),
         socket.SO_ERROR: SocketOption(_read_error),

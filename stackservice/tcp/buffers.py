@@ -38,6 +38,15 @@ resident at ~5 GiB. Policy, the same for both buffers:
 - `set_capacity` only reallocates to shrink a ring larger than the new
   capacity (to the smallest doubling of 4 KiB that holds the data).
 
+Every ring is charged to the instance's `BufferMemory` (Linux's tcp_mem):
+- Above its pressure mark, a ring does not grow for out-of-order data: the
+  segment is refused (`refused`), as for a missing range slot. Out-of-order
+  bytes are the cheapest for a remote peer to make us hold: one byte at the
+  far edge of the window grows the ring to the whole window.
+- At its limit, no ring grows at all: `write` takes only what fits in the
+  ring it has (the application sees EAGAIN), `accept` only what fits in
+  order (the rest is dropped and comes again; nothing SACKed is reneged).
+
 `ReceiveBuffer` keeps out-of-order data in place, in the ring, at its offset
 from RCV.NXT, and records which byte ranges are held in a sorted list of
 disjoint, non-adjacent [start, end) ranges. Choices:
@@ -128,10 +137,31 @@ def _relocate(ring: memoryview, size: int, head: int, held: int, new_size: int) 
     return fresh
 
 
+class BufferMemory:
+    """Ring bytes held by one instance's TCP buffers, and its two marks
+    (module docstring): `pressure` stops growth for out-of-order data,
+    `limit` all growth."""
+
+    __slots__ = ("held", "limit", "pressure")
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise LocalProtocolError("buffer memory limit must be positive")
+        self.limit = limit
+        self.pressure = limit - limit // 4
+        self.held = 0
+
+
 class _Ring:
     """What both buffers share: a ring that grows on demand up to `capacity`."""
 
-    __slots__ = ("_head", "_size", "_view", "capacity")
+    __slots__ = ("_head", "_memory", "_size", "_view", "capacity")
+
+    def release(self) -> None:
+        """Give the ring back (the connection is gone); the buffer is not
+        used again."""
+        self._set_ring(_NO_RING, 0)
+        self._head = 0
 
     def ring_size(self) -> int:
         """Bytes allocated for the ring now (introspection: tests, statistics)."""
@@ -150,19 +180,39 @@ class _Ring:
         self.capacity = capacity
         if self._size > capacity:
             size = _ring_size(0, held, capacity) if held else 0
-            self._view = _relocate(self._view, self._size, self._head, held, size)
-            self._size = size
+            self._set_ring(_relocate(self._view, self._size, self._head, held, size), size)
             self._head = 0
 
-    def _grow(self, need: int) -> None:
-        size = _ring_size(self._size, need, self.capacity)
-        self._view = _relocate(self._view, self._size, self._head, self._held(), size)
+    def _set_ring(self, view: memoryview, size: int) -> None:
+        self._memory.held += size - self._size
+        self._view = view
         self._size = size
-        self._head = 0
 
-    def _append(self, used: int, data: Buffer, n: int) -> None:
+    def _may_grow(self, need: int, mark: int) -> bool:
+        """Whether growing to hold `need` bytes keeps the instance's rings
+        within `mark` (its pressure mark or its limit)."""
+        memory = self._memory
+        return memory.held + _ring_size(self._size, need, self.capacity) - self._size <= mark
+
+    def _grow(self, need: int) -> None:
+        """Grow to hold `need` bytes, or as near as the instance's limit
+        allows (re-linearised: head at 0); the caller copies what fits."""
+        size = _ring_size(self._size, need, self.capacity)
+        room = self._memory.limit - self._memory.held + self._size
+        if size > room:
+            size = room
+        if size > self._size:
+            self._set_ring(_relocate(self._view, self._size, self._head, self._held(), size), size)
+            self._head = 0
+
+    def _append(self, used: int, data: Buffer, n: int) -> int:
         """Copy data[:n] in after the first `used` bytes from the head,
-        growing the ring first if they do not fit."""
+        growing the ring first if they do not fit and the instance's limit
+        allows; else only what fits.
+
+        Returns:
+            The bytes copied.
+        """
         size = self._size
         pos = self._head + used
         if pos < size:
@@ -172,12 +222,18 @@ class _Ring:
             end = self._head  # used bytes wrap: free space runs to the head
         if pos + n <= end and n == len(data):
             self._view[pos : pos + n] = data  # fits, no wrap, no trim: no call
-            return
+            return n
         if used + n > size:
-            self._grow(used + n)  # re-linearised: head at 0
-            size = self._size
-            pos = used
+            self._grow(used + n)
+            if self._size > size:  # re-linearised: head at 0
+                size = self._size
+                pos = used
+            if used + n > size:
+                n = size - used  # the instance is at its limit: what fits
+                if n <= 0:
+                    return 0
         _copy_in(self._view, size, pos, data, 0, n)
+        return n
 
 
 class SendBuffer(_Ring):
@@ -191,10 +247,11 @@ class SendBuffer(_Ring):
 
     __slots__ = ("_len",)
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, memory: BufferMemory | None = None) -> None:
         if capacity < 0:
             raise LocalProtocolError("negative send buffer capacity")
         self.capacity = capacity
+        self._memory = memory if memory is not None else BufferMemory(1 << 62)
         self._view = _NO_RING  # allocated by the first write
         self._size = 0  # len(self._view)
         self._head = 0
@@ -234,7 +291,7 @@ class SendBuffer(_Ring):
             n = room
         if n <= 0:
             return 0
-        self._append(held, data, n)
+        n = self._append(held, data, n)
         self._len = held + n
         return n
 
@@ -284,8 +341,7 @@ class SendBuffer(_Ring):
         if held == 0:
             self._head = 0  # keeps the next writes contiguous
             if size >= SHRINK_RING:
-                self._view = _NO_RING  # all acknowledged: release a large ring
-                self._size = 0
+                self._set_ring(_NO_RING, 0)  # all acknowledged: release a large ring
             return
         head = self._head + count
         if head >= size:
@@ -300,7 +356,7 @@ class ReceiveBuffer(_Ring):
     RCV.NXT. Internally, out-of-order ranges are kept as absolute stream
     positions (`_base` is RCV.NXT's position: bytes ever made in order), so
     advancing RCV.NXT never rewrites them. `refused` tells whether the last
-    `accept` was refused for lack of a free out-of-order range slot. The ring
+    `accept` left bytes out (no range slot, or no memory). The ring
     grows on demand up to `capacity` (module docstring).
     """
 
@@ -316,10 +372,13 @@ class ReceiveBuffer(_Ring):
         "refused",
     )
 
-    def __init__(self, capacity: int, max_ranges: int = MAX_OOO_RANGES) -> None:
+    def __init__(
+        self, capacity: int, max_ranges: int = MAX_OOO_RANGES, memory: BufferMemory | None = None
+    ) -> None:
         if capacity < 0 or max_ranges < 1:
             raise LocalProtocolError("bad receive buffer capacity or range bound")
         self.capacity = capacity
+        self._memory = memory if memory is not None else BufferMemory(1 << 62)
         self.max_ranges = max_ranges
         self.refused = False
         self._view = _NO_RING  # allocated by the first byte accepted
@@ -380,8 +439,9 @@ class ReceiveBuffer(_Ring):
 
         Returns:
             How many bytes became in order: the caller advances RCV.NXT by
-            exactly that. 0 with `refused` set when the segment would open
-            more than `max_ranges` out-of-order ranges.
+            exactly that. `refused` is set when not all was taken: the
+            segment would open more than `max_ranges` out-of-order ranges,
+            or the instance's buffer memory is short (module docstring).
 
         Raises:
             LocalProtocolError: a negative offset.
@@ -398,7 +458,10 @@ class ReceiveBuffer(_Ring):
             return 0
         if offset == 0 and not self._starts:
             # In order with no holes: the common case, one copy.
-            self._append(readable, data, n)
+            taken = self._append(readable, data, n)
+            if taken < n:
+                self.refused = True  # the instance's buffer memory is short
+                n = taken
             self._readable = readable + n
             self._base += n
             return n
@@ -416,8 +479,19 @@ class ReceiveBuffer(_Ring):
         if i == j and offset and len(starts) >= self.max_ranges:
             self.refused = True  # would open one range too many
             return 0
-        if self._readable + offset + n > self._size:
-            self._grow(self._readable + offset + n)  # the ring must reach `last`
+        need = self._readable + offset + n  # the ring must reach `last`
+        if need > self._size:
+            if offset and not self._may_grow(need, self._memory.pressure):
+                self.refused = True  # out of order, under pressure
+                return 0
+            self._grow(need)
+            if need > self._size:
+                self.refused = True  # in order, at the limit: what fits
+                n = self._size - self._readable
+                if n <= 0:
+                    return 0
+                last = first + n
+                j = bisect_right(starts, last)
         pos = first
         for k in range(i, j):
             if starts[k] > pos:
@@ -499,8 +573,7 @@ class ReceiveBuffer(_Ring):
         if readable == 0 and not self._starts:
             self._head = 0  # empty: the next segment lands contiguously
             if size >= SHRINK_RING:
-                self._view = _NO_RING  # all read: release a large ring
-                self._size = 0
+                self._set_ring(_NO_RING, 0)  # all read: release a large ring
             return
         head = self._head + k
         if head >= size:

@@ -20,7 +20,7 @@ from stackservice.net.errors import LocalProtocolError
 from stackservice.net.ipv4 import Ipv4View
 from stackservice.tcp import input as tcp_input
 from stackservice.tcp import output, recovery
-from stackservice.tcp.buffers import ReceiveBuffer, SendBuffer
+from stackservice.tcp.buffers import BufferMemory, ReceiveBuffer, SendBuffer
 from stackservice.tcp.challenge import ChallengeAckBudget
 from stackservice.tcp.congestion import make_congestion_control
 from stackservice.tcp.counters import TcpCounter
@@ -210,6 +210,8 @@ class TcpEngine:
         # What every shed TIME-WAIT TCB keeps as its receive buffer: always
         # empty (nothing is received there), only its window is read.
         self._time_wait_receive = ReceiveBuffer(settings.receive_buffer)
+        # Every connection's rings, against tcp_mem-like marks (tcp/buffers.py).
+        self.buffer_memory = BufferMemory(settings.buffer_memory)
         self._control: list[Tcb] = []
         self._acks: list[Tcb] = []
         self._data: list[Tcb] = []
@@ -568,7 +570,8 @@ class TcpEngine:
         self._stop_fine_timers(tcb)
         self._time_wait.remove(tcb)
         if tcb.app_closed:
-            tcb.send_buffer = tcb.receive_buffer = None
+            self._release_buffers(tcb)
+            tcb.receive_buffer = None
         else:
             self.notify(tcb)
 
@@ -593,9 +596,18 @@ class TcpEngine:
         (1000 connections/s for 60 s) the buffers, RTT and congestion state
         would be ~15 GC-tracked objects each, and every full collection of
         the cyclic GC would walk them all (a 100+ ms pause here)."""
-        tcb.send_buffer = None
+        self._release_buffers(tcb)
         tcb.receive_buffer = self._time_wait_receive
         tcb.rtt = tcb.cc = tcb.scoreboard = tcb.rack = None
+
+    def _release_buffers(self, tcb: Tcb) -> None:
+        """Give a closed connection's rings back to the instance's buffer
+        memory; the receive buffer is left for the caller to replace."""
+        if tcb.send_buffer is not None:
+            tcb.send_buffer.release()
+            tcb.send_buffer = None
+        if tcb.receive_buffer is not None and tcb.receive_buffer is not self._time_wait_receive:
+            tcb.receive_buffer.release()
 
     def restart_time_wait(self, tcb: Tcb, now: int) -> None:
         self._time_wait.remove(tcb)
@@ -844,8 +856,11 @@ class TcpEngine:
         tcb = Tcb(self.local_ip, local_port, remote_ip, remote_port)
         tcb.sock_id = self._new_sock_id()
         opts = options or SocketOptions()
-        tcb.send_buffer = SendBuffer(opts.send_buffer or settings.send_buffer)
-        tcb.receive_buffer = ReceiveBuffer(opts.receive_buffer or settings.receive_buffer)
+        memory = self.buffer_memory
+        tcb.send_buffer = SendBuffer(opts.send_buffer or settings.send_buffer, memory)
+        tcb.receive_buffer = ReceiveBuffer(
+            opts.receive_buffer or settings.receive_buffer, memory=memory
+        )
         tcb.rcv_wscale = self._rcv_wscale if settings.window_scaling else 0
         tcb.rtt = RttEstimator(settings.min_rto_us, settings.max_rto_us, settings.initial_rto_us)
         tcb.cc = make_congestion_control(

@@ -577,10 +577,12 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
         data = data[:room]
     filling = buffer.has_out_of_order()
     advanced = buffer.accept(offset, data) if data else 0
-    if advanced < 0:
+    if data and buffer.refused:
+        # Not all of it taken: no out-of-order range slot left, or the
+        # instance's buffer memory is short (tcp/buffers.py). The sender
+        # sends it again; what was taken stays (nothing SACKed is reneged).
         engine.drop(TcpDropReason.TCP_RCV_BUFFER_FULL)
         engine.ack_now(tcb)
-        return
     if advanced:
         if now - tcb.data_received_at > tcb.rtt.rto_us:
             # A gap longer than the sender's RTO: it is restarting from a

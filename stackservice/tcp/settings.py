@@ -14,6 +14,11 @@ class TcpSettings:
     mtu: int = 1500
     send_buffer: int = 256 * 1024  # SO_SNDBUF default
     receive_buffer: int = 256 * 1024  # SO_RCVBUF default; sets our window scale
+    # SO_SNDBUF/SO_RCVBUF above this are clamped to it, as Linux clamps to
+    # wmem_max/rmem_max; all connections' rings together stay within
+    # buffer_memory (like tcp_mem; out-of-order growth stops at 3/4 of it).
+    max_socket_buffer: int = 4 << 20
+    buffer_memory: int = 512 << 20
     congestion_control: str = "cubic"
     time_wait_us: int = 60 * _SECOND  # Linux's TCP_TIMEWAIT_LEN (2*MSL)
     fin_wait_2_us: int = 60 * _SECOND  # orphans only, like tcp_fin_timeout
@@ -55,6 +60,10 @@ class TcpSettings:
             raise ValueError("mtu must be 576..9216")
         if self.send_buffer < 2048 or self.receive_buffer < 2048:
             raise ValueError("buffers must be at least 2048 bytes")
+        if max(self.send_buffer, self.receive_buffer) > self.max_socket_buffer:
+            raise ValueError("default buffers above max_socket_buffer")
+        if self.buffer_memory < self.max_socket_buffer:
+            raise ValueError("buffer_memory below one socket's largest buffer")
         if not 1 <= self.orphan_retries <= 16:
             raise ValueError("orphan_retries must be 1..16")  # the persist backoff's range
 

@@ -663,6 +663,29 @@ def test_options_on_a_connection(stack):
     assert tcb.send_buffer.capacity == 100_000
 
 
+def test_buffer_sizes_above_the_maximum_are_clamped_like_linux(stack):
+    """SO_SNDBUF/SO_RCVBUF beyond max_socket_buffer (4 MiB) are clamped,
+    as Linux clamps to wmem_max/rmem_max: no error, and getsockopt tells
+    what the socket got. 64 MiB per socket was anyone's for the asking."""
+    app = stack.attach()
+    _, conn, _ = accepted(app, stack)
+    tcb = next(iter(stack.engine.flows.values()))
+    top = stack.engine.settings.max_socket_buffer
+    sets = [
+        app.command(Op.SETSOCKOPT, conn, socket.SOL_SOCKET, name, 64 << 20)
+        for name in (socket.SO_SNDBUF, socket.SO_RCVBUF)
+    ]
+    gets = [
+        app.command(Op.GETSOCKOPT, conn, socket.SOL_SOCKET, name)
+        for name in (socket.SO_SNDBUF, socket.SO_RCVBUF)
+    ]
+    stack.step()
+    events = app.events()
+    assert [result(events, r).result for r in sets] == [0, 0]
+    assert [result(events, r).a64 for r in gets] == [top, top]
+    assert tcb.send_buffer.capacity == tcb.receive_buffer.capacity == top
+
+
 def test_shutdown_sends_fin_after_the_pending_bytes(stack):
     app = stack.attach()
     _, conn, _ = accepted(app, stack)

@@ -184,6 +184,16 @@ def established(
     return conn
 
 
+def accepted_from(rig: Rig, src_port: int) -> Tcb:
+    """One more connection, from the peer's `src_port`, to the listener
+    `established` made: ESTABLISHED and accepted."""
+    tcb, _ = syn_received(rig, src_port=src_port)
+    rig.deliver(RTT, seq=seq(PEER_ISS, 1), ack=seq(tcb.iss, 1), src_port=src_port)
+    rig.flush(RTT)
+    assert rig.engine.accept(rig.engine.listeners[LOCAL_PORT]) is tcb
+    return tcb
+
+
 def syn_sent(rig: Rig, now: int = 0) -> tuple[Tcb, Sent]:
     """SYN-SENT: connect() from LOCAL_PORT to the peer; the SYN went out."""
     tcb = rig.engine.connect(PEER_IP, PEER_PORT, now, local_port=LOCAL_PORT)

@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stackservice.net.errors import LocalProtocolError
-from stackservice.tcp.buffers import MIN_RING, SHRINK_RING, ReceiveBuffer, SendBuffer
+from stackservice.tcp.buffers import (
+    MIN_RING,
+    SHRINK_RING,
+    BufferMemory,
+    ReceiveBuffer,
+    SendBuffer,
+)
 
 from ._segments import CHECK
 
@@ -714,3 +720,49 @@ def test_receive_buffer_growth_random_order_reassembles_exactly(
     received += drain(rb)
     assert bytes(received) == payload and rcv_nxt == length
     assert not rb.has_out_of_order() and rb.ooo_bytes() == 0
+
+
+# ------------------------------------------------------------ BufferMemory
+
+
+def test_buffer_memory_holds_every_ring_byte_from_growth_to_release() -> None:
+    memory = BufferMemory(1 << 30)
+    sb, rb = SendBuffer(256 * 1024, memory), ReceiveBuffer(256 * 1024, memory=memory)
+    sb.write(bytes(100_000))
+    rb.accept(0, bytes(5000))
+    rb.accept(150_000, b"x")  # out of order: the ring reaches it
+    assert memory.held == sb.ring_size() + rb.ring_size() > 250_000
+    sb.acknowledge(100_000)  # a large ring, emptied: released
+    assert memory.held == rb.ring_size()
+    rb.set_capacity(8192)  # never below what is held: nothing freed yet
+    assert memory.held == rb.ring_size()
+    rb.release()
+    sb.release()
+    assert memory.held == 0
+
+
+def test_under_pressure_out_of_order_data_does_not_grow_a_ring() -> None:
+    """One byte at the far edge of the window would grow the ring to the
+    whole window: above the pressure mark (3/4) it is refused instead, as
+    for a missing range slot; in-order data still grows the ring."""
+    memory = BufferMemory(1 << 20)
+    hog = SendBuffer(1 << 20, memory)
+    hog.write(bytes(600_000))  # a 1 MiB ring: above 768 KiB
+    rb = ReceiveBuffer(256 * 1024, memory=memory)
+    memory.held -= hog.ring_size() - 800_000  # pressure, with room below the limit
+    assert rb.accept(200_000, b"x") == 0 and rb.refused
+    assert rb.ring_size() == 0 and not rb.has_out_of_order()
+    assert rb.accept(0, bytes(3000)) == 3000 and not rb.refused
+    assert rb.accept(1000, b"y") == 0 and rb.has_out_of_order()  # inside the ring: kept
+
+
+def test_at_the_limit_rings_take_only_what_fits() -> None:
+    memory = BufferMemory(64 * 1024)
+    sb = SendBuffer(256 * 1024, memory)
+    assert sb.write(bytes(100_000)) == 64 * 1024  # the ring grew to the limit, no further
+    assert sb.write(b"more") == 0  # the app sees EAGAIN
+    rb = ReceiveBuffer(256 * 1024, memory=memory)
+    assert rb.accept(0, bytes(1000)) == 0  # no ring, none to be had: dropped, comes again
+    sb.acknowledge(64 * 1024)
+    assert memory.held == 0
+    assert rb.accept(0, bytes(1000)) == 1000

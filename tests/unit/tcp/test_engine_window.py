@@ -8,18 +8,8 @@ from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.segment import ACK, FIN, RST
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TcpState
-from stackservice.tcp.tcb import Tcb
-from tests.unit.tcp._rig import LOCAL_PORT, MS, PEER_PORT, Rig
-from tests.unit.tcp._states import (
-    MIN_RTO,
-    PEER_ISS,
-    RTT,
-    brief,
-    established,
-    seq,
-    state,
-    syn_received,
-)
+from tests.unit.tcp._rig import MS, PEER_PORT, Rig
+from tests.unit.tcp._states import MIN_RTO, accepted_from, brief, established, seq, state
 
 MSS = 1460
 SECOND = 1_000_000
@@ -100,15 +90,6 @@ def test_orphan_facing_a_shut_window_is_reset_after_orphan_retries() -> None:
     assert [s.flags for s in sent] == [ACK] * 3 + [RST | ACK]
     assert rig.counted(TcpCounter.ORPHAN_ABORTS) == 1
     assert rig.engine.orphans == 0 and not rig.engine.flows
-
-
-def accepted_from(rig: Rig, src_port: int) -> Tcb:
-    """A second connection to the listener `established` made."""
-    tcb, _ = syn_received(rig, src_port=src_port)
-    rig.deliver(RTT, seq=seq(PEER_ISS, 1), ack=seq(tcb.iss, 1), src_port=src_port)
-    rig.flush(RTT)
-    assert rig.engine.accept(rig.engine.listeners[LOCAL_PORT]) is tcb
-    return tcb
 
 
 def test_closes_beyond_max_orphans_reset() -> None:

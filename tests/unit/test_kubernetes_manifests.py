@@ -556,3 +556,17 @@ def test_the_datasource_is_the_one_the_dashboards_name(rendered):
     assert named == {ours["uid"]} == {composes["uid"]}
     assert ours["jsonData"] == composes["jsonData"]
     assert ours["isDefault"] is False  # beside the cluster's own default datasource
+
+
+def test_the_node_stack_is_configured_as_the_sidecar(rendered):
+    """A DaemonSet cannot reuse a Deployment's container in kustomize: the
+    node-level stack repeats the sidecar's settings, and must keep them."""
+    sidecar = _container(_stack_pod(rendered["macvlan"])["spec"], "stack")  # no VF request
+    node = _container(_stack_pod(rendered["node"])["spec"], "stack")
+    for key in ("image", "command", "ports", "startupProbe", "livenessProbe", "resources"):
+        assert node[key] == sidecar[key], key
+    assert node["securityContext"] == sidecar["securityContext"]
+    shared = {"VFSTACK_METRICS_PORT", "VFSTACK_APP_GROUP"}
+    assert {k: v for k, v in _env(node).items() if k in shared} == {
+        k: v for k, v in _env(sidecar).items() if k in shared
+    }

@@ -51,6 +51,21 @@ def disable_offloads(ifname: str) -> list[str]:
         ethtool.close()
 
 
+# What keeps the host kernel off an interface a stack owns, per interface
+# ("{}" is its name): no IPv6 (no link-local address, router solicitations or
+# DAD), no IPv4 forwarding from it, and no ARP answers for the host's own
+# addresses (arp_ignore=8). Where /proc/sys is read-only (a Kubernetes pod)
+# something else sets them before the stack starts: the CNI tuning plugin in
+# deploy/kubernetes/ names the same three.
+SILENCE_SYSCTLS: tuple[tuple[str, int], ...] = (
+    ("net/ipv6/conf/{}/disable_ipv6", 1),
+    ("net/ipv4/conf/{}/forwarding", 0),
+    ("net/ipv4/conf/{}/arp_ignore", 8),
+)
+# How a write to /proc/sys fails where it is read-only or not ours.
+_SYSCTL_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def write_sysctl(key: str, value: int) -> None:
     """Write /proc/sys/<key> (dotted or slashed), in the current namespace."""
     path = Path("/proc/sys") / key.replace(".", "/")
@@ -61,14 +76,38 @@ def read_sysctl(key: str) -> int:
     return int((Path("/proc/sys") / key.replace(".", "/")).read_text())
 
 
-def silence_kernel(ifname: str) -> None:
-    """Keep the host kernel off an interface: no IPv6 (no link-local address,
-    router solicitations or DAD), no IPv4 forwarding from it, and no ARP
-    answers for the host's own addresses (arp_ignore=8).
+def ensure_sysctl(key: str, value: int) -> bool:
+    """Give /proc/sys/<key> `value`, writing only when it differs, so a
+    read-only /proc/sys (a container's default) is fine once the value was
+    set beforehand.
+
+    Returns True when it wrote. Raises OSError, naming the sysctl and the
+    ways to set it, when the value differs and /proc/sys refuses the write.
     """
-    write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", 1)
-    write_sysctl(f"net/ipv4/conf/{ifname}/forwarding", 0)
-    write_sysctl(f"net/ipv4/conf/{ifname}/arp_ignore", 8)
+    if read_sysctl(key) == value:
+        return False
+    try:
+        write_sysctl(key, value)
+    except OSError as exc:
+        if exc.errno not in _SYSCTL_REFUSED:
+            raise
+        path = Path("/proc/sys") / key.replace(".", "/")
+        raise OSError(
+            exc.errno,
+            f"{path} must be {value}, and writing it failed ({exc.strerror}): set it "
+            "before the stack starts (on Kubernetes the CNI tuning plugin, see "
+            "docs/kubernetes.md) or run the stack with a writable /proc/sys",
+        ) from None
+    return True
+
+
+def silence_kernel(ifname: str) -> None:
+    """Keep the host kernel off an interface (SILENCE_SYSCTLS).
+
+    Raises OSError when one of them is wrong and cannot be written.
+    """
+    for key, value in SILENCE_SYSCTLS:
+        ensure_sysctl(key.format(ifname), value)
 
 
 @contextlib.contextmanager

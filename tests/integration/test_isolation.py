@@ -20,9 +20,12 @@ import pytest
 import vfstack
 
 from stackservice.control import gate
+from stackservice.nic.emulate import vf_mac
 from stackservice.nic.netconf import inside_netns
-from tests.support.netns import kernel_peer, spawn_in_netns
+from tests.support.checks import ip
+from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
 from tests.support.stack import running_stack, wait_until
+from tests.support.synflood import tcp_frame
 
 pytestmark = pytest.mark.root
 
@@ -333,6 +336,65 @@ def test_an_app_attaching_without_end_locks_nobody_out(emulated_port):
         assert wait_until(lambda: sessions(control) == ["honest"])  # its last ones expired
         refusals = instance.counters()["refusals"]
         assert refusals["attach_timeout"] >= 3 and refusals["sessions_instance"] == 0
+        assert_still_serving(port, instance)
+
+
+# TCP_REPAIR (linux/tcp.h), to read a kernel connection's sequence numbers:
+# an attacker holding real connections knows them.
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+
+
+def sequence_numbers(sock: socket.socket) -> tuple[int, int]:
+    """(SND.NXT, RCV.NXT) of a kernel connection with nothing in flight."""
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    try:
+        seqs = []
+        for queue in (TCP_SEND_QUEUE, TCP_RECV_QUEUE):
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
+            seqs.append(sock.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ) & 0xFFFFFFFF)
+    finally:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+    return seqs[0], seqs[1]
+
+
+def test_a_peer_sending_far_out_of_order_bytes_gets_no_more_than_the_tcp_memory(emulated_port):
+    """Finding 4 (remote): one byte just inside a connection's 256 KiB
+    window grew its receive ring to the whole window; 400 connections cost
+    101 MiB, and nothing bounded the total. The attacker here holds 400
+    real connections (the peer's kernel) to the discard service and sends
+    each such a byte as a raw frame. Every connection's rings are charged
+    to --tcp-memory-mib (16): past 3/4 of it out-of-order bytes are
+    refused, the instance stays within it, and the others are served."""
+    with guarded_instance(emulated_port, "--diag-services", "--tcp-memory-mib", "16") as (
+        port, instance, _control, honest,
+    ):  # fmt: skip
+        in_netns(port.netns, "sysctl", "-qw", "net.ipv4.tcp_timestamps=0")  # frames without TS
+        limit = instance.counters()["memory_limits"]["tcp_buffers"]
+        assert limit == 16 * MB
+        with inside_netns(port.netns):
+            raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            raw.bind((port.wire, 0))
+            attackers = [socket.create_connection((VF0, 9), timeout=10) for _ in range(400)]
+        peer_mac = raw.getsockname()[4]
+        try:
+            for sock in attackers:
+                snd_nxt, rcv_nxt = sequence_numbers(sock)
+                src_ip, src_port = sock.getsockname()
+                raw.send(tcp_frame(
+                    bytes.fromhex(vf_mac(0).replace(":", "")), peer_mac, ip(src_ip), ip(VF0),
+                    src_port, 9, (snd_nxt + 200_000) & 0xFFFFFFFF, rcv_nxt, 0x10, 65535, b"x",
+                ))  # fmt: skip
+            refused = lambda: instance.counters()["tcp_drops"]["tcp_rcv_buffer_full"]  # noqa: E731
+            assert wait_until(lambda: refused() >= 400 - 48)  # 12 MiB of 256 KiB rings
+            held = instance.counters()["memory"]["tcp_buffers"]
+            assert 8 * MB < held <= limit * 3 // 4, held
+            assert honest.served(100)  # in order, its rings still grow
+        finally:
+            for sock in attackers:
+                sock.close()
+            raw.close()
+        assert wait_until(lambda: instance.counters()["memory"]["tcp_buffers"] < 2 * MB)
         assert_still_serving(port, instance)
 
 

@@ -21,14 +21,25 @@ SRC_MAC = bytes.fromhex("020000000001")
 _TCP = struct.Struct("!HHIIBBHHH")
 
 
-def syn_frame(dst_mac: bytes, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int) -> bytes:
-    frame = bytearray(14 + 20 + 20)
-    frame[0:14] = dst_mac + SRC_MAC + b"\x08\x00"
-    write_header(frame, 14, src_ip, dst_ip, 6, 20, 0)
-    _TCP.pack_into(frame, 34, sport, dport, seq, 0, 5 << 4, 0x02, 64240, 0, 0)
-    checksum = internet_checksum(frame[34:], pseudo_header_sum(src_ip, dst_ip, 6, 20))
+def tcp_frame(
+    dst_mac: bytes, src_mac: bytes, src_ip: int, dst_ip: int, sport: int, dport: int,
+    seq: int, ack: int, flags: int, window: int, payload: bytes = b"",
+) -> bytes:  # fmt: skip
+    """One Ethernet frame carrying a TCP segment without options, valid
+    checksums: what an attacker's raw socket sends."""
+    length = 20 + len(payload)
+    frame = bytearray(14 + 20 + length)
+    frame[0:14] = dst_mac + src_mac + b"\x08\x00"
+    write_header(frame, 14, src_ip, dst_ip, 6, length, 0)
+    _TCP.pack_into(frame, 34, sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
+    frame[54:] = payload
+    checksum = internet_checksum(frame[34:], pseudo_header_sum(src_ip, dst_ip, 6, length))
     struct.pack_into("!H", frame, 34 + 16, checksum)
     return bytes(frame)
+
+
+def syn_frame(dst_mac: bytes, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int) -> bytes:
+    return tcp_frame(dst_mac, SRC_MAC, src_ip, dst_ip, sport, dport, seq, 0, 0x02, 64240)
 
 
 def flood(iface: str, dst_mac: bytes, dst_ip: int, port: int, count: int, seed: int) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import ipaddress
 import json
 import os
 import re
@@ -48,7 +47,11 @@ CRDS = {
     ),
 }
 # What a pod's downward API would give (fieldRef), for the contract checks.
-FIELDS = {"metadata.name": "vfstack-http-5d4f8b7c9-x2x7q", "spec.nodeName": "node-1"}
+FIELDS = {
+    "metadata.name": "vfstack-http-5d4f8b7c9-x2x7q",
+    "spec.nodeName": "node-1",
+    "status.podIP": "10.244.1.17",
+}
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 RESOURCE_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
 
@@ -349,17 +352,13 @@ def test_the_stack_runs_with_flags_stackservice_accepts(rendered, monkeypatch, n
 
     pod = _stack_pod(rendered[name])
     stack = _container(pod["spec"], "stack")
-    args, config = _stack_run(monkeypatch, stack)
+    _, config = _stack_run(monkeypatch, stack)
     assert _volume(pod, stack, DEFAULT_RUN_DIR) and config.run_dir == Path(DEFAULT_RUN_DIR)
     assert config.control == config.run_dir / f"{config.name}.sock"  # the default socket
     assert _ports(stack)["metrics"] == config.metrics_port
-    # The exporter listens on every address today. Should the stack take an
-    # address for it (--metrics-address), a loopback one would hide it from
+    # The exporter listens on loopback unless told: that would hide it from
     # Prometheus, which scrapes the pod's address.
-    address = getattr(args, "metrics_address", None)
-    assert address is None or not (
-        address == "localhost" or ipaddress.ip_address(address).is_loopback
-    )
+    assert config.metrics_address == FIELDS["status.podIP"]
     assert config.app_group in pod["spec"]["securityContext"]["supplementalGroups"]
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from bench import _cli as bench_cli
 from stackservice.nic.netconf import inside_netns
 from tests.support.netns import in_netns, private_port
+from tests.support.process import serving_app
 from tests.support.stack import running_stack
 
 STACK = "198.18.0.10"
@@ -46,19 +47,6 @@ HOSTILE_UID, APP_GID = 10002, 10001
 ATTACKS = ("ring", "resize", "scribble", "hog", "squat", "list")
 _RATE = re.compile(r"Requests per second:\s+([\d.]+)")
 _FAILED = re.compile(r"Failed requests:\s+(\d+)")
-
-
-@contextlib.contextmanager
-def app(*argv: str):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *argv], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    try:
-        assert "listening on" in proc.stdout.readline()
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @contextlib.contextmanager
@@ -135,9 +123,9 @@ def run(quick: bool, progress) -> dict:
     ):  # fmt: skip
         control = f"unix://{stack.run_dir / 'vf0.sock'}"
         with (
-            app("vfstack.examples.http_server", "--control", control, "--port", "8080",
+            serving_app("vfstack.examples.http_server", "--control", control, "--port", "8080",
                 "--size", "64", "--app", "web"),
-            app("vfstack.examples.echo_server", "--control", control, "--port", "7002",
+            serving_app("vfstack.examples.echo_server", "--control", control, "--port", "7002",
                 "--app", "echo"),
         ):  # fmt: skip
             ab(port.netns, 300)  # warm-up

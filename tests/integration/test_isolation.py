@@ -24,6 +24,7 @@ from stackservice.nic.emulate import vf_mac
 from stackservice.nic.netconf import inside_netns
 from tests.support.checks import ip
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
+from tests.support.process import serving_app
 from tests.support.stack import running_stack, wait_until
 from tests.support.synflood import tcp_frame
 
@@ -37,21 +38,8 @@ MB = 1 << 20
 RUN_FILES = ["vf0.apps", "vf0.attach", "vf0.counters", "vf0.grpc", "vf0.pid", "vf0.sock"]
 
 
-@contextlib.contextmanager
-def app(*argv: str):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *argv], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    try:
-        assert "listening on" in proc.stdout.readline()
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def echo_server(control: str, port: int, name: str):
-    return app(
+    return serving_app(
         "vfstack.examples.echo_server", "--control", control, "--port", str(port), "--app", name
     )
 

@@ -3,9 +3,15 @@ themselves cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> tuple:
@@ -35,3 +41,18 @@ def unwind_on_sigterm() -> None:
 
 def _default_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def serving_app(*argv: str) -> Iterator[subprocess.Popen]:
+    """`python -m *argv`, an example app, once it says it is listening;
+    killed when the block ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert "listening on" in proc.stdout.readline()
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

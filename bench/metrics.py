@@ -29,7 +29,7 @@ IDENTITY = {
     "name": "vf0", "iface": "vfpf0v0", "mac": "02:00:00:00:00:10", "ip": "198.18.0.10/24",
     "gateway": "198.18.0.1", "mode": "emulated", "pf": "vfpf0", "vf_index": 0, "workers": 1,
     "version": "0.1.0", "started_at": 1_700_000_000.0, "congestion_control": "cubic",
-    "diag_services": False,
+    "diag_services": False, "build": "compiled",
 }  # fmt: skip
 
 

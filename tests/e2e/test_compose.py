@@ -188,6 +188,7 @@ def _cleanup(project: Project, docker_client) -> None:
         container.remove(force=True)
     if _netns_exists(PEER_NS) or Path(f"/sys/class/net/{PF}").exists():
         _vfstack("emulate", "down", "--pf", PF)
+    subprocess.run(["umount", "--recursive", "--lazy", str(project.run_dir)], check=False)
     shutil.rmtree(project.run_dir, ignore_errors=True)
 
 
@@ -195,6 +196,9 @@ def _cleanup(project: Project, docker_client) -> None:
 def project(docker_client):
     project = Project()
     try:
+        # What setup-host.sh does for the default run directory.
+        share = ROOT / "docker" / "share-mount.sh"
+        subprocess.run(["sh", str(share), str(project.run_dir)], check=True)
         started = time.monotonic()
         project.compose("build", timeout=UP_TIMEOUT_S)
         TIMES["image build"] = time.monotonic() - started

@@ -347,11 +347,13 @@ def sequence_numbers(sock: socket.socket) -> tuple[int, int]:
 
 
 def test_a_peer_sending_far_out_of_order_bytes_gets_no_more_than_the_tcp_memory(emulated_port):
-    """Finding 4 (remote): one byte just inside a connection's 256 KiB
-    window grew its receive ring to the whole window; 400 connections cost
-    101 MiB, and nothing bounded the total. The attacker here holds 400
-    real connections (the peer's kernel) to the discard service and sends
-    each such a byte as a raw frame. Every connection's rings are charged
+    """Finding 4 (remote): one byte just inside a connection's window grew
+    its receive ring to the whole window; 400 connections cost 101 MiB
+    (256 KiB windows), and nothing bounded the total. The attacker here
+    holds 400 real connections (the peer's kernel) to the discard service
+    and sends each a byte at the edge of the window it was offered (the
+    SYN-ACK's, 64 KiB) as a raw frame: 25 MiB of rings unchecked. Every
+    connection's rings are charged
     to --tcp-memory-mib (16): past 3/4 of it out-of-order bytes are
     refused, the instance stays within it, and the others are served."""
     with guarded_instance(emulated_port, "--diag-services", "--tcp-memory-mib", "16") as (
@@ -371,10 +373,10 @@ def test_a_peer_sending_far_out_of_order_bytes_gets_no_more_than_the_tcp_memory(
                 src_ip, src_port = sock.getsockname()
                 raw.send(tcp_frame(
                     bytes.fromhex(vf_mac(0).replace(":", "")), peer_mac, ip(src_ip), ip(VF0),
-                    src_port, 9, (snd_nxt + 200_000) & 0xFFFFFFFF, rcv_nxt, 0x10, 65535, b"x",
+                    src_port, 9, (snd_nxt + 60_000) & 0xFFFFFFFF, rcv_nxt, 0x10, 65535, b"x",
                 ))  # fmt: skip
             refused = lambda: instance.counters()["tcp_drops"]["tcp_rcv_buffer_full"]  # noqa: E731
-            assert wait_until(lambda: refused() >= 400 - 48)  # 12 MiB of 256 KiB rings
+            assert wait_until(lambda: refused() >= 400 - 192)  # 12 MiB of 64 KiB rings
             held = instance.counters()["memory"]["tcp_buffers"]
             assert 8 * MB < held <= limit * 3 // 4, held
             assert honest.served(100)  # in order, its rings still grow

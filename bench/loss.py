@@ -23,9 +23,10 @@ slow-down is the cost of the impairments alone):
     loss20       1 MB, 20% loss
 
 Slow-down = median impaired time / median clean time, per endpoint; the
-stack passes when its slow-down is within 1.5x Linux's (lossy) or 3x
-(loss20, where every run must also complete), and when its RTO timeouts
-stay within a handful (5) per 10 MB on the lossy wire.
+stack passes when it completes as many runs as Linux (every one wherever
+Linux completes every one), its slow-down is within 1.5x Linux's (lossy)
+or 3x (loss20), and its RTO timeouts stay within a handful (5) per 10 MB
+on the lossy wire.
 
 Fair by construction: the relay is restarted before every run with that
 run's seed (printed; the same for the stack and Linux in one repetition),
@@ -515,9 +516,15 @@ def summarize(report: dict) -> list[dict]:
 
 
 def _verdict(row: dict, sc: Scenario) -> dict:
-    """ratio_passed: the stack completed every run and its slow-down is
-    within the target times Linux's; None when Linux completed no run
-    within the bound (no slow-down to compare with). rto_passed: at most
+    """ratio_passed: the stack completed as many runs as Linux (so every
+    run wherever Linux completed every one) and its slow-down is within the
+    target times Linux's; None when Linux completed no run within the bound
+    (no slow-down to compare with). Why not every run always: at 20% loss
+    the Linux client's own RTO backoff (up to 120 s) decides whether an
+    upload ends within the bound, against Linux as much as against the
+    stack (RESULTS.md: each missed two of six seeds' 1 MB uploads). The
+    count, not the seed: the two endpoints' runs meet the same impairment
+    decisions only until their packets first differ. rto_passed: at most
     RTO_BUDGET_PER_10_MB timeouts per 10 MB. passed: all that apply."""
     stack, linux = row["stack"], row["linux"]
     if sc.baseline is None:
@@ -525,11 +532,11 @@ def _verdict(row: dict, sc: Scenario) -> dict:
     ratio = (
         stack["slowdown"] / linux["slowdown"] if stack["slowdown"] and linux["slowdown"] else None
     )
-    every_run = stack["completed"] == stack["runs"] > 0
+    as_many = stack["completed"] >= linux["completed"]
     row["ratio"] = ratio
     row["target"] = sc.target
     row["ratio_passed"] = (
-        None if not linux["completed"] else every_run and ratio is not None and ratio <= sc.target
+        None if not linux["completed"] else as_many and ratio is not None and ratio <= sc.target
     )
     row["passed"] = row["ratio_passed"]
     if sc.rto_budget:

@@ -43,6 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_CONNECTIONS = 128
+# What the gate turned away or held back, by reason (vfstack_refusals_total
+# beside the loop's stackservice.limits.Refusal): a connection closed at
+# once as MAX_CONNECTIONS are relayed, or MAX_CONNECTIONS_PER_UID of its
+# uid's; a relay that had to wait for its uid's upload budget.
+REFUSALS = ("control_connections", "control_app_connections", "control_rate")
 MAX_CONNECTIONS_PER_UID = 16
 UPLOAD_BYTES_PER_S = 4 << 10  # what one uid's calls may send a second, in all
 UPLOAD_BURST = 32 << 10
@@ -111,9 +116,15 @@ class Upload:
 class Gate:
     """The control socket at `public`, relaying to the gRPC server behind it."""
 
-    def __init__(self, public: Path) -> None:
-        """Raises OSError: `public` cannot be bound."""
+    def __init__(self, public: Path, refusals: dict[str, int] | None = None) -> None:
+        """`refusals`: where to count them, by REFUSALS reason (the metrics
+        exporter reads it); by default a private one.
+
+        Raises OSError: `public` cannot be bound."""
         self.public = public
+        # Every key from the start: a reader in another thread never sees
+        # the dict change size.
+        self.refusals = refusals if refusals is not None else dict.fromkeys(REFUSALS, 0)
         self.inner = inner_path(public)
         self._prefix = f"vfstack-gate/{secrets.token_hex(8)}"
         self._lock = threading.Lock()
@@ -170,10 +181,17 @@ class Gate:
     def _relay(self, client: socket.socket) -> None:
         caller = peer_credentials(client)
         with self._lock:
-            full = len(self._callers) >= MAX_CONNECTIONS or (
-                not caller.root and self._per_uid[caller.uid] >= MAX_CONNECTIONS_PER_UID
-            )
-            if full or self._closed:
+            if self._closed:
+                client.close()
+                return
+            if len(self._callers) >= MAX_CONNECTIONS:
+                full = "control_connections"
+            elif not caller.root and self._per_uid[caller.uid] >= MAX_CONNECTIONS_PER_UID:
+                full = "control_app_connections"
+            else:
+                full = None
+            if full:
+                self.refusals[full] += 1
                 client.close()
                 return
             self._next += 1
@@ -198,15 +216,20 @@ class Gate:
                 daemon=True,
             ).start()  # fmt: skip
 
-    @staticmethod
     def _copy(
-        source: socket.socket, sink: socket.socket, budget: Upload | None, done: threading.Barrier
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        budget: Upload | None,
+        done: threading.Barrier,
     ) -> None:
         """One direction, until its end; then the other side hears EOF.
         With a `budget`, no faster than it allows."""
         with contextlib.suppress(OSError):
             while chunk := source.recv(_CHUNK):
                 if budget is not None and (wait := budget.take(len(chunk))):
+                    with self._lock:
+                        self.refusals["control_rate"] += 1
                     time.sleep(wait)
                 sink.sendall(chunk)
         with contextlib.suppress(OSError):

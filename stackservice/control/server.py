@@ -51,7 +51,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vfstack.v1 import stack_pb2, stack_pb2_grpc
 
-from stackservice.control.gate import INNER_MODE, Caller, Gate, inner_path
+from stackservice.control.gate import INNER_MODE, REFUSALS, Caller, Gate, inner_path
 from stackservice.control.handoff import Handoff, handoff_path
 from stackservice.control.link import FDS, LinkClient
 from stackservice.limits import Limits
@@ -564,8 +564,11 @@ def serve(
     Returns the running `ControlServer`.
     Raises RuntimeError when an address cannot be bound.
     """
+    gate_refusals = dict.fromkeys(REFUSALS, 0)  # the gate counts, /metrics reads
     metrics_server = (
-        _serve_metrics(counters_path, identity, metrics, apps_path) if metrics else None
+        _serve_metrics(counters_path, identity, metrics, apps_path, gate_refusals)
+        if metrics
+        else None
     )
     handoff = None
     try:
@@ -581,6 +584,7 @@ def serve(
             tcp,
             metrics_server,
             handoff,
+            gate_refusals,
             link_timeout=link_timeout,
             link_factory=link_factory,
         )
@@ -597,8 +601,11 @@ def _serve_metrics(
     identity: StackIdentity,
     address: tuple[str, int],
     apps_path: Path | None = None,
+    gate_refusals: dict[str, int] | None = None,
 ) -> MetricsServer:
-    registry = make_registry(StackCollector(counters_path, identity, apps_path=apps_path))
+    registry = make_registry(
+        StackCollector(counters_path, identity, apps_path=apps_path, more_refusals=gate_refusals)
+    )
     try:
         return MetricsServer(registry, *address)
     except OSError as exc:
@@ -613,6 +620,7 @@ def _serve_grpc(
     tcp: str | None,
     metrics: MetricsServer | None,
     handoff: Handoff,
+    gate_refusals: dict[str, int],
     *,
     link_timeout: float,
     link_factory: LinkFactory,
@@ -642,7 +650,7 @@ def _serve_grpc(
     handle._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     server.start()
     try:  # last: a connection it accepts finds the server listening
-        servicer.gate = Gate(unix_path)
+        servicer.gate = Gate(unix_path, gate_refusals)
     except OSError as exc:
         server.stop(0).wait()
         inner_path(unix_path).unlink(missing_ok=True)

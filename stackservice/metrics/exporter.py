@@ -18,7 +18,8 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
   `vfstack_tcp_resets_sent_total`, `vfstack_tcp_listen_drops_total` (SYN
   queue and accept queue overflows, like Linux's ListenDrops);
   `vfstack_refusals_total{reason}`: what apps were refused to keep the
-  instance within its limits (`stackservice.limits.Refusal`);
+  instance within its limits (`stackservice.limits.Refusal`, and the
+  control socket's `stackservice.control.gate.REFUSALS`);
   `vfstack_internal_errors_total{where}`: unexpected exceptions (bugs) the
   instance contained instead of going down (`stackservice.faults`), `where`
   the site in lower case (frame, event, timer, output, session, control,
@@ -174,6 +175,7 @@ _LISTEN_DROPS = (
 # odd slot whose generic name would read badly.
 _GROUP_PREFIX = {"events": "net"}
 _RENAMED = {("tcp", "resets_in"): "vfstack_tcp_resets_received"}
+REFUSALS = "vfstack_refusals"  # the loop's by reason, and StackCollector's more_refusals
 
 _HISTOGRAM_HELP = {
     "tcp_rtt_us": "TCP round-trip time samples (RFC 6298 measurements).",
@@ -218,7 +220,7 @@ def _named_specs() -> list[_Spec]:
     specs.append(
         _Spec(
             "counter",
-            "vfstack_refusals",
+            REFUSALS,
             "What the instance refused apps to keep within its limits, by reason.",
             ("reason",),
             _each("refusals", Refusal),
@@ -345,8 +347,13 @@ class StackCollector(Collector):
         identity: Identity,
         layout: CounterLayout = INSTANCE_LAYOUT,
         apps_path: Path | None = None,
+        more_refusals: Mapping[str, int] | None = None,
     ) -> None:
+        """`more_refusals`: refusals counted outside the counters file (the
+        control socket's gate, stackservice.control.gate.REFUSALS), added to
+        vfstack_refusals_total by reason."""
         self.counters_path = counters_path
+        self._more_refusals = more_refusals or {}
         self.apps_path = apps_path
         self.layout = layout
         self._plan = _plan(layout)
@@ -437,6 +444,9 @@ class StackCollector(Collector):
             for section, slot in series.sources:
                 value += counters[section][slot]
             family.add_metric(self._labels + list(series.labels), value)
+        if spec.name == REFUSALS:
+            for reason, value in list(self._more_refusals.items()):
+                family.add_metric([*self._labels, reason], value)
         return family
 
     def _collect_histogram(self, hist: _HistogramSpec, snap: HistogramSnapshot) -> Metric:

@@ -652,6 +652,7 @@ def test_a_listing_asked_by_another_user_is_for_that_users_uid(ready, socket_dir
 def test_one_uid_cannot_hold_every_control_connection(ready, socket_dir):
     held = as_other_user(socket_dir, "hold", str(gate.MAX_CONNECTIONS_PER_UID + 4))
     assert held == {"answered": gate.MAX_CONNECTIONS_PER_UID, "closed": 4}
+    assert ready.handle.servicer.gate.refusals["control_app_connections"] == 4
     ready.responder.replies["sessions"] = {"sessions": []}
     assert ready.stub.ListSessions(stack_pb2.ListSessionsRequest(), timeout=2).sessions == []
     wait_for(lambda: ready.handle.servicer.gate.connections == 1)  # theirs went with them

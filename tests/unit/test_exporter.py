@@ -18,9 +18,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stackservice.control import gate
 from stackservice.control import server as control
 from stackservice.control.link import link_pair
 from stackservice.faults import FaultSite
+from stackservice.limits import Refusal
 from stackservice.metrics.apps import AppField, AppStatsTable
 from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.exporter import StackCollector, make_registry, metric_names
@@ -108,8 +110,8 @@ def apps(tmp_path):
     table.close()
 
 
-def scrape(path: Path, identity=IDENTITY, apps: Path | None = None) -> dict:
-    registry = make_registry(StackCollector(path, identity, apps_path=apps))
+def scrape(path: Path, identity=IDENTITY, apps: Path | None = None, more=None) -> dict:
+    registry = make_registry(StackCollector(path, identity, apps_path=apps, more_refusals=more))
     text = generate_latest(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
 
@@ -234,6 +236,20 @@ def test_internal_errors_one_series_per_site_labelled_where(counters):
         site.name.lower(): slot_value("internal_errors", site) for site in FaultSite
     }
     assert not [name for name in families if name.startswith("vfstack_internal_errors_")]
+
+
+def test_the_control_gates_refusals_join_the_loops_by_reason(counters):
+    """The gate counts in the control process, the loop in the counters
+    file: one family, one series per reason, the gate's live."""
+    gate_counts = dict.fromkeys(gate.REFUSALS, 0)
+    gate_counts["control_app_connections"] = 4
+    family = scrape(counters._path, more=gate_counts)["vfstack_refusals"]
+    reasons = {s.labels["reason"]: s.value for s in family.samples}
+    assert reasons["control_app_connections"] == 4 and reasons["control_rate"] == 0
+    assert set(reasons) == {r.name.lower() for r in Refusal} | set(gate.REFUSALS)
+    gate_counts["control_rate"] += 2
+    family = scrape(counters._path, more=gate_counts)["vfstack_refusals"]
+    assert value(family, reason="control_rate") == 2
 
 
 def test_every_slot_visible(counters):

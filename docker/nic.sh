@@ -31,7 +31,9 @@ ready=/tmp/vfstack-nic.ready # the healthcheck looks for it
 run_dir=/run/vfstack
 
 up() {
-    if ! mountpoint -q "$run_dir"; then
+    # Not `mountpoint`: the bind from the host already makes the directory
+    # a mount point, and the tmpfs would never be mounted. Ours has its name.
+    if ! findmnt -n -o SOURCE -M "$run_dir" | grep -qx vfstack-run; then
         mount -t tmpfs -o "size=${RUN_DIR_SIZE:-16m},mode=0755,nosuid,nodev,noexec" \
             vfstack-run "$run_dir"
     fi

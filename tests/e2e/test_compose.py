@@ -260,6 +260,17 @@ def test_every_service_is_up_and_healthy(project):
     assert state == {name: ("running", "healthy") for name in project.services}
 
 
+def test_the_run_directory_is_a_size_limited_tmpfs_of_its_own(project):
+    """docker/nic.sh mounts it in its container; the shared bind carries
+    it to the host, so the stacks' files can neither fill the host's /run
+    nor be starved by it."""
+    mounts = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE,FSTYPE,SIZE", "-M", str(project.run_dir)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    assert ["vfstack-run", "tmpfs", "16M"] in [line.split() for line in mounts]
+
+
 def test_http_on_vf0_from_the_kernel_peer(project):
     assert len(_curl(f"http://{VF0_IP}:8080/")) == HTTP_SIZE  # the SDK app
     assert len(_curl(f"http://{VF0_IP}/{HTTP_SIZE}")) == HTTP_SIZE  # the stack's diag HTTP

@@ -26,6 +26,7 @@ DEFAULT_RUN_DIR = "/run/vfstack"
 DEFAULT_CONGESTION_CONTROL = TcpSettings().congestion_control
 DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
 DEFAULT_TCP_MEMORY_MIB = TcpSettings().buffer_memory // MIB
+MIN_TCP_MEMORY_MIB = TcpSettings().max_socket_buffer // MIB
 MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
 WORKERS = 1  # this version's packet loop: see `build`
 DEFAULT_LIMITS = Limits()
@@ -126,8 +127,10 @@ class InstanceConfig:
         if not 0 <= time_wait <= MAX_TIME_WAIT_MS:
             raise ValueError(f"--time-wait-ms: give 0..{MAX_TIME_WAIT_MS} (RFC 9293 2*MSL)")
         tcp_memory = _positive("--tcp-memory-mib", tcp_memory_mib)
-        if tcp_memory * MIB < TcpSettings().max_socket_buffer:
-            raise ValueError("--tcp-memory-mib: below one socket's largest buffer (4 MiB)")
+        if tcp_memory < MIN_TCP_MEMORY_MIB:  # else TcpSettings refuses it, less plainly
+            raise ValueError(
+                f"--tcp-memory-mib: at least {MIN_TCP_MEMORY_MIB}, one socket's largest buffer"
+            )
         try:
             tcp = TcpSettings(
                 congestion_control=congestion_control,

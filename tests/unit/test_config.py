@@ -284,3 +284,11 @@ def test_config_port_policy_flags():
     assert (limits.privileged_port_uids, limits.port_reserve_ms) == ({10001, 10003}, 0)
     with pytest.raises(ValueError, match="--privileged-port-uids"):
         InstanceConfig.build(**base, privileged_port_uids="web")
+
+
+def test_tcp_memory_sets_the_engines_buffer_memory_and_is_at_least_a_sockets_buffer():
+    config = InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", tcp_memory_mib="64")
+    assert config.tcp.buffer_memory == 64 << 20
+    for bad in ("0", "3", "x"):
+        with pytest.raises(ValueError, match="--tcp-memory-mib"):
+            InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", tcp_memory_mib=bad)

@@ -113,6 +113,8 @@ class Socket:
         self._error_reported = False
         self._rx = self._seg.rx(slot)
         self._tx = self._seg.tx(slot)
+        self._io_refs = 0  # files from makefile() still open: close() waits for them
+        self._close_pending = False
         stack._sockets[slot] = self
 
     # ------------------------------------------------------------ basics
@@ -270,11 +272,26 @@ class Socket:
             self._wr_closed = True
         self._stack._touch(slot)
 
+    # Python's own, over socket.SocketIO: they need only recv_into, send,
+    # fileno, _io_refs and _decref_socketios, so files from a vfstack socket
+    # buffer, time out and close exactly as a kernel socket's do.
+    makefile = _socket.socket.makefile
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._close_pending:
+            self.close()
+
     def close(self) -> None:
-        """Give the slot back (idempotent). Unsent bytes in the TX ring are
-        still handed to TCP; unread received bytes are dropped."""
+        """Give the slot back (idempotent; with files from `makefile` still
+        open, once the last is closed, as Python's sockets). Unsent bytes in
+        the TX ring are still handed to TCP; unread received bytes are dropped."""
         slot = self._slot
         if slot < 0:
+            return
+        if self._io_refs > 0:
+            self._close_pending = True
             return
         self._slot = -1
         self._listening = False

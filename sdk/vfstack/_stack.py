@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import socket as _socket
 import threading
@@ -128,6 +129,10 @@ class Stack:
         self._token = reply.token
         self.app = app
         self.local_ip = info.ip.split("/", 1)[0] or "0.0.0.0"
+        # What the instance reaches: its subnet, and through its gateway the
+        # rest (vfstack.aio routes an app's connections by these).
+        self.network = ipaddress.IPv4Interface(info.ip or "0.0.0.0/32").network
+        self.gateway = info.gateway or None
         try:
             self._open_session(reply, timeout)
         except BaseException:

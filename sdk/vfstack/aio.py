@@ -1,5 +1,7 @@
-"""asyncio over vfstack: `start_server` and `open_connection` with asyncio's
-own `StreamReader`/`StreamWriter`, on any running event loop.
+"""asyncio over vfstack: servers and connections on any asyncio event loop,
+at the level of protocols (`create_server`, `create_connection`) and of
+streams (`start_server`, `open_connection`), and one line that moves an
+existing app or framework over (`install`, `new_event_loop`, `loop_factory`).
 
     import asyncio, vfstack, vfstack.aio
 
@@ -12,13 +14,27 @@ own `StreamReader`/`StreamWriter`, on any running event loop.
         async with server:
             await server.serve_forever()
 
-How it plugs in: the loop watches the stack's doorbell (`Stack.fileno()`)
-with `add_reader`. The session's event ring stays announced as sleeping
-(`Stack._aio_driver`), so the stack rings once per batch of events; the reader
-callback then polls an `Epoll` of the session and calls each transport,
-which moves bytes between the socket's rings and its protocol as asyncio's
-own selector transports do (read until EAGAIN, write what fits, wait for
-EPOLLOUT with the rest, pause the protocol above the high-water mark).
+Moving an app: `install(stack)` makes the running loop's `create_server`,
+`create_connection` (and so asyncio's `start_server`, `open_connection`)
+and `sock_*` calls go through the instance for the addresses it owns or
+reaches, and through the kernel for the others:
+- a server whose host is the instance's address or a wildcard (None,
+  "", "0.0.0.0") listens on the instance;
+- a connection to an address on the instance's subnet, or anywhere but
+  loopback, link-local and multicast when the instance has a gateway,
+  leaves through the instance;
+- a socket of the stack given as `sock=` is always the instance's.
+`new_event_loop(stack)` is a new loop with that done, `loop_factory(stack)`
+a factory of such loops (asyncio.Runner, uvicorn). Frameworks that make
+their client sockets themselves (aiohttp's connector) take
+`socket_factory(stack)`. The lines for aiohttp, uvicorn and websockets
+are in the README. TLS (`ssl=`) on the instance's connections is not
+supported: such a call raises ValueError.
+
+Transports are vfstack.\\_aio_transport's: `get_extra_info("socket")` is
+the `vfstack.Socket` itself (setsockopt, getsockopt, getpeername), write
+buffer limits and flow control, pause/resume reading, `write_eof` and
+`abort` behave as asyncio's selector transports.
 
 When the session ends (the stack ended it or died), the doorbell hangs
 up: the loop stops watching it, every transport loses its connection
@@ -29,370 +45,83 @@ up: the loop stops watching it, every transport loses its connection
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import os
+import functools
+import ipaddress
 import select
 import socket as _socket
 
+from vfstack._aio_transport import Driver, StackTransport, connect, driver_for, wait_ready
 from vfstack._errors import StackGone
+from vfstack._socket import Socket
 
-__all__ = ["Server", "open_connection", "start_server"]
+__all__ = [
+    "Server",
+    "create_connection",
+    "create_server",
+    "install",
+    "loop_factory",
+    "new_event_loop",
+    "open_connection",
+    "socket_factory",
+    "start_server",
+]
 
-_IN = select.EPOLLIN
-_OUT = select.EPOLLOUT
-_TROUBLE = select.EPOLLERR | select.EPOLLHUP
-_READ_CHUNK = 256 * 1024
-_HIGH_WATER = 64 * 1024
-
-
-class _Driver:
-    """The bridge between one Stack and one event loop."""
-
-    def __init__(self, stack, loop: asyncio.AbstractEventLoop) -> None:
-        self.stack, self.loop = stack, loop
-        self.epoll = stack.epoll()
-        self.handlers: dict[int, object] = {}  # slot -> callable(events)
-        self._scheduled = False
-        stack._aio_driver = self
-        self.bell = stack.fileno()
-        loop.add_reader(self.bell, self._wake, True)
-        self._arm()
-
-    def wake(self) -> None:
-        """From any thread: events were dispatched behind the loop's back."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
-            self.loop.call_soon_threadsafe(self._schedule)
-
-    def watch(self, sock, mask: int, handler) -> None:
-        slot = sock.fileno()
-        if slot in self.handlers:
-            self.epoll.modify(sock, mask)
-        else:
-            self.epoll.register(sock, mask)
-        self.handlers[slot] = handler
-        self._schedule()  # what is ready already: see modify
-
-    def modify(self, sock, mask: int) -> None:
-        """New interest; none at all takes the socket out of the Epoll (a
-        hang-up is reported whatever the mask, and level-triggered, it
-        would keep the loop spinning), as asyncio removes a reader."""
-        if not mask:
-            with contextlib.suppress(FileNotFoundError):
-                self.epoll.unregister(sock)
-            return
-        try:
-            self.epoll.modify(sock, mask)
-        except FileNotFoundError:
-            self.epoll.register(sock, mask)
-        # The Epoll reports what is ready already at its next poll, but the
-        # driver polls only when the doorbell rings. A transport resumed
-        # over a full RX ring gets no news from the stack (it has no room to
-        # move bytes into), so without a poll now it would wait for ever.
-        self._schedule()
-
-    def unwatch(self, sock) -> None:
-        slot = sock.fileno()
-        if self.handlers.pop(slot, None) is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.epoll.unregister(sock)
-
-    def _arm(self) -> None:
-        """Ask for the doorbell; if events came meanwhile, run at once."""
-        if self.stack.closed:
-            return
-        if not self.stack._sleep_begin():
-            self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._wake)
-
-    def _wake(self, readable: bool = False) -> None:
-        """Dispatch; `readable`: called because the doorbell was."""
-        self._scheduled = False
-        stack = self.stack
-        if stack.closed:  # Stack.close removed the reader
-            return
-        stack._sleep_end(readable)
-        stack._driving = True
-        try:
-            found = self.epoll.poll(0)
-            for slot, events in found:
-                handler = self.handlers.get(slot)
-                if handler is not None:
-                    try:
-                        handler(events)
-                    except Exception as exc:  # one transport's bug: the loop stays armed
-                        self.loop.call_exception_handler(
-                            {"message": "vfstack.aio: a transport's event handler failed",
-                             "exception": exc}
-                        )  # fmt: skip
-        finally:
-            stack._driving = False
-        if stack._ended is not None:  # hung up: readable for ever, rung by nobody
-            self.loop.remove_reader(self.bell)
-        if found:
-            self._schedule()  # level-triggered leftovers: look again after other callbacks
-        elif stack._ended is None:
-            self._arm()
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_WILDCARDS = (None, "", "0.0.0.0")
 
 
-def _driver(stack) -> _Driver:
-    loop = asyncio.get_running_loop()
-    driver = stack._aio_driver
-    if driver is None or driver.loop is not loop:
-        driver = _Driver(stack, loop)
-    return driver
+# ---------------------------------------------------------------- protocols
 
 
-class _StackTransport(asyncio.Transport):
-    """A stream transport over one vfstack socket."""
+async def create_connection(
+    protocol_factory, host: str | None = None, port: int | None = None, *, stack,
+    local_addr: tuple[str, int] | None = None, sock: Socket | None = None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:  # fmt: skip
+    """Connect through `stack` (a `vfstack.Stack`) like
+    `loop.create_connection`: to (host, port), or over `sock`, a connected
+    socket of the stack. Returns (transport, protocol) once the protocol's
+    `connection_made` has run.
 
-    def __init__(self, driver: _Driver, sock, protocol, waiter=None) -> None:
-        super().__init__(
-            {"socket": sock, "sockname": sock.getsockname(), "peername": sock.getpeername()}
-        )
-        self._driver, self._loop = driver, driver.loop
-        self._sock, self._protocol = sock, protocol
-        self._buffer = bytearray()
-        self._reading = True
-        self._closing = False
-        self._eof_written = False
-        self._lost = False
-        self._protocol_paused = False
-        self._high, self._low = _HIGH_WATER, _HIGH_WATER // 4
-        sock.setblocking(False)
-        self._mask = _IN
-        driver.watch(sock, _IN, self._on_events)
-        self._loop.call_soon(protocol.connection_made, self)
-        if waiter is not None:
-            self._loop.call_soon(lambda: waiter.done() or waiter.set_result(None))
-
-    # -- driven by the loop ------------------------------------------------
-
-    def _on_events(self, events: int) -> None:
-        if self._reading and events & (_IN | _TROUBLE):
-            self._read_ready()
-        if self._buffer and events & (_OUT | _TROUBLE):
-            self._write_ready()
-
-    def _read_ready(self) -> None:
-        while self._reading and not self._lost:
-            try:
-                data = self._sock.recv(_READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._force_close(exc)
-                return
-            if not data:
-                self._set_reading(False)
-                if not self._protocol.eof_received():
-                    self.close()
-                return
-            self._protocol.data_received(data)
-
-    def _write_ready(self) -> None:
-        try:
-            sent = self._sock.send(self._buffer)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._force_close(exc)
-            return
-        del self._buffer[:sent]
-        self._maybe_resume_protocol()
-        if self._buffer:
-            return
-        self._update_mask()
-        if self._closing:
-            self._call_connection_lost(None)
-        elif self._eof_written:
-            self._shutdown_write()
-
-    def _update_mask(self) -> None:
-        mask = (_IN if self._reading else 0) | (_OUT if self._buffer else 0)
-        if mask != self._mask and not self._lost:
-            self._mask = mask
-            self._driver.modify(self._sock, mask)
-
-    def _set_reading(self, on: bool) -> None:
-        self._reading = on
-        self._update_mask()
-
-    # -- asyncio.Transport -------------------------------------------------
-
-    def write(self, data) -> None:
-        if self._eof_written:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._lost or self._closing or not data:
-            return
-        if not self._buffer:
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
-                return
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-            self._buffer += data
-            self._update_mask()
-        else:
-            self._buffer += data
-        self._maybe_pause_protocol()
-
-    def writelines(self, list_of_data) -> None:
-        self.write(b"".join(list_of_data))
-
-    def write_eof(self) -> None:
-        if self._closing or self._eof_written:
-            return
-        self._eof_written = True
-        if not self._buffer:
-            self._shutdown_write()
-
-    def _shutdown_write(self) -> None:
-        try:
-            self._sock.shutdown(_socket.SHUT_WR)
-        except OSError as exc:
-            self._force_close(exc)
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._set_reading(False)
-        if not self._buffer:
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        self._force_close(None)
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def pause_reading(self) -> None:
-        if not self._closing:
-            self._set_reading(False)
-
-    def resume_reading(self) -> None:
-        if not self._closing and not self._reading:
-            self._set_reading(True)  # the modify re-checks what is there already
-
-    def is_reading(self) -> bool:
-        return self._reading and not self._closing
-
-    def get_write_buffer_size(self) -> int:
-        return len(self._buffer)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low, self._high
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        high = _HIGH_WATER if high is None else high
-        low = high // 4 if low is None else low
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high, self._low = high, low
-        self._maybe_pause_protocol()
-
-    def get_protocol(self):
-        return self._protocol
-
-    def set_protocol(self, protocol) -> None:
-        self._protocol = protocol
-
-    # -- endings and flow control -------------------------------------------
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        # A new buffer, not clear(): the failed send's traceback (in `exc`)
-        # may still hold a memoryview of the old one, and resizing a
-        # bytearray with views raises BufferError.
-        self._buffer = bytearray()
-        self._closing = True
-        self._reading = False
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._driver.unwatch(self._sock)
-            self._sock.close()
-
-    def _maybe_pause_protocol(self) -> None:
-        if not self._protocol_paused and len(self._buffer) > self._high:
-            self._protocol_paused = True
-            self._protocol.pause_writing()
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and len(self._buffer) <= self._low:
-            self._protocol_paused = False
-            self._protocol.resume_writing()
-
-
-def _streams(driver: _Driver, sock, limit: int, client_connected_cb=None, waiter=None):
-    loop = driver.loop
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
-    transport = _StackTransport(driver, sock, protocol, waiter)
-    return reader, protocol, transport
-
-
-async def open_connection(
-    host: str, port: int, *, stack, limit: int = 2**16
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect through `stack` (a `vfstack.Stack`), like `asyncio.open_connection`.
-
-    Raises: ConnectionRefusedError, OSError (the errno Linux gives), as asyncio does.
+    Raises: ConnectionRefusedError, TimeoutError, OSError (the errno Linux gives).
     """
-    driver = _driver(stack)
-    loop = driver.loop
-    sock = stack.socket()
+    driver = driver_for(stack)
+    if sock is None:
+        sock = stack.socket()
+        try:
+            sock.setblocking(False)
+            if local_addr is not None:
+                sock.bind(local_addr)
+            await connect(driver, sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+    elif host is not None or port is not None or local_addr is not None:
+        raise ValueError("host/port/local_addr and sock can not be specified at the same time")
+    made = driver.loop.create_future()
+    protocol = protocol_factory()
+    transport = StackTransport(driver, sock, protocol, made)
     try:
-        sock.setblocking(False)
-        code = sock.connect_ex((host, port))
-        if code == errno.EINPROGRESS:
-            connected = loop.create_future()
-            driver.watch(sock, _OUT, lambda _: connected.done() or connected.set_result(None))
-            try:
-                await connected
-            finally:
-                driver.unwatch(sock)
-            code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-        if code:
-            raise OSError(code, f"Connect call failed {(host, port)}: {os.strerror(code)}")
-        made = loop.create_future()
-        reader, protocol, transport = _streams(driver, sock, limit, waiter=made)
         await made
     except BaseException:
-        sock.close()
+        transport.close()
         raise
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+    return transport, protocol
 
 
 class Server:
-    """What `start_server` returns: the subset of `asyncio.Server` apps use."""
+    """What `create_server` returns: `asyncio.Server`'s interface over one
+    listening socket of the stack (`sockets`, `close`, `wait_closed`,
+    `serve_forever`, `close_clients`, async with)."""
 
-    def __init__(self, driver: _Driver, listener, client_connected_cb, limit: int) -> None:
+    def __init__(self, driver: Driver, listener: Socket, protocol_factory, serving: bool) -> None:
         self._driver, self._listener = driver, listener
-        self._callback, self._limit = client_connected_cb, limit
+        self._protocol_factory = protocol_factory
+        self._clients: set[StackTransport] = set()
         self._closed = driver.loop.create_future()
         self._gone: StackGone | None = None  # why it closed by itself
-        driver.watch(listener, _IN, self._accept_all)
+        self._serving = False
+        if serving:
+            self._start()
 
     @property
     def sockets(self) -> tuple:
@@ -402,12 +131,18 @@ class Server:
         return self._driver.loop
 
     def is_serving(self) -> bool:
-        return not self._closed.done()
+        return self._serving and not self._closed.done()
+
+    def _start(self) -> None:
+        if not self._serving and not self._closed.done():
+            self._serving = True
+            self._driver.watch(self._listener, _IN, self._accept_all)
 
     async def start_serving(self) -> None:
-        """Serving starts in `start_server` already."""
+        self._start()
 
     def _accept_all(self, _events: int) -> None:
+        loop = self._driver.loop
         while not self._closed.done():
             try:
                 sock, _ = self._listener.accept()
@@ -418,11 +153,22 @@ class Server:
                 self.close()
                 return
             except OSError as exc:
-                self._driver.loop.call_exception_handler(
+                loop.call_exception_handler(
                     {"message": "vfstack.aio: accept failed", "exception": exc}
                 )
                 return
-            _streams(self._driver, sock, self._limit, self._callback)
+            try:
+                protocol = self._protocol_factory()
+            except Exception as exc:  # the app's factory: this connection only
+                sock.close()
+                loop.call_exception_handler(
+                    {"message": "vfstack.aio: the protocol factory failed", "exception": exc}
+                )
+                continue
+            self._clients.add(StackTransport(self._driver, sock, protocol, server=self))
+
+    def _detach(self, transport: StackTransport) -> None:
+        self._clients.discard(transport)
 
     def close(self) -> None:
         """Stop listening; connections already accepted stay open (as asyncio's)."""
@@ -432,11 +178,20 @@ class Server:
         self._listener.close()
         self._closed.set_result(None)
 
+    def close_clients(self) -> None:
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self) -> None:
+        for transport in list(self._clients):
+            transport.abort()
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
 
     async def serve_forever(self) -> None:
         """Serve until closed. Raises: vfstack.StackGone if the session ended."""
+        self._start()
         try:
             await asyncio.shield(self._closed)
         finally:
@@ -452,26 +207,248 @@ class Server:
         await self.wait_closed()
 
 
-async def start_server(
-    client_connected_cb,
-    host: str = "0.0.0.0",
-    port: int = 0,
-    *,
-    stack,
-    backlog: int = 128,
-    limit: int = 2**16,
-) -> Server:
-    """Listen through `stack`, like `asyncio.start_server`: for each
-    connection `client_connected_cb(reader, writer)` (a coroutine becomes a task).
+async def create_server(
+    protocol_factory, host: str | None = "0.0.0.0", port: int = 0, *, stack,
+    sock: Socket | None = None, backlog: int = 100, start_serving: bool = True,
+) -> Server:  # fmt: skip
+    """Listen through `stack` like `loop.create_server`: on (host, port)
+    (None or "" is "0.0.0.0"), or on `sock`, a bound or listening socket of
+    the stack. Each connection gets a protocol from `protocol_factory()`.
     """
-    driver = _driver(stack)
-    listener = stack.socket()
+    driver = driver_for(stack)
+    own = sock is None
+    listener = stack.socket() if own else sock
     try:
-        listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
+        if own:
+            listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            listener.bind((host or "0.0.0.0", port or 0))
         listener.listen(backlog)
         listener.setblocking(False)
     except BaseException:
-        listener.close()
+        if own:
+            listener.close()
         raise
-    return Server(driver, listener, client_connected_cb, limit)
+    return Server(driver, listener, protocol_factory, start_serving)
+
+
+# ---------------------------------------------------------------- streams
+
+
+def _stream_protocol(loop, limit: int, client_connected_cb) -> asyncio.StreamReaderProtocol:
+    # With a callback, the protocol keeps its reader alive itself.
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+
+async def open_connection(
+    host: str | None = None, port: int | None = None, *, stack, limit: int = 2**16, **kwds
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect through `stack`, like `asyncio.open_connection` (`kwds`:
+    `create_connection`'s).
+
+    Raises: ConnectionRefusedError, OSError (the errno Linux gives), as asyncio does.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)  # holds it weakly only
+    transport, _ = await create_connection(lambda: protocol, host, port, stack=stack, **kwds)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+async def start_server(
+    client_connected_cb, host: str | None = "0.0.0.0", port: int = 0, *, stack,
+    limit: int = 2**16, **kwds,
+) -> Server:  # fmt: skip
+    """Listen through `stack`, like `asyncio.start_server`: for each
+    connection `client_connected_cb(reader, writer)` (a coroutine becomes
+    a task). `kwds`: `create_server`'s.
+    """
+    loop = asyncio.get_running_loop()
+    factory = functools.partial(_stream_protocol, loop, limit, client_connected_cb)
+    return await create_server(factory, host, port, stack=stack, **kwds)
+
+
+# ---------------------------------------------------------------- routing
+
+
+def reaches(stack, host: str) -> bool:
+    """Whether a connection to the IPv4 address `host` leaves through the
+    instance: on its subnet, or, if it has a gateway, anywhere but
+    loopback, link-local, multicast and the unspecified address."""
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    if address in stack.network:
+        return True
+    return stack.gateway is not None and not (
+        address.is_loopback or address.is_link_local or address.is_multicast
+        or address.is_unspecified
+    )  # fmt: skip
+
+
+def _no_tls(ssl) -> None:
+    if ssl:
+        raise ValueError("vfstack.aio: TLS (ssl=) is not supported on the instance's connections")
+
+
+class _Routes:
+    """The loop methods `install` replaces: the instance's for what it owns
+    or reaches, the loop's own (`kernel`) for the rest."""
+
+    NAMES = (
+        "create_server", "create_connection", "sock_connect", "sock_accept",
+        "sock_recv", "sock_recv_into", "sock_sendall",
+    )  # fmt: skip
+
+    def __init__(self, stack, loop: asyncio.AbstractEventLoop) -> None:
+        self.stack = stack
+        self.kernel = {name: getattr(loop, name) for name in self.NAMES}
+
+    def _serves_here(self, host) -> bool:
+        hosts = [host] if host is None or isinstance(host, str) else list(host)
+        here = [h in _WILDCARDS or h == self.stack.local_ip for h in hosts]
+        if any(here) and not all(here):
+            raise ValueError(
+                f"vfstack.aio: {hosts!r} mixes the instance's address with others; "
+                "start one server for each"
+            )
+        return all(here)
+
+    async def _destination(self, host, port, family: int) -> tuple[str, int] | None:
+        """The address to reach through the instance, None if the kernel's."""
+        if family not in (0, _socket.AF_INET) or host is None:
+            return None
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, family=_socket.AF_INET, type=_socket.SOCK_STREAM
+            )
+        except OSError:
+            return None  # the kernel path raises the same
+        for *_, address in infos:
+            if reaches(self.stack, address[0]):
+                return address[0], address[1]
+        return None
+
+    async def create_server(
+        self, protocol_factory, host=None, port=None, *, sock=None, ssl=None, family=0,
+        backlog=100, start_serving=True, **kwds,
+    ) -> Server | asyncio.AbstractServer:  # fmt: skip
+        if isinstance(sock, Socket) or (
+            sock is None and family in (0, _socket.AF_INET) and self._serves_here(host)
+        ):
+            _no_tls(ssl)
+            host = None if sock is not None else host
+            return await create_server(
+                protocol_factory, host, port or 0, stack=self.stack, sock=sock,
+                backlog=backlog, start_serving=start_serving,
+            )  # fmt: skip
+        return await self.kernel["create_server"](
+            protocol_factory, host, port, sock=sock, ssl=ssl, family=family, backlog=backlog,
+            start_serving=start_serving, **kwds,
+        )  # fmt: skip
+
+    async def create_connection(
+        self, protocol_factory, host=None, port=None, *, sock=None, ssl=None, family=0,
+        local_addr=None, **kwds,
+    ):  # fmt: skip
+        if isinstance(sock, Socket):
+            _no_tls(ssl)
+            return await create_connection(protocol_factory, stack=self.stack, sock=sock)
+        if sock is None:
+            address = await self._destination(host, port, family)
+            if address is not None:
+                _no_tls(ssl)
+                return await create_connection(
+                    protocol_factory, *address, stack=self.stack, local_addr=local_addr
+                )
+        return await self.kernel["create_connection"](
+            protocol_factory, host, port, sock=sock, ssl=ssl, family=family,
+            local_addr=local_addr, **kwds,
+        )  # fmt: skip
+
+    async def sock_connect(self, sock, address) -> None:
+        if not isinstance(sock, Socket):
+            return await self.kernel["sock_connect"](sock, address)
+        await connect(driver_for(self.stack), sock, address)
+
+    async def _when_ready(self, sock, mask: int, attempt):
+        """`attempt()` on non-blocking `sock` until it does not block."""
+        driver = driver_for(self.stack)
+        while True:
+            try:
+                return attempt()
+            except BlockingIOError:
+                await wait_ready(driver, sock, mask)
+
+    async def sock_accept(self, sock):
+        if not isinstance(sock, Socket):
+            return await self.kernel["sock_accept"](sock)
+        conn, address = await self._when_ready(sock, _IN, sock.accept)
+        conn.setblocking(False)
+        return conn, address
+
+    async def sock_recv(self, sock, nbytes: int) -> bytes:
+        if not isinstance(sock, Socket):
+            return await self.kernel["sock_recv"](sock, nbytes)
+        return await self._when_ready(sock, _IN, lambda: sock.recv(nbytes))
+
+    async def sock_recv_into(self, sock, buf) -> int:
+        if not isinstance(sock, Socket):
+            return await self.kernel["sock_recv_into"](sock, buf)
+        return await self._when_ready(sock, _IN, lambda: sock.recv_into(buf))
+
+    async def sock_sendall(self, sock, data) -> None:
+        if not isinstance(sock, Socket):
+            return await self.kernel["sock_sendall"](sock, data)
+        view = memoryview(data).cast("B")
+        while view:
+            sent = await self._when_ready(sock, _OUT, functools.partial(sock.send, view))
+            view = view[sent:]
+
+
+def install(stack, loop: asyncio.AbstractEventLoop | None = None) -> asyncio.AbstractEventLoop:
+    """Route `loop`'s (default: the running loop's) servers and connections
+    through `stack` for the addresses the instance owns or reaches (see the
+    module's text); everything else stays the kernel's. For asyncio's own
+    loops (not uvloop's, whose methods cannot be replaced). Installing
+    again on the same loop changes the stack. Returns the loop."""
+    loop = asyncio.get_running_loop() if loop is None else loop
+    routes = getattr(loop, "_vfstack_routes", None)
+    if routes is not None:
+        routes.stack = stack
+        return loop
+    routes = _Routes(stack, loop)
+    for name in _Routes.NAMES:
+        setattr(loop, name, getattr(routes, name))
+    loop._vfstack_routes = routes
+    return loop
+
+
+def new_event_loop(stack) -> asyncio.AbstractEventLoop:
+    """A new asyncio loop with `install(stack)` done: for
+    `aiohttp.web.run_app(app, loop=...)` and code that makes its own loop."""
+    return install(stack, asyncio.new_event_loop())
+
+
+def loop_factory(stack):
+    """A factory of `new_event_loop(stack)` loops: for
+    `asyncio.Runner(loop_factory=...)`, `asyncio.run(..., loop_factory=...)`
+    (Python 3.12+) and `uvicorn.run(app, loop=...)`."""
+    return functools.partial(new_event_loop, stack)
+
+
+def socket_factory(stack):
+    """For clients that make their sockets themselves, as aiohttp's
+    `TCPConnector(socket_factory=...)`: given an address info (family,
+    type, proto, canonname, sockaddr), a socket of the stack if the
+    instance reaches sockaddr, else a kernel socket. The loop must have
+    `install(stack)` done, to connect and wrap the stack's sockets."""
+
+    def make(addr_info):
+        family, kind, proto, _, address = addr_info
+        if family == _socket.AF_INET and reaches(stack, address[0]):
+            return stack.socket()
+        return _socket.socket(family, kind, proto)
+
+    return make

@@ -109,7 +109,7 @@ def _is_eventfd(fd: int) -> bool:
 class Doorbell:
     """One end of a doorbell, a pipe or an eventfd; see the module docstring."""
 
-    __slots__ = ("_eventfd", "_fd", "_poll")
+    __slots__ = ("_eventfd", "_fd", "_poll", "_probe")
 
     def __init__(self, fd: int, eventfd: bool) -> None:
         """Use `pipe()`, `eventfd()` or `adopt()`."""
@@ -117,6 +117,11 @@ class Doorbell:
         self._eventfd = eventfd
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+        # hung_up/reader_gone look from other threads than the one asleep
+        # in wait(), and one poll object refuses concurrent polls
+        # (RuntimeError); hang-ups and errors need no event mask.
+        self._probe = select.poll()
+        self._probe.register(fd, 0)
 
     @classmethod
     def pipe(cls) -> tuple[Doorbell, Doorbell]:
@@ -194,17 +199,18 @@ class Doorbell:
     def hung_up(self) -> bool:
         """The waiting end of the app's doorbell: has every process that
         could ring it (the stack) closed its end? (One poll, no waiting.)"""
-        return any(revents & select.POLLHUP for _, revents in self._poll.poll(0))
+        return any(revents & select.POLLHUP for _, revents in self._probe.poll(0))
 
     def reader_gone(self) -> bool:
         """The ringing end of the app's doorbell: has every process that
         could wait on it (the app) closed its end? (One poll, no waiting.)"""
-        return any(revents & select.POLLERR for _, revents in self._poll.poll(0))
+        return any(revents & select.POLLERR for _, revents in self._probe.poll(0))
 
     def close(self) -> None:
         """Close the descriptor (idempotent)."""
         if self._fd >= 0:
             self._poll.unregister(self._fd)
+            self._probe.unregister(self._fd)
             os.close(self._fd)
             self._fd = -1
 

@@ -244,3 +244,17 @@ def test_isolation_bench_quick_runs_every_attack():
     for row in rows.values():
         assert row["rps"] > 0 and row["echo_p99_ms"] > 0
     assert report["failed"] == 0
+
+
+def test_frameworks_bench_quick_compares_each_framework_with_the_kernel():
+    report = _run_bench("bench.frameworks")
+    rows = {row["measure"]: row for row in report["summary"]}
+    assert set(rows) == {
+        f"{framework} {workload}"
+        for framework in ("epoll", "aiohttp", "asgi")
+        for workload in ("short", "keep-alive")
+    }
+    for row in rows.values():
+        assert row["stack"]["median"] > 0 and row["kernel"]["median"] > 0
+        assert row["ratio"] == pytest.approx(row["stack"]["median"] / row["kernel"]["median"])
+    assert report["internal_errors"] == 0

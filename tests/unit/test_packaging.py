@@ -54,10 +54,10 @@ def test_extras_modules_match_pyproject(extra):
     assert modules == MODULES[extra]
 
 
-def test_deploy_brings_the_stack_and_dev_brings_both():
+def test_deploy_brings_the_stack_and_dev_brings_all():
     optional = PYPROJECT["optional-dependencies"]
     assert "vfstack[stack]" in optional["deploy"]
-    assert "vfstack[stack,deploy]" in optional["dev"]
+    assert "vfstack[stack,deploy,frameworks]" in optional["dev"]
 
 
 # grpc's own __init__ imports grpc_health and grpc_reflection when they are

@@ -1,14 +1,17 @@
-# vfstack: two images from one build, each with what its containers need.
+# vfstack: three images from one build, each with what its containers need.
 #
-#   --target stack (the default; vfstack:local): the stack service
+#   --target stack (vfstack:local): the stack service
 #       (`stackservice run`) and the operator commands, `pip install
 #       '.[stack]'`. Compose's nic and stack services, and `vfstack deploy`.
 #   --target app (vfstack-app:local): the SDK alone, `pip install .`
 #       (grpcio, protobuf: no pyroute2, prometheus-client, health or
 #       reflection services). Compose's example apps; a base for your own
 #       (`FROM vfstack-app:local`, then your code).
+#   --target app-frameworks (vfstack-app-frameworks:local): the SDK and
+#       the asyncio frameworks, `pip install '.[frameworks]'`.
 #
-# Both install the same wheel into /opt/vfstack, on PATH.
+# All install the same wheel into /opt/vfstack, on PATH. Name the target:
+# the default (the last stage) is app-frameworks.
 #
 # BASE_IMAGE: any Debian-like image with python3 (>= 3.11) and its venv
 # module. Where python:3.12-slim cannot be pulled (air-gapped hosts),
@@ -103,3 +106,20 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 # One instance, configured by VFSTACK_IFACE, VFSTACK_IP, VFSTACK_NAME,
 # VFSTACK_METRICS_PORT, ... (every `stackservice run` flag has one).
 CMD ["stackservice", "run"]
+
+# The SDK and the asyncio frameworks its examples run on, '.[frameworks]'
+# (aiohttp, uvicorn, Starlette, websockets): compose's app-web (profile
+# frameworks), and a base for framework apps (`FROM
+# vfstack-app-frameworks:local`). Last, so that no other target builds
+# it: the classic builder runs every stage up to its target.
+FROM sdk-deps AS frameworks-deps
+RUN /opt/vfstack/bin/pip install --no-cache-dir '.[frameworks]' \
+    && /opt/vfstack/bin/pip uninstall -y vfstack
+
+FROM frameworks-deps AS frameworks-venv
+COPY --from=wheel /wheels /wheels
+RUN /opt/vfstack/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && /opt/vfstack/bin/pip uninstall -y pip
+
+FROM runtime AS app-frameworks
+COPY --from=frameworks-venv /opt/vfstack /opt/vfstack

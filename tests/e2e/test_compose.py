@@ -336,6 +336,30 @@ def test_host_tools_reach_the_control_api(project):
     assert (status["iface"], status["ip"]) == (f"{PF}v1", f"{VF1_IP}/24")
 
 
+def test_an_asgi_app_with_the_frameworks_profile(project, docker_client):
+    """`docker compose --profile frameworks up`: Starlette on uvicorn
+    (vfstack.examples.asgi_app) on VF1 beside app-echo, from the image with
+    the frameworks, as unprivileged as the other apps."""
+    frameworks = ("--profile", "frameworks")
+    try:
+        project.compose(
+            *frameworks, "up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S),
+            "app-web", timeout=UP_TIMEOUT_S + 60,
+        )  # fmt: skip
+        assert len(_curl(f"http://{VF1_IP}:8080/")) == 64
+        addresses = json.loads(_curl(f"http://{VF1_IP}:8080/addresses"))
+        assert addresses["local"] == f"{VF1_IP}:8080"
+        text = "vfstack e2e " + secrets.token_hex(8)
+        assert _echo(VF1_IP, 7007, text) == text  # app-echo shares the VF
+        container = _container(docker_client, project, "app-web")
+        assert container.attrs["Config"]["Image"] == "vfstack-app-frameworks:local"
+        host = container.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+        assert host["NetworkMode"] == "none"
+    finally:
+        project.compose(*frameworks, "rm", "--stop", "--force", "app-web", check=False)
+
+
 def test_deploy_starts_and_stops_a_stack_per_vf(project, docker_client):
     deploy = ["--project", project.name + "-deploy"]
     started = time.monotonic()

@@ -15,8 +15,6 @@ import select
 import signal
 import socket
 import sys
-import threading
-import time
 
 import vfstack
 
@@ -29,7 +27,6 @@ class Api:
         self.kernel = args.kernel
         self.control, self.app = args.control, args.app
         self.stack = None
-        self.ended = False  # the stack ended the session (exit_when_gone)
         if self.kernel:
             self.socket = socket.socket
             self.epoll = select.epoll
@@ -87,22 +84,3 @@ def listener(api: Api, host: str, port: int, backlog: int):
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
-
-
-def exit_when_gone(api: Api, name: str) -> None:
-    """For an app whose framework owns the loop (and would serve nothing,
-    for ever, once its listener is gone): when the stack ends the session,
-    interrupt the program as Ctrl-C does, so the framework shuts down and
-    the program exits 1; its supervisor (compose's restart policy) starts
-    it again, and it attaches anew. Looks once a second."""
-    if api.stack is None:
-        return
-
-    def watch() -> None:
-        while not api.stack.gone:
-            time.sleep(1)
-        api.ended = True
-        print(f"{name}: the stack ended this session; exiting to be restarted", flush=True)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=watch, name="session-watch", daemon=True).start()

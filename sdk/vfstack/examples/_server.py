@@ -1,12 +1,18 @@
 """What the example servers share: mTCP's Listing 1 skeleton (one epoll
 over the listener and every connection) and the program around it, which
 outlives the stack: when the session ends (vfstack.StackGone: the stack
-restarted, or ended it), it attaches again and listens again."""
+restarted, or ended it), it attaches again and listens again; and the
+program around a framework that owns its loop (run_framework)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import select
+import signal
+import sys
+import threading
+import time
 
 import vfstack
 from vfstack.examples._api import add_arguments, listener, open_api
@@ -113,3 +119,39 @@ def run(name: str, args: argparse.Namespace, make) -> None:
     finally:
         api.close()
         print(f"{name}: {server.summary()}", flush=True)
+
+
+def run_framework(name: str, doc: str, serve) -> None:
+    """The main of an example whose framework owns the loop: parse the
+    common arguments and `--size`, attach (or pick the kernel), and call
+    `serve(api, args, listening)`, which runs the framework until it shuts
+    down and prints `listening` once it listens.
+
+    When the stack ends the session, the framework would serve nothing,
+    for ever, its listener gone: a watcher interrupts the program as
+    Ctrl-C does, the framework shuts down and the program exits 1, for its
+    supervisor (compose's restart policy) to start it again and attach
+    anew. It looks once a second."""
+    parser = server_parser(name, doc, port=8080, backlog=1024)
+    parser.add_argument("--size", type=int, default=64, help="bytes GET / answers")
+    args = parser.parse_args()
+    api = open_api(args)
+    ended = threading.Event()
+
+    def watch() -> None:
+        while not api.stack.gone:
+            time.sleep(1)
+        ended.set()
+        print(f"{name}: the stack ended this session; exiting to be restarted", flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    if api.stack is not None:
+        threading.Thread(target=watch, name="session-watch", daemon=True).start()
+    try:
+        serve(api, args, f"{name}: listening on {args.host}:{args.port} ({api.name})")
+    except KeyboardInterrupt:  # uvicorn shuts down, then raises the signal it caught again
+        pass
+    finally:
+        api.close()
+    if ended.is_set():
+        sys.exit(1)

@@ -14,13 +14,11 @@ line: `web.run_app(app, loop=vfstack.aio.new_event_loop(stack))`.
 from __future__ import annotations
 
 import socket
-import sys
 
 from aiohttp import web
 
 import vfstack.aio
-from vfstack.examples._api import exit_when_gone, open_api
-from vfstack.examples._server import server_parser
+from vfstack.examples._server import run_framework
 from vfstack.examples.http_server import body
 
 
@@ -53,23 +51,16 @@ def make_app(size: int) -> web.Application:
     return app
 
 
+def serve(api, args, listening: str) -> None:
+    loop = None if api.kernel else vfstack.aio.new_event_loop(api.stack)  # the one line
+    web.run_app(
+        make_app(args.size), host=args.host, port=args.port, backlog=args.backlog,
+        loop=loop, print=lambda _: print(listening, flush=True),  # once it listens
+    )  # fmt: skip
+
+
 def main() -> None:
-    parser = server_parser("aiohttp_app", __doc__, port=8080, backlog=1024)
-    parser.add_argument("--size", type=int, default=64, help="bytes GET / answers")
-    args = parser.parse_args()
-    api = open_api(args)
-    exit_when_gone(api, "aiohttp_app")
-    loop = None if api.kernel else vfstack.aio.new_event_loop(api.stack)
-    listening = f"aiohttp_app: listening on {args.host}:{args.port} ({api.name})"
-    try:
-        web.run_app(
-            make_app(args.size), host=args.host, port=args.port, backlog=args.backlog,
-            loop=loop, print=lambda _: print(listening, flush=True),  # once it listens
-        )  # fmt: skip
-    finally:
-        api.close()
-    if api.ended:
-        sys.exit(1)
+    run_framework("aiohttp_app", __doc__, serve)
 
 
 if __name__ == "__main__":

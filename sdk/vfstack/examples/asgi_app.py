@@ -13,8 +13,6 @@ vfstack instance by one line: `uvicorn.run(app, loop=vfstack.aio.loop_factory(st
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,8 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import vfstack.aio
-from vfstack.examples._api import exit_when_gone, open_api
-from vfstack.examples._server import server_parser
+from vfstack.examples._server import run_framework
 from vfstack.examples.http_server import body
 
 
@@ -62,25 +59,17 @@ class _Announcing(uvicorn.Server):
         print(self._listening, flush=True)
 
 
-def main() -> None:
-    parser = server_parser("asgi_app", __doc__, port=8080, backlog=1024)
-    parser.add_argument("--size", type=int, default=64, help="bytes GET / answers")
-    args = parser.parse_args()
-    api = open_api(args)
-    exit_when_gone(api, "asgi_app")
-    loop = "asyncio" if api.kernel else vfstack.aio.loop_factory(api.stack)
+def serve(api, args, listening: str) -> None:
+    loop = "asyncio" if api.kernel else vfstack.aio.loop_factory(api.stack)  # the one line
     config = uvicorn.Config(
         make_app(args.size), host=args.host, port=args.port, backlog=args.backlog,
         loop=loop, log_level="warning", lifespan="off",
     )  # fmt: skip
-    try:
-        _Announcing(config, f"asgi_app: listening on {args.host}:{args.port} ({api.name})").run()
-    except KeyboardInterrupt:  # uvicorn shut down, then raised the signal it caught again
-        pass
-    finally:
-        api.close()
-    if api.ended:
-        sys.exit(1)
+    _Announcing(config, listening).run()
+
+
+def main() -> None:
+    run_framework("asgi_app", __doc__, serve)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import pytest
+from vfstack.shm import (
+    EVENT_RESULT,
+    OP_BIND,
+    OP_CONNECT,
+    OP_LISTEN,
+    OP_SOCKET,
+    Command,
+)
 
 from stackservice.control.link import MAX_MESSAGE
 from stackservice.control.requests import (
@@ -18,7 +25,10 @@ from stackservice.control.requests import (
     SCAN_BUDGET,
     ControlRequests,
 )
-from stackservice.fastpath import SessionManager
+from stackservice.fastpath import SessionManager, commands
+from stackservice.fastpath.sockets import SocketTable
+from stackservice.tcp.engine import Listener
+from stackservice.tcp.tcb import Tcb
 from tests.unit.tcp._rig import PEER_IP, Rig
 
 NOW = 1_000_000
@@ -50,6 +60,36 @@ def instance():
         return ControlRequests(engine, SessionManager(engine, "vf0"), lambda: NOW)
 
     return make
+
+
+def attached(manager: SessionManager, app: str, uid: int) -> SocketTable:
+    """A session of `app` as `uid`: the table of its sockets."""
+    reply = manager.attach(app, uid, 1, now=NOW)
+    for fd in reply["fds"]:
+        os.close(fd)
+    return manager.socket_tables(uid)[-1]
+
+
+def command(table: SocketTable, op: int, slot: int = 0, a1: int = 0, a2: int = 0) -> int:
+    """Run one command of the app's, as its session's pass would; the slot
+    its RESULT names (a SOCKET's new one)."""
+    commands.execute(table, Command(op, slot, 1, a1, a2, 0, 0, 0), NOW)
+    kind, slot, _, result = table.out[-1][:4]
+    assert kind == EVENT_RESULT and result == 0, table.out[-1]
+    return slot
+
+
+def listen(table: SocketTable, port: int) -> Listener:
+    slot = command(table, OP_SOCKET)
+    command(table, OP_BIND, slot, 0, port)
+    command(table, OP_LISTEN, slot, 16)
+    return table.slots[slot].sock
+
+
+def connect(table: SocketTable, port: int) -> Tcb:
+    slot = command(table, OP_SOCKET)
+    command(table, OP_CONNECT, slot, PEER_IP, port)
+    return table.slots[slot].sock
 
 
 def test_a_listing_of_many_sockets_takes_a_bounded_step_per_pass(instance):
@@ -101,13 +141,12 @@ def test_filters_by_state_and_id(instance):
 def test_an_app_sees_its_own_sockets_and_sessions_root_sees_all(instance):
     """Issue 13, finding 12: every group member saw every app's peers."""
     requests = instance(0)  # the listener on 80 is the instance's own (no owner)
-    engine, manager = requests._engine, requests._sessions
-    engine.listen(8080, 16, owner=SimpleNamespace(uid=1000, app_name="web"))
-    engine.listen(8081, 16, owner=SimpleNamespace(uid=1001, app_name="db"))
-    for app, uid in (("web", 1000), ("db", 1001), ("db", 1001)):
-        reply = manager.attach(app, uid, 1, now=NOW)
-        for fd in reply["fds"]:
-            os.close(fd)
+    manager = requests._sessions
+    web = attached(manager, "web", 1000)
+    db = attached(manager, "db", 1001)
+    attached(manager, "db", 1001)
+    listen(web, 8080)
+    listen(db, 8081)
 
     def ports(viewer: int) -> list[int]:
         reply, _ = run(requests({"op": "connections", "viewer": viewer}))

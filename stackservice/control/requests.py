@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import heapq
 import ipaddress
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from itertools import islice
 
 from stackservice.fastpath import SessionManager
 from stackservice.tcp.engine import Listener, TcpEngine
@@ -121,7 +122,9 @@ class ControlRequests:
         0: all, those of the instance's own services and of no one too).
         A malformed request is answered at once; else
         the answer is a job (LinkServer.work) that looks at SCAN_BUDGET
-        sockets a pass, then builds, ROWS_PER_PASS a pass, the rows of the
+        sockets a pass (an app's: its own only, found through its sessions'
+        socket tables; root's: every one), then builds, ROWS_PER_PASS a
+        pass, the rows of the
         `limit` (at most MAX_ROWS) lowest ids above `after_id` that match: a listing of
         60 000 sockets holds no pass for long, and no reply outgrows the
         link. A socket closed while the listing runs may be left out."""
@@ -149,15 +152,24 @@ class ControlRequests:
     ) -> Generator[None, None, dict]:
         engine = self._engine
         wanted = frozenset(TcpState[name] for name in states)
-        socks: list = list(engine.listeners.values()) if not states or "LISTEN" in states else []
-        if states != {"LISTEN"}:
-            socks += engine.flows.values()
+        listeners = not states or "LISTEN" in states
+        connections = states != {"LISTEN"}
+        socks: Iterator[Tcb | Listener]
+        if viewer:
+            # An app may see its own sockets only: look at those alone (its
+            # sessions' socket tables know them), never at the instance's
+            # every flow, whatever their number.
+            socks = self._owned(viewer, listeners, connections)
+        else:
+            every: list = list(engine.listeners.values()) if listeners else []
+            if connections:
+                every += engine.flows.values()
+            socks = iter(every)
         chosen: list[tuple[int, Tcb | Listener]] = []  # the lowest ids: a max-heap on -id
         total = 0
-        for start in range(0, len(socks), SCAN_BUDGET):
-            if start:
-                yield  # the rest next pass
-            for sock in socks[start : start + SCAN_BUDGET]:
+        batch = list(islice(socks, SCAN_BUDGET))
+        while batch:
+            for sock in batch:
                 sock_id = sock.sock_id
                 if sock_id <= after or (wanted_id and sock_id != wanted_id):
                     continue
@@ -170,6 +182,9 @@ class ControlRequests:
                     heapq.heappush(chosen, (-sock_id, sock))
                 elif sock_id < -chosen[0][0]:
                     heapq.heapreplace(chosen, (-sock_id, sock))
+            batch = list(islice(socks, SCAN_BUDGET))
+            if batch:
+                yield  # the rest next pass
         if wanted_id and not total:
             return {"error": "not_found", "message": f"no socket with id {wanted_id}"}
         local_ip = engine.local_ip
@@ -181,3 +196,18 @@ class ControlRequests:
                 listener_row(sock, local_ip) if isinstance(sock, Listener) else connection_row(sock)
             )
         return {"connections": rows, "total": total}
+
+    def _owned(self, uid: int, listeners: bool, connections: bool) -> Iterator[Tcb | Listener]:
+        """The sockets of `uid`'s sessions (its listeners if `listeners`,
+        its connections if `connections`) still in the engine's tables: a
+        connection the engine has closed, while the app still holds its
+        slot, is no longer listed, as with root's listing of the tables."""
+        engine = self._engine
+        flows, listening = engine.flows, engine.listeners
+        for table in self._sessions.socket_tables(uid):
+            for sock in table.engine_sockets():
+                if isinstance(sock, Listener):
+                    if listeners and listening.get(sock.port) is sock:
+                        yield sock
+                elif connections and flows.get(sock.key) is sock:
+                    yield sock

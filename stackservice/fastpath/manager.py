@@ -37,6 +37,7 @@ from stackservice.fastpath.memory import SharedMemory
 from stackservice.fastpath.occupancy import OccupancySweep
 from stackservice.fastpath.ports import PortPolicy
 from stackservice.fastpath.session import COMMAND_BATCH, Session
+from stackservice.fastpath.sockets import SocketTable
 from stackservice.faults import Containment, FaultSite
 from stackservice.limits import Limits, MemoryPool, Refusal
 from stackservice.metrics.apps import DEFAULT_SLOTS, AppStatsTable
@@ -269,6 +270,13 @@ class SessionManager:
             for s in self._sessions.values()
             if not viewer or s.uid == viewer
         ]
+
+    def socket_tables(self, uid: int) -> list[SocketTable]:
+        """The socket tables of `uid`'s sessions (at most
+        limits.app_sessions): together they own every socket an app of
+        that uid has (SocketTable.engine_sockets), so a listing for it
+        looks at those and nothing else."""
+        return [s.sockets for s in self._sessions.values() if s.uid == uid]
 
     def close(self, now: int) -> None:
         """Shutting down: every session ends (connections reset, files removed)."""

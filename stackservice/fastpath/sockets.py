@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from vfstack.shm import (
     EPOLLERR,
@@ -153,6 +153,24 @@ class SocketTable:
     def disown(self, sock: Tcb | Listener) -> None:
         sock.owner = None
         self.slot_of.pop(sock.sock_id, None)
+
+    def engine_sockets(self) -> Iterator[Tcb | Listener]:
+        """Every engine socket this table owns: each slot's (`slot_of`) and,
+        after a listener, its connections not accepted yet (half-open or
+        on the accept queue; the engine made this table their owner too).
+        Lazy, from a copy of `slot_of` taken when the walk reaches this
+        table: a socket closed since may still come, or be gone (the
+        caller checks the engine's tables)."""
+        slots = self.slots
+        for sock_id, slot in list(self.slot_of.items()):
+            s = slots[slot]
+            sock = s.sock if s is not None else None
+            if sock is None or sock.sock_id != sock_id:
+                continue  # its slot was closed or reused meanwhile
+            yield sock
+            if isinstance(sock, Listener):
+                yield from list(sock.half_open)
+                yield from list(sock.accept_queue)
 
     @property
     def in_use(self) -> int:

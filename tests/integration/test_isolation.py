@@ -412,8 +412,8 @@ def test_an_app_listing_connections_without_pause_holds_nobody_up(emulated_port)
             # prefix), so it made no more calls than the budget pays for.
             budget = gate.UPLOAD_BURST + gate.UPLOAD_BYTES_PER_S * report["seconds"]
             assert report["calls"] * 30 <= budget, report
-            # Each of its calls scanned every socket, a budget a pass; it saw
-            # none of them, none being its own (finding 12).
+            # Its calls looked at its own sockets only (it has none): it saw
+            # none of the others' (finding 12).
             assert report["most_rows"] == 0
             with vfstack._control.ControlClient(control) as client:
                 first = client.connections(states=["ESTABLISHED"])

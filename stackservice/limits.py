@@ -63,6 +63,10 @@ class Refusal(IntEnum):
     # BIND of a port another uid's app listened on, within
     # --port-reserve-ms of its session's end: EADDRINUSE.
     RESERVED_PORT = 7
+    # The app rang its stack doorbell again and again with nothing for the
+    # stack to take (no command): the doorbell is muted for a back-off,
+    # counted once per mute (stackservice.fastpath.backoff).
+    DOORBELL_FLOOD = 8
 
 
 @dataclass(frozen=True, slots=True)

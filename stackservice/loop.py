@@ -262,9 +262,15 @@ class StackLoop:
 
     def _sleep_ms(self, now: int) -> int:
         deadline = self._host.poll_at()
-        engine_deadline = self._engine.poll_at()
-        if engine_deadline is not None and (deadline is None or engine_deadline < deadline):
-            deadline = engine_deadline
+        fastpath = self._fastpath
+        # A muted doorbell (stackservice.fastpath.backoff) is looked at when
+        # its mute ends, whether it rang or not.
+        for other in (
+            self._engine.poll_at(),
+            fastpath.poll_at() if fastpath is not None else None,
+        ):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         if deadline is None:
             return _MAX_SLEEP_MS
         if deadline <= now:

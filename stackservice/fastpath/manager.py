@@ -7,7 +7,10 @@ session (Session.poll) and goes on with the ring occupancy sweep;
 every command ring); `watched()` names the descriptors the loop polls for
 them and `on_fd` takes what poll saw there: a stack doorbell rung, or an
 app's doorbell whose reader is gone (the app's process ended, or never
-took its descriptors: vfstack.shm "Liveness"). Attach and Detach come
+took its descriptors: vfstack.shm "Liveness"); a stack doorbell rung
+again and again for nothing is muted for a back-off
+(stackservice.fastpath.backoff), and `poll_at()` says when the loop must
+look at it anyway. Attach and Detach come
 from the control process over the loop's link (stackservice.control),
 and are answered with dicts that mirror the gRPC replies; Attach's
 carries the session's descriptors for the handoff (under "fds").
@@ -57,6 +60,7 @@ _SCRATCH_BYTES = 64 << 10
 _GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _EVENT_BACKLOG = int(MemoryPool.EVENT_BACKLOG)
 _TCP_BUFFERS = int(MemoryPool.TCP_BUFFERS)
+_DOORBELL_FLOOD = int(Refusal.DOORBELL_FLOOD)
 
 
 class SessionManager:
@@ -102,6 +106,7 @@ class SessionManager:
         self._sessions: dict[int, Session] = {}
         self._per_uid: Counter[int] = Counter()  # sessions attached, by uid
         self._by_fd: dict[int, Session] = {}  # stack doorbells and apps' doorbells
+        self._muted: set[Session] = set()  # sessions whose stack doorbell is muted
         self._next_id = 1
         self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._now = 0
@@ -294,6 +299,7 @@ class SessionManager:
             self._memory_limits[_EVENT_BACKLOG] = RECORD_SIZE * self._backlog_bound
         self._by_fd.pop(session.stack_bell.fileno(), None)
         self._by_fd.pop(session.app_bell.fileno(), None)
+        self._muted.discard(session)
         try:
             session.close(now)
         except Exception as exc:  # never let one session's teardown stop the loop
@@ -317,13 +323,24 @@ class SessionManager:
 
     def watched(self) -> dict[int, int]:
         """The descriptors to poll, with their events (they change on
-        attach and detach): each stack doorbell for POLLIN, each app's
-        doorbell for nothing (poll reports POLLERR once its reader is gone
-        regardless)."""
-        return {
-            fd: select.POLLIN if fd == session.stack_bell.fileno() else 0
-            for fd, session in self._by_fd.items()
-        }
+        attach and detach, and as doorbells are muted): each stack doorbell
+        for POLLIN, each app's doorbell for nothing (poll reports POLLERR
+        once its reader is gone regardless). A muted stack doorbell
+        (stackservice.fastpath.backoff) is left out: polled for no event,
+        each ring would still wake the sleeping loop in the kernel."""
+        watched = {}
+        for fd, session in self._by_fd.items():
+            if fd != session.stack_bell.fileno():
+                watched[fd] = 0
+            elif not session.backoff.muted_until:
+                watched[fd] = select.POLLIN
+        return watched
+
+    def poll_at(self) -> int | None:
+        """When the first muted doorbell is due to be looked at again: the
+        loop must not sleep past it (None: none is muted)."""
+        muted = self._muted
+        return min(s.backoff.muted_until for s in muted) if muted else None
 
     def on_fd(self, fd: int, revents: int) -> None:
         """What poll saw on a watched descriptor: a stack doorbell rung
@@ -342,7 +359,8 @@ class SessionManager:
                 self._end(session, self._now)
             return
         try:
-            session.stack_bell.drain()
+            if session.stack_bell.drain():
+                session.rang = True  # judged by the pass (poll)
         except Exception as exc:
             self._fail(session, exc, self._now)
 
@@ -354,8 +372,23 @@ class SessionManager:
         backlog = 0
         for session in list(self._sessions.values()):
             try:
+                backoff = session.backoff
+                if backoff.muted_until and now >= backoff.muted_until:
+                    # The mute is over: the rings it held back, in one read.
+                    backoff.unmute()
+                    self._muted.discard(session)
+                    if session.stack_bell.drain():
+                        session.rang = True
                 if session.poll(now):
                     work = True
+                if session.took:  # the app had work for us: rung or not, fine
+                    if backoff.spurious:
+                        backoff.served()
+                        self._muted.discard(session)
+                elif session.rang and backoff.rang_for_nothing(now):
+                    self._muted.add(session)
+                    self._refusals[_DOORBELL_FLOOD] += 1
+                session.rang = False
                 backlog += len(session.sockets.out)
             except Violation as exc:
                 self._violation(session, exc, now)

@@ -20,6 +20,7 @@ import contextlib
 from vfstack.shm import Doorbell, Segment, decode_command
 
 from stackservice.fastpath import commands
+from stackservice.fastpath.backoff import RingBackoff
 from stackservice.fastpath.memory import SharedMemory
 from stackservice.fastpath.ports import PortPolicy
 from stackservice.fastpath.sockets import SocketTable
@@ -51,6 +52,10 @@ class Session:
         "committed",
         "sockets",
         "event_delivery",
+        "backoff",
+        "rang",
+        "took",
+        "waiting",
     )
 
     def __init__(
@@ -71,6 +76,7 @@ class Session:
         app_index: int = -1,
         app_stats: memoryview | None = None,
         event_delivery: Histogram | NoHistogram | None = None,
+        backoff: RingBackoff | None = None,
     ) -> None:
         """`app_bell`: the ringing end of the app's doorbell (a pipe whose
         read end only the app holds), `stack_bell` the stack's (an eventfd);
@@ -79,7 +85,8 @@ class Session:
         bind what (SocketTable);
         `app_index`: the app's slot in the app table (-1: none);
         `app_stats`: its u64 words there (SocketTable); `event_delivery`:
-        where each published event's delay since its posting goes."""
+        where each published event's delay since its posting goes;
+        `backoff`: its doorbell's (by default the default one)."""
         self.session_id = session_id
         self.app = app  # what it calls itself
         self.uid = uid  # who it is: the kernel's word (SO_PEERCRED)
@@ -99,6 +106,14 @@ class Session:
             engine, segment, app, uid, scratch, app_stats, self.commit_slot, ports
         )
         self.event_delivery = NoHistogram() if event_delivery is None else event_delivery
+        # The doorbell's back-off (stackservice.fastpath.backoff), run by
+        # the manager: `rang`, its doorbell was rung since the last pass;
+        # `took`, the last pass took work from the app; `waiting`, events
+        # left for want of room in its event ring after the last pass.
+        self.backoff = backoff or RingBackoff()
+        self.rang = False
+        self.took = False
+        self.waiting = 0
 
     def commit_slot(self, slot: int) -> bool:
         """Charge and preallocate a socket slot's rings (SocketTable.has_room).
@@ -125,18 +140,20 @@ class Session:
         return bool(out) and self.segment.events.reserve(len(out)) > 0
 
     def poll(self, now: int) -> bool:
-        """One pass. Returns whether it did any work.
+        """One pass. Returns whether it did any work, and sets `took`:
+        whether that work was the app's doing (commands it published,
+        events it made room for), what a ring of its doorbell is for.
 
         Raises:
             Violation: the app broke the segment's contract.
         """
         sockets = self.sockets
         sockets.now = now
-        work = False
+        work = took = False
         if not sockets.out:  # back-pressure: an app not reading events sends no more
             records = self.segment.commands.pop_many(COMMAND_BATCH)
             if records:
-                work = True
+                work = took = True
                 slots = self.segment.geometry.socket_slots
                 execute = commands.execute
                 for record in records:
@@ -146,8 +163,11 @@ class Session:
             sockets.pump_dirty(now)
         if sockets.out and sockets.flush_events(self.event_delivery):
             work = True
+            took = took or self.waiting > 0  # room the app made for waiting events
             if self.segment.events.needs_wakeup():
                 self.app_bell.ring()
+        self.took = took
+        self.waiting = len(sockets.out)
         return work
 
     def close(self, now: int) -> None:

@@ -76,7 +76,9 @@ Trust: an app can fill its pipe (then the stack's `ring()` gets EAGAIN,
 harmless), read the eventfd (it only steals its own wake-ups), push the
 eventfd's counter to its maximum (the app's own `ring()` then gets
 EAGAIN, the stack's next `drain()` takes the count back) or ring without
-pause (each costs the stack one read per pass, as any busy app does).
+pause (each costs the stack one read per pass; rung again and again with
+no command behind it, the stack mutes it for a back-off and looks at the
+ring on its own cadence: stackservice.fastpath.backoff).
 `adopt()` refuses a descriptor that is neither a pipe nor an eventfd.
 
 The fence is an uncontended lock round trip (~75 ns, pure Python's

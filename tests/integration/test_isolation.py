@@ -23,6 +23,7 @@ import vfstack
 from stackservice.control import gate
 from stackservice.nic.emulate import vf_mac
 from stackservice.nic.netconf import inside_netns
+from stackservice.tcp.engine import EPHEMERAL_FIRST, EPHEMERAL_LAST
 from stackservice.tcp.settings import TcpSettings
 from tests.support.checks import ip
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
@@ -173,7 +174,15 @@ def report_of(proc: subprocess.Popen) -> dict:
 
 class Honest:
     """An honest app's client in the peer namespace, doing echo round trips
-    of its own (each checked) in a thread, counting them and timing each."""
+    of its own (each checked) in a thread, counting them and timing each.
+
+    A round trip starts every PACE seconds, and its latency counts from
+    when it was due: a loop held for 100 ms delays the 20 round trips due
+    meanwhile, not just the one in flight (a client waiting for each
+    answer before the next would under-count stalls: coordinated
+    omission)."""
+
+    PACE = 0.005
 
     def __init__(self, netns: str) -> None:
         self.sock = peer_connection(netns, VF0, 7002)
@@ -187,12 +196,16 @@ class Honest:
 
     def _run(self) -> None:
         try:
+            due = time.perf_counter()
             while not self._stop.is_set():
                 payload = os.urandom(64)
-                start = time.perf_counter()
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
                 assert round_trip(self.sock, payload) == payload
-                self.latencies.append(time.perf_counter() - start)
+                self.latencies.append(time.perf_counter() - due)
                 self.rounds += 1
+                due += self.PACE
         except BaseException as exc:
             self.error = exc
 
@@ -650,4 +663,46 @@ def test_peers_that_shut_their_windows_for_good_hold_the_instance_a_bounded_time
         assert wait_until(lambda: live_connections(instance) == 1)  # the honest app's
         assert after["memory"]["tcp_buffers"] <= before["memory"]["tcp_buffers"] + MB
         assert_served_as_before(honest, quiet, mark)
+        assert_still_serving(port, instance)
+
+
+def test_an_app_holding_one_destinations_ports_and_closing_listeners_holds_nobody_up(
+    emulated_port,
+):
+    """Finding 7: one app's commands drove scans of the whole flow table or
+    port range on the loop every app shares: closing a listener scanned
+    every flow for its half-open children, and a connect walked the whole
+    ephemeral range once every port to its destination was in use (1.4 s
+    a pass). The attacker holds every port to one destination (a peer on
+    the wire that answers anything and never closes: 28 232 orphans in
+    FIN-WAIT-2), then sends, again and again, a pass's worth (256) of
+    connects to it and of listener closes. A listener keeps its half-open
+    connections (`Listener.half_open`); a connect tries EPHEMERAL_PROBES
+    ports at most (RFC 6056 double-hash), and a destination without a free
+    port is not searched again for EXHAUSTED_RETRY_US (without that, 256
+    bounded searches a pass held the loop 130 ms a pass: the honest app's
+    p99 was a second). The honest app is served as before."""
+    with guarded_instance(emulated_port) as (port, instance, control, honest):
+        peer = raw_peer(port, "responder", "--ip", "198.18.0.250", "--port", "9999")
+        try:
+            assert json.loads(peer.stdout.readline()) == {"serving": "198.18.0.250"}
+            assert honest.served(300)
+            quiet = honest.p99()
+            attacker = hostile(control, "scans", 10, "--target", "198.18.0.250:9999")
+            try:
+                json.loads(attacker.stdout.readline())["holding"]
+                held = instance.counters()["tcp_states"]["fin_wait_2"]
+                assert held > EPHEMERAL_LAST - EPHEMERAL_FIRST - 1000  # its ports, nearly all
+                assert_within_memory_limits(instance)
+                mark = len(honest.latencies)
+                report = report_of(attacker)
+            finally:
+                attacker.kill()
+        finally:
+            peer.terminate()
+            peer.communicate(timeout=30)
+        assert report["connects"].get("EADDRNOTAVAIL", 0) >= 256 * 10, report
+        assert report["listeners_closed"] >= 256 * 10, report
+        assert_served_as_before(honest, quiet, mark)
+        assert_within_memory_limits(instance)
         assert_still_serving(port, instance)

@@ -177,12 +177,12 @@ class Honest:
     of its own (each checked) in a thread, counting them and timing each.
 
     A round trip starts every PACE seconds, and its latency counts from
-    when it was due: a loop held for 100 ms delays the 20 round trips due
+    when it was due: a loop held for 100 ms delays the 10 round trips due
     meanwhile, not just the one in flight (a client waiting for each
     answer before the next would under-count stalls: coordinated
     omission)."""
 
-    PACE = 0.005
+    PACE = 0.01
 
     def __init__(self, netns: str) -> None:
         self.sock = peer_connection(netns, VF0, 7002)
@@ -674,8 +674,8 @@ def test_an_app_holding_one_destinations_ports_and_closing_listeners_holds_nobod
     every flow for its half-open children, and a connect walked the whole
     ephemeral range once every port to its destination was in use (1.4 s
     a pass). The attacker holds every port to one destination (a peer on
-    the wire that answers anything and never closes: 28 232 orphans in
-    FIN-WAIT-2), then sends, again and again, a pass's worth (256) of
+    the wire that never acknowledges a close: 28 232 orphans in
+    FIN-WAIT-1), then sends, again and again, a pass's worth (256) of
     connects to it and of listener closes. A listener keeps its half-open
     connections (`Listener.half_open`); a connect tries EPHEMERAL_PROBES
     ports at most (RFC 6056 double-hash), and a destination without a free
@@ -690,9 +690,7 @@ def test_an_app_holding_one_destinations_ports_and_closing_listeners_holds_nobod
             quiet = honest.p99()
             attacker = hostile(control, "scans", 10, "--target", "198.18.0.250:9999")
             try:
-                json.loads(attacker.stdout.readline())["holding"]
-                held = instance.counters()["tcp_states"]["fin_wait_2"]
-                assert held > EPHEMERAL_LAST - EPHEMERAL_FIRST - 1000  # its ports, nearly all
+                json.loads(attacker.stdout.readline())  # holding its ports
                 assert_within_memory_limits(instance)
                 mark = len(honest.latencies)
                 report = report_of(attacker)
@@ -701,6 +699,9 @@ def test_an_app_holding_one_destinations_ports_and_closing_listeners_holds_nobod
         finally:
             peer.terminate()
             peer.communicate(timeout=30)
+        # The destination's every port was in use (in 90 s, before the first
+        # orphan gave up): its connects were refused, after a search or not.
+        assert report["held"] >= EPHEMERAL_LAST - EPHEMERAL_FIRST + 1, report
         assert report["connects"].get("EADDRNOTAVAIL", 0) >= 256 * 10, report
         assert report["listeners_closed"] >= 256 * 10, report
         assert_served_as_before(honest, quiet, mark)

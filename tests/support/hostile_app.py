@@ -21,7 +21,7 @@ instance with what an app holds, for `--seconds`:
 - `ports`: tries to listen on each of `--ports` (comma-separated), as an
   app grabbing a port from its owner;
 - `scans`: holds every ephemeral port to `--target` (HOST:PORT, a peer
-  that never closes), prints {"holding": N}, then sends batches of 256
+  that never acknowledges a close), prints {"holding": N}, then sends batches of 256
   connects to it and of 256 listener closes, each one pass's worth of
   commands, for `--seconds`.
 
@@ -300,7 +300,8 @@ def ports(args, rng: random.Random) -> dict:
 
 def scans(args, rng: random.Random) -> dict:
     """Every ephemeral port to `--target` held (connections closed as soon
-    as they are up: the stack keeps each 60 s in FIN-WAIT-2, an orphan),
+    as they are up: the stack keeps each, an orphan, until its FIN is
+    acknowledged or its orphan_retries are spent, about 100 s),
     then, without pause, a batch of 256 connects to that destination and
     one of 256 listeners closed, each batch one pass's worth of commands."""
     host, target_port = args.target.rsplit(":", 1)
@@ -308,7 +309,7 @@ def scans(args, rng: random.Random) -> dict:
     stack = vfstack.connect(args.control, app="scanner")
     report: dict = {"held": 0, "connects": {}, "listeners_closed": 0}
     started, code = time.monotonic(), errno.EINPROGRESS
-    while code == errno.EINPROGRESS and time.monotonic() < started + 50:  # before any expires
+    while code == errno.EINPROGRESS and time.monotonic() < started + 90:  # none given up yet
         batch, epoll = [], stack.epoll()
         while len(batch) < 256:
             sock = stack.socket()

@@ -27,7 +27,7 @@ here). Prints one JSON line.
 
 `responder` is a server at a made-up address (--ip, --port) that keeps
 no state and never closes: whatever connects to it stays open, or, once
-its client closes, half-closed. It prints {"serving": ADDR}, and when
+its client closes, closing (its FIN is never acknowledged). It prints {"serving": ADDR}, and when
 SIGTERM ends it, how many segments it answered.
 """
 
@@ -342,8 +342,9 @@ def _count(frames: list[bytes], dst: int, ports: set[int], per_second: dict[int,
 
 def responder(args) -> dict:
     """A server at a made-up address that keeps no state: a SYN gets its
-    SYN-ACK (our sequence numbers derived from the client's port), a FIN or
-    data its ACK; it never closes. Until SIGTERM or --timeout."""
+    SYN-ACK (our sequence numbers derived from the client's port), data its
+    ACK; a FIN none, so a client that closes retransmits it until it gives
+    up (an orphan's orphan_retries, about 100 s). Until SIGTERM or --timeout."""
     wire = Wire(args.iface, bytes.fromhex(args.dst_mac.replace(":", "")))
     stack, me = _ip(args.dst_ip), _ip(args.ip)
     answered = 0
@@ -361,8 +362,8 @@ def responder(args) -> dict:
                 iss = seg.sport * 65537
                 if seg.flags & (SYN | ACK) == SYN:
                     wire.send(me, stack, args.port, seg.sport, iss, seg.seq + 1, SYN | ACK, 65535)
-                elif seg.length or seg.flags & FIN:
-                    end = seg.seq + seg.length + (seg.flags & FIN)
+                elif seg.length and not seg.flags & FIN:
+                    end = seg.seq + seg.length
                     wire.send(me, stack, args.port, seg.sport, iss + 1, end, ACK, 65535)
                 else:
                     continue

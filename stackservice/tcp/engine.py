@@ -79,6 +79,12 @@ EPHEMERAL_LAST = 60999
 # while 1% of the range is free is below 1e-4).
 PORT_STEP_BUCKETS = 256
 EPHEMERAL_PROBES = 1024
+# A destination that a connect found no free port to is refused at once,
+# not searched again, for this long (a port to it freed meanwhile waits
+# that long at most): an app sending a pass's worth of connects (256
+# commands) to a destination whose every port is in use held the loop for
+# 256 searches of EPHEMERAL_PROBES candidates, 130 ms a pass.
+EXHAUSTED_RETRY_US = 100_000
 _TIMER_BATCH = 4096  # timer expiries handled per pass at most (bounded work)
 
 SendIpv4 = Callable[[int, int, bytearray, int], bool]
@@ -221,6 +227,7 @@ class TcpEngine:
         self._port_secret = secret
         self.orphans = 0  # closed by their application, not yet CLOSED or TIME-WAIT
         self._port_steps = [0] * PORT_STEP_BUCKETS
+        self._exhausted: dict[tuple[int, int], int] = {}  # destination: refused until (µs)
         self._next_sock_id = 1
         self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
 
@@ -343,7 +350,7 @@ class TcpEngine:
             raise SocketError(errno.ENETUNREACH)
         if len(self.flows) >= self.settings.max_connections:
             raise SocketError(errno.EAGAIN, "connection table full")
-        port = local_port or self._ephemeral_port(remote_ip, remote_port)
+        port = local_port or self._ephemeral_port(remote_ip, remote_port, now)
         if flow_key(remote_ip, remote_port, port) in self.flows:
             raise SocketError(errno.EADDRINUSE)
         tcb = self._new_tcb(port, remote_ip, remote_port, now, options)
@@ -882,7 +889,7 @@ class TcpEngine:
         self._next_sock_id = sock_id + 1
         return sock_id
 
-    def _ephemeral_port(self, remote_ip: int, remote_port: int) -> int:
+    def _ephemeral_port(self, remote_ip: int, remote_port: int, now: int) -> int:
         """RFC 6056 §3.3.4 (double-hash): each destination starts at an
         offset of its own, secret, so a peer learns nothing from our ports
         about the connections we have with others; a step per hash bucket
@@ -891,8 +898,15 @@ class TcpEngine:
         walking past every port they already use.
 
         Raises:
-            SocketError: EADDRNOTAVAIL (EPHEMERAL_PROBES candidates taken).
+            SocketError: EADDRNOTAVAIL (EPHEMERAL_PROBES candidates taken,
+                or were less than EXHAUSTED_RETRY_US ago).
         """
+        exhausted = self._exhausted
+        destination = (remote_ip, remote_port)
+        if exhausted and destination in exhausted:
+            if now < exhausted[destination]:
+                raise SocketError(errno.EADDRNOTAVAIL)
+            del exhausted[destination]
         digest = hashlib.blake2b(
             b"%d:%d:%d" % (self.local_ip, remote_ip, remote_port),
             key=self._port_secret[:64], digest_size=8,
@@ -909,6 +923,10 @@ class TcpEngine:
                 port not in self.listeners
             ):
                 return port
+        if len(exhausted) >= 256:  # each after a whole search: pruning costs less
+            for key in [key for key, until in exhausted.items() if until <= now]:
+                del exhausted[key]
+        exhausted[destination] = now + EXHAUSTED_RETRY_US
         raise SocketError(errno.EADDRNOTAVAIL)
 
     def _window_opened(self, tcb: Tcb, before: int, now: int) -> None:

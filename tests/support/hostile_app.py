@@ -19,7 +19,11 @@ instance with what an app holds, for `--seconds`:
 - `list`: asks for every connection (ListConnections, no limit) without
   pause, from four threads;
 - `ports`: tries to listen on each of `--ports` (comma-separated), as an
-  app grabbing a port from its owner.
+  app grabbing a port from its owner;
+- `scans`: holds every ephemeral port to `--target` (HOST:PORT, a peer
+  that never acknowledges a close), prints {"holding": N}, then sends batches of 256
+  connects to it and of 256 listener closes, each one pass's worth of
+  commands, for `--seconds`.
 
 Prints one JSON line: what it did, what the kernel refused, and whether
 its session was still listed at the end.
@@ -35,6 +39,7 @@ import fcntl
 import json
 import os
 import random
+import socket
 import threading
 import time
 
@@ -293,9 +298,63 @@ def ports(args, rng: random.Random) -> dict:
     return {"listen": outcomes}
 
 
+def scans(args, rng: random.Random) -> dict:
+    """Every ephemeral port to `--target` held (connections closed as soon
+    as they are up: the stack keeps each, an orphan, until its FIN is
+    acknowledged or its orphan_retries are spent, about 100 s),
+    then, without pause, a batch of 256 connects to that destination and
+    one of 256 listeners closed, each batch one pass's worth of commands."""
+    host, target_port = args.target.rsplit(":", 1)
+    port, ip = int(target_port), int.from_bytes(socket.inet_aton(host), "big")
+    stack = vfstack.connect(args.control, app="scanner")
+    report: dict = {"held": 0, "connects": {}, "listeners_closed": 0}
+    started, code = time.monotonic(), errno.EINPROGRESS
+    while code == errno.EINPROGRESS and time.monotonic() < started + 90:  # none given up yet
+        batch, epoll = [], stack.epoll()
+        while len(batch) < 256:
+            sock = stack.socket()
+            sock.setblocking(False)
+            code = sock.connect_ex((host, port))
+            if code != errno.EINPROGRESS:
+                sock.close()
+                break
+            epoll.register(sock, vfstack.EPOLLOUT)
+            batch.append(sock)
+        done: dict[int, int] = {}  # fd: events (level-triggered: again each poll)
+        deadline = time.monotonic() + 30
+        while len(done) < len(batch) and time.monotonic() < deadline:
+            done.update(epoll.poll(1.0))
+        report["held"] += sum(not e & (vfstack.EPOLLERR | vfstack.EPOLLHUP) for e in done.values())
+        for sock in batch:
+            sock.close()
+        epoll.close()
+    report["held_refused"] = errno.errorcode.get(code, str(code))  # EINPROGRESS: out of time
+    report["seconds_to_hold"] = round(time.monotonic() - started, 1)
+    print(json.dumps({"holding": report["held"]}), flush=True)
+    sock = stack.socket()
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        requests = [stack._submit(Op.CONNECT, sock._slot, ip, port) for _ in range(256)]
+        results, last = stack._results, requests[-1]  # answered in order
+        stack._wait(lambda: last in results, time.monotonic() + 60)  # noqa: B023
+        for request in requests:
+            result = results.pop(request).result
+            name = errno.errorcode.get(-result, str(-result)) if result < 0 else "OK"
+            report["connects"][name] = report["connects"].get(name, 0) + 1
+        if "OK" in report["connects"]:  # a port came free: that socket is taken
+            sock = stack.socket()
+        listeners = [stack.socket() for _ in range(256)]
+        for listener in listeners:
+            listener.listen(16)
+        for listener in listeners:
+            listener.close()
+        report["listeners_closed"] += len(listeners)
+    return report
+
+
 ATTACKS = {
     "scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat,
-    "list": listing, "ports": ports,
+    "list": listing, "ports": ports, "scans": scans,
 }  # fmt: skip
 
 
@@ -306,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ports", default="")
+    parser.add_argument("--target", default="198.18.0.250:9999")
     args = parser.parse_args(argv)
     report = ATTACKS[args.attack](args, random.Random(args.seed))
     print(json.dumps(report), flush=True)

@@ -9,7 +9,13 @@ import itertools
 
 import pytest
 
-from stackservice.tcp.engine import EPHEMERAL_FIRST, EPHEMERAL_LAST, EPHEMERAL_PROBES, SocketError
+from stackservice.tcp.engine import (
+    EPHEMERAL_FIRST,
+    EPHEMERAL_LAST,
+    EPHEMERAL_PROBES,
+    EXHAUSTED_RETRY_US,
+    SocketError,
+)
 from stackservice.tcp.state import TcpState
 from tests.unit.tcp._rig import PEER_IP, PEER_PORT, Rig
 from tests.unit.tcp._states import listening, state, syn_received
@@ -58,14 +64,49 @@ class CountingPorts(dict):
 def test_a_destination_without_free_ports_fails_after_a_bounded_search() -> None:
     """Every ephemeral port taken (here by listeners): EADDRNOTAVAIL after
     EPHEMERAL_PROBES candidates, not a walk of the whole range per call."""
+    rig, taken = every_port_taken()
+    for n in range(3):
+        with pytest.raises(SocketError) as exc:
+            rig.engine.connect(PEER_IP, 443, n * EXHAUSTED_RETRY_US)
+        assert exc.value.errno == errno.EADDRNOTAVAIL
+    assert taken.lookups == 3 * EPHEMERAL_PROBES
+
+
+def every_port_taken() -> tuple[Rig, CountingPorts]:
     rig = Rig()
     taken = CountingPorts({port: None for port in range(EPHEMERAL_FIRST, EPHEMERAL_LAST + 1)})
     rig.engine.listeners = taken
-    for _ in range(3):
+    return rig, taken
+
+
+def test_a_destination_without_free_ports_is_not_searched_again_at_once() -> None:
+    """A pass's worth of connects (256 commands) to a destination with no
+    free port was 256 whole searches, 130 ms of loop time a pass: after
+    one, the destination is refused without a search for
+    EXHAUSTED_RETRY_US. Other destinations are searched as before."""
+    rig, taken = every_port_taken()
+    for _ in range(256):
         with pytest.raises(SocketError) as exc:
-            rig.engine.connect(PEER_IP, 443, 0)
+            rig.engine.connect(PEER_IP, 443, 1000)
         assert exc.value.errno == errno.EADDRNOTAVAIL
-    assert taken.lookups == 3 * EPHEMERAL_PROBES
+    assert taken.lookups == EPHEMERAL_PROBES
+    with pytest.raises(SocketError):
+        rig.engine.connect(PEER_IP, 444, 1000)
+    assert taken.lookups == 2 * EPHEMERAL_PROBES
+    with pytest.raises(SocketError):
+        rig.engine.connect(PEER_IP, 443, 1000 + EXHAUSTED_RETRY_US - 1)
+    assert taken.lookups == 2 * EPHEMERAL_PROBES
+    taken.clear()  # ports came free: found once the wait is over
+    tcb = rig.engine.connect(PEER_IP, 443, 1000 + EXHAUSTED_RETRY_US)
+    assert EPHEMERAL_FIRST <= tcb.local_port <= EPHEMERAL_LAST
+
+
+def test_destinations_refused_are_forgotten_once_their_wait_is_over() -> None:
+    rig, _ = every_port_taken()
+    for n in range(300):
+        with pytest.raises(SocketError):
+            rig.engine.connect(PEER_IP + 1000 + n, 443, n * 1000)
+    assert len(rig.engine._exhausted) <= 256 + 100  # those of the last EXHAUSTED_RETRY_US
 
 
 def test_closing_a_listener_ends_its_half_open_connections_only() -> None:

@@ -332,7 +332,7 @@ class SessionManager:
         for fd, session in self._by_fd.items():
             if fd != session.stack_bell.fileno():
                 watched[fd] = 0
-            elif not session.backoff.muted_until:
+            elif not session.backoff.muted:
                 watched[fd] = select.POLLIN
         return watched
 
@@ -373,7 +373,7 @@ class SessionManager:
         for session in list(self._sessions.values()):
             try:
                 backoff = session.backoff
-                if backoff.muted_until and now >= backoff.muted_until:
+                if backoff.due(now):
                     # The mute is over: the rings it held back, in one read.
                     backoff.unmute()
                     self._muted.discard(session)

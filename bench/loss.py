@@ -52,6 +52,7 @@ Counters per run (deltas): the stack's own (`timeouts`, `tlp_probes`,
 the peer's the same way. Linux has no counter of RACK-marked losses.
 
     python3 -m bench.loss [--quick | --smoke] [--json] [--out DIR] [--seed N]   (as root)
+        [--scenarios loss20,...] [--workloads upload,...] [--repeats N]
 
 Full: 3 repetitions (seeds N, N+1, N+2), 10 MB and 1 MB; a run fails
 after 240 s (10 MB) or 300 s (1 MB, ~3x Linux's slowest at 20% loss
@@ -62,6 +63,7 @@ here); `--quick`: 1 repetition of 2 MB and 200 kB; `--smoke`: 200 kB and
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
@@ -71,7 +73,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import _cli as bench_cli
@@ -423,17 +425,31 @@ def _brief(run: dict) -> str:
     )
 
 
-def plan(profile: Profile, base_seed: int) -> Iterator[tuple[int, int, str, str, str]]:
+def plan(
+    profile: Profile, base_seed: int, scenarios: tuple[str, ...], workloads: tuple[str, ...]
+) -> Iterator[tuple[int, int, str, str, str]]:
     """(repetition, seed, scenario, workload, endpoint) of every run, in
     order: the endpoints interleaved, who goes first alternating by
-    repetition so drifting machine load hits both."""
+    repetition so drifting machine load hits both. A chosen impaired
+    scenario brings its clean baseline along (its slow-down divides by it)."""
+    chosen = [
+        name
+        for name, sc in SCENARIOS.items()
+        if name in scenarios or any(SCENARIOS[s].baseline == name for s in scenarios)
+    ]
     for rep in range(profile.repeats):
         order = list(ENDPOINTS) if rep % 2 == 0 else list(ENDPOINTS)[::-1]
-        for scenario, workload, endpoint in itertools.product(SCENARIOS, WORKLOADS, order):
+        for scenario, workload, endpoint in itertools.product(chosen, workloads, order):
             yield rep, base_seed + rep, scenario, workload, endpoint
 
 
-def run(profile: Profile, base_seed: int, progress: Progress) -> dict:
+def run(
+    profile: Profile,
+    base_seed: int,
+    progress: Progress,
+    scenarios: tuple[str, ...] = tuple(SCENARIOS),
+    workloads: tuple[str, ...] = tuple(WORKLOADS),
+) -> dict:
     report: dict = {
         "profile": asdict(profile),
         "params": {
@@ -450,7 +466,9 @@ def run(profile: Profile, base_seed: int, progress: Progress) -> dict:
     started = time.monotonic()
     with test_bed(progress) as bed:
         report["offloads"] = bed.offloads()
-        for rep, seed, scenario, workload, endpoint in plan(profile, base_seed):
+        for rep, seed, scenario, workload, endpoint in plan(
+            profile, base_seed, scenarios, workloads
+        ):
             size = _size(profile.size(SCENARIOS[scenario]))
             progress(
                 f"[{rep + 1}/{profile.repeats}] {scenario} {workload} {size} seed {seed}: "
@@ -511,7 +529,8 @@ def summarize(report: dict) -> list[dict]:
                 runs = select(name, workload, endpoint)
                 row["bytes"] = runs[0]["bytes"] if runs else None
                 row[endpoint] = _side(runs, select(sc.baseline or name, workload, endpoint))
-            rows.append(_verdict(row, sc))
+            if row["bytes"] is not None:  # a scenario or workload not run has no row
+                rows.append(_verdict(row, sc))
     return rows
 
 
@@ -692,6 +711,17 @@ def write(report: dict, out: Path) -> dict[str, str]:
     return outputs
 
 
+def _names(known: dict) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n for n in text.split(",") if n)
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}: choose from {', '.join(known)}")
+        return names
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_cli.parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
@@ -699,6 +729,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the first repetition")
     parser.add_argument(
         "--report", type=Path, metavar="LOSS_JSON", help="summarize a saved run again, run nothing"
+    )
+    parser.add_argument(
+        "--scenarios", type=_names(SCENARIOS), default=tuple(SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS)} (default all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workloads", type=_names(WORKLOADS), default=tuple(WORKLOADS),
+        help=f"comma-separated, of {', '.join(WORKLOADS)} (default all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, help="repetitions, seeds N, N+1, ... (default: the profile's)"
     )
     args = parser.parse_args(argv)
     if args.report:
@@ -708,9 +749,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2) if args.json else text(report))
         return 0
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.repeats:
+        profile = replace(profile, repeats=args.repeats)
     out = args.out or REPO / "bench" / "out" / f"loss-{time.strftime('%Y%m%d-%H%M%S')}"
     unwind_on_sigterm()
-    report = run(profile, args.seed, bench_cli.progress)
+    report = run(profile, args.seed, bench_cli.progress, args.scenarios, args.workloads)
     report["summary"] = summarize(report)
     write(report, out)
     bench_cli.progress(f"wrote {out}")

@@ -1,7 +1,7 @@
 """The instance-wide budget of challenge ACKs (RFC 5961 §7).
 
 Challenge ACKs are limited twice, as Linux limits them:
-- per connection, one per `TcpSettings.challenge_ack_interval_us` (Linux's
+- per connection, one per `TcpSettings.invalid_ack_interval_us` (Linux's
   tcp_invalid_ratelimit, 500 ms), kept on the TCB: spoofed segments aimed
   at one connection cost it at most two ACKs a second, and what one
   connection spends, no other connection notices;

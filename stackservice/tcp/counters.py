@@ -38,6 +38,7 @@ class TcpCounter(IntEnum):
     RACK_LOSSES = 27  # segments RACK marked lost by time (RFC 8985 §6.2), first or resent
     LOST_RETRANSMITS = 28  # of which retransmissions lost again (RACK, RFC 8985 §6)
     ORPHAN_ABORTS = 29  # closed connections reset: too many orphans, or orphan_retries spent
+    OUT_OF_WINDOW_ACKS_LIMITED = 30  # no ACK to an out-of-window ACK: the per-connection limit
 
 
 TCP_COUNTER_COUNT = len(TcpCounter)

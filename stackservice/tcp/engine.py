@@ -648,10 +648,10 @@ class TcpEngine:
     def challenge_ack(self, tcb: Tcb, now: int) -> None:
         """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7) per connection first,
         then by the instance's random budget (tcp/challenge.py)."""
-        if now < tcb.challenge_ack_allowed_at or not self._challenges.take(now):
+        if now < tcb.invalid_ack_allowed_at or not self._challenges.take(now):
             self.counters[TcpCounter.CHALLENGE_ACKS_LIMITED] += 1
             return
-        tcb.challenge_ack_allowed_at = now + self.settings.challenge_ack_interval_us
+        tcb.invalid_ack_allowed_at = now + self.settings.invalid_ack_interval_us
         self.counters[TcpCounter.CHALLENGE_ACKS] += 1
         self.ack_now(tcb)
 

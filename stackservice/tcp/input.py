@@ -196,7 +196,9 @@ def synchronized_input(
     if not _acceptable(tcb, seg.seq, seg_len) and not (
         flags & RST and _rst_in_window(tcb, seg.seq)
     ):
-        if not flags & RST:
+        if flags & SYN:
+            engine.challenge_ack(tcb, now)  # RFC 5961 §4.2, in or out of window
+        elif not flags & RST:
             _answer_unacceptable(engine, tcb, seg, data, now)
         engine.drop(TcpDropReason.TCP_OUT_OF_WINDOW)
         return
@@ -251,7 +253,19 @@ def _answer_unacceptable(
     earlier copy arrived, our ACK of it was lost) sets TS.Recent, as Linux
     accepts it (tcp_sequence against rcv_wup). Echoing the first copy's
     TSval instead hands the sender an RTT sample spanning its whole RTO
-    backoff, seconds, and its RTO balloons with it."""
+    backoff, seconds, and its RTO balloons with it.
+
+    A segment that occupies no sequence space (a bare ACK) is answered at
+    most once per `invalid_ack_interval_us`, shared with challenge ACKs, as
+    Linux does (tcp_oow_rate_limited): two stacks that disagree about the
+    window would otherwise ACK each other's ACKs for ever, and a peer
+    spraying stale ACKs would draw one ACK from us for each. Data and FINs
+    are always answered: that ACK is what repairs a lost one."""
+    if not data and not seg.flags & FIN:
+        if now < tcb.invalid_ack_allowed_at:
+            engine.counters[TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED] += 1
+            return
+        tcb.invalid_ack_allowed_at = now + engine.settings.invalid_ack_interval_us
     end = (seg.seq + len(data)) & SEQ_MASK
     if seq_ge((end + (seg.flags & FIN and 1)) & SEQ_MASK, tcb.last_ack_sent):
         _record_timestamp(tcb, seg, now)

@@ -46,10 +46,11 @@ class TcpSettings:
     timestamps: bool = True
     sack: bool = True
     window_scaling: bool = True
-    # RFC 5961 §7, both as Linux (tcp/challenge.py): per connection, like
-    # tcp_invalid_ratelimit; per instance, a random budget around this mean
-    # (0: none), like tcp_challenge_ack_limit from 4.7 to 5.19.
-    challenge_ack_interval_us: int = 500_000
+    # RFC 5961 §7, both as Linux (tcp/challenge.py): per connection, one
+    # challenge or out-of-window ACK per interval, like tcp_invalid_ratelimit;
+    # per instance, a random budget of challenge ACKs around this mean (0:
+    # none), like tcp_challenge_ack_limit from 4.7 to 5.19.
+    invalid_ack_interval_us: int = 500_000
     challenge_ack_per_s: int = 1000
     max_connections: int = 1 << 20
 

@@ -31,7 +31,7 @@ cdef class Tcb(TimerEntry):
     cdef public long long recover, tlp_end
     cdef public bint tlp_retransmitted
     cdef public long long retransmits, retransmitted, last_receive, data_received_at
-    cdef public long long challenge_ack_allowed_at
+    cdef public long long invalid_ack_allowed_at
     # timers
     cdef public long long rto_deadline, delack_deadline, persist_deadline
     cdef public long long reorder_deadline, loss_probe_deadline, persist_backoff

@@ -89,7 +89,7 @@ class Tcb(TimerEntry):
         "retransmitted",  # segments this connection ever resent
         "last_receive",  # when a segment last arrived (keepalive)
         "data_received_at",  # when in-order data last arrived (quick-ACK after a gap)
-        "challenge_ack_allowed_at",  # µs: no challenge ACK before (RFC 5961 §7)
+        "invalid_ack_allowed_at",  # µs: no challenge or out-of-window ACK before (RFC 5961 §7)
         # timers: absolute µs deadlines, 0 = off; the wheel holds the earliest
         "rto_deadline",
         "delack_deadline",
@@ -161,7 +161,7 @@ class Tcb(TimerEntry):
         self.tlp_end = -1
         self.tlp_retransmitted = False
         self.retransmits = self.retransmitted = 0
-        self.last_receive = self.data_received_at = self.challenge_ack_allowed_at = 0
+        self.last_receive = self.data_received_at = self.invalid_ack_allowed_at = 0
         self.rto_deadline = self.delack_deadline = self.persist_deadline = 0
         self.keepalive_deadline = self.reorder_deadline = self.loss_probe_deadline = 0
         self.persist_backoff = self.keepalive_sent = 0

@@ -582,7 +582,7 @@ def test_challenge_acks_tell_a_peer_nothing_of_the_connections_it_guesses(emulat
     guess existed. The attacker here pokes a victim's connection (another
     client's, its 4-tuple and sequence numbers known) with in-window SYNs
     and RSTs at 1000 a second: the per-connection limit (one per 500 ms,
-    `challenge_ack_interval_us`) lets through two a second. Then it pokes
+    `invalid_ack_interval_us`) lets through two a second. Then it pokes
     1000 connections of its own, more than the instance's budget answers,
     and counts the challenge ACKs of each second: the random budget
     (`ChallengeAckBudget`, drawn in [500, 1500)) varies by far more than

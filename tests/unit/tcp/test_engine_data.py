@@ -10,7 +10,7 @@ import pytest
 
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.engine import SocketError
-from stackservice.tcp.segment import PSH
+from stackservice.tcp.segment import ACK, FIN, PSH, SYN
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.tcb import READABLE, WRITABLE
 from tests.unit.tcp._rig import MS, Rig
@@ -177,6 +177,54 @@ def test_established_segment_beyond_window_acked_and_dropped() -> None:
     conn.deliver(10 * MS, b"far", seq=seq(conn.seq, 65535))
     assert brief(conn.flush(10 * MS)) == [("A", conn.ack, conn.seq, 0)]
     assert rig.dropped() == {"tcp_out_of_window": 1}
+
+
+def test_established_out_of_window_bare_acks_answered_twice_a_second() -> None:
+    """Linux's tcp_oow_rate_limited: a bare ACK out of the window draws at
+    most one ACK per 500 ms (tcp_invalid_ratelimit); the rest are counted,
+    not answered, so a peer spraying stale ACKs gets no ACK for each."""
+    rig = Rig()
+    conn = established(rig)
+    sent = []
+    for i in range(3):
+        conn.deliver(10 * MS + i, seq=seq(conn.seq, 70_000 + i))
+        sent += conn.flush(10 * MS + i)
+    assert brief(sent) == [("A", conn.ack, conn.seq, 0)]
+    assert rig.counted(TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED) == 2
+    assert rig.dropped() == {"tcp_out_of_window": 3}
+    conn.deliver(510 * MS, seq=seq(conn.seq, -1))  # a stale one, once the interval is over
+    assert brief(conn.flush(510 * MS)) == [("A", conn.ack, conn.seq, 0)]
+
+
+def test_established_out_of_window_ack_limit_shared_with_challenge_acks() -> None:
+    """One per-connection allowance for both kinds of answer, as in Linux
+    (last_oow_ack_time): a challenge ACK spends it for a stale ACK too."""
+    rig = Rig(TcpSettings(challenge_ack_per_s=0))
+    conn = established(rig)
+    conn.deliver(10 * MS, flags=SYN, seq=conn.seq)  # RFC 5961 §4.2: challenged
+    assert brief(conn.flush(10 * MS)) == [("A", conn.ack, conn.seq, 0)]
+    conn.deliver(11 * MS, seq=seq(conn.seq, -1))
+    assert conn.flush(11 * MS) == []
+    assert rig.counted(TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED) == 1
+
+
+@pytest.mark.parametrize("flags", [ACK, ACK | FIN], ids=["data", "data+fin"])
+def test_established_duplicate_data_always_answered(flags: int) -> None:
+    """Retransmitted data we already have is answered every time, however
+    often: its ACK (with D-SACK) is what repairs our lost one, and the rate
+    limit for bare ACKs must not slow a lossy path's recovery."""
+    rig = Rig()
+    conn = established(rig)
+    start = conn.seq
+    conn.deliver(10 * MS, b"abc", seq=start)
+    conn.seq = seq(start, 3)
+    conn.flush(10 * MS)
+    sent = []
+    for i in range(3):
+        conn.deliver(11 * MS + i, b"abc", seq=start, flags=flags)
+        sent += conn.flush(11 * MS + i)
+    assert len(sent) == 3
+    assert rig.counted(TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED) == 0
 
 
 def test_established_segment_without_ack_dropped() -> None:

@@ -227,7 +227,7 @@ def test_established_challenge_acks_limited_per_connection() -> None:
 def test_established_challenge_acks_limited_by_the_instance_budget() -> None:
     """The instance-wide budget (here a mean of 2 a second, drawn from
     [1, 3)) stops challenge ACKs the per-connection limit would allow."""
-    rig = Rig(TcpSettings(challenge_ack_per_s=2, challenge_ack_interval_us=0))
+    rig = Rig(TcpSettings(challenge_ack_per_s=2, invalid_ack_interval_us=0))
     conn = established(rig)
     sent = []
     for i in range(4):

@@ -581,8 +581,9 @@ def test_challenge_acks_tell_a_peer_nothing_of_the_connections_it_guesses(emulat
     what its own connections still drew that second: one less meant the
     guess existed. The attacker here pokes a victim's connection (another
     client's, its 4-tuple and sequence numbers known) with in-window SYNs
-    and RSTs at 1000 a second: the per-connection limit (one per 500 ms,
-    `invalid_ack_interval_us`) lets through two a second. Then it pokes
+    and RSTs, and stale bare ACKs, at 1000 a second: the per-connection
+    limit (one per 500 ms, `invalid_ack_interval_us`, shared by challenge
+    ACKs and ACKs to out-of-window segments) lets through two a second. Then it pokes
     1000 connections of its own, more than the instance's budget answers,
     and counts the challenge ACKs of each second: the random budget
     (`ChallengeAckBudget`, drawn in [500, 1500)) varies by far more than
@@ -616,6 +617,8 @@ def test_challenge_acks_tell_a_peer_nothing_of_the_connections_it_guesses(emulat
         assert sum(counts) <= 1500 * len(counts), counts
         assert max(counts) - min(counts) > 50, counts
         assert after["challenge_acks_limited"] > before["challenge_acks_limited"] + sum(counts)
+        stale_acks = after["out_of_window_acks_limited"] - before["out_of_window_acks_limited"]
+        assert stale_acks > report["victim_pokes"] // 3 - 2 * victim_seconds - 1, report
         # This attacker's own process takes one of the two cores (9000
         # crafted frames a second from Python), so the bound is looser.
         assert_served_as_before(honest, quiet, mark, factor=50)

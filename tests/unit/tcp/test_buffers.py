@@ -756,13 +756,49 @@ def test_under_pressure_out_of_order_data_does_not_grow_a_ring() -> None:
     assert rb.accept(1000, b"y") == 0 and rb.has_out_of_order()  # inside the ring: kept
 
 
+def test_near_the_pressure_mark_the_window_offers_only_what_the_memory_has() -> None:
+    """Linux's tcp_memory_pressure clamp: past the mark the window is the
+    ring's free room (at least MIN_RING), plus what is left below the mark;
+    once memory frees, the whole window again."""
+    memory = BufferMemory(1 << 20)  # pressure mark 768 KiB
+    rb = ReceiveBuffer(256 * 1024, memory=memory)
+    assert rb.window() == 256 * 1024
+    rb.accept(0, bytes(10_000))  # a 16 KiB ring, 10 000 unread
+    memory.held += 700_000  # the others' rings
+    headroom = memory.pressure - memory.held
+    assert rb.window() == 16384 - 10_000 + headroom
+    memory.held += headroom + 50_000  # past the mark
+    assert rb.window() == 16384 - 10_000
+    fresh = ReceiveBuffer(256 * 1024, memory=memory)
+    assert fresh.window() == MIN_RING  # a new connection is offered one ring
+    memory.held -= 500_000
+    assert rb.window() == 256 * 1024 - 10_000
+
+
 def test_at_the_limit_rings_take_only_what_fits() -> None:
     memory = BufferMemory(64 * 1024)
     sb = SendBuffer(256 * 1024, memory)
     assert sb.write(bytes(100_000)) == 64 * 1024  # the ring grew to the limit, no further
     assert sb.write(b"more") == 0  # the app sees EAGAIN
     rb = ReceiveBuffer(256 * 1024, memory=memory)
-    assert rb.accept(0, bytes(1000)) == 0  # no ring, none to be had: dropped, comes again
+    assert rb.accept(0, bytes(5000)) == MIN_RING  # a first ring, whatever the limit
+    assert memory.held == 64 * 1024 + MIN_RING
+    assert rb.accept(0, bytes(1000)) == 0  # no more (RCV.NXT moved): dropped, comes again
+    assert rb.refused
     sb.acknowledge(64 * 1024)
-    assert memory.held == 0
+    assert memory.held == MIN_RING
     assert rb.accept(0, bytes(1000)) == 1000
+
+
+def test_a_first_ring_is_granted_whatever_the_marks() -> None:
+    """Linux's tcp_rmem[0]/tcp_wmem[0] guarantee: a buffer with no ring may
+    always take MIN_RING, or its connection could wait for ever on memory
+    other connections hold; out of order too, within that ring."""
+    memory = BufferMemory(64 * 1024)
+    hog = SendBuffer(256 * 1024, memory)
+    hog.write(bytes(100_000))
+    sb, rb = SendBuffer(256 * 1024, memory), ReceiveBuffer(256 * 1024, memory=memory)
+    assert sb.write(bytes(10_000)) == MIN_RING
+    assert rb.accept(100, b"x") == 0 and rb.has_out_of_order()
+    assert rb.accept(5000, b"y") == 0 and rb.refused  # past the first ring
+    assert memory.held == 64 * 1024 + 2 * MIN_RING

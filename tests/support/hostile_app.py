@@ -20,6 +20,11 @@ instance with what an app holds, for `--seconds`:
   pause, from four threads;
 - `ports`: tries to listen on each of `--ports` (comma-separated), as an
   app grabbing a port from its owner;
+- `hoard`: asks for 64 MiB send and receive buffers on a listener on
+  `--ports` (the first), prints {"listening": ..., what getsockopt says},
+  then makes no call into its session for `--seconds` while its peers
+  connect and send (its events wait, unread); then accepts every
+  connection, reads them all to their ends and reports their SHA-256s;
 - `scans`: holds every ephemeral port to `--target` (HOST:PORT, a peer
   that never acknowledges a close), prints {"holding": N}, then sends batches of 256
   connects to it and of 256 listener closes, each one pass's worth of
@@ -36,6 +41,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -352,9 +358,52 @@ def scans(args, rng: random.Random) -> dict:
     return report
 
 
+def hoard(args, rng: random.Random) -> dict:
+    """Findings 6 and 10: the largest buffers anyone may ask for, and
+    events never read while the peers fill them."""
+    stack = vfstack.connect(args.control, app="hoarder")
+    listener = stack.socket()
+    for name in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        listener.setsockopt(socket.SOL_SOCKET, name, 64 << 20)
+    listener.bind(("0.0.0.0", int(args.ports.split(",")[0])))
+    listener.listen(128)
+    got = {
+        name: listener.getsockopt(socket.SOL_SOCKET, getattr(socket, name))
+        for name in ("SO_SNDBUF", "SO_RCVBUF")
+    }
+    print(json.dumps({"listening": listener.getsockname()[1]} | got), flush=True)
+    time.sleep(args.seconds)  # no call: the session's events wait unread
+    listener.settimeout(5)  # every peer has connected long since
+    conns = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            conns.append(listener.accept()[0])
+    # Read them all at once, as an app with an epoll does: their peers are
+    # in RTO backoff from the drops, and one read after another would wait
+    # out each one's backoff in turn.
+    digests = {conn.fileno(): hashlib.sha256() for conn in conns}
+    epoll = stack.epoll()
+    for conn in conns:
+        conn.setblocking(False)
+        epoll.register(conn, vfstack.EPOLLIN)
+    by_fd = {conn.fileno(): conn for conn in conns}
+    deadline = time.monotonic() + 240
+    while by_fd and time.monotonic() < deadline:
+        for fd, _ in epoll.poll(1.0):
+            conn = by_fd[fd]
+            with contextlib.suppress(BlockingIOError):
+                while chunk := conn.recv(65536):
+                    digests[fd].update(chunk)
+                epoll.unregister(conn)
+                conn.close()
+                del by_fd[fd]
+    finished = sorted(d.hexdigest() for d in digests.values())
+    return got | {"unfinished": len(by_fd), "digests": finished}
+
+
 ATTACKS = {
     "scribble": scribble, "resize": resize, "ring": ring, "hog": hog, "squat": squat,
-    "list": listing, "ports": ports, "scans": scans,
+    "list": listing, "ports": ports, "scans": scans, "hoard": hoard,
 }  # fmt: skip
 
 

@@ -306,7 +306,11 @@ def test_an_app_cannot_take_the_shared_memory_the_others_need(emulated_port):
         honest,
     ):
         memory = lambda: instance.counters()["memory"]  # noqa: E731
-        before = memory()["segments"]  # the honest app's
+        # The honest app's, once its connection's rings are committed (its
+        # echo server may not have accepted yet: 52 KiB more, counted as
+        # the hog's).
+        assert honest.served(10)
+        before = memory()["segments"]
         attacker = hostile(control, "hog", 30)
         try:
             assert json.loads(attacker.stdout.readline()) == {"holding": True}

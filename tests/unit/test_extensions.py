@@ -54,6 +54,18 @@ def test_compiled_leg_runs_every_unit_module_compiled():
     assert [name for name, path in _loaded_unit().items() if not path.endswith(compiled)] == []
 
 
+@pytest.mark.skipif(PURE_LEG, reason=f"the pure leg ({ENV_NO_EXTENSIONS} is set)")
+def test_compiled_leg_builds_each_segment_as_an_extension_type():
+    """Issue 14: no per-segment dataclass. Compiled, a segment's header and
+    options are extension types with C fields (segment.pxd): no instance
+    dictionary. A declaration lost from the .pxd would leave them Python
+    dataclasses, about 20x dearer to build, and still compiled."""
+    from stackservice.tcp.segment import TcpOptions, TcpRepr
+
+    for made in (TcpOptions(mss=1460), TcpRepr(1, 2, 3, 4, 0x10, 5)):
+        assert not hasattr(made, "__dict__"), type(made)
+
+
 @pytest.mark.skipif(not PURE_LEG, reason=f"the compiled leg ({ENV_NO_EXTENSIONS} is unset)")
 def test_pure_leg_runs_every_unit_module_from_source():
     """Even where extensions sit beside the sources (they win the import

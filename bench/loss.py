@@ -716,7 +716,8 @@ def _names(known: dict) -> Callable[[str], tuple[str, ...]]:
         names = tuple(n for n in text.split(",") if n)
         unknown = [n for n in names if n not in known]
         if unknown or not names:
-            raise argparse.ArgumentTypeError(f"unknown {unknown}: choose from {', '.join(known)}")
+            given = ", ".join(unknown) or "none"
+            raise argparse.ArgumentTypeError(f"{given}: choose from {', '.join(known)}")
         return names
 
     return parse

@@ -208,22 +208,25 @@ def test_established_out_of_window_ack_limit_shared_with_challenge_acks() -> Non
     assert rig.counted(TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED) == 1
 
 
-@pytest.mark.parametrize("flags", [ACK, ACK | FIN], ids=["data", "data+fin"])
-def test_established_duplicate_data_always_answered(flags: int) -> None:
-    """Retransmitted data we already have is answered every time, however
-    often: its ACK (with D-SACK) is what repairs our lost one, and the rate
-    limit for bare ACKs must not slow a lossy path's recovery."""
+@pytest.mark.parametrize(
+    ("payload", "flags"), [(b"abc", ACK), (b"", ACK | FIN)], ids=["data", "fin"]
+)
+def test_established_duplicates_of_data_or_fin_always_answered(payload: bytes, flags: int) -> None:
+    """Retransmitted data or a FIN we already have is answered every time,
+    however often: its ACK (with D-SACK) is what repairs our lost one, and
+    the rate limit for bare ACKs must not slow a lossy path's recovery."""
     rig = Rig()
     conn = established(rig)
-    start = conn.seq
-    conn.deliver(10 * MS, b"abc", seq=start)
-    conn.seq = seq(start, 3)
+    at = conn.seq
+    conn.deliver(10 * MS, payload, seq=at, flags=flags)
+    conn.seq = seq(at, len(payload) + (flags & FIN and 1))
     conn.flush(10 * MS)
     sent = []
     for i in range(3):
-        conn.deliver(11 * MS + i, b"abc", seq=start, flags=flags)
+        conn.deliver(11 * MS + i, payload, seq=at, flags=flags)
         sent += conn.flush(11 * MS + i)
     assert len(sent) == 3
+    assert rig.dropped() == {"tcp_out_of_window": 3}
     assert rig.counted(TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED) == 0
 
 

@@ -249,11 +249,8 @@ def _answer_unacceptable(
     as the first SACK block at once (RFC 2883 §4), so the sender can see
     its retransmission was not needed.
 
-    RFC 7323 §5.3 R3: a copy whose right edge reaches Last.ACK.sent (the
-    earlier copy arrived, our ACK of it was lost) sets TS.Recent, as Linux
-    accepts it (tcp_sequence against rcv_wup). Echoing the first copy's
-    TSval instead hands the sender an RTT sample spanning its whole RTO
-    backoff, seconds, and its RTO balloons with it.
+    A copy of bytes we already ACKed sets TS.Recent (`_resends_acked`), so
+    our answer echoes the copy's TSval.
 
     A segment that occupies no sequence space (a bare ACK) is answered at
     most once per `invalid_ack_interval_us`, shared with challenge ACKs, as
@@ -267,7 +264,7 @@ def _answer_unacceptable(
             return
         tcb.invalid_ack_allowed_at = now + engine.settings.invalid_ack_interval_us
     end = (seg.seq + len(data)) & SEQ_MASK
-    if seq_ge((end + (seg.flags & FIN and 1)) & SEQ_MASK, tcb.last_ack_sent):
+    if _resends_acked(tcb, seg, end):
         _record_timestamp(tcb, seg, now)
     duplicate = bool(data) and seq_le(end, tcb.rcv_nxt)
     if duplicate:
@@ -282,6 +279,35 @@ def _answer_unacceptable(
         engine.ack_now(tcb)
     if tcb.state == TIME_WAIT and seg.flags & FIN:
         engine.restart_time_wait(tcb, now)
+
+
+def _resends_acked(tcb: Tcb, seg: TcpRepr, end: int) -> bool:
+    """Whether an unacceptable segment is the sender's copy of bytes (or a
+    FIN) we ACKed in an ACK it never got: its TSval is then recorded, so the
+    sender times the round trip of this copy, not the one since its first.
+    Echoing the older TSval hands a Linux sender (which times an ACK of
+    retransmitted data by TSecr alone, Karn's rule) a sample spanning its
+    whole RTO backoff: at 20% loss, 30 s and 143 s samples were seen, and
+    its RTO balloons with them, so every later loss costs minutes.
+
+    RFC 7323 §5.3 records TS.Recent only for an acceptable segment (R2
+    before R3), and Linux only for one whose right edge reaches rcv_wup
+    (tcp_sequence), our Last.ACK.sent. That misses the common case at high
+    loss: our ACK of a filled hole is lost, and the sender's next timeout
+    resends the hole's first segment, which ends below Last.ACK.sent. So a
+    copy is taken from up to one largest window below Last.ACK.sent (no
+    sender can have more outstanding), with an ACK field the sender could
+    send (RFC 5961 §5.2). A blind segment must then guess both the sequence
+    and the acknowledgment numbers within a window, as RFC 5961 makes it for
+    data, before it can push TS.Recent ahead (and fail PAWS for every
+    genuine segment after it)."""
+    length = seq_sub(end, seg.seq) + (seg.flags & FIN and 1)
+    if not length:
+        return False  # a bare ACK is no copy of anything
+    if seq_sub(tcb.last_ack_sent, seg.seq) > 0xFFFF << tcb.rcv_wscale:
+        return False
+    ack = seg.ack
+    return seq_le(ack, tcb.snd_max) and seq_ge(ack, (tcb.snd_una - tcb.max_snd_wnd) & SEQ_MASK)
 
 
 def _rst_in_window(tcb: Tcb, seq: int) -> bool:

@@ -190,15 +190,21 @@ def test_established_delayed_ack_echoes_earliest_unacked_timestamp() -> None:
     assert sent[0].seg.options.timestamps[1] == conn.tsval(10 * MS)
 
 
-def test_established_out_of_window_segment_does_not_set_ts_recent() -> None:
-    """RFC 7323 §5.3: TS.Recent is recorded at R3, only for a segment that
-    passed the acceptability test (R2). A blind, out-of-window segment with a
-    TSval far ahead must not move TS.Recent, or every genuine segment after
-    it fails PAWS (R1) and the connection is dead."""
+@pytest.mark.parametrize("forgery", ["beyond-a-window", "impossible-ack"])
+def test_established_out_of_window_segment_does_not_set_ts_recent(forgery: str) -> None:
+    """RFC 7323 §5.3: a blind, out-of-window segment with a TSval far ahead
+    must not move TS.Recent, or every genuine segment after it fails PAWS
+    (R1) and the connection is dead. A copy of ACKed bytes is recorded only
+    from within one largest window below Last.ACK.sent and with an ACK field
+    the peer could send (RFC 5961 §5.2): missing either, it is not."""
     rig = Rig()
     conn = established(rig, options=ALL_OPTIONS)
     future = TcpOptions(timestamps=((conn.tsval(10 * MS) + (1 << 30)) & 0xFFFFFFFF, 0))
-    conn.deliver(10 * MS, b"forged", seq=seq(conn.seq, -100_000), options=future)
+    if forgery == "beyond-a-window":
+        below, ack = (0xFFFF << conn.tcb.rcv_wscale) + 1000, None
+    else:
+        below, ack = 1000, seq(conn.ack, 1 << 30)
+    conn.deliver(10 * MS, b"forged", seq=seq(conn.seq, -below), ack=ack, options=future)
     assert brief(conn.flush(10 * MS)) == [("A", conn.ack, conn.seq, 0)]
     conn.deliver(20 * MS, b"genuine")
     assert conn.read() == b"genuine"
@@ -221,15 +227,20 @@ def test_established_retransmission_reaching_last_ack_sent_sets_ts_recent() -> N
     assert sent[0].seg.options.timestamps[1] == conn.tsval(3000 * MS)
 
 
-def test_established_older_duplicate_does_not_set_ts_recent() -> None:
-    """RFC 7323 §5.3 R3: a duplicate ending before Last.ACK.sent is not the
-    segment our last ACK answered; TS.Recent stays."""
+def test_established_copy_of_a_filled_hole_sets_ts_recent() -> None:
+    """Our ACK of a filled hole is lost; the sender's next timeout resends
+    the hole's first segment, which ends below Last.ACK.sent. Its TSval is
+    echoed all the same (`_resends_acked`): the older one would hand the
+    sender an RTT sample spanning its RTO backoff (a 20% loss capture
+    showed a 30 s sample on just this sequence, then a 143 s one)."""
     rig = Rig()
     conn = established(rig, options=ALL_OPTIONS)
-    start = conn.seq
-    conn.deliver(10 * MS, b"hello")
-    conn.deliver(10 * MS, b"world")
+    hole = conn.seq
+    conn.deliver(10 * MS, b"after", seq=seq(hole, 5))
     conn.flush(10 * MS)
-    conn.deliver(3000 * MS, b"hello", seq=start)
-    sent = conn.flush(3000 * MS)
-    assert sent[0].seg.options.timestamps[1] == conn.tsval(10 * MS)
+    conn.deliver(2000 * MS, b"hello", seq=hole)  # fills the hole: ACK lost
+    conn.flush(2000 * MS)
+    conn.deliver(6000 * MS, b"hello", seq=hole)  # the sender's next RTO copy
+    sent = conn.flush(6000 * MS)
+    assert brief(sent) == [("A", conn.ack, seq(hole, 10), 0)]
+    assert sent[0].seg.options.timestamps[1] == conn.tsval(6000 * MS)

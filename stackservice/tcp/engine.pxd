@@ -2,4 +2,45 @@
 
 # Its `from stackservice.tcp.segment import ...` of these then binds the C
 # functions: sequence compares without a Python call.
-from stackservice.tcp.segment cimport seq_gt
+from stackservice.tcp.segment cimport TcpOptions, TcpRepr, seq_gt
+from stackservice.tcp.tcb cimport Tcb
+from stackservice.tcp.timers cimport TimerWheel
+
+# The engine as an extension type: input.py, output.py and recovery.py type
+# their `engine` with it, so its fields are C reads and the methods below
+# C calls from there. `public`: the loop, tests and tools use the fields.
+cdef class TcpEngine:
+    cdef public object local_ip, strict, faults, rtt_histogram, connect_histogram
+    cdef public object _send_ipv4, _route, settings, counters, drops, state_counts
+    cdef public object flows, listeners, events
+    cdef public object _isn, _cookies, _challenges, _time_wait, _time_wait_receive
+    cdef public TimerWheel _wheel
+    cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
+    cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale
+
+    cpdef on_segment(self, ip, payload, now, trusted)
+    cpdef drop(self, reason)
+    cpdef notify(self, obj)
+    cpdef set_state(self, Tcb tcb, state)
+    cpdef establish(self, Tcb tcb, now)
+    cpdef abort(self, Tcb tcb, error, send_rst, now)
+    cpdef destroy(self, Tcb tcb)
+    cpdef enter_time_wait(self, Tcb tcb, now)
+    cpdef restart_time_wait(self, Tcb tcb, now)
+    cpdef ack_now(self, Tcb tcb)
+    cpdef schedule_ack(self, Tcb tcb, now, full_segment)
+    cpdef challenge_ack(self, Tcb tcb, now)
+    cpdef queue_control(self, Tcb tcb)
+    cpdef queue_data(self, Tcb tcb)
+    cpdef reply_reset(self, dst_ip, TcpRepr seg, data_len)
+    cpdef send_segment(self, Tcb tcb, now, seq, ack, flags, window, TcpOptions options, length, buffer_offset=*)
+    cpdef new_passive(self, listener, src_ip, TcpRepr seg, now)
+    cpdef send_cookie(self, listener, src_ip, TcpRepr seg, now)
+    cpdef cookie_ack(self, listener, src_ip, TcpRepr seg, data, now)
+    cpdef arm_fin_wait_2(self, Tcb tcb, now)
+    cpdef arm_rto(self, Tcb tcb, now)
+    cpdef cancel_rto(self, Tcb tcb)
+    cpdef arm_persist(self, Tcb tcb, now)
+    cpdef rearm(self, Tcb tcb)
+    cpdef flush(self, now)
+    cpdef _send_queued(self, Tcb tcb, now)

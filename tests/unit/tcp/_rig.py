@@ -41,12 +41,13 @@ class Rig:
 
     settings: TcpSettings = field(default_factory=TcpSettings)
     sent: list[Sent] = field(default_factory=list)
+    engine_class: type[TcpEngine] = TcpEngine  # a subclass, to make a method fail
 
     def __post_init__(self) -> None:
         self.counters = [0] * TCP_COUNTER_COUNT
         self.drops = [0] * TCP_DROP_REASON_COUNT
         self.states = [0] * TCP_STATE_COUNT
-        self.engine = TcpEngine(
+        self.engine = self.engine_class(
             LOCAL_IP, self._send, self._route, self.settings, self.counters, self.drops,
             self.states, SECRET,
         )  # fmt: skip

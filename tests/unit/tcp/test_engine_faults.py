@@ -33,37 +33,38 @@ def two_connections_with_data_in_flight(rig: Rig):
     return first.tcb, second, now
 
 
-def failing_for(victim, original):
+def failing_rig(method: str) -> tuple[Rig, dict]:
+    """A rig whose engine raises Boom from `method` for the TCB put in the
+    returned dict's "victim": a subclass, since the compiled engine is an
+    extension type, whose methods cannot be patched."""
+    chosen: dict = {}
+    original = getattr(engine_module.TcpEngine, method)
+
     def handler(self, tcb, now):
-        if tcb is victim:
+        if tcb is chosen.get("victim"):
             raise Boom("bug")
         return original(self, tcb, now)
 
-    return handler
+    return Rig(
+        engine_class=type("FailingEngine", (engine_module.TcpEngine,), {method: handler})
+    ), chosen
 
 
-def test_strict_engine_timer_fault_propagates(monkeypatch) -> None:
-    rig = Rig()
-    victim, _, t = two_connections_with_data_in_flight(rig)
-    original = engine_module.TcpEngine._retransmission_timer
-    monkeypatch.setattr(
-        engine_module.TcpEngine, "_retransmission_timer", failing_for(victim, original)
-    )
+def test_strict_engine_timer_fault_propagates() -> None:
+    rig, chosen = failing_rig("_retransmission_timer")
+    chosen["victim"], _, t = two_connections_with_data_in_flight(rig)
     with pytest.raises(Boom):
         rig.flush(t + MIN_RTO)
 
 
-def test_contained_timer_fault_aborts_one_connection_others_run(monkeypatch) -> None:
+def test_contained_timer_fault_aborts_one_connection_others_run() -> None:
     """Non-strict: the faulty connection is reset (RST, ECONNABORTED for its
     application) and recorded; the other connection of the same timer batch
     still gets its retransmission."""
-    rig = Rig()
+    rig, chosen = failing_rig("_retransmission_timer")
     rig.engine.strict = False
     victim, other, t = two_connections_with_data_in_flight(rig)
-    original = engine_module.TcpEngine._retransmission_timer
-    monkeypatch.setattr(
-        engine_module.TcpEngine, "_retransmission_timer", failing_for(victim, original)
-    )
+    chosen["victim"] = victim
     sent = rig.flush(t + MIN_RTO)
     by_port = {s.seg.dst_port: s for s in sent}
     victim_port, other_port = victim.remote_port, other.remote_port
@@ -74,13 +75,11 @@ def test_contained_timer_fault_aborts_one_connection_others_run(monkeypatch) -> 
     assert [(site, type(exc)) for site, exc in rig.engine.faults] == [("timer", Boom)]
 
 
-def test_contained_output_fault_aborts_that_connection(monkeypatch) -> None:
-    rig = Rig()
+def test_contained_output_fault_aborts_that_connection() -> None:
+    rig, chosen = failing_rig("_send_queued")
     rig.engine.strict = False
     conn = established(rig)
-    original = engine_module.TcpEngine._send_queued
-    victim = conn.tcb
-    monkeypatch.setattr(engine_module.TcpEngine, "_send_queued", failing_for(victim, original))
+    victim = chosen["victim"] = conn.tcb
     rig.engine.send(victim, b"data", conn.now)
     sent = rig.flush(conn.now)
     assert [s.flags & 0x04 for s in sent] == [0x04]

@@ -8,7 +8,7 @@ every function on it. py-spy pauses a process for each sample, so the
 rate under profiling is lower than without it.
 
     pip install py-spy          (or the `bench` extra)
-    python3 -m bench.eval_profile [--seconds 15] [--concurrency 64] [--json]   (as root)
+    python3 -m bench.eval_profile [--seconds 15] [--concurrency 64] [--native] [--json]   (as root)
 """
 
 from __future__ import annotations
@@ -60,17 +60,22 @@ def hot_spots(raw: str, top: int) -> dict:
     }
 
 
-def record(pids: dict[str, int], seconds: float, out: Path) -> dict[str, subprocess.Popen]:
-    """Start one `py-spy record` per process (raw format, by function)."""
+def record(
+    pids: dict[str, int], seconds: float, out: Path, native: bool
+) -> dict[str, subprocess.Popen]:
+    """Start one `py-spy record` per process (raw format, by function);
+    `native` also samples C frames, without which the compiled unit's time
+    is charged to its interpreted caller."""
     procs = {}
     for name, pid in pids.items():
         argv = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
         argv += ["-f", "raw", "--nolineno", "-o", str(out / f"{name}.txt")]
+        argv += ["--native"] if native else []
         procs[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return procs
 
 
-def run(seconds: int, concurrency: int, top: int, out: Path, progress) -> dict:
+def run(seconds: int, concurrency: int, top: int, out: Path, native: bool, progress) -> dict:
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install py-spy (or the `bench` extra)")
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,7 @@ def run(seconds: int, concurrency: int, top: int, out: Path, progress) -> dict:
             ab(bed, app, concurrency, 1)
             progress(f"ab -c {concurrency} for {seconds} s under py-spy (stack and app) ...")
             pids = {"stack": stack.proc.pid, "app": app.pids[0]}
-            spies = record(pids, seconds + 1, out)
+            spies = record(pids, seconds + 1, out, native)
             time.sleep(0.5)  # py-spy attached
             load = ab(bed, app, concurrency, seconds)
             for name, spy in spies.items():
@@ -125,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--out", type=Path, help="default bench/out/profile-TIME")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--native", action="store_true", help="sample C frames too (the compiled unit's own)"
+    )
     args = parser.parse_args(argv)
     out = args.out or REPO / "bench" / "out" / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run(
-        args.seconds, args.concurrency, args.top, out,
+        args.seconds, args.concurrency, args.top, out, args.native,
         lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     print(json.dumps(report, indent=2) if args.json else text(report, args.top))

@@ -1,5 +1,6 @@
 # Types for tcb.py, compiled (setup.py); the .py stays the source.
 
+from stackservice.tcp.buffers cimport ReceiveBuffer, SendBuffer
 from stackservice.tcp.timers cimport TimerEntry
 
 # One connection's variables as C fields: sequence numbers, windows,
@@ -25,7 +26,9 @@ cdef class Tcb(TimerEntry):
     cdef public long long ts_recent, ts_recent_age, ts_offset
     cdef public bint sack_enabled, ws_enabled
     # buffers, reliability, congestion
-    cdef public object send_buffer, receive_buffer, rtt, cc, scoreboard, rack
+    cdef public SendBuffer send_buffer
+    cdef public ReceiveBuffer receive_buffer
+    cdef public object rtt, cc, scoreboard, rack
     cdef public long long rtt_seq, rtt_start, dup_acks
     cdef public bint in_recovery
     cdef public long long recover, tlp_end

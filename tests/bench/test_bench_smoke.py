@@ -45,6 +45,19 @@ def test_packet_io_bench_quick_measures_every_path():
     assert set(report["transmit_us_per_frame"]) == {"1", "4", "32", "256"}
 
 
+def test_engine_instructions_bench_quick_counts_both_workloads():
+    """Loose bounds, as everywhere here: each workload sent segments and
+    cost more than a bare function call per segment and less than tens of
+    milliseconds' worth of instructions."""
+    report = _run_bench("bench.engine_instructions")
+    assert report["build"] in ("compiled", "pure")
+    runs = {row["workload"]: row for row in report["runs"]}
+    assert set(runs) == {"transactions", "bulk"}
+    for row in runs.values():
+        assert row["segments"] > 0
+        assert 1_000 < row["instructions_per_segment"] < 10_000_000
+
+
 def test_tcp_bench_quick_measures_engine_and_compares_stack_with_kernel():
     report = _run_bench("bench.tcp")
     rows = {(row["measure"], row["unit"]): row for row in report["summary"]}

@@ -1,6 +1,7 @@
 # Types for tcb.py, compiled (setup.py); the .py stays the source.
 
 from stackservice.tcp.buffers cimport ReceiveBuffer, SendBuffer
+from stackservice.tcp.rtt cimport RttEstimator
 from stackservice.tcp.timers cimport TimerEntry
 
 # One connection's variables as C fields: sequence numbers, windows,
@@ -28,7 +29,8 @@ cdef class Tcb(TimerEntry):
     # buffers, reliability, congestion
     cdef public SendBuffer send_buffer
     cdef public ReceiveBuffer receive_buffer
-    cdef public object rtt, cc, scoreboard, rack
+    cdef public RttEstimator rtt
+    cdef public object cc, scoreboard, rack
     cdef public long long rtt_seq, rtt_start, dup_acks
     cdef public bint in_recovery
     cdef public long long recover, tlp_end

@@ -2,8 +2,14 @@
 
 cimport cython
 
-# The word loop in C: the buffer's bytes read in place (a read-only buffer,
-# bytes, is fine), the sum in a machine word. 64 KiB of 0xFFFF words is
-# under 2**32, so nothing overflows; `initial` is a folded sum, 0..0xFFFF.
+# The sums in machine words, callable from C by the modules that cimport
+# them (tcp/segment.pxd, ipv4.pxd): a checksum per segment each way costs
+# no Python call and no boxed integer. Buffers are read in place (a
+# read-only one, bytes, is fine). 64 KiB of 0xFFFF words is under 2**32, so
+# nothing overflows; `initial` is a folded sum, 0..0xFFFF.
+cpdef unsigned long long ones_complement_sum(const unsigned char[::1] data, unsigned long long initial=*) except? 0
 @cython.locals(total=cython.ulonglong, last=cython.Py_ssize_t, i=cython.Py_ssize_t)
-cpdef _sum_by_words(const unsigned char[::1] data, unsigned long long initial)
+cpdef unsigned long long _sum_by_words(const unsigned char[::1] data, unsigned long long initial) noexcept
+cpdef unsigned long long _fold(unsigned long long total) noexcept
+cpdef unsigned long long internet_checksum(const unsigned char[::1] data, unsigned long long initial=*) except? 0
+cpdef unsigned long long pseudo_header_sum(unsigned long long src_ip, unsigned long long dst_ip, unsigned long long protocol, unsigned long long length) noexcept

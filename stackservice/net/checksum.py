@@ -41,7 +41,10 @@ def _sum_as_integer(data: Buffer, initial: int) -> int:
     total = int.from_bytes(data, "big")
     if len(data) & 1:
         total <<= 8
-    return _fold(total + initial)
+    total += initial
+    # Reduced first, since compiled `_fold` takes a machine word; a non-zero
+    # multiple of 0xFFFF must stay non-zero, and min() keeps it so.
+    return _fold(total % 0xFFFF or min(total, 0xFFFF))
 
 
 def _sum_by_words(data: Buffer, initial: int) -> int:
@@ -89,11 +92,7 @@ def pseudo_header_sum(src_ip: int, dst_ip: int, protocol: int, length: int) -> i
         The folded partial sum, in 0..0xFFFF.
     """
     total = (src_ip >> 16) + (src_ip & 0xFFFF) + (dst_ip >> 16) + (dst_ip & 0xFFFF)
-    total += protocol + length
-    folded = total % 0xFFFF
-    if folded == 0 and total != 0:
-        return 0xFFFF
-    return folded
+    return _fold(total + protocol + length)
 
 
 def checksum_adjust(checksum: int, old_word: int, new_word: int) -> int:

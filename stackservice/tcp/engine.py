@@ -39,6 +39,7 @@ from stackservice.tcp.segment import (
     TcpOptions,
     TcpRepr,
     TcpView,
+    parse_header,
     seq_gt,
     write_segment,
 )
@@ -239,7 +240,7 @@ class TcpEngine:
         src = ip.src()
         try:
             view = TcpView.checked(payload)
-            seg = TcpRepr.parse(view, src, ip.dst(), trusted)
+            seg = parse_header(view.buf, src, ip.dst(), trusted)
         except MalformedSegment as exc:
             self.drops[exc.reason] += 1
             return

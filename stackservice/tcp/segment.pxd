@@ -1,5 +1,10 @@
 # Types for segment.py, compiled (setup.py); the .py stays the source.
 
+cimport cython
+
+from stackservice.net.checksum cimport internet_checksum, ones_complement_sum, pseudo_header_sum
+from stackservice.net.wire cimport read16, read32, write16, write32
+
 # Sequence arithmetic as C functions: modules that cimport them (their own
 # .pxd) call them directly, without a Python call or boxed integers.
 cpdef bint seq_lt(long long a, long long b) noexcept
@@ -18,8 +23,33 @@ cdef class TcpOptions:
     cdef readonly object timestamps  # (TSval, TSecr) or None
     cdef readonly tuple sack_blocks
 
+    cpdef long long buffer_len(self) except -1
+    @cython.locals(pos=Py_ssize_t)
+    cpdef long long emit(self, unsigned char[::1] buf, Py_ssize_t offset) except -1
+
 
 cdef class TcpRepr:
     cdef readonly long long src_port, dst_port, seq, ack, flags, window, urgent
     cdef readonly TcpOptions options
     cdef readonly long long payload_len
+
+    cpdef long long segment_len(self) noexcept
+
+
+# Parse and write on the buffer in place: byte reads and writes in C, the
+# checksum summed by C calls (net/checksum.pxd).
+cpdef bint _checksum_ok(const unsigned char[::1] buf, unsigned long long src_ip, unsigned long long dst_ip) except -1
+@cython.locals(i=Py_ssize_t, kind=cython.uchar, length=Py_ssize_t, shift=cython.uchar)
+cpdef TcpOptions _parse_options(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t end)
+cpdef tuple _sack_blocks(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t end)
+@cython.locals(header_len=Py_ssize_t, segment_len=Py_ssize_t, end=Py_ssize_t)
+cpdef long long write_segment(
+    unsigned char[::1] buf, Py_ssize_t offset, unsigned long long src_ip,
+    unsigned long long dst_ip, unsigned long long src_port, unsigned long long dst_port,
+    unsigned long long seq, unsigned long long ack, unsigned long long flags,
+    unsigned long long window, TcpOptions options, Py_ssize_t payload_len,
+    const unsigned char[::1] payload=*, unsigned long long urgent=*,
+) except -1
+@cython.locals(src_port=cython.ulonglong, dst_port=cython.ulonglong, flags=cython.uchar,
+               control=cython.uchar, header_len=Py_ssize_t, options=TcpOptions)
+cpdef TcpRepr parse_header(const unsigned char[::1] buf, unsigned long long src_ip, unsigned long long dst_ip, bint checksum_trusted)

@@ -29,12 +29,12 @@ Robustness choices (RFC 9293 §3.1 "Options", §3.7.1; Linux tcp_parse_options):
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from stackservice.net.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
 from stackservice.net.errors import LocalProtocolError, RemoteProtocolError
 from stackservice.net.ipv4 import PROTO_TCP
+from stackservice.net.wire import read16, read32, write16, write32
 from stackservice.tcp.drops import TcpDropReason
 
 # Offsets table.
@@ -75,7 +75,6 @@ CWR = 0x80
 # RFC 9293 §3.10.7 (e.g. a segment without ACK, or without any flag, is
 # dropped in synchronized states, but answered with RST in CLOSED).
 ILLEGAL_FLAG_MIXES = (SYN | FIN, SYN | RST, FIN | RST)
-_CONTROL = SYN | FIN | RST
 
 # Option kinds (RFC 9293 §3.2, RFC 7323 §2-3, RFC 2018 §2-3).
 KIND_EOL = 0
@@ -92,13 +91,9 @@ MAX_SACK_BLOCKS_WITH_TIMESTAMPS = 3  # (40 - 12 - 4) // 8, as Linux sends
 
 SEQ_MASK = 0xFFFFFFFF
 
-_HEADER = struct.Struct("!HHIIBBHHH")
-_OPT4 = struct.Struct("!BBBB")
-_MSS = struct.Struct("!BBH")
-_TIMESTAMPS = struct.Struct("!BBBBII")  # two pad/SACK-permitted bytes, then the option
-_ALIGNED_TIMESTAMPS = struct.Struct("!III")  # NOP NOP TS 10 as one word, tsval, tsecr
+# The word NOP NOP TS 10 that starts the 12-byte option list of data
+# segments (Linux's TCPOLEN_TSTAMP_ALIGNED fast path).
 _TS_WORD = KIND_NOP << 24 | KIND_NOP << 16 | KIND_TIMESTAMPS << 8 | 10
-_PAIR = struct.Struct("!II")
 
 Buffer = bytes | bytearray | memoryview
 
@@ -236,7 +231,10 @@ def verify_checksum(view: TcpView, src_ip: int, dst_ip: int) -> bool:
     Returns:
         True if the one's complement sum of pseudo-header and segment is -0.
     """
-    buf = view.buf
+    return _checksum_ok(view.buf, src_ip, dst_ip)
+
+
+def _checksum_ok(buf: Buffer, src_ip: int, dst_ip: int) -> bool:
     initial = pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, len(buf))
     return ones_complement_sum(buf, initial) == 0xFFFF
 
@@ -261,49 +259,14 @@ class TcpOptions:
     sack_blocks: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def parse(cls, data: memoryview) -> TcpOptions:
+    def parse(cls, data: Buffer) -> TcpOptions:
         """Parse the option bytes of a header (`TcpView.options()`).
 
         Raises:
             MalformedSegment: TCP_BAD_OPTIONS when an option cannot be walked
                 (see the module docstring for what is ignored instead).
         """
-        mss: int | None = None
-        window_scale: int | None = None
-        sack_permitted = False
-        timestamps: tuple[int, int] | None = None
-        sack_blocks: tuple[tuple[int, int], ...] = ()
-        end = len(data)
-        i = 0
-        while i < end:
-            kind = data[i]
-            if kind == KIND_NOP:
-                i += 1
-                continue
-            if kind == KIND_EOL:
-                break
-            if i + 1 == end:
-                raise MalformedSegment(TcpDropReason.TCP_BAD_OPTIONS)
-            length = data[i + 1]
-            if length < 2 or i + length > end:
-                raise MalformedSegment(TcpDropReason.TCP_BAD_OPTIONS)
-            if kind == KIND_TIMESTAMPS:
-                if length == 10:
-                    timestamps = _PAIR.unpack_from(data, i + 2)
-            elif kind == KIND_SACK:
-                if length >= 10 and (length - 2) & 7 == 0:
-                    sack_blocks = tuple(_PAIR.iter_unpack(data[i + 2 : i + length]))
-            elif kind == KIND_MSS:
-                if length == 4:
-                    mss = data[i + 2] << 8 | data[i + 3]
-            elif kind == KIND_WINDOW_SCALE:
-                if length == 3:
-                    shift = data[i + 2]
-                    window_scale = shift if shift <= MAX_WINDOW_SCALE else MAX_WINDOW_SCALE
-            elif kind == KIND_SACK_PERMITTED and length == 2:
-                sack_permitted = True
-            i += length
-        return cls(mss, window_scale, sack_permitted, timestamps, sack_blocks)
+        return _parse_options(data, 0, len(data))
 
     def buffer_len(self) -> int:
         """Bytes `emit` writes: a multiple of 4.
@@ -338,32 +301,85 @@ class TcpOptions:
         """
         pos = offset
         if self.mss is not None:
-            _MSS.pack_into(buf, pos, KIND_MSS, 4, self.mss)
+            buf[pos] = KIND_MSS
+            buf[pos + 1] = 4
+            write16(buf, pos + 2, self.mss)
             pos += 4
         timestamps = self.timestamps
         if timestamps is not None:
             if self.sack_permitted:
-                first, second = KIND_SACK_PERMITTED, 2
+                buf[pos] = KIND_SACK_PERMITTED
+                buf[pos + 1] = 2
             else:
-                first, second = KIND_NOP, KIND_NOP
-            _TIMESTAMPS.pack_into(
-                buf, pos, first, second, KIND_TIMESTAMPS, 10, timestamps[0], timestamps[1]
-            )
+                buf[pos] = buf[pos + 1] = KIND_NOP
+            buf[pos + 2] = KIND_TIMESTAMPS
+            buf[pos + 3] = 10
+            write32(buf, pos + 4, timestamps[0])
+            write32(buf, pos + 8, timestamps[1])
             pos += 12
         elif self.sack_permitted:
-            _OPT4.pack_into(buf, pos, KIND_NOP, KIND_NOP, KIND_SACK_PERMITTED, 2)
+            write32(buf, pos, KIND_NOP << 24 | KIND_NOP << 16 | KIND_SACK_PERMITTED << 8 | 2)
             pos += 4
         if self.window_scale is not None:
-            _OPT4.pack_into(buf, pos, KIND_NOP, KIND_WINDOW_SCALE, 3, self.window_scale)
+            write32(buf, pos, KIND_NOP << 24 | KIND_WINDOW_SCALE << 16 | 3 << 8 | self.window_scale)
             pos += 4
         blocks = self.sack_blocks
         if blocks:
-            _OPT4.pack_into(buf, pos, KIND_NOP, KIND_NOP, KIND_SACK, 2 + 8 * len(blocks))
+            length = 2 + 8 * len(blocks)
+            write32(buf, pos, KIND_NOP << 24 | KIND_NOP << 16 | KIND_SACK << 8 | length)
             pos += 4
             for left, right in blocks:
-                _PAIR.pack_into(buf, pos, left, right)
+                write32(buf, pos, left)
+                write32(buf, pos + 4, right)
                 pos += 8
         return pos - offset
+
+
+def _parse_options(data: Buffer, start: int, end: int) -> TcpOptions:
+    """`TcpOptions.parse` of the option bytes data[start:end]."""
+    mss: int | None = None
+    window_scale: int | None = None
+    sack_permitted = False
+    timestamps: tuple[int, int] | None = None
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+    i = start
+    while i < end:
+        kind = data[i]
+        if kind == KIND_NOP:
+            i += 1
+            continue
+        if kind == KIND_EOL:
+            break
+        if i + 1 == end:
+            raise MalformedSegment(TcpDropReason.TCP_BAD_OPTIONS)
+        length = data[i + 1]
+        if length < 2 or i + length > end:
+            raise MalformedSegment(TcpDropReason.TCP_BAD_OPTIONS)
+        if kind == KIND_TIMESTAMPS:
+            if length == 10:
+                timestamps = (read32(data, i + 2), read32(data, i + 6))
+        elif kind == KIND_SACK:
+            if length >= 10 and (length - 2) & 7 == 0:
+                sack_blocks = _sack_blocks(data, i + 2, i + length)
+        elif kind == KIND_MSS:
+            if length == 4:
+                mss = read16(data, i + 2)
+        elif kind == KIND_WINDOW_SCALE:
+            if length == 3:
+                shift = data[i + 2]
+                window_scale = shift if shift <= MAX_WINDOW_SCALE else MAX_WINDOW_SCALE
+        elif kind == KIND_SACK_PERMITTED and length == 2:
+            sack_permitted = True
+        i += length
+    return TcpOptions(mss, window_scale, sack_permitted, timestamps, sack_blocks)
+
+
+def _sack_blocks(data: Buffer, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    blocks = []
+    while start < end:
+        blocks.append((read32(data, start), read32(data, start + 4)))
+        start += 8
+    return tuple(blocks)
 
 
 NO_OPTIONS = TcpOptions()
@@ -400,7 +416,7 @@ def write_segment(
         LocalProtocolError: options over 40 bytes, `len(payload)` differs
             from `payload_len`, or the segment does not fit in `buf`.
     """
-    header_len = HEADER_LEN + options.buffer_len()
+    header_len = 20 + options.buffer_len()
     segment_len = header_len + payload_len
     end = offset + segment_len
     if offset < 0 or end > len(buf):
@@ -409,15 +425,21 @@ def write_segment(
         if len(payload) != payload_len:
             raise LocalProtocolError("payload length differs from payload_len")
         buf[offset + header_len : end] = payload
-    _HEADER.pack_into(
-        buf, offset, src_port, dst_port, seq, ack, header_len << 2, flags, window, 0, urgent
-    )
-    if header_len != HEADER_LEN:
-        options.emit(buf, offset + HEADER_LEN)
+    # The offsets table at the top, written out: compiled, these are C
+    # constants, where a module global would be a Python object.
+    write16(buf, offset, src_port)
+    write16(buf, offset + 2, dst_port)
+    write32(buf, offset + 4, seq)
+    write32(buf, offset + 8, ack)
+    buf[offset + 12] = header_len << 2  # data offset in words, high nibble
+    buf[offset + 13] = flags
+    write16(buf, offset + 14, window)
+    write16(buf, offset + 16, 0)  # the checksum, summed as zero
+    write16(buf, offset + 18, urgent)
+    if header_len != 20:
+        options.emit(buf, offset + 20)
     initial = pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, segment_len)
-    checksum = internet_checksum(memoryview(buf)[offset:end], initial)
-    buf[offset + CHECKSUM] = checksum >> 8
-    buf[offset + CHECKSUM + 1] = checksum & 0xFF
+    write16(buf, offset + 16, internet_checksum(buf[offset:end], initial))
     return segment_len
 
 
@@ -450,25 +472,7 @@ class TcpRepr:
             MalformedSegment: TCP_BAD_CHECKSUM, TCP_BAD_PORT (either port 0),
                 TCP_BAD_FLAGS (ILLEGAL_FLAG_MIXES) or TCP_BAD_OPTIONS.
         """
-        buf = view.buf
-        if not checksum_trusted and not verify_checksum(view, src_ip, dst_ip):
-            raise MalformedSegment(TcpDropReason.TCP_BAD_CHECKSUM)
-        src_port, dst_port, seq, ack, offset, flags, window, _, urgent = _HEADER.unpack_from(buf)
-        if src_port == 0 or dst_port == 0:
-            raise MalformedSegment(TcpDropReason.TCP_BAD_PORT)
-        control = flags & _CONTROL
-        if control & (control - 1):  # more than one of SYN, FIN, RST
-            raise MalformedSegment(TcpDropReason.TCP_BAD_FLAGS)
-        header_len = (offset >> 4) << 2
-        if header_len == HEADER_LEN:
-            options = NO_OPTIONS
-        elif header_len == HEADER_LEN + 12:
-            options = _aligned_timestamps(buf)
-        else:
-            options = TcpOptions.parse(buf[OPTIONS:header_len])
-        return cls(
-            src_port, dst_port, seq, ack, flags, window, urgent, options, len(buf) - header_len
-        )
+        return parse_header(view.buf, src_ip, dst_ip, checksum_trusted)
 
     def header_len(self) -> int:
         """Header bytes, options included.
@@ -516,13 +520,33 @@ class TcpRepr:
         )  # fmt: skip
 
 
-def _aligned_timestamps(buf: memoryview) -> TcpOptions:
-    """Fast path for the 12-byte NOP NOP TS option list of data segments.
+def parse_header(buf: Buffer, src_ip: int, dst_ip: int, checksum_trusted: bool) -> TcpRepr:
+    """`TcpRepr.parse` of a checked view's buffer: the engine calls it
+    directly, since compiled, a classmethod is reached by a Python call.
 
-    Linux's tcp_fast_parse_options does the same; any other 12-byte list
-    goes through the full parser.
+    Raises:
+        MalformedSegment: as `TcpRepr.parse`.
     """
-    word, tsval, tsecr = _ALIGNED_TIMESTAMPS.unpack_from(buf, OPTIONS)
-    if word != _TS_WORD:
-        return TcpOptions.parse(buf[OPTIONS : OPTIONS + 12])
-    return TcpOptions(None, None, False, (tsval, tsecr), ())
+    if not checksum_trusted and not _checksum_ok(buf, src_ip, dst_ip):
+        raise MalformedSegment(TcpDropReason.TCP_BAD_CHECKSUM)
+    src_port = read16(buf, 0)
+    dst_port = read16(buf, 2)
+    if src_port == 0 or dst_port == 0:
+        raise MalformedSegment(TcpDropReason.TCP_BAD_PORT)
+    flags = buf[13]
+    control = flags & 0x07  # SYN | FIN | RST
+    if control & (control - 1):  # more than one of them
+        raise MalformedSegment(TcpDropReason.TCP_BAD_FLAGS)
+    header_len = (buf[12] >> 4) << 2
+    if header_len == 20:
+        options = NO_OPTIONS
+    elif header_len == 32 and read32(buf, 20) == _TS_WORD:
+        # NOP NOP TS alone, as on every data segment: Linux's
+        # tcp_fast_parse_options takes the same shortcut.
+        options = TcpOptions(None, None, False, (read32(buf, 24), read32(buf, 28)), ())
+    else:
+        options = _parse_options(buf, 20, header_len)
+    return TcpRepr(
+        src_port, dst_port, read32(buf, 4), read32(buf, 8), flags, read16(buf, 14),
+        read16(buf, 18), options, len(buf) - header_len,
+    )  # fmt: skip

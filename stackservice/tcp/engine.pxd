@@ -2,7 +2,7 @@
 
 # Its `from stackservice.tcp.segment import ...` of these then binds the C
 # functions: sequence compares without a Python call.
-from stackservice.tcp.segment cimport TcpOptions, TcpRepr, parse_header, seq_gt, write_segment
+from stackservice.tcp.segment cimport TcpOptions, TcpRepr, parse_header, seq_add, seq_gt, write_segment
 from stackservice.tcp.tcb cimport Tcb
 from stackservice.tcp.timers cimport TimerWheel
 

@@ -33,13 +33,13 @@ from stackservice.tcp.segment import (
     ACK,
     MAX_WINDOW_SCALE,
     RST,
-    SEQ_MASK,
     SYN,
     MalformedSegment,
     TcpOptions,
     TcpRepr,
     TcpView,
     parse_header,
+    seq_add,
     seq_gt,
     write_segment,
 )
@@ -358,7 +358,7 @@ class TcpEngine:
         tcb.owner = owner
         tcb.iss = self._isn.isn(now, self.local_ip, port, remote_ip, remote_port)
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
-        tcb.buf_seq = (tcb.iss + 1) & SEQ_MASK
+        tcb.buf_seq = seq_add(tcb.iss, 1)
         self.flows[tcb.key] = tcb
         self.set_state(tcb, SYN_SENT)
         self.counters[TcpCounter.ACTIVE_OPENS] += 1
@@ -478,7 +478,7 @@ class TcpEngine:
         state = tcb.state
         if tcb.fin_seq >= 0 or state not in (SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             return
-        tcb.fin_seq = (tcb.buf_seq + len(tcb.send_buffer)) & SEQ_MASK
+        tcb.fin_seq = seq_add(tcb.buf_seq, len(tcb.send_buffer))
         self.set_state(tcb, LAST_ACK if state == CLOSE_WAIT else FIN_WAIT_1)
         self.queue_data(tcb)
 
@@ -672,7 +672,7 @@ class TcpEngine:
             seq, ack, flags = seg.ack, 0, RST
         else:
             seg_len = data_len + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
-            seq, ack, flags = 0, (seg.seq + seg_len) & SEQ_MASK, RST | ACK
+            seq, ack, flags = 0, seq_add(seg.seq, seg_len), RST | ACK
         segment = bytearray(20)
         write_segment(
             segment,
@@ -739,10 +739,10 @@ class TcpEngine:
         tcb.listener = listener
         tcb.owner = listener.owner
         tcb.irs = seg.seq
-        tcb.rcv_nxt = tcb.rcv_adv = (seg.seq + 1) & SEQ_MASK
+        tcb.rcv_nxt = tcb.rcv_adv = seq_add(seg.seq, 1)
         tcb.iss = self._isn.isn(now, self.local_ip, listener.port, src_ip, seg.src_port)
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.iss
-        tcb.buf_seq = (tcb.iss + 1) & SEQ_MASK
+        tcb.buf_seq = seq_add(tcb.iss, 1)
         tcb.snd_wnd = tcb.max_snd_wnd = seg.window  # a SYN's window is never scaled
         tcb.snd_wl1 = seg.seq
         self.flows[tcb.key] = tcb
@@ -769,7 +769,7 @@ class TcpEngine:
             # they never look older than this one to the peer's PAWS.
             offset = self._isn.ts_offset(self.local_ip, listener.port, src_ip, seg.src_port)
             tsval = self._cookies.encode_ts_options(
-                (now // 1000 + offset) & SEQ_MASK,
+                seq_add(now // 1000, offset),
                 scale,
                 options.sack_permitted and self.settings.sack,
             )
@@ -791,7 +791,7 @@ class TcpEngine:
             listener.port,
             seg.src_port,
             cookie,
-            (seg.seq + 1) & SEQ_MASK,
+            seq_add(seg.seq, 1),
             SYN | ACK,
             min(self.settings.receive_buffer, 0xFFFF),
             reply,
@@ -808,7 +808,7 @@ class TcpEngine:
         sent lately, so the ACK is an ordinary stray one."""
         if listener.cookies_sent_at < 0 or now - listener.cookies_sent_at > 120_000_000:
             return False
-        peer_isn = (seg.seq - 1) & SEQ_MASK
+        peer_isn = seq_add(seg.seq, -1)
         mss = self._cookies.check(
             now,
             self.local_ip,
@@ -816,7 +816,7 @@ class TcpEngine:
             src_ip,
             seg.src_port,
             peer_isn,
-            (seg.ack - 1) & SEQ_MASK,
+            seq_add(seg.ack, -1),
         )
         if mss is None:
             self.reply_reset(src_ip, seg, len(data))
@@ -831,7 +831,7 @@ class TcpEngine:
         tcb.owner = listener.owner
         tcb.irs = peer_isn
         tcb.rcv_nxt = tcb.rcv_adv = seg.seq
-        tcb.iss = (seg.ack - 1) & SEQ_MASK
+        tcb.iss = seq_add(seg.ack, -1)
         tcb.snd_una = tcb.snd_nxt = tcb.snd_max = tcb.buf_seq = seg.ack
         timestamps = seg.options.timestamps
         carried = self._cookies.decode_ts_options(timestamps[1]) if timestamps else None

@@ -1,6 +1,6 @@
 # Types for input.py, compiled (setup.py); the .py stays the source.
 
-from stackservice.tcp.segment cimport TcpOptions, TcpRepr, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
+from stackservice.tcp.segment cimport TcpOptions, TcpRepr, seq_add, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 

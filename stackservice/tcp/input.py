@@ -16,10 +16,10 @@ from stackservice.tcp.segment import (
     ACK,
     FIN,
     RST,
-    SEQ_MASK,
     SYN,
     TcpOptions,
     TcpRepr,
+    seq_add,
     seq_ge,
     seq_gt,
     seq_le,
@@ -130,7 +130,7 @@ def syn_sent_input(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, 
         engine.drop(TcpDropReason.TCP_SYN_SENT_UNEXPECTED)
         return
     tcb.irs = seg.seq
-    tcb.rcv_nxt = (seg.seq + 1) & SEQ_MASK
+    tcb.rcv_nxt = seq_add(seg.seq, 1)
     tcb.rcv_adv = tcb.rcv_nxt
     negotiate(engine, tcb, seg.options, now, True)
     # The window of a SYN is never scaled (RFC 7323 §2.2); it seeds the
@@ -160,11 +160,11 @@ def _acceptable(tcb: Tcb, seq: int, seg_len: int) -> bool:
         # examined (RFC 9293 "special allowance"), the text is just not kept.
         return True
     if seg_len == 0:
-        return window > 0 and seq_lt(rcv_nxt, seq) and seq_lt(seq, (rcv_nxt + window) & SEQ_MASK)
+        return window > 0 and seq_lt(rcv_nxt, seq) and seq_lt(seq, seq_add(rcv_nxt, window))
     if window == 0:
         return False
-    end = (seq + seg_len - 1) & SEQ_MASK
-    right = (rcv_nxt + window) & SEQ_MASK
+    end = seq_add(seq, seg_len - 1)
+    right = seq_add(rcv_nxt, window)
     first_in = seq_le(rcv_nxt, seq) and seq_lt(seq, right)
     last_in = seq_le(rcv_nxt, end) and seq_lt(end, right)
     return first_in or last_in
@@ -234,7 +234,7 @@ def synchronized_input(
     if data:
         _receive_text(engine, tcb, seg, data, now)
     if flags & FIN:
-        fin_seq = (seg.seq + len(data)) & SEQ_MASK
+        fin_seq = seq_add(seg.seq, len(data))
         if fin_seq == tcb.rcv_nxt:
             _fin_arrives(engine, tcb, now)
         elif seq_gt(fin_seq, tcb.rcv_nxt):
@@ -263,7 +263,7 @@ def _answer_unacceptable(
             engine.counters[TcpCounter.OUT_OF_WINDOW_ACKS_LIMITED] += 1
             return
         tcb.invalid_ack_allowed_at = now + engine.settings.invalid_ack_interval_us
-    end = (seg.seq + len(data)) & SEQ_MASK
+    end = seq_add(seg.seq, len(data))
     if _resends_acked(tcb, seg, end):
         _record_timestamp(tcb, seg, now)
     duplicate = bool(data) and seq_le(end, tcb.rcv_nxt)
@@ -307,7 +307,7 @@ def _resends_acked(tcb: Tcb, seg: TcpRepr, end: int) -> bool:
     if seq_sub(tcb.last_ack_sent, seg.seq) > 0xFFFF << tcb.rcv_wscale:
         return False
     ack = seg.ack
-    return seq_le(ack, tcb.snd_max) and seq_ge(ack, (tcb.snd_una - tcb.max_snd_wnd) & SEQ_MASK)
+    return seq_le(ack, tcb.snd_max) and seq_ge(ack, seq_add(tcb.snd_una, -tcb.max_snd_wnd))
 
 
 def _rst_in_window(tcb: Tcb, seq: int) -> bool:
@@ -395,7 +395,7 @@ def _process_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data_len: int, now: 
         engine.ack_now(tcb)
         engine.drop(TcpDropReason.TCP_BAD_ACK)
         return False
-    if seq_lt(ack, (tcb.snd_una - tcb.max_snd_wnd) & SEQ_MASK):
+    if seq_lt(ack, seq_add(tcb.snd_una, -tcb.max_snd_wnd)):
         engine.challenge_ack(tcb, now)
         engine.drop(TcpDropReason.TCP_BAD_ACK)
         return False
@@ -480,7 +480,7 @@ def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
     elif tcb.ts_enabled and seg.options.timestamps is not None and seg.options.timestamps[1]:
         # RFC 7323 §4.1: the echoed TSval times even retransmissions, so a
         # backed-off RTO recovers on the first new ACK after a timeout.
-        elapsed_ms = (output.timestamp_value(tcb, now) - seg.options.timestamps[1]) & SEQ_MASK
+        elapsed_ms = seq_sub(output.timestamp_value(tcb, now), seg.options.timestamps[1])
         if elapsed_ms < 0x7FFFFFFF:
             tcb.rtt.sample(max(elapsed_ms, 1) * 1000)
             engine.rtt_histogram.observe(max(elapsed_ms, 1) * 1000)
@@ -490,7 +490,7 @@ def _acknowledge(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, now: int) -> int:
         acked_data = min(seq_sub(ack, tcb.buf_seq), len(tcb.send_buffer))
         if acked_data:
             tcb.send_buffer.acknowledge(acked_data)
-            tcb.buf_seq = (tcb.buf_seq + acked_data) & SEQ_MASK
+            tcb.buf_seq = seq_add(tcb.buf_seq, acked_data)
     tcb.snd_una = ack
     if seq_lt(tcb.snd_nxt, ack):
         tcb.snd_nxt = ack
@@ -630,7 +630,7 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
             # whole round (Linux: tcp_event_data_recv).
             tcb.quickack = engine.settings.quickack_segments
         tcb.data_received_at = now
-        tcb.rcv_nxt = (tcb.rcv_nxt + advanced) & SEQ_MASK
+        tcb.rcv_nxt = seq_add(tcb.rcv_nxt, advanced)
         engine.notify(tcb)
         if tcb.peer_fin_seq >= 0 and tcb.rcv_nxt == tcb.peer_fin_seq:
             _fin_arrives(engine, tcb, now)
@@ -645,7 +645,7 @@ def _receive_text(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, data: memoryview, n
 
 def _fin_arrives(engine: TcpEngine, tcb: Tcb, now: int) -> None:
     """RFC 9293 §3.10.7.4 eighth step."""
-    tcb.rcv_nxt = (tcb.rcv_nxt + 1) & SEQ_MASK
+    tcb.rcv_nxt = seq_add(tcb.rcv_nxt, 1)
     tcb.peer_fin_seq = -1
     tcb.fin_received = True
     engine.ack_now(tcb)

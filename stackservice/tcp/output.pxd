@@ -1,6 +1,6 @@
 # Types for output.py, compiled (setup.py); the .py stays the source.
 
-from stackservice.tcp.segment cimport seq_gt, seq_le, seq_lt, seq_sub
+from stackservice.tcp.segment cimport seq_add, seq_gt, seq_le, seq_lt, seq_sub
 from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 

@@ -16,9 +16,9 @@ from stackservice.tcp.segment import (
     MAX_SACK_BLOCKS_WITH_TIMESTAMPS,
     PSH,
     RST,
-    SEQ_MASK,
     SYN,
     TcpOptions,
+    seq_add,
     seq_gt,
     seq_le,
     seq_lt,
@@ -36,7 +36,7 @@ _RETRANSMITTED = int(TcpCounter.RETRANSMITTED_SEGMENTS)
 
 def timestamp_value(tcb: Tcb, now: int) -> int:
     """TSval: a 1 ms clock plus the connection's offset (RFC 7323 §5.4)."""
-    return (now // 1000 + tcb.ts_offset) & SEQ_MASK
+    return seq_add(now // 1000, tcb.ts_offset)
 
 
 def advertise_window(tcb: Tcb) -> int:
@@ -46,14 +46,14 @@ def advertise_window(tcb: Tcb) -> int:
     moves only by at least min(buffer/2, MSS), and is never moved left.
     """
     available = tcb.receive_window()
-    edge = (tcb.rcv_nxt + available) & SEQ_MASK
+    edge = seq_add(tcb.rcv_nxt, available)
     step = seq_sub(edge, tcb.rcv_adv) if seq_gt(edge, tcb.rcv_adv) else 0
     threshold = min(tcb.receive_buffer.capacity // 2, tcb.mss)
     if seq_lt(edge, tcb.rcv_adv) or (0 < step < threshold):
         edge = tcb.rcv_adv
     window = seq_sub(edge, tcb.rcv_nxt) if seq_gt(edge, tcb.rcv_nxt) else 0
     field = min(window >> tcb.rcv_wscale, 0xFFFF)
-    tcb.rcv_adv = (tcb.rcv_nxt + (field << tcb.rcv_wscale)) & SEQ_MASK
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, field << tcb.rcv_wscale)
     return field
 
 
@@ -81,7 +81,7 @@ def _sack_blocks(tcb: Tcb) -> tuple[tuple[int, int], ...]:
     if tcb.receive_buffer.has_out_of_order():
         rcv_nxt = tcb.rcv_nxt
         blocks += tuple(
-            ((rcv_nxt + left) & SEQ_MASK, (rcv_nxt + right) & SEQ_MASK)
+            (seq_add(rcv_nxt, left), seq_add(rcv_nxt, right))
             for left, right in tcb.receive_buffer.sack_blocks(limit)
         )
     return blocks
@@ -110,12 +110,12 @@ def send_syn(engine: TcpEngine, tcb: Tcb, now: int) -> None:
     flags = SYN | ACK if answering else SYN
     # A SYN's window is never scaled (RFC 7323 §2.2).
     window = min(tcb.receive_window(), 0xFFFF)
-    tcb.rcv_adv = (tcb.rcv_nxt + window) & SEQ_MASK
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, window)
     options = syn_options(engine, tcb, now, answering)
     engine.send_segment(
         tcb, now, tcb.iss, tcb.rcv_nxt if answering else 0, flags, window, options, 0
     )
-    tcb.snd_nxt = tcb.snd_max = (tcb.iss + 1) & SEQ_MASK
+    tcb.snd_nxt = tcb.snd_max = seq_add(tcb.iss, 1)
     if tcb.retransmits == 0:
         tcb.rtt_seq = tcb.iss  # time the handshake; Karn skips a resent SYN
         tcb.rtt_start = now
@@ -139,7 +139,7 @@ def send_probe(engine: TcpEngine, tcb: Tcb, now: int) -> None:
     peer must answer with an ACK (RFC 9293 §3.8.4, as Linux does)."""
     window = advertise_window(tcb)
     options = _options(tcb, now, False)
-    seq = (tcb.snd_una - 1) & SEQ_MASK
+    seq = seq_add(tcb.snd_una, -1)
     engine.send_segment(tcb, now, seq, tcb.rcv_nxt, ACK, window, options, 0)
 
 
@@ -161,7 +161,7 @@ def send_reset(engine: TcpEngine, tcb: Tcb, now: int) -> None:
     its window, or challenged."""
     options = _options(tcb, now, False)
     seq = tcb.snd_max
-    edge = (tcb.snd_una + tcb.snd_wnd) & SEQ_MASK
+    edge = seq_add(tcb.snd_una, tcb.snd_wnd)
     if seq_gt(seq, edge):
         seq = edge
     engine.send_segment(tcb, now, seq, tcb.rcv_nxt, RST | ACK, 0, options, 0)
@@ -256,7 +256,7 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
     occupied = length + (1 if flags & FIN else 0)
     if tcb.sack_enabled:
         tcb.scoreboard.on_send(seq_sub(seq, tcb.snd_una), occupied, now, retransmission)
-    end = (seq + occupied) & SEQ_MASK
+    end = seq_add(seq, occupied)
     tcb.snd_nxt = end
     if seq_gt(end, tcb.snd_max):
         tcb.snd_max = end
@@ -275,14 +275,14 @@ def retransmit(engine: TcpEngine, tcb: Tcb, now: int, offset: int, length: int) 
     """Resend `length` bytes at `offset` from SND.UNA without moving SND.NXT
     (fast retransmit, NewReno partial ACK, a segment RACK deems lost, a
     tail loss probe). Returns the sequence space resent (a FIN counts one)."""
-    seq = (tcb.snd_una + offset) & SEQ_MASK
+    seq = seq_add(tcb.snd_una, offset)
     options = _options(tcb, now, True)
     # Only what was sent before: never new data beyond SND.MAX, which the
     # peer's window may not allow and whose ACK we would refuse.
     fin_sent = tcb.fin_seq >= 0 and seq_lt(tcb.fin_seq, tcb.snd_max)
     sent_left = seq_sub(tcb.snd_max, seq) - (1 if fin_sent else 0)
     length = max(0, min(length, sent_left, tcb.mss, tcb.peer_mss - options.buffer_len()))
-    with_fin = fin_sent and (seq + length) & SEQ_MASK == tcb.fin_seq
+    with_fin = fin_sent and seq_add(seq, length) == tcb.fin_seq
     flags = ACK | (FIN if with_fin else 0)
     window = advertise_window(tcb)
     engine.send_segment(

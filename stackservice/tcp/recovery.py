@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from stackservice.tcp import output
 from stackservice.tcp.counters import TcpCounter
-from stackservice.tcp.segment import SEQ_MASK, TcpRepr, seq_ge, seq_le, seq_sub
+from stackservice.tcp.segment import TcpRepr, seq_ge, seq_le, seq_sub
 from stackservice.tcp.state import SENDS_DATA
 from stackservice.tcp.tcb import Tcb
 
@@ -49,7 +49,7 @@ def on_ack(engine: TcpEngine, tcb: Tcb, seg: TcpRepr, acked: int, now: int) -> N
     echoed_ms = -1
     timestamps = seg.options.timestamps
     if tcb.ts_enabled and timestamps is not None and timestamps[1]:
-        echoed_ms = (timestamps[1] - tcb.ts_offset) & SEQ_MASK
+        echoed_ms = seq_sub(timestamps[1], tcb.ts_offset)
     rack.on_ack(board, now, echoed_ms)
     if acked:
         rack.on_una(board.base)

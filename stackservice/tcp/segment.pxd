@@ -5,6 +5,8 @@ cimport cython
 from stackservice.net.checksum cimport internet_checksum, ones_complement_sum, pseudo_header_sum
 from stackservice.net.wire cimport read16, read32, write16, write32
 
+cdef long long _MASK, _HALF
+
 # Sequence arithmetic as C functions: modules that cimport them (their own
 # .pxd) call them directly, without a Python call or boxed integers.
 cpdef bint seq_lt(long long a, long long b) noexcept

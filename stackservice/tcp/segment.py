@@ -113,38 +113,41 @@ class MalformedSegment(RemoteProtocolError):
 # Linux's before(); a TCB never compares them, windows being < 2**30
 # (RFC 7323 §2.3). Inputs need not be reduced modulo 2**32 (but, compiled,
 # must fit in 64 bits: segment.pxd makes these C functions on long long).
-# The mask is written out, not SEQ_MASK: compiled, a module global is a
-# Python object and would turn the C arithmetic back into Python's.
+# Their constants are C globals (segment.pxd): compiled, an integer literal
+# above 2**31 - 1 is a Python object to Cython, as a module global is, and
+# either turns the C arithmetic into Python's: a boxed integer per step.
+_MASK = 0xFFFFFFFF
+_HALF = 0x80000000
 
 
 def seq_lt(a: int, b: int) -> bool:
     """Return a < b in sequence space."""
-    return ((a - b) & 0xFFFFFFFF) >= 0x80000000
+    return ((a - b) & _MASK) >= _HALF
 
 
 def seq_le(a: int, b: int) -> bool:
     """Return a <= b in sequence space."""
-    return ((a - b - 1) & 0xFFFFFFFF) >= 0x7FFFFFFF
+    return ((a - b - 1) & _MASK) >= _HALF - 1
 
 
 def seq_gt(a: int, b: int) -> bool:
     """Return a > b in sequence space."""
-    return ((a - b - 1) & 0xFFFFFFFF) < 0x7FFFFFFF
+    return ((a - b - 1) & _MASK) < _HALF - 1
 
 
 def seq_ge(a: int, b: int) -> bool:
     """Return a >= b in sequence space."""
-    return ((a - b) & 0xFFFFFFFF) < 0x80000000
+    return ((a - b) & _MASK) < _HALF
 
 
 def seq_add(a: int, n: int) -> int:
     """Return a + n modulo 2**32 (n may be negative)."""
-    return (a + n) & 0xFFFFFFFF
+    return (a + n) & _MASK
 
 
 def seq_sub(a: int, b: int) -> int:
     """Return a - b modulo 2**32: how far a lies ahead of b, in 0..2**32-1."""
-    return (a - b) & 0xFFFFFFFF
+    return (a - b) & _MASK
 
 
 class TcpView:

@@ -2,6 +2,7 @@
 
 from stackservice.tcp.buffers cimport ReceiveBuffer, SendBuffer
 from stackservice.tcp.rtt cimport RttEstimator
+from stackservice.tcp.segment cimport seq_sub
 from stackservice.tcp.timers cimport TimerEntry
 
 # One connection's variables as C fields: sequence numbers, windows,

@@ -12,6 +12,7 @@ from stackservice.tcp.congestion import CongestionControl
 from stackservice.tcp.rack import Rack
 from stackservice.tcp.rtt import RttEstimator
 from stackservice.tcp.sack import Scoreboard
+from stackservice.tcp.segment import seq_sub
 from stackservice.tcp.state import CLOSED
 from stackservice.tcp.timers import TimerEntry
 
@@ -177,17 +178,16 @@ class Tcb(TimerEntry):
         self.read_closed = self.write_closed = self.app_closed = False
         self.opened_at = self.established_at = 0
 
-    # The sequence mask written out (0xFFFFFFFF), as in segment.py: compiled,
-    # these are C arithmetic on the TCB's C fields (tcb.pxd).
+    # Compiled, seq_sub is a C call on the TCB's C fields (tcb.pxd).
 
     def in_flight(self) -> int:
         """Bytes sent and not yet acknowledged (SYN/FIN count one each)."""
-        return (self.snd_nxt - self.snd_una) & 0xFFFFFFFF
+        return seq_sub(self.snd_nxt, self.snd_una)
 
     def sendable(self) -> int:
         """Buffered bytes at or after snd_nxt: new data, or data to resend
         after a timeout pulled snd_nxt back."""
-        ahead = len(self.send_buffer) - ((self.snd_nxt - self.buf_seq) & 0xFFFFFFFF)
+        ahead = len(self.send_buffer) - seq_sub(self.snd_nxt, self.buf_seq)
         return ahead if 0 < ahead <= len(self.send_buffer) else 0
 
     def receive_window(self) -> int:

@@ -29,7 +29,7 @@ from stackservice.tcp.sack import (
     Scoreboard,
     SentSegment,
 )
-from stackservice.tcp.segment import SEQ_MASK, seq_lt
+from stackservice.tcp.segment import seq_lt
 
 DUP_THRESH = 3  # RFC 8985 §6.2 step 4: no reordering seen, DupThresh SACKed: no window
 REO_WND_PERSIST = 16  # recoveries a DSACK-grown window lasts (RFC 8985 §6.2 step 4)
@@ -79,7 +79,7 @@ class Rack:
                 continue
             if seg.flags & EVER_RETRANSMITTED:
                 # Step 2: an ACK of a resent segment may answer the original.
-                if echoed_ms >= 0 and seq_lt(echoed_ms, (seg.xmit_us // 1000) & SEQ_MASK):
+                if echoed_ms >= 0 and seq_lt(echoed_ms, seg.xmit_us // 1000):
                     continue
                 if rtt < self.min_rtt_us:
                     continue

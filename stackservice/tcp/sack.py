@@ -49,10 +49,17 @@ from bisect import bisect_right
 
 from stackservice.net.errors import LocalProtocolError
 
-SACKED = 1
-LOST = 2
-RETRANSMITTED = 4
-EVER_RETRANSMITTED = 8
+# The flags. The module's own code uses the underscored names, which
+# compiled are C globals (sack.pxd) that Python cannot see: a Python global
+# would turn every flag test into Python arithmetic. The public names are
+# for other modules and tests.
+_SACKED = 1
+_LOST = 2
+_RETRANSMITTED = 4
+_EVER_RETRANSMITTED = 8
+SACKED, LOST, RETRANSMITTED, EVER_RETRANSMITTED = (
+    _SACKED, _LOST, _RETRANSMITTED, _EVER_RETRANSMITTED,
+)  # fmt: skip
 
 MAX_OFFSET = 1 << 30  # RFC 7323 §2.3: no window, hence no flight, exceeds 2**30
 
@@ -136,7 +143,7 @@ class Scoreboard:
             self._resent(first, min(last, recorded_end), now)
             first = recorded_end
         if first < last:
-            flags = EVER_RETRANSMITTED if retransmission else 0
+            flags = _EVER_RETRANSMITTED if retransmission else 0
             segments.append(SentSegment(first, last, now, flags))
             self._starts.append(first)
 
@@ -150,12 +157,12 @@ class Scoreboard:
         while i < len(segments) and segments[i].start < last:
             seg = segments[i]
             i += 1
-            if seg.end <= first or seg.flags & SACKED:
+            if seg.end <= first or seg.flags & _SACKED:
                 continue
-            if seg.flags & LOST and not seg.flags & RETRANSMITTED:
+            if seg.flags & _LOST and not seg.flags & _RETRANSMITTED:
                 self._retransmitted += seg.end - seg.start
-                seg.flags |= RETRANSMITTED
-            seg.flags |= EVER_RETRANSMITTED
+                seg.flags |= _RETRANSMITTED
+            seg.flags |= _EVER_RETRANSMITTED
             seg.xmit_us = now
 
     def _split_at(self, pos: int) -> None:
@@ -170,7 +177,7 @@ class Scoreboard:
         seg.end = pos
         self.segments.insert(i + 1, tail)
         self._starts.insert(i + 1, pos)
-        if seg.flags & SACKED:
+        if seg.flags & _SACKED:
             self.sacked_segments += 1
 
     # ----------------------------------------------------------- receiving
@@ -205,7 +212,7 @@ class Scoreboard:
             if seg.end > base:
                 break
             count += 1
-            if not seg.flags & SACKED:
+            if not seg.flags & _SACKED:
                 self.delivered.append(seg)
             self._forget(seg, seg.end - seg.start)
         if count:
@@ -220,14 +227,14 @@ class Scoreboard:
     def _forget(self, seg: SentSegment, length: int, whole: bool = True) -> None:
         """Take `length` bytes of `seg` out of the running sums."""
         flags = seg.flags
-        if flags & SACKED:
+        if flags & _SACKED:
             self._sacked -= length
             if whole:
                 self.sacked_segments -= 1
             return
-        if flags & LOST:
+        if flags & _LOST:
             self._lost -= length
-        if flags & RETRANSMITTED:
+        if flags & _RETRANSMITTED:
             self._retransmitted -= length
 
     def _merge_blocks(self, blocks: list[tuple[int, int]], high_data: int) -> int:
@@ -260,11 +267,11 @@ class Scoreboard:
         while i < len(segments) and segments[i].end <= last:
             seg = segments[i]
             i += 1
-            if seg.flags & SACKED:
+            if seg.flags & _SACKED:
                 continue
             length = seg.end - seg.start
             self._forget(seg, length)
-            seg.flags = (seg.flags | SACKED) & ~(LOST | RETRANSMITTED)
+            seg.flags = (seg.flags | _SACKED) & ~(_LOST | _RETRANSMITTED)
             self._sacked += length
             self.sacked_segments += 1
             self.delivered.append(seg)
@@ -279,12 +286,12 @@ class Scoreboard:
         RTO needed); it is then due for resending again."""
         flags = seg.flags
         length = seg.end - seg.start
-        if not flags & LOST:
+        if not flags & _LOST:
             self._lost += length
-        lost_again = bool(flags & RETRANSMITTED)
+        lost_again = bool(flags & _RETRANSMITTED)
         if lost_again:
             self._retransmitted -= length
-        seg.flags = (flags | LOST) & ~RETRANSMITTED
+        seg.flags = (flags | _LOST) & ~_RETRANSMITTED
         return lost_again
 
     def next_lost(self) -> tuple[int, int] | None:
@@ -294,7 +301,7 @@ class Scoreboard:
             return None
         base = self._base
         for seg in self.segments:
-            if seg.flags & (LOST | RETRANSMITTED) == LOST:
+            if seg.flags & (_LOST | _RETRANSMITTED) == _LOST:
                 return (seg.start - base, seg.end - seg.start)
         return None
 
@@ -327,12 +334,12 @@ class Scoreboard:
     def is_sacked(self, offset: int) -> bool:
         pos = self._base + offset
         i = bisect_right(self._starts, pos) - 1
-        return i >= 0 and pos < self.segments[i].end and bool(self.segments[i].flags & SACKED)
+        return i >= 0 and pos < self.segments[i].end and bool(self.segments[i].flags & _SACKED)
 
     def highest_sacked(self) -> int | None:
         """The right edge (exclusive offset) of the highest SACKed segment, or None."""
         for seg in reversed(self.segments):
-            if seg.flags & SACKED:
+            if seg.flags & _SACKED:
                 return seg.end - self._base
         return None
 

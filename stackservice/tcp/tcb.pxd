@@ -1,7 +1,9 @@
 # Types for tcb.py, compiled (setup.py); the .py stays the source.
 
 from stackservice.tcp.buffers cimport ReceiveBuffer, SendBuffer
+from stackservice.tcp.rack cimport Rack
 from stackservice.tcp.rtt cimport RttEstimator
+from stackservice.tcp.sack cimport Scoreboard
 from stackservice.tcp.segment cimport seq_sub
 from stackservice.tcp.timers cimport TimerEntry
 
@@ -31,7 +33,9 @@ cdef class Tcb(TimerEntry):
     cdef public SendBuffer send_buffer
     cdef public ReceiveBuffer receive_buffer
     cdef public RttEstimator rtt
-    cdef public object cc, scoreboard, rack
+    cdef public object cc
+    cdef public Scoreboard scoreboard
+    cdef public Rack rack
     cdef public long long rtt_seq, rtt_start, dup_acks
     cdef public bint in_recovery
     cdef public long long recover, tlp_end

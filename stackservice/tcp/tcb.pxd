@@ -1,6 +1,7 @@
 # Types for tcb.py, compiled (setup.py); the .py stays the source.
 
 from stackservice.tcp.buffers cimport ReceiveBuffer, SendBuffer
+from stackservice.tcp.congestion cimport CongestionControl
 from stackservice.tcp.rack cimport Rack
 from stackservice.tcp.rtt cimport RttEstimator
 from stackservice.tcp.sack cimport Scoreboard
@@ -33,7 +34,7 @@ cdef class Tcb(TimerEntry):
     cdef public SendBuffer send_buffer
     cdef public ReceiveBuffer receive_buffer
     cdef public RttEstimator rtt
-    cdef public object cc
+    cdef public CongestionControl cc
     cdef public Scoreboard scoreboard
     cdef public Rack rack
     cdef public long long rtt_seq, rtt_start, dup_acks

@@ -11,3 +11,24 @@ cpdef void write_header(
     unsigned long long protocol, unsigned long long payload_len, unsigned long long ident,
     unsigned long long ttl=*, unsigned long long dscp_ecn=*, unsigned long long flags_frag=*,
 ) except *
+
+
+# A received datagram's header, read once per frame by the host and the
+# TCP engine (engine.pxd types its `ip`): getters are C calls.
+cdef class Ipv4View:
+    cdef readonly object buf
+
+    cpdef long long version(self) except? -1
+    cpdef long long header_len(self) except? -1
+    cpdef long long dscp_ecn(self) except? -1
+    cpdef long long total_len(self) except? -1
+    cpdef long long ident(self) except? -1
+    cpdef long long flags_frag(self) except? -1
+    cpdef bint is_fragment(self) except -1
+    cpdef long long ttl(self) except? -1
+    cpdef long long protocol(self) except? -1
+    cpdef long long checksum(self) except? -1
+    cpdef long long src(self) except? -1
+    cpdef long long dst(self) except? -1
+    cpdef datagram(self)
+    cpdef payload(self)

@@ -1,8 +1,11 @@
 # Types for engine.py, compiled (setup.py); the .py stays the source.
 
+cimport cython
+
 # Its `from stackservice.tcp.segment import ...` of these then binds the C
 # functions: sequence compares without a Python call.
-from stackservice.tcp.segment cimport TcpOptions, TcpRepr, parse_header, seq_add, seq_gt, write_segment
+from stackservice.net.ipv4 cimport Ipv4View
+from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header, seq_add, seq_gt, write_segment
 from stackservice.tcp.tcb cimport Tcb
 from stackservice.tcp.timers cimport TimerWheel
 
@@ -18,7 +21,8 @@ cdef class TcpEngine:
     cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale
 
-    cpdef on_segment(self, ip, payload, now, trusted)
+    @cython.locals(view=TcpView)
+    cpdef on_segment(self, Ipv4View ip, payload, now, trusted)
     cpdef drop(self, reason)
     cpdef notify(self, obj)
     cpdef set_state(self, Tcb tcb, state)

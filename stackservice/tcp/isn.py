@@ -57,22 +57,31 @@ def derive_key(secret: bytes) -> bytes:
     return bytes(secret)
 
 
-def _keyed32(key: bytes, person: bytes, data: bytes) -> int:
-    """The first 4 bytes of BLAKE2s(key, person; data) as an int."""
-    digest = hashlib.blake2s(data, digest_size=4, key=key, person=person).digest()
-    return int.from_bytes(digest, "big")
+def _keyed32(keyed, data: bytes) -> int:
+    """The first 4 bytes of a keyed BLAKE2s (made by `_keyed_hasher`) of
+    `data`, as an int. Copying a hasher that has taken its key skips the
+    key's own compression and the keyword parsing: 0.5 against 0.86 µs."""
+    hasher = keyed.copy()
+    hasher.update(data)
+    return int.from_bytes(hasher.digest(), "big")
+
+
+def _keyed_hasher(key: bytes, person: bytes):
+    return hashlib.blake2s(digest_size=4, key=key, person=person)
 
 
 class IsnGenerator:
     """RFC 6528 initial sequence numbers and RFC 7323 timestamp offsets."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_isn_hasher", "_ts_hasher")
 
     def __init__(self, secret: bytes) -> None:
         """Raises:
         ValueError: the secret is shorter than 16 bytes.
         """
-        self._key = derive_key(secret)
+        key = derive_key(secret)
+        self._isn_hasher = _keyed_hasher(key, _PERSON_ISN)
+        self._ts_hasher = _keyed_hasher(key, _PERSON_TS)
 
     def isn(
         self, now: int, local_ip: int, local_port: int, remote_ip: int, remote_port: int
@@ -82,9 +91,7 @@ class IsnGenerator:
         Returns:
             (now // 4 + F(4-tuple, secret)) mod 2**32 (RFC 6528 §3).
         """
-        f = _keyed32(
-            self._key, _PERSON_ISN, _TUPLE.pack(local_ip, local_port, remote_ip, remote_port)
-        )
+        f = _keyed32(self._isn_hasher, _TUPLE.pack(local_ip, local_port, remote_ip, remote_port))
         return (now // ISN_CLOCK_US + f) & _MASK32
 
     def ts_offset(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> int:
@@ -94,6 +101,4 @@ class IsnGenerator:
             A 32-bit value, fixed for the 4-tuple and secret; the TCB sends
             TSval = (now_ms + offset) mod 2**32.
         """
-        return _keyed32(
-            self._key, _PERSON_TS, _TUPLE.pack(local_ip, local_port, remote_ip, remote_port)
-        )
+        return _keyed32(self._ts_hasher, _TUPLE.pack(local_ip, local_port, remote_ip, remote_port))

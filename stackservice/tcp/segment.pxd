@@ -16,6 +16,25 @@ cpdef bint seq_ge(long long a, long long b) noexcept
 cpdef long long seq_add(long long a, long long n) noexcept
 cpdef long long seq_sub(long long a, long long b) noexcept
 
+# A received segment, wrapped once per segment by the engine: getters are
+# C calls from modules that type it.
+cdef class TcpView:
+    cdef readonly object buf
+
+    cpdef long long src_port(self) except? -1
+    cpdef long long dst_port(self) except? -1
+    cpdef long long seq(self) except? -1
+    cpdef long long ack(self) except? -1
+    cpdef long long data_offset(self) except? -1
+    cpdef long long header_len(self) except? -1
+    cpdef long long flags(self) except? -1
+    cpdef long long window(self) except? -1
+    cpdef long long checksum(self) except? -1
+    cpdef long long urgent(self) except? -1
+    cpdef options(self)
+    cpdef payload(self)
+
+
 # A segment's header and options, built once per segment each way: extension
 # types with C fields (segment.py's frozen dataclasses), so building one
 # costs no dictionary and modules that cimport them read fields in C.

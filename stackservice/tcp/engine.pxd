@@ -9,6 +9,8 @@ from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header
 from stackservice.tcp.tcb cimport Tcb
 from stackservice.tcp.timers cimport TimerWheel
 
+cdef Py_ssize_t _SEGMENTS_IN, _SEGMENTS_OUT
+
 # The engine as an extension type: input.py, output.py and recovery.py type
 # their `engine` with it, so its fields are C reads and the methods below
 # C calls from there. `public`: the loop, tests and tools use the fields.

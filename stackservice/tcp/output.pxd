@@ -4,6 +4,8 @@ from stackservice.tcp.segment cimport seq_add, seq_gt, seq_le, seq_lt, seq_sub
 from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 
+cdef Py_ssize_t _RETRANSMITTED
+
 # Every function taking the TCB types it, so its fields are C reads and
 # writes (tcb.pxd) and calls between them here are C calls. Left out:
 # _sack_blocks (a generator expression, which a cpdef function cannot hold).

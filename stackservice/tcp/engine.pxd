@@ -2,11 +2,14 @@
 
 cimport cython
 
+from stackservice.net.ipv4 cimport Ipv4View
+# The modules the engine drives (their .pxd cimport the engine in turn):
+# its calls into them, one or more per segment, are C calls.
+from stackservice.tcp cimport input as tcp_input, output, recovery
 # Its `from stackservice.tcp.segment import ...` of these then binds the C
 # functions: sequence compares without a Python call.
-from stackservice.net.ipv4 cimport Ipv4View
 from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header, seq_add, seq_gt, write_segment
-from stackservice.tcp.tcb cimport Tcb
+from stackservice.tcp.tcb cimport Tcb, flow_key
 from stackservice.tcp.timers cimport TimerWheel
 
 cdef Py_ssize_t _SEGMENTS_IN, _SEGMENTS_OUT

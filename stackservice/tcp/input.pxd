@@ -7,6 +7,7 @@ from stackservice.tcp.tcb cimport Tcb
 # Every function taking the TCB types it, so its fields are C reads and
 # writes (tcb.pxd) and calls between them here are C calls.
 cpdef negotiate(TcpEngine engine, Tcb tcb, TcpOptions options, now, offered)
+cpdef listen_input(TcpEngine engine, listener, src_ip, TcpRepr seg, data, now)
 cpdef syn_sent_input(TcpEngine engine, Tcb tcb, TcpRepr seg, data, now)
 cpdef _acceptable(Tcb tcb, seq, seg_len)
 cpdef synchronized_input(TcpEngine engine, Tcb tcb, TcpRepr seg, data, now)

@@ -65,3 +65,8 @@ cdef class Tcb(TimerEntry):
     cpdef long long in_flight(self)
     cpdef long long sendable(self)
     cpdef long long receive_window(self)
+
+
+# The flow table's key, computed per segment received: a C call. Unsigned:
+# the address shifted by 32 bits does not fit a signed 64-bit integer.
+cpdef unsigned long long flow_key(unsigned long long remote_ip, unsigned long long remote_port, unsigned long long local_port) noexcept

@@ -20,7 +20,6 @@ from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.net.host import Ipv4Host
 from stackservice.net.ipv4 import write_header
-from stackservice.tcp import output
 from stackservice.tcp.segment import ACK, NO_OPTIONS, PSH, RST, SYN, TcpRepr, TcpView
 from tests.support.faults import InjectedFault, inject
 from tests.unit.net._frames import (
@@ -213,10 +212,23 @@ def test_a_handler_that_meets_a_bug_costs_its_connection_only(make_instance, mon
     assert internal_errors(instance) == {"event": 1}
 
 
+def _syn_ack_to(port: int | None):
+    """`Ipv4Host.send_ipv4`'s arguments are a SYN-ACK to the peer's `port`
+    (None: to any port). The fault goes in there, below the engine's output:
+    compiled, the engine calls output's functions in C, past any patch."""
+
+    def when(host, dst, protocol, payload, now) -> bool:
+        if protocol != PROTO_TCP:
+            return False
+        view = TcpView.unchecked(memoryview(payload))
+        return bool(view.flags() & SYN) and port in (None, view.dst_port())
+
+    return when
+
+
 def test_a_connection_whose_output_meets_a_bug_is_aborted_others_go_on(make_instance, monkeypatch):
     """The engine contains it (engine.faults); the loop counts it."""
-    inject(output, "send_syn", lambda engine, tcb, now: tcb.remote_port == FAULTY,
-           monkeypatch.setattr)  # fmt: skip
+    inject(Ipv4Host, "send_ipv4", _syn_ack_to(FAULTY), monkeypatch.setattr)
     instance, port = make_instance()
     requests = {FAULTY: b"GET /5 HTTP/1.0\r\n\r\n", HEALTHY: b"GET /5 HTTP/1.0\r\n\r\n"}
     port.script = http_exchange(port, requests)
@@ -246,7 +258,7 @@ def test_a_batch_the_port_fails_on_is_dropped_and_the_next_sent(make_instance, m
 
 
 def test_strict_engine_raises_a_connection_fault(make_instance, monkeypatch):
-    inject(output, "send_syn", lambda *_: True, monkeypatch.setattr)
+    inject(Ipv4Host, "send_ipv4", _syn_ack_to(None), monkeypatch.setattr)
     instance, port = make_instance(strict=True)
     port.script = http_exchange(port, {FAULTY: b""})
     with pytest.raises(InjectedFault):

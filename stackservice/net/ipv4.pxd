@@ -2,7 +2,7 @@
 
 cimport cython
 
-from stackservice.net.wire cimport write16, write32
+from stackservice.net.wire cimport read16, read32, write16, write32
 
 # The header every sent segment gets, written into the frame in place.
 @cython.locals(total_len=cython.ulonglong, total=cython.ulonglong)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from stackservice.net.drops import DropReason
 from stackservice.net.errors import MalformedFrame
-from stackservice.net.wire import write16, write32
+from stackservice.net.wire import read16, read32, write16, write32
 
 # Offsets table.
 VER_IHL = 0
@@ -32,10 +31,6 @@ PROTO_UDP = 17
 
 DEFAULT_TTL = 64  # RFC 1700 / Linux default
 LIMITED_BROADCAST = 0xFFFFFFFF
-
-# Addresses are read with a struct: in CPython one unpack beats four byte
-# reads by 2x (a compiled build would use byte access instead).
-_ADDR = struct.Struct("!I")
 
 
 def is_host_address(addr: int) -> bool:
@@ -135,21 +130,17 @@ class Ipv4View:
         return self.buf[DSCP_ECN]
 
     def total_len(self) -> int:
-        buf = self.buf
-        return buf[TOTAL_LEN] << 8 | buf[TOTAL_LEN + 1]
+        return read16(self.buf, TOTAL_LEN)
 
     def ident(self) -> int:
-        buf = self.buf
-        return buf[IDENT] << 8 | buf[IDENT + 1]
+        return read16(self.buf, IDENT)
 
     def flags_frag(self) -> int:
-        buf = self.buf
-        return buf[FLAGS_FRAG] << 8 | buf[FLAGS_FRAG + 1]
+        return read16(self.buf, FLAGS_FRAG)
 
     def is_fragment(self) -> bool:
         """True if MF is set or the fragment offset is non-zero."""
-        buf = self.buf
-        return (buf[FLAGS_FRAG] << 8 | buf[FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
+        return read16(self.buf, FLAGS_FRAG) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
 
     def ttl(self) -> int:
         return self.buf[TTL]
@@ -158,14 +149,13 @@ class Ipv4View:
         return self.buf[PROTOCOL]
 
     def checksum(self) -> int:
-        buf = self.buf
-        return buf[CHECKSUM] << 8 | buf[CHECKSUM + 1]
+        return read16(self.buf, CHECKSUM)
 
     def src(self) -> int:
-        return _ADDR.unpack_from(self.buf, SRC_ADDR)[0]
+        return read32(self.buf, SRC_ADDR)
 
     def dst(self) -> int:
-        return _ADDR.unpack_from(self.buf, DST_ADDR)[0]
+        return read32(self.buf, DST_ADDR)
 
     def datagram(self) -> memoryview:
         """Header and payload, without any link-layer padding."""

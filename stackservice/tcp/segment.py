@@ -179,22 +179,16 @@ class TcpView:
         return cls(buf)
 
     def src_port(self) -> int:
-        buf = self.buf
-        return buf[SRC_PORT] << 8 | buf[SRC_PORT + 1]
+        return read16(self.buf, SRC_PORT)
 
     def dst_port(self) -> int:
-        buf = self.buf
-        return buf[DST_PORT] << 8 | buf[DST_PORT + 1]
+        return read16(self.buf, DST_PORT)
 
     def seq(self) -> int:
-        buf = self.buf
-        a = SEQ_NUM
-        return buf[a] << 24 | buf[a + 1] << 16 | buf[a + 2] << 8 | buf[a + 3]
+        return read32(self.buf, SEQ_NUM)
 
     def ack(self) -> int:
-        buf = self.buf
-        a = ACK_NUM
-        return buf[a] << 24 | buf[a + 1] << 16 | buf[a + 2] << 8 | buf[a + 3]
+        return read32(self.buf, ACK_NUM)
 
     def data_offset(self) -> int:
         """Header length in 32-bit words."""
@@ -210,16 +204,13 @@ class TcpView:
 
     def window(self) -> int:
         """The raw, unscaled window field."""
-        buf = self.buf
-        return buf[WINDOW] << 8 | buf[WINDOW + 1]
+        return read16(self.buf, WINDOW)
 
     def checksum(self) -> int:
-        buf = self.buf
-        return buf[CHECKSUM] << 8 | buf[CHECKSUM + 1]
+        return read16(self.buf, CHECKSUM)
 
     def urgent(self) -> int:
-        buf = self.buf
-        return buf[URGENT] << 8 | buf[URGENT + 1]
+        return read16(self.buf, URGENT)
 
     def options(self) -> memoryview:
         return self.buf[OPTIONS : self.header_len()]

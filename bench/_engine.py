@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
+from collections.abc import Callable
 
 from stackservice.diag import PATTERN
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
@@ -71,8 +72,9 @@ class _Side:
         self.peer.inbox.append(datagram)
         return True
 
-    def run_pass(self, now: int) -> None:
-        """One loop pass: input, timers, readiness to owners, flush."""
+    def run_pass(self, now: int, serve: Callable[[int], None] | None = None) -> None:
+        """One loop pass: input, timers, readiness to owners, `serve(now)`
+        (the stack loop's sessions step, if the side has one), flush."""
         engine = self.engine
         clock = time.perf_counter
         phases = self.phases
@@ -89,6 +91,8 @@ class _Side:
             owner = sock.owner
             if owner is not None:
                 owner.on_ready(sock, now)
+        if serve is not None:
+            serve(now)
         t2 = clock()
         engine.flush(now)
         t3 = clock()

@@ -9,7 +9,10 @@ engines back to back in one process, no kernel, no NIC) under valgrind's
 callgrind, runs the same script once with no workload, and divides the
 difference by the segments the workload sent. The figure includes
 `bench._engine`'s own wiring (see `harness_us_per_segment`), the same in
-every build.
+every build. The `sessions` workload serves the same transactions to an
+application through a shared-memory session (`bench._sessions`): the
+stack's side of it (stackservice/fastpath) and the rings on both sides
+come on top of the engines' work.
 
 Compare two builds by running it in each checkout (compiled, or with
 VFSTACK_NO_EXTENSIONS=1 for the pure modules). Bulk varies by about 10%
@@ -31,21 +34,24 @@ import tempfile
 
 from bench import _cli as bench_cli
 
-# (workload, size): 64 B transactions at concurrency 64; bulk in MB.
-FULL = (("transactions", 1000), ("bulk", 2))
-QUICK = (("transactions", 100), ("bulk", 1))
+# (workload, size): 64 B transactions at concurrency 64, between the two
+# engines or served to an app through a shared-memory session; bulk in MB.
+FULL = (("transactions", 1000), ("sessions", 1000), ("bulk", 2))
+QUICK = (("transactions", 100), ("sessions", 100), ("bulk", 1))
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def _child(workload: str, size: int) -> None:
     """Run one workload (size 0: none, the baseline) and print its segments."""
     from bench._engine import engine_bulk, engine_transactions
+    from bench._sessions import session_transactions
 
     segments = 0
     if size and workload == "bulk":
         segments = engine_bulk(size)["segments"]
     elif size:
-        done = engine_transactions(size, 64)
+        transactions = session_transactions if workload == "sessions" else engine_transactions
+        done = transactions(size, 64)
         segments = round(done["segments_per_transaction"] * size)
     print(f"segments {segments}")
 
@@ -98,17 +104,26 @@ def summarize(report: dict) -> list:
             "build": report["build"],
             "segments": row["segments"],
             "instructions_per_segment": round(row["instructions_per_segment"]),
+            # What the transaction workloads compare by: a session adds a segment.
+            "instructions_per_transaction": (
+                None if row["workload"] == "bulk" else round(row["instructions"] / row["size"])
+            ),
         }
         for row in report["runs"]
     ]
 
 
 def table(summary: list) -> str:
-    lines = [f"{'workload':<18} {'build':<9} {'segments':>9} {'instructions/segment':>21}"]
+    lines = [
+        f"{'workload':<18} {'build':<9} {'segments':>9} {'instructions/segment':>21} "
+        f"{'instructions/transaction':>25}"
+    ]
     for row in summary:
+        per_transaction = row["instructions_per_transaction"]
         lines.append(
             f"{row['workload']:<18} {row['build']:<9} {row['segments']:>9} "
-            f"{row['instructions_per_segment']:>21,}"
+            f"{row['instructions_per_segment']:>21,} "
+            f"{'-' if per_transaction is None else f'{per_transaction:,}':>25}"
         )
     return "\n".join(lines)
 

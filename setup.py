@@ -1,8 +1,8 @@
 """The compiled hot path (DESIGN.md principle 3); everything else about the
 package is in pyproject.toml.
 
-Cython compiles the unit `stackservice.net` + `stackservice.tcp`, every
-module but the package `__init__`s (stackservice/_extensions.py lists
+Cython compiles the unit `stackservice.net` + `stackservice.tcp` +
+`stackservice.fastpath`, every module but the package `__init__`s (stackservice/_extensions.py lists
 them), from the `.py` files themselves in pure-Python mode, typed by the
 `.pxd` files beside them; the extensions land beside their sources and
 `_extensions.json` records what each was built from, for the run-time

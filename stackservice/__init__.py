@@ -6,6 +6,6 @@ from stackservice import _extensions
 
 __version__ = version("vfstack")
 
-# Before any module of the compiled unit (net/, tcp/) is imported: from
-# here on, its finder decides whether the unit runs compiled or pure.
+# Before any module of the compiled unit (net/, tcp/, fastpath/) is
+# imported: from here on, its finder decides whether it runs compiled or pure.
 _extensions.install()

@@ -1,7 +1,8 @@
 """Compiled or pure: which build of the hot path this process runs.
 
-`stackservice.net` and `stackservice.tcp` are one compiled unit (DESIGN.md
-principle 3): setup.py has Cython compile every module of both packages
+`stackservice.net`, `stackservice.tcp` and `stackservice.fastpath` are one
+compiled unit (docs/architecture.md principle 3): setup.py has Cython
+compile every module of these packages
 (all but the package `__init__`s) from its own `.py`, typed by the `.pxd`
 beside it where there is one, puts each extension beside its source and
 records, in `_extensions.json` beside this file, a digest of the source
@@ -49,7 +50,7 @@ from pathlib import Path
 ENV_NO_EXTENSIONS = "VFSTACK_NO_EXTENSIONS"
 COMPILED = "compiled"
 PURE = "pure"
-UNIT_PACKAGES = ("stackservice.net", "stackservice.tcp")
+UNIT_PACKAGES = ("stackservice.net", "stackservice.tcp", "stackservice.fastpath")
 MANIFEST = "_extensions.json"
 
 log = logging.getLogger("stackservice")

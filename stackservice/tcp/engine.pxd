@@ -9,6 +9,7 @@ from stackservice.tcp cimport input as tcp_input, output, recovery
 # Its `from stackservice.tcp.segment import ...` of these then binds the C
 # functions: sequence compares without a Python call.
 from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header, seq_add, seq_gt, write_segment
+from stackservice.tcp.buffers cimport ReceiveBuffer
 from stackservice.tcp.tcb cimport Tcb, flow_key
 from stackservice.tcp.timers cimport TimerWheel
 
@@ -53,3 +54,9 @@ cdef class TcpEngine:
     cpdef rearm(self, Tcb tcb)
     cpdef flush(self, now)
     cpdef _send_queued(self, Tcb tcb, now)
+    # The app-facing calls the shared-memory pumps make for every slot
+    # they move bytes for (stackservice/fastpath/sockets.pxd): C calls.
+    cpdef accept(self, listener)
+    cpdef long long send(self, Tcb tcb, data, now) except -1
+    @cython.locals(buffer=ReceiveBuffer, before="long long", count="long long")
+    cpdef long long receive_into(self, Tcb tcb, out, now) except -1

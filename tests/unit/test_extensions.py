@@ -60,9 +60,12 @@ def test_compiled_leg_builds_each_segment_as_an_extension_type():
     options are extension types with C fields (segment.pxd): no instance
     dictionary. A declaration lost from the .pxd would leave them Python
     dataclasses, about 20x dearer to build, and still compiled."""
+    from stackservice.fastpath.sockets import Slot
     from stackservice.tcp.segment import TcpOptions, TcpRepr
 
-    for made in (TcpOptions(mss=1460), TcpRepr(1, 2, 3, 4, 0x10, 5)):
+    # The shared-memory pumps' view of a socket slot (sockets.pxd), read
+    # for every slot a pass pumps, is one too.
+    for made in (TcpOptions(mss=1460), TcpRepr(1, 2, 3, 4, 0x10, 5), Slot(0)):
         assert not hasattr(made, "__dict__"), type(made)
 
 
@@ -74,11 +77,18 @@ def test_pure_leg_runs_every_unit_module_from_source():
     assert [name for name, path in _loaded_unit().items() if not path.endswith(".py")] == []
 
 
-def test_unit_is_every_module_of_net_and_tcp_but_the_packages():
+def test_unit_is_every_module_of_net_tcp_and_fastpath_but_the_packages():
     names = set(unit_sources(ROOT))
-    assert {"stackservice.net.checksum", "stackservice.tcp.engine", "stackservice.tcp.tcb"} <= names
+    assert {
+        "stackservice.net.checksum", "stackservice.tcp.engine", "stackservice.tcp.tcb",
+        "stackservice.fastpath.sockets",
+    } <= names  # fmt: skip
     assert "stackservice.tcp" not in names
-    assert {name.rpartition(".")[0] for name in names} == {"stackservice.net", "stackservice.tcp"}
+    assert {name.rpartition(".")[0] for name in names} == {
+        "stackservice.net",
+        "stackservice.tcp",
+        "stackservice.fastpath",
+    }
 
 
 def test_every_pxd_ships_with_its_module():

@@ -1,12 +1,13 @@
 """The compiled hot path (DESIGN.md principle 3); everything else about the
 package is in pyproject.toml.
 
-Cython compiles the unit `stackservice.net` + `stackservice.tcp` +
-`stackservice.fastpath`, every module but the package `__init__`s (stackservice/_extensions.py lists
-them), from the `.py` files themselves in pure-Python mode, typed by the
-`.pxd` files beside them; the extensions land beside their sources and
-`_extensions.json` records what each was built from, for the run-time
-check. The unit is built whole or not at all: with VFSTACK_NO_EXTENSIONS
+Cython compiles the unit `vfstack.shm` + `stackservice.net` +
+`stackservice.tcp` + `stackservice.fastpath`, every module but the
+package `__init__`s (sdk/vfstack/_extensions.py lists them), from the
+`.py` files themselves in pure-Python mode, typed by the `.pxd` files
+beside them; the extensions land beside their sources and
+`vfstack/_extensions.json` records what each was built from, for the
+run-time check. The unit is built whole or not at all: with VFSTACK_NO_EXTENSIONS
 set (any non-empty value) nothing is compiled, and a pure `-e` install
 removes what an earlier build left in the checkout, so it runs pure;
 without a working C compiler the install goes on pure as well.
@@ -25,14 +26,18 @@ from setuptools.command.build_py import build_py
 from setuptools.errors import CCompilerError, PlatformError
 
 ROOT = Path(__file__).parent
-PACKAGE = "stackservice"
+# Where the checkout keeps the unit's top-level packages (pyproject.toml's
+# packages.find: the SDK under sdk/), and where the build puts them.
+SOURCE_ROOTS = {"vfstack": ROOT / "sdk" / "vfstack", "stackservice": ROOT / "stackservice"}
 
 
 def _load_units():
-    """stackservice/_extensions.py, by path: the package itself cannot be
-    imported before it is installed."""
+    """sdk/vfstack/_extensions.py, by path: the package itself cannot be
+    imported before it is installed. (Loading it puts its finder on
+    sys.meta_path, where it answers for unit modules only, which the build
+    never imports.)"""
     spec = importlib.util.spec_from_file_location(
-        "_vfstack_extensions", ROOT / PACKAGE / "_extensions.py"
+        "_vfstack_extensions", SOURCE_ROOTS["vfstack"] / "_extensions.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -85,11 +90,11 @@ class BuildUnit(build_ext):
             for extension in self.extensions:
                 Path(self.get_ext_fullpath(extension.name)).unlink(missing_ok=True)
             return
-        sources = units.unit_sources(ROOT / PACKAGE)
+        sources = units.unit_sources(SOURCE_ROOTS)
         manifest = json.dumps({n: units.source_digest(p) for n, p in sources.items()}, indent=1)
-        directories = [Path(self.build_lib) / PACKAGE]
+        directories = [Path(self.build_lib) / "vfstack"]
         if self.inplace:
-            directories.append(ROOT / PACKAGE)
+            directories.append(SOURCE_ROOTS["vfstack"])
         for directory in directories:
             (directory / units.MANIFEST).write_text(manifest + "\n")
 
@@ -104,9 +109,8 @@ class BuildPurePy(build_py):
         super().run()
         if COMPILE or not self.editable_mode:
             return
-        directory = ROOT / PACKAGE
-        (directory / units.MANIFEST).unlink(missing_ok=True)
-        for source in units.unit_sources(directory).values():
+        (SOURCE_ROOTS["vfstack"] / units.MANIFEST).unlink(missing_ok=True)
+        for source in units.unit_sources(SOURCE_ROOTS).values():
             while (extension := units.extension_path(source)) is not None:
                 extension.unlink()
 
@@ -121,7 +125,7 @@ def _extensions() -> list[Extension]:
     # py-spy --native and perf.
     return [
         Extension(name, [str(path.relative_to(ROOT))], extra_compile_args=["-O2", "-g0"])
-        for name, path in units.unit_sources(ROOT / PACKAGE).items()
+        for name, path in units.unit_sources(SOURCE_ROOTS).items()
     ]
 
 

@@ -76,7 +76,7 @@ def _count(workload: str, size: int) -> tuple[int, int]:
 def run(quick: bool, progress) -> dict:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed: apt-get install valgrind")
-    from stackservice import _extensions
+    from vfstack import _extensions
 
     rows = []
     progress("baseline: the script with no workload, under callgrind ...")

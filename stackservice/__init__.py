@@ -2,10 +2,9 @@
 
 from importlib.metadata import version
 
-from stackservice import _extensions
+# Imported first: it puts the compiled unit's finder on sys.meta_path
+# before any of this package's unit modules (net/, tcp/, fastpath/) is
+# imported; from here on it decides compiled or pure.
+from vfstack import _extensions  # noqa: F401
 
 __version__ = version("vfstack")
-
-# Before any module of the compiled unit (net/, tcp/, fastpath/) is
-# imported: from here on, its finder decides whether it runs compiled or pure.
-_extensions.install()

@@ -17,7 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from stackservice import __version__, _extensions
+from vfstack import _extensions
+
+from stackservice import __version__
 from stackservice.clock import monotonic_us
 from stackservice.config import InstanceConfig
 from stackservice.control.gate import inner_path

@@ -14,6 +14,9 @@ import select as _pyselect
 import socket as _pysocket
 from importlib.metadata import version
 
+# First: importing it puts the compiled unit's finder on sys.meta_path
+# before anything below imports a unit module (vfstack.shm).
+from vfstack import _extensions  # noqa: F401
 from vfstack._control import ControlError
 from vfstack._epoll import Epoll
 from vfstack._errors import SDKError, StackGone

@@ -122,7 +122,7 @@ class StackIdentity:
     started_at: float  # Unix seconds
     congestion_control: str
     diag_services: bool
-    build: str  # the hot path: compiled or pure (stackservice/_extensions.py)
+    build: str  # the hot path: compiled or pure (sdk/vfstack/_extensions.py)
 
     @classmethod
     def from_json(cls, text: str) -> StackIdentity:

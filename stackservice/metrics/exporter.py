@@ -28,7 +28,7 @@ stack's name), `vf` (VF index, "" when not a VF) and `pf`:
   `vfstack_memory_bytes{pool}` and `vfstack_memory_limit_bytes{pool}`
   (`stackservice.limits.MemoryPool`: segments, event_backlog),
   `vfstack_info{version,iface,mac,mode,build}` (always 1; `build` is
-  `compiled` or `pure`, stackservice/_extensions.py);
+  `compiled` or `pure`, sdk/vfstack/_extensions.py);
 - histograms: a layout histogram `X_us` becomes `vfstack_X_seconds` (bounds
   converted to seconds), any other `X` becomes `vfstack_X`
   (`vfstack_rx_batch_packets`);

@@ -7,8 +7,8 @@ import sys
 import threading
 
 import pytest
+from vfstack._extensions import build
 
-from stackservice._extensions import build
 from stackservice.nic.emulate import vf_mac
 from tests.support.netns import in_netns, spawn_in_netns
 from tests.support.stack import StackProcess, running_stack, sample_until

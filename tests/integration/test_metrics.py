@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import vfstack
 from prometheus_client.parser import text_string_to_metric_families
+from vfstack._extensions import build
 
-from stackservice._extensions import build
 from tests.support.netns import in_netns, kernel_peer
 from tests.support.process import stop
 from tests.support.stack import StackProcess, running_stack, sample_until, wait_until

@@ -10,7 +10,7 @@ Python runs isolated (`-I`: no PYTHONPATH, no current directory on
 sys.path), so the app imports what the install put there and nothing
 from the checkout. About 2 min for the environment on the development
 machine, most of it compiling the stack's hot path, which the same
-install is then checked to run (setup.py, stackservice/_extensions.py).
+install is then checked to run (setup.py, sdk/vfstack/_extensions.py).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ print(json.dumps(sorted(
 
 
 _BUILD = """
-import json, stackservice._extensions as extensions, stackservice.tcp.engine as engine
+import json, vfstack._extensions as extensions, stackservice.tcp.engine as engine
 print(json.dumps({"build": extensions.build(), "engine": engine.__file__}))
 """
 

@@ -1,4 +1,4 @@
-"""The compiled hot path (stackservice/_extensions.py, setup.py).
+"""The compiled hot path (sdk/vfstack/_extensions.py, setup.py).
 
 The suite runs in two legs: compiled (the README's `python3 -m pytest`
 after `pip install -e .`) and pure (`VFSTACK_NO_EXTENSIONS=1`, .ci/run).
@@ -15,19 +15,20 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import tomllib
 from fnmatch import fnmatch
 from importlib.machinery import EXTENSION_SUFFIXES, SourceFileLoader
 from pathlib import Path
 
 import pytest
-
-import stackservice
-from stackservice._extensions import (
+import vfstack
+from vfstack._extensions import (
     COMPILED,
     ENV_NO_EXTENSIONS,
     MANIFEST,
     PURE,
+    InstalledRoots,
     UnitFinder,
     build,
     source_digest,
@@ -35,20 +36,29 @@ from stackservice._extensions import (
     unit_sources,
 )
 
-ROOT = Path(stackservice.__file__).parent
+import stackservice
+
+ROOTS = {
+    "vfstack": Path(vfstack.__file__).parent,
+    "stackservice": Path(stackservice.__file__).parent,
+}
 PURE_LEG = bool(os.environ.get(ENV_NO_EXTENSIONS))
 
 
 def _loaded_unit() -> dict[str, str]:
     """{module: the file it was loaded from} for the whole unit."""
-    return {name: importlib.import_module(name).__file__ for name in unit_sources(ROOT)}
+    return {name: importlib.import_module(name).__file__ for name in unit_sources(ROOTS)}
+
+
+def test_the_finder_finds_both_packages_where_this_process_imports_them():
+    assert dict(InstalledRoots()) == ROOTS
 
 
 @pytest.mark.skipif(PURE_LEG, reason=f"the pure leg ({ENV_NO_EXTENSIONS} is set)")
 def test_compiled_leg_runs_every_unit_module_compiled():
     """A module left out of the build, a failed build or an edit since it
     fails here: the unit would otherwise run pure (and slow) unnoticed."""
-    assert unit_problems(ROOT) == []
+    assert unit_problems(ROOTS) == []
     assert build() == COMPILED
     compiled = tuple(EXTENSION_SUFFIXES)
     assert [name for name, path in _loaded_unit().items() if not path.endswith(compiled)] == []
@@ -77,14 +87,15 @@ def test_pure_leg_runs_every_unit_module_from_source():
     assert [name for name, path in _loaded_unit().items() if not path.endswith(".py")] == []
 
 
-def test_unit_is_every_module_of_net_tcp_and_fastpath_but_the_packages():
-    names = set(unit_sources(ROOT))
+def test_unit_is_every_module_of_shm_net_tcp_and_fastpath_but_the_packages():
+    names = set(unit_sources(ROOTS))
     assert {
-        "stackservice.net.checksum", "stackservice.tcp.engine", "stackservice.tcp.tcb",
-        "stackservice.fastpath.sockets",
+        "vfstack.shm._rings", "stackservice.net.checksum", "stackservice.tcp.engine",
+        "stackservice.tcp.tcb", "stackservice.fastpath.sockets",
     } <= names  # fmt: skip
-    assert "stackservice.tcp" not in names
+    assert "stackservice.tcp" not in names and "vfstack.shm" not in names
     assert {name.rpartition(".")[0] for name in names} == {
+        "vfstack.shm",
         "stackservice.net",
         "stackservice.tcp",
         "stackservice.fastpath",
@@ -95,34 +106,37 @@ def test_every_pxd_ships_with_its_module():
     """The run-time check digests a module's .pxd with its .py: one the
     wheel left out (pyproject's package-data) would make the installed
     unit stale, and run it pure."""
-    pyproject = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((ROOTS["stackservice"].parent / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"]["package-data"]
-    declarations = sorted(ROOT.glob("*/*.pxd"))
-    assert declarations
-    for pxd in declarations:
-        patterns = package_data.get(f"stackservice.{pxd.parent.name}", ())
+    declarations = [(top, pxd) for top, root in ROOTS.items() for pxd in root.glob("*/*.pxd")]
+    assert {top for top, _ in declarations} == set(ROOTS)
+    for top, pxd in declarations:
+        patterns = package_data.get(f"{top}.{pxd.parent.name}", ())
         assert any(fnmatch(pxd.name, pattern) for pattern in patterns), pxd
 
 
 # ------------------------------------------------------------ a fake tree
 
 
-def _tree(tmp_path: Path, compiled: bool = True) -> Path:
-    """net/checksum.py and tcp/tcb.py (+ tcb.pxd), each with an extension
-    and its digest in the manifest when `compiled`."""
-    for package in ("net", "tcp"):
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "net" / "checksum.py").write_text("VALUE = 'pure'\n")
-    (tmp_path / "tcp" / "tcb.py").write_text("class Tcb:\n    pass\n")
-    (tmp_path / "tcp" / "tcb.pxd").write_text("cdef class Tcb:\n    pass\n")
+def _tree(tmp_path: Path, compiled: bool = True) -> dict[str, Path]:
+    """The two top-level packages, apart as in a checkout: vfstack/shm/_rings.py
+    and stackservice's net/checksum.py and tcp/tcb.py (+ tcb.pxd), each
+    with an extension and its digest in the manifest when `compiled`."""
+    roots = {"vfstack": tmp_path / "sdk" / "vfstack", "stackservice": tmp_path / "stackservice"}
+    for top, package in (("vfstack", "shm"), ("stackservice", "net"), ("stackservice", "tcp")):
+        (roots[top] / package).mkdir(parents=True)
+        (roots[top] / package / "__init__.py").write_text("")
+    (roots["vfstack"] / "shm" / "_rings.py").write_text("class ByteRing:\n    pass\n")
+    (roots["stackservice"] / "net" / "checksum.py").write_text("VALUE = 'pure'\n")
+    (roots["stackservice"] / "tcp" / "tcb.py").write_text("class Tcb:\n    pass\n")
+    (roots["stackservice"] / "tcp" / "tcb.pxd").write_text("cdef class Tcb:\n    pass\n")
     if compiled:
         digests = {}
-        for name, source in unit_sources(tmp_path).items():
+        for name, source in unit_sources(roots).items():
             source.with_name(source.stem + EXTENSION_SUFFIXES[0]).write_bytes(b"")
             digests[name] = source_digest(source)
-        (tmp_path / MANIFEST).write_text(json.dumps(digests))
-    return tmp_path
+        (roots["vfstack"] / MANIFEST).write_text(json.dumps(digests))
+    return roots
 
 
 def test_unit_with_every_extension_built_from_its_source_runs_compiled(tmp_path, caplog):
@@ -137,7 +151,9 @@ def test_no_extensions_requested_runs_pure_from_source_without_a_warning(tmp_pat
     assert finder.build() == PURE
     spec = finder.find_spec("stackservice.net.checksum", None)
     assert isinstance(spec.loader, SourceFileLoader)
-    assert spec.origin == str(tmp_path / "net" / "checksum.py")
+    assert spec.origin == str(tmp_path / "stackservice" / "net" / "checksum.py")
+    spec = finder.find_spec("vfstack.shm._rings", None)  # the SDK's, from its own root
+    assert spec.origin == str(tmp_path / "sdk" / "vfstack" / "shm" / "_rings.py")
     assert caplog.records == []
 
 
@@ -152,32 +168,55 @@ def test_pure_unit_loads_its_source_although_an_extension_sits_beside_it(tmp_pat
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
-        (lambda root: next((root / "tcp").glob("tcb.*.so")).unlink(), "tcp.tcb missing"),
-        (lambda root: (root / "net" / "checksum.py").write_text("VALUE = 2\n"), "checksum stale"),
-        (lambda root: (root / "tcp" / "tcb.pxd").write_text("\n"), "tcp.tcb stale"),
-        (lambda root: (root / MANIFEST).unlink(), "net.checksum stale"),
+        (
+            lambda roots: next((roots["stackservice"] / "tcp").glob("tcb.*.so")).unlink(),
+            "tcp.tcb missing",
+        ),
+        (
+            lambda roots: (roots["stackservice"] / "net" / "checksum.py").write_text("VALUE = 2\n"),
+            "checksum stale",
+        ),
+        (
+            lambda roots: (roots["stackservice"] / "tcp" / "tcb.pxd").write_text("\n"),
+            "tcp.tcb stale",
+        ),
+        (
+            lambda roots: (roots["vfstack"] / "shm" / "_rings.py").write_text("\n"),
+            "shm._rings stale",
+        ),
+        (lambda roots: (roots["vfstack"] / MANIFEST).unlink(), "shm._rings stale"),
+        (lambda roots: shutil.rmtree(roots.pop("stackservice")), "stackservice not found"),
     ],
-    ids=["extension-missing", "py-edited", "pxd-edited", "no-manifest"],
+    ids=[
+        "extension-missing",
+        "py-edited",
+        "pxd-edited",
+        "sdk-module-edited",
+        "no-manifest",
+        "stack-package-gone",
+    ],
 )
 def test_missing_or_stale_extension_runs_the_whole_unit_pure_with_one_warning(
     tmp_path, caplog, damage, problem
 ):
-    root = _tree(tmp_path)
-    damage(root)
-    finder = UnitFinder(root, {})
-    with caplog.at_level(logging.WARNING, logger="stackservice"):
+    roots = _tree(tmp_path)
+    damage(roots)
+    finder = UnitFinder(roots, {})
+    with caplog.at_level(logging.WARNING, logger="vfstack"):
         assert finder.build() == PURE
         assert finder.build() == PURE  # decided once: one warning
     assert len(caplog.records) == 1
     assert problem in caplog.messages[0]
     assert ENV_NO_EXTENSIONS in caplog.messages[0]
-    # Whole unit: the untouched module is pure as well.
-    for name in ("stackservice.net.checksum", "stackservice.tcp.tcb"):
-        assert isinstance(finder.find_spec(name, None).loader, SourceFileLoader)
+    # Whole unit: the untouched modules are pure as well.
+    for name in ("vfstack.shm._rings", "stackservice.net.checksum", "stackservice.tcp.tcb"):
+        if name.partition(".")[0] in roots:
+            assert isinstance(finder.find_spec(name, None).loader, SourceFileLoader)
 
 
 def test_nothing_built_runs_pure_naming_each_missing_module(tmp_path):
     assert unit_problems(_tree(tmp_path, compiled=False)) == [
+        "vfstack.shm._rings missing",
         "stackservice.net.checksum missing",
         "stackservice.tcp.tcb missing",
     ]

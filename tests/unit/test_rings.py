@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.util
 import mmap
 import multiprocessing
 import random
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -27,7 +29,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from vfstack.shm import ByteRing, CorruptRing, RecordRing
+from vfstack.shm import ByteRing, CorruptRing, RecordRing, _rings
 from vfstack.shm._rings import HEADER_SIZE
 
 from tests.support.shm import mapped, other_process, session_file
@@ -47,16 +49,29 @@ def region():
     return memoryview(mmap.mmap(-1, 1 << 20))
 
 
-def record_ring(region, slots: int = 8, record_size: int = 16) -> RecordRing:
-    ring = RecordRing(region[: RecordRing.region_size(slots, record_size)], slots, record_size)
+def record_ring(region, slots: int = 8, record_size: int = 16, kind=RecordRing) -> RecordRing:
+    ring = kind(region[: kind.region_size(slots, record_size)], slots, record_size)
     ring.init()
     return ring
 
 
-def byte_ring(region, capacity: int = 16) -> ByteRing:
-    ring = ByteRing(region[: ByteRing.region_size(capacity)], capacity)
+def byte_ring(region, capacity: int = 16, kind=ByteRing) -> ByteRing:
+    ring = kind(region[: kind.region_size(capacity)], capacity)
     ring.init()
     return ring
+
+
+@pytest.fixture(scope="module")
+def as_written():
+    """The rings module run from its source, in either leg. Compiled, a
+    ring's header is a typed view (_rings.pxd) that no test can replace by
+    a `StoreLog`: the tests that count the index stores run the algorithm
+    as written, which both builds share."""
+    source = Path(_rings.__file__).with_name("_rings.py")
+    spec = importlib.util.spec_from_file_location("vfstack_rings_as_written", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def words(region) -> memoryview:
@@ -266,8 +281,8 @@ def test_record_ring_push_many_pads_short_records_and_refuses_long_ones(region):
         ring.push_many([b"abc", b"defgh"])
 
 
-def test_record_ring_batch_publishes_with_one_store_per_batch(region):
-    ring = record_ring(region, slots=64, record_size=16)
+def test_record_ring_batch_publishes_with_one_store_per_batch(region, as_written):
+    ring = record_ring(region, slots=64, record_size=16, kind=as_written.RecordRing)
     ring.push_many([rec(0)] * 40)
     ring.pop_many(40)  # so the next batch wraps
     log = StoreLog(ring._words)
@@ -316,8 +331,8 @@ def test_byte_ring_wraps_around(region):
     assert words(region)[HEAD] == 23 and words(region)[TAIL] == 23
 
 
-def test_byte_ring_write_publishes_once_even_when_it_wraps(region):
-    ring = byte_ring(region, capacity=16)
+def test_byte_ring_write_publishes_once_even_when_it_wraps(region, as_written):
+    ring = byte_ring(region, capacity=16, kind=as_written.ByteRing)
     ring.write(b"x" * 12)
     ring.read_into(bytearray(12))
     log = StoreLog(ring._words)

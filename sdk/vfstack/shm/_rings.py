@@ -103,6 +103,7 @@ class _Ring:
 
     __slots__ = (
         "_view",
+        "_header",
         "_words",
         "_data",
         "_cap",
@@ -118,7 +119,9 @@ class _Ring:
         if capacity <= 0 or capacity & (capacity - 1):
             raise ValueError(f"capacity must be a power of two, not {capacity}")
         self._view = _region_view(region, HEADER_SIZE + data_size)
-        self._words = self._view[:HEADER_SIZE].cast("Q")
+        self._header = self._view[:HEADER_SIZE].cast("Q")
+        # The same words; compiled, a typed view of them (_rings.pxd).
+        self._words = self._header
         self._data = self._view[HEADER_SIZE : HEADER_SIZE + data_size]
         self._cap = capacity
         self._mask = capacity - 1
@@ -158,7 +161,8 @@ class _Ring:
 
     def close(self) -> None:
         """Release the views on the region (the mmap can then be closed)."""
-        self._words.release()
+        self._words = None  # compiled, a typed view holding `_header`: dropped first
+        self._header.release()
         self._data.release()
         self._view.release()
 

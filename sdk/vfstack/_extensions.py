@@ -1,12 +1,17 @@
 """Compiled or pure: which build of the hot path this process runs.
 
-`stackservice.net`, `stackservice.tcp` and `stackservice.fastpath` are one
-compiled unit (docs/architecture.md principle 3): setup.py has Cython
-compile every module of these packages
-(all but the package `__init__`s) from its own `.py`, typed by the `.pxd`
-beside it where there is one, puts each extension beside its source and
-records, in `_extensions.json` beside this file, a digest of the source
-each was built from.
+The hot path is one compiled unit (docs/architecture.md principle 3) that
+spans the distribution's two packages: the shared-memory format both an
+app and the stack run (`vfstack.shm`) and the stack's packet, TCP and
+session path (`stackservice.net`, `stackservice.tcp`,
+`stackservice.fastpath`). setup.py has Cython compile every module of
+these packages (all but the package `__init__`s) from its own `.py`, typed
+by the `.pxd` beside it where there is one, puts each extension beside its
+source and records, in `_extensions.json` beside this file, a digest of
+the source each was built from. It lives here, in the SDK, because an app
+runs the unit's `vfstack.shm` without the stack, and the stack imports
+the SDK anyway; `vfstack/__init__.py` installs the finder before anything
+imports a unit module, in an app as in the stack.
 
 The choice is made once per process, at the first import of a unit
 module, and holds for the whole unit: a compiled module reaches the other
@@ -50,18 +55,24 @@ from pathlib import Path
 ENV_NO_EXTENSIONS = "VFSTACK_NO_EXTENSIONS"
 COMPILED = "compiled"
 PURE = "pure"
-UNIT_PACKAGES = ("stackservice.net", "stackservice.tcp", "stackservice.fastpath")
-MANIFEST = "_extensions.json"
+UNIT_PACKAGES = ("vfstack.shm", "stackservice.net", "stackservice.tcp", "stackservice.fastpath")
+MANIFEST = "_extensions.json"  # in the vfstack package's directory
+_TOP_LEVEL = tuple(dict.fromkeys(package.partition(".")[0] for package in UNIT_PACKAGES))
 
-log = logging.getLogger("stackservice")
+log = logging.getLogger("vfstack")
+
+Roots = Mapping[str, Path]  # {top-level package ("vfstack", "stackservice"): its directory}
 
 
-def unit_sources(root: Path) -> dict[str, Path]:
-    """Every module of the compiled unit under `root`, the directory of
-    the `stackservice` package: {module name: its `.py`}."""
+def unit_sources(roots: Roots) -> dict[str, Path]:
+    """Every module of the compiled unit: {module name: its `.py`}. A
+    top-level package not in `roots` has none."""
     sources = {}
     for package in UNIT_PACKAGES:
-        directory = root / package.rpartition(".")[2]
+        top, _, rest = package.partition(".")
+        if top not in roots:
+            continue
+        directory = roots[top].joinpath(*rest.split("."))
         for path in sorted(directory.glob("*.py")):
             if path.name != "__init__.py":
                 sources[f"{package}.{path.stem}"] = path
@@ -87,16 +98,17 @@ def extension_path(source: Path) -> Path | None:
     return None
 
 
-def unit_problems(root: Path) -> list[str]:
-    """What keeps the unit under `root` from running compiled, one entry
-    per module ("stackservice.tcp.engine missing" or "... stale"); empty
-    when every module has an extension built from its current source."""
+def unit_problems(roots: Roots) -> list[str]:
+    """What keeps the unit from running compiled, one entry per module
+    ("stackservice.tcp.engine missing" or "... stale", or a top-level
+    package "... not found"); empty when every module has an extension
+    built from its current source."""
     try:
-        built = json.loads((root / MANIFEST).read_text())
+        built = json.loads((roots["vfstack"] / MANIFEST).read_text())
     except (OSError, ValueError):
         built = {}  # no build recorded: any extension found is of unknown origin
-    problems = []
-    for name, source in unit_sources(root).items():
+    problems = [f"{top} not found" for top in _TOP_LEVEL if top not in roots]
+    for name, source in unit_sources(roots).items():
         if extension_path(source) is None:
             problems.append(f"{name} missing")
         elif built.get(name) != source_digest(source):
@@ -104,12 +116,40 @@ def unit_problems(root: Path) -> list[str]:
     return problems
 
 
-class UnitFinder(importlib.abc.MetaPathFinder):
-    """Decides compiled or pure for the unit under `root` at the first
-    import of one of its modules and, when pure, loads them from source."""
+class InstalledRoots(Mapping):
+    """Where this process finds the unit's top-level packages, looked up on
+    first use without importing them (the finder runs inside an import).
+    In an installed wheel they are siblings; in a checkout (`pip install
+    -e .`) the SDK sits under sdk/."""
 
-    def __init__(self, root: Path, environ: Mapping[str, str]) -> None:
-        self.root = root
+    def __init__(self) -> None:
+        self._found: dict[str, Path] | None = None
+
+    def _roots(self) -> dict[str, Path]:
+        if self._found is None:
+            found = {"vfstack": Path(__file__).parent}
+            spec = importlib.util.find_spec("stackservice")
+            if spec is not None and spec.submodule_search_locations:
+                found["stackservice"] = Path(next(iter(spec.submodule_search_locations)))
+            self._found = found
+        return self._found
+
+    def __getitem__(self, top: str) -> Path:
+        return self._roots()[top]
+
+    def __iter__(self):
+        return iter(self._roots())
+
+    def __len__(self) -> int:
+        return len(self._roots())
+
+
+class UnitFinder(importlib.abc.MetaPathFinder):
+    """Decides compiled or pure for the unit at the first import of one of
+    its modules and, when pure, loads them from source."""
+
+    def __init__(self, roots: Roots, environ: Mapping[str, str]) -> None:
+        self.roots = roots
         self.environ = environ
         self._build: str | None = None
 
@@ -123,14 +163,14 @@ class UnitFinder(importlib.abc.MetaPathFinder):
     def _decide(self) -> str:
         if self.environ.get(ENV_NO_EXTENSIONS):
             return PURE
-        problems = unit_problems(self.root)
+        problems = unit_problems(self.roots)
         if not problems:
             return COMPILED
         log.warning(
-            "stackservice: running pure Python: %d of %d compiled modules missing or stale "
+            "vfstack: running pure Python: %d of %d compiled modules missing or stale "
             "(%s%s); rebuild with `pip install .` (`-e` in a checkout), or set %s=1 to run "
             "pure without this warning",
-            len(problems), len(unit_sources(self.root)), problems[0],
+            len(problems), len(unit_sources(self.roots)), problems[0],
             ", ..." if len(problems) > 1 else "", ENV_NO_EXTENSIONS,
         )  # fmt: skip
         return PURE
@@ -141,22 +181,25 @@ class UnitFinder(importlib.abc.MetaPathFinder):
         package, _, name = fullname.rpartition(".")
         if package not in UNIT_PACKAGES or self.build() == COMPILED:
             return None
-        source = self.root / package.rpartition(".")[2] / f"{name}.py"
+        top, _, rest = package.partition(".")
+        if top not in self.roots:
+            return None
+        source = self.roots[top].joinpath(*rest.split("."), f"{name}.py")
         if not source.is_file():
             return None
         return importlib.util.spec_from_file_location(fullname, source)
 
 
-_FINDER = UnitFinder(Path(__file__).parent, os.environ)
-
-
-def install() -> None:
-    """Put the unit's finder first on `sys.meta_path` (once): before any
-    unit module is imported, i.e. from `stackservice/__init__.py`."""
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
+_FINDER = UnitFinder(InstalledRoots(), os.environ)
 
 
 def build() -> str:
     """COMPILED or PURE: what this process runs (see the module docstring)."""
     return _FINDER.build()
+
+
+# Importing this module installs the finder, first on `sys.meta_path`
+# (once): `vfstack/__init__.py` imports it before any unit module, and
+# the stack imports the SDK before its own (`stackservice/__init__.py`).
+if _FINDER not in sys.meta_path:
+    sys.meta_path.insert(0, _FINDER)

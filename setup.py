@@ -71,6 +71,8 @@ class BuildUnit(build_ext):
             self.extensions,
             build_dir=str(Path(self.build_temp) / "cython"),
             compiler_directives=DIRECTIVES,
+            # The stack's .pxd cimport the SDK's (vfstack.shm), kept under sdk/.
+            include_path=[str(SOURCE_ROOTS["vfstack"].parent)],
             nthreads=self.parallel,
             quiet=True,
         )

@@ -2,6 +2,9 @@
 
 cimport cython
 
+from vfstack.shm._rings cimport ByteRing, RecordRing
+from vfstack.shm._segment cimport Segment
+
 from stackservice.tcp.buffers cimport ReceiveBuffer, SendBuffer
 from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
@@ -26,11 +29,13 @@ cdef class Slot:
 
 
 # The table as an extension type whose pumps are C calls from the session's
-# pass and from one another, and whose engine calls (send, receive_into,
-# accept) are C calls into the compiled engine.
+# pass and from one another, and whose calls into the engine (send,
+# receive_into, accept) and into the segment and its rings (vfstack.shm,
+# the same compiled unit) are C calls too.
 cdef class SocketTable:
     cdef public TcpEngine engine
-    cdef public object segment, app_name, uid, committed, ports, _commit, _scratch, _app_stats
+    cdef public Segment segment
+    cdef public object app_name, uid, committed, ports, _commit, _scratch, _app_stats
     cdef public list slots, generation, free, out
     cdef public dict slot_of, _ready_at
     cdef public set listening, dirty
@@ -45,19 +50,19 @@ cdef class SocketTable:
     cpdef release_slot(self, Py_ssize_t slot)
     cpdef post(self, kind, slot, request=*, result=*, a1=*, a2=*, a3=*, a64=*)
     cpdef ready(self, slot, mask)
-    @cython.locals(k=Py_ssize_t, n=Py_ssize_t)
+    @cython.locals(k=Py_ssize_t, n=Py_ssize_t, events=RecordRing)
     cpdef Py_ssize_t flush_events(self, delivery) except -1
     @cython.locals(slot=Py_ssize_t)
     cpdef pump_dirty(self, long long now)
-    @cython.locals(s=Slot, tcb=Tcb, tx_moved="long long", rx_moved="long long", mask="long long")
+    @cython.locals(s=Slot, tcb=Tcb, seg=Segment, tx_moved="long long", rx_moved="long long", mask="long long")
     cpdef pump(self, Py_ssize_t slot, long long now)
-    @cython.locals(mask="long long", state="long long", buffer=ReceiveBuffer)
+    @cython.locals(mask="long long", state="long long", buffer=ReceiveBuffer, seg=Segment, rx_ring=ByteRing, tx_ring=ByteRing)
     cpdef long long _readiness(self, Py_ssize_t slot, Slot s, Tcb tcb) except -1
-    @cython.locals(moved="long long", room="long long", n="long long", sent="long long")
+    @cython.locals(moved="long long", room="long long", n="long long", sent="long long", ring=ByteRing)
     cpdef long long pump_tx(self, Py_ssize_t slot, Slot s, Tcb tcb, long long now) except -1
     @cython.locals(buffer=SendBuffer, left="long long")
     cpdef drain_tx(self, Py_ssize_t slot, Slot s, Tcb tcb, long long now)
-    @cython.locals(moved="long long", room="long long", n="long long")
+    @cython.locals(moved="long long", room="long long", n="long long", ring=ByteRing)
     cpdef long long _pump_rx(self, Py_ssize_t slot, Slot s, Tcb tcb, long long now) except -1
     @cython.locals(c=Slot, tcb=Tcb, new=Py_ssize_t)
     cpdef _accept(self, Py_ssize_t slot, Slot s, listener, long long now)

@@ -31,9 +31,9 @@ from vfstack.shm import (
     SLOT_CONNECTING,
     SLOT_FREE,
     SLOT_OPEN,
-    Segment,
     encode_event_into,
 )
+from vfstack.shm._segment import Segment  # the defining module: sockets.pxd cimports it
 
 from stackservice.clock import monotonic_us
 from stackservice.fastpath.ports import PortPolicy

@@ -231,6 +231,7 @@ class Segment:
         "_tx",
         "_creator",
         "_fd",
+        "_slots",
     )
 
     def __init__(
@@ -265,6 +266,7 @@ class Segment:
         )
         self._rx: list[ByteRing | None] = [None] * g.socket_slots
         self._tx: list[ByteRing | None] = [None] * g.socket_slots
+        self._slots = g.socket_slots  # checked on every slot access
 
     # -- creation / opening -------------------------------------------------
 
@@ -389,7 +391,7 @@ class Segment:
             IndexError: slot out of range.
             CorruptRing: the ring header was tampered with.
         """
-        if not 0 <= slot < self.geometry.socket_slots:
+        if not 0 <= slot < self._slots:
             raise IndexError("slot out of range")
         ring = self._rx[slot]
         if ring is None:
@@ -404,7 +406,7 @@ class Segment:
             IndexError: slot out of range.
             CorruptRing: the ring header was tampered with.
         """
-        if not 0 <= slot < self.geometry.socket_slots:
+        if not 0 <= slot < self._slots:
             raise IndexError("slot out of range")
         ring = self._tx[slot]
         if ring is None:
@@ -464,7 +466,7 @@ class Segment:
         return self._i32[self._entry(slot) + _ERROR]
 
     def _entry(self, slot: int) -> int:
-        if not 0 <= slot < self.geometry.socket_slots:
+        if not 0 <= slot < self._slots:
             raise IndexError("slot out of range")
         return slot * _ENTRY_WORDS
 

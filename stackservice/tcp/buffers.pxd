@@ -7,11 +7,17 @@
 cpdef _copy_in(ring, long long size, long long pos, src, long long start, long long n)
 cpdef _copy_out(ring, long long size, long long pos, out, long long out_offset, long long n)
 cpdef long long _ring_size(long long size, long long need, long long capacity)
-cpdef _relocate(ring, long long size, long long head, long long held, long long new_size)
 
 
 cdef class BufferMemory:
     cdef public long long held, limit, pressure
+    cdef list _spare
+
+    cpdef take_ring(self, long long size)
+    cpdef give_ring(self, ring)
+
+
+cpdef _relocate(ring, long long size, long long head, long long held, long long new_size, BufferMemory memory)
 
 
 cdef class _Ring:

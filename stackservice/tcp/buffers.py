@@ -37,6 +37,13 @@ resident at ~5 GiB. Policy, the same for both buffers:
   bytes copied in and out at per-segment Python cost: no thrash.
 - `set_capacity` only reallocates to shrink a ring larger than the new
   capacity (to the smallest doubling of 4 KiB that holds the data).
+- First rings are pooled (mTCP's per-core buffer pools): a 4 KiB ring a
+  buffer lets go of (its connection closed, or it grew) waits in the
+  instance's `BufferMemory` for the next buffer's first byte, up to
+  `SPARE_RINGS` of them (1 MiB, not charged: no buffer holds them). A
+  short transaction allocates four first rings; a fresh `bytearray(4096)`
+  costs ~5 k instructions, allocation and zeroing, a pooled one none.
+  Reuse shows no stale byte: a buffer reads only what it wrote.
 
 Every ring is charged to the instance's `BufferMemory` (Linux's tcp_mem):
 - Above its pressure mark, a ring does not grow for out-of-order data: the
@@ -89,6 +96,7 @@ Buffer = bytes | bytearray | memoryview
 
 MAX_OOO_RANGES = 64  # default bound on out-of-order ranges held by a ReceiveBuffer
 MIN_RING = 4096  # a ring's first allocation (the capacity if smaller)
+SPARE_RINGS = 256  # first rings a BufferMemory keeps for reuse
 SHRINK_RING = 64 * 1024  # an emptied ring at least this large is released
 
 # Shared by every buffer that holds no ring: never written (zero bytes).
@@ -135,11 +143,14 @@ def _ring_size(size: int, need: int, capacity: int) -> int:
     return size if size < capacity else capacity
 
 
-def _relocate(ring: memoryview, size: int, head: int, held: int, new_size: int) -> memoryview:
-    """A new ring of `new_size` bytes holding `held` bytes from `head`, at index 0."""
+def _relocate(
+    ring: memoryview, size: int, head: int, held: int, new_size: int, memory: BufferMemory
+) -> memoryview:
+    """A new ring of `new_size` bytes (a spare of `memory`'s if it has one
+    of that size) holding `held` bytes from `head`, at index 0."""
     if new_size == 0:
         return _NO_RING
-    fresh = memoryview(bytearray(new_size))
+    fresh = memory.take_ring(new_size)
     if held:
         _copy_out(ring, size, head, fresh, 0, held)
     return fresh
@@ -148,9 +159,10 @@ def _relocate(ring: memoryview, size: int, head: int, held: int, new_size: int) 
 class BufferMemory:
     """Ring bytes held by one instance's TCP buffers, and its two marks
     (module docstring): `pressure` stops growth for out-of-order data,
-    `limit` all growth."""
+    `limit` all growth. It also keeps the spare first rings (module
+    docstring)."""
 
-    __slots__ = ("held", "limit", "pressure")
+    __slots__ = ("_spare", "held", "limit", "pressure")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -158,6 +170,24 @@ class BufferMemory:
         self.limit = limit
         self.pressure = limit - limit // 4
         self.held = 0
+        self._spare: list[memoryview] = []
+
+    def take_ring(self, size: int) -> memoryview:
+        """A ring of `size` bytes: a spare one for a first ring, else new."""
+        if size == MIN_RING and self._spare:
+            return self._spare.pop()
+        return memoryview(bytearray(size))
+
+    def give_ring(self, ring: memoryview) -> None:
+        """A ring no buffer uses any more: kept if it is a first ring and
+        the pool has room."""
+        if len(ring) == MIN_RING and len(self._spare) < SPARE_RINGS:
+            self._spare.append(ring)
+
+    @property
+    def spare(self) -> int:
+        """Spare first rings kept (introspection: tests)."""
+        return len(self._spare)
 
 
 class _Ring:
@@ -188,11 +218,18 @@ class _Ring:
         self.capacity = capacity
         if self._size > capacity:
             size = _ring_size(0, held, capacity) if held else 0
-            self._set_ring(_relocate(self._view, self._size, self._head, held, size), size)
+            self._set_ring(
+                _relocate(self._view, self._size, self._head, held, size, self._memory), size
+            )
             self._head = 0
 
     def _set_ring(self, view: memoryview, size: int) -> None:
-        self._memory.held += size - self._size
+        """Take `view` as the ring (the old one's bytes already copied out):
+        the old one goes back to the pool."""
+        memory = self._memory
+        memory.held += size - self._size
+        if self._size:
+            memory.give_ring(self._view)
         self._view = view
         self._size = size
 
@@ -213,7 +250,10 @@ class _Ring:
         if size > room:
             size = room
         if size > self._size:
-            self._set_ring(_relocate(self._view, self._size, self._head, self._held(), size), size)
+            held = self._held()
+            self._set_ring(
+                _relocate(self._view, self._size, self._head, held, size, self._memory), size
+            )
             self._head = 0
 
     def _append(self, used: int, data: Buffer, n: int) -> int:

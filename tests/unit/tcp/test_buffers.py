@@ -13,6 +13,7 @@ from stackservice.net.errors import LocalProtocolError
 from stackservice.tcp.buffers import (
     MIN_RING,
     SHRINK_RING,
+    SPARE_RINGS,
     BufferMemory,
     ReceiveBuffer,
     SendBuffer,
@@ -738,6 +739,42 @@ def test_buffer_memory_holds_every_ring_byte_from_growth_to_release() -> None:
     assert memory.held == rb.ring_size()
     rb.release()
     sb.release()
+    assert memory.held == 0
+
+
+def test_a_closed_connections_first_rings_serve_the_next_without_its_bytes() -> None:
+    """The pool (module docstring): the next buffer's first ring is the one
+    given back, it is not charged while spare, and the new buffer shows
+    only its own bytes, however the old ones lie in the reused ring."""
+    memory = BufferMemory(1 << 30)
+    old_send, old_receive = SendBuffer(65536, memory), ReceiveBuffer(65536, memory=memory)
+    old_send.write(b"secret" * 100)
+    old_receive.accept(0, b"private" * 100)
+    old_receive.accept(5000 - 4096, b"z")  # out of order, kept in the ring
+    old_send.release()
+    old_receive.release()
+    assert memory.spare == 2 and memory.held == 0
+    new_send, new_receive = SendBuffer(65536, memory), ReceiveBuffer(65536, memory=memory)
+    assert new_send.write(b"hello") == 5
+    assert new_receive.accept(0, b"world") == 5
+    assert memory.spare == 0 and memory.held == 2 * MIN_RING
+    out = bytearray(64)
+    assert new_send.peek_into(0, out, 0, 64) == 5 and out[:5] == b"hello"
+    assert not new_receive.has_out_of_order()
+    assert new_receive.read(64) == b"world"
+
+
+def test_a_ring_that_grows_gives_its_first_ring_back_and_the_pool_is_bounded() -> None:
+    memory = BufferMemory(1 << 30)
+    buffers = [SendBuffer(1 << 20, memory) for _ in range(SPARE_RINGS + 10)]
+    for buffer in buffers:
+        buffer.write(bytes(MIN_RING))
+    assert memory.spare == 0
+    buffers[0].write(b"more")  # grows to 8 KiB: the 4 KiB ring is spare now
+    assert memory.spare == 1 and buffers[0].ring_size() == 2 * MIN_RING
+    for buffer in buffers:
+        buffer.release()
+    assert memory.spare == SPARE_RINGS  # the 8 KiB ring and the rest are freed
     assert memory.held == 0
 
 

@@ -15,6 +15,8 @@ from stackservice.tcp.timers cimport TimerWheel
 
 cdef Py_ssize_t _SEGMENTS_IN, _SEGMENTS_OUT
 
+cdef long long _earlier(long long a, long long b) noexcept
+
 # The engine as an extension type: input.py, output.py and recovery.py type
 # their `engine` with it, so its fields are C reads and the methods below
 # C calls from there. `public`: the loop, tests and tools use the fields.
@@ -51,6 +53,7 @@ cdef class TcpEngine:
     cpdef arm_rto(self, Tcb tcb, now)
     cpdef cancel_rto(self, Tcb tcb)
     cpdef arm_persist(self, Tcb tcb, now)
+    @cython.locals(deadline="long long")
     cpdef rearm(self, Tcb tcb)
     cpdef flush(self, now)
     cpdef _send_queued(self, Tcb tcb, now)

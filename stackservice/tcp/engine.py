@@ -172,6 +172,13 @@ class SocketOptions:
         self.congestion_control = ""
 
 
+def _earlier(a: int, b: int) -> int:
+    """The earlier of two deadlines, where 0 is none."""
+    if not a or (b and b < a):
+        return b
+    return a
+
+
 class TcpEngine:
     """All TCP state of one instance; driven by the run loop."""
 
@@ -969,18 +976,13 @@ class TcpEngine:
         self.rearm(tcb)
 
     def rearm(self, tcb: Tcb) -> None:
-        """Keep the wheel entry at the earliest of the TCB's timers."""
-        deadline = 0
-        for candidate in (
-            tcb.rto_deadline,
-            tcb.delack_deadline,
-            tcb.persist_deadline,
-            tcb.keepalive_deadline,
-            tcb.reorder_deadline,
-            tcb.loss_probe_deadline,
-        ):
-            if candidate and (not deadline or candidate < deadline):
-                deadline = candidate
+        """Keep the wheel entry at the earliest of the TCB's timers (pairwise:
+        a tuple of them cost a tuple and six boxed ints on every ACK)."""
+        deadline = _earlier(tcb.rto_deadline, tcb.delack_deadline)
+        deadline = _earlier(deadline, tcb.persist_deadline)
+        deadline = _earlier(deadline, tcb.keepalive_deadline)
+        deadline = _earlier(deadline, tcb.reorder_deadline)
+        deadline = _earlier(deadline, tcb.loss_probe_deadline)
         if deadline:
             self._wheel.schedule(tcb, deadline)
         else:

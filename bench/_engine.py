@@ -292,9 +292,11 @@ class _TxServerConn:
             engine.close(tcb, now)
 
 
-def engine_transactions(count: int, concurrency: int) -> dict[str, float]:
-    a, b = _pair()
-    b.engine.listen(HTTP_PORT, 4096, owner=_TxServer(b.engine))
+def drive_transactions(
+    a: _Side, b: _Side, count: int, concurrency: int, serve: Callable[[int], None] | None = None
+) -> dict[str, float]:
+    """`count` transactions from A's clients to B's port 80, `concurrency`
+    at a time, B's passes running `serve` (its sessions, if any)."""
     loop = _TxLoop(a.engine, b.ip, count)
     started = time.perf_counter()
     now = _now_us()
@@ -303,18 +305,25 @@ def engine_transactions(count: int, concurrency: int) -> dict[str, float]:
     while loop.done < count:
         now = _now_us()
         a.run_pass(now)
-        b.run_pass(now)
+        b.run_pass(now, serve)
     elapsed = time.perf_counter() - started
-    segments = _segments(a, b)
     return {
         "transactions": count,
         "concurrency": concurrency,
         "seconds": elapsed,
         "transactions_per_s": count / elapsed,
-        "segments_per_transaction": segments / count,
-        "us_per_segment": 1e6 * elapsed / segments,
-        "phase_us_per_segment": _phases(a, b, segments),
+        "segments_per_transaction": _segments(a, b) / count,
     }
+
+
+def engine_transactions(count: int, concurrency: int) -> dict[str, float]:
+    a, b = _pair()
+    b.engine.listen(HTTP_PORT, 4096, owner=_TxServer(b.engine))
+    done = drive_transactions(a, b, count, concurrency)
+    segments = _segments(a, b)
+    done["us_per_segment"] = 1e6 * done["seconds"] / segments
+    done["phase_us_per_segment"] = _phases(a, b, segments)
+    return done
 
 
 def harness_us_per_segment(rounds: int = 20000) -> float:

@@ -15,8 +15,6 @@ Measured by `bench.engine_instructions` (workload `sessions`).
 
 from __future__ import annotations
 
-import time
-
 from vfstack.shm import (
     APP_BELL,
     EVENT_ACCEPTED,
@@ -35,7 +33,7 @@ from vfstack.shm import (
     encode_command_into,
 )
 
-from bench._engine import _REQUEST, _RESPONSE, HTTP_PORT, _now_us, _pair, _segments, _TxLoop
+from bench._engine import _REQUEST, _RESPONSE, HTTP_PORT, _now_us, _pair, drive_transactions
 from stackservice.fastpath import SessionManager
 
 ROOT = 0  # the app's uid: root may listen on port 80
@@ -116,23 +114,7 @@ def session_transactions(count: int, concurrency: int) -> dict[str, float]:
     listening = app.command(OP_LISTEN, slot, BACKLOG)
     while listening not in app.results:
         b.run_pass(_now_us(), serve)
-    loop = _TxLoop(a.engine, b.ip, count)
-    started = time.perf_counter()
-    now = _now_us()
-    for _ in range(concurrency):
-        loop.start(now)
-    while loop.done < count:
-        now = _now_us()
-        a.run_pass(now)
-        b.run_pass(now, serve)
-    elapsed = time.perf_counter() - started
-    segments = _segments(a, b)
-    manager.close(now)
+    done = drive_transactions(a, b, count, concurrency, serve)
+    manager.close(_now_us())
     app.close()
-    return {
-        "transactions": count,
-        "concurrency": concurrency,
-        "seconds": elapsed,
-        "transactions_per_s": count / elapsed,
-        "segments_per_transaction": segments / count,
-    }
+    return done

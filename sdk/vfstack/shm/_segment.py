@@ -266,7 +266,9 @@ class Segment:
         )
         self._rx: list[ByteRing | None] = [None] * g.socket_slots
         self._tx: list[ByteRing | None] = [None] * g.socket_slots
-        self._slots = g.socket_slots  # checked on every slot access
+        # Checked on every slot access: compiled, a C field (_segment.pxd)
+        # rather than an attribute read of the geometry.
+        self._slots = g.socket_slots
 
     # -- creation / opening -------------------------------------------------
 

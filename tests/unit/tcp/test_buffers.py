@@ -750,7 +750,7 @@ def test_a_closed_connections_first_rings_serve_the_next_without_its_bytes() -> 
     old_send, old_receive = SendBuffer(65536, memory), ReceiveBuffer(65536, memory=memory)
     old_send.write(b"secret" * 100)
     old_receive.accept(0, b"private" * 100)
-    old_receive.accept(5000 - 4096, b"z")  # out of order, kept in the ring
+    old_receive.accept(200, b"z")  # out of order, kept in the ring
     old_send.release()
     old_receive.release()
     assert memory.spare == 2 and memory.held == 0

@@ -35,13 +35,7 @@ from vfstack.shm import (
 
 from stackservice.fastpath import sockopts
 from stackservice.fastpath.sockets import Slot, SocketTable
-from stackservice.tcp.engine import (
-    EPHEMERAL_FIRST,
-    EPHEMERAL_LAST,
-    Listener,
-    SocketError,
-    SocketOptions,
-)
+from stackservice.tcp.engine import Listener, SocketError, SocketOptions
 from stackservice.tcp.tcb import Tcb
 
 __all__ = ["execute"]
@@ -114,11 +108,12 @@ def _bind(sockets: SocketTable, slot: int, s: Slot, cmd: Command, now: int) -> t
 
 
 def _free_port(sockets: SocketTable, now: int) -> int:
-    """A random ephemeral port nobody listens on and no other app keeps.
-    Raises SocketError: EADDRINUSE."""
-    listeners, ports, uid = sockets.engine.listeners, sockets.ports, sockets.uid
+    """A random ephemeral port of this worker's share nobody listens on
+    and no other app keeps. Raises SocketError: EADDRINUSE."""
+    engine, ports, uid = sockets.engine, sockets.ports, sockets.uid
+    listeners, share = engine.listeners, engine.ports
     for _ in range(64):
-        port = EPHEMERAL_FIRST + secrets.randbelow(EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
+        port = share.port(secrets.randbelow(share.count))
         if port not in listeners and ports.free_for(port, uid, now):
             return port
     raise SocketError(errno.EADDRINUSE)

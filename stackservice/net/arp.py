@@ -198,6 +198,7 @@ class ArpCache:
     __slots__ = (
         "_announce_at",
         "_announce_left",
+        "_answers",
         "_directed_broadcast",
         "_drops",
         "_events",
@@ -219,7 +220,12 @@ class ArpCache:
         drops: Counters,
         events: Counters,
         outbox: list[bytes | bytearray],
+        answers: bool = True,
     ) -> None:
+        # False in every worker of an instance but the first
+        # (stackservice.nic.fanout): each learns its neighbours from a copy
+        # of every ARP frame, but one answers and announces for all.
+        self._answers = answers
         self._mac = mac
         self._ip = ip
         self._directed_broadcast = directed_broadcast
@@ -309,13 +315,16 @@ class ArpCache:
             self._neighbors[sender_ip] = _Neighbor(sender_mac, now + self._settings.reachable_time)
         if rep.operation == OP_REQUEST:
             self._events[NetEvent.ARP_REQUEST_IN] += 1
-            self._send(OP_REPLY, sender_mac, sender_mac, sender_ip)
-            self._events[NetEvent.ARP_REPLY_OUT] += 1
+            if self._answers:
+                self._send(OP_REPLY, sender_mac, sender_mac, sender_ip)
+                self._events[NetEvent.ARP_REPLY_OUT] += 1
         else:
             self._events[NetEvent.ARP_REPLY_IN] += 1
 
     def gratuitous(self, now: int) -> None:
         """Announce our address now and `announce_count - 1` more times (RFC 5227 §2.3)."""
+        if not self._answers:
+            return
         self._announce()
         self._announce_left = self._settings.announce_count - 1
         self._announce_at = now + self._settings.announce_interval

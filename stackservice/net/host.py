@@ -85,6 +85,7 @@ class Ipv4Host:
         icmp_settings: IcmpSettings | None = None,
         mtu: int = 1500,
         first_ident: int = 0,
+        answers_arp: bool = True,
     ) -> None:
         """Configure the host; `drops`/`events` are indexed by DropReason/NetEvent.
 
@@ -122,7 +123,7 @@ class Ipv4Host:
         self.outbox: list[bytes | bytearray] = []
         self.arp = ArpCache(
             self._mac, ip, self._directed_broadcast, arp_settings or ArpSettings(),
-            drops, events, self.outbox,
+            drops, events, self.outbox, answers_arp,
         )  # fmt: skip
 
     def register_protocol(self, protocol: int, handler: UpperHandler) -> None:

@@ -66,6 +66,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 
+from stackservice.nic.fanout import join_fanout
+
 __all__ = ["DEFAULT_RX_LIMIT", "NicCounter", "PacketPort"]
 
 
@@ -106,6 +108,7 @@ PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20
 TPACKET_V2 = 1
 ETH_P_ALL = 0x0003
+ETH_P_ARP = 0x0806
 PACKET_OUTGOING = 4
 SO_SNDBUFFORCE = 32  # not in Python's socket module
 
@@ -131,6 +134,7 @@ DEFAULT_RING_FRAMES = 4096  # 8 MiB, ~6 ms of frames at the stack's pace
 DEFAULT_BLOCK_SIZE = 1 << 16  # one contiguous kernel allocation
 DEFAULT_RX_LIMIT = 1024  # ring slots one receive_batch() call walks at most
 DEFAULT_TX_BACKLOG = 1024  # frames kept when the kernel pushes back
+_ARP_PER_BATCH = 64  # ARP copies one receive_batch() call takes at most
 # Deep enough that a loop's batch is not refused while the driver still
 # holds the previous one (skbs count against it until TX completion).
 DEFAULT_SNDBUF = 4 << 20
@@ -141,7 +145,14 @@ class PacketPort:
 
     `counters` is any integer array indexable by NicCounter (the stack
     passes a `memoryview.cast("Q")` over shared memory); the port adds to it
-    once per batch. The RX ring has `ring_frames` slots of `frame_size`
+    once per batch. With `fanout` (group, worker, workers), the port
+    receives only the frames the group steers to `worker`
+    (stackservice.nic.fanout); workers must open their ports in order.
+    Every worker but the first also hears a copy of every ARP frame on a
+    socket of its own (`arp_fileno`), to learn its neighbours: the group
+    steers ARP to the first worker only. The copies are not counted as
+    received: the first worker counts the frame.
+    The RX ring has `ring_frames` slots of `frame_size`
     bytes; `block_size` is the kernel's unit of contiguous allocation.
 
     Raises OSError when the interface does not exist or the ring cannot be
@@ -149,6 +160,8 @@ class PacketPort:
     """
 
     __slots__ = (
+        "_arp",
+        "_arp_buffer",
         "_backlog",
         "_backlog_limit",
         "_counters",
@@ -170,6 +183,7 @@ class PacketPort:
         frame_size: int = DEFAULT_FRAME_SIZE,
         block_size: int = DEFAULT_BLOCK_SIZE,
         tx_backlog: int = DEFAULT_TX_BACKLOG,
+        fanout: tuple[int, int, int] | None = None,
     ) -> None:
         _check_geometry(ring_frames, frame_size, block_size)
         self.ifname = ifname
@@ -178,6 +192,8 @@ class PacketPort:
         self._rx_frames = ring_frames
         self._rx_head = 0
         self._backlog: deque[bytes] = deque()
+        self._arp: socket.socket | None = None
+        self._arp_buffer = memoryview(bytearray(frame_size))
         self._backlog_limit = tx_backlog
         # Protocol 0 until bind(): an ETH_P_ALL socket would otherwise take
         # frames from every interface while the ring is being set up.
@@ -189,6 +205,11 @@ class PacketPort:
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self._map = mmap.mmap(sock.fileno(), ring_frames * frame_size)
             sock.bind((ifname, ETH_P_ALL))
+            if fanout is not None:
+                group, worker, workers = fanout
+                join_fanout(sock, group, workers, first=worker == 0)
+                if worker:
+                    self._arp = _arp_listener(ifname)
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -200,6 +221,10 @@ class PacketPort:
     def fileno(self) -> int:
         """The socket's fd: POLLIN when a frame is ready in the ring."""
         return self._sock.fileno()
+
+    def arp_fileno(self) -> int:
+        """The ARP listener's fd (POLLIN when a copy waits), or -1."""
+        return -1 if self._arp is None else self._arp.fileno()
 
     def receive_batch(
         self, deliver: Callable[[memoryview, bool], None], limit: int = DEFAULT_RX_LIMIT
@@ -262,7 +287,19 @@ class PacketPort:
             # Frames stored after a drop carry TP_STATUS_LOSING.
             if full or seen & TP_STATUS_LOSING:
                 self.collect_drops()
+        if self._arp is not None:
+            self._receive_arp(deliver)
         return delivered
+
+    def _receive_arp(self, deliver: Callable[[memoryview, bool], None]) -> None:
+        buffer = self._arp_buffer
+        recv_into = self._arp.recv_into
+        for _ in range(_ARP_PER_BATCH):
+            try:
+                length = recv_into(buffer)
+            except BlockingIOError:
+                return
+            deliver(buffer[:length], False)
 
     def _count_rx(self, delivered: int, rx_bytes: int, truncated: int, outgoing: int) -> None:
         counters = self._counters
@@ -386,6 +423,8 @@ class PacketPort:
         self._status.release()
         self._ring.release()
         self._sock.close()
+        if self._arp is not None:
+            self._arp.close()
         # BufferError: the caller kept a frame view past deliver(); the
         # mapping then goes when that view does.
         with contextlib.suppress(BufferError):
@@ -405,6 +444,18 @@ def _check_geometry(frames: int, frame_size: int, block_size: int) -> None:
         raise ValueError("block_size must be a multiple of the page size and of frame_size")
     if frames <= 0 or frames * frame_size % block_size:
         raise ValueError("a ring must be whole blocks of frames")
+
+
+def _arp_listener(ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # nothing until bind()
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        sock.bind((ifname, ETH_P_ARP))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _configure(sock: socket.socket) -> None:

@@ -27,7 +27,7 @@ cdef class TcpEngine:
     cdef public object _isn, _cookies, _challenges, _time_wait, _time_wait_receive
     cdef public TimerWheel _wheel
     cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
-    cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale
+    cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
 
     @cython.locals(view=TcpView)
     cpdef on_segment(self, Ipv4View ip, payload, now, trusted)

@@ -26,6 +26,7 @@ from stackservice.tcp.congestion import make_congestion_control
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.drops import TcpDropReason
 from stackservice.tcp.isn import IsnGenerator
+from stackservice.tcp.portshare import PortShare
 from stackservice.tcp.rack import Rack
 from stackservice.tcp.rtt import RttEstimator
 from stackservice.tcp.sack import Scoreboard
@@ -71,8 +72,6 @@ from stackservice.tcp.tcb import (
 from stackservice.tcp.timers import DeadlineList, TimerWheel
 
 PROTO_TCP = 6
-EPHEMERAL_FIRST = 32768  # Linux's ip_local_port_range
-EPHEMERAL_LAST = 60999
 # RFC 6056 §3.3.4's table of per-bucket steps, and how many ports one
 # connect() may try: a destination whose ports are nearly all in use gets
 # EADDRNOTAVAIL after this many instead of holding the loop for a walk of
@@ -195,6 +194,7 @@ class TcpEngine:
         rtt_histogram=None,
         connect_histogram=None,
         strict: bool = True,
+        ports: PortShare | None = None,
     ) -> None:
         self.local_ip = local_ip
         # Fault containment (docs/architecture.md principle 5): with strict False an
@@ -241,7 +241,12 @@ class TcpEngine:
         self.orphans = 0  # closed by their application, not yet CLOSED or TIME-WAIT
         self._port_steps = [0] * PORT_STEP_BUCKETS
         self._exhausted: dict[tuple[int, int], int] = {}  # destination: refused until (µs)
-        self._next_sock_id = 1
+        # One of several workers (stackservice.nic.fanout): active opens
+        # take local ports from this worker's share, so replies come back
+        # here, and socket ids step by the worker count from the worker's
+        # index + 1, so listings merged across workers never repeat an id.
+        self.ports = ports or PortShare()
+        self._next_sock_id = self.ports.worker + 1
         self._rcv_wscale = _window_scale_for(settings.receive_buffer * 4)
 
     # ------------------------------------------------------------ input
@@ -899,7 +904,7 @@ class TcpEngine:
 
     def _new_sock_id(self) -> int:
         sock_id = self._next_sock_id
-        self._next_sock_id = sock_id + 1
+        self._next_sock_id = sock_id + self.ports.workers
         return sock_id
 
     def _ephemeral_port(self, remote_ip: int, remote_port: int, now: int) -> int:
@@ -927,11 +932,12 @@ class TcpEngine:
         offset = int.from_bytes(digest[:6], "big")
         bucket = digest[6] % PORT_STEP_BUCKETS
         steps = self._port_steps
-        span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+        share = self.ports
+        span = share.count
         for _ in range(EPHEMERAL_PROBES):
             step = steps[bucket]
             steps[bucket] = (step + 1) % span
-            port = EPHEMERAL_FIRST + (offset + step) % span
+            port = share.port(offset + step)
             if flow_key(remote_ip, remote_port, port) not in self.flows and (
                 port not in self.listeners
             ):

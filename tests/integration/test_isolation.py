@@ -25,7 +25,7 @@ from stackservice.control import gate
 from stackservice.nic.emulate import vf_mac
 from stackservice.nic.netconf import inside_netns
 from stackservice.tcp.buffers import MIN_RING
-from stackservice.tcp.engine import EPHEMERAL_FIRST, EPHEMERAL_LAST
+from stackservice.tcp.portshare import EPHEMERAL_FIRST, EPHEMERAL_LAST
 from stackservice.tcp.settings import TcpSettings
 from tests.support.checks import ip
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns

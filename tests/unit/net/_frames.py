@@ -197,10 +197,14 @@ def make_rig(
     icmp: IcmpSettings | None = None,
     prefix_len: int = PREFIX_LEN,
     mtu: int = 1500,
+    answers_arp: bool = True,
 ) -> Rig:
     drops = [0] * DROP_REASON_COUNT
     events = [0] * NET_EVENT_COUNT
-    host = Ipv4Host(OUR_MAC, OUR_IP, prefix_len, gateway, drops, events, arp, icmp, mtu)
+    host = Ipv4Host(
+        OUR_MAC, OUR_IP, prefix_len, gateway, drops, events, arp, icmp, mtu,
+        answers_arp=answers_arp,
+    )  # fmt: skip
     return Rig(host, drops, events)
 
 

@@ -94,6 +94,23 @@ def test_arp_request_for_us_sends_one_reply_with_our_mac() -> None:
     assert rig.dropped() == {}
 
 
+def test_a_worker_that_does_not_answer_learns_from_requests_and_replies_alone() -> None:
+    """Every worker of an instance but the first hears every ARP frame to
+    learn its neighbours; only the first answers and announces, so the
+    peer gets one reply per request."""
+    rig = make_rig(answers_arp=False)
+    rig.host.announce(0)
+    rig.feed(arp_frame(ARP_REQUEST, PEER_MAC, PEER_IP, ZERO_MAC, OUR_IP))
+    assert rig.sent() == []
+    assert rig.host.arp.lookup(PEER_IP, 1) == PEER_MAC
+    rig.feed(arp_frame(ARP_REPLY, OTHER_MAC, OTHER_IP, OUR_MAC, OUR_IP))
+    assert rig.host.arp.lookup(OTHER_IP, 1) == OTHER_MAC
+    assert rig.counted() == {"arp_request_in": 1, "arp_reply_in": 1}
+    # Its own resolutions still go out: the reply is what teaches it.
+    rig.host.send_ipv4(PEER_IP + 5, PROTO_UDP, b"x" * 8, 2)
+    assert [int.from_bytes(frame[12:14], "big") for frame in rig.sent()] == [ETH_ARP]
+
+
 def test_arp_request_padded_to_60_bytes_answered() -> None:
     """IEEE 802.3 minimum frame: trailing padding after the ARP packet is ignored."""
     rig = make_rig()

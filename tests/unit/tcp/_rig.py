@@ -9,6 +9,7 @@ from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
 from stackservice.tcp.counters import TCP_COUNTER_COUNT, TcpCounter
 from stackservice.tcp.drops import TCP_DROP_REASON_COUNT, TcpDropReason
 from stackservice.tcp.engine import TcpEngine
+from stackservice.tcp.portshare import PortShare
 from stackservice.tcp.segment import ACK, NO_OPTIONS, TcpOptions, TcpRepr, TcpView
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TCP_STATE_COUNT
@@ -42,6 +43,7 @@ class Rig:
     settings: TcpSettings = field(default_factory=TcpSettings)
     sent: list[Sent] = field(default_factory=list)
     engine_class: type[TcpEngine] = TcpEngine  # a subclass, to make a method fail
+    ports: PortShare | None = None  # one worker's share of several
 
     def __post_init__(self) -> None:
         self.counters = [0] * TCP_COUNTER_COUNT
@@ -49,7 +51,7 @@ class Rig:
         self.states = [0] * TCP_STATE_COUNT
         self.engine = self.engine_class(
             LOCAL_IP, self._send, self._route, self.settings, self.counters, self.drops,
-            self.states, SECRET,
+            self.states, SECRET, ports=self.ports,
         )  # fmt: skip
 
     def _send(self, dst: int, protocol: int, segment: bytearray, now: int) -> bool:

@@ -9,13 +9,8 @@ import itertools
 
 import pytest
 
-from stackservice.tcp.engine import (
-    EPHEMERAL_FIRST,
-    EPHEMERAL_LAST,
-    EPHEMERAL_PROBES,
-    EXHAUSTED_RETRY_US,
-    SocketError,
-)
+from stackservice.tcp.engine import EPHEMERAL_PROBES, EXHAUSTED_RETRY_US, SocketError
+from stackservice.tcp.portshare import EPHEMERAL_FIRST, EPHEMERAL_LAST, PortShare
 from stackservice.tcp.state import TcpState
 from tests.unit.tcp._rig import PEER_IP, PEER_PORT, Rig
 from tests.unit.tcp._states import listening, state, syn_received
@@ -119,3 +114,41 @@ def test_closing_a_listener_ends_its_half_open_connections_only() -> None:
     assert all(state(tcb) == TcpState.CLOSED for tcb in half_open)
     assert not listener.half_open
     assert state(other) == TcpState.SYN_SENT and other.key in rig.engine.flows
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_each_worker_owns_its_share_and_the_shares_cover_the_range(workers) -> None:
+    shares = [PortShare(w, workers) for w in range(workers)]
+    owned = [{share.port(k) for k in range(share.count)} for share in shares]
+    assert set().union(*owned) == set(range(EPHEMERAL_FIRST, EPHEMERAL_LAST + 1))
+    assert sum(map(len, owned)) == EPHEMERAL_LAST - EPHEMERAL_FIRST + 1  # disjoint
+    for worker, ports in enumerate(owned):
+        assert all(port % workers == worker for port in ports)
+        assert shares[worker].port(shares[worker].count) == shares[worker].first  # wraps
+
+
+def test_a_worker_connects_from_its_own_ports_only() -> None:
+    """The fanout steers a reply by our port: a port outside the worker's
+    share would send the peer's SYN-ACK to another worker."""
+    for worker in range(3):
+        rig = Rig(ports=PortShare(worker, 3))
+        ports = [rig.engine.connect(PEER_IP, 443, 0).local_port for _ in range(500)]
+        assert len(set(ports)) == len(ports)  # one destination: all distinct
+        ports += first_ports(rig)
+        assert all(port % 3 == worker for port in ports)
+
+
+def test_socket_ids_of_workers_never_collide() -> None:
+    """Listings merged across workers page by id: ids must be unique."""
+    ids = [
+        {rig.engine.connect(PEER_IP, 443, 0).sock_id for _ in range(50)}
+        for rig in (Rig(ports=PortShare(w, 3)) for w in range(3))
+    ]
+    assert sum(map(len, ids)) == len(set().union(*ids)) == 150
+    assert all(i > 0 for i in set().union(*ids))
+
+
+def test_shares_out_of_range_are_refused() -> None:
+    for worker, workers in ((0, 0), (2, 2), (-1, 2), (0, 65)):
+        with pytest.raises(ValueError):
+            PortShare(worker, workers)

@@ -80,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
             f"the address /metrics listens on (default {DEFAULT_METRICS_ADDRESS}; "
             "0.0.0.0 for every one)",
         ),
-        ("workers", f"packet-loop workers (only {WORKERS} in this version)"),
+        (
+            "workers",
+            f"packet-loop processes, each with its share of the flows (default {WORKERS}; "
+            "more than 1: no SDK sessions yet)",
+        ),
+        ("cpus", "CPUs to pin the workers to, e.g. 0,1 (worker i on the i-th, round robin)"),
         ("app-group", "group (name or gid) whose members' apps may attach (default: root only)"),
         (
             "shm-limit-mib",
@@ -181,6 +186,7 @@ def _run(argv: list[str] | None) -> int:
                 ("metrics_port", args.metrics_port),
                 ("metrics_address", args.metrics_address),
                 ("workers", args.workers),
+                ("cpus", args.cpus),
                 ("app_group", args.app_group),
                 ("shm_limit_mib", args.shm_limit_mib),
                 ("app_shm_limit_mib", args.app_shm_limit_mib),

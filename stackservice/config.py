@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grp
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stackservice.limits import MIB, Limits
+from stackservice.tcp.portshare import MAX_WORKERS
 from stackservice.tcp.settings import TcpSettings
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -28,7 +30,7 @@ DEFAULT_TIME_WAIT_MS = TcpSettings().time_wait_us // 1000
 DEFAULT_TCP_MEMORY_MIB = TcpSettings().buffer_memory // MIB
 MIN_TCP_MEMORY_MIB = TcpSettings().max_socket_buffer // MIB
 MAX_TIME_WAIT_MS = 240_000  # RFC 9293 2*MSL
-WORKERS = 1  # this version's packet loop: see `build`
+WORKERS = 1  # one packet loop unless told: stackservice.workers for more
 DEFAULT_LIMITS = Limits()
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
@@ -55,6 +57,10 @@ class InstanceConfig:
     # A fault (an unexpected exception) crashes the instance instead of being
     # contained (stackservice.faults): what tests run with.
     strict: bool = False
+    # Packet-loop processes (stackservice.workers), and the CPUs they are
+    # pinned to, worker i to cpus[i % len(cpus)]; () leaves them unpinned.
+    workers: int = WORKERS
+    cpus: tuple[int, ...] = ()
 
     @classmethod
     def build(
@@ -75,6 +81,7 @@ class InstanceConfig:
         metrics_port: str | int | None = None,
         metrics_address: str = DEFAULT_METRICS_ADDRESS,
         workers: str | int = WORKERS,
+        cpus: str = "",
         app_group: str | int | None = None,
         shm_limit_mib: str | int = DEFAULT_LIMITS.shm_bytes // MIB,
         app_shm_limit_mib: str | int = DEFAULT_LIMITS.app_shm_bytes // MIB,
@@ -140,10 +147,10 @@ class InstanceConfig:
         except ValueError as exc:
             raise ValueError(f"--congestion-control: {exc}") from None
         run = Path(run_dir)
-        if str(workers) != str(WORKERS):
-            # Per-core flow affinity (PACKET_FANOUT + a loop per core) pays
-            # only once the hot path is compiled; refuse rather than ignore.
-            raise ValueError(f"--workers: this version runs 1 worker, not {workers!r}")
+        worker_count = _positive("--workers", workers)
+        if worker_count > MAX_WORKERS:
+            raise ValueError(f"--workers: at most {MAX_WORKERS}")
+        cpu_list = _cpus(cpus)
         metrics = None
         if metrics_port not in (None, "") and control == "none":
             raise ValueError(
@@ -195,6 +202,8 @@ class InstanceConfig:
             limits,
             metrics_ip,
             strict,
+            worker_count,
+            cpu_list,
         )
 
 
@@ -215,6 +224,18 @@ def _whole(flag: str, value: str | int) -> int:
 def _uids(flag: str, value: str) -> frozenset[int]:
     """A comma-separated list of uids ("" for none)."""
     return frozenset(_whole(flag, item.strip()) for item in value.split(",") if item.strip())
+
+
+def _cpus(value: str) -> tuple[int, ...]:
+    """`--cpus 0,1`: CPUs this process may run on, each once, in order."""
+    cpus = tuple(_whole("--cpus", item.strip()) for item in value.split(",") if item.strip())
+    allowed = os.sched_getaffinity(0)
+    for cpu in cpus:
+        if cpu not in allowed:
+            raise ValueError(f"--cpus: CPU {cpu} is not one this process may use {sorted(allowed)}")
+    if len(set(cpus)) != len(cpus):
+        raise ValueError(f"--cpus: a CPU is named twice in {value!r}")
+    return cpus
 
 
 def _group_id(group: str | int) -> int:

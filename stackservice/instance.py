@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import gc
@@ -45,12 +46,14 @@ from stackservice.net.ipv4 import PROTO_TCP
 from stackservice.nic.netconf import detect_mode, prepare_interface, vf_identity
 from stackservice.nic.packet_io import PacketPort
 from stackservice.tcp.engine import TcpEngine
+from stackservice.tcp.portshare import PortShare
 
 log = logging.getLogger(__name__)
 
 
-def counters_path(run_dir: Path, name: str) -> Path:
-    return run_dir / f"{name}.counters"
+def counters_path(run_dir: Path, name: str, worker: int | None = None) -> Path:
+    """An instance's counters file; with several workers, each one's."""
+    return run_dir / (f"{name}.counters" if worker is None else f"{name}.worker{worker}.counters")
 
 
 def apps_path(run_dir: Path, name: str) -> Path:
@@ -107,7 +110,7 @@ def _interface_claim(iface: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[int]:
+def stop_on_signals() -> Iterator[int]:
     """A fd that becomes readable on SIGTERM or SIGINT, for the loop's poll."""
     reader, writer = socket.socketpair()
     writer.setblocking(False)
@@ -123,7 +126,7 @@ def _stop_on_signals() -> Iterator[int]:
         writer.close()
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     # One write per line: instances sharing a terminal must not interleave.
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -135,9 +138,14 @@ def run_instance(config: InstanceConfig) -> int:
         with (
             _interface_claim(config.iface),
             _instance_lock(config.run_dir, config.name, config.app_group),
-            _stop_on_signals() as stop_fd,
+            stop_on_signals() as stop_fd,
         ):
-            return _serve(config, stop_fd)
+            if config.workers == 1:
+                return _serve(config, stop_fd)
+            # Deferred: stackservice.workers builds on this module.
+            from stackservice.workers import serve_workers
+
+            return serve_workers(config, stop_fd)
     except (OSError, RuntimeError) as exc:
         print(f"stackservice {config.name}: {exc}", file=sys.stderr)
         return 1
@@ -160,7 +168,11 @@ class Instance:
         counters: CounterBlock,
         port: PacketPort,
         apps: AppStatsTable | None = None,
+        worker: int = 0,
     ) -> None:
+        """`worker`: which of `config.workers` this is (stackservice.workers):
+        it connects from its share of the ephemeral ports, holds its share
+        of the TCP memory, and only worker 0 answers ARP."""
         self.config = config
         self.mode = mode
         self.mac = mac
@@ -174,12 +186,17 @@ class Instance:
             gateway=int(config.gateway) if config.gateway else None,
             drops=counters.section("drops"),
             events=counters.section("events"),
+            answers_arp=worker == 0,
         )
+        tcp = config.tcp
+        if config.workers > 1:
+            share = max(tcp.buffer_memory // config.workers, tcp.max_socket_buffer)
+            tcp = dataclasses.replace(tcp, buffer_memory=share)
         self.engine = TcpEngine(
             int(config.address.ip),
             self.host.send_ipv4,
             self.host.route,
-            config.tcp,
+            tcp,
             counters.section("tcp"),
             counters.section("tcp_drops"),
             counters.section("tcp_states"),
@@ -187,6 +204,7 @@ class Instance:
             rtt_histogram=counters.histogram(TCP_RTT_US),
             connect_histogram=counters.histogram(TCP_CONNECT_US),
             strict=config.strict,  # else it aborts a failing connection: engine.faults
+            ports=PortShare(worker, config.workers),
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(
@@ -208,16 +226,20 @@ class Instance:
 
     def info(self) -> dict:
         """Static identity for the control API's GetInfo."""
-        config = self.config
-        pf, vf_index = vf_identity(config.iface)
-        return {
-            "name": config.name, "iface": config.iface, "mac": self.mac,
-            "ip": str(config.address), "gateway": str(config.gateway or ""),
-            "mode": self.mode, "pf": pf, "vf_index": vf_index, "workers": 1,
-            "version": __version__, "started_at": time.time(),
-            "congestion_control": config.tcp.congestion_control,
-            "diag_services": config.diag_services, "build": _extensions.build(),
-        }  # fmt: skip
+        return identity(self.config, self.mode, self.mac)
+
+
+def identity(config: InstanceConfig, mode: str, mac: str) -> dict:
+    """An instance's static identity, for the control API's GetInfo."""
+    pf, vf_index = vf_identity(config.iface)
+    return {
+        "name": config.name, "iface": config.iface, "mac": mac,
+        "ip": str(config.address), "gateway": str(config.gateway or ""),
+        "mode": mode, "pf": pf, "vf_index": vf_index, "workers": config.workers,
+        "version": __version__, "started_at": time.time(),
+        "congestion_control": config.tcp.congestion_control,
+        "diag_services": config.diag_services, "build": _extensions.build(),
+    }  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -230,23 +252,38 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
         yield None
         return
     ours, theirs = link_pair()
-    argv = [
-        sys.executable,
-        "-m",
-        "stackservice.control.server",
-        "--link-fd",
-        str(theirs.fileno()),
-        "--counters",
-        str(counters_path(config.run_dir, config.name)),
-        "--apps",
-        str(apps_path(config.run_dir, config.name)),
+    counters = [counters_path(config.run_dir, config.name)]
+    with control_server(config, instance.info(), [theirs], counters):
+        requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
+        link = LinkServer(ours, requests, instance.contain)
+        try:
+            yield link
+        finally:
+            link.send_event("stopping")
+    link.close()
+
+
+@contextlib.contextmanager
+def control_server(
+    config: InstanceConfig, info: dict, links: list[socket.socket], counters: list[Path]
+) -> Iterator[None]:
+    """Start `python -m stackservice.control.server` with the control
+    process's end of each loop's link (closed here once passed) and each
+    loop's counters file, one per worker; on exit wait for it (a loop has
+    told it "stopping" by then) and remove what it leaves."""
+    argv = [sys.executable, "-m", "stackservice.control.server"]
+    for link, path in zip(links, counters, strict=True):
+        argv += ["--link-fd", str(link.fileno()), "--counters", str(path)]
+    argv += [
         "--info",
-        json.dumps(instance.info()),
+        json.dumps(info),
         "--unix",
         str(config.control),
         "--attach-timeout-ms",
         str(config.limits.attach_timeout_ms),
     ]
+    if config.workers == 1:  # the app table of the one loop's sessions
+        argv += ["--apps", str(apps_path(config.run_dir, config.name))]
     if config.control_tcp:
         argv += ["--tcp", config.control_tcp]
     if config.metrics_port:
@@ -254,24 +291,21 @@ def control_process(instance: Instance) -> Iterator[LinkServer | None]:
         argv += ["--metrics", f"[{host}]:{config.metrics_port}" if ":" in host else
                  f"{host}:{config.metrics_port}"]  # fmt: skip
     config.control.unlink(missing_ok=True)  # a stale socket from a crash
-    server = subprocess.Popen(argv, pass_fds=(theirs.fileno(),))
-    theirs.close()
+    server = subprocess.Popen(argv, pass_fds=[link.fileno() for link in links])
+    for link in links:
+        link.close()
     _wait_listening(server, config.control)
     if config.app_group is not None:
         for path in (config.control, handoff_path(config.control)):
             os.chown(path, -1, config.app_group)
-    requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
-    link = LinkServer(ours, requests, instance.contain)
     try:
-        yield link
+        yield
     finally:
-        link.send_event("stopping")
         try:
             server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        link.close()
         for path in (config.control, inner_path(config.control), handoff_path(config.control)):
             path.unlink(missing_ok=True)  # the control server's, if it could not
 
@@ -311,27 +345,46 @@ def _serve(config: InstanceConfig, stop_fd: int) -> int:
     with open_instance(config) as instance, control_process(instance) as link:
         if config.diag_services:
             DiagServices(instance.engine)
-        _say(
-            f"stackservice {__version__} {config.name}: iface {config.iface} "
-            f"mac {instance.mac} ip {config.address} gateway {config.gateway or '-'} "
-            f"mode {instance.mode} build {_extensions.build()}"
-            f"{' diag-services' if config.diag_services else ''}"
-        )
-        if link is not None:
-            link.send_event("ready")  # health turns SERVING: the NIC is ours
-        # What exists now (modules, tables, rings) lives as long as the
-        # process: out of the cyclic GC's sight, a full collection (a pause
-        # of the packet loop) walks only the connections.
-        gc.collect()
-        gc.freeze()
-        try:
-            instance.run(stop_fd, link)
-        except Exception:
-            # A fault no containment point took (or any, when strict) is a
-            # bug: its traceback goes to stderr, where run_instance would
-            # make a one-line start-up error of an OSError or RuntimeError.
-            log.critical("the stack loop failed", exc_info=True)
-            return 1
-        summary = json.dumps(nonzero(instance.counters.snapshot()), separators=(",", ":"))
-    _say(f"stackservice {config.name}: stopped; counters {summary}")
+        say(start_line(config, instance.mac, instance.mode))
+        status = run_loop(instance, stop_fd, link)
+        if status:
+            return status
+        counters = instance.counters.snapshot()
+    say(stopped_line(config, counters))
     return 0
+
+
+def run_loop(instance: Instance, stop_fd: int, link: LinkServer | None) -> int:
+    """Serve until `stop_fd` is readable. Returns 0, or 1 when the loop
+    failed (a bug: logged with its traceback)."""
+    if link is not None:
+        link.send_event("ready")  # health turns SERVING: the NIC is ours
+    # What exists now (modules, tables, rings) lives as long as the
+    # process: out of the cyclic GC's sight, a full collection (a pause
+    # of the packet loop) walks only the connections.
+    gc.collect()
+    gc.freeze()
+    try:
+        instance.run(stop_fd, link)
+    except Exception:
+        # A fault no containment point took (or any, when strict) is a
+        # bug: its traceback goes to stderr, where run_instance would
+        # make a one-line start-up error of an OSError or RuntimeError.
+        log.critical("the stack loop failed", exc_info=True)
+        return 1
+    return 0
+
+
+def start_line(config: InstanceConfig, mac: str, mode: str) -> str:
+    return (
+        f"stackservice {__version__} {config.name}: iface {config.iface} "
+        f"mac {mac} ip {config.address} gateway {config.gateway or '-'} "
+        f"mode {mode} build {_extensions.build()}"
+        f"{f' workers {config.workers}' if config.workers > 1 else ''}"
+        f"{' diag-services' if config.diag_services else ''}"
+    )
+
+
+def stopped_line(config: InstanceConfig, counters: dict[str, dict[str, int]]) -> str:
+    summary = json.dumps(nonzero(counters), separators=(",", ":"))
+    return f"stackservice {config.name}: stopped; counters {summary}"

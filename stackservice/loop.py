@@ -108,6 +108,8 @@ class StackLoop:
         counters = self._loop_counters
         poller = select.poll()
         poller.register(port.fileno(), select.POLLIN)
+        if port.arp_fileno() >= 0:  # a worker's copies of ARP: receive_batch reads them
+            poller.register(port.arp_fileno(), select.POLLIN)
         poller.register(self._stop_fd, select.POLLIN)
         link = self._link
         link_fd = link.fileno() if link is not None else -1

@@ -55,6 +55,15 @@ def link_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
+def send_event(sock: socket.socket, event: str) -> None:
+    """An event from a process that does not serve the link: the
+    supervisor of several workers says "stopping" once all have stopped.
+    Dropped if the control process is gone or stuck."""
+    sock.settimeout(_REPLY_SEND_TIMEOUT)
+    with contextlib.suppress(OSError):
+        sock.send(_encode({"event": event}))
+
+
 def _encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 

@@ -7,6 +7,11 @@ never slow the loop:
         --info JSON --unix PATH [--tcp HOST:PORT] [--metrics HOST:PORT] \\
         [--apps PATH]
 
+With several workers (`stackservice run --workers N`) each has its link
+and counters file: `--link-fd` and `--counters` are given once per worker,
+in worker order; stackservice.control.workers asks them as one, and the
+counters are read added up.
+
 - GetInfo answers from `--info` (static identity, `started_at` in Unix
   seconds gives the uptime).
 - GetStats / WatchStats read the counters file directly; the loop is not
@@ -32,7 +37,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -54,16 +58,17 @@ from vfstack.v1 import stack_pb2, stack_pb2_grpc
 from stackservice.control.gate import INNER_MODE, REFUSALS, Caller, Gate, inner_path
 from stackservice.control.handoff import Handoff, handoff_path
 from stackservice.control.link import FDS, LinkClient
+from stackservice.control.workers import WorkerLinks
 from stackservice.limits import Limits
-from stackservice.metrics.counters import read_counters
+from stackservice.metrics.counters import CounterFiles, read_counters
 from stackservice.metrics.exporter import MetricsServer, StackCollector, make_registry
 from stackservice.metrics.layout import INSTANCE_LAYOUT
+from stackservice.parent import die_with_parent
 
 SERVICE_NAME = stack_pb2.DESCRIPTOR.services_by_name["StackControl"].full_name
 
 LINK_TIMEOUT_S = 5.0  # the longest a call waits for the loop
 STOP_GRACE_S = 2.0  # in-flight calls get this long on a graceful stop
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 STARTUP_WAIT_S = 5.0  # a call made while the loop starts waits this long for it
 MAX_RECEIVE_BYTES = 64 << 10  # requests are small; anything bigger is abuse
 MAX_SEND_BYTES = 32 << 20  # a ListConnections reply for many sockets
@@ -102,7 +107,9 @@ class Link(Protocol):
     def request(self, op: str, timeout: float, **fields: Any) -> dict: ...
 
 
-LinkFactory = Callable[[socket.socket, Callable[[str], None]], Link]
+# The loop's end, or each worker's (in worker order).
+LinkSockets = socket.socket | list[socket.socket]
+LinkFactory = Callable[[LinkSockets, Callable[[str], None]], Link]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +216,7 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
     def __init__(
         self,
         identity: StackIdentity,
-        counters_path: Path,
+        counters_path: CounterFiles,
         handoff: Handoff,
         link_timeout: float = LINK_TIMEOUT_S,
     ) -> None:
@@ -530,7 +537,11 @@ def _left(start: float, timeout: float | None) -> float | None:
     return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
 
 
-def _default_link(sock: socket.socket, on_event: Callable[[str], None]) -> Link:
+def _default_link(
+    sock: socket.socket | list[socket.socket], on_event: Callable[[str], None]
+) -> Link:
+    if isinstance(sock, list):  # one per worker
+        return WorkerLinks(sock, on_event) if len(sock) > 1 else LinkClient(sock[0], on_event)
     return LinkClient(sock, on_event)
 
 
@@ -544,8 +555,8 @@ def _add_unix_port(server: grpc.Server, path: Path) -> None:
 
 
 def serve(
-    link_sock: socket.socket,
-    counters_path: Path,
+    link_sock: LinkSockets,
+    counters_path: CounterFiles,
     identity: StackIdentity,
     unix_path: Path,
     tcp: str | None = None,
@@ -597,7 +608,7 @@ def serve(
 
 
 def _serve_metrics(
-    counters_path: Path,
+    counters_path: CounterFiles,
     identity: StackIdentity,
     address: tuple[str, int],
     apps_path: Path | None = None,
@@ -613,8 +624,8 @@ def _serve_metrics(
 
 
 def _serve_grpc(
-    link_sock: socket.socket,
-    counters_path: Path,
+    link_sock: LinkSockets,
+    counters_path: CounterFiles,
     identity: StackIdentity,
     unix_path: Path,
     tcp: str | None,
@@ -671,8 +682,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="stackservice.control.server", add_help=False)
-    parser.add_argument("--link-fd", type=int, required=True)
-    parser.add_argument("--counters", type=Path, required=True)
+    # One of each per worker, in worker order.
+    parser.add_argument("--link-fd", type=int, action="append", required=True)
+    parser.add_argument("--counters", type=Path, action="append", required=True)
     parser.add_argument("--info", required=True)
     parser.add_argument("--unix", type=Path, required=True)
     parser.add_argument("--tcp")
@@ -685,15 +697,21 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         raise _ArgumentError(f"--tcp must be HOST:PORT, not {args.tcp!r}")
     if args.metrics is not None:
         args.metrics = _metrics_address(args.metrics)
-    if not args.counters.is_file():
-        raise _ArgumentError(f"--counters: no such file {str(args.counters)!r}")
-    try:
-        args.link = socket.socket(fileno=args.link_fd)
-    except OSError as exc:
-        raise _ArgumentError(f"--link-fd {args.link_fd}: {exc.strerror or exc}") from None
-    if args.link.family != socket.AF_UNIX or args.link.type != socket.SOCK_SEQPACKET:
-        args.link.detach()
-        raise _ArgumentError(f"--link-fd {args.link_fd}: not an AF_UNIX seqpacket socket")
+    for path in args.counters:
+        if not path.is_file():
+            raise _ArgumentError(f"--counters: no such file {str(path)!r}")
+    if len(args.counters) != len(args.link_fd):
+        raise _ArgumentError("give one --counters per --link-fd (one of each per worker)")
+    args.link = []
+    for fd in args.link_fd:
+        try:
+            link = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise _ArgumentError(f"--link-fd {fd}: {exc.strerror or exc}") from None
+        if link.family != socket.AF_UNIX or link.type != socket.SOCK_SEQPACKET:
+            link.detach()
+            raise _ArgumentError(f"--link-fd {fd}: not an AF_UNIX seqpacket socket")
+        args.link.append(link)
     return args
 
 
@@ -705,14 +723,6 @@ def _metrics_address(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host or "0.0.0.0", int(port)
-
-
-def _die_with_parent() -> None:
-    """Be killed with the instance if it dies without stopping us (kill -9):
-    an orphan stopping gracefully would, on its way out, remove the control
-    socket's path, which a new instance may have taken by then."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -727,7 +737,10 @@ def main(argv: list[str] | None = None) -> int:
     except (_ArgumentError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    _die_with_parent()
+    # Killed with the instance if it dies without stopping us (kill -9):
+    # an orphan stopping gracefully would, on its way out, remove the
+    # control socket's path, which a new instance may have taken by then.
+    die_with_parent(signal.SIGKILL)
     # The data path first: whatever callers make this process do (relaying,
     # gRPC, listings) gets the CPU the packet loop leaves.
     os.nice(CONTROL_NICE)

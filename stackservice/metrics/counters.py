@@ -214,6 +214,16 @@ class CounterBlock:
         with self._view.cast("Q") as slots:
             return histograms_from_slots(slots, self.layout)
 
+    def reset_gauges(self) -> None:
+        """Zero the gauge sections: a restarted worker starts with no
+        connections, sessions or memory, whatever its predecessor held.
+        (Running totals go on: a scrape never sees a counter go back.)"""
+        layout = self.layout
+        for name in layout.gauges:
+            section = self.section(name)
+            for index in range(len(section)):
+                section[index] = 0
+
     def close(self, unlink: bool = True) -> None:
         """Unmap (every section and histogram handed out becomes unusable)
         and by default remove the file."""
@@ -256,29 +266,45 @@ def read_slots(path: Path, layout: CounterLayout) -> list[int]:
         os.close(fd)
 
 
-def read_counters(path: Path, layout: CounterLayout) -> dict[str, dict[str, int]]:
-    """Snapshot a running instance's counters file: {section: {name: value}}.
+CounterFiles = Path | Sequence[Path]  # an instance's file, or one per worker
 
-    Raises OSError when the file cannot be read, ValueError when it was
+
+def read_summed(paths: CounterFiles, layout: CounterLayout) -> list[int]:
+    """`read_slots` of one file, or of each worker's file added slot by
+    slot: the instance's totals. Gauges add up too, since each worker
+    holds its own connections, sessions and memory. Raises like
+    `read_slots`."""
+    if isinstance(paths, Path):
+        return read_slots(paths, layout)
+    total = read_slots(paths[0], layout)
+    for path in paths[1:]:
+        total = [a + b for a, b in zip(total, read_slots(path, layout), strict=True)]
+    return total
+
+
+def read_counters(paths: CounterFiles, layout: CounterLayout) -> dict[str, dict[str, int]]:
+    """Snapshot a running instance's counters: {section: {name: value}}.
+
+    Raises OSError when a file cannot be read, ValueError when it was
     written with another layout.
     """
-    return counters_from_slots(read_slots(path, layout), layout)
+    return counters_from_slots(read_summed(paths, layout), layout)
 
 
-def read_histograms(path: Path, layout: CounterLayout) -> dict[str, HistogramSnapshot]:
+def read_histograms(paths: CounterFiles, layout: CounterLayout) -> dict[str, HistogramSnapshot]:
     """Snapshot a running instance's histograms: {name: HistogramSnapshot},
     each a (bounds, buckets, sum, count) tuple.
 
-    Raises OSError when the file cannot be read, ValueError when it was
+    Raises OSError when a file cannot be read, ValueError when it was
     written with another layout.
     """
-    return histograms_from_slots(read_slots(path, layout), layout)
+    return histograms_from_slots(read_summed(paths, layout), layout)
 
 
-def read_all(path: Path, layout: CounterLayout) -> Reading:
-    """Counters and histograms from one read of the file (an exporter's
+def read_all(paths: CounterFiles, layout: CounterLayout) -> Reading:
+    """Counters and histograms from one read of the files (an exporter's
     scrape). Raises like `read_counters`."""
-    slots = read_slots(path, layout)
+    slots = read_summed(paths, layout)
     return Reading(counters_from_slots(slots, layout), histograms_from_slots(slots, layout))
 
 

@@ -20,6 +20,7 @@ class LoopCounter(IntEnum):
     SLEEPS = 1  # passes that blocked in poll() because nothing was ready
     RX_BATCHES = 2  # passes that received at least one frame
     TX_BATCHES = 3  # passes that transmitted at least one frame
+    WORKER_RESTARTS = 4  # times this worker died and was started again (stackservice.workers)
 
 
 class SessionGauge(IntEnum):

@@ -15,9 +15,9 @@ affinity without RSS):
   (`stackservice.tcp.portshare`), so the peer's replies come back to the opener;
 - an IPv4 TCP frame that is not a fragment goes to its destination port
   mod N when that port is ephemeral (a reply to an active open, or a
-  connection to a listener on an ephemeral port), else to its source port
-  mod N (a client of a listener on a well-known port: its random port
-  spreads connections over the workers);
+  connection to a listener on an ephemeral port), else to a hash of its
+  source port mod N (a client of a listener on a well-known port: its
+  random port spreads connections over the workers; `worker_of`);
 - everything else (ARP, ICMP, fragments, other protocols) goes to
   worker 0, which answers for the instance.
 
@@ -42,7 +42,7 @@ import struct
 
 from stackservice.tcp.portshare import EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_WORKERS
 
-__all__ = ["join_fanout", "steering_program"]
+__all__ = ["join_fanout", "steering_program", "worker_of"]
 
 SOL_PACKET = 263
 PACKET_FANOUT = 18
@@ -62,6 +62,8 @@ _JEQ = 0x15
 _JGE = 0x35
 _JGT = 0x25
 _JSET = 0x45
+_MUL_K = 0x24  # A *= k (32 bits)
+_RSH_K = 0x74  # A >>= k
 _MOD_K = 0x94  # A %= k
 _RET_A = 0x16
 _RET_K = 0x06
@@ -75,13 +77,25 @@ _PROTO_TCP = 6
 _FRAGMENT = 0x3FFF  # MF flag or a fragment offset: not a whole datagram
 
 _SOCK_FILTER = struct.Struct("=HBBI")  # code, jt, jf, k
+# Linux's connect() prefers even ports, so a client's port mod N would
+# send every Linux client to one worker of two: its port is mixed first
+# (Fibonacci hashing, the top 16 of 32 bits).
+_PORT_MIX = 0x9E3779B1
+
+
+def worker_of(our_port: int, peer_port: int, workers: int) -> int:
+    """Which worker the program steers a TCP segment between `our_port`
+    and `peer_port` to, in either direction."""
+    if EPHEMERAL_FIRST <= our_port <= EPHEMERAL_LAST:
+        return our_port % workers
+    return (((peer_port * _PORT_MIX) & 0xFFFFFFFF) >> 16) % workers
 
 
 def steering_program(workers: int) -> list[tuple[int, int, int, int]]:
     """The classic-BPF program of the module docstring, as (code, jt, jf, k)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}")
-    other = 13  # index of the final "ret #0"
+    other = 15  # index of the final "ret #0"
     program = [
         (_LD_H_ABS, 0, 0, _SKF_AD_PROTOCOL),  # 0: ethertype
         (_JEQ, 0, other - 2, _ETHERTYPE_IPV4),  # 1
@@ -92,11 +106,13 @@ def steering_program(workers: int) -> list[tuple[int, int, int, int]]:
         (_LDX_B_MSH, 0, 0, 0),  # 6: X = IPv4 header length
         (_LD_H_IND, 0, 0, 2),  # 7: destination port
         (_JGE, 0, 1, EPHEMERAL_FIRST),  # 8: below the range -> 10
-        (_JGT, 0, 1, EPHEMERAL_LAST),  # 9: in it -> 11 with A = destination
+        (_JGT, 0, 3, EPHEMERAL_LAST),  # 9: in it -> 13 with A = destination
         (_LD_H_IND, 0, 0, 0),  # 10: source port
-        (_MOD_K, 0, 0, workers),  # 11
-        (_RET_A, 0, 0, 0),  # 12
-        (_RET_K, 0, 0, 0),  # 13 (other): worker 0
+        (_MUL_K, 0, 0, _PORT_MIX),  # 11
+        (_RSH_K, 0, 0, 16),  # 12
+        (_MOD_K, 0, 0, workers),  # 13
+        (_RET_A, 0, 0, 0),  # 14
+        (_RET_K, 0, 0, 0),  # 15 (other): worker 0
     ]
     assert len(program) == other + 1
     return program

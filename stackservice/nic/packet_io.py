@@ -166,6 +166,7 @@ class PacketPort:
         "_backlog_limit",
         "_counters",
         "_frame_size",
+        "_lost",
         "_map",
         "_ring",
         "_rx_frames",
@@ -191,6 +192,7 @@ class PacketPort:
         self._frame_size = frame_size
         self._rx_frames = ring_frames
         self._rx_head = 0
+        self._lost = False  # where the kernel writes next is unknown: `recover`
         self._backlog: deque[bytes] = deque()
         self._arp: socket.socket | None = None
         self._arp_buffer = memoryview(bytearray(frame_size))
@@ -240,6 +242,8 @@ class PacketPort:
 
         Returns the number of frames delivered.
         """
+        if self._lost and not self._find_head():
+            return 0
         status_words = self._status
         ring = self._ring
         unpack = _RX_HEADER.unpack_from
@@ -300,6 +304,35 @@ class PacketPort:
             except BlockingIOError:
                 return
             deliver(buffer[:length], False)
+
+    def recover(self) -> None:
+        """Take the ring over from a reader that died (a worker restarted
+        on its port, stackservice.workers), whose position is lost with
+        it: the walk resumes at the oldest frame it left unread, or where
+        the kernel writes next, which only the next frame shows
+        (`_find_head`). Frames of its connections get resets from the
+        successor, as any segment of an unknown connection does."""
+        self._lost = True
+
+    def _find_head(self) -> bool:
+        """After `recover`: the kernel fills slots in order and the reader
+        hands them back in order, so the oldest frame is the first ready
+        slot after one that is not. False while no frame is ready."""
+        status_words = self._status
+        step = self._frame_size >> 2
+        count = self._rx_frames
+        previous = status_words[(count - 1) * step] & TP_STATUS_USER
+        for slot in range(count):
+            ready = status_words[slot * step] & TP_STATUS_USER
+            if ready and not previous:
+                self._rx_head = slot
+                self._lost = False
+                return True
+            previous = ready
+        if previous:  # every slot is ready: any is as old as another
+            self._rx_head = 0
+            self._lost = False
+        return not self._lost
 
     def _count_rx(self, delivered: int, rx_bytes: int, truncated: int, outgoing: int) -> None:
         counters = self._counters

@@ -8,13 +8,14 @@ header-length load), fragments and the non-TCP traffic worker 0 answers.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
 import pytest
 
 from stackservice.nic.emulate import vf_mac
-from stackservice.nic.fanout import join_fanout, steering_program
+from stackservice.nic.fanout import join_fanout, steering_program, worker_of
 from stackservice.nic.packet_io import NicCounter, PacketPort
 from stackservice.tcp.portshare import EPHEMERAL_FIRST, EPHEMERAL_LAST, PortShare
 from tests.integration.test_packet_io import Receiver, peer_send, wire_mac
@@ -54,27 +55,37 @@ def arp_frame(src_mac: bytes) -> bytes:
 def cases(src_mac: bytes) -> list[tuple[str, bytes, int]]:
     """(what, frame, the worker it must reach)."""
     n = WORKERS
-    ephemeral = 40_001  # 40001 % 3 == 2
+
+    def tcp(ident: int, peer: int, ours: int, **kw) -> bytes:
+        return ipv4_frame(src_mac, ident, ports=(peer, ours), **kw)
+
     return [
-        ("client of a well-known port", ipv4_frame(src_mac, 1, ports=(ephemeral, 80)), 2),
-        ("client port 40003 to port 80", ipv4_frame(src_mac, 2, ports=(40_003, 80)), 40_003 % n),
-        ("reply to an active open", ipv4_frame(src_mac, 3, ports=(80, 40_000)), 40_000 % n),
-        ("reply, first ephemeral port", ipv4_frame(src_mac, 4, ports=(443, EPHEMERAL_FIRST)),
-         EPHEMERAL_FIRST % n),
-        ("reply, last ephemeral port", ipv4_frame(src_mac, 5, ports=(443, EPHEMERAL_LAST)),
-         EPHEMERAL_LAST % n),
-        ("destination above the range", ipv4_frame(src_mac, 6, ports=(33_334, 61_000)),
-         33_334 % n),
-        ("destination below the range", ipv4_frame(src_mac, 7, ports=(40_001, 32_767)), 2),
-        ("IPv4 options", ipv4_frame(src_mac, 8, ports=(ephemeral, 80), options=bytes(8)), 2),
-        ("peer's ephemeral to ours", ipv4_frame(src_mac, 9, ports=(50_000, 40_000)),
-         40_000 % n),
-        ("later fragment", ipv4_frame(src_mac, 10, ports=(ephemeral, 80), fragment=185), 0),
-        ("first fragment", ipv4_frame(src_mac, 11, ports=(ephemeral, 80), fragment=0x2000), 0),
-        ("UDP", ipv4_frame(src_mac, 12, protocol=17, ports=(ephemeral, ephemeral)), 0),
+        ("client of a well-known port", tcp(1, 40_001, 80), worker_of(80, 40_001, n)),
+        ("another client", tcp(2, 40_004, 80), worker_of(80, 40_004, n)),
+        ("reply to an active open", tcp(3, 80, 40_000), 40_000 % n),
+        ("reply, first ephemeral port", tcp(4, 443, EPHEMERAL_FIRST), EPHEMERAL_FIRST % n),
+        ("reply, last ephemeral port", tcp(5, 443, EPHEMERAL_LAST), EPHEMERAL_LAST % n),
+        ("destination above the range", tcp(6, 33_334, 61_000), worker_of(61_000, 33_334, n)),
+        ("destination below the range", tcp(7, 40_001, 32_767), worker_of(32_767, 40_001, n)),
+        ("IPv4 options", tcp(8, 40_001, 80, options=bytes(8)), worker_of(80, 40_001, n)),
+        ("peer's ephemeral to ours", tcp(9, 50_000, 40_000), 40_000 % n),
+        ("later fragment", tcp(10, 40_001, 80, fragment=185), 0),
+        ("first fragment", tcp(11, 40_001, 80, fragment=0x2000), 0),
+        ("UDP", ipv4_frame(src_mac, 12, protocol=17, ports=(40_001, 40_001)), 0),
         ("ICMP", ipv4_frame(src_mac, 13, protocol=1), 0),
         ("ARP", arp_frame(src_mac), 0),
-    ]  # fmt: skip
+    ]
+
+
+def test_the_cases_reach_every_worker_so_they_can_fail():
+    assert {worker for *_, worker in cases(bytes(6))} == set(range(WORKERS))
+
+
+def test_clients_with_even_ports_spread_over_two_workers():
+    """Linux's connect() prefers even ports: a port mod 2 would put every
+    Linux client on worker 0."""
+    spread = [worker_of(80, port, 2) for port in range(EPHEMERAL_FIRST, EPHEMERAL_FIRST + 2000, 2)]
+    assert 0.4 < sum(spread) / len(spread) < 0.6
 
 
 def test_the_program_is_what_the_kernel_accepts_and_bounded():
@@ -180,3 +191,45 @@ def test_every_worker_but_the_first_hears_a_copy_of_each_arp_frame(emulated_port
     finally:
         for port in ports:
             port.close()
+
+
+def test_a_successor_takes_the_ring_over_where_a_dead_reader_left_it(emulated_port):
+    """A restarted worker is a fork of the supervisor, whose copy of the
+    port never read: it must resume at the oldest frame the dead worker
+    left unread, in order, not at the ring's first slot."""
+    vf = emulated_port.vf(0)
+    src = wire_mac(emulated_port)
+    frames = [ipv4_frame(src, ident, ports=(40_001, 80)) for ident in range(1, 9)]
+    with PacketPort(vf, [0] * len(NicCounter), ring_frames=32) as port:
+        peer_send(emulated_port, frames[:5])
+        pid = os.fork()
+        if pid == 0:  # the worker: reads two frames, then dies
+            port.receive_batch(lambda frame, trusted: None, limit=2)
+            os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        port.recover()
+        receiver = Receiver(port)
+        port.receive_batch(receiver.deliver)
+        assert [f for f in map(bytes, receiver.frames) if f in frames] == frames[2:5]
+        peer_send(emulated_port, frames[5:])
+        port.receive_batch(receiver.deliver)
+        assert [f for f in map(bytes, receiver.frames) if f in frames] == frames[2:]
+
+
+def test_a_successor_of_a_reader_that_left_nothing_waits_for_the_next_frame(emulated_port):
+    vf = emulated_port.vf(0)
+    src = wire_mac(emulated_port)
+    frames = [ipv4_frame(src, ident, ports=(40_001, 80)) for ident in range(1, 7)]
+    with PacketPort(vf, [0] * len(NicCounter), ring_frames=32) as port:
+        peer_send(emulated_port, frames[:3])
+        pid = os.fork()
+        if pid == 0:
+            port.receive_batch(lambda frame, trusted: None)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        port.recover()
+        receiver = Receiver(port)
+        assert port.receive_batch(receiver.deliver) == 0  # nothing left, nothing found
+        peer_send(emulated_port, frames[3:])
+        port.receive_batch(receiver.deliver)
+        assert [f for f in map(bytes, receiver.frames) if f in frames] == frames[3:]

@@ -82,7 +82,16 @@ class StackProcess:
         return line.strip()
 
     def counters(self) -> dict[str, dict[str, int]]:
-        return read_counters(counters_path(self.run_dir, self.name), INSTANCE_LAYOUT)
+        """The instance's counters: with several workers, added up."""
+        single = counters_path(self.run_dir, self.name)
+        if single.exists():
+            return read_counters(single, INSTANCE_LAYOUT)
+        return read_counters(
+            sorted(self.run_dir.glob(f"{self.name}.worker*.counters")), INSTANCE_LAYOUT
+        )
+
+    def worker_counters(self, worker: int) -> dict[str, dict[str, int]]:
+        return read_counters(counters_path(self.run_dir, self.name, worker), INSTANCE_LAYOUT)
 
     @property
     def stopped(self) -> bool:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from stackservice import cli
@@ -106,10 +108,19 @@ def test_config_control_defaults_to_run_dir_socket():
     assert config.metrics_port is None
 
 
-def test_config_workers_other_than_one_refused_clearly():
-    assert InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", workers="1")
-    with pytest.raises(ValueError, match="--workers"):
-        InstanceConfig.build(iface="vfpf0v0", ip="198.18.0.10/24", workers="2")
+def test_config_workers_and_cpus_checked_clearly():
+    base = {"iface": "vfpf0v0", "ip": "198.18.0.10/24"}
+    assert InstanceConfig.build(**base).workers == 1
+    assert InstanceConfig.build(**base, workers="2").workers == 2
+    for bad in ("0", "65", "two", "-1"):
+        with pytest.raises(ValueError, match="--workers"):
+            InstanceConfig.build(**base, workers=bad)
+    cpus = sorted(os.sched_getaffinity(0))
+    given = ",".join(map(str, reversed(cpus)))
+    assert InstanceConfig.build(**base, workers="2", cpus=given).cpus == tuple(reversed(cpus))
+    for bad in ("4096", "0,0", "a"):
+        with pytest.raises(ValueError, match="--cpus"):
+            InstanceConfig.build(**base, cpus=bad)
 
 
 # --- The VF identity instead of --iface: --pf PF --vf INDEX --------------------

@@ -59,6 +59,9 @@ class ScriptedPort:
     def fileno(self) -> int:
         return self._ready.fileno()
 
+    def arp_fileno(self) -> int:
+        return -1  # one worker: no ARP copies
+
     @property
     def stop_fd(self) -> int:
         return self._stop.fileno()

@@ -2,7 +2,8 @@
 
 The single benchmarks stay runnable on their own: `python3 -m bench.tcp`,
 `bench.icmp_echo`, `bench.packet_io`, `bench.rings`, `bench.control_overhead`,
-`bench.isolation`, `bench.loss`, `bench.soak`, `bench.relay`, `bench.metrics`.
+`bench.isolation`, `bench.loss`, `bench.soak`, `bench.relay`, `bench.metrics`,
+`bench.workers`.
 """
 
 import sys

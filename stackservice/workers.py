@@ -94,26 +94,24 @@ def serve_workers(config: InstanceConfig, stop_fd: int) -> int:
         links = [link_pair() for _ in workers] if config.control is not None else []
         for worker, (ours, _) in zip(workers, links, strict=False):
             worker.link = ours
+        paths = [counters_path(config.run_dir, config.name, w.index) for w in workers]
         control = (
             control_server(
-                config, identity(config, mode, mac), [theirs for _, theirs in links],
-                [counters_path(config.run_dir, config.name, w.index) for w in workers],
+                config, identity(config, mode, mac), [theirs for _, theirs in links], paths
             )
             if links
             else contextlib.nullcontext()
-        )  # fmt: skip
+        )
+        supervisor = Supervisor(config, mode, mac, workers)
         with control:
             for worker in workers:
-                _start(config, mode, mac, worker, workers, restarted=False)
+                supervisor.start(worker, restarted=False)
             say(start_line(config, mac, mode))
-            _supervise(config, mode, mac, workers, stop_fd)
-            _stop(workers)
+            supervisor.supervise(stop_fd)
+            supervisor.stop()
             if links:
                 send_event(workers[0].link, "stopping")
-        counters = read_counters(
-            [counters_path(config.run_dir, config.name, w.index) for w in workers],
-            INSTANCE_LAYOUT,
-        )
+        counters = read_counters(paths, INSTANCE_LAYOUT)
     say(stopped_line(config, counters))
     return 0
 
@@ -143,97 +141,107 @@ def _worker_parts(config: InstanceConfig) -> Iterator[list[_Worker]]:
                     worker.link.close()
 
 
-def _start(
-    config: InstanceConfig,
-    mode: str,
-    mac: str,
-    worker: _Worker,
-    workers: list[_Worker],
-    restarted: bool,
-) -> None:
-    worker.started_at = time.monotonic()
-    worker.restart_at = None
-    pid = os.fork()
-    if pid == 0:
-        _worker_process(config, mode, mac, worker, workers, restarted)
-    worker.pid = pid
-    worker.pidfd = os.pidfd_open(pid)
+class Supervisor:
+    """Starts, restarts and stops the workers of one instance."""
 
+    def __init__(self, config: InstanceConfig, mode: str, mac: str, workers: list[_Worker]):
+        self.config = config
+        self.mode = mode
+        self.mac = mac
+        self.workers = workers
 
-def _worker_process(
-    config: InstanceConfig,
-    mode: str,
-    mac: str,
-    worker: _Worker,
-    workers: list[_Worker],
-    restarted: bool,
-) -> None:
-    """The forked worker: never returns."""
-    status = 1
-    try:
-        # SIGTERM rather than SIGKILL: with the supervisor gone (kill -9)
-        # the worker still resets its connections, so peers know.
-        die_with_parent(signal.SIGTERM)
-        for other in workers:  # the supervisor keeps them; this worker needs its own
-            if other is not worker:
-                other.port.close()
-                other.counters.close(unlink=False)
-                if other.link is not None:
-                    other.link.close()
-            if other.pidfd >= 0:
-                os.close(other.pidfd)
-        if config.cpus:
-            os.sched_setaffinity(0, {config.cpus[worker.index % len(config.cpus)]})
-        if restarted:
-            worker.port.recover()
-            worker.counters.reset_gauges()
-            worker.counters.section("loop")[LoopCounter.WORKER_RESTARTS] += 1
-        instance = Instance(config, mode, mac, worker.counters, worker.port, None, worker.index)
-        if config.diag_services:
-            DiagServices(instance.engine)
-        link = None
-        if worker.link is not None:
-            requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
-            link = LinkServer(worker.link, requests, instance.contain)
-        with stop_on_signals() as stop_fd:
-            status = run_loop(instance, stop_fd, link)
-    except BaseException:
-        log.critical("worker %d failed to start", worker.index, exc_info=True)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+    def start(self, worker: _Worker, restarted: bool) -> None:
+        worker.started_at = time.monotonic()
+        worker.restart_at = None
+        pid = os.fork()
+        if pid == 0:
+            self._worker_process(worker, restarted)
+        worker.pid = pid
+        worker.pidfd = os.pidfd_open(pid)
 
+    def _worker_process(self, worker: _Worker, restarted: bool) -> None:
+        """The forked worker: never returns."""
+        config = self.config
+        status = 1
+        try:
+            # SIGTERM rather than SIGKILL: with the supervisor gone (kill -9)
+            # the worker still resets its connections, so peers know.
+            die_with_parent(signal.SIGTERM)
+            for other in self.workers:  # the supervisor keeps them; a worker its own
+                if other is not worker:
+                    other.port.close()
+                    other.counters.close(unlink=False)
+                    if other.link is not None:
+                        other.link.close()
+                if other.pidfd >= 0:
+                    os.close(other.pidfd)
+            if config.cpus:
+                os.sched_setaffinity(0, {config.cpus[worker.index % len(config.cpus)]})
+            if restarted:
+                worker.port.recover()
+                worker.counters.reset_gauges()
+                worker.counters.section("loop")[LoopCounter.WORKER_RESTARTS] += 1
+            instance = Instance(
+                config, self.mode, self.mac, worker.counters, worker.port, None, worker.index
+            )
+            if config.diag_services:
+                DiagServices(instance.engine)
+            link = None
+            if worker.link is not None:
+                requests = ControlRequests(instance.engine, instance.fastpath, monotonic_us)
+                link = LinkServer(worker.link, requests, instance.contain)
+            with stop_on_signals() as stop_fd:
+                status = run_loop(instance, stop_fd, link)
+        except BaseException:
+            log.critical("worker %d failed to start", worker.index, exc_info=True)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
 
-def _supervise(
-    config: InstanceConfig, mode: str, mac: str, workers: list[_Worker], stop_fd: int
-) -> None:
-    """Restart workers that end until `stop_fd` is readable."""
-    poller = select.poll()
-    poller.register(stop_fd, select.POLLIN)
-    for worker in workers:
-        poller.register(worker.pidfd, select.POLLIN)
-    while True:
-        now = time.monotonic()
-        due = [w.restart_at for w in workers if w.restart_at is not None]
-        timeout = None if not due else max(0, int((min(due) - now) * 1000) + 1)
-        for fd, _ in poller.poll(timeout):
-            if fd == stop_fd:
-                return
-            worker = next(w for w in workers if w.pidfd == fd)
-            poller.unregister(fd)
-            pid = worker.pid
-            _reap(worker)
-            log.error(
-                "worker %d (pid %d) ended (%s): its connections are lost; starting it again",
-                worker.index, pid, _describe(worker.exits[-1]),
-            )  # fmt: skip
-            worker.restart_at = max(time.monotonic(), worker.started_at + RESTART_INTERVAL_S)
-        now = time.monotonic()
+    def supervise(self, stop_fd: int) -> None:
+        """Restart workers that end until `stop_fd` is readable."""
+        workers = self.workers
+        poller = select.poll()
+        poller.register(stop_fd, select.POLLIN)
         for worker in workers:
-            if worker.restart_at is not None and worker.restart_at <= now:
-                _start(config, mode, mac, worker, workers, restarted=True)
-                poller.register(worker.pidfd, select.POLLIN)
+            poller.register(worker.pidfd, select.POLLIN)
+        while True:
+            now = time.monotonic()
+            due = [w.restart_at for w in workers if w.restart_at is not None]
+            timeout = None if not due else max(0, int((min(due) - now) * 1000) + 1)
+            for fd, _ in poller.poll(timeout):
+                if fd == stop_fd:
+                    return
+                worker = next(w for w in workers if w.pidfd == fd)
+                poller.unregister(fd)
+                pid = worker.pid
+                _reap(worker)
+                log.error(
+                    "worker %d (pid %d) ended (%s): its connections are lost; starting it again",
+                    worker.index, pid, _describe(worker.exits[-1]),
+                )  # fmt: skip
+                worker.restart_at = max(time.monotonic(), worker.started_at + RESTART_INTERVAL_S)
+            now = time.monotonic()
+            for worker in workers:
+                if worker.restart_at is not None and worker.restart_at <= now:
+                    self.start(worker, restarted=True)
+                    poller.register(worker.pidfd, select.POLLIN)
+
+    def stop(self) -> None:
+        """SIGTERM to every live worker (each resets its connections), then
+        wait; a worker still there after STOP_TIMEOUT_S is killed."""
+        live = [w for w in self.workers if w.pid]
+        for worker in live:
+            os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for worker in live:
+            poller = select.poll()
+            poller.register(worker.pidfd, select.POLLIN)
+            if not poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                log.error("worker %d did not stop in %.0f s: killed", worker.index, STOP_TIMEOUT_S)
+                os.kill(worker.pid, signal.SIGKILL)
+            _reap(worker)
 
 
 def _reap(worker: _Worker) -> None:
@@ -248,19 +256,3 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
     return f"status {os.waitstatus_to_exitcode(status)}"
-
-
-def _stop(workers: list[_Worker]) -> None:
-    """SIGTERM to every live worker (each resets its connections), then
-    wait; a worker still there after STOP_TIMEOUT_S is killed."""
-    live = [w for w in workers if w.pid]
-    for worker in live:
-        os.kill(worker.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for worker in live:
-        poller = select.poll()
-        poller.register(worker.pidfd, select.POLLIN)
-        if not poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-            log.error("worker %d did not stop in %.0f s: killed", worker.index, STOP_TIMEOUT_S)
-            os.kill(worker.pid, signal.SIGKILL)
-        _reap(worker)

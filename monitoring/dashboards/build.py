@@ -514,6 +514,39 @@ def overview() -> dash.Dashboard:
                 ),
             )
         )
+        .with_row(row(106, "Workers (stackservice run --workers N)"))
+        .with_panel(
+            graph(
+                20,
+                "Frames received, by worker",
+                "vfstack_rx_packets_total by worker: how the fanout group spreads the "
+                "instance's traffic over its workers (one series with one worker).",
+                units.PacketsPerSecond,
+                queries(
+                    (
+                        f"sum by (instance, worker) "
+                        f"(rate(vfstack_rx_packets_total{{{SEL}}}{RATE}))",
+                        "{{instance}} worker {{worker}}",
+                    )
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                21,
+                "Worker restarts",
+                "vfstack_loop_worker_restarts_total: a worker that died and was started "
+                "again (its connections were reset). Alert VfstackWorkerRestarted.",
+                units.Short,
+                queries(
+                    (
+                        f"sum by (instance, worker) "
+                        f"(increase(vfstack_loop_worker_restarts_total{{{SEL}}}{RATE}))",
+                        "{{instance}} worker {{worker}}",
+                    )
+                ),
+            )
+        )
     )
 
 

@@ -247,7 +247,12 @@ def _conn_row(conn: Any) -> list[str]:
 
 
 def _conns_lines(reply: Any, args: argparse.Namespace) -> list[str]:
-    lines = _table(_CONN_HEADER, [_conn_row(c) for c in reply.connections], _CONN_NUMERIC)
+    rows = [_conn_row(c) for c in reply.connections]
+    header, numeric = _CONN_HEADER, _CONN_NUMERIC
+    if any(c.worker for c in reply.connections):  # an instance of several workers
+        header, numeric = (*header, "worker"), numeric | {len(header)}
+        rows = [[*row, str(c.worker)] for row, c in zip(rows, reply.connections, strict=True)]
+    lines = _table(header, rows, numeric)
     if reply.total > len(reply.connections):
         last = reply.connections[-1].connection_id if reply.connections else 0
         lines.append(

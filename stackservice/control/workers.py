@@ -11,6 +11,7 @@ merges their answers:
   never repeat across workers (TcpEngine's ids step by N). One
   `connection_id` is asked of every worker: the one that has it answers.
 - `sessions`: every worker's sessions, one list.
+- Every row says which worker answered it (`worker`).
 - `attach`, `detach`, `expired`: refused (FAILED_PRECONDITION) with more
   than one worker, for now: an app's session lives in one worker, and the
   SDK does not yet attach to each worker and merge their readiness.
@@ -77,7 +78,12 @@ class WorkerLinks:
             failed = _first_error(replies)
             if failed is not None:
                 return failed
-            return {"sessions": [s for reply in replies for s in reply["sessions"]], FDS: []}
+            sessions = [
+                {**session, "worker": worker}
+                for worker, reply in enumerate(replies)
+                for session in reply["sessions"]
+            ]
+            return {"sessions": sessions, FDS: []}
         return {**_SESSIONS_REFUSED, FDS: []}
 
     def _ask_all(self, op: str, timeout: float, fields: dict) -> list[dict]:
@@ -95,19 +101,25 @@ class WorkerLinks:
 
     @staticmethod
     def _connections(replies: list[dict], fields: dict) -> dict:
+        answers = list(enumerate(replies))  # (worker, reply)
         if fields.get("connection_id"):  # one worker has it, the others do not
-            found = [r for r in replies if r.get("error") != "not_found"]
-            replies = found or replies[:1]
-        failed = _first_error(replies)
+            found = [(w, r) for w, r in answers if r.get("error") != "not_found"]
+            answers = found or answers[:1]
+        failed = _first_error([reply for _, reply in answers])
         if failed is not None:
             return failed
         rows = sorted(
-            (row for reply in replies for row in reply["connections"]),
+            (
+                {**row, "worker": worker}
+                for worker, reply in answers
+                for row in reply["connections"]
+            ),
             key=lambda row: row["connection_id"],
         )
         limit = fields.get("limit") or 0
         rows = rows[: min(limit, MAX_ROWS) if limit > 0 else MAX_ROWS]
-        return {"connections": rows, "total": sum(r["total"] for r in replies), FDS: []}
+        total = sum(reply["total"] for _, reply in answers)
+        return {"connections": rows, "total": total, FDS: []}
 
 
 def _first_error(replies: list[dict]) -> dict | None:

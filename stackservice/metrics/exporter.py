@@ -7,7 +7,10 @@ costs the loop nothing and one exporter serves every worker's slots (no
 prometheus-client multiprocess directory).
 
 Names (docs/architecture.md, "Metrics"); every series also carries `instance` (the
-stack's name), `vf` (VF index, "" when not a VF) and `pf`:
+stack's name), `vf` (VF index, "" when not a VF) and `pf`, and every series
+read from the counters `worker` (the worker that counted it, "0" with one
+worker; stackservice.workers): add them up by instance for the instance's
+figure:
 
 - counters `vfstack_{rx,tx}_{packets,bytes}_total` (nic);
   `vfstack_rx_drops_total{reason}`: every receive-side reason of the net and
@@ -78,7 +81,7 @@ from prometheus_client.utils import floatToGoString
 from stackservice.faults import FaultSite
 from stackservice.limits import MemoryPool, Refusal
 from stackservice.metrics.apps import RINGS, AppSample, read_apps
-from stackservice.metrics.counters import CounterLayout, HistogramSnapshot, read_all
+from stackservice.metrics.counters import CounterFiles, CounterLayout, HistogramSnapshot, read_all
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.net.drops import TX_DROP_REASONS, DropReason
 from stackservice.tcp.drops import TcpDropReason
@@ -86,6 +89,10 @@ from stackservice.tcp.drops import TcpDropReason
 __all__ = ["Identity", "MetricsServer", "StackCollector", "make_registry", "metric_names"]
 
 LABELS = ("instance", "vf", "pf")
+# Every series read from the counters carries the worker that wrote it
+# ("0" with one worker): dashboards add them up by instance, or show each.
+WORKER = "worker"
+WORKER_LABELS = (*LABELS, WORKER)
 INFO_LABELS = ("version", "iface", "mac", "mode", "build")
 US_SUFFIX = "_us"
 
@@ -343,7 +350,7 @@ class StackCollector(Collector):
 
     def __init__(
         self,
-        counters_path: Path,
+        counters_path: CounterFiles,
         identity: Identity,
         layout: CounterLayout = INSTANCE_LAYOUT,
         apps_path: Path | None = None,
@@ -351,8 +358,11 @@ class StackCollector(Collector):
     ) -> None:
         """`more_refusals`: refusals counted outside the counters file (the
         control socket's gate, stackservice.control.gate.REFUSALS), added to
-        vfstack_refusals_total by reason."""
-        self.counters_path = counters_path
+        vfstack_refusals_total by reason, with no worker. `counters_path`:
+        the instance's file, or each worker's in worker order."""
+        self.counters_paths = (
+            [counters_path] if isinstance(counters_path, Path) else list(counters_path)
+        )
         self._more_refusals = more_refusals or {}
         self.apps_path = apps_path
         self.layout = layout
@@ -368,11 +378,11 @@ class StackCollector(Collector):
         for spec in self._plan.specs:
             yield _family(spec)
         for hist in self._plan.histograms:
-            yield HistogramMetricFamily(hist.name, hist.help, labels=LABELS)
+            yield HistogramMetricFamily(hist.name, hist.help, labels=WORKER_LABELS)
 
     def collect(self) -> Iterator[Metric]:
         try:
-            reading = read_all(self.counters_path, self.layout)
+            readings = [read_all(path, self.layout) for path in self.counters_paths]
         except (OSError, ValueError):
             yield from self._static(readable=False)
             yield from self._apps(())
@@ -380,9 +390,12 @@ class StackCollector(Collector):
         yield from self._static(readable=True)
         yield from self._apps(self._read_apps())
         for spec in self._plan.specs:
-            yield self._collect_spec(spec, reading.counters)
+            yield self._collect_spec(spec, [reading.counters for reading in readings])
         for hist in self._plan.histograms:
-            yield self._collect_histogram(hist, reading.histograms[hist.source])
+            family = HistogramMetricFamily(hist.name, hist.help, labels=WORKER_LABELS)
+            for worker, reading in enumerate(readings):
+                self._add_histogram(family, worker, hist, reading.histograms[hist.source])
+            yield family
 
     def _static(self, readable: bool | None) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -437,20 +450,22 @@ class StackCollector(Collector):
         yield app_bytes
         yield occupancy
 
-    def _collect_spec(self, spec: _Spec, counters: Mapping[str, Mapping[str, int]]) -> Metric:
+    def _collect_spec(self, spec: _Spec, workers: list[Mapping[str, Mapping[str, int]]]) -> Metric:
         family = _family(spec)
-        for series in spec.series:
-            value = 0
-            for section, slot in series.sources:
-                value += counters[section][slot]
-            family.add_metric(self._labels + list(series.labels), value)
-        if spec.name == REFUSALS:
+        for worker, counters in enumerate(workers):
+            for series in spec.series:
+                value = 0
+                for section, slot in series.sources:
+                    value += counters[section][slot]
+                family.add_metric([*self._labels, str(worker), *series.labels], value)
+        if spec.name == REFUSALS:  # the control process's own: no worker
             for reason, value in list(self._more_refusals.items()):
-                family.add_metric([*self._labels, reason], value)
+                family.add_metric([*self._labels, "", reason], value)
         return family
 
-    def _collect_histogram(self, hist: _HistogramSpec, snap: HistogramSnapshot) -> Metric:
-        family = HistogramMetricFamily(hist.name, hist.help, labels=LABELS)
+    def _add_histogram(
+        self, family: Metric, worker: int, hist: _HistogramSpec, snap: HistogramSnapshot
+    ) -> None:
         buckets = []
         running = 0
         # Dividing by an exact power of ten rounds correctly: 10 µs -> 1e-05.
@@ -460,13 +475,12 @@ class StackCollector(Collector):
         # The +Inf bucket is `_count`: from the buckets, so the two always
         # agree even when the scrape raced an observation.
         buckets.append(("+Inf", running + snap.buckets[-1]))
-        family.add_metric(self._labels, buckets, snap.sum / hist.divisor)
-        return family
+        family.add_metric([*self._labels, str(worker)], buckets, snap.sum / hist.divisor)
 
 
 def _family(spec: _Spec) -> Metric:
     cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-    return cls(spec.name, spec.help, labels=(*LABELS, *spec.labels))
+    return cls(spec.name, spec.help, labels=(*WORKER_LABELS, *spec.labels))
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:

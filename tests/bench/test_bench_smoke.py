@@ -275,3 +275,14 @@ def test_frameworks_bench_quick_compares_each_framework_with_the_kernel():
         assert row["stack"]["median"] > 0 and row["kernel"]["median"] > 0
         assert row["ratio"] == pytest.approx(row["stack"]["median"] / row["kernel"]["median"])
     assert report["internal_errors"] == 0
+
+
+def test_workers_bench_quick_compares_one_worker_with_two():
+    report = _run_bench("bench.workers")
+    rows = {(row["measure"], row["unit"]): row for row in report["summary"]}
+    for scenario in ("ab short", "ab -k"):
+        rate = rows[(scenario, "requests/s")]
+        assert rate["workers_1"]["median"] > 0 and rate["workers_2"]["median"] > 0
+        assert rate["failed"] == {"1": 0, "2": 0}
+        assert rows[(scenario, "stack CPU-s/1000")]["workers_2"]["median"] > 0
+    assert report["worker_restarts"] == {"1": 0, "2": 0}

@@ -43,17 +43,19 @@ def _get(url: str) -> str:
         return reply.read().decode()
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """name{labels} -> value of every sample on /metrics."""
-    samples = {}
+def _scrape(port: int, by: tuple[str, ...] = ()) -> dict[str, float]:
+    """name{labels} -> value of every sample on /metrics, the instance's:
+    the series of its workers added up, as dashboards do, unless `by`
+    names "worker"."""
+    samples: dict[str, float] = {}
+    hidden = {"instance", "vf", "pf", "worker"} - set(by)
     for family in text_string_to_metric_families(_get(f"http://127.0.0.1:{port}/metrics")):
         for sample in family.samples:
             labels = ",".join(
-                f"{k}={v}"
-                for k, v in sorted(sample.labels.items())
-                if k not in ("instance", "vf", "pf")
+                f"{k}={v}" for k, v in sorted(sample.labels.items()) if k not in hidden
             )
-            samples[f"{sample.name}{{{labels}}}"] = sample.value
+            key = f"{sample.name}{{{labels}}}"
+            samples[key] = samples.get(key, 0) + sample.value
     return samples
 
 

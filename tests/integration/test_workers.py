@@ -22,6 +22,7 @@ import pytest
 import vfstack
 
 from stackservice.nic.fanout import worker_of
+from tests.integration.test_metrics import _free_port, _scrape
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
 from tests.support.stack import running_stack, wait_until
 
@@ -121,7 +122,14 @@ def test_a_50_mb_echo_through_two_workers_is_exact(emulated_port):
 
 
 def test_the_control_api_shows_the_instance_whole_and_refuses_sessions(emulated_port):
-    with two_workers(emulated_port) as stack:
+    metrics = _free_port()
+    cpus = sorted(os.sched_getaffinity(0))[:WORKERS]
+    pinning = ("--cpus", ",".join(map(str, cpus))) if len(cpus) == WORKERS else ()
+    with two_workers(emulated_port, "--metrics-port", str(metrics), *pinning) as stack:
+        assert wait_until(lambda: len(worker_pids(stack)) == WORKERS)
+        if pinning:  # worker i runs on the i-th CPU given, and on it alone
+            for worker, pid in worker_pids(stack).items():
+                assert os.sched_getaffinity(pid) == {cpus[worker]}
         done = in_netns(
             emulated_port.netns, "ab", "-q", "-n", "300", "-c", "8", f"http://{STACK}/10",
             timeout=120,
@@ -142,8 +150,22 @@ def test_the_control_api_shows_the_instance_whole_and_refuses_sessions(emulated_
         states = [stack.worker_counters(w)["tcp_states"] for w in range(WORKERS)]
         assert len(ids) == len(set(ids)) == sum(sum(s.values()) for s in states) > 300
         assert ids == sorted(ids)
+        # Each row names its worker; ids step by the worker count from it.
+        assert {row["worker"] for row in everything} == {0, 1}
+        assert all(row["worker"] == (row["connection_id"] - 1) % WORKERS for row in everything)
+        table = subprocess.run(
+            [sys.executable, "-m", "vfstack.cli", "conns", "--control", control(stack)],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        assert table[0].split()[-1] == "worker"
         with pytest.raises(vfstack.ControlError, match="several workers"):
             vfstack.connect(control(stack), app="too-early")
+        # /metrics: every series per worker; dashboards add them up.
+        scraped = _scrape(metrics, by=("worker",))
+        for worker, opens in enumerate(per_worker):
+            assert scraped[f"vfstack_tcp_passive_opens_total{{worker={worker}}}"] == opens
+            assert scraped[f"vfstack_tcp_connect_seconds_count{{worker={worker}}}"] == opens
+        assert _scrape(metrics)["vfstack_tcp_passive_opens_total{}"] == sum(per_worker)
 
 
 def test_a_killed_worker_is_restarted_and_only_its_connections_are_lost(emulated_port):
@@ -159,10 +181,8 @@ def test_a_killed_worker_is_restarted_and_only_its_connections_are_lost(emulated
             holder.stdin.write("go\n")
             holder.stdin.flush()
             assert set(json.loads(holder.stdout.readline()).values()) == {"echo"}
-            workers = Path(f"/proc/{stack.proc.pid}/task/{stack.proc.pid}/children")
-            pids = [int(pid) for pid in workers.read_text().split()]
-            victim = next(pid for pid in pids if _is_worker(pid, 1, stack))
-            os.kill(victim, signal.SIGKILL)
+            assert wait_until(lambda: len(worker_pids(stack)) == WORKERS)
+            os.kill(worker_pids(stack)[1], signal.SIGKILL)
             assert wait_until(
                 lambda: stack.worker_counters(1)["loop"]["worker_restarts"] == 1, timeout=10
             )
@@ -185,9 +205,26 @@ def test_a_killed_worker_is_restarted_and_only_its_connections_are_lost(emulated
     assert "worker 1" in err and "SIGKILL" in err and "starting it again" in err
 
 
-def _is_worker(pid: int, index: int, stack) -> bool:
-    """Workers are forks of the supervisor (same command line as it); the
-    control server is not. Tell worker `index` by its counters file being
-    mapped."""
-    maps = Path(f"/proc/{pid}/maps").read_text()
-    return f"vf0.worker{index}.counters" in maps and f"vf0.worker{1 - index}.counters" not in maps
+def worker_pids(stack) -> dict[int, int]:
+    """Worker index -> pid. Workers are forks of the supervisor (the same
+    command line as it), the control server is not; each worker maps its
+    own counters file only."""
+    pid = stack.proc.pid
+    found = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        maps = Path(f"/proc/{child}/maps").read_text()
+        mapped = [w for w in range(WORKERS) if f"vf0.worker{w}.counters" in maps]
+        if len(mapped) == 1:
+            found[mapped[0]] = int(child)
+    return found
+
+
+def test_two_workers_without_a_control_api_serve_and_stop_cleanly(emulated_port):
+    with two_workers(emulated_port, "--control", "none") as stack:
+        got = kernel_peer(emulated_port.netns, "fetch", "--port", "80", "--bytes", "5000")
+        assert got["bytes"] == 5000 and got["body_ok"], got
+        status, out, _ = stack.stop()
+    assert status == 0
+    summary = json.loads(out.split("counters ", 1)[1])
+    assert summary["tcp"]["passive_opens"] == 1
+    assert not list(stack.run_dir.glob("*.counters"))  # the workers' files are gone

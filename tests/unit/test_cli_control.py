@@ -107,6 +107,7 @@ class FixedStackControl(stack_pb2_grpc.StackControlServicer):
         self.info_delay = 0.0
         self.watch_stall = False
         self.total = len(CONNECTIONS)  # what ListConnections says matched
+        self.connections = CONNECTIONS
 
     def GetInfo(self, request, context):
         deadline = time.monotonic() + self.info_delay
@@ -120,7 +121,7 @@ class FixedStackControl(stack_pb2_grpc.StackControlServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, "no connection 99")
         if "BOGUS" in request.states:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown state 'BOGUS'")
-        return stack_pb2.ListConnectionsResponse(connections=CONNECTIONS, total=self.total)
+        return stack_pb2.ListConnectionsResponse(connections=self.connections, total=self.total)
 
     def GetStats(self, request, context):
         return STATS
@@ -304,6 +305,20 @@ def test_conns_table_columns_align_to_the_widest_cell(stack, capsys):
             assert row[:end].endswith(" " + cell) and row[end : end + 1] in ("", " ")
     assert rows[1].split()[5:10] == ["14480", "1.234", "201", "3", "diag"]
     assert rows[0].split()[5:9] == ["-", "-", "-", "-"]  # a listener has no TCP metrics
+
+
+def test_conns_shows_each_sockets_worker_when_the_instance_has_several(stack, capsys):
+    _, one_worker, _ = run(capsys, "conns")
+    assert "worker" not in one_worker[0]
+    stack.connections = [
+        stack_pb2.Connection(connection_id=c.connection_id + 1, worker=w, state=c.state)
+        for w, c in enumerate(CONNECTIONS)
+    ]
+    status, out, _ = run(capsys, "conns")
+    assert status == 0
+    header, *rows = out
+    assert header.split()[-2:] == ["id", "worker"]
+    assert [row.split()[-2:] for row in rows] == [["2", "0"], ["8", "1"], ["12346", "2"]]
 
 
 def test_conns_filters_are_sent_to_the_server(stack, capsys):

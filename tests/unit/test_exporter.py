@@ -26,8 +26,9 @@ from stackservice.limits import Refusal
 from stackservice.metrics.apps import AppField, AppStatsTable
 from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.exporter import StackCollector, make_registry, metric_names
-from stackservice.metrics.layout import INSTANCE_LAYOUT
+from stackservice.metrics.layout import INSTANCE_LAYOUT, TCP_RTT_US
 from stackservice.net.drops import TX_DROP_REASONS, DropReason
+from stackservice.nic.packet_io import NicCounter
 from stackservice.tcp.drops import TcpDropReason
 
 INFO = {
@@ -110,7 +111,7 @@ def apps(tmp_path):
     table.close()
 
 
-def scrape(path: Path, identity=IDENTITY, apps: Path | None = None, more=None) -> dict:
+def scrape(path: Path | list[Path], identity=IDENTITY, apps: Path | None = None, more=None) -> dict:
     registry = make_registry(StackCollector(path, identity, apps_path=apps, more_refusals=more))
     text = generate_latest(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
@@ -128,11 +129,36 @@ def test_design_metrics_present_with_type_and_labels(counters, apps):
         family = families[name]
         assert family.type == kind, name
         assert family.samples, name
+        # What the counters hold is per worker; the identity and the app
+        # table are the instance's.
+        worker = () if name in APP_FAMILIES or name == "vfstack_info" else ("worker",)
         for sample in family.samples:
             extra = ("le",) if sample.name.endswith("_bucket") else ()
-            assert set(sample.labels) == {*OURS, *own, *extra}, sample
+            assert set(sample.labels) == {*OURS, *own, *extra, *worker}, sample
             assert OURS.items() <= sample.labels.items(), sample
     assert set(families) == set(metric_names())
+
+
+def test_each_workers_file_is_a_series_of_its_own_labelled_with_the_worker(counters, tmp_path):
+    """--workers N: a counters file per worker, in worker order; every
+    series read from them says whose it is, and they add up to the
+    instance's figure."""
+    second = CounterBlock(INSTANCE_LAYOUT, tmp_path / "vf0.worker1.counters")
+    try:
+        second.section("nic")[NicCounter.RX_PACKETS] = 7
+        second.histogram(TCP_RTT_US).observe(300)
+        families = scrape([counters._path, tmp_path / "vf0.worker1.counters"])
+    finally:
+        second.close()
+    rx = {s.labels["worker"]: s.value for s in families["vfstack_rx_packets"].samples}
+    assert rx == {"0": slot_value("nic", NicCounter.RX_PACKETS), "1": 7}
+    rtt = {
+        s.labels["worker"]: s.value
+        for s in families["vfstack_tcp_rtt_seconds"].samples
+        if s.name.endswith("_count")
+    }
+    assert rtt == {"0": 0, "1": 1}
+    assert len(families["vfstack_info"].samples) == 1  # the instance's identity, once
 
 
 def test_without_an_app_table_the_app_families_have_no_series(counters, tmp_path):

@@ -25,7 +25,7 @@ PROMETHEUS = MONITORING / "prometheus.yml"
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
 # docs/architecture.md "Metrics": the names the exporter serves. Every series also has
-# the labels instance, vf and pf.
+# the labels instance, vf and pf; those read from the counters also worker.
 COUNTERS = {
     "vfstack_rx_packets_total",
     "vfstack_rx_bytes_total",
@@ -43,6 +43,7 @@ COUNTERS = {
     "vfstack_app_bytes_total",
     "vfstack_internal_errors_total",
     "vfstack_refusals_total",
+    "vfstack_loop_worker_restarts_total",
 }
 GAUGES = {
     "vfstack_tcp_connections",

@@ -80,6 +80,9 @@ def links(workers):
 def test_a_listing_merges_every_workers_page_by_id(links, workers):
     reply = links.request("connections", 5, limit=7, after_id=10)
     assert [row["connection_id"] for row in reply["connections"]] == list(range(11, 18))
+    # Each row names the worker that answered it: id i is worker (i - 1) % N's.
+    rows = reply["connections"]
+    assert all(row["worker"] == (row["connection_id"] - 1) % WORKERS for row in rows)
     everyone = sum(len([i for i in w.ids if i > 10]) for w in workers)
     assert reply["total"] == everyone
     assert reply[FDS] == []
@@ -91,7 +94,9 @@ def test_a_listing_merges_every_workers_page_by_id(links, workers):
 def test_one_connection_is_found_at_whichever_worker_has_it(links):
     for wanted in (1, 2, 3, 301):
         rows = links.request("connections", 5, connection_id=wanted)["connections"]
-        assert [row["connection_id"] for row in rows] == [wanted]
+        assert [(row["connection_id"], row["worker"]) for row in rows] == [
+            (wanted, (wanted - 1) % WORKERS)
+        ]
     missing = links.request("connections", 5, connection_id=10**9)
     assert missing["error"] == "not_found"
 
@@ -106,7 +111,7 @@ def test_sessions_of_every_worker_in_one_list(links, workers):
     for index, worker in enumerate(workers):
         worker.sessions = [{"session_id": index}]
     sessions = links.request("sessions", 5, viewer=0)["sessions"]
-    assert [s["session_id"] for s in sessions] == [0, 1, 2]
+    assert [(s["session_id"], s["worker"]) for s in sessions] == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_attaching_is_refused_with_a_reason(links):

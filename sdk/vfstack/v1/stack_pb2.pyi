@@ -93,20 +93,22 @@ class ListSessionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "app", "pid", "attached_ms", "sockets", "uid")
+    __slots__ = ("session_id", "app", "pid", "attached_ms", "sockets", "uid", "worker")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     ATTACHED_MS_FIELD_NUMBER: _ClassVar[int]
     SOCKETS_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     app: str
     pid: int
     attached_ms: int
     sockets: int
     uid: int
-    def __init__(self, session_id: _Optional[int] = ..., app: _Optional[str] = ..., pid: _Optional[int] = ..., attached_ms: _Optional[int] = ..., sockets: _Optional[int] = ..., uid: _Optional[int] = ...) -> None: ...
+    worker: int
+    def __init__(self, session_id: _Optional[int] = ..., app: _Optional[str] = ..., pid: _Optional[int] = ..., attached_ms: _Optional[int] = ..., sockets: _Optional[int] = ..., uid: _Optional[int] = ..., worker: _Optional[int] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions",)
@@ -127,7 +129,7 @@ class ListConnectionsRequest(_message.Message):
     def __init__(self, connection_id: _Optional[int] = ..., states: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., after_id: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("connection_id", "state", "local_ip", "local_port", "remote_ip", "remote_port", "send_queue", "receive_queue", "cwnd", "ssthresh", "srtt_us", "rttvar_us", "rto_us", "retransmits", "mss", "congestion_control", "owner")
+    __slots__ = ("connection_id", "state", "local_ip", "local_port", "remote_ip", "remote_port", "send_queue", "receive_queue", "cwnd", "ssthresh", "srtt_us", "rttvar_us", "rto_us", "retransmits", "mss", "congestion_control", "owner", "worker")
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LOCAL_IP_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,7 @@ class Connection(_message.Message):
     MSS_FIELD_NUMBER: _ClassVar[int]
     CONGESTION_CONTROL_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     connection_id: int
     state: str
     local_ip: str
@@ -162,7 +165,8 @@ class Connection(_message.Message):
     mss: int
     congestion_control: str
     owner: str
-    def __init__(self, connection_id: _Optional[int] = ..., state: _Optional[str] = ..., local_ip: _Optional[str] = ..., local_port: _Optional[int] = ..., remote_ip: _Optional[str] = ..., remote_port: _Optional[int] = ..., send_queue: _Optional[int] = ..., receive_queue: _Optional[int] = ..., cwnd: _Optional[int] = ..., ssthresh: _Optional[int] = ..., srtt_us: _Optional[int] = ..., rttvar_us: _Optional[int] = ..., rto_us: _Optional[int] = ..., retransmits: _Optional[int] = ..., mss: _Optional[int] = ..., congestion_control: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    worker: int
+    def __init__(self, connection_id: _Optional[int] = ..., state: _Optional[str] = ..., local_ip: _Optional[str] = ..., local_port: _Optional[int] = ..., remote_ip: _Optional[str] = ..., remote_port: _Optional[int] = ..., send_queue: _Optional[int] = ..., receive_queue: _Optional[int] = ..., cwnd: _Optional[int] = ..., ssthresh: _Optional[int] = ..., srtt_us: _Optional[int] = ..., rttvar_us: _Optional[int] = ..., rto_us: _Optional[int] = ..., retransmits: _Optional[int] = ..., mss: _Optional[int] = ..., congestion_control: _Optional[str] = ..., owner: _Optional[str] = ..., worker: _Optional[int] = ...) -> None: ...
 
 class ListConnectionsResponse(_message.Message):
     __slots__ = ("connections", "total")

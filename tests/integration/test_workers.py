@@ -228,3 +228,37 @@ def test_two_workers_without_a_control_api_serve_and_stop_cleanly(emulated_port)
     summary = json.loads(out.split("counters ", 1)[1])
     assert summary["tcp"]["passive_opens"] == 1
     assert not list(stack.run_dir.glob("*.counters"))  # the workers' files are gone
+
+
+def test_killing_a_worker_under_load_costs_only_its_connections(emulated_port):
+    """ab keeps 32 connections busy while worker 1 is killed, and admin
+    calls list and count meanwhile: the requests that fail are at most
+    those worker 1 held when it died (the peers see resets), the instance
+    serves on, and the listings never break."""
+    with two_workers(emulated_port) as stack:
+        load = spawn_in_netns(
+            emulated_port.netns, "ab", "-q", "-r", "-n", "20000", "-c", "32",
+            f"http://{STACK}/100", stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert wait_until(lambda: stack.counters()["tcp"]["passive_opens"] > 2000, 60)
+            assert wait_until(lambda: len(worker_pids(stack)) == WORKERS)
+            os.kill(worker_pids(stack)[1], signal.SIGKILL)
+            for _ in range(5):  # an operator looking while it restarts
+                cli(stack, "conns", "--state", "ESTABLISHED")
+                cli(stack, "stats")
+            out, _ = load.communicate(timeout=300)
+        finally:
+            load.kill()
+        complete = int(re.search(r"Complete requests:\s+(\d+)", out).group(1))
+        failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))
+        assert complete == 20000, out
+        # ab -c 32: at most the 32 in flight, and any new ones worker 1
+        # dropped in the restart's second, failed.
+        assert failed <= 200, out
+        assert stack.worker_counters(1)["loop"]["worker_restarts"] == 1
+        done = in_netns(
+            emulated_port.netns, "ab", "-q", "-n", "1000", "-c", "16", f"http://{STACK}/10",
+            timeout=120,
+        )  # fmt: skip
+        assert "Failed requests:        0" in done.stdout, done.stdout

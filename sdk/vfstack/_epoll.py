@@ -1,7 +1,7 @@
 """`Epoll`: `select.epoll` over the sockets of one `vfstack.Stack`.
 
-Like Linux's eventpoll, each Epoll keeps an *interest list* (slot -> mask)
-and a *ready list*. A slot joins the ready list when something may have
+Like Linux's eventpoll, each Epoll keeps an *interest list* (fd -> mask)
+and a *ready list*. An fd joins the ready list when something may have
 made it more ready: a READY or ACCEPTED event from the stack (dispatched
 by `Stack._drain`, which calls `_touch`), a register/modify, or the app's
 own shutdown. Becoming *less* ready (the app read the RX ring dry, filled
@@ -17,7 +17,8 @@ Triggering, as in epoll(7):
   the stack (new data, new room, a new connection, a hang-up);
 - EPOLLONESHOT: after one report the slot is disabled until `modify`.
 
-File descriptors are the sockets' `fileno()` (slot numbers), so a program
+File descriptors are the sockets' `fileno()` (slot numbers; with several
+workers unique across their sessions: vfstack._stack), so a program
 written against `select.epoll` keeps its `{fd: socket}` map unchanged. A
 closed socket leaves every Epoll by itself, as a closed fd does on Linux.
 When the session ends, every registered socket joins the ready list
@@ -47,8 +48,8 @@ class Epoll:
 
     def __init__(self, stack) -> None:
         self._stack = stack
-        self._interest: dict[int, list] = {}  # slot -> [socket, mask]
-        self._ready: dict[int, None] = {}  # insertion-ordered set of slots
+        self._interest: dict[int, list] = {}  # fd -> [socket, mask]
+        self._ready: dict[int, None] = {}  # insertion-ordered set of fds
         self._closed = False
 
     # ------------------------------------------------------------- public
@@ -68,8 +69,8 @@ class Epoll:
             return
         stack = self._stack
         with stack._lock:
-            for slot in self._interest:
-                stack._unwatch(slot, self)
+            for fd in self._interest:
+                stack._unwatch(fd, self)
             self._interest.clear()
             self._ready.clear()
             self._closed = True
@@ -85,12 +86,12 @@ class Epoll:
         stack = self._stack
         with stack._lock:
             sock = stack._socket_of(fd)
-            slot = sock._slot
-            if slot in self._interest:
+            fd = sock._fd
+            if fd in self._interest:
                 raise error(errno.EEXIST)
-            self._interest[slot] = [sock, int(eventmask)]
-            stack._watch(slot, self)
-            self._ready[slot] = None  # epoll_ctl reports what is ready already
+            self._interest[fd] = [sock, int(eventmask)]
+            stack._watch(fd, self)
+            self._ready[fd] = None  # epoll_ctl reports what is ready already
 
     def modify(self, fd, eventmask: int) -> None:
         """Change the mask of a registered fd (and re-arm a ONESHOT one).
@@ -101,17 +102,17 @@ class Epoll:
         with self._stack._lock:
             entry = self._entry(fd)
             entry[1] = int(eventmask)
-            self._ready[entry[0]._slot] = None
+            self._ready[entry[0]._fd] = None
 
     def unregister(self, fd) -> None:
         """Stop watching `fd`. Raises: FileNotFoundError: not registered."""
         self._check_open()
         stack = self._stack
         with stack._lock:
-            slot = self._entry(fd)[0]._slot
-            del self._interest[slot]
-            self._ready.pop(slot, None)
-            stack._unwatch(slot, self)
+            fd = self._entry(fd)[0]._fd
+            del self._interest[fd]
+            self._ready.pop(fd, None)
+            stack._unwatch(fd, self)
 
     def poll(self, timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
         """Wait up to `timeout` seconds (None or negative: forever) for ready
@@ -160,30 +161,29 @@ class Epoll:
             raise ValueError("I/O operation on closed epoll object")
 
     def _entry(self, fd) -> list:
-        slot = fd if isinstance(fd, int) else fd.fileno()
-        entry = self._interest.get(slot)
+        entry = self._interest.get(fd if isinstance(fd, int) else fd.fileno())
         if entry is None or (not isinstance(fd, int) and entry[0] is not fd):
             raise error(errno.ENOENT)
         return entry
 
-    def _touch(self, slot: int) -> None:
-        """The stack reported news for `slot` (stack lock held)."""
-        self._ready[slot] = None
+    def _touch(self, fd: int) -> None:
+        """The stack reported news for `fd` (stack lock held)."""
+        self._ready[fd] = None
 
-    def _forget(self, slot: int) -> None:
-        """`slot`'s socket was closed (stack lock held)."""
-        self._interest.pop(slot, None)
-        self._ready.pop(slot, None)
+    def _forget(self, fd: int) -> None:
+        """`fd`'s socket was closed (stack lock held)."""
+        self._interest.pop(fd, None)
+        self._ready.pop(fd, None)
 
     def _collect(self, maxevents: int) -> list[tuple[int, int]]:
         """Report from the ready list (stack lock held)."""
         found: list[tuple[int, int]] = []
         ready, interest = self._ready, self._interest
-        for slot in list(ready):
+        for fd in list(ready):
             if len(found) >= maxevents:
                 break
-            del ready[slot]
-            entry = interest.get(slot)
+            del ready[fd]
+            entry = interest.get(fd)
             if entry is None:
                 continue
             mask = entry[1]
@@ -192,9 +192,9 @@ class Epoll:
             events = entry[0]._poll_mask() & (mask | _ALWAYS)
             if not events:
                 continue
-            found.append((slot, events))
+            found.append((fd, events))
             if mask & _ONESHOT:
                 entry[1] = _DISABLED
             elif not mask & _ET:
-                ready[slot] = None  # level-triggered: look again next poll
+                ready[fd] = None  # level-triggered: look again next poll
         return found

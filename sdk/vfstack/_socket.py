@@ -17,6 +17,16 @@ EOF on recv and BrokenPipeError on send; epoll sees
 IN|OUT|HUP|RDHUP (and ERR until that error is reported). A listener
 reports ERR|HUP, and `accept()` raises `vfstack.StackGone` (ENETDOWN),
 as does every call that needs an answer from the stack.
+
+Several workers (vfstack._stack "lanes"): a socket lives in one lane.
+`listen()` listens on every lane (mTCP's per-core listen): the listener
+opens a slot on each other lane, gives it the same options, address and
+backlog, and their connections join the one accept queue. `connect()`
+from a socket bound to a port whose flows another worker receives
+(vfstack._steering) first moves the socket there: a new slot with the
+same options and address, so its `fileno()` changes (register it with
+an Epoll after connect). An unbound socket's active open picks a port
+of its own worker's share and never moves.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import time
 from collections import deque
 
 from vfstack._errors import StackGone, check, error, timed_out
+from vfstack._steering import worker_of
 from vfstack.shm import (
     EPOLLERR,
     EPOLLHUP,
@@ -41,6 +52,7 @@ from vfstack.shm import (
     OP_RX_DONE,
     OP_SETSOCKOPT,
     OP_SHUTDOWN,
+    OP_SOCKET,
     OP_TX,
     SLOT_CONNECTED,
     SLOT_CONNECTING,
@@ -93,14 +105,17 @@ class Socket:
     def __init__(
         self,
         stack,
+        lane,
         slot: int,
         generation: int,
         local: tuple[str, int] | None = None,
         peer: tuple[str, int] | None = None,
     ) -> None:
         self._stack = stack
-        self._seg = stack._segment
+        self._lane = lane
+        self._seg = lane.segment
         self._slot = slot
+        self._fd = lane.fd(slot)
         self._generation = generation
         self._timeout: float | None = None
         self._local = local
@@ -108,6 +123,8 @@ class Socket:
         self._peer = peer
         self._connecting_to: tuple[str, int] | None = None
         self._listening = False
+        self._siblings: list[tuple] = []  # a listener's (lane, slot) on the other lanes
+        self._options: list[tuple[int, int, int]] = []  # what setsockopt set, to replay
         self._rd_closed = False
         self._wr_closed = False
         self._error_reported = False
@@ -115,13 +132,14 @@ class Socket:
         self._tx = self._seg.tx(slot)
         self._io_refs = 0  # files from makefile() still open: close() waits for them
         self._close_pending = False
-        stack._sockets[slot] = self
+        stack._sockets[self._fd] = self
 
     # ------------------------------------------------------------ basics
 
     def fileno(self) -> int:
-        """The slot number (-1 once closed): unique within this stack session."""
-        return self._slot
+        """Unique within the Stack (-1 once closed): the slot number, with
+        several workers slot x N + worker."""
+        return self._fd if self._slot >= 0 else -1
 
     def _check(self) -> int:
         slot = self._slot
@@ -172,7 +190,7 @@ class Socket:
         if self._slot < 0:
             return "<vfstack.Socket [closed]>"
         return (
-            f"<vfstack.Socket fd={self._slot}, laddr={self._local}, raddr={self._peer},"
+            f"<vfstack.Socket fd={self._fd}, laddr={self._local}, raddr={self._peer},"
             f" timeout={self._timeout}>"
         )
 
@@ -181,7 +199,7 @@ class Socket:
     def bind(self, address) -> None:
         slot = self._check()
         host, ip, port = _address(address, "bind")
-        event = self._stack._call(OP_BIND, slot, ip, port)
+        event = self._stack._call(self._lane, OP_BIND, slot, ip, port)
         check(event.result)
         self._bound_ip = host
         self._local = (host, event.a1)
@@ -190,17 +208,61 @@ class Socket:
         slot = self._check()
         backlog = min(max(int(backlog), 1), 65535)
         stack = self._stack
+        fd = self._fd
         with stack._lock:  # the queue exists before an ACCEPTED can be dispatched
-            created = slot not in stack._accepts
+            created = fd not in stack._accepts
             if created:
-                stack._accepts[slot] = deque()
-        event = stack._call(OP_LISTEN, slot, backlog)
+                stack._accepts[fd] = deque()
+        event = stack._call(self._lane, OP_LISTEN, slot, backlog)
         if event.result < 0 and created:
             with stack._lock:
-                stack._accepts.pop(slot, None)
+                stack._accepts.pop(fd, None)
         check(event.result)
         self._listening = True
         self._local = (self._bound_ip, event.a1)
+        if created:
+            self._listen_everywhere(backlog)
+
+    def _listen_everywhere(self, backlog: int) -> None:
+        """Listen on every other lane too, on the same address, with the
+        same options. Raises: OSError (the lanes opened so far close)."""
+        stack = self._stack
+        ip, port = _ip(self._bound_ip), self._local[1]
+        try:
+            for lane in stack._lanes:
+                if lane is not self._lane:
+                    slot = self._open_like(lane, ip, port)
+                    self._siblings.append((lane, slot))
+                    with stack._lock:
+                        stack._listener_of[lane.fd(slot)] = self._fd
+                    check(stack._call(lane, OP_LISTEN, slot, backlog).result)
+        except BaseException:
+            self._close_siblings()
+            raise
+
+    def _open_like(self, lane, ip: int, port: int) -> int:
+        """A new slot on `lane` with this socket's options, bound to (ip,
+        port). Returns: its slot. Raises: OSError (it is closed again)."""
+        stack = self._stack
+        event = stack._call(lane, OP_SOCKET)
+        check(event.result)
+        slot = event.slot
+        try:
+            for level, optname, value in self._options:
+                check(stack._call(lane, OP_SETSOCKOPT, slot, level, optname, value).result)
+            check(stack._call(lane, OP_BIND, slot, ip, port).result)
+        except BaseException:
+            stack._close_slot(lane, slot)
+            raise
+        return slot
+
+    def _close_siblings(self) -> None:
+        stack = self._stack
+        siblings, self._siblings = self._siblings, []
+        for lane, slot in siblings:
+            with stack._lock:
+                stack._listener_of.pop(lane.fd(slot), None)
+            stack._close_slot(lane, slot)
 
     def accept(self) -> tuple[Socket, tuple[str, int]]:
         """The next connection: (socket, (peer ip, peer port)). The new socket is blocking."""
@@ -208,17 +270,18 @@ class Socket:
         if not self._listening:
             raise error(errno.EINVAL)
         stack = self._stack
-        queue = stack._accepts[self._slot]
+        queue = stack._accepts[self._fd]
         self._block(
             lambda: bool(queue) or self._slot < 0 or stack._ended is not None, self._deadline()
         )
         self._check()
         stack._check_alive()  # what is still queued ended with the session
         with stack._lock:
-            slot, ip, port = queue.popleft()
+            index, slot, ip, port, _ = queue.popleft()
         peer = (_ip_str(ip), port)
         local = (stack.local_ip, self._local[1] if self._local else 0)
-        return Socket(stack, slot, self._seg.generation(slot), local, peer), peer
+        lane = stack._lanes[index]
+        return Socket(stack, lane, slot, lane.segment.generation(slot), local, peer), peer
 
     def connect(self, address) -> None:
         code = self._connect(address)
@@ -240,7 +303,12 @@ class Socket:
         if port == 0 or ip == 0:
             return errno.ECONNREFUSED  # what Linux answers (the layout forbids port 0)
         stack = self._stack
-        event = stack._call(OP_CONNECT, slot, ip, port)
+        lanes = stack._lanes
+        if len(lanes) > 1 and self._local and self._seg.slot_state(slot) == SLOT_OPEN:
+            worker = worker_of(self._local[1], port, len(lanes))
+            if worker != self._lane.index:
+                slot = self._move_to(lanes[worker])
+        event = stack._call(self._lane, OP_CONNECT, slot, ip, port)
         if event.result < 0:
             return -event.result
         self._local = (stack.local_ip, event.a1)
@@ -252,25 +320,44 @@ class Socket:
             raise timed_out()
         return self._connect_outcome()
 
+    def _move_to(self, lane) -> int:
+        """Reopen this bound socket on `lane`, whose worker receives its
+        flow's frames. Returns: the new slot."""
+        stack = self._stack
+        slot = self._open_like(lane, _ip(self._bound_ip), self._local[1])
+        old_lane, old_slot = self._lane, self._slot
+        self._lane, self._seg, self._slot = lane, lane.segment, slot
+        self._fd = lane.fd(slot)
+        self._generation = lane.segment.generation(slot)
+        self._rx, self._tx = lane.segment.rx(slot), lane.segment.tx(slot)
+        stack._close_slot(old_lane, old_slot)
+        stack._sockets[self._fd] = self
+        return slot
+
     def _connect_outcome(self) -> int:
         seg, slot = self._seg, self._slot
         if seg.slot_state(slot) == SLOT_CONNECTED:
             self._peer = self._connecting_to
             return 0
         code = seg.slot_error(slot)
-        event = self._stack._call(OP_GETSOCKOPT, slot, _socket.SOL_SOCKET, _socket.SO_ERROR)
+        event = self._stack._call(
+            self._lane, OP_GETSOCKOPT, slot, _socket.SOL_SOCKET, _socket.SO_ERROR
+        )
         return code or event.a64 or errno.ECONNREFUSED
 
     def shutdown(self, how: int) -> None:
         slot = self._check()
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise error(errno.EINVAL)
-        check(self._stack._call(OP_SHUTDOWN, slot, how).result)
+        stack = self._stack
+        check(stack._call(self._lane, OP_SHUTDOWN, slot, how).result)
+        for lane, sibling in self._siblings:
+            check(stack._call(lane, OP_SHUTDOWN, sibling, how).result)
         if how != _socket.SHUT_WR:
             self._rd_closed = True
         if how != _socket.SHUT_RD:
             self._wr_closed = True
-        self._stack._touch(slot)
+        stack._touch(self._fd)
 
     # Python's own, over socket.SocketIO: they need only recv_into, send,
     # fileno, _io_refs and _decref_socketios, so files from a vfstack socket
@@ -297,7 +384,8 @@ class Socket:
         self._listening = False
         stack = self._stack
         if not stack._closed:
-            stack._close_slot(slot)
+            stack._close_slot(self._lane, slot)
+            self._close_siblings()
 
     def detach(self) -> int:
         raise error(errno.EOPNOTSUPP)
@@ -333,11 +421,16 @@ class Socket:
         value = int(value)
         if not 0 <= value <= _U64:
             raise error(errno.EINVAL)
-        check(self._stack._call(OP_SETSOCKOPT, slot, level, optname, value).result)
+        stack = self._stack
+        check(stack._call(self._lane, OP_SETSOCKOPT, slot, level, optname, value).result)
+        for lane, sibling in self._siblings:
+            check(stack._call(lane, OP_SETSOCKOPT, sibling, level, optname, value).result)
+        if len(stack._lanes) > 1:
+            self._options.append((level, optname, value))
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None):
         slot = self._check()
-        event = self._stack._call(OP_GETSOCKOPT, slot, level, optname)
+        event = self._stack._call(self._lane, OP_GETSOCKOPT, slot, level, optname)
         check(event.result)
         value = event.a64
         if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
@@ -364,7 +457,7 @@ class Socket:
             mask = EPOLLIN | EPOLLOUT | EPOLLHUP | EPOLLRDHUP
             return mask if self._error_reported else mask | EPOLLERR
         if self._listening:
-            return EPOLLIN if self._stack._accepts.get(slot) else 0
+            return EPOLLIN if self._stack._accepts.get(self._fd) else 0
         seg = self._seg
         stack_mask = seg.readiness(slot)
         mask = stack_mask & (EPOLLHUP | EPOLLRDHUP)
@@ -430,7 +523,7 @@ class Socket:
             raise error(code)
         n = self._tx.write(view)
         if n:
-            self._stack._notify(OP_TX, slot)
+            self._stack._notify(self._lane, OP_TX, slot)
         return n
 
     def send(self, data, flags: int = 0) -> int:
@@ -494,7 +587,7 @@ class Socket:
             n = rx.read_into(view)
             if n:
                 if rx.was_full(before, n):  # the stack waits for RX_DONE
-                    stack._notify(OP_RX_DONE, slot)
+                    stack._notify(self._lane, OP_RX_DONE, slot)
                 return n
             if self._rd_closed:
                 return 0

@@ -18,6 +18,17 @@ Threads: one lock guards the rings and the dispatch tables; one thread at
 a time sleeps on the doorbell (the "pumper"), the others wait on a
 condition the pumper signals after every dispatch.
 
+Several workers (`stackservice run --workers N`): the Stack attaches
+once per worker, a *lane* each (`_Lane`: session, segment, rings and
+doorbells), and merges them. A socket lives in one lane; its `fileno()`
+is slot x N + worker, unique across the lanes. New sockets take the lanes
+in turn, and a connection's active open picks its port in its worker's
+share (vfstack._steering), so the replies reach it. A listener listens on
+every lane (mTCP's per-core listen: vfstack._socket), its accept queue
+fed by all of them. One pumper drains every lane and sleeps on every app
+doorbell at once, through a kernel epoll that is also `fileno()`. One
+worker ending its session ends the Stack's.
+
 The end of the session (`_notice`): the stack stores `ended` in the
 segment when it ends the session on purpose, and the app doorbell, whose
 read end is ours and write end the stack's alone, hangs up when the
@@ -35,6 +46,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import select
 import socket as _socket
 import threading
 import time
@@ -111,43 +123,114 @@ def connect(
         pause = min(2 * pause, RETRY_MAX_SECONDS)
 
 
+class _Lane:
+    """The session with one worker of the instance (its only one, with one
+    worker): the segment, both rings, both doorbells."""
+
+    __slots__ = (
+        "app_bell", "commands", "count", "events", "index", "nslots", "segment",
+        "session_id", "stack_bell", "token",
+    )  # fmt: skip
+
+    def __init__(self, index: int, count: int, reply: stack_pb2.AttachResponse) -> None:
+        self.index, self.count = index, count
+        self.session_id, self.token = reply.session_id, reply.token
+
+    def fd(self, slot: int) -> int:
+        """The fileno() of this lane's `slot`: unique across the lanes."""
+        return slot * self.count + self.index
+
+    def open(self, reply: stack_pb2.AttachResponse, timeout: float) -> None:
+        """Take the session's descriptors over the handoff socket and open
+        them (vfstack.shm "Handoff").
+
+        Raises:
+            ValueError: another layout version, or what the stack handed
+                over is not a sealed segment and two doorbells.
+            OSError: the handoff refused (its errno) or failed.
+        """
+        if reply.layout_version != LAYOUT_VERSION:
+            raise ValueError(
+                f"the instance speaks layout {reply.layout_version}, this SDK {LAYOUT_VERSION}"
+            )
+        fds = redeem(reply.handoff_path, reply.session_id, reply.token, timeout)
+        try:
+            segment = Segment.open(fds[SEGMENT])  # which closes that descriptor
+        except BaseException:
+            os.close(fds[APP_BELL])
+            os.close(fds[STACK_BELL])
+            raise
+        try:
+            # The app's doorbell: the read end, the stack's write end being
+            # its only other end, so its hang-up says the session is over.
+            self.app_bell = Doorbell.adopt(fds[APP_BELL])
+            self.stack_bell = Doorbell.adopt(fds[STACK_BELL])
+        except BaseException:
+            segment.close()
+            os.close(fds[APP_BELL])
+            os.close(fds[STACK_BELL])
+            raise
+        self.segment = segment
+        self.commands = segment.commands
+        self.events = segment.events
+        self.nslots = segment.geometry.socket_slots
+
+    def close(self) -> None:
+        for bell in (self.app_bell, self.stack_bell):
+            bell.close()
+        with contextlib.suppress(BufferError):
+            self.segment.close()
+
+
 class Stack:
     """One session with a stack instance: makes sockets, pumps events."""
 
     def __init__(self, url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> None:
         client = ControlClient(url, timeout)
+        self._client = client
+        self._lanes: list[_Lane] = []
         try:
             info = client.info()
-            reply = client._unary(
-                client._stub.Attach, stack_pb2.AttachRequest(app=app, pid=os.getpid())
-            )
+            count = max(info.workers, 1)
+            for worker in range(count):
+                request = stack_pb2.AttachRequest(app=app, pid=os.getpid(), worker=worker)
+                reply = client._unary(client._stub.Attach, request)
+                lane = _Lane(worker, count, reply)
+                try:
+                    lane.open(reply, timeout)
+                except BaseException:
+                    self._detach(lane)
+                    raise
+                self._lanes.append(lane)
         except BaseException:
+            for lane in self._lanes:
+                self._detach(lane)
+                lane.close()
             client.close()
             raise
-        self._client = client
-        self.session_id = reply.session_id
-        self._token = reply.token
+        self.session_id = self._lanes[0].session_id
         self.app = app
         self.local_ip = info.ip.split("/", 1)[0] or "0.0.0.0"
         # What the instance reaches: its subnet, and through its gateway the
         # rest (vfstack.aio routes an app's connections by these).
         self.network = ipaddress.IPv4Interface(info.ip or "0.0.0.0/32").network
         self.gateway = info.gateway or None
-        try:
-            self._open_session(reply, timeout)
-        except BaseException:
-            self._detach()
-            client.close()
-            raise
-        self._commands = self._segment.commands
-        self._events = self._segment.events
-        self._nslots = self._segment.geometry.socket_slots
+        self._bells = None  # with several lanes: a kernel epoll over their app doorbells
+        if count > 1:
+            self._bells = select.epoll()
+            for lane in self._lanes:
+                self._bells.register(lane.app_bell.fileno(), select.EPOLLIN)
+        self._next_lane = 0  # the lane of the next socket()
         self._request = 0
         self._results: dict[int, Event] = {}
-        self._accepts: dict[int, deque] = {}  # listener slot -> (slot, ip, port)
-        # slot -> its open Socket, so an Epoll can take a bare fileno()
+        # listener fd -> its connections, as (lane index, slot, ip, port,
+        # when), in the order the workers accepted them
+        self._accepts: dict[int, deque] = {}
+        # A listener's slots on the other lanes: their fd -> the listener's
+        self._listener_of: dict[int, int] = {}
+        # fd -> its open Socket, so an Epoll can take a bare fileno()
         self._sockets: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-        self._watchers: dict[int, list[Epoll]] = {}  # slot -> the Epolls that registered it
+        self._watchers: dict[int, list[Epoll]] = {}  # fd -> the Epolls that registered it
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._pumping = False
@@ -180,9 +263,12 @@ class Stack:
         kind = type & ~(_socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
         if kind != _socket.SOCK_STREAM or proto not in (0, _socket.IPPROTO_TCP):
             raise error(errno.EPROTONOSUPPORT)
-        event = self._call(OP_SOCKET)
+        lanes = self._lanes
+        lane = lanes[self._next_lane]
+        self._next_lane = (lane.index + 1) % len(lanes)
+        event = self._call(lane, OP_SOCKET)
         check(event.result)
-        sock = Socket(self, event.slot, event.a1)
+        sock = Socket(self, lane, event.slot, event.a1)
         if type & _socket.SOCK_NONBLOCK:
             sock.setblocking(False)
         return sock
@@ -193,13 +279,14 @@ class Stack:
         return Epoll(self)
 
     def fileno(self) -> int:
-        """The app doorbell's fd: readable when the stack has posted events
-        for a session announced as sleeping, and for good once the session
-        is over (`gone`). `vfstack.StackSelector` and `vfstack.aio` make
-        that announcement and drain the fd; a loop of your own should go
+        """The app doorbell's fd (with several workers, an epoll fd over
+        their doorbells): readable when the stack has posted events for a
+        session announced as sleeping, and for good once the session is
+        over (`gone`). `vfstack.StackSelector` and `vfstack.aio` make that
+        announcement and drain the fd; a loop of your own should go
         through one of them."""
         self._check_open()
-        return self._app_bell.fileno()
+        return self._bell_fd()
 
     @property
     def closed(self) -> bool:
@@ -224,16 +311,17 @@ class Stack:
             self._closed = True
             self._cond.notify_all()
         if not ended:
-            self._detach()
+            for lane in self._lanes:
+                self._detach(lane)
         self._client.close()
         driver = self._aio_driver
         if driver is not None and not driver.loop.is_closed():
             # Before the fd closes: the loop's selector must not keep it.
-            driver.loop.remove_reader(self._app_bell.fileno())
-        for bell in (self._app_bell, self._stack_bell):
-            bell.close()
-        with contextlib.suppress(BufferError):
-            self._segment.close()
+            driver.loop.remove_reader(self._bell_fd())
+        if self._bells is not None:
+            self._bells.close()
+        for lane in self._lanes:
+            lane.close()
 
     def __enter__(self) -> Stack:
         return self
@@ -249,42 +337,15 @@ class Stack:
 
     # ------------------------------------------------------------ internals
 
-    def _open_session(self, reply: stack_pb2.AttachResponse, timeout: float) -> None:
-        """Take the session's descriptors over the handoff socket and open
-        them (vfstack.shm "Handoff").
-
-        Raises:
-            ValueError: another layout version, or what the stack handed
-                over is not a sealed segment and two doorbells.
-            OSError: the handoff refused (its errno) or failed.
-        """
-        if reply.layout_version != LAYOUT_VERSION:
-            raise ValueError(
-                f"the instance speaks layout {reply.layout_version}, this SDK {LAYOUT_VERSION}"
-            )
-        fds = redeem(reply.handoff_path, reply.session_id, reply.token, timeout)
-        try:
-            segment = Segment.open(fds[SEGMENT])  # which closes that descriptor
-        except BaseException:
-            os.close(fds[APP_BELL])
-            os.close(fds[STACK_BELL])
-            raise
-        try:
-            # The app's doorbell: the read end, the stack's write end being
-            # its only other end, so its hang-up says the session is over.
-            self._app_bell = Doorbell.adopt(fds[APP_BELL])
-            self._stack_bell = Doorbell.adopt(fds[STACK_BELL])
-        except BaseException:
-            segment.close()
-            os.close(fds[APP_BELL])
-            os.close(fds[STACK_BELL])
-            raise
-        self._segment = segment
-
-    def _detach(self) -> None:
+    def _detach(self, lane: _Lane) -> None:
         with contextlib.suppress(Exception):
-            request = stack_pb2.DetachRequest(session_id=self.session_id, token=self._token)
+            request = stack_pb2.DetachRequest(session_id=lane.session_id, token=lane.token)
             self._client._unary(self._client._stub.Detach, request)
+
+    def _bell_fd(self) -> int:
+        if self._bells is not None:
+            return self._bells.fileno()
+        return self._lanes[0].app_bell.fileno()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -316,18 +377,22 @@ class Stack:
         with self._lock:
             if self._ended is not None or self._closed:
                 return self._ended is not None
-            if not self._segment.ended and not self._app_bell.hung_up():
+            lanes = self._lanes
+            if not any(lane.segment.ended or lane.app_bell.hung_up() for lane in lanes):
                 return False
             # The stack stores `ended` before it closes the doorbell.
-            self._ended = ENDED if self._segment.ended else DIED
-            for slot, epolls in self._watchers.items():
+            self._ended = ENDED if any(lane.segment.ended for lane in lanes) else DIED
+            for fd, epolls in self._watchers.items():
                 for epoll in epolls:
-                    epoll._touch(slot)
+                    epoll._touch(fd)
             self._cond.notify_all()
             return True
 
-    def _submit(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> int:
-        """Publish one command; ring the stack only if it sleeps. Returns its request id.
+    def _submit(
+        self, lane: _Lane, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0
+    ) -> int:
+        """Publish one command on `lane`; ring its worker only if it sleeps.
+        Returns its request id (unique across the lanes).
 
         Raises: OSError EBADF after close(); StackGone once the session is over.
         """
@@ -335,13 +400,13 @@ class Stack:
             self._check_alive()
             request = (self._request + 1) & 0xFFFFFFFF or 1
             self._request = request
-            commands = self._commands
+            commands = lane.commands
             give_up = None
             while commands.reserve(1) == 0:
                 # The stack stops taking commands while its events wait for
                 # room: make room, wake it, and let it catch up.
                 self._drain()
-                self._stack_bell.ring()
+                lane.stack_bell.ring()
                 now = time.monotonic()
                 if give_up is None:
                     give_up = now + COMMAND_ANSWER_SECONDS
@@ -355,22 +420,24 @@ class Stack:
             )
             commands.publish(1)
             if commands.needs_wakeup():
-                self._stack_bell.ring()
+                lane.stack_bell.ring()
             return request
 
-    def _notify(self, op: int, slot: int) -> None:
+    def _notify(self, lane: _Lane, op: int, slot: int) -> None:
         """Submit a command that has no reply (TX, RX_DONE, CLOSE). Once the
         session is over nobody reads it, and the call that made it (a send
         whose bytes are queued, a recv, a close) must not fail for it."""
         try:  # noqa: SIM105 (contextlib.suppress costs a context manager per send)
-            self._submit(op, slot)
+            self._submit(lane, op, slot)
         except StackGone:
             pass
 
-    def _call(self, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0) -> Event:
+    def _call(
+        self, lane: _Lane, op: int, slot: int = 0, a1: int = 0, a2: int = 0, a64: int = 0
+    ) -> Event:
         """Submit a command and wait for its RESULT (commands are answered
         at once by the stack; socket timeouts do not apply here)."""
-        request = self._submit(op, slot, a1, a2, a64)
+        request = self._submit(lane, op, slot, a1, a2, a64)
         results = self._results
         if not self._wait(lambda: request in results, time.monotonic() + COMMAND_ANSWER_SECONDS):
             raise SDKError(
@@ -404,7 +471,7 @@ class Stack:
         driver = self._aio_driver
         if driver is not None and not self._driving:
             with self._lock:
-                wake = not self._closed and (n or not self._events.prepare_sleep())
+                wake = not self._closed and (n or not self._prepare_sleep())
             if wake:
                 driver.wake()
         return n
@@ -420,16 +487,44 @@ class Stack:
             self._check_open()
             if self._drain() or self._ended is not None:
                 return False
-            return self._events.prepare_sleep()
+            return self._prepare_sleep()
 
     def _sleep_end(self, readable: bool) -> None:
         """The outside poller woke up: take the ring back. `readable`: it
         saw `fileno()` readable, which without a ring means a hang-up."""
         with self._lock:
             if not self._closed:
-                self._events.sleep_done()
-                if not self._app_bell.drain() and readable:
+                rung = 0
+                for lane in self._lanes:
+                    lane.events.sleep_done()
+                    rung += lane.app_bell.drain()
+                if not rung and readable:
                     self._notice(force=True)
+
+    def _prepare_sleep(self) -> bool:
+        """Announce sleep on every lane's event ring (lock held).
+
+        Returns: True if all are still empty (block on the doorbells, then
+        `sleep_done` each); False if one has events (none stays announced).
+        """
+        lanes = self._lanes
+        for i, lane in enumerate(lanes):
+            if not lane.events.prepare_sleep():
+                for announced in lanes[:i]:
+                    announced.events.sleep_done()
+                return False
+        return True
+
+    def _wait_bells(self, timeout: float | None) -> bool:
+        """Block until a lane's doorbell rings or hangs up, or `timeout`
+        passes; drain them. Returns: rung or hung up."""
+        if self._bells is None:
+            return self._lanes[0].app_bell.wait(timeout)
+        if not self._bells.poll(-1 if timeout is None else timeout):
+            return False
+        for lane in self._lanes:
+            lane.app_bell.drain()
+        return True
 
     def _pump_events(self, timeout: float | None) -> int:
         with self._cond:
@@ -457,15 +552,16 @@ class Stack:
                 if time.perf_counter() >= end:
                     break
             with self._lock:
-                sleep = self._events.prepare_sleep()
+                sleep = self._prepare_sleep()
             rung = False
             if sleep:
                 try:
-                    rung = self._app_bell.wait(timeout)
+                    rung = self._wait_bells(timeout)
                 finally:
                     with self._lock:
                         if not self._closed:
-                            self._events.sleep_done()
+                            for lane in self._lanes:
+                                lane.events.sleep_done()
             with self._lock:
                 if self._closed:
                     return 0
@@ -481,14 +577,20 @@ class Stack:
                 self._cond.notify_all()
 
     def _drain(self) -> int:
-        """Dispatch every published event (lock held). Returns how many."""
+        """Dispatch every published event of every lane (lock held). Returns how many."""
         if self._closed:
             return 0
-        events = self._events
+        n = 0
+        for lane in self._lanes:
+            if lane.events.available():
+                n += self._drain_lane(lane)
+        return n
+
+    def _drain_lane(self, lane: _Lane) -> int:
+        events = lane.events
         n = events.available()
-        if not n:
-            return 0
-        data, slots = events.data, self._nslots
+        data, slots = events.data, lane.nslots
+        listener_of = self._listener_of
         orphans: list[int] = []
         try:
             for i in range(n):
@@ -498,54 +600,64 @@ class Stack:
                     self._results[event.request] = event
                     continue
                 if kind == EVENT_SLOT_FREED:
-                    self._drop_stale(event.slot, event.a64)
+                    self._drop_stale(lane, event.slot, event.a64)
                     continue
+                fd = lane.fd(event.slot)
+                fd = listener_of.get(fd, fd)  # a listener's slot on another lane
                 if kind == EVENT_ACCEPTED:
-                    queue = self._accepts.get(event.slot)
+                    queue = self._accepts.get(fd)
                     if queue is None:  # the listener was closed meanwhile
                         orphans.append(event.a1)
                         continue
-                    queue.append((event.a1, event.a2, event.a3))
-                watchers = self._watchers.get(event.slot)  # READY or ACCEPTED
+                    accepted = (lane.index, event.a1, event.a2, event.a3, event.a64)
+                    if queue and queue[-1][4] > event.a64:  # another lane's came later
+                        at = len(queue) - 1
+                        while at > 0 and queue[at - 1][4] > event.a64:
+                            at -= 1
+                        queue.insert(at, accepted)
+                    else:
+                        queue.append(accepted)
+                watchers = self._watchers.get(fd)  # READY or ACCEPTED
                 if watchers:
                     for epoll in watchers:
-                        epoll._touch(event.slot)
+                        epoll._touch(fd)
         except BadRecord as exc:
             raise SDKError(f"the stack sent a bad event: {exc.reason}") from None
         events.release(n)
         self._cond.notify_all()
         for slot in orphans:
-            self._close_slot(slot)
+            self._close_slot(lane, slot)
         return n
 
-    def _drop_stale(self, slot: int, end: int) -> None:
+    def _drop_stale(self, lane: _Lane, slot: int, end: int) -> None:
         """SLOT_FREED: the closed connection's unread bytes go. Like a read,
         a drop from a full ring owes the stack RX_DONE: it stopped filling
         the ring, which the slot's next connection may already have (its
         bytes would wait in the stack for good)."""
-        rx = self._segment.rx(slot)
+        rx = lane.segment.rx(slot)
         before = rx.readable()
-        dropped = self._segment.drop_stale_rx(slot, end)
+        dropped = lane.segment.drop_stale_rx(slot, end)
         if dropped and rx.was_full(before, dropped):
-            self._notify(OP_RX_DONE, slot)
+            self._notify(lane, OP_RX_DONE, slot)
 
-    def _close_slot(self, slot: int) -> None:
+    def _close_slot(self, lane: _Lane, slot: int) -> None:
         """Give a slot back (no reply; SLOT_FREED follows). Lock may be held."""
         with self._lock:
             if self._closed:
                 return
-            queue = self._accepts.pop(slot, None)
-            self._sockets.pop(slot, None)
-            for epoll in self._watchers.pop(slot, ()):
-                epoll._forget(slot)
-            rx = self._segment.rx(slot)
+            fd = lane.fd(slot)
+            queue = self._accepts.pop(fd, None)
+            self._sockets.pop(fd, None)
+            for epoll in self._watchers.pop(fd, ()):
+                epoll._forget(fd)
+            rx = lane.segment.rx(slot)
             n = rx.readable()
             if n:
                 rx.release(n)  # the app discards what it has not read (layout contract)
-            self._notify(OP_CLOSE, slot)
+            self._notify(lane, OP_CLOSE, slot)
             if queue:
-                for pending, _, _ in queue:
-                    self._close_slot(pending)
+                for index, pending, *_ in queue:
+                    self._close_slot(self._lanes[index], pending)
 
     def _socket_of(self, fd):
         """The open Socket of this session that `fd` (a Socket or its fileno) names.
@@ -560,18 +672,18 @@ class Stack:
             raise error(errno.EBADF)
         return sock
 
-    def _watch(self, slot: int, epoll: Epoll) -> None:
-        self._watchers.setdefault(slot, []).append(epoll)
+    def _watch(self, fd: int, epoll: Epoll) -> None:
+        self._watchers.setdefault(fd, []).append(epoll)
 
-    def _unwatch(self, slot: int, epoll: Epoll) -> None:
-        watchers = self._watchers.get(slot)
+    def _unwatch(self, fd: int, epoll: Epoll) -> None:
+        watchers = self._watchers.get(fd)
         if watchers and epoll in watchers:
             watchers.remove(epoll)
             if not watchers:
-                del self._watchers[slot]
+                del self._watchers[fd]
 
-    def _touch(self, slot: int) -> None:
-        """The app itself made `slot` more ready (e.g. its own shutdown)."""
+    def _touch(self, fd: int) -> None:
+        """The app itself made `fd` more ready (e.g. its own shutdown)."""
         with self._lock:
-            for epoll in self._watchers.get(slot, ()):
-                epoll._touch(slot)
+            for epoll in self._watchers.get(fd, ()):
+                epoll._touch(fd)

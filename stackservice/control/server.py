@@ -339,10 +339,20 @@ class StackControlServicer(stack_pb2_grpc.StackControlServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 "attach over the instance's unix socket: its peer credentials name the app",
             )
+        route = {}
+        if request.HasField("worker"):
+            if request.worker >= self.identity.workers:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"worker {request.worker}: the instance runs {self.identity.workers}",
+                )
+            if self.identity.workers > 1:
+                route["worker"] = request.worker
         reply = self._ask(
             context,
             "attach",
             keep_fds=True,
+            **route,
             app=request.app,
             uid=caller.uid,
             pid=caller.pid,

@@ -12,9 +12,12 @@ merges their answers:
   `connection_id` is asked of every worker: the one that has it answers.
 - `sessions`: every worker's sessions, one list.
 - Every row says which worker answered it (`worker`).
-- `attach`, `detach`, `expired`: refused (FAILED_PRECONDITION) with more
-  than one worker, for now: an app's session lives in one worker, and the
-  SDK does not yet attach to each worker and merge their readiness.
+- `attach`: the worker the request names (`worker`). An app attaches
+  once per worker and merges the sessions' readiness (vfstack._stack);
+  an attach that names none comes from an SDK that knows one session
+  only, and is refused (FAILED_PRECONDITION).
+- `detach`, `expired`: the worker whose session it is. Session ids step
+  by N from worker + 1 (SessionManager), so the id says which.
 
 Events: "ready" once every worker has said it (a restarted worker says
 it again, to no effect); "stopping" and "closed" as soon as one says it,
@@ -34,10 +37,10 @@ from stackservice.control.link import FDS, LinkClient
 from stackservice.control.requests import MAX_ROWS
 
 READY = "ready"
-_SESSIONS_REFUSED = {
+_ONE_SESSION_REFUSED = {
     "error": "failed_precondition",
-    "message": "this instance runs several workers: SDK sessions need --workers 1 "
-    "in this version (the in-stack diag services serve on every worker)",
+    "message": "this instance runs several workers: attach once per worker "
+    "(an SDK of this version does)",
 }
 
 
@@ -84,7 +87,15 @@ class WorkerLinks:
                 for session in reply["sessions"]
             ]
             return {"sessions": sessions, FDS: []}
-        return {**_SESSIONS_REFUSED, FDS: []}
+        if op == "attach":
+            worker = fields.pop("worker", None)
+            if worker is None:
+                return {**_ONE_SESSION_REFUSED, FDS: []}
+            return self._links[worker].request(op, timeout, **fields)
+        session_id = fields.get("session_id")
+        if op in ("detach", "expired") and isinstance(session_id, int) and session_id > 0:
+            return self._links[(session_id - 1) % len(self._links)].request(op, timeout, **fields)
+        return {"error": "invalid_argument", "message": f"no worker serves {op}", FDS: []}
 
     def _ask_all(self, op: str, timeout: float, fields: dict) -> list[dict]:
         deadline = time.monotonic() + timeout

@@ -107,7 +107,10 @@ class SessionManager:
         self._per_uid: Counter[int] = Counter()  # sessions attached, by uid
         self._by_fd: dict[int, Session] = {}  # stack doorbells and apps' doorbells
         self._muted: set[Session] = set()  # sessions whose stack doorbell is muted
-        self._next_id = 1
+        # Session ids step by the number of workers from worker + 1, like
+        # socket ids: unique across an instance's workers, so the control
+        # process's handoff and Detach can tell whose a session is.
+        self._next_id = engine.ports.worker + 1
         self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._now = 0
         if app_stats is None:
@@ -180,7 +183,7 @@ class SessionManager:
         if why is not None:
             return _error("resource_exhausted", why)
         session_id = self._next_id
-        self._next_id += 1  # never reused, even by a failed attach
+        self._next_id += self.engine.ports.workers  # never reused, even by a failed attach
         token = secrets.token_bytes(32)
         made: list = []
         given: list[int] = []

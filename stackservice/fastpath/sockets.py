@@ -429,7 +429,7 @@ class SocketTable:
             c.sock, c.port = tcb, tcb.local_port
             c.linger = s.linger  # inherited, as on Linux
             self.adopt(new, tcb)
-            self.post(EVENT_ACCEPTED, slot, 0, 0, new, tcb.remote_ip, tcb.remote_port)
+            self.post(EVENT_ACCEPTED, slot, 0, 0, new, tcb.remote_ip, tcb.remote_port, now)
             self.pump(new, now)  # data may have come with the handshake
         mask = EPOLLIN if listener.accept_queue else 0
         if mask != s.readiness:

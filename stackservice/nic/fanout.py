@@ -17,7 +17,8 @@ affinity without RSS):
   mod N when that port is ephemeral (a reply to an active open, or a
   connection to a listener on an ephemeral port), else to a hash of its
   source port mod N (a client of a listener on a well-known port: its
-  random port spreads connections over the workers; `worker_of`);
+  random port spreads connections over the workers; `worker_of`, from
+  vfstack._steering, which the SDK shares);
 - everything else (ARP, ICMP, fragments, other protocols) goes to
   worker 0, which answers for the instance.
 
@@ -40,7 +41,9 @@ import ctypes
 import socket
 import struct
 
-from stackservice.tcp.portshare import EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_WORKERS
+from vfstack._steering import EPHEMERAL_FIRST, EPHEMERAL_LAST, PORT_MIX, worker_of
+
+from stackservice.tcp.portshare import MAX_WORKERS
 
 __all__ = ["join_fanout", "steering_program", "worker_of"]
 
@@ -77,18 +80,6 @@ _PROTO_TCP = 6
 _FRAGMENT = 0x3FFF  # MF flag or a fragment offset: not a whole datagram
 
 _SOCK_FILTER = struct.Struct("=HBBI")  # code, jt, jf, k
-# Linux's connect() prefers even ports, so a client's port mod N would
-# send every Linux client to one worker of two: its port is mixed first
-# (Fibonacci hashing, the top 16 of 32 bits).
-_PORT_MIX = 0x9E3779B1
-
-
-def worker_of(our_port: int, peer_port: int, workers: int) -> int:
-    """Which worker the program steers a TCP segment between `our_port`
-    and `peer_port` to, in either direction."""
-    if EPHEMERAL_FIRST <= our_port <= EPHEMERAL_LAST:
-        return our_port % workers
-    return (((peer_port * _PORT_MIX) & 0xFFFFFFFF) >> 16) % workers
 
 
 def steering_program(workers: int) -> list[tuple[int, int, int, int]]:
@@ -108,7 +99,7 @@ def steering_program(workers: int) -> list[tuple[int, int, int, int]]:
         (_JGE, 0, 1, EPHEMERAL_FIRST),  # 8: below the range -> 10
         (_JGT, 0, 3, EPHEMERAL_LAST),  # 9: in it -> 13 with A = destination
         (_LD_H_IND, 0, 0, 0),  # 10: source port
-        (_MUL_K, 0, 0, _PORT_MIX),  # 11
+        (_MUL_K, 0, 0, PORT_MIX),  # 11
         (_RSH_K, 0, 0, 16),  # 12
         (_MOD_K, 0, 0, workers),  # 13
         (_RET_A, 0, 0, 0),  # 14

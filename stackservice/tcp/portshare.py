@@ -4,10 +4,10 @@ peer's replies reach the worker that holds the connection."""
 
 from __future__ import annotations
 
+from vfstack._steering import EPHEMERAL_FIRST, EPHEMERAL_LAST
+
 __all__ = ["EPHEMERAL_FIRST", "EPHEMERAL_LAST", "MAX_WORKERS", "PortShare"]
 
-EPHEMERAL_FIRST = 32768  # Linux's ip_local_port_range
-EPHEMERAL_LAST = 60999
 MAX_WORKERS = 64
 
 

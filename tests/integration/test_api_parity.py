@@ -6,6 +6,10 @@ port: the kernel variant's "app" lives in a namespace on a macvlan of the
 PF (198.18.0.50), the vfstack variant's app is a session of a stack on VF 0
 (198.18.0.10). The far end is always a kernel socket in the peer namespace,
 so every difference a test sees is a difference between the two APIs.
+
+vfstack runs twice: with one worker, and with two (`--workers 2`), where
+the app's Stack is a session per worker merged into one (listeners on
+both, sockets on either, one Epoll over both).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class Api:
                 thing.close()
 
 
-@pytest.fixture(params=["kernel", "vfstack"])
+@pytest.fixture(params=["kernel", "vfstack", "vfstack-2-workers"])
 def api(request, emulated_port):
     if request.param == "kernel":
         with kernel_host(emulated_port) as host_ns:
@@ -97,7 +101,8 @@ def api(request, emulated_port):
             finally:
                 api.close()
         return
-    with running_stack(emulated_port.vf(0), "198.18.0.10/24", "vf0") as instance:
+    workers = ("--workers", "2") if request.param == "vfstack-2-workers" else ()
+    with running_stack(emulated_port.vf(0), "198.18.0.10/24", "vf0", *workers) as instance:
         stack = vfstack.connect(f"unix://{instance.run_dir / 'vf0.sock'}", app="parity")
         api = Api("vfstack", "198.18.0.10", emulated_port.netns, stack.socket, stack.epoll)
         try:

@@ -281,11 +281,12 @@ def _detach(app: vfstack.Stack, control: str) -> None:
 def _bad_record(app: vfstack.Stack, control: str) -> None:
     """An unknown op in the command ring: the stack ends the session."""
     with app._lock:
-        ring = app._commands
+        lane = app._lanes[0]
+        ring = lane.commands
         assert ring.reserve(1) == 1
         encode_command_into(ring.data, ring.write_offset(0), 99)
         ring.publish(1)
-        app._stack_bell.ring()
+        lane.stack_bell.ring()
 
 
 @pytest.mark.parametrize("end", [_detach, _bad_record], ids=["detach", "bad-record"])

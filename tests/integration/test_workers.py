@@ -13,14 +13,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import vfstack
+from vfstack._control import ControlClient
+from vfstack.v1.stack_pb2 import AttachRequest
 
+from stackservice.nic.emulate import PEER_ADDRESS
 from stackservice.nic.fanout import worker_of
 from tests.integration.test_metrics import _free_port, _scrape
 from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
@@ -29,6 +35,7 @@ from tests.support.stack import running_stack, wait_until
 pytestmark = pytest.mark.root
 
 STACK = "198.18.0.10"
+PEER = PEER_ADDRESS
 WORKERS = 2
 
 # Opens argv[1] echo connections to the stack, prints their local ports,
@@ -79,6 +86,138 @@ def misdirected(counters: dict) -> int:
     return drops["tcp_no_socket_rst"] + drops["tcp_no_listener"] + drops["tcp_listen_not_syn"]
 
 
+# In the peer namespace: argv[1] echo exchanges with argv[2]:argv[3], each
+# a connection of its own; prints [[client port, echoed exactly], ...].
+ECHO_CLIENTS = r"""
+import json, os, socket, sys
+results = []
+for i in range(int(sys.argv[1])):
+    with socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10) as c:
+        data = os.urandom(3000 + i)
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := c.recv(65536):
+            got += chunk
+        results.append([c.getsockname()[1], got == data])
+print(json.dumps(results), flush=True)
+"""
+
+# In the peer namespace: on argv[1], says "ok" to every connection and
+# closes it; prints "listening" once it does.
+GREETER = r"""
+import socket, sys
+server = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=1024)
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.sendall(b"ok")
+    conn.close()
+"""
+
+
+def serve_echo(app, listener, accepted: list, stop: threading.Event) -> None:
+    """An epoll echo server over the app's one Stack (both workers'
+    sessions): echoes until EOF, then closes; notes each connection's
+    (fileno, peer port)."""
+    ep = app.epoll()
+    ep.register(listener, select.EPOLLIN)
+    conns = {}
+    while not stop.is_set():
+        for fd, _ in ep.poll(0.1):
+            if fd == listener.fileno():
+                conn, peer = listener.accept()
+                conn.setblocking(False)
+                accepted.append((conn.fileno(), peer[1]))
+                conns[conn.fileno()] = conn
+                ep.register(conn, select.EPOLLIN)
+                continue
+            conn = conns[fd]
+            try:
+                data = conn.recv(65536)
+            except BlockingIOError:
+                continue
+            if data:
+                conn.setblocking(True)
+                conn.sendall(data)
+                conn.setblocking(False)
+            else:
+                ep.unregister(conn)
+                del conns[fd]
+                conn.close()
+    ep.close()
+
+
+def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_each(
+    emulated_port,
+):
+    """An unmodified single-process app with --workers 2: its Stack is a
+    session per worker. Its listener listens on both (each peer's
+    connection is accepted from the worker the steering gives it), its
+    sockets take the workers in turn, and each worker's active opens pick
+    ports that bring the replies back to it."""
+    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--workers", "2") as stack:
+        app = vfstack.connect(control(stack), app="lanes")
+        greeter = spawn_in_netns(
+            emulated_port.netns, sys.executable, "-c", GREETER, "9000",
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        stop = threading.Event()
+        try:
+            sessions = app._client.sessions().sessions
+            assert sorted(s.worker for s in sessions if s.app == "lanes") == [0, 1]
+            listener = app.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("0.0.0.0", 8080))
+            listener.listen(128)
+            accepted: list = []
+            server = threading.Thread(target=serve_echo, args=(app, listener, accepted, stop))
+            server.start()
+            done = in_netns(
+                emulated_port.netns, sys.executable, "-c", ECHO_CLIENTS, "40", STACK, "8080",
+                timeout=120,
+            )  # fmt: skip
+            echoes = json.loads(done.stdout)
+            assert [exact for _, exact in echoes] == [True] * 40
+            # Each connection was accepted from the worker its port steers to.
+            owner = {port: worker_of(8080, port, WORKERS) for port, _ in echoes}
+            assert set(owner.values()) == {0, 1}, owner  # 40 ports: both, or re-run
+            assert sorted((port, fd % WORKERS) for fd, port in accepted) == sorted(owner.items())
+            stop.set()
+            server.join()
+
+            assert greeter.stdout.readline().strip() == "listening"
+            before = [stack.worker_counters(w)["tcp"]["active_opens"] for w in range(WORKERS)]
+            for _ in range(2 * 1000):
+                with app.socket() as sock:
+                    sock.settimeout(10)
+                    sock.connect((PEER, 9000))
+                    assert sock.recv(2) == b"ok"
+                    # Its port is one of its worker's: the replies came back to it.
+                    assert sock.getsockname()[1] % WORKERS == sock.fileno() % WORKERS
+            after = [stack.worker_counters(w)["tcp"]["active_opens"] for w in range(WORKERS)]
+            assert [a - b for a, b in zip(after, before, strict=True)] == [1000, 1000]
+
+            # Bound to a well-known port, a socket moves to the worker that
+            # the peer's port steers to; one of two sockets had to move.
+            pair = [app.socket(), app.socket()]
+            assert {s.fileno() % WORKERS for s in pair} == {0, 1}
+            for sock, port in zip(pair, (700, 701), strict=True):
+                sock.bind(("0.0.0.0", port))
+                sock.settimeout(10)
+                sock.connect((PEER, 9000))
+                assert sock.fileno() % WORKERS == worker_of(port, 9000, WORKERS)
+                assert sock.recv(2) == b"ok"
+                sock.close()
+            per_worker = [stack.worker_counters(w) for w in range(WORKERS)]
+            assert [misdirected(c) for c in per_worker] == [0, 0]
+        finally:
+            stop.set()
+            greeter.kill()
+            app.close()
+    # Detached by close(): both workers' sessions ended.
+
+
 def test_curl_ab_and_wrk_are_served_by_both_workers_each_connection_by_one(emulated_port):
     with two_workers(emulated_port) as stack:
         assert f"workers {WORKERS}" in stack.startup_line
@@ -121,7 +260,7 @@ def test_a_50_mb_echo_through_two_workers_is_exact(emulated_port):
         assert [misdirected(stack.worker_counters(w)) for w in range(WORKERS)] == [0, 0]
 
 
-def test_the_control_api_shows_the_instance_whole_and_refuses_sessions(emulated_port):
+def test_the_control_api_shows_the_instance_whole_and_refuses_one_lane_sessions(emulated_port):
     metrics = _free_port()
     cpus = sorted(os.sched_getaffinity(0))[:WORKERS]
     pinning = ("--cpus", ",".join(map(str, cpus))) if len(cpus) == WORKERS else ()
@@ -158,8 +297,16 @@ def test_the_control_api_shows_the_instance_whole_and_refuses_sessions(emulated_
             capture_output=True, text=True, timeout=30, check=True,
         ).stdout.splitlines()  # fmt: skip
         assert table[0].split()[-1] == "worker"
-        with pytest.raises(vfstack.ControlError, match="several workers"):
-            vfstack.connect(control(stack), app="too-early")
+        # An attach that names no worker (an SDK that knows one session
+        # only) is refused; one beyond the last worker is invalid.
+        with ControlClient(control(stack)) as client:
+            for request, code in (
+                (AttachRequest(app="one-lane"), "FAILED_PRECONDITION"),
+                (AttachRequest(app="no-such-worker", worker=WORKERS), "INVALID_ARGUMENT"),
+            ):
+                with pytest.raises(vfstack.ControlError) as refused:
+                    client._unary(client._stub.Attach, request)
+                assert refused.value.code == code
         # /metrics: every series per worker; dashboards add them up.
         scraped = _scrape(metrics, by=("worker",))
         for worker, opens in enumerate(per_worker):

@@ -104,7 +104,8 @@ def scribble(args, rng: random.Random) -> dict:
     listener.listen(4)
     for _ in range(3):
         stack.socket()
-    segment = stack._segment
+    lane = stack._lanes[0]  # one worker: the session's only lane
+    segment = lane.segment
     g = segment.geometry
     memory = segment._view
     size = len(memory)
@@ -133,7 +134,7 @@ def scribble(args, rng: random.Random) -> dict:
         else:  # the consumer index of the event ring jumps
             words[event_tail] = rng.getrandbits(64)
         scribbles += 1
-        stack._stack_bell.ring()
+        lane.stack_bell.ring()
         time.sleep(0.001)
     listed = any(s.session_id == stack.session_id for s in stack._client.sessions().sessions)
     words.release()
@@ -240,7 +241,7 @@ def hog(args, rng: random.Random) -> dict:
     report["sessions"] = len(stacks)
     # Every page of the first segment, those of slots the stack never
     # committed too: written as they are (a fault in, the bytes unchanged).
-    memory = first._segment._view
+    memory = first._lanes[0].segment._view
     for offset in range(0, len(memory), 4096):
         memory[offset] = memory[offset]
     report["pages_touched"] = len(memory) // 4096
@@ -340,7 +341,7 @@ def scans(args, rng: random.Random) -> dict:
     sock = stack.socket()
     deadline = time.monotonic() + args.seconds
     while time.monotonic() < deadline:
-        requests = [stack._submit(Op.CONNECT, sock._slot, ip, port) for _ in range(256)]
+        requests = [stack._submit(sock._lane, Op.CONNECT, sock._slot, ip, port) for _ in range(256)]
         results, last = stack._results, requests[-1]  # answered in order
         stack._wait(lambda: last in results, time.monotonic() + 60)  # noqa: B023
         for request in requests:

@@ -30,6 +30,7 @@ from stackservice.control.requests import (
 from stackservice.fastpath import SessionManager, commands
 from stackservice.fastpath.sockets import SocketTable
 from stackservice.tcp.engine import Listener
+from stackservice.tcp.portshare import PortShare
 from stackservice.tcp.segment import SYN
 from stackservice.tcp.tcb import Tcb, flow_key
 from tests.unit.tcp._rig import PEER_IP, Rig
@@ -244,3 +245,18 @@ def test_an_app_sees_its_listeners_unaccepted_connections_but_not_what_it_let_go
     assert ids(1000, states=["LISTEN"]) == [listener.sock_id]
     assert ids(1000, states=["ESTABLISHED"]) == [accepted.sock_id, queued.sock_id]
     assert ids(1001) == []
+
+
+def test_session_ids_step_by_the_worker_count_from_the_worker_s_own():
+    """Worker w of N numbers its sessions w + 1, w + 1 + N, ...: unique
+    across an instance's workers, so the control process routes Detach
+    (and the handoff keys descriptors) by the id alone."""
+    for worker in range(3):
+        manager = SessionManager(Rig(ports=PortShare(worker, 3)).engine, "vf0")
+        ids = []
+        for _ in range(3):
+            reply = manager.attach("web", 1000, 1, now=NOW)
+            for fd in reply["fds"]:
+                os.close(fd)
+            ids.append(reply["session_id"])
+        assert ids == [worker + 1, worker + 4, worker + 7]

@@ -36,6 +36,8 @@ class Worker:
             return dict(self.error)
         if request["op"] == "sessions":
             return {"sessions": self.sessions}
+        if request["op"] in ("attach", "detach", "expired"):  # what this worker was asked
+            return {"asked": {**request, "by": self.ids[0] - 1}}
         wanted, after = request.get("connection_id") or 0, request.get("after_id") or 0
         chosen = [i for i in self.ids if i > after and (not wanted or i == wanted)]
         if wanted and not chosen:
@@ -114,11 +116,27 @@ def test_sessions_of_every_worker_in_one_list(links, workers):
     assert [(s["session_id"], s["worker"]) for s in sessions] == [(0, 0), (1, 1), (2, 2)]
 
 
-def test_attaching_is_refused_with_a_reason(links):
-    for op in ("attach", "detach", "expired"):
-        reply = links.request(op, 5, app="x", session_id=1)
-        assert reply["error"] == "failed_precondition"
-        assert "several workers" in reply["message"]
+def test_an_attach_that_names_no_worker_is_refused_with_a_reason(links):
+    reply = links.request("attach", 5, app="x")
+    assert reply["error"] == "failed_precondition"
+    assert "several workers" in reply["message"]
+
+
+def test_an_attach_reaches_the_worker_it_names_without_the_worker_field(links):
+    for worker in (2, 0, 1):
+        asked = links.request("attach", 5, app="x", worker=worker)["asked"]
+        assert asked["by"] == worker
+        assert asked["app"] == "x" and "worker" not in asked
+
+
+@pytest.mark.parametrize("op", ["detach", "expired"])
+def test_a_session_is_ended_at_the_worker_whose_id_it_is(links, op):
+    # Worker w's session ids: w + 1, w + 1 + N, ... (SessionManager's, like sockets').
+    for session_id in (1, 2, 3, 4, 3 * 7 + 3):
+        asked = links.request(op, 5, session_id=session_id)["asked"]
+        assert (asked["by"], asked["session_id"]) == ((session_id - 1) % WORKERS, session_id)
+    for bad in (0, -1, "1", None):
+        assert links.request(op, 5, session_id=bad)["error"] == "invalid_argument"
 
 
 def test_ready_once_every_worker_said_it_and_stopping_at_the_first(links, workers):

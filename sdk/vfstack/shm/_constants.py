@@ -88,7 +88,10 @@ OP_GETSOCKOPT = 10  # a1 level, a2 name; RESULT.a64 = the value, encoded as for 
 # Event kinds (stack -> app).
 EVENT_RESULT = 1  # answers `request`; result 0 or -errno
 EVENT_READY = 2  # slot's readiness changed; a1 = new mask
-EVENT_ACCEPTED = 3  # slot = listener, a1 = new slot, a2 = peer ip, a3 = peer port
+# slot = listener, a1 = new slot, a2 = peer ip, a3 = peer port, a64 = when
+# (CLOCK_MONOTONIC µs): an app of several workers' sessions keeps its
+# accept queue in that order, as one kernel listener would.
+EVENT_ACCEPTED = 3
 EVENT_SLOT_FREED = 4  # slot may be reused; a64 = RX ring index where the old bytes end
 
 # Slot states in the slot table (written by the stack only).

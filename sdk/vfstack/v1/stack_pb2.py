@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vfstack/v1/stack.proto\x12\nvfstack.v1\"\x10\n\x0eGetInfoRequest\"\xf5\x01\n\tStackInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05iface\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0f\n\x07gateway\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\n\n\x02pf\x18\x07 \x01(\t\x12\x10\n\x08vf_index\x18\x08 \x01(\x05\x12\x0f\n\x07workers\x18\t \x01(\x05\x12\x0f\n\x07version\x18\n \x01(\t\x12\x11\n\tuptime_ms\x18\x0b \x01(\x04\x12\x1a\n\x12\x63ongestion_control\x18\x0c \x01(\t\x12\x15\n\rdiag_services\x18\r \x01(\x08\x12\r\n\x05\x62uild\x18\x0e \x01(\t\"z\n\rAttachRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x1a\n\x12\x63ommand_ring_slots\x18\x03 \x01(\r\x12\x18\n\x10\x65vent_ring_slots\x18\x04 \x01(\r\x12\x19\n\x11socket_ring_bytes\x18\x05 \x01(\r\"\xbc\x01\n\x0e\x41ttachResponse\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x14\n\x0csegment_path\x18\x02 \x01(\t\x12\x15\n\rsegment_bytes\x18\x03 \x01(\x04\x12\x16\n\x0elayout_version\x18\x04 \x01(\r\x12\x14\n\x0c\x61pp_doorbell\x18\x05 \x01(\t\x12\x16\n\x0estack_doorbell\x18\x06 \x01(\t\x12\r\n\x05token\x18\x07 \x01(\x0c\x12\x14\n\x0chandoff_path\x18\x08 \x01(\t\"2\n\rDetachRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x0c\"\x10\n\x0e\x44\x65tachResponse\"\x15\n\x13ListSessionsRequest\"z\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x13\n\x0b\x61ttached_ms\x18\x04 \x01(\x04\x12\x0f\n\x07sockets\x18\x05 \x01(\r\x12\x0b\n\x03uid\x18\x06 \x01(\r\x12\x0e\n\x06worker\x18\x07 \x01(\r\"=\n\x14ListSessionsResponse\x12%\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.vfstack.v1.Session\"`\n\x16ListConnectionsRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\x04\x12\x0e\n\x06states\x18\x02 \x03(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x04\"\xdc\x02\n\nConnection\x12\x15\n\rconnection_id\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08local_ip\x18\x03 \x01(\t\x12\x12\n\nlocal_port\x18\x04 \x01(\r\x12\x11\n\tremote_ip\x18\x05 \x01(\t\x12\x13\n\x0bremote_port\x18\x06 \x01(\r\x12\x12\n\nsend_queue\x18\x07 \x01(\x04\x12\x15\n\rreceive_queue\x18\x08 \x01(\x04\x12\x0c\n\x04\x63wnd\x18\t \x01(\x04\x12\x10\n\x08ssthresh\x18\n \x01(\x04\x12\x0f\n\x07srtt_us\x18\x0b \x01(\x04\x12\x11\n\trttvar_us\x18\x0c \x01(\x04\x12\x0e\n\x06rto_us\x18\r \x01(\x04\x12\x13\n\x0bretransmits\x18\x0e \x01(\x04\x12\x0b\n\x03mss\x18\x0f \x01(\x04\x12\x1a\n\x12\x63ongestion_control\x18\x10 \x01(\t\x12\r\n\x05owner\x18\x11 \x01(\t\x12\x0e\n\x06worker\x18\x12 \x01(\r\"U\n\x17ListConnectionsResponse\x12+\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x16.vfstack.v1.Connection\x12\r\n\x05total\x18\x02 \x01(\r\"\x11\n\x0fGetStatsRequest\"(\n\x11WatchStatsRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"&\n\x07\x43ounter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"C\n\x0c\x43ounterGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x08\x63ounters\x18\x02 \x03(\x0b\x32\x13.vfstack.v1.Counter\"V\n\x05Stats\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x04\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x08\x12(\n\x06groups\x18\x03 \x03(\x0b\x32\x18.vfstack.v1.CounterGroup2\xfb\x03\n\x0cStackControl\x12<\n\x07GetInfo\x12\x1a.vfstack.v1.GetInfoRequest\x1a\x15.vfstack.v1.StackInfo\x12?\n\x06\x41ttach\x12\x19.vfstack.v1.AttachRequest\x1a\x1a.vfstack.v1.AttachResponse\x12?\n\x06\x44\x65tach\x12\x19.vfstack.v1.DetachRequest\x1a\x1a.vfstack.v1.DetachResponse\x12Q\n\x0cListSessions\x12\x1f.vfstack.v1.ListSessionsRequest\x1a .vfstack.v1.ListSessionsResponse\x12Z\n\x0fListConnections\x12\".vfstack.v1.ListConnectionsRequest\x1a#.vfstack.v1.ListConnectionsResponse\x12:\n\x08GetStats\x12\x1b.vfstack.v1.GetStatsRequest\x1a\x11.vfstack.v1.Stats\x12@\n\nWatchStats\x12\x1d.vfstack.v1.WatchStatsRequest\x1a\x11.vfstack.v1.Stats0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vfstack/v1/stack.proto\x12\nvfstack.v1\"\x10\n\x0eGetInfoRequest\"\xf5\x01\n\tStackInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05iface\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0f\n\x07gateway\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\n\n\x02pf\x18\x07 \x01(\t\x12\x10\n\x08vf_index\x18\x08 \x01(\x05\x12\x0f\n\x07workers\x18\t \x01(\x05\x12\x0f\n\x07version\x18\n \x01(\t\x12\x11\n\tuptime_ms\x18\x0b \x01(\x04\x12\x1a\n\x12\x63ongestion_control\x18\x0c \x01(\t\x12\x15\n\rdiag_services\x18\r \x01(\x08\x12\r\n\x05\x62uild\x18\x0e \x01(\t\"\x9a\x01\n\rAttachRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x1a\n\x12\x63ommand_ring_slots\x18\x03 \x01(\r\x12\x18\n\x10\x65vent_ring_slots\x18\x04 \x01(\r\x12\x19\n\x11socket_ring_bytes\x18\x05 \x01(\r\x12\x13\n\x06worker\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\t\n\x07_worker\"\xbc\x01\n\x0e\x41ttachResponse\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x14\n\x0csegment_path\x18\x02 \x01(\t\x12\x15\n\rsegment_bytes\x18\x03 \x01(\x04\x12\x16\n\x0elayout_version\x18\x04 \x01(\r\x12\x14\n\x0c\x61pp_doorbell\x18\x05 \x01(\t\x12\x16\n\x0estack_doorbell\x18\x06 \x01(\t\x12\r\n\x05token\x18\x07 \x01(\x0c\x12\x14\n\x0chandoff_path\x18\x08 \x01(\t\"2\n\rDetachRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\r\n\x05token\x18\x02 \x01(\x0c\"\x10\n\x0e\x44\x65tachResponse\"\x15\n\x13ListSessionsRequest\"z\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x13\n\x0b\x61ttached_ms\x18\x04 \x01(\x04\x12\x0f\n\x07sockets\x18\x05 \x01(\r\x12\x0b\n\x03uid\x18\x06 \x01(\r\x12\x0e\n\x06worker\x18\x07 \x01(\r\"=\n\x14ListSessionsResponse\x12%\n\x08sessions\x18\x01 \x03(\x0b\x32\x13.vfstack.v1.Session\"`\n\x16ListConnectionsRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\x04\x12\x0e\n\x06states\x18\x02 \x03(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x04\"\xdc\x02\n\nConnection\x12\x15\n\rconnection_id\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08local_ip\x18\x03 \x01(\t\x12\x12\n\nlocal_port\x18\x04 \x01(\r\x12\x11\n\tremote_ip\x18\x05 \x01(\t\x12\x13\n\x0bremote_port\x18\x06 \x01(\r\x12\x12\n\nsend_queue\x18\x07 \x01(\x04\x12\x15\n\rreceive_queue\x18\x08 \x01(\x04\x12\x0c\n\x04\x63wnd\x18\t \x01(\x04\x12\x10\n\x08ssthresh\x18\n \x01(\x04\x12\x0f\n\x07srtt_us\x18\x0b \x01(\x04\x12\x11\n\trttvar_us\x18\x0c \x01(\x04\x12\x0e\n\x06rto_us\x18\r \x01(\x04\x12\x13\n\x0bretransmits\x18\x0e \x01(\x04\x12\x0b\n\x03mss\x18\x0f \x01(\x04\x12\x1a\n\x12\x63ongestion_control\x18\x10 \x01(\t\x12\r\n\x05owner\x18\x11 \x01(\t\x12\x0e\n\x06worker\x18\x12 \x01(\r\"U\n\x17ListConnectionsResponse\x12+\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x16.vfstack.v1.Connection\x12\r\n\x05total\x18\x02 \x01(\r\"\x11\n\x0fGetStatsRequest\"(\n\x11WatchStatsRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"&\n\x07\x43ounter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\"C\n\x0c\x43ounterGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x08\x63ounters\x18\x02 \x03(\x0b\x32\x13.vfstack.v1.Counter\"V\n\x05Stats\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x04\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x08\x12(\n\x06groups\x18\x03 \x03(\x0b\x32\x18.vfstack.v1.CounterGroup2\xfb\x03\n\x0cStackControl\x12<\n\x07GetInfo\x12\x1a.vfstack.v1.GetInfoRequest\x1a\x15.vfstack.v1.StackInfo\x12?\n\x06\x41ttach\x12\x19.vfstack.v1.AttachRequest\x1a\x1a.vfstack.v1.AttachResponse\x12?\n\x06\x44\x65tach\x12\x19.vfstack.v1.DetachRequest\x1a\x1a.vfstack.v1.DetachResponse\x12Q\n\x0cListSessions\x12\x1f.vfstack.v1.ListSessionsRequest\x1a .vfstack.v1.ListSessionsResponse\x12Z\n\x0fListConnections\x12\".vfstack.v1.ListConnectionsRequest\x1a#.vfstack.v1.ListConnectionsResponse\x12:\n\x08GetStats\x12\x1b.vfstack.v1.GetStatsRequest\x1a\x11.vfstack.v1.Stats\x12@\n\nWatchStats\x12\x1d.vfstack.v1.WatchStatsRequest\x1a\x11.vfstack.v1.Stats0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINFOREQUEST']._serialized_end=54
   _globals['_STACKINFO']._serialized_start=57
   _globals['_STACKINFO']._serialized_end=302
-  _globals['_ATTACHREQUEST']._serialized_start=304
-  _globals['_ATTACHREQUEST']._serialized_end=426
-  _globals['_ATTACHRESPONSE']._serialized_start=429
-  _globals['_ATTACHRESPONSE']._serialized_end=617
-  _globals['_DETACHREQUEST']._serialized_start=619
-  _globals['_DETACHREQUEST']._serialized_end=669
-  _globals['_DETACHRESPONSE']._serialized_start=671
-  _globals['_DETACHRESPONSE']._serialized_end=687
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=689
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=710
-  _globals['_SESSION']._serialized_start=712
-  _globals['_SESSION']._serialized_end=834
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=836
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=897
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=899
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=995
-  _globals['_CONNECTION']._serialized_start=998
-  _globals['_CONNECTION']._serialized_end=1346
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1348
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1433
-  _globals['_GETSTATSREQUEST']._serialized_start=1435
-  _globals['_GETSTATSREQUEST']._serialized_end=1452
-  _globals['_WATCHSTATSREQUEST']._serialized_start=1454
-  _globals['_WATCHSTATSREQUEST']._serialized_end=1494
-  _globals['_COUNTER']._serialized_start=1496
-  _globals['_COUNTER']._serialized_end=1534
-  _globals['_COUNTERGROUP']._serialized_start=1536
-  _globals['_COUNTERGROUP']._serialized_end=1603
-  _globals['_STATS']._serialized_start=1605
-  _globals['_STATS']._serialized_end=1691
-  _globals['_STACKCONTROL']._serialized_start=1694
-  _globals['_STACKCONTROL']._serialized_end=2201
+  _globals['_ATTACHREQUEST']._serialized_start=305
+  _globals['_ATTACHREQUEST']._serialized_end=459
+  _globals['_ATTACHRESPONSE']._serialized_start=462
+  _globals['_ATTACHRESPONSE']._serialized_end=650
+  _globals['_DETACHREQUEST']._serialized_start=652
+  _globals['_DETACHREQUEST']._serialized_end=702
+  _globals['_DETACHRESPONSE']._serialized_start=704
+  _globals['_DETACHRESPONSE']._serialized_end=720
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=722
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=743
+  _globals['_SESSION']._serialized_start=745
+  _globals['_SESSION']._serialized_end=867
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=869
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=930
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=932
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1028
+  _globals['_CONNECTION']._serialized_start=1031
+  _globals['_CONNECTION']._serialized_end=1379
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1381
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1466
+  _globals['_GETSTATSREQUEST']._serialized_start=1468
+  _globals['_GETSTATSREQUEST']._serialized_end=1485
+  _globals['_WATCHSTATSREQUEST']._serialized_start=1487
+  _globals['_WATCHSTATSREQUEST']._serialized_end=1527
+  _globals['_COUNTER']._serialized_start=1529
+  _globals['_COUNTER']._serialized_end=1567
+  _globals['_COUNTERGROUP']._serialized_start=1569
+  _globals['_COUNTERGROUP']._serialized_end=1636
+  _globals['_STATS']._serialized_start=1638
+  _globals['_STATS']._serialized_end=1724
+  _globals['_STACKCONTROL']._serialized_start=1727
+  _globals['_STACKCONTROL']._serialized_end=2234
 # @@protoc_insertion_point(module_scope)

@@ -43,18 +43,20 @@ class StackInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., iface: _Optional[str] = ..., mac: _Optional[str] = ..., ip: _Optional[str] = ..., gateway: _Optional[str] = ..., mode: _Optional[str] = ..., pf: _Optional[str] = ..., vf_index: _Optional[int] = ..., workers: _Optional[int] = ..., version: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., congestion_control: _Optional[str] = ..., diag_services: _Optional[bool] = ..., build: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
-    __slots__ = ("app", "pid", "command_ring_slots", "event_ring_slots", "socket_ring_bytes")
+    __slots__ = ("app", "pid", "command_ring_slots", "event_ring_slots", "socket_ring_bytes", "worker")
     APP_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_RING_SLOTS_FIELD_NUMBER: _ClassVar[int]
     EVENT_RING_SLOTS_FIELD_NUMBER: _ClassVar[int]
     SOCKET_RING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     app: str
     pid: int
     command_ring_slots: int
     event_ring_slots: int
     socket_ring_bytes: int
-    def __init__(self, app: _Optional[str] = ..., pid: _Optional[int] = ..., command_ring_slots: _Optional[int] = ..., event_ring_slots: _Optional[int] = ..., socket_ring_bytes: _Optional[int] = ...) -> None: ...
+    worker: int
+    def __init__(self, app: _Optional[str] = ..., pid: _Optional[int] = ..., command_ring_slots: _Optional[int] = ..., event_ring_slots: _Optional[int] = ..., socket_ring_bytes: _Optional[int] = ..., worker: _Optional[int] = ...) -> None: ...
 
 class AttachResponse(_message.Message):
     __slots__ = ("session_id", "segment_path", "segment_bytes", "layout_version", "app_doorbell", "stack_doorbell", "token", "handoff_path")

@@ -1,23 +1,29 @@
 """Workers: one instance with 1 and with 2 workers (`--workers`), same run.
 
-Clients in the peer namespace against the diag HTTP server (`GET /` ->
-64 B), the instance restarted between worker counts, the order
-alternating between repeats:
+Clients in the peer namespace against two servers of `GET /` -> 64 B:
+the in-stack diag HTTP server, and the SDK example `http_server` (one
+Python process, attached to every worker through one `Stack`); the
+instance restarted between worker counts, the order alternating between
+repeats:
 
 1. short transactions: `ab -n N -c C` (one request per connection);
 2. keep-alive: `ab -k`;
-3. CPU-seconds per 1000 transactions at a paced rate (bench.tcp's paced
-   client), of the instance's whole process tree (supervisor, workers,
-   control process) and of the client, each from its own CPU time.
+3. (diag only) CPU-seconds per 1000 transactions at a paced rate
+   (bench.tcp's paced client).
+
+CPU is the server side's whole process tree (supervisor, workers,
+control process; and the app, for `http_server`) and the client's, each
+from its own CPU time.
 
 This machine has 2 cores, shared by the workers and the client (ab is one
 process, one core at most). So every ab run also records the instance's
 CPU-seconds per 1000 transactions and the client's, each from its own
 processes: `stack-bound rate` is what the instance's workers could serve
 with a core each and the client elsewhere (workers x 1000 / the
-instance's CPU-s per 1000); `client busy` is the client's CPU-s per
-second of the run (near 1.0: the client was the bottleneck, and the
-measured rate says nothing about the stack).
+instance's CPU-s per 1000, the app's CPU left out); `client busy` is the
+client's CPU-s per second of the run (near 1.0: the client was the
+bottleneck, and the measured rate says nothing about the stack), `app
+busy` the app's (near 1.0: the single-process app was).
 
 Goals (issue: multicore): CPU-s/1000 with 2 workers within 10% of 1
 worker (nothing shared), and 2 workers >= 1.8x one worker's rate where the
@@ -32,18 +38,25 @@ cost without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import _cli as bench_cli
 from bench._measure import Progress, Quieter, fmt, spread
 from bench.tcp import STACK_ADDRESS, ab, paced
+from tests.support.process import stop as stop_process
 
 WORKER_COUNTS = (1, 2)
 CONCURRENCY = 64
+APP_PORT = 8000
+SERVERS = ("diag", "app")  # the in-stack diag HTTP server, the SDK's http_server
+SCENARIOS = ("short", "keepalive")
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -69,16 +82,43 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measured_ab(netns: str, stack_pid: int, count: int, keep_alive: bool) -> dict:
-    """One ab run, with the instance's and the client's CPU time."""
-    stack0, client0, wall0 = tree_cpu_s(stack_pid), _children_cpu_s(), time.monotonic()
-    result = ab(netns, STACK_ADDRESS, count, CONCURRENCY, keep_alive)
+def measured_ab(
+    netns: str, target: str, stack_pid: int, app_pid: int | None, count: int, keep_alive: bool
+) -> dict:
+    """One ab run at `target` (host[:port]), with the CPU time of the
+    instance, of the app (if any) and of the client."""
+
+    def app_cpu_s() -> float:
+        return 0.0 if app_pid is None else tree_cpu_s(app_pid)
+
+    stack0, app0, client0 = tree_cpu_s(stack_pid), app_cpu_s(), _children_cpu_s()
+    wall0 = time.monotonic()
+    result = ab(netns, target, count, CONCURRENCY, keep_alive)
     wall = time.monotonic() - wall0
     done = max(result["complete"], 1)
-    result["stack_cpu_s_per_1000"] = 1000 * (tree_cpu_s(stack_pid) - stack0) / done
+    stack_s, app_s = tree_cpu_s(stack_pid) - stack0, app_cpu_s() - app0
+    result["stack_cpu_s_per_1000"] = 1000 * stack_s / done
+    result["server_cpu_s_per_1000"] = 1000 * (stack_s + app_s) / done
     result["client_cpu_s_per_1000"] = 1000 * (_children_cpu_s() - client0) / done
     result["client_busy"] = (_children_cpu_s() - client0) / wall
+    result["app_busy"] = app_s / wall
     return result
+
+
+@contextlib.contextmanager
+def http_app(control: str) -> Iterator[int]:
+    """The SDK example http_server attached to the instance, until the
+    block ends. Yields: its pid."""
+    argv = [sys.executable, "-m", "vfstack.examples.http_server", "--control", control]
+    argv += ["--app", "bench-workers", "--port", str(APP_PORT), "--size", "64"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"http_server did not start: {line}{proc.stderr.read()}")
+        yield proc.pid
+    finally:
+        stop_process(proc, timeout=15)
 
 
 def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dict:
@@ -98,8 +138,11 @@ def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dic
     spin = () if busy_poll_us is None else ("--busy-poll-us", str(busy_poll_us))
     quieter = Quieter(params["quiet_budget_s"], progress)
     runs: dict[int, dict[str, list]] = {
-        n: {"short": [], "keepalive": [], "paced": []} for n in WORKER_COUNTS
+        n: {f"{server} {scenario}": [] for server in SERVERS for scenario in SCENARIOS}
+        for n in WORKER_COUNTS
     }
+    for n in WORKER_COUNTS:
+        runs[n]["paced"] = []
     restarts = {n: 0 for n in WORKER_COUNTS}
     with private_port(vfs=1) as port:
         for rep in range(params["repeats"]):
@@ -111,15 +154,22 @@ def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dic
                     "--workers", str(workers), *spin,
                 ) as stack:  # fmt: skip
                     pid = stack.proc.pid
-                    progress(f"{step}: warm-up ...")
-                    ab(port.netns, STACK_ADDRESS, 300, 10, False)
-                    for scenario, keep, count in (
-                        ("short", False, params["ab_requests"]),
-                        ("keepalive", True, params["ab_keepalive_requests"]),
-                    ):
-                        quieter.wait()
-                        progress(f"{step}: ab {scenario} -c {CONCURRENCY} ...")
-                        runs[workers][scenario].append(measured_ab(port.netns, pid, count, keep))
+                    with http_app(f"unix://{stack.run_dir / 'vf0.sock'}") as app_pid:
+                        for server, target, app in (
+                            ("diag", STACK_ADDRESS, None),
+                            ("app", f"{STACK_ADDRESS}:{APP_PORT}", app_pid),
+                        ):
+                            progress(f"{step}: {server} warm-up ...")
+                            ab(port.netns, target, 300, 10, False)
+                            for scenario, keep, count in (
+                                ("short", False, params["ab_requests"]),
+                                ("keepalive", True, params["ab_keepalive_requests"]),
+                            ):
+                                quieter.wait()
+                                progress(f"{step}: {server} ab {scenario} -c {CONCURRENCY} ...")
+                                runs[workers][f"{server} {scenario}"].append(
+                                    measured_ab(port.netns, target, pid, app, count, keep)
+                                )
                     quieter.wait()
                     progress(f"{step}: paced {params['paced_rate']:.0f}/s ...")
                     stack0 = tree_cpu_s(pid)
@@ -152,15 +202,22 @@ def _row(measure: str, unit: str, values: dict[int, list[float]]) -> dict:
 def summarize(report: dict) -> list[dict]:
     runs = {int(n): r for n, r in report["runs"].items()}
     rows = []
-    for scenario, label in (("short", "ab short"), ("keepalive", "ab -k")):
+    for scenario, label in (
+        ("diag short", "diag short"), ("diag keepalive", "diag -k"),
+        ("app short", "app short"), ("app keepalive", "app -k"),
+    ):  # fmt: skip
         by = {n: runs[n][scenario] for n in WORKER_COUNTS}
         first = len(rows)
-        for field, unit in (
+        fields = [
             ("requests_per_s", "requests/s"),
             ("stack_cpu_s_per_1000", "stack CPU-s/1000"),
             ("client_cpu_s_per_1000", "client CPU-s/1000"),
             ("client_busy", "client busy"),
-        ):
+        ]
+        if scenario.startswith("app"):
+            fields[2:2] = [("server_cpu_s_per_1000", "+app CPU-s/1000")]
+            fields.append(("app_busy", "app busy"))
+        for field, unit in fields:
             rows.append(_row(label, unit, {n: [r[field] for r in by[n]] for n in by}))
         rows.append(
             _row(
@@ -185,7 +242,7 @@ def summarize(report: dict) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'measure':<14} {'unit':<18} {'1 worker (min..max)':>26} "
+        f"{'measure':<12} {'unit':<18} {'1 worker (min..max)':>26} "
         f"{'2 workers (min..max)':>26} {'2/1':>6}"
     )
     lines = [head, "-" * len(head)]
@@ -197,7 +254,7 @@ def table(rows: list[dict]) -> str:
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "-"
         failed = r.get("failed")
         note = f"  failed {failed[1]}/{failed[2]}" if failed else ""
-        lines.append(f"{r['measure']:<14} {r['unit']:<18} {cells[0]:>26} {cells[1]:>26} "
+        lines.append(f"{r['measure']:<12} {r['unit']:<18} {cells[0]:>26} {cells[1]:>26} "
                      f"{ratio:>6}{note}")  # fmt: skip
     return "\n".join(lines)
 

@@ -25,8 +25,10 @@ backlog, and their connections join the one accept queue. `connect()`
 from a socket bound to a port whose flows another worker receives
 (vfstack._steering) first moves the socket there: a new slot with the
 same options and address, so its `fileno()` changes (register it with
-an Epoll after connect). An unbound socket's active open picks a port
-of its own worker's share and never moves.
+an Epoll after connect), or in a Stack of that worker's alone (a
+pre-forked app's: `vfstack.connect(worker=i)`) fails with EADDRNOTAVAIL.
+An unbound socket's active open picks a port of its own worker's share
+and never moves.
 """
 
 from __future__ import annotations
@@ -303,11 +305,14 @@ class Socket:
         if port == 0 or ip == 0:
             return errno.ECONNREFUSED  # what Linux answers (the layout forbids port 0)
         stack = self._stack
-        lanes = stack._lanes
-        if len(lanes) > 1 and self._local and self._seg.slot_state(slot) == SLOT_OPEN:
-            worker = worker_of(self._local[1], port, len(lanes))
-            if worker != self._lane.index:
-                slot = self._move_to(lanes[worker])
+        workers = stack._workers
+        if workers > 1 and self._local and self._seg.slot_state(slot) == SLOT_OPEN:
+            worker = worker_of(self._local[1], port, workers)
+            if worker != self._lane.worker:
+                lane = next((lane for lane in stack._lanes if lane.worker == worker), None)
+                if lane is None:  # a Stack of one worker's (a pre-forked app's)
+                    return errno.EADDRNOTAVAIL
+                slot = self._move_to(lane)
         event = stack._call(self._lane, OP_CONNECT, slot, ip, port)
         if event.result < 0:
             return -event.result

@@ -96,7 +96,11 @@ DIED = "the stack instance is gone"
 
 
 def connect(
-    url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT, wait: float = 0.0
+    url: str,
+    app: str = "app",
+    timeout: float = DEFAULT_TIMEOUT,
+    wait: float = 0.0,
+    worker: int | None = None,
 ) -> Stack:
     """Attach to the instance whose control API listens at `url`
     (`unix:///run/vfstack/vf0.sock`, `HOST:PORT`).
@@ -106,16 +110,22 @@ def connect(
     restarts), pausing 50 ms at first, then twice as long each time, up
     to 1 s; `math.inf` waits as long as it takes.
 
+    `worker`: with several workers (`stackservice run --workers N`),
+    attach to that one only, for a pre-forked app: one process per
+    worker, each listening on the same port, gets the connections of its
+    own worker, as with SO_REUSEPORT. By default the Stack attaches to
+    every worker.
+
     Raises:
         ValueError: malformed URL.
         vfstack.ControlError: the instance refused or could not be reached
-            (within `wait` seconds).
+            (within `wait` seconds); INVALID_ARGUMENT: no such `worker`.
     """
     give_up = time.monotonic() + wait
     pause = RETRY_FIRST_SECONDS
     while True:
         try:
-            return Stack(url, app, timeout)
+            return Stack(url, app, timeout, worker)
         except ControlError as exc:
             if exc.code not in RETRY_CODES or time.monotonic() + pause > give_up:
                 raise
@@ -125,15 +135,18 @@ def connect(
 
 class _Lane:
     """The session with one worker of the instance (its only one, with one
-    worker): the segment, both rings, both doorbells."""
+    worker): the segment, both rings, both doorbells. `index` is its place
+    among the Stack's `count` lanes, `worker` the worker's number."""
 
     __slots__ = (
         "app_bell", "commands", "count", "events", "index", "nslots", "segment",
-        "session_id", "stack_bell", "token",
+        "session_id", "stack_bell", "token", "worker",
     )  # fmt: skip
 
-    def __init__(self, index: int, count: int, reply: stack_pb2.AttachResponse) -> None:
-        self.index, self.count = index, count
+    def __init__(
+        self, index: int, count: int, worker: int, reply: stack_pb2.AttachResponse
+    ) -> None:
+        self.index, self.count, self.worker = index, count, worker
         self.session_id, self.token = reply.session_id, reply.token
 
     def fd(self, slot: int) -> int:
@@ -175,6 +188,11 @@ class _Lane:
         self.events = segment.events
         self.nslots = segment.geometry.socket_slots
 
+    def ended(self) -> bool:
+        """Has the worker ended this session (its word in the segment) or
+        died (our doorbell hung up)? One poll."""
+        return self.segment.ended or self.app_bell.hung_up()
+
     def close(self) -> None:
         for bell in (self.app_bell, self.stack_bell):
             bell.close()
@@ -185,17 +203,25 @@ class _Lane:
 class Stack:
     """One session with a stack instance: makes sockets, pumps events."""
 
-    def __init__(self, url: str, app: str = "app", timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        app: str = "app",
+        timeout: float = DEFAULT_TIMEOUT,
+        worker: int | None = None,
+    ) -> None:
         client = ControlClient(url, timeout)
         self._client = client
         self._lanes: list[_Lane] = []
         try:
             info = client.info()
-            count = max(info.workers, 1)
-            for worker in range(count):
+            self._workers = max(info.workers, 1)  # the instance's
+            workers = range(self._workers) if worker is None else [worker]
+            count = len(workers)
+            for index, worker in enumerate(workers):
                 request = stack_pb2.AttachRequest(app=app, pid=os.getpid(), worker=worker)
                 reply = client._unary(client._stub.Attach, request)
-                lane = _Lane(worker, count, reply)
+                lane = _Lane(index, count, worker, reply)
                 try:
                     lane.open(reply, timeout)
                 except BaseException:
@@ -306,13 +332,14 @@ class Stack:
             if self._closed:
                 return
             # An ended session has nothing to detach, and the control
-            # socket may be a new instance's by now.
-            ended = self._notice(force=True)
+            # socket may be a new instance's by now. With several workers,
+            # the lanes whose worker lives on are detached still.
+            self._notice(force=True)
+            live = [lane for lane in self._lanes if not lane.ended()]
             self._closed = True
             self._cond.notify_all()
-        if not ended:
-            for lane in self._lanes:
-                self._detach(lane)
+        for lane in live:
+            self._detach(lane)
         self._client.close()
         driver = self._aio_driver
         if driver is not None and not driver.loop.is_closed():
@@ -378,7 +405,7 @@ class Stack:
             if self._ended is not None or self._closed:
                 return self._ended is not None
             lanes = self._lanes
-            if not any(lane.segment.ended or lane.app_bell.hung_up() for lane in lanes):
+            if not any(lane.ended() for lane in lanes):
                 return False
             # The stack stores `ended` before it closes the doorbell.
             self._ended = ENDED if any(lane.segment.ended for lane in lanes) else DIED

@@ -280,9 +280,12 @@ def test_frameworks_bench_quick_compares_each_framework_with_the_kernel():
 def test_workers_bench_quick_compares_one_worker_with_two():
     report = _run_bench("bench.workers")
     rows = {(row["measure"], row["unit"]): row for row in report["summary"]}
-    for scenario in ("ab short", "ab -k"):
+    for scenario in ("diag short", "diag -k", "app short", "app -k"):
         rate = rows[(scenario, "requests/s")]
         assert rate["workers_1"]["median"] > 0 and rate["workers_2"]["median"] > 0
         assert rate["failed"] == {"1": 0, "2": 0}
         assert rows[(scenario, "stack CPU-s/1000")]["workers_2"]["median"] > 0
+    for scenario in ("app short", "app -k"):  # the app's CPU counts on top of the instance's
+        both = rows[(scenario, "+app CPU-s/1000")]["workers_2"]["median"]
+        assert both > rows[(scenario, "stack CPU-s/1000")]["workers_2"]["median"]
     assert report["worker_restarts"] == {"1": 0, "2": 0}

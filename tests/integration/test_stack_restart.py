@@ -274,7 +274,8 @@ def test_kill_9_wakes_every_kind_of_waiter_within_about_a_second(instances):
 def _detach(app: vfstack.Stack, control: str) -> None:
     """Detach `app`'s session from another client, with its token."""
     with ControlClient(control) as other:
-        request = stack_pb2.DetachRequest(session_id=app.session_id, token=app._token)
+        lane = app._lanes[0]
+        request = stack_pb2.DetachRequest(session_id=lane.session_id, token=lane.token)
         other._unary(other._stub.Detach, request)
 
 

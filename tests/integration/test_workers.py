@@ -10,6 +10,7 @@ and the workers' passive opens add up to the connections made.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -216,6 +217,102 @@ def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_eac
             greeter.kill()
             app.close()
     # Detached by close(): both workers' sessions ended.
+
+
+def test_a_pre_forked_app_gets_each_process_the_connections_of_its_own_worker(emulated_port):
+    """One Stack per worker (`vfstack.connect(worker=i)`, as N pre-forked
+    processes would), each listening on the same port: each accepts
+    exactly the connections its worker receives, like SO_REUSEPORT; a
+    bound socket whose flow another worker receives cannot connect."""
+    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--workers", "2") as stack:
+        apps = [vfstack.connect(control(stack), app=f"fork{w}", worker=w) for w in range(WORKERS)]
+        stop = threading.Event()
+        servers, accepted = [], [[] for _ in apps]
+        try:
+            with ControlClient(control(stack)) as client:
+                sessions = {s.app: s.worker for s in client.sessions().sessions}
+            assert sessions == {"fork0": 0, "fork1": 1}
+            for app, mine in zip(apps, accepted, strict=True):
+                listener = app.socket()
+                listener.bind(("0.0.0.0", 8080))
+                listener.listen()
+                server = threading.Thread(target=serve_echo, args=(app, listener, mine, stop))
+                server.start()
+                servers.append(server)
+            done = in_netns(
+                emulated_port.netns, sys.executable, "-c", ECHO_CLIENTS, "30", STACK, "8080",
+                timeout=120,
+            )  # fmt: skip
+            echoes = json.loads(done.stdout)
+            assert [exact for _, exact in echoes] == [True] * 30
+            for worker, mine in enumerate(accepted):
+                theirs = [port for port, _ in echoes if worker_of(8080, port, WORKERS) == worker]
+                assert sorted(port for _, port in mine) == sorted(theirs)
+            assert all(mine for mine in accepted), accepted  # 30 ports: both, or re-run
+            owner = worker_of(700, 9, WORKERS)
+            with apps[1 - owner].socket() as sock:
+                sock.bind(("0.0.0.0", 700))
+                assert sock.connect_ex((PEER, 9)) == errno.EADDRNOTAVAIL
+        finally:
+            stop.set()
+            for server in servers:
+                server.join()
+            for app in apps:
+                app.close()
+
+
+def test_a_worker_s_restart_ends_the_app_s_stack_and_the_app_attaches_again(emulated_port):
+    """A worker that dies takes its lane's session with it: the app's one
+    Stack is then gone (its blocked accept raises StackGone), close()
+    detaches the session the live worker still holds, and a new
+    connect() attaches to both again."""
+    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--workers", "2") as stack:
+        app = vfstack.connect(control(stack), app="lanes")
+        listener = app.socket()
+        listener.bind(("0.0.0.0", 8080))
+        listener.listen()
+        failed: list = []
+
+        def accept() -> None:
+            try:
+                listener.accept()
+            except vfstack.StackGone as exc:
+                failed.append(exc)
+
+        waiter = threading.Thread(target=accept)
+        waiter.start()
+        assert wait_until(lambda: len(worker_pids(stack)) == WORKERS)
+        os.kill(worker_pids(stack)[1], signal.SIGKILL)
+        waiter.join(timeout=10)
+        assert not waiter.is_alive() and len(failed) == 1
+        assert app.gone
+        app.close()
+
+        def lanes_sessions() -> list[int]:
+            with ControlClient(control(stack)) as client:
+                return sorted(s.worker for s in client.sessions().sessions if s.app == "lanes")
+
+        assert wait_until(lambda: lanes_sessions() == [])  # worker 0's detached too
+        again = vfstack.connect(control(stack), app="lanes", wait=10)
+        try:
+            assert lanes_sessions() == [0, 1]
+            listener = again.socket()
+            listener.bind(("0.0.0.0", 8080))
+            listener.listen()
+            accepted: list = []
+            stop = threading.Event()
+            server = threading.Thread(target=serve_echo, args=(again, listener, accepted, stop))
+            server.start()
+            done = in_netns(
+                emulated_port.netns, sys.executable, "-c", ECHO_CLIENTS, "12", STACK, "8080",
+                timeout=120,
+            )  # fmt: skip
+            stop.set()
+            server.join()
+            assert [exact for _, exact in json.loads(done.stdout)] == [True] * 12
+            assert {fd % WORKERS for fd, _ in accepted} == {0, 1}
+        finally:
+            again.close()
 
 
 def test_curl_ab_and_wrk_are_served_by_both_workers_each_connection_by_one(emulated_port):

@@ -117,6 +117,17 @@ while True:
 """
 
 
+def echo_clients(port, count: int) -> list:
+    """`count` echo exchanges from the peer namespace with port 8080,
+    each echoed exactly. Returns: [[client port, True], ...]."""
+    done = in_netns(
+        port.netns, sys.executable, "-c", ECHO_CLIENTS, str(count), STACK, "8080", timeout=120
+    )
+    echoes = json.loads(done.stdout)
+    assert [exact for _, exact in echoes] == [True] * count
+    return echoes
+
+
 def serve_echo(app, listener, accepted: list, stop: threading.Event) -> None:
     """An epoll echo server over the app's one Stack (both workers'
     sessions): echoes until EOF, then closes; notes each connection's
@@ -174,12 +185,7 @@ def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_eac
             accepted: list = []
             server = threading.Thread(target=serve_echo, args=(app, listener, accepted, stop))
             server.start()
-            done = in_netns(
-                emulated_port.netns, sys.executable, "-c", ECHO_CLIENTS, "40", STACK, "8080",
-                timeout=120,
-            )  # fmt: skip
-            echoes = json.loads(done.stdout)
-            assert [exact for _, exact in echoes] == [True] * 40
+            echoes = echo_clients(emulated_port, 40)
             # Each connection was accepted from the worker its port steers to.
             owner = {port: worker_of(8080, port, WORKERS) for port, _ in echoes}
             assert set(owner.values()) == {0, 1}, owner  # 40 ports: both, or re-run
@@ -239,12 +245,7 @@ def test_a_pre_forked_app_gets_each_process_the_connections_of_its_own_worker(em
                 server = threading.Thread(target=serve_echo, args=(app, listener, mine, stop))
                 server.start()
                 servers.append(server)
-            done = in_netns(
-                emulated_port.netns, sys.executable, "-c", ECHO_CLIENTS, "30", STACK, "8080",
-                timeout=120,
-            )  # fmt: skip
-            echoes = json.loads(done.stdout)
-            assert [exact for _, exact in echoes] == [True] * 30
+            echoes = echo_clients(emulated_port, 30)
             for worker, mine in enumerate(accepted):
                 theirs = [port for port, _ in echoes if worker_of(8080, port, WORKERS) == worker]
                 assert sorted(port for _, port in mine) == sorted(theirs)
@@ -303,13 +304,9 @@ def test_a_worker_s_restart_ends_the_app_s_stack_and_the_app_attaches_again(emul
             stop = threading.Event()
             server = threading.Thread(target=serve_echo, args=(again, listener, accepted, stop))
             server.start()
-            done = in_netns(
-                emulated_port.netns, sys.executable, "-c", ECHO_CLIENTS, "12", STACK, "8080",
-                timeout=120,
-            )  # fmt: skip
+            echo_clients(emulated_port, 12)
             stop.set()
             server.join()
-            assert [exact for _, exact in json.loads(done.stdout)] == [True] * 12
             assert {fd % WORKERS for fd, _ in accepted} == {0, 1}
         finally:
             again.close()

@@ -23,7 +23,10 @@ with a core each and the client elsewhere (workers x 1000 / the
 instance's CPU-s per 1000, the app's CPU left out); `client busy` is the
 client's CPU-s per second of the run (near 1.0: the client was the
 bottleneck, and the measured rate says nothing about the stack), `app
-busy` the app's (near 1.0: the single-process app was).
+busy` the app's (near 1.0: the single-process app was). `passes/1000`,
+`sleeps/1000` and `frames/RX batch` come from the workers' loop counters,
+added up: each pass pays the loop's fixed costs, so fewer frames per
+pass (the same load split over more workers) cost more per transaction.
 
 Goals (issue: multicore): CPU-s/1000 with 2 workers within 10% of 1
 worker (nothing shared), and 2 workers >= 1.8x one worker's rate where the
@@ -44,7 +47,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import _cli as bench_cli
@@ -82,16 +85,42 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def loop_figures(counters: Callable[[], dict]) -> Callable[[int], dict]:
+    """The workers' loop counters now; call the result with the
+    transactions done since, for their passes per 1000 of them (where a
+    per-worker cost would show: each pass pays the loop's fixed costs)."""
+
+    def sample() -> tuple[int, int, int, int]:
+        now = counters()
+        loop = now["loop"]
+        return loop["iterations"], loop["sleeps"], loop["rx_batches"], now["nic"]["rx_packets"]
+
+    before = sample()
+
+    def since(done: int) -> dict:
+        passes, sleeps, batches, frames = (b - a for a, b in zip(before, sample(), strict=True))
+        return {
+            "passes_per_1000": 1000 * passes / done,
+            "sleeps_per_1000": 1000 * sleeps / done,
+            "frames_per_rx_batch": frames / max(batches, 1),
+        }
+
+    return since
+
+
 def measured_ab(
-    netns: str, target: str, stack_pid: int, app_pid: int | None, count: int, keep_alive: bool
+    netns: str, target: str, stack, app_pid: int | None, count: int, keep_alive: bool
 ) -> dict:
     """One ab run at `target` (host[:port]), with the CPU time of the
-    instance, of the app (if any) and of the client."""
+    instance, of the app (if any) and of the client, and the workers'
+    passes."""
+    stack_pid = stack.proc.pid
 
     def app_cpu_s() -> float:
         return 0.0 if app_pid is None else tree_cpu_s(app_pid)
 
     stack0, app0, client0 = tree_cpu_s(stack_pid), app_cpu_s(), _children_cpu_s()
+    loop = loop_figures(stack.counters)
     wall0 = time.monotonic()
     result = ab(netns, target, count, CONCURRENCY, keep_alive)
     wall = time.monotonic() - wall0
@@ -102,6 +131,7 @@ def measured_ab(
     result["client_cpu_s_per_1000"] = 1000 * (_children_cpu_s() - client0) / done
     result["client_busy"] = (_children_cpu_s() - client0) / wall
     result["app_busy"] = app_s / wall
+    result.update(loop(done))
     return result
 
 
@@ -168,7 +198,7 @@ def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dic
                                 quieter.wait()
                                 progress(f"{step}: {server} ab {scenario} -c {CONCURRENCY} ...")
                                 runs[workers][f"{server} {scenario}"].append(
-                                    measured_ab(port.netns, target, pid, app, count, keep)
+                                    measured_ab(port.netns, target, stack, app, count, keep)
                                 )
                     quieter.wait()
                     progress(f"{step}: paced {params['paced_rate']:.0f}/s ...")
@@ -213,6 +243,9 @@ def summarize(report: dict) -> list[dict]:
             ("stack_cpu_s_per_1000", "stack CPU-s/1000"),
             ("client_cpu_s_per_1000", "client CPU-s/1000"),
             ("client_busy", "client busy"),
+            ("passes_per_1000", "passes/1000"),
+            ("sleeps_per_1000", "sleeps/1000"),
+            ("frames_per_rx_batch", "frames/RX batch"),
         ]
         if scenario.startswith("app"):
             fields[2:2] = [("server_cpu_s_per_1000", "+app CPU-s/1000")]

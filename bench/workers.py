@@ -9,7 +9,11 @@ repeats:
 1. short transactions: `ab -n N -c C` (one request per connection);
 2. keep-alive: `ab -k`;
 3. (diag only) CPU-seconds per 1000 transactions at a paced rate
-   (bench.tcp's paced client).
+   (bench.tcp's paced client): the same rate for both worker counts, and
+   the same rate *per worker* (N x the rate), which is the comparison
+   where nothing shared means the same cost per transaction: a load split
+   over more workers gives each fewer frames per pass, and the loop's
+   fixed costs per pass weigh more (see passes/1000).
 
 CPU is the server side's whole process tree (supervisor, workers,
 control process; and the app, for `http_server`) and the client's, each
@@ -135,6 +139,19 @@ def measured_ab(
     return result
 
 
+def measured_paced(netns: str, stack, rate: float, seconds: float) -> dict:
+    """One paced-client run against the diag server, with the instance's
+    CPU time and the workers' passes."""
+    pid = stack.proc.pid
+    stack0 = tree_cpu_s(pid)
+    loop = loop_figures(stack.counters)
+    result = paced(netns, STACK_ADDRESS, rate, seconds, pid)
+    done = max(result["completed"], 1)
+    result["stack_cpu_s_per_1000"] = 1000 * (tree_cpu_s(pid) - stack0) / done
+    result.update(loop(done))
+    return result
+
+
 @contextlib.contextmanager
 def http_app(control: str) -> Iterator[int]:
     """The SDK example http_server attached to the instance, until the
@@ -172,7 +189,7 @@ def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dic
         for n in WORKER_COUNTS
     }
     for n in WORKER_COUNTS:
-        runs[n]["paced"] = []
+        runs[n]["paced"], runs[n]["paced per worker"] = [], []
     restarts = {n: 0 for n in WORKER_COUNTS}
     with private_port(vfs=1) as port:
         for rep in range(params["repeats"]):
@@ -183,7 +200,6 @@ def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dic
                     port.vf(0), f"{STACK_ADDRESS}/24", "vf0", "--diag-services",
                     "--workers", str(workers), *spin,
                 ) as stack:  # fmt: skip
-                    pid = stack.proc.pid
                     with http_app(f"unix://{stack.run_dir / 'vf0.sock'}") as app_pid:
                         for server, target, app in (
                             ("diag", STACK_ADDRESS, None),
@@ -200,16 +216,15 @@ def run(quick: bool, progress: Progress, busy_poll_us: int | None = None) -> dic
                                 runs[workers][f"{server} {scenario}"].append(
                                     measured_ab(port.netns, target, stack, app, count, keep)
                                 )
-                    quieter.wait()
-                    progress(f"{step}: paced {params['paced_rate']:.0f}/s ...")
-                    stack0 = tree_cpu_s(pid)
-                    result = paced(
-                        port.netns, STACK_ADDRESS, params["paced_rate"], params["paced_seconds"],
-                        pid,
-                    )  # fmt: skip
-                    done = max(result["completed"], 1)
-                    result["stack_cpu_s_per_1000"] = 1000 * (tree_cpu_s(pid) - stack0) / done
-                    runs[workers]["paced"].append(result)
+                    for scenario, rate in (
+                        ("paced", params["paced_rate"]),
+                        ("paced per worker", params["paced_rate"] * workers),
+                    ):
+                        quieter.wait()
+                        progress(f"{step}: paced {rate:.0f}/s ...")
+                        runs[workers][scenario].append(
+                            measured_paced(port.netns, stack, rate, params["paced_seconds"])
+                        )
                     restarts[workers] += stack.counters()["loop"]["worker_restarts"]
     return {
         "quick": quick,
@@ -260,16 +275,20 @@ def summarize(report: dict) -> list[dict]:
             )
         )
         rows[first]["failed"] = {n: int(sum(r["failed"] for r in by[n])) for n in by}
-    paced_by = {n: runs[n]["paced"] for n in WORKER_COUNTS}
     rate = report["params"]["paced_rate"]
-    for field, unit in (
-        ("stack_cpu_s_per_1000", "stack CPU-s/1000"),
-        ("client_cpu_s_per_1000", "client CPU-s/1000"),
-        ("p99_ms", "p99 ms"),
-    ):
-        series = {n: [r[field] for r in paced_by[n]] for n in paced_by}
-        rows.append(_row(f"paced {rate:.0f}/s", unit, series))
-    rows[-1]["failed"] = {n: int(sum(r["failed"] for r in paced_by[n])) for n in paced_by}
+    for scenario, label in (("paced", f"paced {rate:.0f}/s"), ("paced per worker", "paced N x")):
+        paced_by = {n: runs[n][scenario] for n in WORKER_COUNTS}
+        first = len(rows)
+        for field, unit in (
+            ("stack_cpu_s_per_1000", "stack CPU-s/1000"),
+            ("client_cpu_s_per_1000", "client CPU-s/1000"),
+            ("p99_ms", "p99 ms"),
+            ("passes_per_1000", "passes/1000"),
+            ("sleeps_per_1000", "sleeps/1000"),
+        ):
+            series = {n: [r[field] for r in paced_by[n]] for n in paced_by}
+            rows.append(_row(label, unit, series))
+        rows[first]["failed"] = {n: int(sum(r["failed"] for r in paced_by[n])) for n in paced_by}
     return rows
 
 

@@ -285,6 +285,9 @@ def test_workers_bench_quick_compares_one_worker_with_two():
         assert rate["workers_1"]["median"] > 0 and rate["workers_2"]["median"] > 0
         assert rate["failed"] == {"1": 0, "2": 0}
         assert rows[(scenario, "stack CPU-s/1000")]["workers_2"]["median"] > 0
+    for scenario in ("paced 1000/s", "paced N x"):  # the same rate, then the same per worker
+        assert rows[(scenario, "stack CPU-s/1000")]["failed"] == {"1": 0, "2": 0}
+        assert rows[(scenario, "passes/1000")]["workers_2"]["median"] > 0
     for scenario in ("app short", "app -k"):  # the app's CPU counts on top of the instance's
         both = rows[(scenario, "+app CPU-s/1000")]["workers_2"]["median"]
         assert both > rows[(scenario, "stack CPU-s/1000")]["workers_2"]["median"]

@@ -56,9 +56,10 @@ def counters_path(run_dir: Path, name: str, worker: int | None = None) -> Path:
     return run_dir / (f"{name}.counters" if worker is None else f"{name}.worker{worker}.counters")
 
 
-def apps_path(run_dir: Path, name: str) -> Path:
-    """The per-app counters (stackservice.metrics.apps)."""
-    return run_dir / f"{name}.apps"
+def apps_path(run_dir: Path, name: str, worker: int | None = None) -> Path:
+    """The per-app counters (stackservice.metrics.apps); with several
+    workers, each one's."""
+    return run_dir / (f"{name}.apps" if worker is None else f"{name}.worker{worker}.apps")
 
 
 @contextlib.contextmanager
@@ -282,8 +283,9 @@ def control_server(
         "--attach-timeout-ms",
         str(config.limits.attach_timeout_ms),
     ]
-    if config.workers == 1:  # the app table of the one loop's sessions
-        argv += ["--apps", str(apps_path(config.run_dir, config.name))]
+    workers = [None] if config.workers == 1 else range(config.workers)
+    for worker in workers:  # each loop's app table
+        argv += ["--apps", str(apps_path(config.run_dir, config.name, worker))]
     if config.control_tcp:
         argv += ["--tcp", config.control_tcp]
     if config.metrics_port:

@@ -50,6 +50,7 @@ from stackservice.control.requests import ControlRequests
 from stackservice.diag import DiagServices
 from stackservice.instance import (
     Instance,
+    apps_path,
     control_server,
     counters_path,
     identity,
@@ -59,6 +60,7 @@ from stackservice.instance import (
     stop_on_signals,
     stopped_line,
 )
+from stackservice.metrics.apps import AppStatsTable
 from stackservice.metrics.counters import CounterBlock, read_counters
 from stackservice.metrics.layout import INSTANCE_LAYOUT, LoopCounter
 from stackservice.nic.netconf import detect_mode, prepare_interface
@@ -128,6 +130,7 @@ def _worker_parts(config: InstanceConfig) -> Iterator[list[_Worker]]:
                 INSTANCE_LAYOUT, counters_path(config.run_dir, config.name, index)
             )
             stack.callback(counters.close)
+            stack.callback(apps_path(config.run_dir, config.name, index).unlink, missing_ok=True)
             port = PacketPort(
                 config.iface, counters.section("nic"), fanout=(group, index, config.workers)
             )
@@ -181,8 +184,11 @@ class Supervisor:
                 worker.port.recover()
                 worker.counters.reset_gauges()
                 worker.counters.section("loop")[LoopCounter.WORKER_RESTARTS] += 1
+            # Its own app table, new: a successor's sessions start afresh
+            # (the control process reads every worker's, adding them up).
+            apps = AppStatsTable(path=apps_path(config.run_dir, config.name, worker.index))
             instance = Instance(
-                config, self.mode, self.mac, worker.counters, worker.port, None, worker.index
+                config, self.mode, self.mac, worker.counters, worker.port, apps, worker.index
             )
             if config.diag_services:
                 DiagServices(instance.engine)

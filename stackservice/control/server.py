@@ -7,9 +7,9 @@ never slow the loop:
         --info JSON --unix PATH [--tcp HOST:PORT] [--metrics HOST:PORT] \\
         [--apps PATH]
 
-With several workers (`stackservice run --workers N`) each has its link
-and counters file: `--link-fd` and `--counters` are given once per worker,
-in worker order; stackservice.control.workers asks them as one, and the
+With several workers (`stackservice run --workers N`) each has its link,
+counters file and app table: `--link-fd`, `--counters` and `--apps` are
+given once per worker, in worker order; stackservice.control.workers asks them as one, and the
 counters are read added up.
 
 - GetInfo answers from `--info` (static identity, `started_at` in Unix
@@ -572,13 +572,13 @@ def serve(
     tcp: str | None = None,
     *,
     metrics: tuple[str, int] | None = None,
-    apps_path: Path | None = None,
+    apps_path: Path | list[Path] | None = None,
     attach_timeout: float = Limits().attach_timeout_ms / 1000,
     link_timeout: float = LINK_TIMEOUT_S,
     link_factory: LinkFactory = _default_link,
 ) -> ControlServer:
     """Start the control server, `/metrics` on `metrics` (host, port) if
-    given (per-app series from the app table at `apps_path`), the handoff
+    given (per-app series from the app tables at `apps_path`), the handoff
     socket beside `unix_path` (`handoff_path`), whose descriptors wait
     `attach_timeout` seconds for their app, and the link to the loop.
 
@@ -621,7 +621,7 @@ def _serve_metrics(
     counters_path: CounterFiles,
     identity: StackIdentity,
     address: tuple[str, int],
-    apps_path: Path | None = None,
+    apps_path: Path | list[Path] | None = None,
     gate_refusals: dict[str, int] | None = None,
 ) -> MetricsServer:
     registry = make_registry(
@@ -699,7 +699,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--unix", type=Path, required=True)
     parser.add_argument("--tcp")
     parser.add_argument("--metrics")
-    parser.add_argument("--apps", type=Path)  # may appear later: read at each scrape
+    # Each may appear later (a worker makes its own): read at each scrape.
+    parser.add_argument("--apps", type=Path, action="append")
     parser.add_argument("--attach-timeout-ms", type=int, default=Limits().attach_timeout_ms)
     args = parser.parse_args(argv)
     args.info = StackIdentity.from_json(args.info)

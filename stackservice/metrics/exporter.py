@@ -62,8 +62,9 @@ Prometheus sets its own `instance` target label: scrape these targets with
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -353,18 +354,21 @@ class StackCollector(Collector):
         counters_path: CounterFiles,
         identity: Identity,
         layout: CounterLayout = INSTANCE_LAYOUT,
-        apps_path: Path | None = None,
+        apps_path: Path | Sequence[Path] | None = None,
         more_refusals: Mapping[str, int] | None = None,
     ) -> None:
         """`more_refusals`: refusals counted outside the counters file (the
         control socket's gate, stackservice.control.gate.REFUSALS), added to
         vfstack_refusals_total by reason, with no worker. `counters_path`:
-        the instance's file, or each worker's in worker order."""
+        the instance's file, or each worker's in worker order; `apps_path`
+        likewise (an app's series add its sessions' up over the workers)."""
         self.counters_paths = (
             [counters_path] if isinstance(counters_path, Path) else list(counters_path)
         )
         self._more_refusals = more_refusals or {}
-        self.apps_path = apps_path
+        if apps_path is None:
+            apps_path = []
+        self.apps_paths = [apps_path] if isinstance(apps_path, Path) else list(apps_path)
         self.layout = layout
         self._plan = _plan(layout)
         vf = str(identity.vf_index) if identity.vf_index >= 0 else ""
@@ -413,12 +417,12 @@ class StackCollector(Collector):
         yield readable_family
 
     def _read_apps(self) -> list[AppSample]:
-        if self.apps_path is None:
-            return []
-        try:
-            return read_apps(self.apps_path)
-        except (OSError, ValueError):
-            return []  # not there yet, or gone: no per-app series this scrape
+        samples: list[AppSample] = []
+        for path in self.apps_paths:
+            # Not there yet, or gone: none of its series this scrape.
+            with contextlib.suppress(OSError, ValueError):
+                samples += read_apps(path)
+        return samples
 
     def _apps(self, samples: Iterable[AppSample]) -> Iterator[Metric]:
         app_bytes = CounterMetricFamily(

@@ -168,7 +168,10 @@ def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_eac
     connection is accepted from the worker the steering gives it), its
     sockets take the workers in turn, and each worker's active opens pick
     ports that bring the replies back to it."""
-    with running_stack(emulated_port.vf(0), f"{STACK}/24", "vf0", "--workers", "2") as stack:
+    metrics = _free_port()
+    with running_stack(
+        emulated_port.vf(0), f"{STACK}/24", "vf0", "--workers", "2", "--metrics-port", str(metrics)
+    ) as stack:
         app = vfstack.connect(control(stack), app="lanes")
         greeter = spawn_in_netns(
             emulated_port.netns, sys.executable, "-c", GREETER, "9000",
@@ -192,6 +195,12 @@ def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_eac
             assert sorted((port, fd % WORKERS) for fd, port in accepted) == sorted(owner.items())
             stop.set()
             server.join()
+            # The app's bytes, from both workers' app tables, added up.
+            echoed = sum(3000 + i for i in range(40))
+            scraped = _scrape(metrics)
+            for direction in ("rx", "tx"):
+                key = f"vfstack_app_bytes_total{{app=lanes,direction={direction}}}"
+                assert scraped[key] == echoed
 
             assert greeter.stdout.readline().strip() == "listening"
             before = [stack.worker_counters(w)["tcp"]["active_opens"] for w in range(WORKERS)]

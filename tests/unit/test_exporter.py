@@ -111,7 +111,9 @@ def apps(tmp_path):
     table.close()
 
 
-def scrape(path: Path | list[Path], identity=IDENTITY, apps: Path | None = None, more=None) -> dict:
+def scrape(
+    path: Path | list[Path], identity=IDENTITY, apps: Path | list[Path] | None = None, more=None
+) -> dict:
     registry = make_registry(StackCollector(path, identity, apps_path=apps, more_refusals=more))
     text = generate_latest(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
@@ -181,6 +183,38 @@ def test_app_bytes_per_app_and_direction_stay_after_the_sessions(counters, apps)
     for sample in families["vfstack_app_bytes"].samples:
         assert sample.name == "vfstack_app_bytes_total"
         assert OURS.items() <= sample.labels.items()
+
+
+def test_several_workers_app_tables_add_up_by_app_and_a_missing_one_is_skipped(
+    counters, apps, tmp_path
+):
+    """With several workers each keeps an app table: an app's bytes are
+    the sum over them, its rings the fullest; a worker's table that is
+    not there (restarting) costs only its own series."""
+    other = AppStatsTable(8, tmp_path / "vf0.worker1.apps")
+    web, new = other.attach("web"), other.attach("new")
+    other.counters(web)[AppField.RX_BYTES] += 1
+    other.counters(new)[AppField.TX_BYTES] += 9
+    other.publish(web, 512, 1024, 0, 4096, 0, 1 << 17, 0, 1 << 17)
+    try:
+        missing = tmp_path / "vf0.worker2.apps"
+        families = scrape(counters._path, apps=[apps._path, other._path, missing])
+    finally:
+        other.close()
+    app_bytes = {
+        (s.labels["app"], s.labels["direction"]): s.value
+        for s in families["vfstack_app_bytes"].samples
+    }
+    assert app_bytes == {
+        ("web", "rx"): 5001, ("web", "tx"): 700, ("gone", "rx"): 11, ("gone", "tx"): 0,
+        ("new", "rx"): 0, ("new", "tx"): 9,
+    }  # fmt: skip
+    command = [
+        s.value
+        for s in families["vfstack_ring_occupancy_ratio"].samples
+        if s.labels["app"] == "web" and s.labels["ring"] == "command"
+    ]
+    assert command == [0.5]
 
 
 def test_ring_occupancy_only_for_apps_with_sessions(counters, apps):

@@ -73,16 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         "--admin-interval", type=float, default=1.0, metavar="SECONDS",
         help="seconds between admin commands (default 1)",
     )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="the instance's workers (default 1)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     seconds = QUICK_SECONDS if args.quick else args.minutes * 60
-    bench_cli.progress(f"soak: seed {seed}, {seconds:.0f} s ...")
+    bench_cli.progress(f"soak: seed {seed}, {seconds:.0f} s, {args.workers} worker(s) ...")
     settings = SoakSettings(
         seed=seed,
         seconds=seconds,
         progress_seconds=args.progress,
         admin_interval=args.admin_interval,
         plan=args.plan,
+        workers=args.workers,
     )
     report = run_soak(settings, bench_cli.progress)
     print(json.dumps(report, indent=2) if args.json else _table(report))

@@ -99,6 +99,7 @@ class SoakSettings:
     rss_slack_bytes: int = RSS_SLACK_BYTES
     warmup_seconds: float = -1.0  # default: a quarter of the run, at most 60 s
     plan: int | None = None  # replay: every connection runs this plan (a failed one's seed)
+    workers: int = 1  # the instance's (stackservice run --workers): apps span them all
 
     def __post_init__(self) -> None:
         if self.warmup_seconds < 0:
@@ -417,7 +418,8 @@ def _children(pid: int) -> list[int]:
 
 
 def rss_bytes(pid: int) -> int:
-    """VmRSS of `pid` and its children (the stack's loop and control processes)."""
+    """VmRSS of `pid` and its children (the stack's loop and control
+    processes; with several workers, the supervisor's workers too)."""
     total = 0
     for each in (pid, *_children(pid)):
         with contextlib.suppress(OSError):
@@ -468,7 +470,7 @@ class Soak:
             running_stack(
                 port.vf(0), f"{STACK_IP}/24", "vf0", "--diag-services",
                 "--time-wait-ms", str(settings.time_wait_ms),
-                "--metrics-port", str(metrics_port),
+                "--metrics-port", str(metrics_port), "--workers", str(settings.workers),
             ) as stack,
         ):  # fmt: skip
             control = f"unix://{stack.run_dir / 'vf0.sock'}"

@@ -24,8 +24,9 @@ opens a slot on each other lane, gives it the same options, address and
 backlog, and their connections join the one accept queue. `connect()`
 from a socket bound to a port whose flows another worker receives
 (vfstack._steering) first moves the socket there: a new slot with the
-same options and address, so its `fileno()` changes (register it with
-an Epoll after connect), or in a Stack of that worker's alone (a
+same options and address, whose events the Stack reports under the
+socket's `fileno()` (its first slot stays held, so that number is not
+given to another socket), or in a Stack of that worker's alone (a
 pre-forked app's: `vfstack.connect(worker=i)`) fails with EADDRNOTAVAIL.
 An unbound socket's active open picks a port of its own worker's share
 and never moves.
@@ -126,6 +127,7 @@ class Socket:
         self._connecting_to: tuple[str, int] | None = None
         self._listening = False
         self._siblings: list[tuple] = []  # a listener's (lane, slot) on the other lanes
+        self._anchor: tuple | None = None  # a moved socket's first (lane, slot): its fileno
         self._options: list[tuple[int, int, int]] = []  # what setsockopt set, to replay
         self._rd_closed = False
         self._wr_closed = False
@@ -236,7 +238,7 @@ class Socket:
                     slot = self._open_like(lane, ip, port)
                     self._siblings.append((lane, slot))
                     with stack._lock:
-                        stack._listener_of[lane.fd(slot)] = self._fd
+                        stack._alias_of[lane.fd(slot)] = self._fd
                     check(stack._call(lane, OP_LISTEN, slot, backlog).result)
         except BaseException:
             self._close_siblings()
@@ -263,7 +265,7 @@ class Socket:
         siblings, self._siblings = self._siblings, []
         for lane, slot in siblings:
             with stack._lock:
-                stack._listener_of.pop(lane.fd(slot), None)
+                stack._alias_of.pop(lane.fd(slot), None)
             stack._close_slot(lane, slot)
 
     def accept(self) -> tuple[Socket, tuple[str, int]]:
@@ -327,17 +329,34 @@ class Socket:
 
     def _move_to(self, lane) -> int:
         """Reopen this bound socket on `lane`, whose worker receives its
-        flow's frames. Returns: the new slot."""
+        flow's frames; its fileno() stays. Returns: the slot it has now."""
+        anchor = self._anchor  # not None: moved before, by a connect that failed
+        if anchor is not None and anchor[0] is lane:  # back where it began
+            self._drop_moved_slot(self._slot)
+            self._anchor = None
+            self._become(*anchor)
+            return self._slot
         stack = self._stack
         slot = self._open_like(lane, _ip(self._bound_ip), self._local[1])
-        old_lane, old_slot = self._lane, self._slot
+        if anchor is None:
+            self._anchor = (self._lane, self._slot)  # held: its number is the socket's
+        else:
+            self._drop_moved_slot(self._slot)
+        self._become(lane, slot)
+        with stack._lock:
+            stack._alias_of[lane.fd(slot)] = self._fd
+        return slot
+
+    def _become(self, lane, slot: int) -> None:
         self._lane, self._seg, self._slot = lane, lane.segment, slot
-        self._fd = lane.fd(slot)
         self._generation = lane.segment.generation(slot)
         self._rx, self._tx = lane.segment.rx(slot), lane.segment.tx(slot)
-        stack._close_slot(old_lane, old_slot)
-        stack._sockets[self._fd] = self
-        return slot
+
+    def _drop_moved_slot(self, slot: int) -> None:
+        stack, lane = self._stack, self._lane
+        with stack._lock:
+            stack._alias_of.pop(lane.fd(slot), None)
+        stack._close_slot(lane, slot)
 
     def _connect_outcome(self) -> int:
         seg, slot = self._seg, self._slot
@@ -389,7 +408,11 @@ class Socket:
         self._listening = False
         stack = self._stack
         if not stack._closed:
-            stack._close_slot(self._lane, slot)
+            if self._anchor is None:
+                stack._close_slot(self._lane, slot)
+            else:
+                self._drop_moved_slot(slot)
+                stack._close_slot(*self._anchor)  # and with it, what its fileno names
             self._close_siblings()
 
     def detach(self) -> int:

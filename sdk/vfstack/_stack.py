@@ -252,8 +252,9 @@ class Stack:
         # listener fd -> its connections, as (lane index, slot, ip, port,
         # when), in the order the workers accepted them
         self._accepts: dict[int, deque] = {}
-        # A listener's slots on the other lanes: their fd -> the listener's
-        self._listener_of: dict[int, int] = {}
+        # A socket's slots that report under another fd: a listener's on the
+        # other lanes, a moved socket's new one (vfstack._socket): fd -> its
+        self._alias_of: dict[int, int] = {}
         # fd -> its open Socket, so an Epoll can take a bare fileno()
         self._sockets: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._watchers: dict[int, list[Epoll]] = {}  # fd -> the Epolls that registered it
@@ -617,7 +618,7 @@ class Stack:
         events = lane.events
         n = events.available()
         data, slots = events.data, lane.nslots
-        listener_of = self._listener_of
+        alias_of = self._alias_of
         orphans: list[int] = []
         try:
             for i in range(n):
@@ -630,7 +631,7 @@ class Stack:
                     self._drop_stale(lane, event.slot, event.a64)
                     continue
                 fd = lane.fd(event.slot)
-                fd = listener_of.get(fd, fd)  # a listener's slot on another lane
+                fd = alias_of.get(fd, fd)  # a listener's slot on another lane, a moved socket's
                 if kind == EVENT_ACCEPTED:
                     queue = self._accepts.get(fd)
                     if queue is None:  # the listener was closed meanwhile

@@ -215,16 +215,44 @@ def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_eac
             assert [a - b for a, b in zip(after, before, strict=True)] == [1000, 1000]
 
             # Bound to a well-known port, a socket moves to the worker that
-            # the peer's port steers to; one of two sockets had to move.
+            # the peer's port steers to (one of two sockets had to) and
+            # keeps its fileno: an Epoll that watched it before the
+            # non-blocking connect reports it connected under that number.
             pair = [app.socket(), app.socket()]
             assert {s.fileno() % WORKERS for s in pair} == {0, 1}
+            ep = app.epoll()
             for sock, port in zip(pair, (700, 701), strict=True):
+                fd = sock.fileno()
                 sock.bind(("0.0.0.0", port))
+                sock.setblocking(False)
+                ep.register(sock, select.EPOLLOUT)
+                assert sock.connect_ex((PEER, 9000)) == errno.EINPROGRESS
+                assert ep.poll(10) == [(fd, select.EPOLLOUT)]
+                assert sock.fileno() == fd and sock.getpeername() == (PEER, 9000)
+                flow = (port, 9000)
+                rows = cli(stack, "conns")["connections"]
+                held = [r["worker"] for r in rows if (r["local_port"], r["remote_port"]) == flow]
+                assert held == [worker_of(port, 9000, WORKERS)]
                 sock.settimeout(10)
-                sock.connect((PEER, 9000))
-                assert sock.fileno() % WORKERS == worker_of(port, 9000, WORKERS)
                 assert sock.recv(2) == b"ok"
+                ep.unregister(sock)
                 sock.close()
+            ep.close()
+            # Moved by a connect that is refused, then connected to a port
+            # whose flow its first worker receives: it moves back there.
+            home = worker_of(700, 9000, WORKERS)
+            spare, sock = app.socket(), app.socket()
+            if sock.fileno() % WORKERS != home:
+                spare, sock = sock, spare
+            spare.close()
+            fd = sock.fileno()
+            sock.bind(("0.0.0.0", 700))
+            sock.settimeout(10)
+            closed = next(p for p in range(9001, 9100) if worker_of(700, p, WORKERS) != home)
+            assert sock.connect_ex((PEER, closed)) == errno.ECONNREFUSED
+            sock.connect((PEER, 9000))
+            assert sock.fileno() == fd and sock.recv(2) == b"ok"
+            sock.close()
             per_worker = [stack.worker_counters(w) for w in range(WORKERS)]
             assert [misdirected(c) for c in per_worker] == [0, 0]
         finally:

@@ -134,6 +134,7 @@ class Project:
             NUM_VFS="3",  # VF 2 is for `vfstack deploy`
             VF0_METRICS_PORT=str(self.metrics[0]),
             VF1_METRICS_PORT=str(self.metrics[1]),
+            VF1_WORKERS="2",  # app-echo's Stack spans both of vf1's workers
             VFSTACK_RUN_DIR=str(self.run_dir),
             DIAG_SERVICES="1",
             APP_HTTP_SIZE=str(HTTP_SIZE),
@@ -277,8 +278,9 @@ def test_http_on_vf0_from_the_kernel_peer(project):
 
 
 def test_echo_on_vf1_from_the_kernel_peer(project):
-    text = "vfstack e2e " + secrets.token_hex(8)
-    assert _echo(VF1_IP, 7007, text) == text
+    for _ in range(8):  # connections from random ports: both of vf1's workers serve
+        text = "vfstack e2e " + secrets.token_hex(8)
+        assert _echo(VF1_IP, 7007, text) == text
 
 
 def _container(docker_client, project: Project, service: str):
@@ -311,11 +313,13 @@ def test_apps_run_the_sdk_alone_and_stacks_the_stack_image(project, docker_clien
 
 
 def test_apps_are_attached_to_their_stacks(project):
-    for stack, app in (("vf0", "http"), ("vf1", "echo")):
+    # An app attaches once per worker: vf1 runs two.
+    for stack, app, workers in (("vf0", "http", [0]), ("vf1", "echo", [0, 1])):
         result = _vfstack("sessions", "--control", project.control(stack), "--json")
         assert result.returncode == 0, result.stderr
         sessions = json.loads(result.stdout)["sessions"]
-        assert [s["app"] for s in sessions] == [app], sessions
+        assert {s["app"] for s in sessions} == {app}, sessions
+        assert sorted(s.get("worker", 0) for s in sessions) == workers, sessions
 
 
 def test_each_instance_serves_its_metrics(project):
@@ -334,6 +338,7 @@ def test_host_tools_reach_the_control_api(project):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert (status["iface"], status["ip"]) == (f"{PF}v1", f"{VF1_IP}/24")
+    assert status["workers"] == 2
 
 
 def test_an_asgi_app_with_the_frameworks_profile(project, docker_client):
@@ -342,9 +347,10 @@ def test_an_asgi_app_with_the_frameworks_profile(project, docker_client):
     the frameworks, as unprivileged as the other apps."""
     frameworks = ("--profile", "frameworks")
     try:
+        # --build: an image left from an older checkout would run an older SDK.
         project.compose(
-            *frameworks, "up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S),
-            "app-web", timeout=UP_TIMEOUT_S + 60,
+            *frameworks, "up", "--build", "--detach", "--wait", "--wait-timeout",
+            str(UP_TIMEOUT_S), "app-web", timeout=UP_TIMEOUT_S + 60,
         )  # fmt: skip
         assert len(_curl(f"http://{VF1_IP}:8080/")) == 64
         addresses = json.loads(_curl(f"http://{VF1_IP}:8080/addresses"))

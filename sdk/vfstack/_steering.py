@@ -11,10 +11,11 @@ socket bound to a well-known port) goes by a hash of the peer's port.
 
 from __future__ import annotations
 
-__all__ = ["EPHEMERAL_FIRST", "EPHEMERAL_LAST", "worker_of"]
+__all__ = ["EPHEMERAL_FIRST", "EPHEMERAL_LAST", "MAX_WORKERS", "worker_of"]
 
 EPHEMERAL_FIRST = 32768  # Linux's ip_local_port_range
 EPHEMERAL_LAST = 60999
+MAX_WORKERS = 64  # workers of one instance
 # Linux's connect() prefers even ports, so a client's port mod N would
 # send every Linux client to one worker of two: its port is mixed first
 # (Fibonacci hashing, the top 16 of 32 bits).

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vfstack._steering import MAX_WORKERS
+
 LABEL = "io.vfstack.deploy"  # value: the deployment's name (--project)
 LABEL_PF = "io.vfstack.pf"
 LABEL_VF = "io.vfstack.vf"
@@ -73,6 +75,7 @@ class Plan:
     project: str = "vfstack-deploy"
     diag_services: bool = False
     app_group: str = "10001"  # the image's vfstack group (see docker-compose.yml)
+    workers: int = 1  # packet loops per instance (stackservice run --workers)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.project):
@@ -86,6 +89,8 @@ class Plan:
             raise ValueError(f"--gateway: {self.gateway} is not on {base.network}")
         if not 1 <= self.metrics_port_base <= 65535:
             raise ValueError(f"--metrics-port-base: not a port: {self.metrics_port_base}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"--workers: 1..{MAX_WORKERS}, not {self.workers}")
 
     def address(self, index: int) -> str:
         """VF i's address: the base address + i, same prefix length.
@@ -139,6 +144,8 @@ def container_spec(plan: Plan, vf: Vf) -> dict[str, Any]:
         environment["VFSTACK_DIAG_SERVICES"] = "1"
     if plan.app_group:
         environment["VFSTACK_APP_GROUP"] = plan.app_group
+    if plan.workers > 1:
+        environment["VFSTACK_WORKERS"] = str(plan.workers)
     return {
         "image": plan.image,
         "name": plan.container_name(vf),
@@ -398,6 +405,7 @@ def _run(args: argparse.Namespace) -> int:
             project=args.project,
             diag_services=args.diag_services,
             app_group=args.app_group,
+            workers=args.workers,
         )
         vfs = select_vfs(discover_vfs(args.pf, args.sysfs_root), args.vfs)
         if not vfs:
@@ -472,6 +480,9 @@ def add_deploy_command(commands: argparse._SubParsersAction) -> None:
     )
     begin.add_argument(
         "--diag-services", action="store_true", help="also serve echo, discard and HTTP"
+    )
+    begin.add_argument(
+        "--workers", type=int, default=1, help="packet loops (cores) per instance (default 1)"
     )
     begin.add_argument(
         "--wait",

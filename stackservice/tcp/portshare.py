@@ -4,11 +4,9 @@ peer's replies reach the worker that holds the connection."""
 
 from __future__ import annotations
 
-from vfstack._steering import EPHEMERAL_FIRST, EPHEMERAL_LAST
+from vfstack._steering import EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_WORKERS
 
 __all__ = ["EPHEMERAL_FIRST", "EPHEMERAL_LAST", "MAX_WORKERS", "PortShare"]
-
-MAX_WORKERS = 64
 
 
 class PortShare:

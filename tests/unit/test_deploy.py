@@ -122,6 +122,14 @@ def test_spec_is_capability_limited_not_privileged():
     assert host["init"] is True
 
 
+def test_workers_reach_the_stack_only_when_more_than_one():
+    assert "VFSTACK_WORKERS" not in container_spec(Plan(), _vf(0))["environment"]
+    assert container_spec(Plan(workers=4), _vf(0))["environment"]["VFSTACK_WORKERS"] == "4"
+    for bad in (0, 65):
+        with pytest.raises(ValueError, match="--workers"):
+            Plan(workers=bad)
+
+
 def test_diag_services_only_when_asked():
     assert "VFSTACK_DIAG_SERVICES" not in container_spec(Plan(), _vf(0))["environment"]
     spec = container_spec(Plan(diag_services=True), _vf(0))

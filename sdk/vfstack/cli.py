@@ -246,13 +246,18 @@ def _conn_row(conn: Any) -> list[str]:
     ]  # fmt: skip
 
 
+def _table_by_worker(header, rows: list[list[str]], numeric: frozenset, items) -> list[str]:
+    """`_table`, with a worker column when the rows span an instance's
+    workers (each item's `worker`; all 0 with one)."""
+    if any(item.worker for item in items):
+        header, numeric = (*header, "worker"), numeric | {len(header)}
+        rows = [[*row, str(item.worker)] for row, item in zip(rows, items, strict=True)]
+    return _table(header, rows, numeric)
+
+
 def _conns_lines(reply: Any, args: argparse.Namespace) -> list[str]:
     rows = [_conn_row(c) for c in reply.connections]
-    header, numeric = _CONN_HEADER, _CONN_NUMERIC
-    if any(c.worker for c in reply.connections):  # an instance of several workers
-        header, numeric = (*header, "worker"), numeric | {len(header)}
-        rows = [[*row, str(c.worker)] for row, c in zip(rows, reply.connections, strict=True)]
-    lines = _table(header, rows, numeric)
+    lines = _table_by_worker(_CONN_HEADER, rows, _CONN_NUMERIC, reply.connections)
     if reply.total > len(reply.connections):
         last = reply.connections[-1].connection_id if reply.connections else 0
         lines.append(
@@ -293,7 +298,7 @@ def _sessions_lines(reply: Any, args: argparse.Namespace) -> list[str]:
         ]
         for s in reply.sessions
     ]
-    return _table(_SESSION_HEADER, rows, frozenset({0, 2, 3, 5}))
+    return _table_by_worker(_SESSION_HEADER, rows, frozenset({0, 2, 3, 5}), reply.sessions)
 
 
 def _json(message: Any, one_line: bool) -> str:

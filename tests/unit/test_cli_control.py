@@ -459,6 +459,15 @@ def test_sessions_table_lists_each_session(stack, capsys):
     assert out[1].split() == ["3", "web", "10001", "4242", "1m", "30s", "17"]
 
 
+def test_sessions_show_each_one_s_worker_when_the_instance_has_several(stack, capsys):
+    stack.sessions = [
+        stack_pb2.Session(session_id=1 + w, app="web", uid=10001, worker=w) for w in range(2)
+    ]
+    _, out, _ = run(capsys, "sessions")
+    assert out[0].split()[-1] == "worker"
+    assert [line.split()[0] + ":" + line.split()[-1] for line in out[1:]] == ["1:0", "2:1"]
+
+
 def test_sessions_watch_repeats_until_ctrl_c(stack, capsys, monkeypatch):
     naps = []
 

@@ -331,12 +331,15 @@ class Socket:
         """Reopen this bound socket on `lane`, whose worker receives its
         flow's frames; its fileno() stays. Returns: the slot it has now."""
         anchor = self._anchor  # not None: moved before, by a connect that failed
+        stack = self._stack
         if anchor is not None and anchor[0] is lane:  # back where it began
+            home, slot = anchor
+            for level, optname, value in self._options:  # some may be newer than it
+                check(stack._call(home, OP_SETSOCKOPT, slot, level, optname, value).result)
             self._drop_moved_slot(self._slot)
             self._anchor = None
-            self._become(*anchor)
-            return self._slot
-        stack = self._stack
+            self._become(home, slot)
+            return slot
         slot = self._open_like(lane, _ip(self._bound_ip), self._local[1])
         if anchor is None:
             self._anchor = (self._lane, self._slot)  # held: its number is the socket's

@@ -250,8 +250,10 @@ def test_one_sdk_app_listens_on_both_workers_and_opens_1000_connections_from_eac
             sock.settimeout(10)
             closed = next(p for p in range(9001, 9100) if worker_of(700, p, WORKERS) != home)
             assert sock.connect_ex((PEER, closed)) == errno.ECONNREFUSED
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # set while away
             sock.connect((PEER, 9000))
             assert sock.fileno() == fd and sock.recv(2) == b"ok"
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             sock.close()
             per_worker = [stack.worker_counters(w) for w in range(WORKERS)]
             assert [misdirected(c) for c in per_worker] == [0, 0]

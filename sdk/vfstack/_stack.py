@@ -42,6 +42,7 @@ Epoll watches is reported.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import ipaddress
@@ -93,6 +94,11 @@ RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.05, 1.0
 RETRY_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"})
 ENDED = "the stack ended this session"  # on purpose: see its log for why
 DIED = "the stack instance is gone"
+
+
+def _accepted_at(accepted: tuple) -> int:
+    """When the worker accepted a queued connection (ACCEPTED's a64, µs)."""
+    return accepted[4]
 
 
 def connect(
@@ -242,10 +248,11 @@ class Stack:
         self.network = ipaddress.IPv4Interface(info.ip or "0.0.0.0/32").network
         self.gateway = info.gateway or None
         self._bells = None  # with several lanes: a kernel epoll over their app doorbells
+        self._lane_of_bell = {lane.app_bell.fileno(): lane for lane in self._lanes}
         if count > 1:
             self._bells = select.epoll()
-            for lane in self._lanes:
-                self._bells.register(lane.app_bell.fileno(), select.EPOLLIN)
+            for fd in self._lane_of_bell:
+                self._bells.register(fd, select.EPOLLIN)
         self._next_lane = 0  # the lane of the next socket()
         self._request = 0
         self._results: dict[int, Event] = {}
@@ -548,11 +555,10 @@ class Stack:
         passes; drain them. Returns: rung or hung up."""
         if self._bells is None:
             return self._lanes[0].app_bell.wait(timeout)
-        if not self._bells.poll(-1 if timeout is None else timeout):
-            return False
-        for lane in self._lanes:
-            lane.app_bell.drain()
-        return True
+        rung = self._bells.poll(-1 if timeout is None else timeout)
+        for fd, _ in rung:
+            self._lane_of_bell[fd].app_bell.drain()
+        return bool(rung)
 
     def _pump_events(self, timeout: float | None) -> int:
         with self._cond:
@@ -639,10 +645,7 @@ class Stack:
                         continue
                     accepted = (lane.index, event.a1, event.a2, event.a3, event.a64)
                     if queue and queue[-1][4] > event.a64:  # another lane's came later
-                        at = len(queue) - 1
-                        while at > 0 and queue[at - 1][4] > event.a64:
-                            at -= 1
-                        queue.insert(at, accepted)
+                        bisect.insort(queue, accepted, key=_accepted_at)
                     else:
                         queue.append(accepted)
                 watchers = self._watchers.get(fd)  # READY or ACCEPTED

@@ -9,8 +9,8 @@ never slow the loop:
 
 With several workers (`stackservice run --workers N`) each has its link,
 counters file and app table: `--link-fd`, `--counters` and `--apps` are
-given once per worker, in worker order; stackservice.control.workers asks them as one, and the
-counters are read added up.
+given once per worker, in worker order; stackservice.control.workers asks
+the links as one, and the files are read added up.
 
 - GetInfo answers from `--info` (static identity, `started_at` in Unix
   seconds gives the uptime).

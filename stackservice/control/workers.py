@@ -93,7 +93,8 @@ class WorkerLinks:
                 return {**_ONE_SESSION_REFUSED, FDS: []}
             return self._links[worker].request(op, timeout, **fields)
         session_id = fields.get("session_id")
-        if op in ("detach", "expired") and isinstance(session_id, int) and session_id > 0:
+        if op in ("detach", "expired") and isinstance(session_id, int):
+            # A worker that has no such session says so (not_found).
             return self._links[(session_id - 1) % len(self._links)].request(op, timeout, **fields)
         return {"error": "invalid_argument", "message": f"no worker serves {op}", FDS: []}
 

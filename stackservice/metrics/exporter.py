@@ -345,6 +345,11 @@ def metric_names(layout: CounterLayout = INSTANCE_LAYOUT) -> dict[str, str]:
     return names
 
 
+def _files(paths: Path | Sequence[Path]) -> list[Path]:
+    """An instance's file, or each worker's: a list either way."""
+    return [paths] if isinstance(paths, Path) else list(paths)
+
+
 class StackCollector(Collector):
     """Reads the counters file and the app table at scrape time and yields
     metric families."""
@@ -362,13 +367,9 @@ class StackCollector(Collector):
         vfstack_refusals_total by reason, with no worker. `counters_path`:
         the instance's file, or each worker's in worker order; `apps_path`
         likewise (an app's series add its sessions' up over the workers)."""
-        self.counters_paths = (
-            [counters_path] if isinstance(counters_path, Path) else list(counters_path)
-        )
+        self.counters_paths = _files(counters_path)
         self._more_refusals = more_refusals or {}
-        if apps_path is None:
-            apps_path = []
-        self.apps_paths = [apps_path] if isinstance(apps_path, Path) else list(apps_path)
+        self.apps_paths = _files(apps_path or [])
         self.layout = layout
         self._plan = _plan(layout)
         vf = str(identity.vf_index) if identity.vf_index >= 0 else ""

@@ -41,9 +41,7 @@ import ctypes
 import socket
 import struct
 
-from vfstack._steering import EPHEMERAL_FIRST, EPHEMERAL_LAST, PORT_MIX, worker_of
-
-from stackservice.tcp.portshare import MAX_WORKERS
+from vfstack._steering import EPHEMERAL_FIRST, EPHEMERAL_LAST, MAX_WORKERS, PORT_MIX, worker_of
 
 __all__ = ["join_fanout", "steering_program", "worker_of"]
 

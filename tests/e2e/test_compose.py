@@ -278,9 +278,15 @@ def test_http_on_vf0_from_the_kernel_peer(project):
 
 
 def test_echo_on_vf1_from_the_kernel_peer(project):
-    for _ in range(8):  # connections from random ports: both of vf1's workers serve
+    for _ in range(16):  # connections from random ports: both of vf1's workers serve
         text = "vfstack e2e " + secrets.token_hex(8)
         assert _echo(VF1_IP, 7007, text) == text
+    opens = {
+        line.rpartition('worker="')[2][0]: float(line.rpartition(" ")[2])
+        for line in _metrics(project.metrics[1]).splitlines()
+        if line.startswith("vfstack_tcp_passive_opens_total{")
+    }
+    assert set(opens) == {"0", "1"} and min(opens.values()) > 0, opens
 
 
 def _container(docker_client, project: Project, service: str):

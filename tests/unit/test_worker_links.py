@@ -135,7 +135,7 @@ def test_a_session_is_ended_at_the_worker_whose_id_it_is(links, op):
     for session_id in (1, 2, 3, 4, 3 * 7 + 3):
         asked = links.request(op, 5, session_id=session_id)["asked"]
         assert (asked["by"], asked["session_id"]) == ((session_id - 1) % WORKERS, session_id)
-    for bad in (0, -1, "1", None):
+    for bad in ("1", None):
         assert links.request(op, 5, session_id=bad)["error"] == "invalid_argument"
 
 

@@ -4,6 +4,9 @@ cimport cython
 
 from stackservice.net.wire cimport read16, read32, write16, write32
 
+# The offsets table, as C constants for the getters (used by no other module).
+cdef Py_ssize_t VER_IHL, DSCP_ECN, TOTAL_LEN, IDENT, FLAGS_FRAG, TTL, PROTOCOL, CHECKSUM, SRC_ADDR, DST_ADDR
+
 # The header every sent segment gets, written into the frame in place.
 @cython.locals(total_len=cython.ulonglong, total=cython.ulonglong)
 cpdef void write_header(
@@ -17,6 +20,7 @@ cpdef void write_header(
 # TCP engine (engine.pxd types its `ip`): getters are C calls.
 cdef class Ipv4View:
     cdef readonly object buf
+    cdef readonly const unsigned char[::1] octets
 
     cpdef long long version(self) except? -1
     cpdef long long header_len(self) except? -1
@@ -31,4 +35,10 @@ cdef class Ipv4View:
     cpdef long long src(self) except? -1
     cpdef long long dst(self) except? -1
     cpdef datagram(self)
+    @cython.locals(start=Py_ssize_t)
     cpdef payload(self)
+
+
+cpdef bint is_host_address(unsigned long long addr) noexcept
+@cython.locals(view=Ipv4View, available=Py_ssize_t, ver_ihl=cython.uchar, header_len=Py_ssize_t, total_len=Py_ssize_t)
+cpdef Ipv4View checked_datagram(buf, bint verify_checksum)

@@ -81,81 +81,62 @@ def write_header(
 
 
 class Ipv4View:
-    """Read access to an IPv4 header over a memoryview."""
+    """Read access to an IPv4 header over a memoryview.
 
-    __slots__ = ("buf",)
+    `buf` is the datagram as given; `octets` the same bytes, which
+    ipv4.pxd types as a C byte array, so compiled getters read the header
+    without converting `buf` on every call.
+    """
+
+    __slots__ = ("buf", "octets")
 
     def __init__(self, buf: memoryview) -> None:
         self.buf = buf
+        self.octets = buf
 
     @classmethod
     def checked(cls, buf: memoryview, verify_checksum: bool) -> Ipv4View:
-        """Validate the header of the datagram at the start of `buf`.
-
-        `buf` may extend past the datagram (Ethernet padding): only the total
-        length counts. Options are covered by the checksum and otherwise
-        skipped.
-
-        Raises:
-            MalformedFrame: IPV4_TOO_SHORT, IPV4_BAD_VERSION, IPV4_BAD_IHL,
-                IPV4_BAD_TOTAL_LENGTH or IPV4_BAD_CHECKSUM.
-        """
-        available = len(buf)
-        if available < HEADER_LEN:
-            raise MalformedFrame(DropReason.IPV4_TOO_SHORT)
-        ver_ihl = buf[VER_IHL]
-        if ver_ihl >> 4 != 4:
-            raise MalformedFrame(DropReason.IPV4_BAD_VERSION)
-        header_len = (ver_ihl & 0x0F) << 2
-        if header_len < HEADER_LEN or header_len > available:
-            raise MalformedFrame(DropReason.IPV4_BAD_IHL)
-        total_len = buf[TOTAL_LEN] << 8 | buf[TOTAL_LEN + 1]
-        if total_len < header_len or total_len > available:
-            raise MalformedFrame(DropReason.IPV4_BAD_TOTAL_LENGTH)
-        # A valid header sums to -0, i.e. to a multiple of 0xFFFF; it is never
-        # all zero (version 4), so the modulo alone decides and the general
-        # ones_complement_sum (twice the cost here) is not needed.
-        if verify_checksum and int.from_bytes(buf[:header_len], "big") % 0xFFFF != 0:
-            raise MalformedFrame(DropReason.IPV4_BAD_CHECKSUM)
-        return cls(buf)
+        """Validate the header of the datagram at the start of `buf`
+        (`checked_datagram`)."""
+        return checked_datagram(buf, verify_checksum)
 
     def version(self) -> int:
-        return self.buf[VER_IHL] >> 4
+        return self.octets[VER_IHL] >> 4
 
     def header_len(self) -> int:
         """Header length in bytes, options included."""
-        return (self.buf[VER_IHL] & 0x0F) << 2
+        return (self.octets[VER_IHL] & 0x0F) << 2
 
     def dscp_ecn(self) -> int:
-        return self.buf[DSCP_ECN]
+        return self.octets[DSCP_ECN]
 
     def total_len(self) -> int:
-        return read16(self.buf, TOTAL_LEN)
+        return read16(self.octets, TOTAL_LEN)
 
     def ident(self) -> int:
-        return read16(self.buf, IDENT)
+        return read16(self.octets, IDENT)
 
     def flags_frag(self) -> int:
-        return read16(self.buf, FLAGS_FRAG)
+        return read16(self.octets, FLAGS_FRAG)
 
     def is_fragment(self) -> bool:
         """True if MF is set or the fragment offset is non-zero."""
-        return read16(self.buf, FLAGS_FRAG) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
+        return read16(self.octets, FLAGS_FRAG) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
 
     def ttl(self) -> int:
-        return self.buf[TTL]
+        return self.octets[TTL]
 
     def protocol(self) -> int:
-        return self.buf[PROTOCOL]
+        return self.octets[PROTOCOL]
 
     def checksum(self) -> int:
-        return read16(self.buf, CHECKSUM)
+        return read16(self.octets, CHECKSUM)
 
     def src(self) -> int:
-        return read32(self.buf, SRC_ADDR)
+        return read32(self.octets, SRC_ADDR)
 
     def dst(self) -> int:
-        return read32(self.buf, DST_ADDR)
+        return read32(self.octets, DST_ADDR)
 
     def datagram(self) -> memoryview:
         """Header and payload, without any link-layer padding."""
@@ -163,8 +144,43 @@ class Ipv4View:
 
     def payload(self) -> memoryview:
         """The datagram's payload, without options or link-layer padding."""
-        buf = self.buf
-        return buf[(buf[VER_IHL] & 0x0F) << 2 : buf[TOTAL_LEN] << 8 | buf[TOTAL_LEN + 1]]
+        octets = self.octets
+        start = (octets[VER_IHL] & 0x0F) << 2
+        return self.buf[start : octets[TOTAL_LEN] << 8 | octets[TOTAL_LEN + 1]]
+
+
+def checked_datagram(buf: memoryview, verify_checksum: bool) -> Ipv4View:
+    """Validate the header of the datagram at the start of `buf`.
+
+    `buf` may extend past the datagram (Ethernet padding): only the total
+    length counts. Options are covered by the checksum and otherwise
+    skipped. (A function as well as `Ipv4View.checked`: compiled, the host
+    calls it in C, where a classmethod is a Python call.)
+
+    Raises:
+        MalformedFrame: IPV4_TOO_SHORT, IPV4_BAD_VERSION, IPV4_BAD_IHL,
+            IPV4_BAD_TOTAL_LENGTH or IPV4_BAD_CHECKSUM.
+    """
+    available = len(buf)
+    if available < HEADER_LEN:
+        raise MalformedFrame(DropReason.IPV4_TOO_SHORT)
+    view = Ipv4View(buf)
+    octets = view.octets
+    ver_ihl = octets[VER_IHL]
+    if ver_ihl >> 4 != 4:
+        raise MalformedFrame(DropReason.IPV4_BAD_VERSION)
+    header_len = (ver_ihl & 0x0F) << 2
+    if header_len < HEADER_LEN or header_len > available:
+        raise MalformedFrame(DropReason.IPV4_BAD_IHL)
+    total_len = octets[TOTAL_LEN] << 8 | octets[TOTAL_LEN + 1]
+    if total_len < header_len or total_len > available:
+        raise MalformedFrame(DropReason.IPV4_BAD_TOTAL_LENGTH)
+    # A valid header sums to -0, i.e. to a multiple of 0xFFFF; it is never
+    # all zero (version 4), so the modulo alone decides and the general
+    # ones_complement_sum (twice the cost here) is not needed.
+    if verify_checksum and int.from_bytes(buf[:header_len], "big") % 0xFFFF != 0:
+        raise MalformedFrame(DropReason.IPV4_BAD_CHECKSUM)
+    return view
 
 
 @dataclass(frozen=True, slots=True)

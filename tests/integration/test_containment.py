@@ -156,7 +156,7 @@ def test_strict_a_bug_ends_the_instance_and_fails_the_test_with_its_traceback(
             stack.stop()
     message = str(crashed.value)
     assert "exited with status 1" in message
-    assert "Traceback" in message and "InjectedFault: injected into _receive_icmp" in message
+    assert "Traceback" in message and "InjectedFault: injected into echo_reply" in message
 
 
 def test_a_contained_bug_still_fails_the_test_that_did_not_expect_it(emulated_port, tmp_path):
@@ -173,4 +173,4 @@ def test_a_contained_bug_still_fails_the_test_that_did_not_expect_it(emulated_po
     assert stack.proc.returncode == 0
     message = str(crashed.value)
     assert "exited 0 but logged a traceback" in message
-    assert "InjectedFault: injected into _receive_icmp" in message
+    assert "InjectedFault: injected into echo_reply" in message

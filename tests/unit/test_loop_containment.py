@@ -18,7 +18,7 @@ from stackservice.diag import DiagServices
 from stackservice.instance import Instance
 from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.layout import INSTANCE_LAYOUT
-from stackservice.net.host import Ipv4Host
+from stackservice.net import host as host_module
 from stackservice.net.ipv4 import write_header
 from stackservice.tcp.segment import ACK, NO_OPTIONS, PSH, RST, SYN, TcpRepr, TcpView
 from tests.support.faults import InjectedFault, inject
@@ -166,7 +166,7 @@ def http_exchange(port: ScriptedPort, requests: dict[int, bytes]) -> Iterator[li
 def test_a_frame_that_meets_a_bug_is_dropped_and_the_next_ones_served(
     make_instance, monkeypatch, caplog
 ):
-    inject(Ipv4Host, "_receive_icmp", lambda _, ip, *a: b"FAULT" in bytes(ip.payload()),
+    inject(host_module, "echo_reply", lambda request: b"FAULT" in bytes(request),
            monkeypatch.setattr)  # fmt: skip
     instance, port = make_instance()
     port.script = iter(
@@ -190,7 +190,7 @@ def test_a_frame_that_meets_a_bug_is_dropped_and_the_next_ones_served(
 
 
 def test_strict_a_frame_that_meets_a_bug_ends_the_loop(make_instance, monkeypatch):
-    inject(Ipv4Host, "_receive_icmp", lambda *_: True, monkeypatch.setattr)
+    inject(host_module, "echo_reply", lambda *_: True, monkeypatch.setattr)
     instance, port = make_instance(strict=True)
     port.script = iter([[peer_arp(), echo_request_frame(seq=1)], [echo_request_frame(seq=2)]])
     with pytest.raises(InjectedFault):
@@ -216,11 +216,13 @@ def test_a_handler_that_meets_a_bug_costs_its_connection_only(make_instance, mon
 
 
 def _syn_ack_to(port: int | None):
-    """`Ipv4Host.send_ipv4`'s arguments are a SYN-ACK to the peer's `port`
-    (None: to any port). The fault goes in there, below the engine's output:
-    compiled, the engine calls output's functions in C, past any patch."""
+    """The engine's datagram sink (`TcpEngine._send_ipv4`, the host's
+    `send_ipv4`) is given a SYN-ACK to the peer's `port` (None: to any
+    port). The fault goes in there, below the engine's output: compiled,
+    the engine calls output's functions and the host its own in C, past
+    any patch."""
 
-    def when(host, dst, protocol, payload, now) -> bool:
+    def when(dst, protocol, payload, now) -> bool:
         if protocol != PROTO_TCP:
             return False
         view = TcpView.unchecked(memoryview(payload))
@@ -231,8 +233,8 @@ def _syn_ack_to(port: int | None):
 
 def test_a_connection_whose_output_meets_a_bug_is_aborted_others_go_on(make_instance, monkeypatch):
     """The engine contains it (engine.faults); the loop counts it."""
-    inject(Ipv4Host, "send_ipv4", _syn_ack_to(FAULTY), monkeypatch.setattr)
     instance, port = make_instance()
+    inject(instance.engine, "_send_ipv4", _syn_ack_to(FAULTY), monkeypatch.setattr)
     requests = {FAULTY: b"GET /5 HTTP/1.0\r\n\r\n", HEALTHY: b"GET /5 HTTP/1.0\r\n\r\n"}
     port.script = http_exchange(port, requests)
     instance.run(port.stop_fd)
@@ -261,8 +263,8 @@ def test_a_batch_the_port_fails_on_is_dropped_and_the_next_sent(make_instance, m
 
 
 def test_strict_engine_raises_a_connection_fault(make_instance, monkeypatch):
-    inject(Ipv4Host, "send_ipv4", _syn_ack_to(None), monkeypatch.setattr)
     instance, port = make_instance(strict=True)
+    inject(instance.engine, "_send_ipv4", _syn_ack_to(None), monkeypatch.setattr)
     port.script = http_exchange(port, {FAULTY: b""})
     with pytest.raises(InjectedFault):
         instance.run(port.stop_fd)

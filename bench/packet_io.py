@@ -58,7 +58,7 @@ _ETH = struct.Struct("!6s6sH")
 TX_FRAME = bytes.fromhex("020000000001" + vf_mac(0).replace(":", "") + "88b5") + bytes(46)
 _RTT = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
-Deliver = Callable[[memoryview, bool], None]
+Deliver = Callable[[memoryview, int, bool], None]
 
 
 class V3Ring:
@@ -81,7 +81,7 @@ class V3Ring:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive_batch(self, deliver: Deliver, limit: int = 1 << 30) -> int:
+    def receive_batch(self, deliver: Deliver, now: int, limit: int = 1 << 30) -> int:
         words, ring, unpack = self.words, self.ring, _V3_FRAME.unpack_from
         count = 0
         while count < limit:
@@ -92,7 +92,7 @@ class V3Ring:
             for _ in range(words[(base + 12) >> 2]):
                 step, snaplen, _length, status, mac = unpack(ring, offset)
                 trusted = (status & TP_STATUS_CSUM_TRUSTED) != 0
-                deliver(ring[offset + mac : offset + mac + snaplen], trusted)
+                deliver(ring[offset + mac : offset + mac + snaplen], now, trusted)
                 offset += step
                 count += 1
             words[(base + 8) >> 2] = 0
@@ -127,7 +127,7 @@ class RecvIntoPort:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive_batch(self, deliver: Deliver, limit: int = 1 << 30) -> int:
+    def receive_batch(self, deliver: Deliver, now: int, limit: int = 1 << 30) -> int:
         recv_into, buf, view = self.sock.recv_into, self.buf, self.view
         count = 0
         while count < limit:
@@ -135,7 +135,7 @@ class RecvIntoPort:
                 size = recv_into(buf)
             except BlockingIOError:
                 break
-            deliver(view[:size], False)
+            deliver(view[:size], now, False)
             count += 1
         return count
 
@@ -164,7 +164,7 @@ class Responder:
         self.mac = mac
         self.outbox: list[bytes] = []
 
-    def deliver(self, frame: memoryview, trusted: bool) -> None:
+    def deliver(self, frame: memoryview, now: int, trusted: bool) -> None:
         ethertype = (frame[12] << 8) | frame[13]
         if ethertype == 0x0806 and frame[21] == 1 and frame[38:42] == STACK_IP:
             reply = bytearray(frame[:42])
@@ -201,7 +201,7 @@ class Responder:
             if not poller.poll(50):
                 continue
             wakeups += 1
-            frames += port.receive_batch(self.deliver)
+            frames += port.receive_batch(self.deliver, 0)
             if self.outbox:
                 port.transmit(self.outbox)
                 self.outbox.clear()
@@ -280,7 +280,7 @@ def drain(port_kind: str, ifname: str, wire: str, netns: str, burst: int, rounds
     port = open_port(port_kind, ifname)
     headers = _ETH.unpack_from
 
-    def deliver(frame: memoryview, trusted: bool) -> None:
+    def deliver(frame: memoryview, now: int, trusted: bool) -> None:
         headers(frame, 0)
 
     try:
@@ -290,7 +290,7 @@ def drain(port_kind: str, ifname: str, wire: str, netns: str, burst: int, rounds
             in_netns(netns, sys.executable, "-c", BURST_SENDER, wire, dst, str(burst))
             time.sleep(0.02)  # lets V3 retire its last block (tov 1 ms)
             start = time.perf_counter_ns()
-            got = port.receive_batch(deliver, 1 << 30)
+            got = port.receive_batch(deliver, 0, 1 << 30)
             elapsed = time.perf_counter_ns() - start
             if got != burst:
                 raise RuntimeError(f"{port_kind}: {got} of {burst} frames arrived")

@@ -47,7 +47,7 @@ class FaultSite(IntEnum):
 
     @classmethod
     def named(cls, site: str) -> FaultSite:
-        """The member for a TcpEngine fault site ("timer", "output", ...)."""
+        """The member for a TcpEngine or Ipv4Host fault site ("timer", "frame", ...)."""
         return cls.__members__.get(site.upper(), cls.OTHER)
 
 

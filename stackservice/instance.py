@@ -188,6 +188,7 @@ class Instance:
             drops=counters.section("drops"),
             events=counters.section("events"),
             answers_arp=worker == 0,
+            strict=config.strict,  # else it drops a frame that meets a bug: host.faults
         )
         tcp = config.tcp
         if config.workers > 1:

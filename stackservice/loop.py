@@ -15,9 +15,9 @@ is about to sleep after IDLE_US without traffic, or every FULL_GC_MAX_US
 under unbroken load.
 
 Never down (docs/architecture.md principle 5): an unexpected exception while handling
-one frame drops that frame; in a socket owner's readiness callback, or in
-one connection's timers or output (TcpEngine.faults), it aborts that
-connection; a session's or a control request's is contained where they are
+one frame drops that frame (Ipv4Host.faults); in a socket owner's readiness
+callback, or in one connection's timers or output (TcpEngine.faults), it
+aborts that connection; a session's or a control request's is contained where they are
 served (SessionManager, LinkServer). `stackservice.faults.Containment`
 counts and logs each, or re-raises it when strict.
 """
@@ -54,7 +54,6 @@ class StackLoop:
         "_batch_sizes",
         "_busy_times",
         "_contain",
-        "_deliver_now",
         "_engine",
         "_fastpath",
         "_sessions_gauge",
@@ -95,13 +94,6 @@ class StackLoop:
         self._loop_counters = loop_counters
         self._stop_fd = stop_fd
         self._spin_us = spin_us
-        self._deliver_now = 0
-
-    def _deliver(self, frame: memoryview, checksum_trusted: bool) -> None:
-        try:
-            self._host.receive(frame, self._deliver_now, checksum_trusted)
-        except Exception as exc:  # a bug this frame met: the next frames go on
-            self._contain.fault(FaultSite.FRAME, exc, "the frame is dropped")
 
     def run(self) -> None:
         port, host, engine = self._port, self._host, self._engine
@@ -115,7 +107,7 @@ class StackLoop:
         link_fd = link.fileno() if link is not None else -1
         if link is not None:
             poller.register(link_fd, select.POLLIN)
-        deliver = self._deliver
+        deliver = host.receive
         spin_us = self._spin_us
         batch_sizes, busy_times = self._batch_sizes, self._busy_times
         fastpath = self._fastpath
@@ -166,8 +158,9 @@ class StackLoop:
             if now - full_gc_at >= FULL_GC_MAX_US:
                 gc.collect()
                 full_gc_at = now
-            self._deliver_now = now
-            received = port.receive_batch(deliver)
+            received = port.receive_batch(deliver, now)
+            if host.faults:  # frames the host dropped for a bug
+                contain.drain(host.faults, "the frame is dropped")
             if received:
                 counters[LoopCounter.RX_BATCHES] += 1
                 batch_sizes.observe(received)

@@ -55,7 +55,10 @@ from pathlib import Path
 ENV_NO_EXTENSIONS = "VFSTACK_NO_EXTENSIONS"
 COMPILED = "compiled"
 PURE = "pure"
-UNIT_PACKAGES = ("vfstack.shm", "stackservice.net", "stackservice.tcp", "stackservice.fastpath")
+UNIT_PACKAGES = (
+    "vfstack.shm", "stackservice.net", "stackservice.tcp", "stackservice.fastpath",
+    "stackservice.nic",
+)  # fmt: skip
 MANIFEST = "_extensions.json"  # in the vfstack package's directory
 _TOP_LEVEL = tuple(dict.fromkeys(package.partition(".")[0] for package in UNIT_PACKAGES))
 

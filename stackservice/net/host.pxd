@@ -21,7 +21,8 @@ cdef class Ipv4Host:
     cdef Py_ssize_t _max_frame, _max_payload
     cdef dict _upper
     cdef readonly ArpCache arp
-    cdef readonly list outbox
+    cdef readonly list outbox, faults
+    cdef public bint strict
 
     cpdef route(self, unsigned long long dst)
     cpdef receive(self, frame, long long now, bint checksum_trusted)

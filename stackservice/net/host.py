@@ -79,7 +79,9 @@ class Ipv4Host:
         "_network",
         "_upper",
         "arp",
+        "faults",
         "outbox",
+        "strict",
     )
 
     def __init__(
@@ -95,8 +97,15 @@ class Ipv4Host:
         mtu: int = 1500,
         first_ident: int = 0,
         answers_arp: bool = True,
+        strict: bool = True,
     ) -> None:
         """Configure the host; `drops`/`events` are indexed by DropReason/NetEvent.
+
+        Fault containment (docs/architecture.md principle 5), as the TCP
+        engine's: with `strict` False an unexpected exception (a bug) while
+        handling one frame, here or in an upper handler, drops that frame
+        and is kept in `faults` as ("frame", exception) for the loop to
+        count and log; strict (the default, and every test) re-raises it.
 
         Raises:
             ValueError: an address, prefix, gateway or MTU that cannot work.
@@ -130,6 +139,8 @@ class Ipv4Host:
         icmp = icmp_settings or IcmpSettings()
         self._icmp_errors = TokenBucket(icmp.error_interval, icmp.error_burst)
         self._upper: dict[int, UpperHandler] = {}
+        self.strict = strict
+        self.faults: list[tuple[str, Exception]] = []
         self.outbox: list[bytes | bytearray] = []
         self.arp = ArpCache(
             self._mac, ip, self._directed_broadcast, arp_settings or ArpSettings(),
@@ -163,13 +174,18 @@ class Ipv4Host:
 
         Every frame ends as exactly one of: a drop (one DropReason counted) or
         one of the accepted NetEvents (drops.ACCEPTED_EVENTS). Never raises
-        for any frame content. `checksum_trusted` skips IPv4 header and ICMP
-        checksum verification and is passed to upper-layer handlers.
+        for any frame content (a bug raises only when `strict`).
+        `checksum_trusted` skips IPv4 header and ICMP checksum verification
+        and is passed to upper-layer handlers.
         """
         try:
             self._receive(frame, now, checksum_trusted)
         except MalformedFrame as exc:
             self._drops[exc.reason] += 1
+        except Exception as exc:  # a bug this frame met: the next frames go on
+            if self.strict:
+                raise
+            self.faults.append(("frame", exc))
 
     def send_ipv4(
         self, dst: int, protocol: int, payload: bytes | bytearray | memoryview, now: int

@@ -53,6 +53,11 @@ bytes, and hand the slot back after delivery with one aligned 4-byte store
 of TP_STATUS_KERNEL. x86 keeps loads and stores in program order, which is
 all this needs; a weakly ordered CPU would want a read fence after the
 status load, which Python cannot express (compiled code can).
+
+Compiled (packet_io.pxd), the walk reads each slot's header through typed
+views of the ring (32- and 16-bit words, bytes) and hands the frame to
+`deliver` without a Python frame of its own: the loop passes the host's
+`receive` itself.
 """
 
 from __future__ import annotations
@@ -119,10 +124,15 @@ TP_STATUS_CSUMNOTREADY = 1 << 3  # built on this host, checksum left to offload
 TP_STATUS_CSUM_VALID = 1 << 7  # checksum verified by the NIC
 _CSUM_TRUSTED = TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID
 
-# struct tpacket2_hdr (32 bytes, then struct sockaddr_ll at TPACKET_ALIGN(32)):
-# tp_status u32 @0, tp_len u32 @4, tp_snaplen u32 @8, tp_mac u16 @12, ...,
-# sll_pkttype u8 @32+10. One unpack reads what the RX walk needs.
-_RX_HEADER = struct.Struct("=IIIH28xB")
+# struct tpacket2_hdr (32 bytes, then struct sockaddr_ll at TPACKET_ALIGN(32)),
+# in native byte order: tp_status u32 @0, tp_len u32 @4, tp_snaplen u32 @8,
+# tp_mac u16 @12, ..., sll_pkttype u8 @32+10. The walk reads them as words
+# of the ring: status, length and snaplen at word (slot offset / 4) + 0, 1,
+# 2; tp_mac at half-word (slot offset / 2) + 6; pkttype at byte + 42.
+_LEN_WORD = 1
+_SNAPLEN_WORD = 2
+_MAC_HALF = 6
+_PKTTYPE_BYTE = 42
 # Where the kernel puts an Ethernet frame in a slot (tp_mac):
 # TPACKET_ALIGN(TPACKET2_HDRLEN + 14) - 14 = 66.
 _RX_MAC_OFFSET = 66
@@ -168,6 +178,8 @@ class PacketPort:
         "_frame_size",
         "_lost",
         "_map",
+        "_halves",
+        "_octets",
         "_ring",
         "_rx_frames",
         "_rx_head",
@@ -218,7 +230,11 @@ class PacketPort:
             raise
         self._sock = sock
         self._ring = memoryview(self._map)
+        # Typed views of the same memory (packet_io.pxd): slot headers read
+        # as C words, no unpack per frame.
         self._status = self._ring.cast("I")
+        self._halves = self._ring.cast("H")
+        self._octets = self._ring
 
     def fileno(self) -> int:
         """The socket's fd: POLLIN when a frame is ready in the ring."""
@@ -229,24 +245,27 @@ class PacketPort:
         return -1 if self._arp is None else self._arp.fileno()
 
     def receive_batch(
-        self, deliver: Callable[[memoryview, bool], None], limit: int = DEFAULT_RX_LIMIT
-    ) -> int:
+        self, deliver: Callable[[memoryview, int, bool], None], now: int,
+        limit: int = DEFAULT_RX_LIMIT,
+    ) -> int:  # fmt: skip
         """Deliver every ready frame, oldest first, walking at most `limit` slots.
 
-        `deliver(frame, checksum_trusted)` gets a memoryview of the frame
-        that is valid only during the call (the slot goes back to the kernel
-        right after): copy what you keep. `checksum_trusted` is True when
-        the NIC verified the checksums, or the frame was built on this host
-        with checksums left to offload (there is nothing to verify).
-        Outgoing and truncated frames are counted and skipped.
+        `deliver(frame, now, checksum_trusted)` gets a memoryview of the
+        frame that is valid only during the call (the slot goes back to the
+        kernel right after): copy what you keep. `now` is handed through,
+        so `deliver` can be the host's `receive` itself. `checksum_trusted`
+        is True when the NIC verified the checksums, or the frame was built
+        on this host with checksums left to offload (there is nothing to
+        verify). Outgoing and truncated frames are counted and skipped.
 
         Returns the number of frames delivered.
         """
         if self._lost and not self._find_head():
             return 0
         status_words = self._status
+        halves = self._halves
+        octets = self._octets
         ring = self._ring
-        unpack = _RX_HEADER.unpack_from
         frame_size = self._frame_size
         frame_count = self._rx_frames
         head = self._rx_head
@@ -264,20 +283,22 @@ class PacketPort:
             for _ in range(limit):
                 offset = head * frame_size
                 word = offset >> 2
-                if not status_words[word] & TP_STATUS_USER:
+                status = status_words[word]
+                if not status & TP_STATUS_USER:
                     break
-                status, length, snaplen, mac, pkttype = unpack(ring, offset)
                 seen |= status
+                length = status_words[word + _LEN_WORD]
+                snaplen = status_words[word + _SNAPLEN_WORD]
                 try:
                     if snaplen < length:
                         truncated += 1
-                    elif pkttype == PACKET_OUTGOING:
+                    elif octets[offset + _PKTTYPE_BYTE] == PACKET_OUTGOING:
                         outgoing += 1
                     else:
                         delivered += 1
                         rx_bytes += length
-                        start = offset + mac
-                        deliver(ring[start : start + snaplen], (status & _CSUM_TRUSTED) != 0)
+                        start = offset + halves[(offset >> 1) + _MAC_HALF]
+                        deliver(ring[start : start + snaplen], now, (status & _CSUM_TRUSTED) != 0)
                 finally:
                     # Also when deliver() raised: a frame that breaks the
                     # stack goes back to the kernel, never to the stack again.
@@ -292,10 +313,10 @@ class PacketPort:
             if full or seen & TP_STATUS_LOSING:
                 self.collect_drops()
         if self._arp is not None:
-            self._receive_arp(deliver)
+            self._receive_arp(deliver, now)
         return delivered
 
-    def _receive_arp(self, deliver: Callable[[memoryview, bool], None]) -> None:
+    def _receive_arp(self, deliver: Callable[[memoryview, int, bool], None], now: int) -> None:
         buffer = self._arp_buffer
         recv_into = self._arp.recv_into
         for _ in range(_ARP_PER_BATCH):
@@ -303,7 +324,7 @@ class PacketPort:
                 length = recv_into(buffer)
             except BlockingIOError:
                 return
-            deliver(buffer[:length], False)
+            deliver(buffer[:length], now, False)
 
     def recover(self) -> None:
         """Take the ring over from a reader that died (a worker restarted
@@ -453,7 +474,9 @@ class PacketPort:
         """Close the socket and unmap the ring. Idempotent."""
         if self._sock.fileno() < 0:
             return
-        self._status.release()
+        # The typed views hold exports of the map too (compiled): dropped
+        # first, so it can close.
+        self._status = self._halves = self._octets = None
         self._ring.release()
         self._sock.close()
         if self._arp is not None:

@@ -113,7 +113,7 @@ def test_every_frame_reaches_exactly_the_worker_the_policy_names(emulated_port):
         expected = cases(wire_mac(emulated_port))
         peer_send(emulated_port, [frame for _, frame, _ in expected])
         for receiver in receivers:
-            receiver.port.receive_batch(receiver.deliver)
+            receiver.port.receive_batch(receiver.deliver, 0)
         got: dict[bytes, list[int]] = {}
         for worker, receiver in enumerate(receivers):
             for frame in receiver.frames:
@@ -148,7 +148,7 @@ def test_replies_to_each_workers_ports_come_back_to_it(emulated_port):
         peer_send(emulated_port, list(sent))
         for worker, port in enumerate(ports):
             receiver = Receiver(port)
-            port.receive_batch(receiver.deliver)
+            port.receive_batch(receiver.deliver, 0)
             assert {f for f in map(bytes, receiver.frames) if f in sent} == {
                 f for f, w in sent.items() if w == worker
             }
@@ -183,7 +183,7 @@ def test_every_worker_but_the_first_hears_a_copy_of_each_arp_frame(emulated_port
         got = []
         for port in ports:
             receiver = Receiver(port)
-            port.receive_batch(receiver.deliver)
+            port.receive_batch(receiver.deliver, 0)
             got.append([bytes(f) for f in receiver.frames if f in (arp, tcp)])
         assert got == [[arp], [arp], [tcp, arp]]
         # The copies are not counted as received: the first worker did.
@@ -206,13 +206,13 @@ def test_a_successor_takes_the_ring_over_where_a_dead_reader_left_it(emulated_po
         peer_send(emulated_port, frames[:5])
         pid = os.fork()
         if pid == 0:  # the worker: reads some frames, then dies
-            port.receive_batch(lambda frame, trusted: None, limit=read)
+            port.receive_batch(lambda frame, now, trusted: None, 0, limit=read)
             os._exit(0)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
         port.recover()
         receiver = Receiver(port)
-        assert port.receive_batch(receiver.deliver) == 5 - read
+        assert port.receive_batch(receiver.deliver, 0) == 5 - read
         assert [f for f in map(bytes, receiver.frames) if f in frames] == frames[read:5]
         peer_send(emulated_port, frames[5:])
-        port.receive_batch(receiver.deliver)
+        port.receive_batch(receiver.deliver, 0)
         assert [f for f in map(bytes, receiver.frames) if f in frames] == frames[read:]

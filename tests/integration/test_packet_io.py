@@ -8,6 +8,7 @@ socket, each a short Python run in the peer namespace.
 from __future__ import annotations
 
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -120,7 +121,7 @@ class Receiver:
         self.poller = select.poll()
         self.poller.register(port.fileno(), select.POLLIN)
 
-    def deliver(self, frame: memoryview, checksum_trusted: bool) -> None:
+    def deliver(self, frame: memoryview, now: int, checksum_trusted: bool) -> None:
         self.frames.append(bytes(frame))
         self.trusted.append(checksum_trusted)
 
@@ -133,7 +134,7 @@ class Receiver:
                 break
             if self.poller.poll(int(left * 1000) + 1):
                 self.wakeups += 1
-                self.port.receive_batch(self.deliver)
+                self.port.receive_batch(self.deliver, 0)
         return self.ours()
 
     def ours(self) -> list[bytes]:
@@ -161,7 +162,7 @@ def test_arp_request_from_peer_kernel_arrives_byte_exact(emulated_port):
         deadline = time.monotonic() + 5
         while not rx.frames and time.monotonic() < deadline:
             rx.poller.poll(100)
-            port.receive_batch(rx.deliver)
+            port.receive_batch(rx.deliver, 0)
     peer = wire_mac(emulated_port)
     arp_request = (
         BROADCAST + peer + b"\x08\x06"
@@ -194,9 +195,9 @@ def test_receive_batch_limit_leaves_the_rest_for_the_next_call(emulated_port):
     with PacketPort(emulated_port.vf(0), counters()) as port:
         peer_send(emulated_port, burst)
         rx = Receiver(port)
-        assert port.receive_batch(rx.deliver, limit=4) == 4
-        assert port.receive_batch(rx.deliver, limit=100) == 6
-        assert port.receive_batch(rx.deliver) == 0
+        assert port.receive_batch(rx.deliver, 0, limit=4) == 4
+        assert port.receive_batch(rx.deliver, 0, limit=100) == 6
+        assert port.receive_batch(rx.deliver, 0) == 0
         assert not rx.poller.poll(0)  # drained: nothing wakes the loop
     assert rx.ours() == burst
 
@@ -218,7 +219,7 @@ def test_checksum_trusted_when_peer_leaves_checksum_to_offload(emulated_port):
             deadline = time.monotonic() + 5
             while len(rx.frames) == before and time.monotonic() < deadline:
                 rx.poller.poll(100)
-                port.receive_batch(rx.deliver)
+                port.receive_batch(rx.deliver, 0)
     udp = [t for f, t in zip(rx.frames, rx.trusted, strict=True) if f[12:14] == b"\x08\x00"]
     assert udp == [False, True]
 
@@ -243,9 +244,9 @@ def test_ring_overflow_is_counted_as_drops(emulated_port):
     with PacketPort(emulated_port.vf(0), count, ring_frames=8, block_size=4096) as port:
         rx = Receiver(port)
         peer_send(emulated_port, [make_frame(VF0_MAC, peer, seq) for seq in range(50)])
-        assert port.receive_batch(rx.deliver, limit=3) == 3
+        assert port.receive_batch(rx.deliver, 0, limit=3) == 3
         assert count[NicCounter.RX_RING_DROPS] == 42  # found the ring full
-        assert port.receive_batch(rx.deliver) == 5
+        assert port.receive_batch(rx.deliver, 0) == 5
         late = make_frame(VF0_MAC, peer, 50)
         peer_send(emulated_port, [late])
         rx.until(9)
@@ -265,12 +266,12 @@ def test_drop_while_emptying_the_ring_is_counted_from_a_later_frame(emulated_por
         rx = Receiver(port)
         peer_send(emulated_port, frames[:7])  # one slot left
 
-        def deliver(frame: memoryview, trusted: bool) -> None:
-            rx.deliver(frame, trusted)
+        def deliver(frame: memoryview, now: int, trusted: bool) -> None:
+            rx.deliver(frame, now, trusted)
             if len(rx.frames) == 1:  # its slot is still held: 1 fits, 1 drops
                 peer_send(emulated_port, frames[7:9])
 
-        assert port.receive_batch(deliver) == 8
+        assert port.receive_batch(deliver, 0) == 8
         assert count[NicCounter.RX_RING_DROPS] == 0  # not reported yet
         peer_send(emulated_port, frames[9:])
         rx.until(9)
@@ -283,7 +284,7 @@ def test_frame_that_breaks_deliver_is_not_delivered_again(emulated_port):
     burst = [make_frame(VF0_MAC, peer, seq) for seq in range(3)]
     seen: list[bytes] = []
 
-    def fragile(frame: memoryview, trusted: bool) -> None:
+    def fragile(frame: memoryview, now: int, trusted: bool) -> None:
         seen.append(bytes(frame))
         if len(seen) == 2:
             raise RuntimeError("stack bug")
@@ -291,8 +292,8 @@ def test_frame_that_breaks_deliver_is_not_delivered_again(emulated_port):
     with PacketPort(emulated_port.vf(0), counters()) as port:
         peer_send(emulated_port, burst)
         with pytest.raises(RuntimeError):
-            port.receive_batch(fragile)
-        assert port.receive_batch(fragile) == 1
+            port.receive_batch(fragile, 0)
+        assert port.receive_batch(fragile, 0) == 1
     assert seen == burst
 
 
@@ -330,7 +331,9 @@ def test_outgoing_frames_skipped_without_ignore_outgoing(emulated_port):
     """The fallback for kernels before 4.20: PACKET_OUTGOING frames are skipped."""
     count = counters()
     with PacketPort(emulated_port.vf(0), count) as port:
-        port._sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 0)
+        # A dup of the port's socket: the option is the socket's, not the fd's.
+        with socket.fromfd(port.fileno(), socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 0)
         rx = Receiver(port)
         # Another local sender on the interface (the port never sees its own).
         with PacketPort(emulated_port.vf(0), counters()) as other:
@@ -338,7 +341,7 @@ def test_outgoing_frames_skipped_without_ignore_outgoing(emulated_port):
         deadline = time.monotonic() + 5
         while count[NicCounter.RX_OUTGOING] < 5 and time.monotonic() < deadline:
             rx.poller.poll(100)
-            port.receive_batch(rx.deliver)
+            port.receive_batch(rx.deliver, 0)
     assert count[NicCounter.RX_OUTGOING] == 5
     assert rx.ours() == []
 

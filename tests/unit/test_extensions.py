@@ -87,18 +87,20 @@ def test_pure_leg_runs_every_unit_module_from_source():
     assert [name for name, path in _loaded_unit().items() if not path.endswith(".py")] == []
 
 
-def test_unit_is_every_module_of_shm_net_tcp_and_fastpath_but_the_packages():
+def test_unit_is_every_module_of_shm_net_tcp_fastpath_and_nic_but_the_packages():
     names = set(unit_sources(ROOTS))
     assert {
         "vfstack.shm._rings", "stackservice.net.checksum", "stackservice.tcp.engine",
-        "stackservice.tcp.tcb", "stackservice.fastpath.sockets",
+        "stackservice.tcp.tcb", "stackservice.fastpath.sockets", "stackservice.nic.packet_io",
     } <= names  # fmt: skip
+    assert "stackservice.nic.sriov" not in names  # a subpackage: not walked
     assert "stackservice.tcp" not in names and "vfstack.shm" not in names
     assert {name.rpartition(".")[0] for name in names} == {
         "vfstack.shm",
         "stackservice.net",
         "stackservice.tcp",
         "stackservice.fastpath",
+        "stackservice.nic",
     }
 
 
@@ -225,5 +227,5 @@ def test_nothing_built_runs_pure_naming_each_missing_module(tmp_path):
 def test_finder_leaves_modules_outside_the_unit_alone(tmp_path):
     finder = UnitFinder(_tree(tmp_path), {ENV_NO_EXTENSIONS: "1"})
     assert finder.find_spec("stackservice.tcp", None) is None
-    assert finder.find_spec("stackservice.nic.packet_io", None) is None
+    assert finder.find_spec("stackservice.loop", None) is None
     assert finder.find_spec("json", None) is None

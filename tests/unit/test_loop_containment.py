@@ -66,13 +66,13 @@ class ScriptedPort:
     def stop_fd(self) -> int:
         return self._stop.fileno()
 
-    def receive_batch(self, deliver) -> int:
+    def receive_batch(self, deliver, now) -> int:
         frames = next(self.script, None)
         if frames is None:
             self._stop_peer.send(b"x")
             return 0
         for frame in frames:
-            deliver(memoryview(frame), False)
+            deliver(memoryview(frame), now, False)
         return len(frames)
 
     def transmit(self, frames) -> int:

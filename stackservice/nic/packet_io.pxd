@@ -2,15 +2,17 @@
 
 cimport cython
 
+from stackservice.nic.gso cimport run_length, super_frame
+
 cdef Py_ssize_t _LEN_WORD, _SNAPLEN_WORD, _MAC_HALF, _PKTTYPE_BYTE
 cdef Py_ssize_t _RX_PACKETS, _RX_BYTES, _TX_PACKETS, _TX_BYTES, _RX_RING_DROPS
-cdef Py_ssize_t _RX_TRUNCATED, _RX_OUTGOING, _TX_ERRORS, _TX_DEFERRED, _TX_DROPPED
+cdef Py_ssize_t _RX_TRUNCATED, _RX_OUTGOING, _TX_ERRORS, _TX_DEFERRED, _TX_DROPPED, _TX_GSO_SENDS
 
 # The port as an extension type; the ring as typed views of the one
 # mapping: the RX walk reads slot headers and writes the status word back
 # as C loads and stores.
 cdef class PacketPort:
-    cdef object _arp, _arp_buffer, _backlog, _counters, _map, _ring, _sock
+    cdef object _arp, _arp_buffer, _backlog, _counters, _gso, _map, _ring, _sock
     cdef Py_ssize_t _backlog_limit, _frame_size, _rx_frames, _rx_head
     cdef bint _lost
     cdef unsigned int[::1] _status
@@ -27,5 +29,6 @@ cdef class PacketPort:
                    octets="const unsigned char[::1]")
     cpdef Py_ssize_t receive_batch(self, deliver, now, Py_ssize_t limit=*) except -1
     @cython.locals(sent=Py_ssize_t, tx_bytes=Py_ssize_t, errors=Py_ssize_t, count=Py_ssize_t,
-                   index=Py_ssize_t)
+                   index=Py_ssize_t, run=Py_ssize_t, outcome=Py_ssize_t, i=Py_ssize_t)
     cpdef Py_ssize_t transmit(self, frames) except -1
+    cpdef Py_ssize_t _send_run(self, frames, Py_ssize_t start, Py_ssize_t run) except? -2

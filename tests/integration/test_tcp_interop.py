@@ -63,11 +63,16 @@ def test_bulk_kernel_to_stack_50_mb_to_discard(diag_stack):
 
 
 def test_bulk_stack_to_kernel_50_mb_http_body_exact(diag_stack):
-    port, _ = diag_stack
+    """The body leaves mostly as GSO super-frames (stackservice.nic.gso),
+    which the kernel cuts into the very segments TCP made: exact still."""
+    port, stack = diag_stack
     result = kernel_peer(port.netns, "fetch", "--port", "80", "--bytes", str(50_000_000))
     assert result["status"] == "200"
     assert result["bytes"] == 50_000_000
     assert result["body_ok"]
+    nic = stack.counters()["nic"]
+    assert nic["tx_gso_sends"] > 0 and nic["tx_packets"] > 34_000  # 50 MB of <= 1460 B
+    assert stack.counters()["tcp"]["retransmitted_segments"] == 0
 
 
 def test_closed_port_refuses_with_rst(diag_stack):

@@ -55,6 +55,15 @@ cdef class TcpEngine:
     cpdef arm_persist(self, Tcb tcb, now)
     @cython.locals(deadline="long long")
     cpdef rearm(self, Tcb tcb)
+    # Per-connection steps of the pass (a SYN, a close, a TIME-WAIT): C
+    # calls from the engine's own methods rather than Python ones.
+    cpdef Tcb _new_tcb(self, local_port, remote_ip, remote_port, now, options)
+    cpdef bint _recycles(self, Tcb tcb, TcpRepr seg) except -1
+    cpdef _raise_pending(self, Tcb tcb)
+    cpdef _shed(self, Tcb tcb)
+    cpdef _release_buffers(self, Tcb tcb)
+    cpdef _window_opened(self, Tcb tcb, before, now)
+    cpdef _stop_fine_timers(self, Tcb tcb)
     cpdef flush(self, now)
     cpdef _send_queued(self, Tcb tcb, now)
     # The app-facing calls the shared-memory pumps make for every slot

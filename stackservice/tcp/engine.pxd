@@ -13,6 +13,13 @@ from stackservice.tcp.buffers cimport ReceiveBuffer
 from stackservice.tcp.tcb cimport Tcb, flow_key
 from stackservice.tcp.timers cimport TimerWheel
 
+# Imported constants as C globals (set when the module imports them), as in
+# input.pxd: flag, state and readiness tests without boxing.
+cdef long long ACK, RST, SYN, MAX_WINDOW_SCALE
+cdef long long CLOSE_WAIT, CLOSED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN
+cdef long long SYN_RECEIVED, SYN_SENT, TIME_WAIT
+cdef long long ERROR, HANGUP, READ_HANGUP, READABLE, SHUT_RD, SHUT_WR, WRITABLE
+
 cdef Py_ssize_t _SEGMENTS_IN, _SEGMENTS_OUT
 
 cdef long long _earlier(long long a, long long b) noexcept

@@ -4,6 +4,12 @@ from stackservice.tcp.segment cimport TcpOptions, TcpRepr, seq_add, seq_ge, seq_
 from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 
+# Imported constants as C globals (set when the module imports them): the
+# flag tests and state compares of every segment are then C operations,
+# where a Python global would box the C field it is compared with.
+cdef long long ACK, FIN, RST, SYN
+cdef long long CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, SYN_RECEIVED, TIME_WAIT
+
 # Every function taking the TCB types it, so its fields are C reads and
 # writes (tcb.pxd) and calls between them here are C calls.
 cpdef negotiate(TcpEngine engine, Tcb tcb, TcpOptions options, now, offered)

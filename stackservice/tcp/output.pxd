@@ -5,6 +5,8 @@ from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 
 cdef Py_ssize_t _RETRANSMITTED
+# Imported constants as C globals, as in input.pxd.
+cdef long long ACK, FIN, PSH, RST, SYN, SYN_RECEIVED, MAX_SACK_BLOCKS_WITH_TIMESTAMPS
 
 # Every function taking the TCB types it, so its fields are C reads and
 # writes (tcb.pxd) and calls between them here are C calls. Left out:

@@ -99,7 +99,7 @@ def test_ts_offset_stable_per_tuple_distinct_across_tuples() -> None:
 
 
 def test_ts_offset_independent_of_isn_hash() -> None:
-    """Another personalisation: knowing TSval - now_ms does not give F()."""
+    """The other half of the digest: knowing TSval - now_ms does not give F()."""
     gen = IsnGenerator(SECRET)
     sample = random_tuples(200, seed=4)
     assert sum(gen.ts_offset(*t) == gen.isn(0, *t) for t in sample) == 0

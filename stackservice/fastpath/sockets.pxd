@@ -62,7 +62,7 @@ cdef class SocketTable:
     cpdef long long pump_tx(self, Py_ssize_t slot, Slot s, Tcb tcb, long long now) except -1
     @cython.locals(buffer=SendBuffer, left="long long")
     cpdef drain_tx(self, Py_ssize_t slot, Slot s, Tcb tcb, long long now)
-    @cython.locals(moved="long long", room="long long", n="long long", ring=ByteRing)
+    @cython.locals(moved="long long", room="long long", n="long long", ring=ByteRing, engine=TcpEngine)
     cpdef long long _pump_rx(self, Py_ssize_t slot, Slot s, Tcb tcb, long long now) except -1
     @cython.locals(c=Slot, tcb=Tcb, new=Py_ssize_t)
     cpdef _accept(self, Py_ssize_t slot, Slot s, listener, long long now)

@@ -386,8 +386,9 @@ class SocketTable:
             return 0
         ring = self.segment.rx(slot)
         scratch = self._scratch
+        engine = self.engine
         moved = 0
-        while True:
+        while not engine.read_would_block(tcb):
             room = ring.free()
             if room == 0:
                 # The app sends RX_DONE if, after storing its tail, it loads a
@@ -400,7 +401,7 @@ class SocketTable:
                 if room == 0:
                     break
             try:
-                n = self.engine.receive_into(tcb, scratch[: min(room, len(scratch))], now)
+                n = engine.receive_into(tcb, scratch[: min(room, len(scratch))], now)
             except SocketError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOTCONN):
                     self.set_error(slot, s, exc.errno)

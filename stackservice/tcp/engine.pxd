@@ -79,3 +79,6 @@ cdef class TcpEngine:
     cpdef long long send(self, Tcb tcb, data, now) except -1
     @cython.locals(buffer=ReceiveBuffer, before="long long", count="long long")
     cpdef long long receive_into(self, Tcb tcb, out, now) except -1
+    @cython.locals(buffer=ReceiveBuffer)
+    cpdef bint read_would_block(self, Tcb tcb) except -1
+    cpdef bint _at_eof(self, Tcb tcb) except -1

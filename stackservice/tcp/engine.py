@@ -413,11 +413,23 @@ class TcpEngine:
             self._window_opened(tcb, before, now)
             return count
         self._raise_pending(tcb)
-        if self.peer_closed(tcb) or tcb.read_closed or (tcb.state == CLOSED and tcb.established_at):
-            return 0  # EOF, also after a reset already reported (as Linux)
-        if tcb.state in (SYN_SENT, SYN_RECEIVED, CLOSED):
-            raise SocketError(errno.ENOTCONN if tcb.state != CLOSED else errno.EAGAIN)
-        raise SocketError(errno.EAGAIN)
+        if self._at_eof(tcb):
+            return 0
+        raise SocketError(errno.ENOTCONN if tcb.state in (SYN_SENT, SYN_RECEIVED) else errno.EAGAIN)
+
+    def read_would_block(self, tcb: Tcb) -> bool:
+        """True when `receive_into` has nothing to give (no bytes, no EOF,
+        no error), so it would raise EAGAIN or ENOTCONN: a caller draining
+        the buffer in a loop stops here without the exception's cost."""
+        buffer = tcb.receive_buffer
+        if buffer is not None and buffer.readable():
+            return False
+        return not tcb.error and not self._at_eof(tcb)
+
+    def _at_eof(self, tcb: Tcb) -> bool:
+        """The read side is over: the peer's FIN (`peer_closed`), our
+        SHUT_RD, or a reset already reported (EOF then, as Linux)."""
+        return tcb.fin_received or tcb.read_closed or (tcb.state == CLOSED and tcb.established_at)
 
     def shutdown(self, tcb: Tcb, how: int, now: int) -> None:
         """shutdown(2): SHUT_WR queues our FIN after the buffered data."""

@@ -10,11 +10,11 @@ import pytest
 
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.engine import SocketError
-from stackservice.tcp.segment import ACK, FIN, PSH, SYN
+from stackservice.tcp.segment import ACK, FIN, PSH, RST, SYN
 from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.tcb import READABLE, WRITABLE
 from tests.unit.tcp._rig import MS, Rig
-from tests.unit.tcp._states import RTT, SACK_ONLY, brief, established, seq
+from tests.unit.tcp._states import RTT, SACK_ONLY, brief, established, seq, syn_sent
 
 DELACK = TcpSettings().delayed_ack_us
 MSS = 1460
@@ -45,6 +45,36 @@ def test_established_nothing_to_read_eagain() -> None:
     with pytest.raises(SocketError) as exc:
         conn.read()
     assert exc.value.errno == errno.EAGAIN
+
+
+def _would_block_agrees_with_receive_into(rig: Rig, tcb) -> bool:
+    """`read_would_block` (what the shared-memory pump asks before reading)
+    is True exactly when receive_into raises EAGAIN or ENOTCONN."""
+    would_block = rig.engine.read_would_block(tcb)
+    try:
+        rig.engine.receive_into(tcb, bytearray(64), 0)
+    except SocketError as exc:
+        assert would_block == (exc.errno in (errno.EAGAIN, errno.ENOTCONN)), exc.errno
+    else:
+        assert not would_block
+    return would_block
+
+
+def test_read_would_block_exactly_when_receive_into_has_nothing_to_give() -> None:
+    rig = Rig()
+    conn = established(rig)
+    assert _would_block_agrees_with_receive_into(rig, conn.tcb)  # empty, open: EAGAIN
+    conn.deliver(10 * MS, b"hi")
+    assert not _would_block_agrees_with_receive_into(rig, conn.tcb)  # bytes
+    assert _would_block_agrees_with_receive_into(rig, conn.tcb)  # read: empty again
+    conn.deliver(20 * MS, b"", ACK | FIN)
+    assert not _would_block_agrees_with_receive_into(rig, conn.tcb)  # EOF: 0
+    reset = established(Rig())
+    reset.deliver(10 * MS, b"", RST)
+    assert not _would_block_agrees_with_receive_into(reset.rig, reset.tcb)  # ECONNRESET
+    connecting = Rig()
+    tcb, _ = syn_sent(connecting)
+    assert _would_block_agrees_with_receive_into(connecting, tcb)  # ENOTCONN
 
 
 def test_established_small_segment_after_quickack_acked_after_delay() -> None:

@@ -214,6 +214,7 @@ def _close(sockets: SocketTable, slot: int, s: Slot, now: int) -> None:
     sockets.release_slot(slot)
     # Bytes the app has not read up to here are the closed connection's:
     # it drops them (Segment.drop_stale_rx) even if the slot is reused.
-    sockets.post(EVENT_SLOT_FREED, slot, a64=sockets.segment.rx(slot).produced)
+    produced = sockets.segment.rx(slot).produced
+    sockets.post(EVENT_SLOT_FREED, slot, 0, 0, 0, 0, 0, produced)  # a64: produced
     for listening in sockets.listening:  # a free slot may unblock accepts
         sockets.dirty.add(listening)

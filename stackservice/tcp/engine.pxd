@@ -76,6 +76,7 @@ cdef class TcpEngine:
     # The app-facing calls the shared-memory pumps make for every slot
     # they move bytes for (stackservice/fastpath/sockets.pxd): C calls.
     cpdef accept(self, listener)
+    cpdef close(self, Tcb tcb, now)
     cpdef long long send(self, Tcb tcb, data, now) except -1
     @cython.locals(buffer=ReceiveBuffer, before="long long", count="long long")
     cpdef long long receive_into(self, Tcb tcb, out, now) except -1

@@ -50,7 +50,7 @@ cdef class SocketTable:
     cpdef release_slot(self, Py_ssize_t slot)
     cpdef post(self, kind, slot, request=*, result=*, a1=*, a2=*, a3=*, a64=*)
     cpdef ready(self, slot, mask)
-    @cython.locals(k=Py_ssize_t, n=Py_ssize_t, events=RecordRing)
+    @cython.locals(k=Py_ssize_t, n=Py_ssize_t, events=RecordRing, run=Py_ssize_t)
     cpdef Py_ssize_t flush_events(self, delivery) except -1
     @cython.locals(slot=Py_ssize_t)
     cpdef pump_dirty(self, long long now)

@@ -250,12 +250,21 @@ class SocketTable:
             return 0
         data = events.data
         published_at = monotonic_us()
+        # Events posted in one pass wait alike: observed as one run each.
+        run_posted_at = -1
+        run = 0
         for k in range(n):
             kind, slot, request, result, a1, a2, a3, a64, posted_at = out[k]
             encode_event_into(
                 data, events.write_offset(k), kind, slot, request, result, a1, a2, a3, a64
             )
-            delivery.observe(published_at - posted_at)
+            if posted_at != run_posted_at:
+                if run:
+                    delivery.observe_many(published_at - run_posted_at, run)
+                run_posted_at = posted_at
+                run = 0
+            run += 1
+        delivery.observe_many(published_at - run_posted_at, run)
         events.publish(n)
         del out[:n]
         self._out_base += n

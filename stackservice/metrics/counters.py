@@ -147,6 +147,19 @@ class Histogram:
         slots[1] += value  # HIST_SUM
         slots[0] += 1  # HIST_COUNT
 
+    def observe_many(self, value: int, count: int) -> None:
+        """Record `value` `count` times: what as many `observe` calls would,
+        in one update (a pass publishes its events together, all with the
+        same delay)."""
+        if value < 0:
+            value = 0
+        elif value > MAX_OBSERVATION:
+            value = MAX_OBSERVATION
+        slots = self._slots
+        slots[2 + bisect_left(self._bounds, value)] += count
+        slots[1] += value * count
+        slots[0] += count
+
 
 class HistogramSnapshot(NamedTuple):
     """One histogram as read: `buckets` are per bucket (not cumulative), the

@@ -112,6 +112,9 @@ class NoHistogram:
     def observe(self, value: int) -> None:
         pass
 
+    def observe_many(self, value: int, count: int) -> None:
+        pass
+
 
 class Listener:
     """A listening port: half-open connections and the accept queue."""

@@ -931,6 +931,9 @@ class Observations(list):
     def observe(self, value: int) -> None:
         self.append(value)
 
+    def observe_many(self, value: int, count: int) -> None:
+        self.extend([value] * count)
+
 
 def test_event_delivery_counts_the_passes_an_event_waits_for_room(monkeypatch):
     """vfstack_event_delivery_seconds: each published event is observed

@@ -52,6 +52,23 @@ def test_observe_value_equal_to_bound_lands_in_that_bucket(block, tmp_path):
     assert snap.total == snap.count == 7
 
 
+def test_observe_many_is_that_many_observes(tmp_path):
+    """A pass's events are observed as one run (SocketTable.flush_events):
+    buckets, sum and count as if each had been observed on its own."""
+    blocks = [CounterBlock(LAYOUT, tmp_path / f"{n}.counters") for n in ("one", "many")]
+    try:
+        one, many = (b.histogram("rtt_us") for b in blocks)
+        for value, count in ((0, 3), (10, 2), (11, 5), (1001, 1), (-4, 2), (2**70, 2)):
+            for _ in range(count):
+                one.observe(value)
+            many.observe_many(value, count)
+        assert blocks[0].histogram_snapshot() == blocks[1].histogram_snapshot()
+        assert blocks[1].histogram_snapshot()["rtt_us"].count == 15
+    finally:
+        for b in blocks:
+            b.close()
+
+
 def test_observe_out_of_range_values_clamped(block):
     batch = block.histogram("batch")
     batch.observe(-5)

@@ -2,7 +2,8 @@
 package is in pyproject.toml.
 
 Cython compiles the unit `vfstack.shm` + `stackservice.net` +
-`stackservice.tcp` + `stackservice.fastpath`, every module but the
+`stackservice.tcp` + `stackservice.fastpath` + `stackservice.nic`, every
+module but the
 package `__init__`s (sdk/vfstack/_extensions.py lists them), from the
 `.py` files themselves in pure-Python mode, typed by the `.pxd` files
 beside them; the extensions land beside their sources and

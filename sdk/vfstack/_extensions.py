@@ -2,9 +2,9 @@
 
 The hot path is one compiled unit (docs/architecture.md principle 3) that
 spans the distribution's two packages: the shared-memory format both an
-app and the stack run (`vfstack.shm`) and the stack's packet, TCP and
-session path (`stackservice.net`, `stackservice.tcp`,
-`stackservice.fastpath`). setup.py has Cython compile every module of
+app and the stack run (`vfstack.shm`) and the stack's packet, TCP,
+session and NIC path (`stackservice.net`, `stackservice.tcp`,
+`stackservice.fastpath`, `stackservice.nic`). setup.py has Cython compile every module of
 these packages (all but the package `__init__`s) from its own `.py`, typed
 by the `.pxd` beside it where there is one, puts each extension beside its
 source and records, in `_extensions.json` beside this file, a digest of

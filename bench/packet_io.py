@@ -305,8 +305,9 @@ def transmit_port(ifname: str, count: int, batch: int, bypass: bool) -> float:
     """µs per 64-byte frame through PacketPort.transmit (send() per frame)."""
     counters = [0] * len(NicCounter)
     with PacketPort(ifname, counters) as port:
-        if bypass:
-            port._sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        if bypass:  # on a dup of the port's socket: the option is the socket's
+            with socket.fromfd(port.fileno(), socket.AF_PACKET, socket.SOCK_RAW) as sock:
+                sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         frames = [TX_FRAME] * batch
         start = time.perf_counter_ns()
         for _ in range(count // batch):

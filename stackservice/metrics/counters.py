@@ -138,17 +138,10 @@ class Histogram:
         """Record one value (in the layout's unit). A value equal to a bound
         lands in that bound's bucket, one above the last bound in +Inf;
         negative values count as 0, huge ones as `MAX_OBSERVATION`."""
-        if value < 0:
-            value = 0
-        elif value > MAX_OBSERVATION:
-            value = MAX_OBSERVATION
-        slots = self._slots
-        slots[2 + bisect_left(self._bounds, value)] += 1  # HIST_BUCKETS
-        slots[1] += value  # HIST_SUM
-        slots[0] += 1  # HIST_COUNT
+        self.observe_many(value, 1)
 
     def observe_many(self, value: int, count: int) -> None:
-        """Record `value` `count` times: what as many `observe` calls would,
+        """Record `value` `count` times, as that many `observe` calls would,
         in one update (a pass publishes its events together, all with the
         same delay)."""
         if value < 0:
@@ -156,9 +149,9 @@ class Histogram:
         elif value > MAX_OBSERVATION:
             value = MAX_OBSERVATION
         slots = self._slots
-        slots[2 + bisect_left(self._bounds, value)] += count
-        slots[1] += value * count
-        slots[0] += count
+        slots[2 + bisect_left(self._bounds, value)] += count  # HIST_BUCKETS
+        slots[1] += value * count  # HIST_SUM
+        slots[0] += count  # HIST_COUNT
 
 
 class HistogramSnapshot(NamedTuple):

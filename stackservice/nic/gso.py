@@ -67,6 +67,8 @@ _PSH = 0x08
 MAX_DATAGRAM = 0xFFFF  # an IPv4 datagram's length field
 MIN_RUN = 2  # a lone segment gains nothing from a super-frame
 
+Frame = bytes | bytearray | memoryview
+
 
 def _payload_size(frame: Frame) -> int:
     """Bytes of TCP payload in `frame` if it is a segment a run can hold
@@ -85,9 +87,6 @@ def _payload_size(frame: Frame) -> int:
     if datagram > len(frame) - _IP or headers >= datagram:
         return 0
     return datagram - headers
-
-
-Frame = bytes | bytearray | memoryview
 
 
 def _same(a: Frame, b: Frame, start: int, end: int) -> bool:

@@ -117,6 +117,9 @@ PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
+# What a device or kernel that cannot take a super-frame answers
+# (virtio_net_hdr_to_skb, packet_snd): GSO is then off for the port.
+_GSO_REFUSED = frozenset((errno.EINVAL, errno.EMSGSIZE, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT))
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20
 TPACKET_V2 = 1
@@ -458,15 +461,18 @@ class PacketPort:
         self, frames: Sequence[bytes | bytearray | memoryview], start: int, run: int
     ) -> int:
         """Send `frames[start:start + run]` as one super-frame: 1 when sent,
-        -1 when the kernel pushed back, 0 when it refused it for good (GSO
-        is then off for this port: the device cannot take it)."""
+        -1 when the kernel pushed back, 0 when it refused the super-frame
+        (the caller then sends the frames one by one, which count their own
+        errors). Only a refusal of the super-frame itself turns GSO off for
+        the port; an interface that is down is no reason to."""
         try:
             self._gso.send(super_frame(frames, start, run))
         except OSError as exc:
             if exc.errno == errno.EAGAIN or exc.errno == errno.ENOBUFS:
                 return -1
-            self._gso.close()
-            self._gso = None
+            if exc.errno in _GSO_REFUSED:
+                self._gso.close()
+                self._gso = None
             return 0
         self._counters[_TX_GSO_SENDS] += 1
         return 1

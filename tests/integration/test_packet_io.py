@@ -23,8 +23,11 @@ from stackservice.nic.packet_io import (
     NicCounter,
     PacketPort,
 )
+from stackservice.tcp.segment import ACK
 from tests.support.netns import in_netns, spawn_in_netns
 from tests.support.stack import wait_until
+from tests.support.tcp_frames import frames_of
+from tests.support.tcp_frames import host as tcp_host
 
 pytestmark = pytest.mark.root
 
@@ -360,6 +363,42 @@ def test_refused_frames_are_counted_not_raised(emulated_port):
     assert count[NicCounter.TX_ERRORS] == 3
     assert count[NicCounter.TX_PACKETS] == 2
     assert count[NicCounter.TX_DEFERRED] == 0
+
+
+def test_a_run_of_segments_leaves_as_one_super_frame_and_a_down_link_does_not_end_gso(
+    emulated_port,
+):
+    """A run of one flow's segments is one send (TX_GSO_SENDS), each segment
+    counted as a frame. With the link down its frames fail one by one as
+    TX_ERRORS; that is the link's doing, not the device refusing GSO, so
+    the next run, link up again, is a super-frame again."""
+    run = frames_of(
+        tcp_host(our_mac=VF0_MAC, peer_mac=wire_mac(emulated_port)),
+        [(1000 + i * 1000, ACK, bytes(1000)) for i in range(3)],
+    )
+    count = counters()
+    vf = emulated_port.vf(0)
+    with PacketPort(vf, count) as port:
+        assert port.transmit(run) == 3
+        assert (count[NicCounter.TX_GSO_SENDS], count[NicCounter.TX_PACKETS]) == (1, 3)
+        assert count[NicCounter.TX_BYTES] == sum(len(frame) for frame in run)
+        subprocess.run(["ip", "link", "set", vf, "down"], check=True)
+        assert port.transmit(run) == 0  # ENETDOWN, for the run and for each frame
+        assert count[NicCounter.TX_ERRORS] == 3
+        subprocess.run(["ip", "link", "set", vf, "up"], check=True)
+        assert port.transmit(run) == 3
+    assert (count[NicCounter.TX_GSO_SENDS], count[NicCounter.TX_PACKETS]) == (2, 6)
+
+
+def test_without_gso_every_frame_is_its_own_send(emulated_port):
+    run = frames_of(
+        tcp_host(our_mac=VF0_MAC, peer_mac=wire_mac(emulated_port)),
+        [(1000 + i * 1000, ACK, bytes(1000)) for i in range(3)],
+    )
+    count = counters()
+    with PacketPort(emulated_port.vf(0), count, gso=False) as port:
+        assert port.transmit(run) == 3
+    assert (count[NicCounter.TX_GSO_SENDS], count[NicCounter.TX_PACKETS]) == (0, 3)
 
 
 def test_backpressure_defers_frames_and_sends_them_in_order(emulated_port):

@@ -14,40 +14,13 @@ import struct
 
 import pytest
 
-from stackservice.net.arp import OP_REPLY, ArpRepr
 from stackservice.net.checksum import internet_checksum, pseudo_header_sum
-from stackservice.net.drops import DROP_REASON_COUNT, NET_EVENT_COUNT
-from stackservice.net.host import Ipv4Host
 from stackservice.nic.gso import MAX_DATAGRAM, VNET_HEADER_LEN, run_length, super_frame
-from stackservice.tcp.segment import ACK, FIN, NO_OPTIONS, PSH, SYN, TcpOptions, write_segment
+from stackservice.tcp.segment import ACK, FIN, NO_OPTIONS, PSH, SYN, TcpOptions
+from tests.support.tcp_frames import TIMESTAMPS, frames_of
+from tests.support.tcp_frames import host as _host
 
-OUR_MAC, PEER_MAC = bytes.fromhex("020000000010"), bytes.fromhex("020000000001")
-OUR_IP, PEER_IP = 0xC612000A, 0xC6120001
 MSS = 1448
-TIMESTAMPS = TcpOptions(timestamps=(1000, 2000))
-
-
-def _host(first_ident: int = 7) -> Ipv4Host:
-    host = Ipv4Host(OUR_MAC, OUR_IP, 24, None, [0] * DROP_REASON_COUNT, [0] * NET_EVENT_COUNT,
-                    first_ident=first_ident)  # fmt: skip
-    host.arp.receive(ArpRepr(OP_REPLY, PEER_MAC, PEER_IP, OUR_MAC, OUR_IP), 0)
-    host.outbox.clear()
-    return host
-
-
-def frames_of(host: Ipv4Host, segments) -> list[bytearray]:
-    """Each (seq, flags, payload[, options[, port]]) as the engine would
-    send it: a TCP segment handed to the host's send_ipv4."""
-    for seq, flags, payload, *rest in segments:
-        options = rest[0] if rest else TIMESTAMPS
-        port = rest[1] if len(rest) > 1 else 80
-        segment = bytearray(20 + options.buffer_len() + len(payload))
-        write_segment(segment, 0, OUR_IP, PEER_IP, port, 40000, seq, 5555, flags, 512, options,
-                      len(payload), payload)  # fmt: skip
-        assert host.send_ipv4(PEER_IP, 6, segment, 0)
-    frames = list(host.outbox)
-    host.outbox.clear()
-    return frames
 
 
 def kernel_segments(packet: bytes) -> list[bytes]:

@@ -1,17 +1,17 @@
 """The compiled hot path (DESIGN.md principle 3); everything else about the
 package is in pyproject.toml.
 
-Cython compiles the unit `vfstack.shm` + `stackservice.net` +
-`stackservice.tcp` + `stackservice.fastpath` + `stackservice.nic`, every
-module but the
-package `__init__`s (sdk/vfstack/_extensions.py lists them), from the
-`.py` files themselves in pure-Python mode, typed by the `.pxd` files
-beside them; the extensions land beside their sources and
-`vfstack/_extensions.json` records what each was built from, for the
-run-time check. The unit is built whole or not at all: with VFSTACK_NO_EXTENSIONS
-set (any non-empty value) nothing is compiled, and a pure `-e` install
-removes what an earlier build left in the checkout, so it runs pure;
-without a working C compiler the install goes on pure as well.
+Cython compiles the unit `vfstack.shm` + `vfstack.sockets` +
+`stackservice.net` + `stackservice.tcp` + `stackservice.fastpath` +
+`stackservice.nic`, every module but the package `__init__`s
+(sdk/vfstack/_extensions.py lists them), from the `.py` files
+themselves in pure-Python mode, typed by the `.pxd` files beside them;
+the extensions land beside their sources and `vfstack/_extensions.json`
+records what each was built from, for the run-time check. The unit is
+built whole or not at all: with VFSTACK_NO_EXTENSIONS set (any non-empty
+value) nothing is compiled, and a pure `-e` install removes what an
+earlier build left in the checkout, so it runs pure; without a working C
+compiler the install goes on pure as well.
 """
 
 from __future__ import annotations

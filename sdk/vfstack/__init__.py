@@ -18,11 +18,11 @@ from importlib.metadata import version
 # before anything below imports a unit module (vfstack.shm).
 from vfstack import _extensions  # noqa: F401
 from vfstack._control import ControlError
-from vfstack._epoll import Epoll
 from vfstack._errors import SDKError, StackGone
 from vfstack._selector import StackSelector
-from vfstack._socket import Socket
-from vfstack._stack import Stack, connect
+from vfstack.sockets.epoll import Epoll
+from vfstack.sockets.socket import Socket
+from vfstack.sockets.stack import Stack, connect
 
 __version__ = version("vfstack")
 

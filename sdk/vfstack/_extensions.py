@@ -2,14 +2,15 @@
 
 The hot path is one compiled unit (docs/architecture.md principle 3) that
 spans the distribution's two packages: the shared-memory format both an
-app and the stack run (`vfstack.shm`) and the stack's packet, TCP,
-session and NIC path (`stackservice.net`, `stackservice.tcp`,
-`stackservice.fastpath`, `stackservice.nic`). setup.py has Cython compile every module of
-these packages (all but the package `__init__`s) from its own `.py`, typed
+app and the stack run (`vfstack.shm`), the app's sockets and epoll over
+it (`vfstack.sockets`), and the stack's packet, TCP, session and NIC path
+(`stackservice.net`, `stackservice.tcp`, `stackservice.fastpath`,
+`stackservice.nic`). setup.py has Cython compile every module of these
+packages (all but the package `__init__`s) from its own `.py`, typed
 by the `.pxd` beside it where there is one, puts each extension beside its
 source and records, in `_extensions.json` beside this file, a digest of
 the source each was built from. It lives here, in the SDK, because an app
-runs the unit's `vfstack.shm` without the stack, and the stack imports
+runs the unit's `vfstack.shm` and `vfstack.sockets` without the stack, and the stack imports
 the SDK anyway; `vfstack/__init__.py` installs the finder before anything
 imports a unit module, in an app as in the stack.
 
@@ -56,8 +57,8 @@ ENV_NO_EXTENSIONS = "VFSTACK_NO_EXTENSIONS"
 COMPILED = "compiled"
 PURE = "pure"
 UNIT_PACKAGES = (
-    "vfstack.shm", "stackservice.net", "stackservice.tcp", "stackservice.fastpath",
-    "stackservice.nic",
+    "vfstack.shm", "vfstack.sockets", "stackservice.net", "stackservice.tcp",
+    "stackservice.fastpath", "stackservice.nic",
 )  # fmt: skip
 MANIFEST = "_extensions.json"  # in the vfstack package's directory
 _TOP_LEVEL = tuple(dict.fromkeys(package.partition(".")[0] for package in UNIT_PACKAGES))

@@ -14,7 +14,7 @@ objects by object or fd as usual. One thread at a time may `select()`.
 
 When the session ends, the doorbell hangs up (readable for ever, rung by
 nobody): the selector drops it, its vfstack sockets are reported ready
-(to fail as they should, see vfstack._socket), its kernel objects go on.
+(to fail as they should, see vfstack.sockets.socket), its kernel objects go on.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import select
 import selectors
 from collections.abc import Mapping
 
-from vfstack._socket import Socket
+from vfstack.sockets.socket import Socket
 
 __all__ = ["StackSelector"]
 

@@ -52,7 +52,7 @@ import socket as _socket
 
 from vfstack._aio_transport import Driver, StackTransport, connect, driver_for, wait_ready
 from vfstack._errors import StackGone
-from vfstack._socket import Socket
+from vfstack.sockets.socket import Socket
 
 __all__ = [
     "Server",

@@ -13,7 +13,7 @@ merges their answers:
 - `sessions`: every worker's sessions, one list.
 - Every row says which worker answered it (`worker`).
 - `attach`: the worker the request names (`worker`). An app attaches
-  once per worker and merges the sessions' readiness (vfstack._stack);
+  once per worker and merges the sessions' readiness (vfstack.sockets.stack);
   an attach that names none comes from an SDK that knows one session
   only, and is refused (FAILED_PRECONDITION).
 - `detach`, `expired`: the worker whose session it is. Session ids step

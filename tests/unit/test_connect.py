@@ -11,11 +11,11 @@ import time
 
 import pytest
 import vfstack
-import vfstack._stack
+import vfstack.sockets.stack
 
 
 class PausesOnly:
-    """`time` for vfstack._stack: monotonic() moves only by sleep()."""
+    """`time` for vfstack.sockets.stack: monotonic() moves only by sleep()."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -35,7 +35,7 @@ class PausesOnly:
 @pytest.fixture
 def clock(monkeypatch) -> PausesOnly:
     fake = PausesOnly()
-    monkeypatch.setattr(vfstack._stack, "time", fake)
+    monkeypatch.setattr(vfstack.sockets.stack, "time", fake)
     return fake
 
 

@@ -24,4 +24,8 @@ cdef class Segment:
     cpdef ByteRing _socket_ring(self, offset)
     cpdef set_slot(self, Py_ssize_t slot, state, readiness, generation, error)
     cpdef set_readiness(self, Py_ssize_t slot, readiness)
+    cpdef long long slot_state(self, Py_ssize_t slot) except? -1
+    cpdef long long readiness(self, Py_ssize_t slot) except? -1
+    cpdef long long generation(self, Py_ssize_t slot) except? -1
+    cpdef long long slot_error(self, Py_ssize_t slot) except? -1
     cpdef Py_ssize_t _entry(self, Py_ssize_t slot) except -1

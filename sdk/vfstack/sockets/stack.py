@@ -2,7 +2,7 @@
 
 The Stack owns the session's shared-memory segment and both doorbells. It
 is the only producer of the command ring and the only consumer of the
-event ring; sockets (vfstack._socket) go through it for every command and
+event ring; sockets (vfstack.sockets.socket) go through it for every command and
 every wait. Events are dispatched by `_pump`: RESULTs to the request that
 waits for them (by request id), ACCEPTED to the listener's queue,
 SLOT_FREED to the slot bookkeeping; READY only wakes waiters, since the
@@ -24,7 +24,7 @@ doorbells), and merges them. A socket lives in one lane; its `fileno()`
 is slot x N + worker, unique across the lanes. New sockets take the lanes
 in turn, and a connection's active open picks its port in its worker's
 share (vfstack._steering), so the replies reach it. A listener listens on
-every lane (mTCP's per-core listen: vfstack._socket), its accept queue
+every lane (mTCP's per-core listen: vfstack.sockets.socket), its accept queue
 fed by all of them. One pumper drains every lane and sleeps on every app
 doorbell at once, through a kernel epoll that is also `fileno()`. One
 worker ending its session ends the Stack's.
@@ -55,7 +55,6 @@ import weakref
 from collections import deque
 
 from vfstack._control import DEFAULT_TIMEOUT, ControlClient, ControlError
-from vfstack._epoll import Epoll
 from vfstack._errors import SDKError, StackGone, check, error
 from vfstack.shm import (
     APP_BELL,
@@ -73,11 +72,12 @@ from vfstack.shm import (
     Doorbell,
     Event,
     Op,
-    Segment,
     decode_event,
     encode_command_into,
     redeem,
 )
+from vfstack.shm._segment import Segment  # the defining module: stack.pxd cimports it
+from vfstack.sockets.epoll import Epoll
 from vfstack.v1 import stack_pb2
 
 __all__ = ["Stack", "connect"]
@@ -260,7 +260,7 @@ class Stack:
         # when), in the order the workers accepted them
         self._accepts: dict[int, deque] = {}
         # A socket's slots that report under another fd: a listener's on the
-        # other lanes, a moved socket's new one (vfstack._socket): fd -> its
+        # other lanes, a moved socket's new one (vfstack.sockets.socket): fd -> its
         self._alias_of: dict[int, int] = {}
         # fd -> its open Socket, so an Epoll can take a bare fileno()
         self._sockets: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -290,7 +290,7 @@ class Stack:
                 AF_INET/SOCK_STREAM, EMFILE when the session has no free
                 slot, EBADF after `close()`.
         """
-        from vfstack._socket import Socket
+        from vfstack.sockets.socket import Socket
 
         if family != _socket.AF_INET:
             raise error(errno.EAFNOSUPPORT)
@@ -412,11 +412,17 @@ class Stack:
         with self._lock:
             if self._ended is not None or self._closed:
                 return self._ended is not None
-            lanes = self._lanes
-            if not any(lane.ended() for lane in lanes):
+            # Loops, not any(): a generator is a closure, which a compiled
+            # method cannot hold.
+            self._ended = None
+            for lane in self._lanes:
+                if lane.ended():
+                    self._ended = DIED
+            if self._ended is None:
                 return False
-            # The stack stores `ended` before it closes the doorbell.
-            self._ended = ENDED if any(lane.segment.ended for lane in lanes) else DIED
+            for lane in self._lanes:  # it stores `ended` before it closes the doorbell
+                if lane.segment.ended:
+                    self._ended = ENDED
             for fd, epolls in self._watchers.items():
                 for epoll in epolls:
                     epoll._touch(fd)
@@ -561,7 +567,9 @@ class Stack:
         return bool(rung)
 
     def _pump_events(self, timeout: float | None) -> int:
-        with self._cond:
+        # The lock, not the condition: the same lock, without a Python-level
+        # __enter__ (threading.Condition's) on every non-blocking call.
+        with self._lock:
             self._check_open()
             n = self._drain()
             if n:

@@ -18,12 +18,12 @@ Triggering, as in epoll(7):
 - EPOLLONESHOT: after one report the slot is disabled until `modify`.
 
 File descriptors are the sockets' `fileno()` (slot numbers; with several
-workers unique across their sessions: vfstack._stack), so a program
+workers unique across their sessions: vfstack.sockets.stack), so a program
 written against `select.epoll` keeps its `{fd: socket}` map unchanged. A
 closed socket leaves every Epoll by itself, as a closed fd does on Linux.
 When the session ends, every registered socket joins the ready list
 (`Stack._notice`) and reports what the end made of it: ERR|HUP, and
-IN|OUT|RDHUP for a connection, which reads as reset (vfstack._socket).
+IN|OUT|RDHUP for a connection, which reads as reset (vfstack.sockets.socket).
 """
 
 from __future__ import annotations
@@ -126,23 +126,23 @@ class Epoll:
             maxevents = 1 << 30
         elif maxevents <= 0:
             raise ValueError(f"maxevents must be greater than 0, got {maxevents}")
-        deadline = None
-        if timeout is not None and timeout >= 0:
-            deadline = time.monotonic() + timeout
         stack = self._stack
+        deadline = None  # set when the first look finds nothing: poll(0) never reads the clock
         while True:
             stack._pump(0)
             with stack._lock:
                 found = self._collect(maxevents)
             if found or self._closed:
                 return found
-            if deadline is None:
+            if timeout is None or timeout < 0:
                 stack._pump(None)
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return found
-                stack._pump(remaining)
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return found
+            stack._pump(remaining)
 
     def __enter__(self) -> Epoll:
         return self

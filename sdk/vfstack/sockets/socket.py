@@ -18,7 +18,7 @@ IN|OUT|HUP|RDHUP (and ERR until that error is reported). A listener
 reports ERR|HUP, and `accept()` raises `vfstack.StackGone` (ENETDOWN),
 as does every call that needs an answer from the stack.
 
-Several workers (vfstack._stack "lanes"): a socket lives in one lane.
+Several workers (vfstack.sockets.stack "lanes"): a socket lives in one lane.
 `listen()` listens on every lane (mTCP's per-core listen): the listener
 opens a slot on each other lane, gives it the same options, address and
 backlog, and their connections join the one accept queue. `connect()`
@@ -415,7 +415,8 @@ class Socket:
                 stack._close_slot(self._lane, slot)
             else:
                 self._drop_moved_slot(slot)
-                stack._close_slot(*self._anchor)  # and with it, what its fileno names
+                home, first = self._anchor
+                stack._close_slot(home, first)  # and with it, what its fileno names
             self._close_siblings()
 
     def detach(self) -> int:
@@ -545,7 +546,8 @@ class Socket:
         return self._seg.slot_state(self._slot) != SLOT_CONNECTING and self._tx.free() > 0
 
     def _send_some(self, view: memoryview, deadline: float | None) -> int:
-        self._block(self._send_ready, deadline)
+        if not self._send_ready():  # asked first: a C call, not a bound method's
+            self._block(self._send_ready, deadline)
         slot = self._check()
         code = self._send_errno()
         if code:

@@ -190,6 +190,7 @@ class PacketPort:
         "_backlog_limit",
         "_counters",
         "_frame_size",
+        "_gso",
         "_lost",
         "_map",
         "_halves",

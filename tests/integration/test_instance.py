@@ -10,7 +10,7 @@ import pytest
 from vfstack._extensions import build
 
 from stackservice.nic.emulate import vf_mac
-from tests.support.netns import in_netns, spawn_in_netns
+from tests.support.netns import in_netns, kernel_peer, spawn_in_netns
 from tests.support.stack import StackProcess, running_stack, sample_until
 
 pytestmark = pytest.mark.root
@@ -26,6 +26,32 @@ def test_instance_startup_line_names_iface_mac_ip_mode_build(emulated_port):
     parts = (emulated_port.vf(0), vf_mac(0), "198.18.0.10/24", "mode emulated", f"build {build()}")
     for part in parts:
         assert part in line
+
+
+def test_a_pure_instance_and_a_pure_app_carry_a_connection(emulated_port, monkeypatch):
+    """VFSTACK_NO_EXTENSIONS=1, or a machine without a compiler, runs the
+    unit's `.py` files: the integration suite runs compiled, so this is the
+    pure stack's and the pure SDK's one test on a real wire. An instance
+    and an echo app, both pure, echo 1 MiB to a kernel peer intact."""
+    monkeypatch.setenv("VFSTACK_NO_EXTENSIONS", "1")  # both children inherit it
+    with running_stack(emulated_port.vf(0), "198.18.0.10/24") as instance:
+        assert "build pure" in instance.startup_line
+        app = subprocess.Popen(
+            [sys.executable, "-m", "vfstack.examples.echo_server", "--port", "7007",
+             "--control", f"unix://{instance.run_dir / 'vf0.sock'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert "listening on" in app.stdout.readline(), app.stderr.read()
+            result = kernel_peer(
+                emulated_port.netns, "echo", "--host", "198.18.0.10", "--port", "7007",
+                "--bytes", str(1 << 20), "--seed", "5", timeout=120,
+            )  # fmt: skip
+        finally:
+            app.terminate()
+            _, err = app.communicate(timeout=30)
+    assert result["received_sha256"] == result["sent_sha256"]
+    assert "running pure Python" not in err  # asked for: no warning
 
 
 def test_instances_answer_full_size_pings_with_identical_payload(emulated_port):

@@ -129,9 +129,10 @@ class Epoll:
         stack = self._stack
         deadline = None  # set when the first look finds nothing: poll(0) never reads the clock
         while True:
-            stack._pump(0)
-            with stack._lock:
+            with stack._lock:  # one lock for the dispatch and the collection
+                dispatched = stack._dispatch()
                 found = self._collect(maxevents)
+            stack._wake_driver(dispatched)
             if found or self._closed:
                 return found
             if timeout is None or timeout < 0:

@@ -33,5 +33,5 @@ cdef class Socket:
     cpdef long long _pending_error(self, bint ended) except -1
     cpdef long long _send_errno(self) except -1
     cpdef bint _send_ready(self) except -1
-    cpdef long long _send_some(self, view, deadline) except -1
+    cpdef long long _send_now(self, view) except -1
     cpdef bint _recv_ready(self) except -1

@@ -70,6 +70,10 @@ _U64 = (1 << 64) - 1
 _DEFAULT_BACKLOG = 128
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")  # struct linger {l_onoff, l_linger}
+# A data call's deadline before it first has to wait: the clock is read
+# then, so a call that finds its data or room never reads it (a kernel
+# socket's does not either).
+_FROM_NOW = object()
 
 
 def _ip(host: str) -> int:
@@ -171,18 +175,23 @@ class Socket:
         t = self._timeout
         return None if t is None else time.monotonic() + t
 
-    def _block(self, ready, deadline: float | None) -> None:
+    def _block(self, ready, deadline):
         """Wait for ready() under this socket's timeout mode (each `ready`
-        counts the end of the session as ready, to fail as it should)."""
+        counts the end of the session as ready, to fail as it should).
+        `deadline`: monotonic, None (no timeout) or _FROM_NOW (the timeout
+        starts now). Returns the deadline, for the caller's next wait."""
         if ready():
-            return
+            return deadline
         if self._timeout == 0.0:
             # Never sleeping, the caller would never see the stack hang up.
             if self._stack._notice() and ready():
-                return
+                return deadline
             raise error(errno.EAGAIN)
+        if deadline is _FROM_NOW:
+            deadline = self._deadline()
         if not self._stack._wait(ready, deadline):
             raise timed_out()
+        return deadline
 
     def __enter__(self) -> Socket:
         return self
@@ -545,9 +554,9 @@ class Socket:
             return True
         return self._seg.slot_state(self._slot) != SLOT_CONNECTING and self._tx.free() > 0
 
-    def _send_some(self, view: memoryview, deadline: float | None) -> int:
-        if not self._send_ready():  # asked first: a C call, not a bound method's
-            self._block(self._send_ready, deadline)
+    def _send_now(self, view: memoryview) -> int:
+        """Queue what the TX ring takes of `view` now (0: no room yet);
+        one TX command. Raises the socket's error, if it has one."""
         slot = self._check()
         code = self._send_errno()
         if code:
@@ -566,9 +575,11 @@ class Socket:
         view = memoryview(data).cast("B")
         if not len(view):
             return 0
-        deadline = self._deadline()
+        deadline = _FROM_NOW
         while True:
-            n = self._send_some(view, deadline)
+            if not self._send_ready():  # asked first: a C call, not a bound method's
+                deadline = self._block(self._send_ready, deadline)
+            n = self._send_now(view)
             if n:
                 return n
 
@@ -576,10 +587,12 @@ class Socket:
         """Send every byte, waiting for room as needed (the timeout covers the whole call)."""
         self._check()
         view = memoryview(data).cast("B")
-        deadline = self._deadline()
+        deadline = _FROM_NOW
         offset, total = 0, len(view)
         while offset < total:
-            offset += self._send_some(view[offset:], deadline)
+            if not self._send_ready():
+                deadline = self._block(self._send_ready, deadline)
+            offset += self._send_now(view[offset:])
 
     def _recv_ready(self) -> bool:
         slot = self._slot
@@ -599,7 +612,7 @@ class Socket:
         return bytes(buffer)
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
-        self._check()
+        slot = self._check()
         view = memoryview(buffer).cast("B")
         if nbytes < 0:
             raise ValueError("negative buffersize in recv_into")
@@ -609,10 +622,9 @@ class Socket:
             view = view[:nbytes]
         if not len(view):
             return 0
-        deadline = self._deadline()
+        deadline = _FROM_NOW
         rx, seg, stack = self._rx, self._seg, self._stack
         while True:
-            slot = self._check()
             # Loaded before the ring: EOF and the end of the session follow the last byte.
             mask = seg.readiness(slot)
             ended = stack._ended is not None
@@ -639,4 +651,5 @@ class Socket:
                 if state == SLOT_LISTENING:
                     raise error(errno.ENOTCONN)
                 return 0
-            self._block(self._recv_ready, deadline)
+            deadline = self._block(self._recv_ready, deadline)
+            slot = self._check()

@@ -509,13 +509,30 @@ class Stack:
         """Dispatch pending events; if none, wait up to `timeout` seconds
         (None: until some arrive). Returns how many this thread dispatched."""
         n = self._pump_events(timeout)
+        self._wake_driver(n)
+        return n
+
+    def _dispatch(self) -> int:
+        """Dispatch pending events without waiting (lock held); with none,
+        look whether the session is over, which a caller that never sleeps
+        would not see otherwise. Returns how many."""
+        self._check_open()
+        n = self._drain()
+        if not n:
+            self._notice()
+        return n
+
+    def _wake_driver(self, dispatched: int) -> None:
+        """After a pump by a thread other than vfstack.aio's event loop: wake
+        that loop if this thread took events behind its back (`dispatched`)
+        or events wait, since it sleeps on `fileno()` with the ring
+        announced as sleeping and nothing rings for those."""
         driver = self._aio_driver
         if driver is not None and not self._driving:
             with self._lock:
-                wake = not self._closed and (n or not self._prepare_sleep())
+                wake = not self._closed and (dispatched or not self._prepare_sleep())
             if wake:
                 driver.wake()
-        return n
 
     def _sleep_begin(self) -> bool:
         """An outside poller is about to block on `fileno()`: announce it.
@@ -570,13 +587,12 @@ class Stack:
         # The lock, not the condition: the same lock, without a Python-level
         # __enter__ (threading.Condition's) on every non-blocking call.
         with self._lock:
+            if timeout == 0:
+                return self._dispatch()
             self._check_open()
             n = self._drain()
             if n:
                 return n
-            if timeout == 0:
-                self._notice()  # never sleeping, it would never see a hang-up
-                return 0
             # Another thread sleeps on the doorbell for us all; or the
             # session is over and nothing rings it (hung up, it would not
             # even block): wait for close() or the timeout.

@@ -184,6 +184,38 @@ def test_recv_timeout_raises_timeout_error_and_socket_stays_usable(api):
     assert conn.recv(10) == b"late"
 
 
+def test_sendall_timeout_raises_timeout_error_when_the_peer_reads_nothing(api):
+    """The timeout covers the wait for room: a peer that never reads fills
+    its window and the send buffers, and sendall gives up after it."""
+    conn, peer = api.accepted(api.listener())
+    conn.settimeout(0.3)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        conn.sendall(bytes(64 << 20))
+    assert time.monotonic() - started >= 0.25
+    peer.setblocking(False)
+    assert peer.recv(1 << 16)  # what got through is there to read
+
+
+def test_makefile_reads_lines_and_the_socket_closes_with_its_last_file(api):
+    conn, peer = api.accepted(api.listener())
+    conn.settimeout(5)
+    reader, writer = conn.makefile("rb"), conn.makefile("wb")
+    peer.sendall(b"first line\nsecond line\n")
+    assert reader.readline() == b"first line\n"
+    assert reader.readline() == b"second line\n"
+    writer.write(b"answer\n")
+    writer.flush()
+    assert recv_exactly(peer, 7) == b"answer\n"
+    conn.close()  # the files still hold it, as Python's sockets do
+    assert conn.fileno() != -1
+    reader.close()
+    writer.close()
+    assert conn.fileno() == -1
+    peer.settimeout(5)
+    assert peer.recv(10) == b""  # and then it is closed for real
+
+
 def test_nonblocking_accept_with_nothing_pending_raises_blocking_io_error(api):
     listener = api.listener()
     listener.setblocking(False)

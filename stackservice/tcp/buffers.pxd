@@ -12,6 +12,8 @@ cpdef long long _ring_size(long long size, long long need, long long capacity)
 cdef class BufferMemory:
     cdef public long long held, limit, pressure
     cdef list _spare
+    cdef dict _large
+    cdef long long _large_bytes
 
     cpdef take_ring(self, long long size)
     cpdef give_ring(self, ring)

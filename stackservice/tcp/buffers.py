@@ -32,17 +32,21 @@ resident at ~5 GiB. Policy, the same for both buffers:
   (everything acknowledged, or read with no out-of-order data held) is
   released; the next byte starts again at 4 KiB. Smaller rings are kept, so
   request/response traffic that fits in 32 KiB never reallocates. Regrowing
-  to 64 KiB or more needs over 32 KiB held in that fill, so its cost (about
-  one memset and one copy of the final ring) is amortised over that many
-  bytes copied in and out at per-segment Python cost: no thrash.
+  to 64 KiB or more needs over 32 KiB held in that fill, so its copies are
+  amortised over that many bytes copied in and out.
 - `set_capacity` only reallocates to shrink a ring larger than the new
   capacity (to the smallest doubling of 4 KiB that holds the data).
-- First rings are pooled (mTCP's per-core buffer pools): a 4 KiB ring a
-  buffer lets go of (its connection closed, or it grew) waits in the
-  instance's `BufferMemory` for the next buffer's first byte, up to
-  `SPARE_RINGS` of them (1 MiB, not charged: no buffer holds them). A
-  short transaction allocates four first rings; a fresh `bytearray(4096)`
-  costs ~5 k instructions, allocation and zeroing, a pooled one none.
+- Rings are pooled (mTCP's per-core buffer pools): a ring a buffer lets go
+  of (its connection closed, it grew, or it was released empty) waits in
+  the instance's `BufferMemory` for the next buffer that needs that size:
+  up to `SPARE_RINGS` first rings (1 MiB) and `SPARE_LARGE_BYTES` (4 MiB)
+  of larger ones, not charged (no buffer holds them). A short transaction
+  allocates four first rings; a fresh `bytearray(4096)` costs ~5 k
+  instructions, allocation and zeroing, a pooled one none. A connection
+  whose reader keeps up empties and releases its large ring every loop
+  pass and regrows it in the next (4 KiB doubling to 128 KiB for a pass of
+  45 segments): fresh, that zeroed 252 KiB per pass, a sixth of the
+  engine's instructions per bulk segment (bench.engine_instructions).
   Reuse shows no stale byte: a buffer reads only what it wrote.
 
 Every ring is charged to the instance's `BufferMemory` (Linux's tcp_mem):
@@ -97,6 +101,7 @@ Buffer = bytes | bytearray | memoryview
 MAX_OOO_RANGES = 64  # default bound on out-of-order ranges held by a ReceiveBuffer
 MIN_RING = 4096  # a ring's first allocation (the capacity if smaller)
 SPARE_RINGS = 256  # first rings a BufferMemory keeps for reuse
+SPARE_LARGE_BYTES = 4 << 20  # and bytes of larger rings
 SHRINK_RING = 64 * 1024  # an emptied ring at least this large is released
 
 # Shared by every buffer that holds no ring: never written (zero bytes).
@@ -162,7 +167,7 @@ class BufferMemory:
     `limit` all growth. It also keeps the spare first rings (module
     docstring)."""
 
-    __slots__ = ("_spare", "held", "limit", "pressure")
+    __slots__ = ("_large", "_large_bytes", "_spare", "held", "limit", "pressure")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -170,24 +175,41 @@ class BufferMemory:
         self.limit = limit
         self.pressure = limit - limit // 4
         self.held = 0
-        self._spare: list[memoryview] = []
+        self._spare: list[memoryview] = []  # first rings
+        self._large: dict[int, list[memoryview]] = {}  # the others, by size
+        self._large_bytes = 0
 
     def take_ring(self, size: int) -> memoryview:
-        """A ring of `size` bytes: a spare one for a first ring, else new."""
-        if size == MIN_RING and self._spare:
-            return self._spare.pop()
+        """A ring of `size` bytes: a spare one of that size, else new."""
+        if size == MIN_RING:
+            if self._spare:
+                return self._spare.pop()
+        else:
+            rings = self._large.get(size)
+            if rings:
+                self._large_bytes -= size
+                return rings.pop()
         return memoryview(bytearray(size))
 
     def give_ring(self, ring: memoryview) -> None:
-        """A ring no buffer uses any more: kept if it is a first ring and
-        the pool has room."""
-        if len(ring) == MIN_RING and len(self._spare) < SPARE_RINGS:
-            self._spare.append(ring)
+        """A ring no buffer uses any more: kept if the pool has room for it."""
+        size = len(ring)
+        if size == MIN_RING:
+            if len(self._spare) < SPARE_RINGS:
+                self._spare.append(ring)
+        elif self._large_bytes + size <= SPARE_LARGE_BYTES:
+            self._large.setdefault(size, []).append(ring)
+            self._large_bytes += size
 
     @property
     def spare(self) -> int:
         """Spare first rings kept (introspection: tests)."""
         return len(self._spare)
+
+    @property
+    def spare_large_bytes(self) -> int:
+        """Bytes of larger spare rings kept (introspection: tests)."""
+        return self._large_bytes
 
 
 class _Ring:

@@ -13,6 +13,7 @@ from stackservice.net.errors import LocalProtocolError
 from stackservice.tcp.buffers import (
     MIN_RING,
     SHRINK_RING,
+    SPARE_LARGE_BYTES,
     SPARE_RINGS,
     BufferMemory,
     ReceiveBuffer,
@@ -774,8 +775,38 @@ def test_a_ring_that_grows_gives_its_first_ring_back_and_the_pool_is_bounded() -
     assert memory.spare == 1 and buffers[0].ring_size() == 2 * MIN_RING
     for buffer in buffers:
         buffer.release()
-    assert memory.spare == SPARE_RINGS  # the 8 KiB ring and the rest are freed
+    assert memory.spare == SPARE_RINGS  # the other first rings are freed
+    assert memory.spare_large_bytes == 2 * MIN_RING  # the 8 KiB ring waits for a grower
     assert memory.held == 0
+
+
+def test_an_emptied_large_ring_serves_the_next_fill_without_its_bytes() -> None:
+    """A reader that keeps up empties a large ring every pass: released, it
+    waits in the pool, and the next fill takes it from there (not
+    allocated, so not zeroed), showing only its own bytes."""
+    memory = BufferMemory(1 << 30)
+    rb = ReceiveBuffer(256 * 1024, memory=memory)
+    assert rb.accept(0, b"a" * 100_000) == 100_000
+    assert rb.ring_size() == 128 * 1024 and memory.spare_large_bytes == 0
+    assert rb.read(100_000) == b"a" * 100_000
+    assert rb.ring_size() == 0 and memory.held == 0
+    assert memory.spare_large_bytes == 128 * 1024
+    assert rb.accept(0, b"b" * 40_000) == 40_000  # a new 64 KiB ring
+    assert rb.accept(0, b"c" * 60_000) == 60_000  # the spare 128 KiB one
+    assert rb.ring_size() == 128 * 1024
+    assert memory.spare_large_bytes == 64 * 1024  # outgrown, pooled in turn
+    assert rb.read(100_000) == b"b" * 40_000 + b"c" * 60_000
+
+
+def test_the_large_ring_pool_is_bounded_and_serves_by_size() -> None:
+    memory = BufferMemory(1 << 30)
+    ring = memory.take_ring(64 * 1024)
+    memory.give_ring(ring)
+    assert memory.take_ring(32 * 1024) is not ring  # another size: a new one
+    assert memory.take_ring(64 * 1024) is ring
+    for _ in range(2 * SPARE_LARGE_BYTES // (256 * 1024)):
+        memory.give_ring(memoryview(bytearray(256 * 1024)))
+    assert memory.spare_large_bytes == SPARE_LARGE_BYTES  # the rest were freed
 
 
 def test_under_pressure_out_of_order_data_does_not_grow_a_ring() -> None:

@@ -227,6 +227,8 @@ class Segment:
         "_header",
         "_u32",
         "_i32",
+        "_table",
+        "_table_signed",
         "_rx",
         "_tx",
         "_creator",
@@ -257,6 +259,12 @@ class Segment:
         table = self._view[g.slot_table_offset : g.socket_offset]
         self._u32 = table.cast("I")
         self._i32 = table.cast("i")
+        # Compiled, typed views of the same words (_segment.pxd): a slot's
+        # state, readiness and error are read on every socket call of the
+        # app and every pump of the stack, a C load each, not a memoryview
+        # subscript.
+        self._table = self._u32
+        self._table_signed = self._i32
         table.release()
         self.commands = RecordRing(
             self._view[g.command_offset : g.event_offset], g.command_slots, RECORD_SIZE
@@ -446,26 +454,26 @@ class Segment:
         """Stack: write a whole entry. Generation and error go first, state and
         readiness last, so an app that sees the new state also sees them."""
         base = self._entry(slot)
-        self._u32[base + _GENERATION] = generation
-        self._i32[base + _ERROR] = error
-        self._u32[base + _STATE] = state
-        self._u32[base + _READINESS] = readiness
+        self._table[base + _GENERATION] = generation
+        self._table_signed[base + _ERROR] = error
+        self._table[base + _STATE] = state
+        self._table[base + _READINESS] = readiness
 
     def set_readiness(self, slot: int, readiness: int) -> None:
         """Stack: the hot-path update, one 4-byte store."""
-        self._u32[self._entry(slot) + _READINESS] = readiness
+        self._table[self._entry(slot) + _READINESS] = readiness
 
     def slot_state(self, slot: int) -> int:
-        return self._u32[self._entry(slot) + _STATE]
+        return self._table[self._entry(slot) + _STATE]
 
     def readiness(self, slot: int) -> int:
-        return self._u32[self._entry(slot) + _READINESS]
+        return self._table[self._entry(slot) + _READINESS]
 
     def generation(self, slot: int) -> int:
-        return self._u32[self._entry(slot) + _GENERATION]
+        return self._table[self._entry(slot) + _GENERATION]
 
     def slot_error(self, slot: int) -> int:
-        return self._i32[self._entry(slot) + _ERROR]
+        return self._table_signed[self._entry(slot) + _ERROR]
 
     def _entry(self, slot: int) -> int:
         if not 0 <= slot < self._slots:
@@ -486,6 +494,7 @@ class Segment:
                 if ring is not None:
                     ring.close()
         self._header.release()
+        self._table = self._table_signed = None  # compiled, typed views holding these two
         self._u32.release()
         self._i32.release()
         self._view.release()

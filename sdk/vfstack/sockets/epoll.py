@@ -138,6 +138,8 @@ class Epoll:
             if timeout is None or timeout < 0:
                 stack._pump(None)
                 continue
+            if timeout == 0:
+                return found
             if deadline is None:
                 deadline = time.monotonic() + timeout
             remaining = deadline - time.monotonic()

@@ -5,6 +5,7 @@ from vfstack.shm._segment cimport Segment
 
 cdef long long EVENT_ACCEPTED, EVENT_RESULT, EVENT_SLOT_FREED, OP_CLOSE, OP_RX_DONE
 cdef double SPIN_SECONDS, PROBE_SECONDS
+cdef object _monotonic
 
 
 # A lane and the Stack as extension types: every socket call, poll and

@@ -10,9 +10,9 @@ packages (all but the package `__init__`s) from its own `.py`, typed
 by the `.pxd` beside it where there is one, puts each extension beside its
 source and records, in `_extensions.json` beside this file, a digest of
 the source each was built from. It lives here, in the SDK, because an app
-runs the unit's `vfstack.shm` and `vfstack.sockets` without the stack, and the stack imports
-the SDK anyway; `vfstack/__init__.py` installs the finder before anything
-imports a unit module, in an app as in the stack.
+runs the unit's `vfstack.shm` and `vfstack.sockets` without the stack,
+and the stack imports the SDK anyway; `vfstack/__init__.py` installs the
+finder before anything imports a unit module, in an app as in the stack.
 
 The choice is made once per process, at the first import of a unit
 module, and holds for the whole unit: a compiled module reaches the other

@@ -2,8 +2,8 @@
 
 The Stack owns the session's shared-memory segment and both doorbells. It
 is the only producer of the command ring and the only consumer of the
-event ring; sockets (vfstack.sockets.socket) go through it for every command and
-every wait. Events are dispatched by `_pump`: RESULTs to the request that
+event ring; sockets (vfstack.sockets.socket) go through it for every
+command and every wait. Events are dispatched by `_pump`: RESULTs to the request that
 waits for them (by request id), ACCEPTED to the listener's queue,
 SLOT_FREED to the slot bookkeeping; READY only wakes waiters, since the
 slot table in shared memory is the authority on readiness, state and error.
@@ -24,8 +24,8 @@ doorbells), and merges them. A socket lives in one lane; its `fileno()`
 is slot x N + worker, unique across the lanes. New sockets take the lanes
 in turn, and a connection's active open picks its port in its worker's
 share (vfstack._steering), so the replies reach it. A listener listens on
-every lane (mTCP's per-core listen: vfstack.sockets.socket), its accept queue
-fed by all of them. One pumper drains every lane and sleeps on every app
+every lane (mTCP's per-core listen: vfstack.sockets.socket), its accept
+queue fed by all of them. One pumper drains every lane and sleeps on every app
 doorbell at once, through a kernel epoll that is also `fileno()`. One
 worker ending its session ends the Stack's.
 
@@ -418,15 +418,17 @@ class Stack:
                 return self._ended is not None
             # Loops, not any(): a generator is a closure, which a compiled
             # method cannot hold.
-            self._ended = None
             for lane in self._lanes:
                 if lane.ended():
-                    self._ended = DIED
-            if self._ended is None:
+                    break
+            else:
                 return False
+            why = DIED
             for lane in self._lanes:  # it stores `ended` before it closes the doorbell
                 if lane.segment.ended:
-                    self._ended = ENDED
+                    why = ENDED
+                    break
+            self._ended = why
             for fd, epolls in self._watchers.items():
                 for epoll in epolls:
                     epoll._touch(fd)

@@ -3,10 +3,11 @@
 The Stack owns the session's shared-memory segment and both doorbells. It
 is the only producer of the command ring and the only consumer of the
 event ring; sockets (vfstack.sockets.socket) go through it for every
-command and every wait. Events are dispatched by `_pump`: RESULTs to the request that
-waits for them (by request id), ACCEPTED to the listener's queue,
-SLOT_FREED to the slot bookkeeping; READY only wakes waiters, since the
-slot table in shared memory is the authority on readiness, state and error.
+command and every wait. Events are dispatched by `_pump`: RESULTs to the
+request that waits for them (by request id), ACCEPTED to the listener's
+queue, SLOT_FREED to the slot bookkeeping; READY only wakes waiters, since
+the slot table in shared memory is the authority on readiness, state and
+error.
 
 Waking (docs/architecture.md principle 2): the stack's doorbell is rung
 only when the stack said it sleeps (`needs_wakeup()` after publishing);
@@ -25,8 +26,8 @@ is slot x N + worker, unique across the lanes. New sockets take the lanes
 in turn, and a connection's active open picks its port in its worker's
 share (vfstack._steering), so the replies reach it. A listener listens on
 every lane (mTCP's per-core listen: vfstack.sockets.socket), its accept
-queue fed by all of them. One pumper drains every lane and sleeps on every app
-doorbell at once, through a kernel epoll that is also `fileno()`. One
+queue fed by all of them. One pumper drains every lane and sleeps on every
+app doorbell at once, through a kernel epoll that is also `fileno()`. One
 worker ending its session ends the Stack's.
 
 The end of the session (`_notice`): the stack stores `ended` in the
@@ -264,7 +265,8 @@ class Stack:
         # when), in the order the workers accepted them
         self._accepts: dict[int, deque] = {}
         # A socket's slots that report under another fd: a listener's on the
-        # other lanes, a moved socket's new one (vfstack.sockets.socket): fd -> its
+        # other lanes, a moved socket's new one (vfstack.sockets.socket):
+        # slot's fd -> the socket's fd
         self._alias_of: dict[int, int] = {}
         # fd -> its open Socket, so an Epoll can take a bare fileno()
         self._sockets: weakref.WeakValueDictionary = weakref.WeakValueDictionary()

@@ -10,6 +10,7 @@ from stackservice.tcp cimport input as tcp_input, output, recovery
 # functions: sequence compares without a Python call.
 from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header, seq_add, seq_gt, write_segment
 from stackservice.tcp.buffers cimport ReceiveBuffer
+from stackservice.tcp.isn cimport IsnGenerator
 from stackservice.tcp.tcb cimport Tcb, flow_key
 from stackservice.tcp.timers cimport TimerWheel
 
@@ -31,7 +32,8 @@ cdef class TcpEngine:
     cdef public object local_ip, strict, faults, rtt_histogram, connect_histogram
     cdef public object _send_ipv4, _route, settings, counters, drops, state_counts
     cdef public object flows, listeners, events
-    cdef public object _isn, _cookies, _challenges, _time_wait, _time_wait_receive
+    cdef public IsnGenerator _isn
+    cdef public object _cookies, _challenges, _time_wait, _time_wait_receive
     cdef public TimerWheel _wheel
     cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports

@@ -29,7 +29,8 @@ cdef long long _earlier(long long a, long long b) noexcept
 # their `engine` with it, so its fields are C reads and the methods below
 # C calls from there. `public`: the loop, tests and tools use the fields.
 cdef class TcpEngine:
-    cdef public object local_ip, strict, faults, rtt_histogram, connect_histogram
+    cdef public long long local_ip
+    cdef public object strict, faults, rtt_histogram, connect_histogram
     cdef public object _send_ipv4, _route, settings, counters, drops, state_counts
     cdef public object flows, listeners, events
     cdef public IsnGenerator _isn
@@ -39,49 +40,50 @@ cdef class TcpEngine:
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
 
     @cython.locals(view=TcpView)
-    cpdef on_segment(self, Ipv4View ip, payload, now, trusted)
+    cpdef on_segment(self, Ipv4View ip, payload, long long now, bint trusted)
     cpdef drop(self, reason)
     cpdef notify(self, obj)
     cpdef set_state(self, Tcb tcb, state)
-    cpdef establish(self, Tcb tcb, now)
-    cpdef abort(self, Tcb tcb, error, send_rst, now)
+    cpdef establish(self, Tcb tcb, long long now)
+    cpdef abort(self, Tcb tcb, error, bint send_rst, long long now)
     cpdef destroy(self, Tcb tcb)
-    cpdef enter_time_wait(self, Tcb tcb, now)
-    cpdef restart_time_wait(self, Tcb tcb, now)
+    cpdef enter_time_wait(self, Tcb tcb, long long now)
+    cpdef restart_time_wait(self, Tcb tcb, long long now)
     cpdef ack_now(self, Tcb tcb)
-    cpdef schedule_ack(self, Tcb tcb, now, full_segment)
-    cpdef challenge_ack(self, Tcb tcb, now)
+    cpdef schedule_ack(self, Tcb tcb, long long now, bint full_segment)
+    cpdef challenge_ack(self, Tcb tcb, long long now)
     cpdef queue_control(self, Tcb tcb)
     cpdef queue_data(self, Tcb tcb)
     cpdef reply_reset(self, dst_ip, TcpRepr seg, data_len)
-    cpdef send_segment(self, Tcb tcb, now, seq, ack, flags, window, TcpOptions options, length, buffer_offset=*)
-    cpdef new_passive(self, listener, src_ip, TcpRepr seg, now)
-    cpdef send_cookie(self, listener, src_ip, TcpRepr seg, now)
-    cpdef cookie_ack(self, listener, src_ip, TcpRepr seg, data, now)
-    cpdef arm_fin_wait_2(self, Tcb tcb, now)
-    cpdef arm_rto(self, Tcb tcb, now)
+    @cython.locals(header_len=Py_ssize_t, segment=bytearray)
+    cpdef send_segment(self, Tcb tcb, long long now, long long seq, long long ack, long long flags, long long window, TcpOptions options, long long length, long long buffer_offset=*)
+    cpdef new_passive(self, listener, src_ip, TcpRepr seg, long long now)
+    cpdef send_cookie(self, listener, src_ip, TcpRepr seg, long long now)
+    cpdef cookie_ack(self, listener, src_ip, TcpRepr seg, data, long long now)
+    cpdef arm_fin_wait_2(self, Tcb tcb, long long now)
+    cpdef arm_rto(self, Tcb tcb, long long now)
     cpdef cancel_rto(self, Tcb tcb)
-    cpdef arm_persist(self, Tcb tcb, now)
+    cpdef arm_persist(self, Tcb tcb, long long now)
     @cython.locals(deadline="long long")
     cpdef rearm(self, Tcb tcb)
     # Per-connection steps of the pass (a SYN, a close, a TIME-WAIT): C
     # calls from the engine's own methods rather than Python ones.
-    cpdef Tcb _new_tcb(self, local_port, remote_ip, remote_port, now, options)
+    cpdef Tcb _new_tcb(self, long long local_port, long long remote_ip, long long remote_port, long long now, options)
     cpdef bint _recycles(self, Tcb tcb, TcpRepr seg) except -1
     cpdef _raise_pending(self, Tcb tcb)
     cpdef _shed(self, Tcb tcb)
     cpdef _release_buffers(self, Tcb tcb)
-    cpdef _window_opened(self, Tcb tcb, before, now)
+    cpdef _window_opened(self, Tcb tcb, long long before, long long now)
     cpdef _stop_fine_timers(self, Tcb tcb)
-    cpdef flush(self, now)
-    cpdef _send_queued(self, Tcb tcb, now)
+    cpdef flush(self, long long now)
+    cpdef _send_queued(self, Tcb tcb, long long now)
     # The app-facing calls the shared-memory pumps make for every slot
     # they move bytes for (stackservice/fastpath/sockets.pxd): C calls.
     cpdef accept(self, listener)
-    cpdef close(self, Tcb tcb, now)
-    cpdef long long send(self, Tcb tcb, data, now) except -1
+    cpdef close(self, Tcb tcb, long long now)
+    cpdef long long send(self, Tcb tcb, data, long long now) except -1
     @cython.locals(buffer=ReceiveBuffer, before="long long", count="long long")
-    cpdef long long receive_into(self, Tcb tcb, out, now) except -1
+    cpdef long long receive_into(self, Tcb tcb, out, long long now) except -1
     @cython.locals(buffer=ReceiveBuffer)
     cpdef bint read_would_block(self, Tcb tcb) except -1
     cpdef bint _at_eof(self, Tcb tcb) except -1

@@ -1,6 +1,8 @@
 # Types for output.py, compiled (setup.py); the .py stays the source.
 
-from stackservice.tcp.segment cimport seq_add, seq_gt, seq_le, seq_lt, seq_sub
+cimport cython
+
+from stackservice.tcp.segment cimport TcpOptions, seq_add, seq_gt, seq_le, seq_lt, seq_sub
 from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 
@@ -11,17 +13,19 @@ cdef long long ACK, FIN, PSH, RST, SYN, SYN_RECEIVED, MAX_SACK_BLOCKS_WITH_TIMES
 # Every function taking the TCB types it, so its fields are C reads and
 # writes (tcb.pxd) and calls between them here are C calls. Left out:
 # _sack_blocks (a generator expression, which a cpdef function cannot hold).
-cpdef timestamp_value(Tcb tcb, now)
-cpdef advertise_window(Tcb tcb)
-cpdef _options(Tcb tcb, now, with_sack)
-cpdef syn_options(TcpEngine engine, Tcb tcb, now, answering)
-cpdef send_syn(TcpEngine engine, Tcb tcb, now)
-cpdef send_ack(TcpEngine engine, Tcb tcb, now)
-cpdef send_probe(TcpEngine engine, Tcb tcb, now)
-cpdef send_reset(TcpEngine engine, Tcb tcb, now)
+cpdef long long timestamp_value(Tcb tcb, long long now) except -1
+cpdef long long advertise_window(Tcb tcb) except -1
+cpdef TcpOptions _options(Tcb tcb, long long now, bint with_sack)
+cpdef TcpOptions syn_options(TcpEngine engine, Tcb tcb, long long now, bint answering)
+cpdef send_syn(TcpEngine engine, Tcb tcb, long long now)
+cpdef send_ack(TcpEngine engine, Tcb tcb, long long now)
+cpdef send_probe(TcpEngine engine, Tcb tcb, long long now)
+cpdef send_reset(TcpEngine engine, Tcb tcb, long long now)
 cpdef clear_ack(Tcb tcb)
-cpdef send_data(TcpEngine engine, Tcb tcb, now)
-cpdef _flight(Tcb tcb)
-cpdef _may_send_small(Tcb tcb, length, last, in_flight, fin_due)
-cpdef send_chunk(TcpEngine engine, Tcb tcb, now, length, fin_due)
-cpdef retransmit(TcpEngine engine, Tcb tcb, now, offset, length)
+cpdef long long send_data(TcpEngine engine, Tcb tcb, long long now) except -1
+cpdef long long _flight(Tcb tcb) except -1
+cpdef bint _may_send_small(Tcb tcb, long long length, bint last, long long in_flight, bint fin_due) except -1
+@cython.locals(options=TcpOptions)
+cpdef send_chunk(TcpEngine engine, Tcb tcb, long long now, long long length, bint fin_due)
+@cython.locals(options=TcpOptions)
+cpdef long long retransmit(TcpEngine engine, Tcb tcb, long long now, long long offset, long long length) except -1

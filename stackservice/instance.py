@@ -196,7 +196,7 @@ class Instance:
             tcp = dataclasses.replace(tcp, buffer_memory=share)
         self.engine = TcpEngine(
             int(config.address.ip),
-            self.host.send_ipv4,
+            self.host.send_in_frame,
             self.host.route,
             tcp,
             counters.section("tcp"),

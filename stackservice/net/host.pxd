@@ -26,8 +26,10 @@ cdef class Ipv4Host:
 
     cpdef route(self, unsigned long long dst)
     cpdef receive(self, frame, long long now, bint checksum_trusted)
-    @cython.locals(length=Py_ssize_t, next_hop=object, frame=bytearray)
+    @cython.locals(frame=bytearray)
     cpdef bint send_ipv4(self, unsigned long long dst, unsigned long long protocol, payload, long long now) except -1
+    @cython.locals(length=Py_ssize_t, next_hop=object)
+    cpdef bint send_in_frame(self, unsigned long long dst, unsigned long long protocol, frame, long long now) except -1
     cpdef bint _is_peer(self, unsigned long long addr)
     @cython.locals(octets="const unsigned char[::1]", length=Py_ssize_t, dst="unsigned long long",
                    link_group=bint, ethertype="unsigned long long", ip=Ipv4View)

@@ -37,7 +37,7 @@ from stackservice.net.ipv4 import (
 )
 from stackservice.net.wire import read16, read32
 
-# Bytes in front of an IPv4 payload in a frame built by send_ipv4.
+# Bytes in front of an IPv4 payload in its frame (send_in_frame).
 FRAME_HEADROOM = ETH_HEADER_LEN + IPV4_HEADER_LEN
 
 # An upper-layer input: (checked header, payload without padding, now,
@@ -190,7 +190,20 @@ class Ipv4Host:
     def send_ipv4(
         self, dst: int, protocol: int, payload: bytes | bytearray | memoryview, now: int
     ) -> bool:
-        """Build an Ethernet+IPv4 frame (TTL 64, DF) and send or queue it.
+        """Copy an IPv4 payload into a new frame and send it (send_in_frame).
+
+        Raises:
+            LocalProtocolError: the payload does not fit the MTU.
+        """
+        frame = bytearray(FRAME_HEADROOM + len(payload))
+        frame[FRAME_HEADROOM:] = payload
+        return self.send_in_frame(dst, protocol, frame, now)
+
+    def send_in_frame(self, dst: int, protocol: int, frame: bytearray, now: int) -> bool:
+        """Send an IPv4 payload already placed in its frame, at FRAME_HEADROOM:
+        the Ethernet and IPv4 headers (TTL 64, DF) are written in front of it,
+        so a sender that builds its payload there (the TCP engine) costs no
+        copy; then the frame is sent or queued for ARP, and owned here.
 
         Returns:
             False if it was dropped: no route (IPV4_NO_ROUTE counted) or
@@ -199,18 +212,16 @@ class Ipv4Host:
         Raises:
             LocalProtocolError: the payload does not fit the MTU.
         """
-        length = len(payload)
+        length = len(frame) - FRAME_HEADROOM
         if length > self._max_payload:
             raise LocalProtocolError("payload longer than MTU - 20")
         next_hop = self.route(dst)
         if next_hop is None:
             self._drops[DropReason.IPV4_NO_ROUTE] += 1
             return False
-        frame = bytearray(FRAME_HEADROOM + length)
         frame[0:ETH_HEADER_LEN] = self._eth_header
         write_header(frame, ETH_HEADER_LEN, self._ip, dst, protocol, length, self._ident)
         self._ident = (self._ident + 1) & 0xFFFF
-        frame[FRAME_HEADROOM:] = payload
         return self.arp.output(next_hop, frame, now)
 
     def announce(self, now: int) -> None:

@@ -31,7 +31,7 @@ cdef long long _earlier(long long a, long long b) noexcept
 cdef class TcpEngine:
     cdef public long long local_ip
     cdef public object strict, faults, rtt_histogram, connect_histogram
-    cdef public object _send_ipv4, _route, settings, counters, drops, state_counts
+    cdef public object _send_frame, _route, settings, counters, drops, state_counts
     cdef public object flows, listeners, events
     cdef public IsnGenerator _isn
     cdef public object _cookies, _challenges, _time_wait, _time_wait_receive
@@ -55,7 +55,7 @@ cdef class TcpEngine:
     cpdef queue_control(self, Tcb tcb)
     cpdef queue_data(self, Tcb tcb)
     cpdef reply_reset(self, dst_ip, TcpRepr seg, data_len)
-    @cython.locals(header_len=Py_ssize_t, segment=bytearray)
+    @cython.locals(header_len=Py_ssize_t, frame=bytearray)
     cpdef send_segment(self, Tcb tcb, long long now, long long seq, long long ack, long long flags, long long window, TcpOptions options, long long length, long long buffer_offset=*)
     cpdef new_passive(self, listener, src_ip, TcpRepr seg, long long now)
     cpdef send_cookie(self, listener, src_ip, TcpRepr seg, long long now)

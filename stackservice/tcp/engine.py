@@ -3,7 +3,9 @@
 Sans-IO: segments come in through `on_segment` (registered with the IPv4
 host), the application's calls come in through the socket methods, time is
 the `now` every call carries. Segments go out through the injected
-`send_ipv4`, in three priority lists flushed once per loop pass — control,
+`send_frame`, each built in place in its frame (behind FRAME_HEADROOM
+bytes the IPv4 host fills in), in three priority lists flushed once per
+loop pass — control,
 ACK, data (mTCP §3.2.4). Readiness changes are queued for the socket layer
 (`take_events`), each connection at most once per pass.
 """
@@ -17,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from stackservice.net.errors import LocalProtocolError
+from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import Ipv4View
 from stackservice.tcp import input as tcp_input
 from stackservice.tcp import output, recovery
@@ -92,7 +95,9 @@ _TIMER_BATCH = 4096  # timer expiries handled per pass at most (bounded work)
 _SEGMENTS_IN = int(TcpCounter.SEGMENTS_IN)
 _SEGMENTS_OUT = int(TcpCounter.SEGMENTS_OUT)
 
-SendIpv4 = Callable[[int, int, bytearray, int], bool]
+# (dst, protocol, frame, now): the IPv4 payload sits at FRAME_HEADROOM in
+# `frame`, the headers in front are the sink's to write (Ipv4Host.send_in_frame).
+SendFrame = Callable[[int, int, bytearray, int], bool]
 Route = Callable[[int], "int | None"]
 
 
@@ -187,7 +192,7 @@ class TcpEngine:
     def __init__(
         self,
         local_ip: int,
-        send_ipv4: SendIpv4,
+        send_frame: SendFrame,
         route: Route,
         settings: TcpSettings,
         counters,
@@ -210,7 +215,7 @@ class TcpEngine:
         # Anything with observe(int µs): shared-memory histograms in a stack.
         self.rtt_histogram = rtt_histogram or NoHistogram()
         self.connect_histogram = connect_histogram or NoHistogram()
-        self._send_ipv4 = send_ipv4
+        self._send_frame = send_frame
         self._route = route
         self.settings = settings
         self.counters = counters
@@ -705,10 +710,10 @@ class TcpEngine:
         else:
             seg_len = data_len + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
             seq, ack, flags = 0, seq_add(seg.seq, seg_len), RST | ACK
-        segment = bytearray(20)
+        frame = bytearray(FRAME_HEADROOM + 20)
         write_segment(
-            segment,
-            0,
+            frame,
+            FRAME_HEADROOM,
             self.local_ip,
             dst_ip,
             seg.dst_port,
@@ -720,7 +725,7 @@ class TcpEngine:
             _NO_OPTIONS,
             0,
         )
-        self._stateless.append((dst_ip, segment))
+        self._stateless.append((dst_ip, frame))
         self.counters[TcpCounter.RESETS_OUT] += 1
 
     def send_segment(
@@ -738,12 +743,12 @@ class TcpEngine:
         """Build one segment of `tcb` (payload from its send buffer) and
         hand it to IPv4."""
         header_len = 20 + options.buffer_len()
-        segment = bytearray(header_len + length)
+        frame = bytearray(FRAME_HEADROOM + header_len + length)
         if length:
-            tcb.send_buffer.peek_into(buffer_offset, segment, header_len, length)
+            tcb.send_buffer.peek_into(buffer_offset, frame, FRAME_HEADROOM + header_len, length)
         write_segment(
-            segment,
-            0,
+            frame,
+            FRAME_HEADROOM,
             self.local_ip,
             tcb.remote_ip,
             tcb.local_port,
@@ -758,7 +763,7 @@ class TcpEngine:
         self.counters[_SEGMENTS_OUT] += 1
         if flags & ACK:
             tcb.last_ack_sent = ack
-        self._send_ipv4(tcb.remote_ip, PROTO_TCP, segment, now)
+        self._send_frame(tcb.remote_ip, PROTO_TCP, frame, now)
 
     # ---------------------------------------------------- passive opens
 
@@ -814,10 +819,10 @@ class TcpEngine:
             else None,
             sack_permitted=bool(timestamps) and options.sack_permitted,
         )
-        segment = bytearray(20 + reply.buffer_len())
+        frame = bytearray(FRAME_HEADROOM + 20 + reply.buffer_len())
         write_segment(
-            segment,
-            0,
+            frame,
+            FRAME_HEADROOM,
             self.local_ip,
             src_ip,
             listener.port,
@@ -829,7 +834,7 @@ class TcpEngine:
             reply,
             0,
         )
-        self._stateless.append((src_ip, segment))
+        self._stateless.append((src_ip, frame))
         listener.cookies_sent_at = now
         self.counters[TcpCounter.SYN_COOKIES_SENT] += 1
 
@@ -1161,9 +1166,9 @@ class TcpEngine:
 
     def flush(self, now: int) -> None:
         """Send everything queued this pass: control, then ACKs, then data."""
-        send = self._send_ipv4
-        for dst, segment in self._stateless:
-            send(dst, PROTO_TCP, segment, now)
+        send = self._send_frame
+        for dst, frame in self._stateless:
+            send(dst, PROTO_TCP, frame, now)
         self._stateless.clear()
         control, self._control = self._control, []
         for tcb in control:

@@ -19,6 +19,7 @@ from stackservice.instance import Instance
 from stackservice.metrics.counters import CounterBlock
 from stackservice.metrics.layout import INSTANCE_LAYOUT
 from stackservice.net import host as host_module
+from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import write_header
 from stackservice.tcp.segment import ACK, NO_OPTIONS, PSH, RST, SYN, TcpRepr, TcpView
 from tests.support.faults import InjectedFault, inject
@@ -216,16 +217,16 @@ def test_a_handler_that_meets_a_bug_costs_its_connection_only(make_instance, mon
 
 
 def _syn_ack_to(port: int | None):
-    """The engine's datagram sink (`TcpEngine._send_ipv4`, the host's
-    `send_ipv4`) is given a SYN-ACK to the peer's `port` (None: to any
+    """The engine's frame sink (`TcpEngine._send_frame`, the host's
+    `send_in_frame`) is given a SYN-ACK to the peer's `port` (None: to any
     port). The fault goes in there, below the engine's output: compiled,
     the engine calls output's functions and the host its own in C, past
     any patch."""
 
-    def when(dst, protocol, payload, now) -> bool:
+    def when(dst, protocol, frame, now) -> bool:
         if protocol != PROTO_TCP:
             return False
-        view = TcpView.unchecked(memoryview(payload))
+        view = TcpView.unchecked(memoryview(frame)[FRAME_HEADROOM:])
         return bool(view.flags() & SYN) and port in (None, view.dst_port())
 
     return when
@@ -234,7 +235,7 @@ def _syn_ack_to(port: int | None):
 def test_a_connection_whose_output_meets_a_bug_is_aborted_others_go_on(make_instance, monkeypatch):
     """The engine contains it (engine.faults); the loop counts it."""
     instance, port = make_instance()
-    inject(instance.engine, "_send_ipv4", _syn_ack_to(FAULTY), monkeypatch.setattr)
+    inject(instance.engine, "_send_frame", _syn_ack_to(FAULTY), monkeypatch.setattr)
     requests = {FAULTY: b"GET /5 HTTP/1.0\r\n\r\n", HEALTHY: b"GET /5 HTTP/1.0\r\n\r\n"}
     port.script = http_exchange(port, requests)
     instance.run(port.stop_fd)
@@ -264,7 +265,7 @@ def test_a_batch_the_port_fails_on_is_dropped_and_the_next_sent(make_instance, m
 
 def test_strict_engine_raises_a_connection_fault(make_instance, monkeypatch):
     instance, port = make_instance(strict=True)
-    inject(instance.engine, "_send_ipv4", _syn_ack_to(None), monkeypatch.setattr)
+    inject(instance.engine, "_send_frame", _syn_ack_to(None), monkeypatch.setattr)
     port.script = http_exchange(port, {FAULTY: b""})
     with pytest.raises(InjectedFault):
         instance.run(port.stop_fd)

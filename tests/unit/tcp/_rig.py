@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
 from stackservice.tcp.counters import TCP_COUNTER_COUNT, TcpCounter
 from stackservice.tcp.drops import TCP_DROP_REASON_COUNT, TcpDropReason
@@ -54,9 +55,9 @@ class Rig:
             self.states, SECRET, ports=self.ports,
         )  # fmt: skip
 
-    def _send(self, dst: int, protocol: int, segment: bytearray, now: int) -> bool:
+    def _send(self, dst: int, protocol: int, frame: bytearray, now: int) -> bool:
         assert protocol == PROTO_TCP
-        view = TcpView.checked(memoryview(bytes(segment)))
+        view = TcpView.checked(memoryview(bytes(frame))[FRAME_HEADROOM:])
         seg = TcpRepr.parse(view, LOCAL_IP, dst, False)  # our checksum must verify
         self.sent.append(Sent(dst, seg, bytes(view.payload())))
         return True

@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
 from stackservice.tcp.counters import TCP_COUNTER_COUNT
 from stackservice.tcp.drops import TCP_DROP_REASON_COUNT
@@ -113,9 +114,9 @@ class TwoEngines(RuleBasedStateMachine):
         for side in (0, 1):
             local = IPS[side]
 
-            def send(dst: int, proto: int, seg: bytearray, now: int, _src: int = local) -> bool:
+            def send(dst: int, proto: int, frame: bytearray, now: int, _src: int = local) -> bool:
                 assert proto == PROTO_TCP
-                return self.wire.put(_src, dst, seg, now)
+                return self.wire.put(_src, dst, frame[FRAME_HEADROOM:], now)
 
             counters = [0] * TCP_COUNTER_COUNT
             drops = [0] * TCP_DROP_REASON_COUNT

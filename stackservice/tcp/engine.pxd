@@ -12,7 +12,7 @@ from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header
 from stackservice.tcp.buffers cimport ReceiveBuffer
 from stackservice.tcp.isn cimport IsnGenerator
 from stackservice.tcp.tcb cimport Tcb, flow_key
-from stackservice.tcp.timers cimport TimerWheel
+from stackservice.tcp.timers cimport DeadlineList, TimerWheel
 
 # Imported constants as C globals (set when the module imports them), as in
 # input.pxd: flag, state and readiness tests without boxing.
@@ -34,7 +34,8 @@ cdef class TcpEngine:
     cdef public object _send_frame, _route, settings, counters, drops, state_counts
     cdef public object flows, listeners, events
     cdef public IsnGenerator _isn
-    cdef public object _cookies, _challenges, _time_wait, _time_wait_receive
+    cdef public object _cookies, _challenges, _time_wait_receive
+    cdef public DeadlineList _time_wait
     cdef public TimerWheel _wheel
     cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
@@ -71,6 +72,8 @@ cdef class TcpEngine:
     cpdef Tcb _new_tcb(self, long long local_port, long long remote_ip, long long remote_port, long long now, options)
     cpdef bint _recycles(self, Tcb tcb, TcpRepr seg) except -1
     cpdef _raise_pending(self, Tcb tcb)
+    cpdef _queue_fin(self, Tcb tcb)
+    cpdef _new_sock_id(self)
     cpdef _shed(self, Tcb tcb)
     cpdef _release_buffers(self, Tcb tcb)
     cpdef _window_opened(self, Tcb tcb, long long before, long long now)
@@ -80,6 +83,8 @@ cdef class TcpEngine:
     # The app-facing calls the shared-memory pumps make for every slot
     # they move bytes for (stackservice/fastpath/sockets.pxd): C calls.
     cpdef accept(self, listener)
+    @cython.locals(tcb=Tcb, buffer=ReceiveBuffer, mask="long long", state="long long")
+    cpdef long long readiness(self, obj) except -1
     cpdef close(self, Tcb tcb, long long now)
     cpdef long long send(self, Tcb tcb, data, long long now) except -1
     @cython.locals(buffer=ReceiveBuffer, before="long long", count="long long")

@@ -533,16 +533,17 @@ class TcpEngine:
         """epoll-style readiness bits (tcb.READABLE, ...) of a socket now."""
         if isinstance(obj, Listener):
             return READABLE if obj.accept_queue else 0
+        tcb = obj
         mask = 0
-        buffer = obj.receive_buffer
-        if obj.error:
+        buffer = tcb.receive_buffer
+        if tcb.error:
             mask |= ERROR | READABLE | WRITABLE
         if buffer is not None and buffer.readable():
             mask |= READABLE
-        if self.peer_closed(obj):
+        if tcb.fin_received:  # peer_closed
             mask |= READABLE | READ_HANGUP
-        state = obj.state
-        if state in (ESTABLISHED, CLOSE_WAIT) and not obj.write_closed and obj.send_buffer.free():
+        state = tcb.state
+        if state in (ESTABLISHED, CLOSE_WAIT) and not tcb.write_closed and tcb.send_buffer.free():
             mask |= WRITABLE
         if state == CLOSED:
             mask |= HANGUP | READABLE | WRITABLE

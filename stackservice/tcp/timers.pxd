@@ -12,8 +12,8 @@ cdef class TimerEntry:
     cdef public object wheel_owner
     cdef public long long list_deadline
     cdef public long long list_generation
-    cdef public object list_prev
-    cdef public object list_next
+    cdef public TimerEntry list_prev
+    cdef public TimerEntry list_next
     cdef public object list_owner
 
 
@@ -39,3 +39,24 @@ cdef class TimerWheel:
     cpdef _unmark(self, long long slot)
     cpdef long long _distance_to_occupied(self, long long start)
     cpdef long long _lower_bound(self)
+
+
+# The TIME-WAIT list as an extension type: the engine (engine.pxd) pushes
+# and removes a TCB once or twice per connection by C calls, and the links
+# it walks are C fields.
+cdef class DeadlineList:
+    cdef long long _count
+    cdef TimerEntry _sentinel
+
+    cpdef bint contains(self, TimerEntry entry)
+    @cython.locals(owner=object, following=TimerEntry, after=TimerEntry)
+    cpdef push(self, TimerEntry entry, long long deadline)
+    cpdef remove(self, TimerEntry entry)
+    @cython.locals(first=TimerEntry)
+    cpdef next_deadline(self)
+    @cython.locals(out=list, sentinel=TimerEntry, first=TimerEntry)
+    cpdef list expire(self, long long now, long long limit)
+    @cython.locals(sentinel=TimerEntry, last=TimerEntry, first=TimerEntry, entry=TimerEntry, prev=TimerEntry)
+    cpdef TimerEntry _insertion_point(self, long long deadline)
+    @cython.locals(prev=TimerEntry, following=TimerEntry)
+    cpdef _unlink(self, TimerEntry entry)

@@ -12,4 +12,5 @@ cpdef unsigned long long ones_complement_sum(const unsigned char[::1] data, unsi
 cpdef unsigned long long _sum_by_words(const unsigned char[::1] data, unsigned long long initial) noexcept
 cpdef unsigned long long _fold(unsigned long long total) noexcept
 cpdef unsigned long long internet_checksum(const unsigned char[::1] data, unsigned long long initial=*) except? 0
+@cython.locals(total=cython.ulonglong)
 cpdef unsigned long long pseudo_header_sum(unsigned long long src_ip, unsigned long long dst_ip, unsigned long long protocol, unsigned long long length) noexcept

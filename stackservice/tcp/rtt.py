@@ -130,13 +130,13 @@ class RttEstimator:
         """
         if rtt_us < 0:
             return
-        srtt = self.srtt_us
-        rttvar = self.rttvar_us
-        if srtt is None or rttvar is None:
+        if self.srtt_us is None or self.rttvar_us is None:
             # RFC 6298 (2.2): first measurement.
             srtt = rtt_us
             rttvar = rtt_us >> 1
         else:
+            srtt = self.srtt_us
+            rttvar = self.rttvar_us
             n = expected_samples if expected_samples > 1 else 1
             # RFC 6298 (2.3), RTTVAR first (it uses the old SRTT); each
             # division rounds to nearest: (x + d/2) // d.

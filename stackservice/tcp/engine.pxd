@@ -8,7 +8,7 @@ from stackservice.net.ipv4 cimport Ipv4View
 from stackservice.tcp cimport input as tcp_input, output, recovery
 # Its `from stackservice.tcp.segment import ...` of these then binds the C
 # functions: sequence compares without a Python call.
-from stackservice.tcp.segment cimport TcpOptions, TcpRepr, TcpView, parse_header, seq_add, seq_gt, write_segment
+from stackservice.tcp.segment cimport TcpOptions, TcpRepr, parse_header, seq_add, seq_gt, write_segment
 from stackservice.tcp.buffers cimport ReceiveBuffer
 from stackservice.tcp.isn cimport IsnGenerator
 from stackservice.tcp.tcb cimport Tcb, flow_key
@@ -40,7 +40,6 @@ cdef class TcpEngine:
     cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
 
-    @cython.locals(view=TcpView)
     cpdef on_segment(self, Ipv4View ip, payload, long long now, bint trusted)
     cpdef drop(self, reason)
     cpdef notify(self, obj)

@@ -41,7 +41,6 @@ from stackservice.tcp.segment import (
     MalformedSegment,
     TcpOptions,
     TcpRepr,
-    TcpView,
     parse_header,
     seq_add,
     seq_gt,
@@ -264,13 +263,12 @@ class TcpEngine:
         and dropped; only a bug raises (the loop contains it per frame)."""
         src = ip.src()
         try:
-            view = TcpView.checked(payload)
-            seg = parse_header(view.buf, src, ip.dst(), trusted)
+            seg = parse_header(payload, src, ip.dst(), trusted)
         except MalformedSegment as exc:
             self.drops[exc.reason] += 1
             return
         self.counters[_SEGMENTS_IN] += 1
-        data = view.payload()
+        data = payload[len(payload) - seg.payload_len :]
         tcb = self.flows.get(flow_key(src, seg.src_port, seg.dst_port))
         if tcb is not None and tcb.state == TIME_WAIT and self._recycles(tcb, seg):
             self.destroy(tcb)

@@ -14,6 +14,7 @@ cdef long long ACK, FIN, PSH, RST, SYN, SYN_RECEIVED, MAX_SACK_BLOCKS_WITH_TIMES
 # writes (tcb.pxd) and calls between them here are C calls. Left out:
 # _sack_blocks (a generator expression, which a cpdef function cannot hold).
 cpdef long long timestamp_value(Tcb tcb, long long now) except -1
+@cython.locals(available="long long", edge="long long", step="long long", threshold="long long", window="long long", field="long long")
 cpdef long long advertise_window(Tcb tcb) except -1
 cpdef TcpOptions _options(Tcb tcb, long long now, bint with_sack)
 cpdef TcpOptions syn_options(TcpEngine engine, Tcb tcb, long long now, bint answering)
@@ -22,10 +23,14 @@ cpdef send_ack(TcpEngine engine, Tcb tcb, long long now)
 cpdef send_probe(TcpEngine engine, Tcb tcb, long long now)
 cpdef send_reset(TcpEngine engine, Tcb tcb, long long now)
 cpdef clear_ack(Tcb tcb)
+@cython.locals(cwnd="long long", sent="long long", in_flight="long long", usable="long long", available="long long",
+               fin_due=bint, length="long long", last=bint)
 cpdef long long send_data(TcpEngine engine, Tcb tcb, long long now) except -1
 cpdef long long _flight(Tcb tcb) except -1
 cpdef bint _may_send_small(Tcb tcb, long long length, bint last, long long in_flight, bint fin_due) except -1
-@cython.locals(options=TcpOptions)
+@cython.locals(options=TcpOptions, seq="long long", retransmission=bint, flags="long long", window="long long",
+               occupied="long long", end="long long")
 cpdef send_chunk(TcpEngine engine, Tcb tcb, long long now, long long length, bint fin_due)
-@cython.locals(options=TcpOptions)
+@cython.locals(options=TcpOptions, seq="long long", fin_sent=bint, sent_left="long long", with_fin=bint,
+               flags="long long", window="long long", occupied="long long")
 cpdef long long retransmit(TcpEngine engine, Tcb tcb, long long now, long long offset, long long length) except -1

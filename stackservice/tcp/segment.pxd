@@ -59,6 +59,8 @@ cdef class TcpRepr:
 
 # Parse and write on the buffer in place: byte reads and writes in C, the
 # checksum summed by C calls (net/checksum.pxd).
+@cython.locals(available=Py_ssize_t, header_len=Py_ssize_t)
+cpdef Py_ssize_t _checked_header_len(const unsigned char[::1] buf) except -1
 cpdef bint _checksum_ok(const unsigned char[::1] buf, unsigned long long src_ip, unsigned long long dst_ip) except -1
 @cython.locals(i=Py_ssize_t, kind=cython.uchar, length=Py_ssize_t, shift=cython.uchar)
 cpdef TcpOptions _parse_options(const unsigned char[::1] data, Py_ssize_t start, Py_ssize_t end)

@@ -170,12 +170,7 @@ class TcpView:
         Raises:
             MalformedSegment: TCP_TOO_SHORT or TCP_BAD_DATA_OFFSET.
         """
-        available = len(buf)
-        if available < HEADER_LEN:
-            raise MalformedSegment(TcpDropReason.TCP_TOO_SHORT)
-        header_len = (buf[DATA_OFFSET] >> 4) << 2
-        if header_len < HEADER_LEN or header_len > available:
-            raise MalformedSegment(TcpDropReason.TCP_BAD_DATA_OFFSET)
+        _checked_header_len(buf)
         return cls(buf)
 
     def src_port(self) -> int:
@@ -514,13 +509,32 @@ class TcpRepr:
         )  # fmt: skip
 
 
-def parse_header(buf: Buffer, src_ip: int, dst_ip: int, checksum_trusted: bool) -> TcpRepr:
-    """`TcpRepr.parse` of a checked view's buffer: the engine calls it
-    directly, since compiled, a classmethod is reached by a Python call.
+def _checked_header_len(buf: Buffer) -> int:
+    """The header length of a whole segment (the IPv4 payload, without link
+    padding), once its bounds are checked.
 
     Raises:
-        MalformedSegment: as `TcpRepr.parse`.
+        MalformedSegment: TCP_TOO_SHORT or TCP_BAD_DATA_OFFSET.
     """
+    available = len(buf)
+    if available < 20:  # HEADER_LEN: literals, which compiled are C constants
+        raise MalformedSegment(TcpDropReason.TCP_TOO_SHORT)
+    header_len = (buf[12] >> 4) << 2  # DATA_OFFSET
+    if header_len < 20 or header_len > available:
+        raise MalformedSegment(TcpDropReason.TCP_BAD_DATA_OFFSET)
+    return header_len
+
+
+def parse_header(buf: Buffer, src_ip: int, dst_ip: int, checksum_trusted: bool) -> TcpRepr:
+    """`TcpView.checked` and `TcpRepr.parse` of a whole segment in one: the
+    engine calls it directly on the IPv4 payload, with no view object,
+    since compiled, a classmethod is reached by a Python call. The
+    payload is the buffer's last `payload_len` bytes.
+
+    Raises:
+        MalformedSegment: as `TcpView.checked`, then as `TcpRepr.parse`.
+    """
+    header_len = _checked_header_len(buf)
     if not checksum_trusted and not _checksum_ok(buf, src_ip, dst_ip):
         raise MalformedSegment(TcpDropReason.TCP_BAD_CHECKSUM)
     src_port = read16(buf, 0)
@@ -531,7 +545,6 @@ def parse_header(buf: Buffer, src_ip: int, dst_ip: int, checksum_trusted: bool) 
     control = flags & 0x07  # SYN | FIN | RST
     if control & (control - 1):  # more than one of them
         raise MalformedSegment(TcpDropReason.TCP_BAD_FLAGS)
-    header_len = (buf[12] >> 4) << 2
     if header_len == 20:
         options = NO_OPTIONS
     elif header_len == 32 and read32(buf, 20) == _TS_WORD:

@@ -25,6 +25,16 @@ cdef Py_ssize_t _SEGMENTS_IN, _SEGMENTS_OUT
 
 cdef long long _earlier(long long a, long long b) noexcept
 
+# A listener's options for the connections it accepts: an extension type,
+# so a connection's setup reads them in C.
+cdef class SocketOptions:
+    cdef public bint nodelay, keepalive
+    cdef public long long keepalive_idle, keepalive_interval, keepalive_count
+    cdef public long long send_buffer, receive_buffer
+    cdef public object congestion_control
+
+cdef SocketOptions _DEFAULT_OPTIONS
+
 # The engine as an extension type: input.py, output.py and recovery.py type
 # their `engine` with it, so its fields are C reads and the methods below
 # C calls from there. `public`: the loop, tests and tools use the fields.
@@ -68,6 +78,7 @@ cdef class TcpEngine:
     cpdef rearm(self, Tcb tcb)
     # Per-connection steps of the pass (a SYN, a close, a TIME-WAIT): C
     # calls from the engine's own methods rather than Python ones.
+    @cython.locals(opts=SocketOptions)
     cpdef Tcb _new_tcb(self, long long local_port, long long remote_ip, long long remote_port, long long now, options)
     cpdef bint _recycles(self, Tcb tcb, TcpRepr seg) except -1
     cpdef _raise_pending(self, Tcb tcb)

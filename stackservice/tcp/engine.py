@@ -899,7 +899,7 @@ class TcpEngine:
         settings = self.settings
         tcb = Tcb(self.local_ip, local_port, remote_ip, remote_port)
         tcb.sock_id = self._new_sock_id()
-        opts = options or SocketOptions()
+        opts = options or _DEFAULT_OPTIONS
         memory = self.buffer_memory
         tcb.send_buffer = SendBuffer(opts.send_buffer or settings.send_buffer, memory)
         tcb.receive_buffer = ReceiveBuffer(
@@ -1213,6 +1213,8 @@ class TcpEngine:
 
 
 _NO_OPTIONS = TcpOptions()
+# A connection opened without options of its own: read, never written.
+_DEFAULT_OPTIONS = SocketOptions()
 
 
 def _window_scale_for(largest_window: int) -> int:

@@ -11,12 +11,14 @@ cdef Py_ssize_t _RETRANSMITTED
 cdef long long ACK, FIN, PSH, RST, SYN, SYN_RECEIVED, MAX_SACK_BLOCKS_WITH_TIMESTAMPS
 
 # Every function taking the TCB types it, so its fields are C reads and
-# writes (tcb.pxd) and calls between them here are C calls. Left out:
-# _sack_blocks (a generator expression, which a cpdef function cannot hold).
+# writes (tcb.pxd) and calls between them here are C calls.
 cpdef long long timestamp_value(Tcb tcb, long long now) except -1
 @cython.locals(available="long long", edge="long long", step="long long", threshold="long long", window="long long", field="long long")
 cpdef long long advertise_window(Tcb tcb) except -1
+@cython.locals(sack=tuple)
 cpdef TcpOptions _options(Tcb tcb, long long now, bint with_sack)
+@cython.locals(limit="long long", rcv_nxt="long long", blocks=tuple)
+cpdef tuple _sack_blocks(Tcb tcb)
 cpdef TcpOptions syn_options(TcpEngine engine, Tcb tcb, long long now, bint answering)
 cpdef send_syn(TcpEngine engine, Tcb tcb, long long now)
 cpdef send_ack(TcpEngine engine, Tcb tcb, long long now)

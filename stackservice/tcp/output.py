@@ -61,10 +61,11 @@ def _options(tcb: Tcb, now: int, with_sack: bool) -> TcpOptions:
     sack = ()
     if with_sack and tcb.sack_enabled:
         sack = _sack_blocks(tcb)
+    # Positional: compiled, keywords would cost a dictionary per segment.
     if tcb.ts_enabled:
-        return TcpOptions(timestamps=(timestamp_value(tcb, now), tcb.ts_recent), sack_blocks=sack)
+        return TcpOptions(None, None, False, (timestamp_value(tcb, now), tcb.ts_recent), sack)
     if sack:
-        return TcpOptions(sack_blocks=sack)
+        return TcpOptions(None, None, False, None, sack)
     return _NO_OPTIONS
 
 
@@ -80,10 +81,11 @@ def _sack_blocks(tcb: Tcb) -> tuple[tuple[int, int], ...]:
         limit -= 1
     if tcb.receive_buffer.has_out_of_order():
         rcv_nxt = tcb.rcv_nxt
-        blocks += tuple(
+        edges = [
             (seq_add(rcv_nxt, left), seq_add(rcv_nxt, right))
             for left, right in tcb.receive_buffer.sack_blocks(limit)
-        )
+        ]
+        blocks += tuple(edges)
     return blocks
 
 

@@ -1001,17 +1001,24 @@ class TcpEngine:
         self.rearm(tcb)
 
     def rearm(self, tcb: Tcb) -> None:
-        """Keep the wheel entry at the earliest of the TCB's timers (pairwise:
-        a tuple of them cost a tuple and six boxed ints on every ACK)."""
+        """Keep the wheel entry no later than the earliest of the TCB's
+        timers (pairwise: a tuple of them cost a tuple and six boxed ints on
+        every ACK).
+
+        An entry already due earlier stays where it is (a lazy timer, as
+        BSD's and Linux's delayed work): every ACK pushes the RTO later,
+        and moving the entry each time cost a third of the wheel's work in
+        a bulk transfer. It then fires early, finds nothing due, and
+        `_fine_timers` puts it where it belongs, once per RTO at most."""
         deadline = _earlier(tcb.rto_deadline, tcb.delack_deadline)
         deadline = _earlier(deadline, tcb.persist_deadline)
         deadline = _earlier(deadline, tcb.keepalive_deadline)
         deadline = _earlier(deadline, tcb.reorder_deadline)
         deadline = _earlier(deadline, tcb.loss_probe_deadline)
-        if deadline:
-            self._wheel.schedule(tcb, deadline)
-        else:
+        if not deadline:
             self._wheel.cancel(tcb)
+        elif tcb.wheel_owner is not self._wheel or deadline < tcb.wheel_deadline:
+            self._wheel.schedule(tcb, deadline)
 
     def _stop_fine_timers(self, tcb: Tcb) -> None:
         self._wheel.cancel(tcb)

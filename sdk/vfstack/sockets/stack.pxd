@@ -30,7 +30,7 @@ cdef class Stack:
     cdef public Py_ssize_t _workers, _next_lane
     cdef public long long _request
     cdef public bint _pumping, _driving, _closed
-    cdef public double _probe_at
+    cdef public double _probe_at, _spin
     cdef object __weakref__
 
     cpdef _check_open(self)

@@ -5,9 +5,9 @@ host), the application's calls come in through the socket methods, time is
 the `now` every call carries. Segments go out through the injected
 `send_frame`, each built in place in its frame (behind FRAME_HEADROOM
 bytes the IPv4 host fills in), in three priority lists flushed once per
-loop pass — control,
-ACK, data (mTCP §3.2.4). Readiness changes are queued for the socket layer
-(`take_events`), each connection at most once per pass.
+loop pass — control, ACK, data (mTCP §3.2.4). Readiness changes are
+queued for the socket layer (`take_events`), each connection at most once
+per pass.
 """
 
 from __future__ import annotations
@@ -433,7 +433,7 @@ class TcpEngine:
         return not tcb.error and not self._at_eof(tcb)
 
     def _at_eof(self, tcb: Tcb) -> bool:
-        """The read side is over: the peer's FIN (`peer_closed`), our
+        """The read side is over: the peer's FIN (`fin_received`), our
         SHUT_RD, or a reset already reported (EOF then, as Linux)."""
         return tcb.fin_received or tcb.read_closed or (tcb.state == CLOSED and tcb.established_at)
 
@@ -522,11 +522,6 @@ class TcpEngine:
             code, tcb.error = tcb.error, 0
             raise SocketError(code)
 
-    @staticmethod
-    def peer_closed(tcb: Tcb) -> bool:
-        """The peer's FIN has been received (in order)."""
-        return tcb.fin_received
-
     def readiness(self, obj: Tcb | Listener) -> int:
         """epoll-style readiness bits (tcb.READABLE, ...) of a socket now."""
         if isinstance(obj, Listener):
@@ -538,7 +533,7 @@ class TcpEngine:
             mask |= ERROR | READABLE | WRITABLE
         if buffer is not None and buffer.readable():
             mask |= READABLE
-        if tcb.fin_received:  # peer_closed
+        if tcb.fin_received:  # the peer's FIN, in order
             mask |= READABLE | READ_HANGUP
         state = tcb.state
         if state in (ESTABLISHED, CLOSE_WAIT) and not tcb.write_closed and tcb.send_buffer.free():

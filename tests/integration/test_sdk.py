@@ -148,6 +148,23 @@ def test_nonblocking_connect_then_recv_timeout(sdk):
         server.kill()
 
 
+def test_a_wait_that_slept_long_stops_the_busy_poll(sdk):
+    """The pump spins before sleeping only when its last sleep was as short
+    as a spin (vfstack.sockets.stack): a 0.1 s wait for data that does not
+    come leaves the next wait without a spin, instead of 50 µs of CPU each."""
+    stack, port = sdk
+    server = kernel_server(port.netns, 5002)
+    try:
+        with stack.socket() as sock:
+            sock.connect((PEER, 5002))
+            sock.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                sock.recv(10)
+            assert stack._spin == 0.0
+    finally:
+        server.kill()
+
+
 def test_send_after_close_raises_ebadf(sdk):
     stack, _ = sdk
     sock = stack.socket()

@@ -91,6 +91,27 @@ def test_established_new_ack_restarts_timer_for_rest() -> None:
     assert brief(conn.flush(t1 + MIN_RTO)) == [("PA", seq(conn.ack, MSS), conn.seq, MSS)]
 
 
+def test_rto_pushed_later_by_an_ack_fires_early_once_sending_nothing() -> None:
+    """TcpEngine.rearm is lazy: an ACK that moves the RTO later leaves the
+    timer-wheel entry at the old deadline. There it finds nothing due,
+    sends nothing and goes to the real deadline, where the resend happens."""
+    rig = Rig()
+    conn = established(rig)
+    t0 = conn.now
+    rig.engine.send(conn.tcb, bytes(2 * MSS), t0)
+    conn.flush(t0)
+    first_deadline = conn.tcb.wheel_deadline
+    assert first_deadline == t0 + MIN_RTO
+    t1 = t0 + 100 * MS
+    conn.deliver(t1, ack=seq(conn.ack, MSS))
+    assert conn.tcb.rto_deadline == t1 + MIN_RTO
+    assert conn.tcb.wheel_deadline == first_deadline  # not moved by the ACK
+    assert conn.flush(first_deadline) == []
+    assert conn.tcb.wheel_deadline == t1 + MIN_RTO  # moved once, by the early firing
+    assert rig.counted(TcpCounter.TIMEOUTS) == 0
+    assert brief(conn.flush(t1 + MIN_RTO)) == [("PA", seq(conn.ack, MSS), conn.seq, MSS)]
+
+
 def test_established_ack_after_backoff_keeps_rto_until_valid_sample() -> None:
     """RFC 6298 §5 note and Karn: the ACK of a retransmitted segment gives no
     sample, so the backed-off RTO stays; a sample from new data brings the

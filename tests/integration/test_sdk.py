@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import select
 import subprocess
 import sys
 import threading
@@ -161,6 +162,42 @@ def test_a_wait_that_slept_long_stops_the_busy_poll(sdk):
             with pytest.raises(TimeoutError):
                 sock.recv(10)
             assert stack._spin == 0.0
+    finally:
+        server.kill()
+
+
+def test_an_idle_poll_0_does_not_wait_for_another_threads_socket_call(sdk):
+    """poll(0) with nothing listed and nothing published takes no lock
+    (vfstack.sockets.epoll): it answers while another thread holds the
+    stack's, and still sees data once it arrives."""
+    stack, port = sdk
+    server = kernel_server(port.netns, 5003)
+    try:
+        with stack.socket() as sock, stack.epoll() as ep:
+            sock.connect((PEER, 5003))
+            ep.register(sock, select.EPOLLIN)
+            assert ep.poll(0) == []
+            held, release = threading.Event(), threading.Event()
+
+            def hold_the_lock() -> None:
+                with stack._lock:
+                    held.set()
+                    release.wait(30)
+
+            holder = threading.Thread(target=hold_the_lock)
+            holder.start()
+            try:
+                held.wait(10)
+                answers: list = []
+                poller = threading.Thread(target=lambda: answers.append(ep.poll(0)))
+                poller.start()
+                poller.join(10)  # a bound, not a speed: locked, it waits 30 s
+                assert answers == [[]]
+            finally:
+                release.set()
+                holder.join()
+            sock.sendall(b"ping")
+            assert ep.poll(10) == [(sock.fileno(), select.EPOLLIN)]
     finally:
         server.kill()
 

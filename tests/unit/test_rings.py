@@ -422,6 +422,31 @@ def test_consumer_refuses_a_head_moving_backwards(region, call):
         CONSUMER_CALLS[call](ring)
 
 
+@pytest.mark.parametrize("call", CONSUMER_CALLS)
+def test_pending_reads_the_head_and_changes_nothing(region, call):
+    """`pending` is the lock-free look a poll(0) takes (vfstack.sockets):
+    it says whether the head moved off the tail, and neither checks nor
+    caches it, so the consumer's next call still refuses a bad head."""
+    ring = consumed_ring(region, call)  # head 6, tail 5
+    assert ring.pending()
+    words(region)[HEAD] = 5
+    assert not ring.pending()
+    words(region)[HEAD] = 4  # behind the tail: not pending's to judge
+    assert ring.pending()
+    with pytest.raises(CorruptRing, match="head behind tail"):
+        CONSUMER_CALLS[call](ring)
+
+
+def test_pending_follows_publish_and_release(region):
+    ring = record_ring(region)
+    assert not ring.pending()
+    ring.push_many([b"a", b"b"])
+    assert ring.pending()
+    assert ring.available() == 2
+    ring.release(2)
+    assert not ring.pending()
+
+
 def test_consumer_accepts_a_head_exactly_capacity_ahead(region):
     ring = consumed_ring(region, "RecordRing")
     words(region)[HEAD] = 5 + 8

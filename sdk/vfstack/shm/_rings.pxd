@@ -24,6 +24,7 @@ cdef class _Ring:
     cpdef long long _load_head(self) except? -1
     @cython.locals(head="unsigned long long")
     cpdef long long _published(self) except? -1
+    cpdef bint pending(self) except -1
     cpdef _bad_head(self, unsigned long long head)
     @cython.locals(free="long long")
     cpdef long long _grant(self, long long n) except? -1

@@ -200,6 +200,12 @@ class _Ring:
             self._head_seen = head
         return head - self._tail
 
+    def pending(self) -> bool:
+        """Consumer: has the producer published past our tail? One load,
+        no check and no state: a thread that does not hold the consumer's
+        lock may ask, and `available()` checks the head before use."""
+        return self._words[_HEAD] != self._tail
+
     def _bad_head(self, head: int) -> CorruptRing:
         if head < self._tail:
             return CorruptRing("head behind tail")

@@ -129,10 +129,13 @@ class Epoll:
         stack = self._stack
         deadline = None  # set when the first look finds nothing: poll(0) never reads the clock
         while True:
-            with stack._lock:  # one lock for the dispatch and the collection
-                dispatched = stack._dispatch()
-                found = self._collect(maxevents)
-            stack._wake_driver(dispatched)
+            if self._ready or not stack._quiet():
+                with stack._lock:  # one lock for the dispatch and the collection
+                    dispatched = stack._dispatch()
+                    found = self._collect(maxevents)
+                stack._wake_driver(dispatched)
+            else:  # nothing listed, nothing to dispatch: no lock to take
+                found = []
             if found or self._closed:
                 return found
             if timeout is None or timeout < 0:
@@ -179,25 +182,44 @@ class Epoll:
         self._ready.pop(fd, None)
 
     def _collect(self, maxevents: int) -> list[tuple[int, int]]:
-        """Report from the ready list (stack lock held)."""
+        """Report from the ready list (stack lock held).
+
+        The list is walked in place: a level-triggered fd that is still
+        ready keeps its place, which is where a move to the end would put
+        it when the walk covers the whole list. Only a walk that
+        `maxevents` cut short moves its reported fds behind the rest.
+        """
         found: list[tuple[int, int]] = []
+        leaving: list[int] = []
         ready, interest = self._ready, self._interest
-        for fd in list(ready):
+        cut_short = False
+        for fd in ready:
             if len(found) >= maxevents:
+                cut_short = True
                 break
-            del ready[fd]
             entry = interest.get(fd)
             if entry is None:
+                leaving.append(fd)
                 continue
             mask = entry[1]
             if mask == _DISABLED:
+                leaving.append(fd)
                 continue
             events = entry[0]._poll_mask() & (mask | _ALWAYS)
             if not events:
+                leaving.append(fd)
                 continue
             found.append((fd, events))
             if mask & _ONESHOT:
                 entry[1] = _DISABLED
-            elif not mask & _ET:
-                ready[fd] = None  # level-triggered: look again next poll
+                leaving.append(fd)
+            elif mask & _ET:
+                leaving.append(fd)
+        for fd in leaving:
+            del ready[fd]
+        if cut_short:
+            for fd, _ in found:
+                if fd in ready:  # level-triggered: look again, after the rest
+                    del ready[fd]
+                    ready[fd] = None
         return found

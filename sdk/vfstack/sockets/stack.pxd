@@ -41,6 +41,7 @@ cdef class Stack:
     cpdef bint _wait(self, ready, deadline) except -1
     cpdef long long _pump(self, timeout) except? -1
     cpdef long long _dispatch(self) except? -1
+    cpdef bint _quiet(self) except -1
     cpdef _wake_driver(self, long long dispatched)
     cpdef bint _prepare_sleep(self) except -1
     cpdef long long _pump_events(self, timeout) except? -1

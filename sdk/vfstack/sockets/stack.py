@@ -532,6 +532,18 @@ class Stack:
             self._notice()
         return n
 
+    def _quiet(self) -> bool:
+        """Nothing to dispatch and the session not over, asked without the
+        lock: a poll(0) that finds nothing then costs no lock. Reads only
+        (each lane's event head; `_notice` locks when it probes), so the
+        answer is one another thread's dispatch may overtake, as a
+        non-blocking poll's may on Linux."""
+        self._check_open()
+        for lane in self._lanes:
+            if lane.events.pending():
+                return False
+        return not self._notice()
+
     def _wake_driver(self, dispatched: int) -> None:
         """After a pump by a thread other than vfstack.aio's event loop: wake
         that loop if this thread took events behind its back (`dispatched`)

@@ -10,7 +10,7 @@ from stackservice.tcp cimport input as tcp_input, output, recovery
 # functions: sequence compares without a Python call.
 from stackservice.tcp.segment cimport TcpOptions, TcpRepr, parse_header, seq_add, seq_gt, write_segment
 from stackservice.tcp.buffers cimport ReceiveBuffer
-from stackservice.tcp.isn cimport IsnGenerator
+from stackservice.tcp.isn cimport IsnGenerator, tuple_hash
 from stackservice.tcp.tcb cimport Tcb, flow_key
 from stackservice.tcp.timers cimport DeadlineList, TimerWheel
 
@@ -47,7 +47,8 @@ cdef class TcpEngine:
     cdef public object _cookies, _challenges, _time_wait_receive
     cdef public DeadlineList _time_wait
     cdef public TimerWheel _wheel
-    cdef public object buffer_memory, _control, _acks, _data, _stateless, _port_secret
+    cdef public object buffer_memory, _control, _acks, _data, _stateless
+    cdef unsigned long long _port_k0, _port_k1
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
 
     cpdef on_segment(self, Ipv4View ip, payload, long long now, bint trusted)
@@ -84,6 +85,8 @@ cdef class TcpEngine:
     cpdef _raise_pending(self, Tcb tcb)
     cpdef _queue_fin(self, Tcb tcb)
     cpdef _new_sock_id(self)
+    @cython.locals(digest="unsigned long long", offset="unsigned long long", bucket=Py_ssize_t)
+    cpdef long long _ephemeral_port(self, unsigned long long remote_ip, unsigned long long remote_port, long long now) except -1
     cpdef _shed(self, Tcb tcb)
     cpdef _release_buffers(self, Tcb tcb)
     cpdef _window_opened(self, Tcb tcb, long long before, long long now)

@@ -13,7 +13,6 @@ per pass.
 from __future__ import annotations
 
 import errno
-import hashlib
 import random
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from stackservice.tcp.challenge import ChallengeAckBudget
 from stackservice.tcp.congestion import make_congestion_control
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.drops import TcpDropReason
-from stackservice.tcp.isn import IsnGenerator
+from stackservice.tcp.isn import IsnGenerator, subkey, tuple_hash
 from stackservice.tcp.portshare import PortShare
 from stackservice.tcp.rack import Rack
 from stackservice.tcp.rtt import RttEstimator
@@ -244,7 +243,7 @@ class TcpEngine:
         # Segments no TCB sends (RSTs to unknown flows, SYN-cookie SYN-ACKs):
         # built at once, sent first in the flush.
         self._stateless: list[tuple[int, bytearray]] = []
-        self._port_secret = secret
+        self._port_k0, self._port_k1 = subkey(secret, b"vfs-port")
         self.orphans = 0  # closed by their application, not yet CLOSED or TIME-WAIT
         self._port_steps = [0] * PORT_STEP_BUCKETS
         self._exhausted: dict[tuple[int, int], int] = {}  # destination: refused until (µs)
@@ -939,12 +938,11 @@ class TcpEngine:
             if now < exhausted[destination]:
                 raise SocketError(errno.EADDRNOTAVAIL)
             del exhausted[destination]
-        digest = hashlib.blake2b(
-            b"%d:%d:%d" % (self.local_ip, remote_ip, remote_port),
-            key=self._port_secret[:64], digest_size=8,
-        ).digest()  # fmt: skip
-        offset = int.from_bytes(digest[:6], "big")
-        bucket = digest[6] % PORT_STEP_BUCKETS
+        # One keyed hash gives both of the RFC's: its high bits the offset
+        # (F), its low ones the step counter's bucket (G).
+        digest = tuple_hash(self._port_k0, self._port_k1, self.local_ip, 0, remote_ip, remote_port)
+        offset = digest >> 16
+        bucket = (digest & 0xFFFF) % PORT_STEP_BUCKETS
         steps = self._port_steps
         share = self.ports
         span = share.count

@@ -34,7 +34,7 @@ import hashlib
 
 from stackservice.net.siphash import siphash24_words
 
-__all__ = ["ISN_CLOCK_US", "MIN_SECRET_LEN", "IsnGenerator", "derive_key", "tuple_hash"]
+__all__ = ["ISN_CLOCK_US", "MIN_SECRET_LEN", "IsnGenerator", "derive_key", "subkey", "tuple_hash"]
 
 MIN_SECRET_LEN = 16  # RFC 6528 §3: secretkey of at least 128 bits
 ISN_CLOCK_US = 4  # RFC 9293 §3.4.1 / RFC 6528 §3: M ticks every 4 µs
@@ -59,6 +59,21 @@ def derive_key(secret: bytes) -> bytes:
     if len(secret) > hashlib.blake2s.MAX_KEY_SIZE:
         return hashlib.blake2s(secret).digest()
     return bytes(secret)
+
+
+def subkey(secret: bytes, purpose: bytes) -> tuple[int, int]:
+    """A SipHash key (k0, k1) for another hash of 4-tuples than the ISN's
+    (RFC 6056 §3.3.4's port offsets: TcpEngine._ephemeral_port): BLAKE2s
+    keyed with the secret and personalised with `purpose` (<= 8 bytes), so
+    neither hash's output tells anything about the other's.
+
+    Raises:
+        ValueError: the secret is shorter than MIN_SECRET_LEN bytes.
+    """
+    key = hashlib.blake2s(
+        key=derive_key(secret), digest_size=SIPHASH_KEY_LEN, person=purpose
+    ).digest()
+    return int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
 
 
 def tuple_hash(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stackservice.tcp.isn import IsnGenerator
+from stackservice.tcp.isn import IsnGenerator, subkey, tuple_hash
 from tests.support.checks import CHECK, ip
 
 SECRET = bytes(range(32))
@@ -103,3 +103,18 @@ def test_ts_offset_independent_of_isn_hash() -> None:
     gen = IsnGenerator(SECRET)
     sample = random_tuples(200, seed=4)
     assert sum(gen.ts_offset(*t) == gen.isn(0, *t) for t in sample) == 0
+
+
+def test_a_subkey_is_fixed_per_secret_and_purpose_and_none_is_the_isn_key() -> None:
+    """RFC 6056 §3.3.4 keys its port hash apart from the ISN's: a subkey
+    hashes the same 4-tuples to other values than IsnGenerator does."""
+    ports = subkey(SECRET, b"vfs-port")
+    assert ports == subkey(SECRET, b"vfs-port")
+    assert ports != subkey(SECRET, b"other")
+    assert ports != subkey(bytes(reversed(SECRET)), b"vfs-port")
+    assert all(0 <= k < 1 << 64 for k in ports)
+    isn = IsnGenerator(SECRET)
+    sample = random_tuples(200, seed=5)
+    assert sum(tuple_hash(*ports, *t) >> 32 == isn.isn(0, *t) for t in sample) == 0
+    with pytest.raises(ValueError):
+        subkey(b"k" * 15, b"vfs-port")

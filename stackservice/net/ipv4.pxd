@@ -2,10 +2,12 @@
 
 cimport cython
 
+from stackservice.net.checksum cimport ones_complement_sum
 from stackservice.net.wire cimport read16, read32, write16, write32
 
 # The offsets table, as C constants for the getters (used by no other module).
 cdef Py_ssize_t VER_IHL, DSCP_ECN, TOTAL_LEN, IDENT, FLAGS_FRAG, TTL, PROTOCOL, CHECKSUM, SRC_ADDR, DST_ADDR
+cdef long long FLAG_MF, FRAG_OFFSET_MASK
 
 # The header every sent segment gets, written into the frame in place.
 @cython.locals(total_len=cython.ulonglong, total=cython.ulonglong)
@@ -40,5 +42,5 @@ cdef class Ipv4View:
 
 
 cpdef bint is_host_address(unsigned long long addr) noexcept
-@cython.locals(view=Ipv4View, available=Py_ssize_t, ver_ihl=cython.uchar, header_len=Py_ssize_t, total_len=Py_ssize_t)
+@cython.locals(view=Ipv4View, octets="const unsigned char[::1]", available=Py_ssize_t, ver_ihl=cython.uchar, header_len=Py_ssize_t, total_len=Py_ssize_t)
 cpdef Ipv4View checked_datagram(buf, bint verify_checksum)

@@ -82,7 +82,7 @@ class _Side:
         inbox, self.inbox = self.inbox, []
         for datagram in inbox:
             header = Ipv4View.checked(datagram, False)
-            engine.on_segment(header, header.payload(), now, False)
+            engine.on_segment(header, now, False)
         deadline = engine.poll_at()
         if deadline is not None and deadline <= now:
             engine.on_timer(now)

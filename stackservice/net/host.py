@@ -42,7 +42,7 @@ FRAME_HEADROOM = ETH_HEADER_LEN + IPV4_HEADER_LEN
 
 # An upper-layer input: (checked header, payload without padding, now,
 # checksum_trusted). Both views die when it returns; it must not raise.
-UpperHandler = Callable[[Ipv4View, memoryview, int, bool], None]
+UpperHandler = Callable[[Ipv4View, int, bool], None]
 
 # Plain int: an IntEnum index costs ~4x more on the per-datagram path.
 _IPV4_DELIVERED = int(NetEvent.IPV4_DELIVERED)
@@ -294,7 +294,7 @@ class Ipv4Host:
             self._send_protocol_unreachable(ip, src, now)
             return
         self._events[_IPV4_DELIVERED] += 1
-        handler(ip, ip.payload(), now, trusted)
+        handler(ip, now, trusted)
 
     def _receive_icmp(self, ip: Ipv4View, src: int, now: int, trusted: bool) -> None:
         msg = IcmpView.checked(ip.payload(), not trusted)

@@ -37,8 +37,9 @@ cdef class Ipv4View:
     cpdef long long src(self) except? -1
     cpdef long long dst(self) except? -1
     cpdef datagram(self)
-    @cython.locals(start=Py_ssize_t)
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
     cpdef payload(self)
+    cpdef (Py_ssize_t, Py_ssize_t) payload_bounds(self)
 
 
 cpdef bint is_host_address(unsigned long long addr) noexcept

@@ -145,9 +145,15 @@ class Ipv4View:
 
     def payload(self) -> memoryview:
         """The datagram's payload, without options or link-layer padding."""
+        start, end = self.payload_bounds()
+        return self.buf[start:end]
+
+    def payload_bounds(self) -> tuple[int, int]:
+        """Where the payload lies in the view: (header length, total length).
+        Compiled, a C pair: a handler slices the typed `octets` with it and
+        acquires no buffer again (TcpEngine.on_segment)."""
         octets = self.octets
-        start = (octets[VER_IHL] & 0x0F) << 2
-        return self.buf[start : octets[TOTAL_LEN] << 8 | octets[TOTAL_LEN + 1]]
+        return (octets[VER_IHL] & 0x0F) << 2, octets[TOTAL_LEN] << 8 | octets[TOTAL_LEN + 1]
 
 
 def checked_datagram(buf: memoryview, verify_checksum: bool) -> Ipv4View:

@@ -51,7 +51,8 @@ cdef class TcpEngine:
     cdef unsigned long long _port_k0, _port_k1
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
 
-    cpdef on_segment(self, Ipv4View ip, payload, long long now, bint trusted)
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, seg=TcpRepr, tcb=Tcb)
+    cpdef on_segment(self, Ipv4View ip, long long now, bint trusted)
     cpdef drop(self, reason)
     cpdef notify(self, obj)
     cpdef set_state(self, Tcb tcb, state)

@@ -257,17 +257,21 @@ class TcpEngine:
 
     # ------------------------------------------------------------ input
 
-    def on_segment(self, ip: Ipv4View, payload: memoryview, now: int, trusted: bool) -> None:
-        """The IPv4 host's handler for protocol 6. A bad segment is counted
-        and dropped; only a bug raises (the loop contains it per frame)."""
+    def on_segment(self, ip: Ipv4View, now: int, trusted: bool) -> None:
+        """The IPv4 host's handler for protocol 6: the segment is the
+        datagram's payload. A bad segment is counted and dropped; only a
+        bug raises (the loop contains it per frame)."""
         src = ip.src()
+        start, end = ip.payload_bounds()
         try:
-            seg = parse_header(payload, src, ip.dst(), trusted)
+            # Compiled, a slice of the typed view the host checked the
+            # datagram with: no second acquisition of the frame's buffer.
+            seg = parse_header(ip.octets[start:end], src, ip.dst(), trusted)
         except MalformedSegment as exc:
             self.drops[exc.reason] += 1
             return
         self.counters[_SEGMENTS_IN] += 1
-        data = payload[len(payload) - seg.payload_len :]
+        data = ip.buf[end - seg.payload_len : end]
         tcb = self.flows.get(flow_key(src, seg.src_port, seg.dst_port))
         if tcb is not None and tcb.state == TIME_WAIT and self._recycles(tcb, seg):
             self.destroy(tcb)

@@ -109,8 +109,8 @@ def fuzz_rig() -> tuple[Rig, list[int]]:
     rig = make_rig()
     delivered: list[int] = []
 
-    def tcp(hdr: Ipv4View, payload: memoryview, now: int, trusted: bool) -> None:
-        delivered.append(len(payload))
+    def tcp(hdr: Ipv4View, now: int, trusted: bool) -> None:
+        delivered.append(len(hdr.payload()))
 
     rig.host.register_protocol(PROTO_TCP, tcp)
     return rig, delivered

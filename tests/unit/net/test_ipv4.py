@@ -44,8 +44,8 @@ def with_tcp(rig: Rig) -> list[tuple[int, int, bytes, int, bool]]:
     """Register a TCP handler recording (src, dst, payload, now, trusted)."""
     calls: list[tuple[int, int, bytes, int, bool]] = []
 
-    def handler(hdr: Ipv4View, payload: memoryview, now: int, trusted: bool) -> None:
-        calls.append((hdr.src(), hdr.dst(), bytes(payload), now, trusted))
+    def handler(hdr: Ipv4View, now: int, trusted: bool) -> None:
+        calls.append((hdr.src(), hdr.dst(), bytes(hdr.payload()), now, trusted))
 
     rig.host.register_protocol(PROTO_TCP, handler)
     return calls

@@ -85,7 +85,7 @@ class Rig:
         rep.emit(datagram, src_ip, LOCAL_IP, payload, offset=20)
         write_header(datagram, 0, src_ip, LOCAL_IP, PROTO_TCP, rep.buffer_len(), 1)
         header = Ipv4View.checked(memoryview(datagram), True)
-        self.engine.on_segment(header, header.payload(), now, False)
+        self.engine.on_segment(header, now, False)
 
     def flush(self, now: int) -> list[Sent]:
         """Run due timers and the output lists; return what went out."""

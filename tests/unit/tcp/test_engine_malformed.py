@@ -45,7 +45,7 @@ def deliver_raw(rig: Rig, segment: bytes, now: int = 0) -> None:
     datagram[20:] = segment
     write_header(datagram, 0, PEER_IP, LOCAL_IP, PROTO_TCP, len(segment), 1)
     header = Ipv4View.checked(memoryview(datagram), True)
-    rig.engine.on_segment(header, header.payload(), now, False)
+    rig.engine.on_segment(header, now, False)
 
 
 MALFORMED = {

@@ -137,7 +137,7 @@ class TwoEngines(RuleBasedStateMachine):
     def _deliver(self, dst: int, datagram: bytes) -> None:
         engine = self.engines[IPS.index(dst)]
         header = Ipv4View.checked(memoryview(datagram), True)
-        engine.on_segment(header, header.payload(), self.now, False)
+        engine.on_segment(header, self.now, False)
 
     def _pass(self) -> None:
         """One loop pass at self.now: received datagrams, timers, output."""

@@ -130,9 +130,15 @@ class Epoll:
         deadline = None  # set when the first look finds nothing: poll(0) never reads the clock
         while True:
             if self._ready or not stack._quiet():
-                with stack._lock:  # one lock for the dispatch and the collection
+                # One lock for the dispatch and the collection. Not `with`:
+                # compiled, that builds two bound methods per poll.
+                lock = stack._lock
+                lock.acquire()
+                try:
                     dispatched = stack._dispatch()
                     found = self._collect(maxevents)
+                finally:
+                    lock.release()
                 stack._wake_driver(dispatched)
             else:  # nothing listed, nothing to dispatch: no lock to take
                 found = []

@@ -203,6 +203,16 @@ def test_receive_header_with_options_skips_them() -> None:
     assert calls == [(PEER_IP, OUR_IP, b"segment", 0, False)]
 
 
+def test_payload_bounds_start_after_the_options_and_end_at_the_total_length() -> None:
+    """What TCP slices the view's bytes with (TcpEngine.on_segment): the
+    header with its options before, link-layer padding after."""
+    header = ipv4_header(PEER_IP, OUR_IP, PROTO_TCP, 3, options=b"\x01\x01\x01\x00")
+    view = Ipv4View(memoryview(header + b"abc" + bytes(9)))
+    assert view.payload_bounds() == (24, 27)
+    start, end = view.payload_bounds()
+    assert bytes(view.octets[start:end]) == bytes(view.payload()) == b"abc"
+
+
 def test_register_protocol_icmp_or_duplicate_raises_local_protocol_error() -> None:
     rig = make_rig()
     with_tcp(rig)

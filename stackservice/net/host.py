@@ -40,8 +40,9 @@ from stackservice.net.wire import read16, read32
 # Bytes in front of an IPv4 payload in its frame (send_in_frame).
 FRAME_HEADROOM = ETH_HEADER_LEN + IPV4_HEADER_LEN
 
-# An upper-layer input: (checked header, payload without padding, now,
-# checksum_trusted). Both views die when it returns; it must not raise.
+# An upper-layer input: (checked header, now, checksum_trusted); the
+# payload is the header's `payload()` / `payload_bounds()`. The view dies
+# when it returns; it must not raise.
 UpperHandler = Callable[[Ipv4View, int, bool], None]
 
 # Plain int: an IntEnum index costs ~4x more on the per-datagram path.

@@ -73,6 +73,11 @@ def subkey(secret: bytes, purpose: bytes) -> tuple[int, int]:
     key = hashlib.blake2s(
         key=derive_key(secret), digest_size=SIPHASH_KEY_LEN, person=purpose
     ).digest()
+    return _key_words(key)
+
+
+def _key_words(key: bytes) -> tuple[int, int]:
+    """A 16-byte SipHash key as its two little-endian words (k0, k1)."""
     return int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
 
 
@@ -98,8 +103,7 @@ class IsnGenerator:
         key = derive_key(secret)
         if len(key) != SIPHASH_KEY_LEN:
             key = hashlib.blake2s(key, digest_size=SIPHASH_KEY_LEN, person=_PERSON).digest()
-        self._k0 = int.from_bytes(key[:8], "little")
-        self._k1 = int.from_bytes(key[8:], "little")
+        self._k0, self._k1 = _key_words(key)
 
     def isn(
         self, now: int, local_ip: int, local_port: int, remote_ip: int, remote_port: int

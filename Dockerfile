@@ -38,7 +38,7 @@ RUN python3 -m venv /opt/vfstack \
     && /opt/vfstack/bin/pip uninstall -y vfstack
 
 # The package, once, as a wheel both images install, with the hot path
-# (vfstack.shm, vfstack.sockets, net/, tcp/, fastpath/, nic/) compiled by
+# (vfstack.shm, vfstack.sockets, net/, tcp/, fastpath/, nic/, metrics/) compiled by
 # setup.py: the apps' images run the compiled rings and sockets too. This stage alone gets a C compiler,
 # and Python's headers where the base image has none (Debian's python3
 # keeps them in python3-dev; python:3.12-slim has its own): the images

@@ -3,7 +3,7 @@ package is in pyproject.toml.
 
 Cython compiles the unit `vfstack.shm` + `vfstack.sockets` +
 `stackservice.net` + `stackservice.tcp` + `stackservice.fastpath` +
-`stackservice.nic`, every module but the package `__init__`s
+`stackservice.nic` + `stackservice.metrics`, every module but the package `__init__`s
 (sdk/vfstack/_extensions.py lists them), from the `.py` files
 themselves in pure-Python mode, typed by the `.pxd` files beside them;
 the extensions land beside their sources and `vfstack/_extensions.json`

@@ -3,10 +3,11 @@
 The hot path is one compiled unit (docs/architecture.md principle 3) that
 spans the distribution's two packages: the shared-memory format both an
 app and the stack run (`vfstack.shm`), the app's sockets and epoll over
-it (`vfstack.sockets`), and the stack's packet, TCP, session and NIC path
+it (`vfstack.sockets`), the stack's packet, TCP, session and NIC path
 (`stackservice.net`, `stackservice.tcp`, `stackservice.fastpath`,
-`stackservice.nic`). setup.py has Cython compile every module of these
-packages (all but the package `__init__`s) from its own `.py`, typed
+`stackservice.nic`) and the counters that path writes
+(`stackservice.metrics`). setup.py has Cython compile every module of
+these packages (all but the package `__init__`s) from its own `.py`, typed
 by the `.pxd` beside it where there is one, puts each extension beside its
 source and records, in `_extensions.json` beside this file, a digest of
 the source each was built from. It lives here, in the SDK, because an app
@@ -58,7 +59,7 @@ COMPILED = "compiled"
 PURE = "pure"
 UNIT_PACKAGES = (
     "vfstack.shm", "vfstack.sockets", "stackservice.net", "stackservice.tcp",
-    "stackservice.fastpath", "stackservice.nic",
+    "stackservice.fastpath", "stackservice.nic", "stackservice.metrics",
 )  # fmt: skip
 MANIFEST = "_extensions.json"  # in the vfstack package's directory
 _TOP_LEVEL = tuple(dict.fromkeys(package.partition(".")[0] for package in UNIT_PACKAGES))

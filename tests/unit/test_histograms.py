@@ -78,6 +78,19 @@ def test_observe_out_of_range_values_clamped(block):
     assert snap.sum == MAX_OBSERVATION
 
 
+def test_a_block_closes_with_its_histograms_in_use_and_they_refuse_after(tmp_path):
+    """Compiled, a histogram pins the mapping with a typed view: close lets
+    go of it first (else BufferError), and a late observe raises rather
+    than write to an unmapped page."""
+    block = CounterBlock(LAYOUT, tmp_path / "h.counters")
+    rtt = block.histogram("rtt_us")
+    rtt.observe(5)
+    block.close()
+    assert not (tmp_path / "h.counters").exists()
+    with pytest.raises((IndexError, TypeError)):
+        rtt.observe(5)
+
+
 def test_histograms_do_not_touch_counters_or_each_other(block, tmp_path):
     rx = block.section("rx")
     rx[Rx.BYTES] = 2**64 - 1

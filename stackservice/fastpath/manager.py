@@ -56,7 +56,6 @@ DEFAULT_EVENT_SLOTS = 4096
 DEFAULT_SOCKET_SLOTS = 1024
 DEFAULT_SOCKET_RING_BYTES = 64 << 10
 MAX_APP_NAME = 128
-_SCRATCH_BYTES = 64 << 10
 _GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _EVENT_BACKLOG = int(MemoryPool.EVENT_BACKLOG)
 _TCP_BUFFERS = int(MemoryPool.TCP_BUFFERS)
@@ -111,7 +110,6 @@ class SessionManager:
         # socket ids: unique across an instance's workers, so the control
         # process's handoff and Detach can tell whose a session is.
         self._next_id = engine.ports.worker + 1
-        self._scratch = memoryview(bytearray(_SCRATCH_BYTES))
         self._now = 0
         if app_stats is None:
             app_stats = AppStatsTable(max(DEFAULT_SLOTS, limits.sessions))
@@ -202,7 +200,7 @@ class SessionManager:
             app_index = self.app_stats.attach(app)
             session = Session(
                 self.engine, session_id, app, uid, pid, now, token, segment, app_bell,
-                stack_bell, self._scratch, self.memory, self.ports, app_index,
+                stack_bell, self.memory, self.ports, app_index,
                 self._app_counters(session_id, app, app_index), self._event_delivery,
             )  # fmt: skip
         except BaseException as exc:

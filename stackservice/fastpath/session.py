@@ -70,7 +70,6 @@ class Session:
         segment: Segment,
         app_bell: Doorbell,
         stack_bell: Doorbell,
-        scratch: memoryview,
         memory: SharedMemory,
         ports: PortPolicy,
         app_index: int = -1,
@@ -103,7 +102,7 @@ class Session:
         if app_stats is None:
             app_stats = detached_counters()
         self.sockets = SocketTable(
-            engine, segment, app, uid, scratch, app_stats, self.commit_slot, ports
+            engine, segment, app, uid, app_stats, self.commit_slot, ports
         )
         self.event_delivery = NoHistogram() if event_delivery is None else event_delivery
         # The doorbell's back-off (stackservice.fastpath.backoff), run by

@@ -35,7 +35,7 @@ cdef class Slot:
 cdef class SocketTable:
     cdef public TcpEngine engine
     cdef public Segment segment
-    cdef public object app_name, uid, committed, ports, _commit, _scratch, _app_stats
+    cdef public object app_name, uid, committed, ports, _commit, _app_stats
     cdef public list slots, generation, free, out
     cdef public dict slot_of, _ready_at
     cdef public set listening, dirty

@@ -90,7 +90,6 @@ class SocketTable:
         "now",
         "_out_base",
         "_ready_at",
-        "_scratch",
         "_app_stats",
     )
 
@@ -100,14 +99,11 @@ class SocketTable:
         segment: Segment,
         app_name: str,
         uid: int,
-        scratch: memoryview,
         app_stats: memoryview,
         commit: Callable[[int], bool],
         ports: PortPolicy,
     ) -> None:
-        """`scratch`: the bytes' way between a ring and an engine buffer
-        (shared by every session: a pass serves one at a time).
-        `app_stats`: the app's u64 words in the app table, where the pumps
+        """`app_stats`: the app's u64 words in the app table, where the pumps
         add the bytes they move (AppField.RX_BYTES, TX_BYTES). `commit(slot)`
         charges and preallocates a slot's rings (Session.commit_slot):
         False when the shared-memory limits or the kernel refuse. `ports`:
@@ -134,7 +130,6 @@ class SocketTable:
         self.now = 0  # the current pass's time (Session.poll sets it)
         self._out_base = 0  # how many events were ever published: out[0]'s number
         self._ready_at: dict[int, int] = {}  # slot -> number of its last READY posted
-        self._scratch = scratch
         self._app_stats = app_stats
 
     # ----------------------------------------------------------- engine side
@@ -353,17 +348,19 @@ class SocketTable:
         if s.state != SLOT_CONNECTED or tcb.send_buffer is None:
             return 0
         ring = self.segment.tx(slot)
-        scratch = self._scratch
         moved = 0
         while True:
             room = tcb.send_buffer.free()
             if room <= 0:
                 break  # the engine notifies when ACKs free space: on_ready again
-            n = ring.peek_into(scratch, 0, min(room, len(scratch)))
+            # Straight from the ring into the send buffer: the app's bytes
+            # are only payload, so reading them in place is safe.
+            data = ring.peek(room)
+            n = len(data)
             if n == 0:
                 break
             try:
-                sent = self.engine.send(tcb, scratch[:n], now)
+                sent = self.engine.send(tcb, data, now)
             except SocketError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ENOTCONN):
                     self.set_error(slot, s, exc.errno)
@@ -394,7 +391,6 @@ class SocketTable:
         if s.eof or s.state != SLOT_CONNECTED or tcb.receive_buffer is None:
             return 0
         ring = self.segment.rx(slot)
-        scratch = self._scratch
         engine = self.engine
         moved = 0
         while not engine.read_would_block(tcb):
@@ -410,7 +406,9 @@ class SocketTable:
                 if room == 0:
                     break
             try:
-                n = engine.receive_into(tcb, scratch[: min(room, len(scratch))], now)
+                # Straight from the receive buffer into the ring, published
+                # only once filled.
+                n = engine.receive_into(tcb, ring.reserve(room), now)
             except SocketError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOTCONN):
                     self.set_error(slot, s, exc.errno)
@@ -418,7 +416,7 @@ class SocketTable:
             if n == 0:
                 s.eof = True
                 break
-            ring.write(scratch[:n])
+            ring.publish(n)
             moved += n
         if moved:
             self._app_stats[_APP_RX_BYTES] += moved

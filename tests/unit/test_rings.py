@@ -344,6 +344,70 @@ def test_byte_ring_write_publishes_once_even_when_it_wraps(region, as_written):
     assert log.stores == [(HEAD, 22), (TAIL, 22)]
 
 
+def test_byte_ring_reserve_is_the_free_run_to_the_ring_end_published_once(region, as_written):
+    ring = byte_ring(region, capacity=16, kind=as_written.ByteRing)
+    ring.write(b"x" * 12)
+    ring.read_into(bytearray(10))
+    log = StoreLog(ring._words)
+    ring._words = log
+    view = ring.reserve(100)
+    assert len(view) == 4  # 14 free, but the run ends at the ring's end
+    view[:] = b"abcd"
+    assert log.stores == []  # nothing readable before publish
+    ring.publish(3)
+    assert log.stores == [(HEAD, 15)]
+    assert ring.readable() == 5
+    buf = bytearray(5)
+    assert ring.read_into(buf) == 5 and buf == b"xxabc"
+    assert len(ring.reserve(100)) == 1  # the one byte left before the wrap
+    assert len(ring.reserve(0)) == 0
+
+
+def test_byte_ring_publish_refuses_more_than_reserved(region):
+    ring = byte_ring(region, capacity=16)
+    ring.reserve(4)[:] = b"abcd"
+    with pytest.raises(ValueError):
+        ring.publish(5)
+    with pytest.raises(ValueError):
+        ring.publish(-1)
+    ring.publish(4)
+    with pytest.raises(ValueError):
+        ring.publish(1)  # one reservation, one publish
+    ring.reserve(8)
+    ring.write(b"z")  # a write replaces the unpublished reservation
+    with pytest.raises(ValueError):
+        ring.publish(1)
+    buf = bytearray(8)
+    assert ring.read_into(buf) == 5 and buf[:5] == b"abcdz"
+
+
+def test_byte_ring_full_reserves_nothing(region):
+    ring = byte_ring(region, capacity=16)
+    ring.write(b"x" * 16)
+    assert len(ring.reserve(8)) == 0
+    ring.publish(0)
+    assert ring.readable() == 16
+
+
+def test_byte_ring_peek_is_the_readable_run_and_does_not_consume(region):
+    ring = byte_ring(region, capacity=16)
+    ring.write(b"0123456789ab")
+    ring.read_into(bytearray(10))
+    ring.write(b"cdefghij")  # "ab" + "cdefghij", wrapped after "abcdef"
+    with ring.peek(100) as view:
+        assert bytes(view) == b"abcdef"  # up to the ring's end
+    with ring.peek(3) as view:
+        assert bytes(view) == b"abc"
+    assert ring.readable() == 10
+    ring.release(6)
+    with ring.peek(100) as view:
+        assert bytes(view) == b"ghij"
+    ring.release(4)
+    assert len(ring.peek(5)) == 0
+    with pytest.raises(ValueError):
+        ring.peek(-1)
+
+
 def test_byte_ring_peek_into_does_not_consume(region):
     ring = byte_ring(region, capacity=16)
     ring.write(b"0123456789ab")
@@ -618,6 +682,25 @@ class ByteRingMachine(RuleBasedStateMachine):
         n = self.ring.peek_into(buf, offset, size)
         assert buf[:n] == self.model[offset : offset + size]
         assert n == len(self.model[offset : offset + size])
+
+    @rule(data=st.binary(max_size=80), short=st.integers(0, 80))
+    def reserve_fill_publish(self, data, short):
+        start = self.ring.produced % self.cap
+        with self.ring.reserve(len(data)) as view:
+            n = len(view)
+            assert n == min(len(data), self.cap - len(self.model), self.cap - start)
+            view[:] = data[:n]
+        published = max(0, n - short)  # the producer may publish less
+        self.ring.publish(published)
+        self.model += data[:published]
+
+    @rule(size=st.integers(0, 80))
+    def peek(self, size):
+        start = self.ring.consumed % self.cap
+        with self.ring.peek(size) as view:
+            got = bytes(view)
+        assert len(got) == min(size, len(self.model), self.cap - start)
+        assert got == self.model[: len(got)]
 
     @rule(size=st.integers(0, 80))
     def release(self, size):

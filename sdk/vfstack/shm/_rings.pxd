@@ -62,14 +62,22 @@ cdef class RecordRing(_Ring):
 
 
 cdef class ByteRing(_Ring):
+    cdef long long _reserved
+
     cpdef long long free(self) except? -1
     @cython.locals(n="long long", head="long long", start="long long", first="long long")
     cpdef long long write(self, data) except? -1
+    @cython.locals(start="long long")
+    cpdef reserve(self, long long n)
+    @cython.locals(head="unsigned long long")
+    cpdef publish(self, long long n)
     cpdef long long readable(self) except? -1
     @cython.locals(n="long long", tail="long long", avail="long long")
     cpdef long long read_into(self, buf) except? -1
     @cython.locals(tail="long long", avail="long long")
     cpdef long long peek_into(self, buf, long long offset, long long n) except? -1
+    @cython.locals(tail="long long", avail="long long", start="long long")
+    cpdef peek(self, long long n)
     @cython.locals(tail="long long")
     cpdef release(self, long long n)
     cpdef bint was_full(self, long long before, long long taken) except -1

@@ -492,11 +492,18 @@ class RecordRing(_Ring):
 class ByteRing(_Ring):
     """A byte stream, one producer process, one consumer process.
 
-    Producer: `write(data)` (as much as fits, one publish). Consumer:
-    `read_into(buf)`, or `peek_into(buf, offset, n)` then `release(n)`.
+    Producer: `write(data)` (as much as fits, one publish), or `reserve(n)`,
+    fill the view it returns, then `publish(k)`. Consumer: `read_into(buf)`,
+    or `peek_into(buf, offset, n)` or `peek(n)`, then `release(k)`.
+
+    `reserve` and `peek` hand out the ring's own bytes, so a side whose
+    other end is a buffer object copies once, not through a bounce buffer
+    (the stack's TCP buffers: two copies per byte each way became one).
+    A view covers the contiguous run up to the ring's end, fewer bytes
+    than asked where the ring wraps: loop for the rest.
     """
 
-    __slots__ = ()
+    __slots__ = ("_reserved",)
 
     def __init__(self, region, capacity: int) -> None:
         """`region`: a writable buffer of at least `region_size(capacity)`
@@ -506,6 +513,7 @@ class ByteRing(_Ring):
             ValueError: bad capacity or region.
         """
         self._setup(region, capacity, capacity)
+        self._reserved = 0
 
     @staticmethod
     def region_size(capacity: int) -> int:
@@ -534,6 +542,7 @@ class ByteRing(_Ring):
         Raises:
             CorruptRing: the consumer's tail is impossible.
         """
+        self._reserved = 0
         n = self._grant(len(data))
         if n == 0:
             return 0
@@ -554,6 +563,36 @@ class ByteRing(_Ring):
         self._head = head
         self._words[_HEAD] = head  # the single store, after the bytes
         return n
+
+    def reserve(self, n: int) -> memoryview:
+        """Up to `n` free bytes at the head, to fill and then `publish`:
+        contiguous, so fewer where the ring wraps; empty when full. A later
+        `reserve` or `write` replaces an unpublished reservation.
+
+        Raises:
+            CorruptRing: the consumer's tail is impossible.
+        """
+        n = self._grant(n)
+        start = self._head & self._mask
+        if n > self._cap - start:
+            n = self._cap - start
+        if n < 0:
+            n = 0
+        self._reserved = n
+        return self._data[start : start + n]
+
+    def publish(self, n: int) -> None:
+        """Make the first `n` bytes of the last `reserve` readable (one store).
+
+        Raises:
+            ValueError: `n` is negative or more than was reserved.
+        """
+        if n < 0 or n > self._reserved:
+            raise ValueError(f"cannot publish {n} of {self._reserved} reserved bytes")
+        self._reserved = 0
+        head = self._head + n
+        self._head = head
+        self._words[_HEAD] = head
 
     # -- consumer -----------------------------------------------------------
 
@@ -614,8 +653,32 @@ class ByteRing(_Ring):
         self._copy_out(buf, tail + offset, n)
         return n
 
+    def peek(self, n: int) -> memoryview:
+        """Up to `n` readable bytes at the read position, not consumed
+        (`release` them once used): contiguous, so fewer where the ring
+        wraps; empty when none are readable. The producer may not overwrite
+        them until released.
+
+        Raises:
+            ValueError: a negative `n`.
+            CorruptRing: the producer's head is impossible.
+        """
+        if n < 0:
+            raise ValueError("negative length")
+        tail = self._tail
+        avail = self._head_seen - tail
+        if avail < n:
+            avail = self._load_head() - tail
+            if avail < n:
+                n = avail
+        start = tail & self._mask
+        if n > self._cap - start:
+            n = self._cap - start
+        return self._data[start : start + n]
+
     def release(self, n: int) -> None:
-        """Consume `n` readable bytes without copying them (after `peek_into`).
+        """Consume `n` readable bytes without copying them (after `peek_into`
+        or `peek`).
 
         Raises:
             ValueError: fewer than `n` bytes are readable.

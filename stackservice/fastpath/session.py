@@ -101,9 +101,7 @@ class Session:
         self.committed = segment.geometry.socket_offset  # bytes charged to `memory`
         if app_stats is None:
             app_stats = detached_counters()
-        self.sockets = SocketTable(
-            engine, segment, app, uid, app_stats, self.commit_slot, ports
-        )
+        self.sockets = SocketTable(engine, segment, app, uid, app_stats, self.commit_slot, ports)
         self.event_delivery = NoHistogram() if event_delivery is None else event_delivery
         # The doorbell's back-off (stackservice.fastpath.backoff), run by
         # the manager: `rang`, its doorbell was rung since the last pass;

@@ -72,12 +72,13 @@ cdef class ByteRing(_Ring):
     @cython.locals(head="unsigned long long")
     cpdef publish(self, long long n)
     cpdef long long readable(self) except? -1
-    @cython.locals(n="long long", tail="long long", avail="long long")
+    @cython.locals(n="long long", tail="long long")
     cpdef long long read_into(self, buf) except? -1
-    @cython.locals(tail="long long", avail="long long")
     cpdef long long peek_into(self, buf, long long offset, long long n) except? -1
-    @cython.locals(tail="long long", avail="long long", start="long long")
+    @cython.locals(start="long long")
     cpdef peek(self, long long n)
+    @cython.locals(avail="long long")
+    cpdef long long _grant_read(self, long long n) except? -1
     @cython.locals(tail="long long")
     cpdef release(self, long long n)
     cpdef bint was_full(self, long long before, long long taken) except -1

@@ -613,15 +613,10 @@ class ByteRing(_Ring):
         Raises:
             CorruptRing: the producer's head is impossible.
         """
-        n = len(buf)
+        n = self._grant_read(len(buf))
+        if n == 0:
+            return 0
         tail = self._tail
-        avail = self._head_seen - tail
-        if avail < n:
-            avail = self._load_head() - tail
-            if avail < n:
-                n = avail
-                if n == 0:
-                    return 0
         self._copy_out(buf, tail, n)
         tail += n
         self._tail = tail
@@ -642,15 +637,10 @@ class ByteRing(_Ring):
             raise ValueError("negative offset or length")
         if n > len(buf):
             n = len(buf)
-        tail = self._tail
-        avail = self._head_seen - tail - offset
-        if avail < n:
-            avail = self._load_head() - tail - offset
-            if avail < n:
-                n = avail
-                if n <= 0:
-                    return 0
-        self._copy_out(buf, tail + offset, n)
+        n = self._grant_read(offset + n) - offset
+        if n <= 0:
+            return 0
+        self._copy_out(buf, self._tail + offset, n)
         return n
 
     def peek(self, n: int) -> memoryview:
@@ -665,16 +655,22 @@ class ByteRing(_Ring):
         """
         if n < 0:
             raise ValueError("negative length")
-        tail = self._tail
-        avail = self._head_seen - tail
-        if avail < n:
-            avail = self._load_head() - tail
-            if avail < n:
-                n = avail
-        start = tail & self._mask
+        n = self._grant_read(n)
+        start = self._tail & self._mask
         if n > self._cap - start:
             n = self._cap - start
         return self._data[start : start + n]
+
+    def _grant_read(self, n: int) -> int:
+        """How many of the next `n` bytes are readable now. The producer's
+        head is loaded (a shared-memory read, and a check) only when the
+        head seen last does not already cover them; raises CorruptRing."""
+        avail = self._head_seen - self._tail
+        if avail < n:
+            avail = self._load_head() - self._tail
+            if avail < n:
+                return avail
+        return n
 
     def release(self, n: int) -> None:
         """Consume `n` readable bytes without copying them (after `peek_into`

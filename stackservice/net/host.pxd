@@ -4,7 +4,7 @@ cimport cython
 
 from stackservice.net.arp cimport ArpCache
 from stackservice.net.ipv4 cimport Ipv4View, checked_datagram, is_host_address, write_header
-from stackservice.net.wire cimport read16, read32
+from stackservice.net.wire cimport read16, read32, write16, write32
 
 cdef Py_ssize_t _IPV4_DELIVERED
 cdef unsigned long long _BROADCAST_MAC
@@ -17,7 +17,7 @@ cdef unsigned long long _mac_at(const unsigned char[::1] octets, Py_ssize_t at) 
 cdef class Ipv4Host:
     cdef unsigned long long _ip, _mask, _network, _directed_broadcast, _mac_word, _ident
     cdef object _gateway, _drops, _events, _icmp_errors
-    cdef bytes _mac, _eth_header
+    cdef bytes _mac
     cdef Py_ssize_t _max_frame, _max_payload
     cdef dict _upper
     cdef readonly ArpCache arp
@@ -28,7 +28,7 @@ cdef class Ipv4Host:
     cpdef receive(self, frame, long long now, bint checksum_trusted)
     @cython.locals(frame=bytearray)
     cpdef bint send_ipv4(self, unsigned long long dst, unsigned long long protocol, payload, long long now) except -1
-    @cython.locals(length=Py_ssize_t, next_hop=object)
+    @cython.locals(length=Py_ssize_t, next_hop=object, octets="unsigned char[::1]", mac="unsigned long long")
     cpdef bint send_in_frame(self, unsigned long long dst, unsigned long long protocol, frame, long long now) except -1
     cpdef bint _is_peer(self, unsigned long long addr)
     @cython.locals(octets="const unsigned char[::1]", length=Py_ssize_t, dst="unsigned long long",

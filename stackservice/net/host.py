@@ -35,7 +35,7 @@ from stackservice.net.ipv4 import (
     is_host_address,
     write_header,
 )
-from stackservice.net.wire import read16, read32
+from stackservice.net.wire import read16, read32, write16, write32
 
 # Bytes in front of an IPv4 payload in its frame (send_in_frame).
 FRAME_HEADROOM = ETH_HEADER_LEN + IPV4_HEADER_LEN
@@ -66,7 +66,6 @@ class Ipv4Host:
     __slots__ = (
         "_directed_broadcast",
         "_drops",
-        "_eth_header",
         "_events",
         "_gateway",
         "_icmp_errors",
@@ -136,7 +135,6 @@ class Ipv4Host:
         self._max_frame = ETH_HEADER_LEN + mtu
         self._max_payload = mtu - IPV4_HEADER_LEN
         self._ident = first_ident & 0xFFFF
-        self._eth_header = bytes(MAC_LEN) + self._mac + ETHERTYPE_IPV4.to_bytes(2, "big")
         icmp = icmp_settings or IcmpSettings()
         self._icmp_errors = TokenBucket(icmp.error_interval, icmp.error_burst)
         self._upper: dict[int, UpperHandler] = {}
@@ -220,8 +218,14 @@ class Ipv4Host:
         if next_hop is None:
             self._drops[DropReason.IPV4_NO_ROUTE] += 1
             return False
-        frame[0:ETH_HEADER_LEN] = self._eth_header
-        write_header(frame, ETH_HEADER_LEN, self._ip, dst, protocol, length, self._ident)
+        # One typed view for both headers (host.pxd): the source MAC and
+        # EtherType as word writes; the destination is ARP's to write.
+        octets = frame
+        mac = self._mac_word
+        write16(octets, MAC_LEN, mac >> 32)
+        write32(octets, MAC_LEN + 2, mac & 0xFFFFFFFF)
+        write16(octets, 2 * MAC_LEN, ETHERTYPE_IPV4)
+        write_header(octets, ETH_HEADER_LEN, self._ip, dst, protocol, length, self._ident)
         self._ident = (self._ident + 1) & 0xFFFF
         return self.arp.output(next_hop, frame, now)
 

@@ -209,11 +209,14 @@ class Ipv4Host:
             the pending ARP queue full (ARP_QUEUE_FULL counted).
 
         Raises:
-            LocalProtocolError: the payload does not fit the MTU.
+            LocalProtocolError: the payload does not fit the MTU, or the
+                frame has no room for the headers.
         """
         length = len(frame) - FRAME_HEADROOM
         if length > self._max_payload:
             raise LocalProtocolError("payload longer than MTU - 20")
+        if length < 0:
+            raise LocalProtocolError("frame shorter than its Ethernet and IPv4 headers")
         next_hop = self.route(dst)
         if next_hop is None:
             self._drops[DropReason.IPV4_NO_ROUTE] += 1

@@ -331,12 +331,19 @@ def test_byte_ring_wraps_around(region):
     assert words(region)[HEAD] == 23 and words(region)[TAIL] == 23
 
 
-def test_byte_ring_write_publishes_once_even_when_it_wraps(region, as_written):
+def logged_byte_ring(region, as_written, consumed: int) -> tuple[ByteRing, StoreLog]:
+    """A ring as written that took 12 bytes and gave `consumed` back, its
+    index stores logged from here on."""
     ring = byte_ring(region, capacity=16, kind=as_written.ByteRing)
     ring.write(b"x" * 12)
-    ring.read_into(bytearray(12))
+    ring.read_into(bytearray(consumed))
     log = StoreLog(ring._words)
     ring._words = log
+    return ring, log
+
+
+def test_byte_ring_write_publishes_once_even_when_it_wraps(region, as_written):
+    ring, log = logged_byte_ring(region, as_written, consumed=12)
     assert ring.write(memoryview(b"abcdefghij")) == 10
     assert log.stores == [(HEAD, 22)]
     buf = bytearray(10)
@@ -345,11 +352,7 @@ def test_byte_ring_write_publishes_once_even_when_it_wraps(region, as_written):
 
 
 def test_byte_ring_reserve_is_the_free_run_to_the_ring_end_published_once(region, as_written):
-    ring = byte_ring(region, capacity=16, kind=as_written.ByteRing)
-    ring.write(b"x" * 12)
-    ring.read_into(bytearray(10))
-    log = StoreLog(ring._words)
-    ring._words = log
+    ring, log = logged_byte_ring(region, as_written, consumed=10)
     view = ring.reserve(100)
     assert len(view) == 4  # 14 free, but the run ends at the ring's end
     view[:] = b"abcd"
@@ -387,13 +390,21 @@ def test_byte_ring_full_reserves_nothing(region):
     assert len(ring.reserve(8)) == 0
     ring.publish(0)
     assert ring.readable() == 16
+    with pytest.raises(ValueError):
+        ring.reserve(-1)
 
 
-def test_byte_ring_peek_is_the_readable_run_and_does_not_consume(region):
+def wrapped_byte_ring(region) -> ByteRing:
+    """A 16-byte ring holding "abcdefghij", wrapped after "abcdef"."""
     ring = byte_ring(region, capacity=16)
     ring.write(b"0123456789ab")
     ring.read_into(bytearray(10))
-    ring.write(b"cdefghij")  # "ab" + "cdefghij", wrapped after "abcdef"
+    ring.write(b"cdefghij")
+    return ring
+
+
+def test_byte_ring_peek_is_the_readable_run_and_does_not_consume(region):
+    ring = wrapped_byte_ring(region)
     with ring.peek(100) as view:
         assert bytes(view) == b"abcdef"  # up to the ring's end
     with ring.peek(3) as view:
@@ -409,10 +420,7 @@ def test_byte_ring_peek_is_the_readable_run_and_does_not_consume(region):
 
 
 def test_byte_ring_peek_into_does_not_consume(region):
-    ring = byte_ring(region, capacity=16)
-    ring.write(b"0123456789ab")
-    ring.read_into(bytearray(10))
-    ring.write(b"cdefghij")  # "ab" + "cdefghij", wrapped
+    ring = wrapped_byte_ring(region)
     buf = bytearray(8)
     assert ring.peek_into(buf, 1, 6) == 6 and buf[:6] == b"bcdefg"
     assert ring.peek_into(buf, 7, 8) == 3 and buf[:3] == b"hij"

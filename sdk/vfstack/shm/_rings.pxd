@@ -67,7 +67,6 @@ cdef class ByteRing(_Ring):
     cpdef long long free(self) except? -1
     @cython.locals(n="long long", head="long long", start="long long", first="long long")
     cpdef long long write(self, data) except? -1
-    @cython.locals(start="long long")
     cpdef reserve(self, long long n)
     @cython.locals(head="unsigned long long")
     cpdef publish(self, long long n)
@@ -75,8 +74,9 @@ cdef class ByteRing(_Ring):
     @cython.locals(n="long long", tail="long long")
     cpdef long long read_into(self, buf) except? -1
     cpdef long long peek_into(self, buf, long long offset, long long n) except? -1
-    @cython.locals(start="long long")
     cpdef peek(self, long long n)
+    @cython.locals(start="long long")
+    cpdef _run(self, unsigned long long index, long long n)
     @cython.locals(avail="long long")
     cpdef long long _grant_read(self, long long n) except? -1
     @cython.locals(tail="long long")

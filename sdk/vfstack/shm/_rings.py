@@ -570,16 +570,14 @@ class ByteRing(_Ring):
         `reserve` or `write` replaces an unpublished reservation.
 
         Raises:
+            ValueError: a negative `n`.
             CorruptRing: the consumer's tail is impossible.
         """
-        n = self._grant(n)
-        start = self._head & self._mask
-        if n > self._cap - start:
-            n = self._cap - start
         if n < 0:
-            n = 0
-        self._reserved = n
-        return self._data[start : start + n]
+            raise ValueError("negative length")
+        view = self._run(self._head, self._grant(n))
+        self._reserved = len(view)
+        return view
 
     def publish(self, n: int) -> None:
         """Make the first `n` bytes of the last `reserve` readable (one store).
@@ -655,8 +653,12 @@ class ByteRing(_Ring):
         """
         if n < 0:
             raise ValueError("negative length")
-        n = self._grant_read(n)
-        start = self._tail & self._mask
+        return self._run(self._tail, self._grant_read(n))
+
+    def _run(self, index: int, n: int) -> memoryview:
+        """The ring's bytes from `index` on: `n` of them, or fewer where
+        the ring's end comes first."""
+        start = index & self._mask
         if n > self._cap - start:
             n = self._cap - start
         return self._data[start : start + n]

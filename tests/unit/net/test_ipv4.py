@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stackservice.net import DropReason, Ipv4Host
 from stackservice.net.errors import LocalProtocolError, MalformedFrame
+from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import Ipv4Repr, Ipv4View, write_header
 
 from ._frames import (
@@ -272,6 +273,16 @@ def test_send_ipv4_payload_beyond_mtu_raises_local_protocol_error() -> None:
     assert rig.host.send_ipv4(PEER_IP, PROTO_TCP, bytes(1480), 0)
     with pytest.raises(LocalProtocolError):
         rig.host.send_ipv4(PEER_IP, PROTO_TCP, bytes(1481), 0)
+
+
+def test_send_in_frame_without_room_for_the_headers_raises_and_sends_nothing() -> None:
+    """A caller's bug, refused before a header byte is written."""
+    rig = rig_with_peer()
+    frame = bytearray(FRAME_HEADROOM - 1)
+    with pytest.raises(LocalProtocolError):
+        rig.host.send_in_frame(PEER_IP, PROTO_TCP, frame, 0)
+    assert frame == bytearray(FRAME_HEADROOM - 1)
+    assert rig.sent() == []
 
 
 @pytest.mark.parametrize(

@@ -207,6 +207,7 @@ class Instance:
             connect_histogram=counters.histogram(TCP_CONNECT_US),
             strict=config.strict,  # else it aborts a failing connection: engine.faults
             ports=PortShare(worker, config.workers),
+            segmentation_offload=port.segmentation_offload,
         )
         self.host.register_protocol(PROTO_TCP, self.engine.on_segment)
         self.fastpath = SessionManager(

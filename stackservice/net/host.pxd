@@ -6,7 +6,7 @@ from stackservice.net.arp cimport ArpCache
 from stackservice.net.ipv4 cimport Ipv4View, checked_datagram, is_host_address, write_header
 from stackservice.net.wire cimport read16, read32, write16, write32
 
-cdef Py_ssize_t _IPV4_DELIVERED
+cdef Py_ssize_t _IPV4_DELIVERED, MAX_IPV4_PAYLOAD
 cdef unsigned long long _BROADCAST_MAC
 
 cdef unsigned long long _mac_at(const unsigned char[::1] octets, Py_ssize_t at) except? 0
@@ -28,7 +28,8 @@ cdef class Ipv4Host:
     cpdef receive(self, frame, long long now, bint checksum_trusted)
     @cython.locals(frame=bytearray)
     cpdef bint send_ipv4(self, unsigned long long dst, unsigned long long protocol, payload, long long now) except -1
-    @cython.locals(length=Py_ssize_t, next_hop=object, octets="unsigned char[::1]", mac="unsigned long long")
+    @cython.locals(length=Py_ssize_t, segments="unsigned long long", next_hop=object,
+                   octets="unsigned char[::1]", mac="unsigned long long")
     cpdef bint send_in_frame(self, unsigned long long dst, unsigned long long protocol, frame, long long now) except -1
     cpdef bint _is_peer(self, unsigned long long addr)
     @cython.locals(octets="const unsigned char[::1]", length=Py_ssize_t, dst="unsigned long long",

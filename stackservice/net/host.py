@@ -35,6 +35,7 @@ from stackservice.net.ipv4 import (
     is_host_address,
     write_header,
 )
+from stackservice.net.offload import MAX_IPV4_PAYLOAD, SuperFrame
 from stackservice.net.wire import read16, read32, write16, write32
 
 # Bytes in front of an IPv4 payload in its frame (send_in_frame).
@@ -208,12 +209,21 @@ class Ipv4Host:
             False if it was dropped: no route (IPV4_NO_ROUTE counted) or
             the pending ARP queue full (ARP_QUEUE_FULL counted).
 
+        A `SuperFrame` (stackservice.net.offload) may be as long as an IPv4
+        datagram allows; its segments take the IPv4 ids from this one's on.
+
         Raises:
-            LocalProtocolError: the payload does not fit the MTU, or the
-                frame has no room for the headers.
+            LocalProtocolError: the payload does not fit the MTU (a
+                super-frame's: the IPv4 length field), or the frame has no
+                room for the headers.
         """
         length = len(frame) - FRAME_HEADROOM
-        if length > self._max_payload:
+        segments = 1
+        if type(frame) is SuperFrame:
+            segments = frame.segments
+            if length > MAX_IPV4_PAYLOAD:
+                raise LocalProtocolError("super-frame payload longer than an IPv4 datagram holds")
+        elif length > self._max_payload:
             raise LocalProtocolError("payload longer than MTU - 20")
         if length < 0:
             raise LocalProtocolError("frame shorter than its Ethernet and IPv4 headers")
@@ -229,7 +239,7 @@ class Ipv4Host:
         write32(octets, MAC_LEN + 2, mac & 0xFFFFFFFF)
         write16(octets, 2 * MAC_LEN, ETHERTYPE_IPV4)
         write_header(octets, ETH_HEADER_LEN, self._ip, dst, protocol, length, self._ident)
-        self._ident = (self._ident + 1) & 0xFFFF
+        self._ident = (self._ident + segments) & 0xFFFF
         return self.arp.output(next_hop, frame, now)
 
     def announce(self, now: int) -> None:

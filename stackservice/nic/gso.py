@@ -27,6 +27,11 @@ flags with PSH on the last segment only, sequence numbers that follow
 each other, every payload the size of the first but the last (which may be
 shorter), and at most 64 KiB of IPv4 datagram. Anything else is sent as it
 is, one frame per call.
+
+The TCP engine builds such runs itself when the port takes super-frames
+(stackservice.net.offload): `vnet_header` is the header for one of its
+`SuperFrame`s, and `segment` cuts one up in software, bit for bit as the
+kernel would, for a port that cannot hand it over.
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ import struct
 from collections.abc import Sequence
 
 from stackservice.net.checksum import internet_checksum, pseudo_header_sum
-from stackservice.net.wire import read16, read32, write16
+from stackservice.net.offload import SuperFrame
+from stackservice.net.wire import read16, read32, write16, write32
 
-__all__ = ["VNET_HEADER_LEN", "run_length", "super_frame"]
+__all__ = [
+    "VNET_HEADER_LEN", "run_length", "segment", "super_frame", "vnet_header", "wire_length",
+]  # fmt: skip
 
 # struct virtio_net_hdr (linux/virtio_net.h), in host byte order on an
 # AF_PACKET socket (a legacy, not a virtio 1.0, header).
@@ -50,6 +58,7 @@ VIRTIO_NET_HDR_GSO_TCPV4 = 1
 _ETHERTYPE = 12
 _IP = 14
 _IP_TOTAL_LEN = _IP + 2
+_IP_ID = _IP + 4
 _IP_FLAGS_FRAG = _IP + 6
 _IP_CHECKSUM = _IP + 10
 _TCP = _IP + 20  # 34
@@ -64,6 +73,7 @@ _PROTO_TCP = 6
 _IP_MF_OR_OFFSET = 0x3FFF  # MF and the fragment offset
 _ACK = 0x10
 _PSH = 0x08
+_FIN = 0x01
 MAX_DATAGRAM = 0xFFFF  # an IPv4 datagram's length field
 MIN_RUN = 2  # a lone segment gains nothing from a super-frame
 
@@ -145,10 +155,7 @@ def super_frame(frames: Sequence[Frame], start: int, run: int) -> bytearray:
     headers = _TCP + ((first[_TCP_OFFSET] >> 4) << 2)
     total = size * (run - 1) + _payload_size(last)
     out = bytearray(VNET_HEADER_LEN + headers + total)
-    _VNET_HEADER.pack_into(
-        out, 0, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
-        headers, size, _TCP, _TCP_CHECKSUM_FIELD,
-    )  # fmt: skip
+    out[:VNET_HEADER_LEN] = _vnet_header(headers, size)
     base = VNET_HEADER_LEN
     out[base : base + headers] = first[:headers]
     write16(out, base + _IP_TOTAL_LEN, headers - _IP + total)
@@ -169,3 +176,63 @@ def super_frame(frames: Sequence[Frame], start: int, run: int) -> bytearray:
         out[at : at + length] = frame[headers : headers + length]
         at += length
     return out
+
+
+def _vnet_header(headers: int, size: int) -> bytes:
+    """For a super-frame with `headers` bytes of headers and `size`-byte
+    segments: the kernel sums each TCP checksum and segments it."""
+    return _VNET_HEADER.pack(
+        VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+        headers, size, _TCP, _TCP_CHECKSUM_FIELD,
+    )  # fmt: skip
+
+
+def _headers_len(frame: Frame) -> int:
+    return _TCP + ((frame[_TCP_OFFSET] >> 4) << 2)
+
+
+def vnet_header(frame: SuperFrame) -> bytes:
+    """The `virtio_net_hdr` that goes before `frame` on the port's GSO socket."""
+    return _vnet_header(_headers_len(frame), frame.segment_size)
+
+
+def wire_length(frame: SuperFrame) -> int:
+    """Bytes `frame`'s segments take on the wire (without FCS): each its
+    own headers."""
+    return len(frame) + (frame.segments - 1) * _headers_len(frame)
+
+
+def segment(frame: SuperFrame) -> list[bytearray]:
+    """The frames the kernel's segmentation makes of `frame`: each gets the
+    headers with its own IPv4 length, id (on from the frame's) and header
+    checksum, its sequence number and its TCP checksum, and PSH and FIN
+    only if it is the last."""
+    headers = _headers_len(frame)
+    size = frame.segment_size
+    end = len(frame)
+    ident = read16(frame, _IP_ID)
+    seq = read32(frame, _TCP_SEQ)
+    flags = frame[_TCP_FLAGS]
+    src = read32(frame, _IP + 12)
+    dst = read32(frame, _IP + 16)
+    pieces = []
+    with memoryview(frame) as view:
+        for start in range(headers, end, size):
+            length = min(size, end - start)
+            piece = bytearray(headers + length)
+            piece[:headers] = view[:headers]
+            piece[headers:] = view[start : start + length]
+            write16(piece, _IP_TOTAL_LEN, headers - _IP + length)
+            write16(piece, _IP_ID, ident)
+            write16(piece, _IP_CHECKSUM, 0)
+            write16(piece, _IP_CHECKSUM, internet_checksum(piece[_IP:_TCP]))
+            write32(piece, _TCP_SEQ, seq)
+            if start + length < end:
+                piece[_TCP_FLAGS] = flags & ~(_PSH | _FIN)
+            write16(piece, _TCP_CHECKSUM, 0)
+            initial = pseudo_header_sum(src, dst, _PROTO_TCP, headers - _TCP + length)
+            write16(piece, _TCP_CHECKSUM, internet_checksum(piece[_TCP:], initial))
+            pieces.append(piece)
+            ident = (ident + 1) & 0xFFFF
+            seq = (seq + length) & 0xFFFFFFFF
+    return pieces

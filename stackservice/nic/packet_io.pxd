@@ -2,7 +2,7 @@
 
 cimport cython
 
-from stackservice.nic.gso cimport run_length, super_frame
+from stackservice.nic.gso cimport run_length, super_frame, vnet_header, wire_length
 
 cdef Py_ssize_t _LEN_WORD, _SNAPLEN_WORD, _MAC_HALF, _PKTTYPE_BYTE
 cdef Py_ssize_t _RX_PACKETS, _RX_BYTES, _TX_PACKETS, _TX_BYTES, _RX_RING_DROPS
@@ -31,4 +31,4 @@ cdef class PacketPort:
     @cython.locals(sent=Py_ssize_t, tx_bytes=Py_ssize_t, errors=Py_ssize_t, count=Py_ssize_t,
                    index=Py_ssize_t, run=Py_ssize_t, outcome=Py_ssize_t, i=Py_ssize_t)
     cpdef Py_ssize_t transmit(self, frames) except -1
-    cpdef Py_ssize_t _send_run(self, frames, Py_ssize_t start, Py_ssize_t run) except? -2
+    cpdef Py_ssize_t _send_gso(self, tuple buffers) except? -2

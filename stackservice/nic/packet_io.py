@@ -75,8 +75,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 
+from stackservice.net.offload import SuperFrame
 from stackservice.nic.fanout import join_fanout
-from stackservice.nic.gso import MIN_RUN, run_length, super_frame
+from stackservice.nic.gso import MIN_RUN, run_length, segment, super_frame, vnet_header, wire_length
 
 __all__ = ["DEFAULT_RX_LIMIT", "NicCounter", "PacketPort"]
 
@@ -257,6 +258,12 @@ class PacketPort:
         self._halves = self._ring.cast("H")
         self._octets = self._ring
 
+    @property
+    def segmentation_offload(self) -> bool:
+        """True when super-frames (stackservice.net.offload) go to the
+        kernel whole; transmit() cuts them up itself otherwise."""
+        return self._gso is not None
+
     def fileno(self) -> int:
         """The socket's fd: POLLIN when a frame is ready in the ring."""
         return self._sock.fileno()
@@ -430,9 +437,24 @@ class PacketPort:
         count = len(frames)
         index = 0
         while index < count:
+            frame = frames[index]
+            if type(frame) is SuperFrame:
+                outcome = self._send_gso((vnet_header(frame), frame)) if self._gso else 0
+                if outcome < 0:
+                    self._defer(frames, index)
+                    break
+                if outcome:
+                    sent += frame.segments
+                    tx_bytes += wire_length(frame)
+                    index += 1
+                    continue
+                # No GSO here (any more): its segments go one by one.
+                frames = [*frames[:index], *segment(frame), *frames[index + 1 :]]
+                count = len(frames)
+                continue
             run = run_length(frames, index) if self._gso is not None else 1
             if run >= MIN_RUN:
-                outcome = self._send_run(frames, index, run)
+                outcome = self._send_gso((super_frame(frames, index, run),))
                 if outcome < 0:  # pushed back: it and the rest wait
                     self._defer(frames, index)
                     break
@@ -443,7 +465,6 @@ class PacketPort:
                     index += run
                     continue
                 # refused: the device takes no super-frames, so one by one
-            frame = frames[index]
             try:
                 send(frame)
             except OSError as exc:
@@ -458,16 +479,15 @@ class PacketPort:
         self._count_tx(sent, tx_bytes, errors)
         return earlier + sent
 
-    def _send_run(
-        self, frames: Sequence[bytes | bytearray | memoryview], start: int, run: int
-    ) -> int:
-        """Send `frames[start:start + run]` as one super-frame: 1 when sent,
-        -1 when the kernel pushed back, 0 when it refused the super-frame
-        (the caller then sends the frames one by one, which count their own
-        errors). Only a refusal of the super-frame itself turns GSO off for
-        the port; an interface that is down is no reason to."""
+    def _send_gso(self, buffers: tuple) -> int:
+        """Send one super-frame, its `virtio_net_hdr` first (gso.py), the
+        buffers gathered by the kernel: 1 when sent, -1 when the kernel
+        pushed back, 0 when it refused the super-frame (the caller then
+        sends its frames one by one, which count their own errors). Only a
+        refusal of the super-frame itself turns GSO off for the port; an
+        interface that is down is no reason to."""
         try:
-            self._gso.send(super_frame(frames, start, run))
+            self._gso.sendmsg(buffers)
         except OSError as exc:
             if exc.errno == errno.EAGAIN or exc.errno == errno.ENOBUFS:
                 return -1
@@ -506,10 +526,16 @@ class PacketPort:
 
     def _defer(self, frames: Sequence[bytes | bytearray | memoryview], start: int) -> None:
         backlog = self._backlog
-        offered = len(frames) - start
+        # The backlog holds plain frames: a super-frame waits as its segments.
+        waiting = [
+            piece
+            for frame in frames[start:]
+            for piece in (segment(frame) if type(frame) is SuperFrame else (frame,))
+        ]
+        offered = len(waiting)
         keep = min(offered, self._backlog_limit - len(backlog))
-        for index in range(start, start + keep):
-            backlog.append(bytes(frames[index]))
+        for index in range(keep):
+            backlog.append(bytes(waiting[index]))
         counters = self._counters
         if keep:
             counters[_TX_DEFERRED] += keep

@@ -50,6 +50,7 @@ cdef class TcpEngine:
     cdef public object buffer_memory, _control, _acks, _data, _stateless
     cdef unsigned long long _port_k0, _port_k1
     cdef public object orphans, _port_steps, _exhausted, _next_sock_id, _rcv_wscale, ports
+    cdef public bint segmentation_offload
 
     @cython.locals(start=Py_ssize_t, end=Py_ssize_t, seg=TcpRepr, tcb=Tcb)
     cpdef on_segment(self, Ipv4View ip, long long now, bint trusted)
@@ -67,8 +68,8 @@ cdef class TcpEngine:
     cpdef queue_control(self, Tcb tcb)
     cpdef queue_data(self, Tcb tcb)
     cpdef reply_reset(self, dst_ip, TcpRepr seg, data_len)
-    @cython.locals(header_len=Py_ssize_t, frame=bytearray)
-    cpdef send_segment(self, Tcb tcb, long long now, long long seq, long long ack, long long flags, long long window, TcpOptions options, long long length, long long buffer_offset=*)
+    @cython.locals(header_len=Py_ssize_t, size=Py_ssize_t, segments=Py_ssize_t)
+    cpdef send_segment(self, Tcb tcb, long long now, long long seq, long long ack, long long flags, long long window, TcpOptions options, long long length, long long buffer_offset=*, long long segment_size=*)
     cpdef new_passive(self, listener, src_ip, TcpRepr seg, long long now)
     cpdef send_cookie(self, listener, src_ip, TcpRepr seg, long long now)
     cpdef cookie_ack(self, listener, src_ip, TcpRepr seg, data, long long now)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from stackservice.net.errors import LocalProtocolError
 from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import Ipv4View
+from stackservice.net.offload import SuperFrame
 from stackservice.tcp import input as tcp_input
 from stackservice.tcp import output, recovery
 from stackservice.tcp.buffers import BufferMemory, ReceiveBuffer, SendBuffer
@@ -201,8 +202,12 @@ class TcpEngine:
         connect_histogram=None,
         strict: bool = True,
         ports: PortShare | None = None,
+        segmentation_offload: bool = False,
     ) -> None:
         self.local_ip = local_ip
+        # The port takes super-frames (stackservice.net.offload): runs of
+        # full segments leave as one frame each (output.send_run).
+        self.segmentation_offload = segmentation_offload
         # Fault containment (docs/architecture.md principle 5): with strict False an
         # unexpected exception while running one connection's timers or
         # output aborts that connection only and is kept in `faults`
@@ -736,11 +741,19 @@ class TcpEngine:
         options: TcpOptions,
         length: int,
         buffer_offset: int = 0,
+        segment_size: int = 0,
     ) -> None:
         """Build one segment of `tcb` (payload from its send buffer) and
-        hand it to IPv4."""
+        hand it to IPv4. With `segment_size`, `length` is a run of segments
+        of that size, sent as one super-frame (stackservice.net.offload)."""
         header_len = 20 + options.buffer_len()
-        frame = bytearray(FRAME_HEADROOM + header_len + length)
+        size = FRAME_HEADROOM + header_len + length
+        segments = 1
+        if segment_size:
+            segments = length // segment_size
+            frame = SuperFrame(size, segment_size, segments)
+        else:
+            frame = bytearray(size)
         if length:
             tcb.send_buffer.peek_into(buffer_offset, frame, FRAME_HEADROOM + header_len, length)
         write_segment(
@@ -756,8 +769,11 @@ class TcpEngine:
             window,
             options,
             length,
+            None,
+            0,
+            segment_size != 0,
         )
-        self.counters[_SEGMENTS_OUT] += 1
+        self.counters[_SEGMENTS_OUT] += segments
         if flags & ACK:
             tcb.last_ack_sent = ack
         self._send_frame(tcb.remote_ip, PROTO_TCP, frame, now)

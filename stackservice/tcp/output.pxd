@@ -7,6 +7,7 @@ from stackservice.tcp.engine cimport TcpEngine
 from stackservice.tcp.tcb cimport Tcb
 
 cdef Py_ssize_t _RETRANSMITTED
+cdef long long MAX_RUN_PAYLOAD
 # Imported constants as C globals, as in input.pxd.
 cdef long long ACK, FIN, PSH, RST, SYN, SYN_RECEIVED, MAX_SACK_BLOCKS_WITH_TIMESTAMPS
 
@@ -31,8 +32,14 @@ cpdef long long send_data(TcpEngine engine, Tcb tcb, long long now) except -1
 cpdef long long _flight(Tcb tcb) except -1
 cpdef bint _may_send_small(Tcb tcb, long long length, bint last, long long in_flight, bint fin_due) except -1
 @cython.locals(options=TcpOptions, seq="long long", retransmission=bint, flags="long long", window="long long",
-               occupied="long long", end="long long")
+               occupied="long long")
 cpdef send_chunk(TcpEngine engine, Tcb tcb, long long now, long long length, bint fin_due)
+@cython.locals(options=TcpOptions, seq="long long", option_len="long long", size="long long",
+               count="long long", length="long long", window="long long", offset="long long",
+               index="long long")
+cpdef long long send_run(TcpEngine engine, Tcb tcb, long long now, long long available, long long usable) except -1
+@cython.locals(end="long long")
+cdef _advance(TcpEngine engine, Tcb tcb, long long now, long long seq, long long occupied, bint timed)
 @cython.locals(options=TcpOptions, seq="long long", fin_sent=bint, sent_left="long long", with_fin=bint,
                flags="long long", window="long long", occupied="long long")
 cpdef long long retransmit(TcpEngine engine, Tcb tcb, long long now, long long offset, long long length) except -1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stackservice.net.offload import MAX_RUN_PAYLOAD
 from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.segment import (
     ACK,
@@ -209,6 +210,14 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
         last = length == available
         if length < tcb.mss and not _may_send_small(tcb, length, last, in_flight, fin_due):
             break
+        if (
+            engine.segmentation_offload
+            and available > 2 * tcb.mss
+            and usable >= 2 * tcb.mss
+            and tcb.snd_nxt == tcb.snd_max
+        ):
+            sent += send_run(engine, tcb, now, available, usable)
+            continue
         send_chunk(engine, tcb, now, length, fin_due)
         sent += 1
     if sent == 0 and tcb.sendable() and tcb.in_flight() == 0:
@@ -258,15 +267,50 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
     occupied = length + (1 if flags & FIN else 0)
     if tcb.sack_enabled:
         tcb.scoreboard.on_send(seq_sub(seq, tcb.snd_una), occupied, now, retransmission)
-    end = seq_add(seq, occupied)
-    tcb.snd_nxt = end
-    if seq_gt(end, tcb.snd_max):
-        tcb.snd_max = end
     if retransmission:
         engine.counters[_RETRANSMITTED] += 1
         tcb.retransmitted += 1
         tcb.rtt_seq = -1  # Karn: never time a retransmitted segment
-    elif tcb.rtt_seq < 0 and length:
+    _advance(engine, tcb, now, seq, occupied, not retransmission and length > 0)
+
+
+def send_run(engine: TcpEngine, tcb: Tcb, now: int, available: int, usable: int) -> int:
+    """New data at SND.NXT in full-sized segments, as many as the windows
+    allow but never the data's last byte (its segment carries PSH, and FIN
+    if due, and follows on its own), as one super-frame the port cuts up
+    (stackservice.net.offload). The caller makes sure two segments fit.
+    Returns the number of segments."""
+    seq = tcb.snd_nxt
+    options = _options(tcb, now, True)
+    option_len = options.buffer_len()
+    size = min(tcb.mss, tcb.peer_mss - option_len)
+    count = min((available - 1) // size, usable // size, (MAX_RUN_PAYLOAD - option_len) // size)
+    length = size * count
+    window = advertise_window(tcb)
+    engine.send_segment(
+        tcb, now, seq, tcb.rcv_nxt, ACK, window, options, length, seq_sub(seq, tcb.buf_seq), size
+    )
+    clear_ack(tcb)
+    if tcb.sack_enabled:
+        # One record a segment, as sent one by one: SACK, RACK and
+        # retransmission work per segment whatever left as one frame.
+        offset = seq_sub(seq, tcb.snd_una)
+        scoreboard = tcb.scoreboard
+        for index in range(count):
+            scoreboard.on_send(offset + index * size, size, now, False)
+    _advance(engine, tcb, now, seq, length, True)
+    return count
+
+
+def _advance(engine: TcpEngine, tcb: Tcb, now: int, seq: int, occupied: int, timed: bool) -> None:
+    """SND.NXT (and SND.MAX) past what was just sent at `seq`; with `timed`
+    (new data: Karn's rule is the caller's) the RTT sample starts there if
+    none runs; the RTO runs."""
+    end = seq_add(seq, occupied)
+    tcb.snd_nxt = end
+    if seq_gt(end, tcb.snd_max):
+        tcb.snd_max = end
+    if timed and tcb.rtt_seq < 0:
         tcb.rtt_seq = seq
         tcb.rtt_start = now
     if not tcb.rto_deadline:

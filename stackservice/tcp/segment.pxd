@@ -71,7 +71,7 @@ cpdef long long write_segment(
     unsigned long long dst_ip, unsigned long long src_port, unsigned long long dst_port,
     unsigned long long seq, unsigned long long ack, unsigned long long flags,
     unsigned long long window, TcpOptions options, Py_ssize_t payload_len,
-    const unsigned char[::1] payload=*, unsigned long long urgent=*,
+    const unsigned char[::1] payload=*, unsigned long long urgent=*, bint checksum_offload=*,
 ) except -1
 @cython.locals(src_port=cython.ulonglong, dst_port=cython.ulonglong, flags=cython.uchar,
                control=cython.uchar, header_len=Py_ssize_t, options=TcpOptions)

@@ -389,6 +389,7 @@ def write_segment(
     payload_len: int,
     payload: Buffer | None = None,
     urgent: int = 0,
+    checksum_offload: bool = False,
 ) -> int:
     """Write a segment, checksum included, at `buf[offset:]`.
 
@@ -396,7 +397,9 @@ def write_segment(
     the segment after its Ethernet and IPv4 headers with no copy beyond the
     payload's. With `payload` None the `payload_len` bytes already sitting
     after the header in `buf` are the payload (copied there straight from a
-    send ring). One pass sums pseudo-header, header and payload.
+    send ring). One pass sums pseudo-header, header and payload; with
+    `checksum_offload` the checksum field gets the pseudo-header sum alone,
+    for the kernel or NIC to finish (stackservice.net.offload).
 
     Returns:
         The segment length (header + options + payload).
@@ -428,7 +431,10 @@ def write_segment(
     if header_len != 20:
         options.emit(buf, offset + 20)
     initial = pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, segment_len)
-    write16(buf, offset + 16, internet_checksum(buf[offset:end], initial))
+    if checksum_offload:
+        write16(buf, offset + 16, initial)
+    else:
+        write16(buf, offset + 16, internet_checksum(buf[offset:end], initial))
     return segment_len
 
 

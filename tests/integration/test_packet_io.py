@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from stackservice.net.offload import SuperFrame
 from stackservice.nic.emulate import EmulatedPort, vf_mac
+from stackservice.nic.gso import VNET_HEADER_LEN, super_frame, wire_length
 from stackservice.nic.packet_io import (
     PACKET_IGNORE_OUTGOING,
     SOL_PACKET,
@@ -48,11 +50,12 @@ for line in sys.stdin.read().split():
 
 # Captures incoming 0x88b5 frames on argv[1] until argv[2] of them arrived
 # or argv[3] seconds passed; says "ready" first, then prints them in hex.
+# argv[4]: the EtherType captured.
 PEER_CAPTURE = r"""
 import select, socket, sys, time
 ifname, want, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-s.bind((ifname, 0x88B5))
+s.bind((ifname, int(sys.argv[4])))
 print("ready", flush=True)
 deadline = time.monotonic() + timeout
 frames = []
@@ -97,12 +100,16 @@ def peer_send(port: EmulatedPort, frames: list[bytes]) -> None:
 
 
 class PeerCapture:
-    """Frames of type 0x88b5 arriving at the peer, captured in its namespace."""
+    """Frames of type 0x88b5 (or `ethertype`) arriving at the peer,
+    captured in its namespace."""
 
-    def __init__(self, port: EmulatedPort, want: int, timeout: float = 5.0) -> None:
+    def __init__(
+        self, port: EmulatedPort, want: int, timeout: float = 5.0, ethertype: int = 0x88B5
+    ) -> None:
         self.proc = spawn_in_netns(
             port.netns,
             *(sys.executable, "-c", PEER_CAPTURE, port.wire, str(want), str(timeout)),
+            str(ethertype),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -399,6 +406,56 @@ def test_without_gso_every_frame_is_its_own_send(emulated_port):
     with PacketPort(emulated_port.vf(0), count, gso=False) as port:
         assert port.transmit(run) == 3
     assert (count[NicCounter.TX_GSO_SENDS], count[NicCounter.TX_PACKETS]) == (0, 3)
+
+
+def engine_run(port: EmulatedPort) -> tuple[SuperFrame, list[bytearray]]:
+    """Four 1000-byte segments to the peer, as the TCP engine builds them
+    with offload (stackservice.net.offload), and as one frame each."""
+    frames = frames_of(
+        tcp_host(our_mac=VF0_MAC, peer_mac=wire_mac(port)),
+        [(1000 + i * 1000, ACK, bytes([i]) * 1000) for i in range(4)],
+    )
+    packet = super_frame(frames, 0, 4)
+    run = SuperFrame(len(packet) - VNET_HEADER_LEN, 1000, 4)
+    run[:] = packet[VNET_HEADER_LEN:]
+    return run, frames
+
+
+def test_an_engine_super_frame_is_one_send_counted_as_its_segments(emulated_port):
+    run, frames = engine_run(emulated_port)
+    count = counters()
+    with PacketPort(emulated_port.vf(0), count) as port:
+        assert port.segmentation_offload
+        assert port.transmit([run, frames[0], run]) == 9
+    assert (count[NicCounter.TX_GSO_SENDS], count[NicCounter.TX_PACKETS]) == (2, 9)
+    assert count[NicCounter.TX_BYTES] == 2 * wire_length(run) + len(frames[0])
+
+
+def test_without_gso_an_engine_super_frame_leaves_as_its_segments(emulated_port):
+    run, frames = engine_run(emulated_port)
+    count = counters()
+    capture = PeerCapture(emulated_port, 2 * len(frames), ethertype=0x0800)
+    with PacketPort(emulated_port.vf(0), count, gso=False) as port:
+        assert not port.segmentation_offload
+        assert port.transmit([run, run]) == 8
+    assert capture.frames() == [bytes(f) for f in frames] * 2
+    assert (count[NicCounter.TX_GSO_SENDS], count[NicCounter.TX_PACKETS]) == (0, 8)
+
+
+def test_a_deferred_super_frame_waits_as_its_segments(emulated_port):
+    """The backlog holds plain frames (and copies): a super-frame the
+    kernel pushed back goes later as its segments, in order."""
+    run, frames = engine_run(emulated_port)
+    lone = make_frame(BROADCAST, VF0_MAC, 7)
+    count = counters()
+    capture = PeerCapture(emulated_port, len(frames), ethertype=0x0800)
+    with PacketPort(emulated_port.vf(0), count, gso=False) as port:
+        port._defer([run, lone], 0)
+        run[:] = bytes(len(run))  # the caller may reuse its buffers at once
+        assert port.tx_pending
+        assert port.transmit([]) == len(frames) + 1
+    assert capture.frames() == [bytes(f) for f in frames]
+    assert count[NicCounter.TX_DEFERRED] == len(frames) + 1
 
 
 def test_backpressure_defers_frames_and_sends_them_in_order(emulated_port):

@@ -15,7 +15,16 @@ import struct
 import pytest
 
 from stackservice.net.checksum import internet_checksum, pseudo_header_sum
-from stackservice.nic.gso import MAX_DATAGRAM, VNET_HEADER_LEN, run_length, super_frame
+from stackservice.net.offload import SuperFrame
+from stackservice.nic.gso import (
+    MAX_DATAGRAM,
+    VNET_HEADER_LEN,
+    run_length,
+    segment,
+    super_frame,
+    vnet_header,
+    wire_length,
+)
 from stackservice.tcp.segment import ACK, FIN, NO_OPTIONS, PSH, SYN, TcpOptions
 from tests.support.tcp_frames import TIMESTAMPS, frames_of
 from tests.support.tcp_frames import host as _host
@@ -126,3 +135,31 @@ def test_a_run_stops_where_the_datagram_would_pass_64_kib():
     run = run_length(frames, 0)
     assert 20 + 32 + run * MSS <= MAX_DATAGRAM < 20 + 32 + (run + 1) * MSS
     assert kernel_segments(bytes(super_frame(frames, 0, run))) == [bytes(f) for f in frames[:run]]
+
+
+def _as_engine_builds_it(frames: list[bytearray]) -> SuperFrame:
+    """The run `frames` as the TCP engine builds it with offload
+    (stackservice.net.offload): the super-frame's bytes, without the
+    virtio_net_hdr, its segment size and count beside them."""
+    packet = super_frame(frames, 0, len(frames))
+    run = SuperFrame(len(packet) - VNET_HEADER_LEN, len(frames[0]) - 66, len(frames))
+    run[:] = packet[VNET_HEADER_LEN:]
+    return run
+
+
+@pytest.mark.parametrize("tail", [MSS, 1, 700], ids=["full", "one-byte", "short"])
+def test_an_engine_super_frame_is_cut_as_the_kernel_cuts_it(tail: int) -> None:
+    """`segment` (a port without GSO) and the kernel, given `vnet_header`,
+    give back the same frames, the ones built one by one; only the last
+    keeps PSH."""
+    host = _host(first_ident=0xFFFE)
+    data = bytes(range(256)) * 40
+    first = 0xFFFFF000  # the sequence numbers wrap, and so do the ids
+    chunks = [(first + i * MSS & 0xFFFFFFFF, ACK, data[i * MSS : (i + 1) * MSS]) for i in range(4)]
+    chunks.append((first + 4 * MSS & 0xFFFFFFFF, ACK | PSH, data[:tail]))
+    frames = frames_of(host, chunks)
+    run = _as_engine_builds_it(frames)
+    assert run.segments == 5 and len(run) == 66 + 4 * MSS + tail
+    assert [bytes(f) for f in segment(run)] == [bytes(f) for f in frames]
+    assert kernel_segments(vnet_header(run) + bytes(run)) == [bytes(f) for f in frames]
+    assert wire_length(run) == sum(len(f) for f in frames)

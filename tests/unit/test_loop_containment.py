@@ -49,6 +49,7 @@ class ScriptedPort:
     and the loop returns. Always readable, so the loop never sleeps."""
 
     tx_pending = False
+    segmentation_offload = False  # what it sent is read one frame a segment
 
     def __init__(self) -> None:
         self._ready, self._ready_peer = socket.socketpair()

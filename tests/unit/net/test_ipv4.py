@@ -12,6 +12,7 @@ from stackservice.net import DropReason, Ipv4Host
 from stackservice.net.errors import LocalProtocolError, MalformedFrame
 from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import Ipv4Repr, Ipv4View, write_header
+from stackservice.net.offload import MAX_IPV4_PAYLOAD, SuperFrame
 
 from ._frames import (
     CHECK,
@@ -283,6 +284,27 @@ def test_send_in_frame_without_room_for_the_headers_raises_and_sends_nothing() -
         rig.host.send_in_frame(PEER_IP, PROTO_TCP, frame, 0)
     assert frame == bytearray(FRAME_HEADROOM - 1)
     assert rig.sent() == []
+
+
+def test_send_in_frame_super_frame_may_exceed_the_mtu_and_takes_an_id_per_segment() -> None:
+    """stackservice.net.offload: a run of 3 segments is one frame as long
+    as the IPv4 length allows; the kernel numbers its segments' ids on
+    from its own, so the next datagram's id comes after all three."""
+    rig = rig_with_peer()
+    run = SuperFrame(FRAME_HEADROOM + 3 * 1480, 1480, 3)
+    assert rig.host.send_in_frame(PEER_IP, PROTO_TCP, run, 0)
+    assert rig.host.send_ipv4(PEER_IP, PROTO_TCP, b"next", 0)
+    sent = rig.sent()
+    assert bytes(sent[0]) == reply_frame(PEER_MAC, PEER_IP, PROTO_TCP, bytes(3 * 1480), ident=0)
+    assert sent[1] == reply_frame(PEER_MAC, PEER_IP, PROTO_TCP, b"next", ident=3)
+    largest = SuperFrame(FRAME_HEADROOM + MAX_IPV4_PAYLOAD, 1460, 44)
+    assert rig.host.send_in_frame(PEER_IP, PROTO_TCP, largest, 0)
+    with pytest.raises(LocalProtocolError):
+        rig.host.send_in_frame(
+            PEER_IP, PROTO_TCP, SuperFrame(FRAME_HEADROOM + MAX_IPV4_PAYLOAD + 1, 1460, 44), 0
+        )
+    with pytest.raises(LocalProtocolError):  # not a super-frame: the MTU holds
+        rig.host.send_in_frame(PEER_IP, PROTO_TCP, bytearray(FRAME_HEADROOM + 1481), 0)
 
 
 @pytest.mark.parametrize(

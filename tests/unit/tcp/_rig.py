@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stackservice.net.ethernet import HEADER_LEN as ETH_HEADER_LEN
 from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
+from stackservice.net.offload import SuperFrame
+from stackservice.nic.gso import segment
 from stackservice.tcp.counters import TCP_COUNTER_COUNT, TcpCounter
 from stackservice.tcp.drops import TCP_DROP_REASON_COUNT, TcpDropReason
 from stackservice.tcp.engine import TcpEngine
@@ -37,29 +40,50 @@ class Sent:
         return self.seg.flags
 
 
+# Whether a Rig's engine sends runs of segments as super-frames, unless a
+# test says: conftest.py runs every test here both ways.
+offload_by_default = False
+
+
 @dataclass
 class Rig:
-    """One engine and everything it sent since the last `take()`."""
+    """One engine and everything it sent since the last `take()`: a
+    super-frame as the segments the kernel cuts it into (`super_frames`
+    counts them)."""
 
     settings: TcpSettings = field(default_factory=TcpSettings)
     sent: list[Sent] = field(default_factory=list)
     engine_class: type[TcpEngine] = TcpEngine  # a subclass, to make a method fail
     ports: PortShare | None = None  # one worker's share of several
+    segmentation_offload: bool | None = None  # None: offload_by_default
 
     def __post_init__(self) -> None:
         self.counters = [0] * TCP_COUNTER_COUNT
         self.drops = [0] * TCP_DROP_REASON_COUNT
         self.states = [0] * TCP_STATE_COUNT
+        if self.segmentation_offload is None:
+            self.segmentation_offload = offload_by_default
+        self.super_frames = 0
         self.engine = self.engine_class(
             LOCAL_IP, self._send, self._route, self.settings, self.counters, self.drops,
-            self.states, SECRET, ports=self.ports,
+            self.states, SECRET, ports=self.ports, segmentation_offload=self.segmentation_offload,
         )  # fmt: skip
 
     def _send(self, dst: int, protocol: int, frame: bytearray, now: int) -> bool:
         assert protocol == PROTO_TCP
-        view = TcpView.checked(memoryview(bytes(frame))[FRAME_HEADROOM:])
-        seg = TcpRepr.parse(view, LOCAL_IP, dst, False)  # our checksum must verify
-        self.sent.append(Sent(dst, seg, bytes(view.payload())))
+        if type(frame) is SuperFrame:
+            assert self.segmentation_offload
+            self.super_frames += 1
+            # As the host would (IPv4 header), then as the kernel would.
+            write_header(frame, ETH_HEADER_LEN, LOCAL_IP, dst, PROTO_TCP,
+                         len(frame) - FRAME_HEADROOM, 1)  # fmt: skip
+            segments = [memoryview(bytes(piece))[FRAME_HEADROOM:] for piece in segment(frame)]
+        else:
+            segments = [memoryview(bytes(frame))[FRAME_HEADROOM:]]
+        for octets in segments:
+            view = TcpView.checked(octets)
+            seg = TcpRepr.parse(view, LOCAL_IP, dst, False)  # our checksum must verify
+            self.sent.append(Sent(dst, seg, bytes(view.payload())))
         return True
 
     @staticmethod

@@ -11,12 +11,13 @@ the NIC) to finish per segment, as Linux's own TCP does with TSO/GSO.
 That frame travels the ordinary path (the host writes its IPv4 and
 Ethernet headers, ARP its destination) as a `SuperFrame`, which says how
 to cut it: `segment_size` payload bytes a segment, `segments` of them,
-all full. Its IPv4 total length covers the whole run and its TCP checksum
-field holds the pseudo-header sum over the whole run, not a checksum: the
-kernel's segmentation (tcp_gso_segment, with the `virtio_net_hdr` the port
-writes) adjusts both per segment, gives each segment its own sequence
-number and numbers the IPv4 ids on from the frame's, so the host steps its
-id counter by `segments`. The segments leave exactly as the engine would
+all full but maybe the last. Its IPv4 total length covers the whole run
+and its TCP checksum field holds the pseudo-header sum over the whole run,
+not a checksum: the kernel's segmentation (tcp_gso_segment, with the
+`virtio_net_hdr` the port writes) adjusts both per segment, gives each
+segment its own sequence number, leaves PSH on the last segment only and
+numbers the IPv4 ids on from the frame's, so the host steps its id counter
+by `segments`. The segments leave exactly as the engine would
 have built them one by one; `stackservice.nic.gso.segment` cuts one in
 software the same way, for a port that cannot hand it to the kernel.
 """
@@ -33,7 +34,8 @@ MAX_RUN_PAYLOAD = MAX_IPV4_PAYLOAD - 20
 
 class SuperFrame(bytearray):
     """A frame carrying `segments` TCP segments of `segment_size` payload
-    bytes each under one header (module docstring)."""
+    bytes each (the last may be shorter) under one header (module
+    docstring)."""
 
     __slots__ = ("segment_size", "segments")
 

@@ -745,12 +745,13 @@ class TcpEngine:
     ) -> None:
         """Build one segment of `tcb` (payload from its send buffer) and
         hand it to IPv4. With `segment_size`, `length` is a run of segments
-        of that size, sent as one super-frame (stackservice.net.offload)."""
+        of that size (the last may be shorter), sent as one super-frame
+        (stackservice.net.offload)."""
         header_len = 20 + options.buffer_len()
         size = FRAME_HEADROOM + header_len + length
         segments = 1
         if segment_size:
-            segments = length // segment_size
+            segments = (length + segment_size - 1) // segment_size
             frame = SuperFrame(size, segment_size, segments)
         else:
             frame = bytearray(size)

@@ -35,9 +35,10 @@ cpdef bint _may_send_small(Tcb tcb, long long length, bint last, long long in_fl
                occupied="long long")
 cpdef send_chunk(TcpEngine engine, Tcb tcb, long long now, long long length, bint fin_due)
 @cython.locals(options=TcpOptions, seq="long long", option_len="long long", size="long long",
-               count="long long", length="long long", window="long long", offset="long long",
-               index="long long")
-cpdef long long send_run(TcpEngine engine, Tcb tcb, long long now, long long available, long long usable) except -1
+               room="long long", length="long long", rest="long long", flags="long long",
+               count="long long", window="long long", offset="long long", index="long long",
+               start="long long")
+cpdef long long send_run(TcpEngine engine, Tcb tcb, long long now, long long available, long long usable, bint fin_due) except -1
 @cython.locals(end="long long")
 cdef _advance(TcpEngine engine, Tcb tcb, long long now, long long seq, long long occupied, bint timed)
 @cython.locals(options=TcpOptions, seq="long long", fin_sent=bint, sent_left="long long", with_fin=bint,

@@ -216,7 +216,7 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
             and usable >= 2 * tcb.mss
             and tcb.snd_nxt == tcb.snd_max
         ):
-            sent += send_run(engine, tcb, now, available, usable)
+            sent += send_run(engine, tcb, now, available, usable, fin_due)
             continue
         send_chunk(engine, tcb, now, length, fin_due)
         sent += 1
@@ -274,21 +274,35 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
     _advance(engine, tcb, now, seq, occupied, not retransmission and length > 0)
 
 
-def send_run(engine: TcpEngine, tcb: Tcb, now: int, available: int, usable: int) -> int:
+def send_run(
+    engine: TcpEngine, tcb: Tcb, now: int, available: int, usable: int, fin_due: bool
+) -> int:
     """New data at SND.NXT in full-sized segments, as many as the windows
-    allow but never the data's last byte (its segment carries PSH, and FIN
-    if due, and follows on its own), as one super-frame the port cuts up
-    (stackservice.net.offload). The caller makes sure two segments fit.
-    Returns the number of segments."""
+    allow, as one super-frame the port cuts up (stackservice.net.offload).
+    The data's last segment joins the run when it may go now (full, or
+    TCP_NODELAY: Nagle holds a short one) and carries no FIN: its PSH stays
+    on it alone when the run is cut. The caller makes sure two full
+    segments fit. Returns the number of segments."""
     seq = tcb.snd_nxt
     options = _options(tcb, now, True)
     option_len = options.buffer_len()
     size = min(tcb.mss, tcb.peer_mss - option_len)
-    count = min((available - 1) // size, usable // size, (MAX_RUN_PAYLOAD - option_len) // size)
-    length = size * count
+    room = MAX_RUN_PAYLOAD - option_len
+    length = size * min((available - 1) // size, usable // size, room // size)
+    rest = available - length
+    flags = ACK
+    if (
+        not fin_due
+        and rest <= size
+        and length + rest <= min(usable, room)
+        and (rest == size or tcb.nodelay)
+    ):
+        length = available
+        flags = ACK | PSH
+    count = (length + size - 1) // size
     window = advertise_window(tcb)
     engine.send_segment(
-        tcb, now, seq, tcb.rcv_nxt, ACK, window, options, length, seq_sub(seq, tcb.buf_seq), size
+        tcb, now, seq, tcb.rcv_nxt, flags, window, options, length, seq_sub(seq, tcb.buf_seq), size
     )
     clear_ack(tcb)
     if tcb.sack_enabled:
@@ -297,7 +311,8 @@ def send_run(engine: TcpEngine, tcb: Tcb, now: int, available: int, usable: int)
         offset = seq_sub(seq, tcb.snd_una)
         scoreboard = tcb.scoreboard
         for index in range(count):
-            scoreboard.on_send(offset + index * size, size, now, False)
+            start = index * size
+            scoreboard.on_send(offset + start, min(size, length - start), now, False)
     _advance(engine, tcb, now, seq, length, True)
     return count
 

@@ -64,6 +64,7 @@ class Rig:
         if self.segmentation_offload is None:
             self.segmentation_offload = offload_by_default
         self.super_frames = 0
+        self.frames = 0  # handed to send_frame, super-frames included
         self.engine = self.engine_class(
             LOCAL_IP, self._send, self._route, self.settings, self.counters, self.drops,
             self.states, SECRET, ports=self.ports, segmentation_offload=self.segmentation_offload,
@@ -71,6 +72,7 @@ class Rig:
 
     def _send(self, dst: int, protocol: int, frame: bytearray, now: int) -> bool:
         assert protocol == PROTO_TCP
+        self.frames += 1
         if type(frame) is SuperFrame:
             assert self.segmentation_offload
             self.super_frames += 1

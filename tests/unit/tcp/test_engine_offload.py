@@ -24,9 +24,13 @@ def _wire(sent) -> list[tuple]:
     return [(s.seg.seq, s.seg.ack, s.flags, s.seg.window, s.seg.options, s.payload) for s in sent]
 
 
-def _flight(offload: bool, size: int, shut: bool = False) -> tuple[Rig, list]:
+def _flight(
+    offload: bool, size: int, shut: bool = False, nodelay: bool = False
+) -> tuple[Rig, list]:
     rig = Rig(segmentation_offload=offload)
     conn = established(rig)
+    conn.tcb.nodelay = nodelay
+    rig.frames = 0  # the flight's only
     assert rig.engine.send(conn.tcb, bytes(range(256)) * (size // 256) + bytes(size % 256), 0)
     if shut:
         rig.engine.shutdown(conn.tcb, SHUT_WR, conn.now)
@@ -34,31 +38,37 @@ def _flight(offload: bool, size: int, shut: bool = False) -> tuple[Rig, list]:
 
 
 @pytest.mark.parametrize(
-    ("size", "shut", "runs"),
+    ("size", "shut", "nodelay", "frames"),
     [
-        (9 * MSS + 100, False, 1),  # 9 full in the run, the short tail alone
-        (10 * MSS, False, 1),  # the initial window: 9, and the last (PSH) alone
-        (10 * MSS, True, 1),  # the last carries FIN too
-        (2 * MSS, False, 0),  # one full segment before the last: no run
-        (2 * MSS + 1, False, 1),
+        (9 * MSS + 100, False, False, 1),  # 9 full in the run; Nagle holds the tail
+        (9 * MSS + 100, False, True, 1),  # the tail (PSH) in the run
+        (10 * MSS, False, False, 1),  # the initial window, the last (PSH) included
+        (10 * MSS, True, False, 2),  # the last carries FIN: a segment of its own
+        (11 * MSS, False, False, 1),  # the window ends the run before the data does
+        (2 * MSS, False, False, 2),  # two segments: no run
+        (2 * MSS + 1, False, True, 1),
+        (2 * MSS + 1, True, True, 2),
     ],
 )
-def test_a_run_is_the_very_segments_sent_one_by_one(size: int, shut: bool, runs: int) -> None:
-    one_by_one, expected = _flight(False, size, shut)
-    offloaded, sent = _flight(True, size, shut)
+def test_a_run_is_the_very_segments_sent_one_by_one(
+    size: int, shut: bool, nodelay: bool, frames: int
+) -> None:
+    one_by_one, expected = _flight(False, size, shut, nodelay)
+    offloaded, sent = _flight(True, size, shut, nodelay)
     assert _wire(sent) == _wire(expected)
-    assert (one_by_one.super_frames, offloaded.super_frames) == (0, runs)
+    assert one_by_one.super_frames == 0
+    assert (offloaded.super_frames, offloaded.frames) == (1 if size > 2 * MSS else 0, frames)
     segments_out = TcpCounter.SEGMENTS_OUT
     assert offloaded.counted(segments_out) == one_by_one.counted(segments_out)
 
 
-def test_the_data_s_last_byte_never_rides_in_a_run() -> None:
-    """It carries PSH (and FIN when due): a segment of its own, so the run's
-    header is every segment's header."""
+def test_psh_stays_on_the_last_segment_of_a_run_and_fin_never_rides_in_one() -> None:
+    rig, sent = _flight(True, 10 * MSS)
+    assert [f[0] for f in brief(sent)] == ["A"] * 9 + ["PA"]
+    assert (rig.super_frames, rig.frames) == (1, 1)
     rig, sent = _flight(True, 10 * MSS, shut=True)
-    flights = brief(sent)
-    assert [f[0] for f in flights] == ["A"] * 9 + ["FPA"]
-    assert rig.super_frames == 1
+    assert [f[0] for f in brief(sent)] == ["A"] * 9 + ["FPA"]
+    assert (rig.super_frames, rig.frames) == (1, 2)
 
 
 def test_the_run_s_checksum_field_is_the_pseudo_header_sum_the_nic_completes() -> None:

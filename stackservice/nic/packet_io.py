@@ -47,7 +47,9 @@ errors surface per kick rather than per frame: `send()` it is. A bulk
 sender's batch is mostly runs of one flow's segments, and those leave as
 GSO super-frames (stackservice.nic.gso), one `send()` per run of up to
 64 KiB: the in-stack diag server's 200 MB download went out as 138 126
-frames in 3 078 sends. Revisit when
+frames in 3 078 sends. With segmentation offload the engine builds most
+runs whole (a `SuperFrame`, stackservice.net.offload), and they go out
+with no copy here. Revisit when
 the hot path is compiled and batches are large (the bench keeps the ring).
 PACKET_QDISC_BYPASS gains nothing beyond noise on macvlan (noqueue) and
 would hide the stack's frames from tcpdump on the interface: off.

@@ -31,6 +31,8 @@ cpdef clear_ack(Tcb tcb)
 cpdef long long send_data(TcpEngine engine, Tcb tcb, long long now) except -1
 cpdef long long _flight(Tcb tcb) except -1
 cpdef bint _may_send_small(Tcb tcb, long long length, bint last, long long in_flight, bint fin_due) except -1
+@cython.locals(small_end="long long")
+cdef bint _short_in_flight(Tcb tcb) noexcept
 @cython.locals(options=TcpOptions, seq="long long", retransmission=bint, flags="long long", window="long long",
                occupied="long long")
 cpdef send_chunk(TcpEngine engine, Tcb tcb, long long now, long long length, bint fin_due)

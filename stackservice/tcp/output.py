@@ -242,8 +242,15 @@ def _may_send_small(tcb: Tcb, length: int, last: bool, in_flight: int, fin_due: 
         # Window-limited: only a chunk worth at least half the largest
         # window the peer offered (SWS avoidance).
         return length >= tcb.max_snd_wnd // 2
-    # Nagle: a short tail waits while anything is unacknowledged.
-    return tcb.nodelay or in_flight == 0 or fin_due
+    # Nagle, as Linux has it (Minshall's variant): a short tail waits while
+    # an earlier short segment is unacknowledged, so at most one is in
+    # flight; a write's tail behind full segments goes at once.
+    return tcb.nodelay or in_flight == 0 or fin_due or not _short_in_flight(tcb)
+
+
+def _short_in_flight(tcb: Tcb) -> bool:
+    small_end = tcb.small_end
+    return small_end >= 0 and seq_gt(small_end, tcb.snd_una) and seq_le(small_end, tcb.snd_nxt)
 
 
 def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool) -> None:
@@ -271,6 +278,8 @@ def send_chunk(engine: TcpEngine, tcb: Tcb, now: int, length: int, fin_due: bool
         engine.counters[_RETRANSMITTED] += 1
         tcb.retransmitted += 1
         tcb.rtt_seq = -1  # Karn: never time a retransmitted segment
+    elif 0 < length < tcb.mss:
+        tcb.small_end = seq_add(seq, length)
     _advance(engine, tcb, now, seq, occupied, not retransmission and length > 0)
 
 
@@ -280,8 +289,8 @@ def send_run(
     """New data at SND.NXT in full-sized segments, as many as the windows
     allow, as one super-frame the port cuts up (stackservice.net.offload).
     The data's last segment joins the run when it may go now (full, or
-    TCP_NODELAY: Nagle holds a short one) and carries no FIN: its PSH stays
-    on it alone when the run is cut. The caller makes sure two full
+    Nagle lets a short one go) and carries no FIN: its PSH stays on it
+    alone when the run is cut. The caller makes sure two full
     segments fit. Returns the number of segments."""
     seq = tcb.snd_nxt
     options = _options(tcb, now, True)
@@ -295,10 +304,12 @@ def send_run(
         not fin_due
         and rest <= size
         and length + rest <= min(usable, room)
-        and (rest == size or tcb.nodelay)
+        and (rest == size or tcb.nodelay or not _short_in_flight(tcb))
     ):
         length = available
         flags = ACK | PSH
+        if rest < tcb.mss:
+            tcb.small_end = seq_add(seq, length)
     count = (length + size - 1) // size
     window = advertise_window(tcb)
     engine.send_segment(

@@ -37,7 +37,7 @@ cdef class Tcb(TimerEntry):
     cdef public CongestionControl cc
     cdef public Scoreboard scoreboard
     cdef public Rack rack
-    cdef public long long rtt_seq, rtt_start, dup_acks
+    cdef public long long rtt_seq, rtt_start, small_end, dup_acks
     cdef public bint in_recovery
     cdef public long long recover, tlp_end
     cdef public bint tlp_retransmitted

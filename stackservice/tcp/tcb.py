@@ -81,6 +81,7 @@ class Tcb(TimerEntry):
         "rack",  # RACK state (RFC 8985 §5.2), with SACK
         "rtt_seq",  # Karn: the segment being timed (no timestamps), or -1
         "rtt_start",
+        "small_end",  # Minshall's Nagle: end of the last short new segment sent, or -1
         "dup_acks",
         "in_recovery",
         "recover",  # RFC 6582 / RFC 6675 recovery point
@@ -156,6 +157,7 @@ class Tcb(TimerEntry):
         self.rack: Rack | None = None
         self.rtt_seq = -1
         self.rtt_start = 0
+        self.small_end = -1
         self.dup_acks = 0
         self.in_recovery = False
         self.recover = 0

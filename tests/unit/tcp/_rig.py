@@ -27,6 +27,15 @@ SECRET = bytes(range(32))
 MS = 1000
 
 
+def tcp_segments(frame: bytearray, src: int, dst: int) -> list[memoryview]:
+    """The TCP segments in a frame the engine sent: one, or a super-frame's
+    as the kernel cuts it (after the IPv4 header the host would write)."""
+    if type(frame) is not SuperFrame:
+        return [memoryview(bytes(frame))[FRAME_HEADROOM:]]
+    write_header(frame, ETH_HEADER_LEN, src, dst, PROTO_TCP, len(frame) - FRAME_HEADROOM, 1)
+    return [memoryview(bytes(piece))[FRAME_HEADROOM:] for piece in segment(frame)]
+
+
 @dataclass(frozen=True)
 class Sent:
     """One segment the engine sent, parsed back."""
@@ -76,13 +85,7 @@ class Rig:
         if type(frame) is SuperFrame:
             assert self.segmentation_offload
             self.super_frames += 1
-            # As the host would (IPv4 header), then as the kernel would.
-            write_header(frame, ETH_HEADER_LEN, LOCAL_IP, dst, PROTO_TCP,
-                         len(frame) - FRAME_HEADROOM, 1)  # fmt: skip
-            segments = [memoryview(bytes(piece))[FRAME_HEADROOM:] for piece in segment(frame)]
-        else:
-            segments = [memoryview(bytes(frame))[FRAME_HEADROOM:]]
-        for octets in segments:
+        for octets in tcp_segments(frame, LOCAL_IP, dst):
             view = TcpView.checked(octets)
             seg = TcpRepr.parse(view, LOCAL_IP, dst, False)  # our checksum must verify
             self.sent.append(Sent(dst, seg, bytes(view.payload())))

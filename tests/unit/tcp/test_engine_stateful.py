@@ -33,7 +33,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
 from stackservice.tcp.counters import TCP_COUNTER_COUNT
 from stackservice.tcp.drops import TCP_DROP_REASON_COUNT
@@ -42,6 +41,8 @@ from stackservice.tcp.settings import TcpSettings
 from stackservice.tcp.state import TCP_STATE_COUNT, TcpState
 from stackservice.tcp.tcb import SHUT_WR, Tcb
 from tests.support.checks import CHECK, ip
+from tests.unit.tcp import _rig
+from tests.unit.tcp._rig import tcp_segments
 
 MS = 1000
 SECOND = 1_000_000
@@ -116,15 +117,18 @@ class TwoEngines(RuleBasedStateMachine):
 
             def send(dst: int, proto: int, frame: bytearray, now: int, _src: int = local) -> bool:
                 assert proto == PROTO_TCP
-                return self.wire.put(_src, dst, frame[FRAME_HEADROOM:], now)
+                for segment in tcp_segments(frame, _src, dst):
+                    self.wire.put(_src, dst, segment, now)
+                return True
 
             counters = [0] * TCP_COUNTER_COUNT
             drops = [0] * TCP_DROP_REASON_COUNT
             states = [0] * TCP_STATE_COUNT
             secret = bytes([side + 1]) * 32
             engine = TcpEngine(
-                local, send, _route, self.settings_for_run, counters, drops, states, secret
-            )
+                local, send, _route, self.settings_for_run, counters, drops, states, secret,
+                segmentation_offload=_rig.offload_by_default,
+            )  # fmt: skip
             self.engines.append(engine)
         self.tcbs: list[Tcb] = []
         self.written = [bytearray(), bytearray()]

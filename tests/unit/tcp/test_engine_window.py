@@ -286,6 +286,23 @@ def test_established_nagle_full_segments_not_held() -> None:
     assert [len(s.payload) for s in conn.flush(conn.now)] == [MSS, MSS]
 
 
+def test_established_nagle_tail_of_a_write_goes_when_no_short_segment_is_in_flight() -> None:
+    """Minshall's Nagle, as Linux (tcp_minshall_check): what is held is a
+    second short segment while the first is unacknowledged, not the tail
+    of a write behind its full segments. That tail, once in flight, holds
+    the next short one."""
+    rig = Rig()
+    conn = established(rig)
+    rig.engine.send(conn.tcb, bytes(2 * MSS + 80), conn.now)
+    assert [len(s.payload) for s in conn.flush(conn.now)] == [MSS, MSS, 80]
+    rig.engine.send(conn.tcb, b"b" * 100, conn.now)
+    assert conn.flush(conn.now) == []
+    conn.deliver(conn.now + MS, ack=seq(conn.ack, 2 * MSS))  # not the tail yet
+    assert conn.flush(conn.now) == []
+    conn.deliver(conn.now + MS, ack=seq(conn.ack, 2 * MSS + 80))
+    assert brief(conn.flush(conn.now)) == [("PA", seq(conn.ack, 2 * MSS + 80), conn.seq, 100)]
+
+
 def test_established_nodelay_small_segments_not_held() -> None:
     """TCP_NODELAY (RFC 1122 §4.2.3.4: the application can disable Nagle)."""
     rig = Rig()

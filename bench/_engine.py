@@ -20,6 +20,8 @@ from stackservice.diag import PATTERN
 from stackservice.net.ethernet import HEADER_LEN as ETH_HEADER_LEN
 from stackservice.net.host import FRAME_HEADROOM
 from stackservice.net.ipv4 import PROTO_TCP, Ipv4View, write_header
+from stackservice.net.offload import SuperFrame
+from stackservice.nic.gso import segment
 from stackservice.tcp.counters import TCP_COUNTER_COUNT, TcpCounter
 from stackservice.tcp.drops import TCP_DROP_REASON_COUNT
 from stackservice.tcp.engine import SocketError, TcpEngine
@@ -43,14 +45,18 @@ def _now_us() -> int:
 
 
 class _Side:
-    """One engine and the segments queued for it by the other side."""
+    """One engine and the segments queued for it by the other side. With
+    `offload` the engine sends runs as super-frames (stackservice.net.
+    offload), which this side cuts as the kernel would (`cut_seconds`:
+    the time that takes, the NIC's share, not the engine's)."""
 
-    def __init__(self, ip: int, peer_ip: int, secret: bytes) -> None:
+    def __init__(self, ip: int, peer_ip: int, secret: bytes, offload: bool = False) -> None:
         self.ip = ip
         self.peer_ip = peer_ip
         self.peer: _Side = self
         self.inbox: list[memoryview] = []
         self.ident = 0
+        self.cut_seconds = 0.0
         # Seconds spent in each phase of run_pass (timed per pass, not per
         # segment, so the clock reads cost little).
         self.phases = [0.0, 0.0, 0.0]  # input, application, output
@@ -58,7 +64,7 @@ class _Side:
         self.drops = [0] * TCP_DROP_REASON_COUNT
         self.engine = TcpEngine(
             ip, self._send, self._route, TcpSettings(), self.counters, self.drops,
-            [0] * TCP_STATE_COUNT, secret,
+            [0] * TCP_STATE_COUNT, secret, segmentation_offload=offload,
         )  # fmt: skip
 
     def _route(self, dst: int) -> int | None:
@@ -68,6 +74,12 @@ class _Side:
         # What Ipv4Host.send_in_frame does, less the Ethernet header and ARP.
         length = len(frame) - FRAME_HEADROOM
         write_header(frame, ETH_HEADER_LEN, self.ip, dst, protocol, length, self.ident)
+        if type(frame) is SuperFrame:
+            started = time.perf_counter()
+            self.peer.inbox += [memoryview(piece)[ETH_HEADER_LEN:] for piece in segment(frame)]
+            self.cut_seconds += time.perf_counter() - started
+            self.ident = (self.ident + frame.segments) & 0xFFFF
+            return True
         self.ident = (self.ident + 1) & 0xFFFF
         self.peer.inbox.append(memoryview(frame)[ETH_HEADER_LEN:])
         return True
@@ -101,9 +113,10 @@ class _Side:
         phases[2] += t3 - t2
 
 
-def _pair() -> tuple[_Side, _Side]:
+def _pair(offload: bool = False) -> tuple[_Side, _Side]:
     a_ip, b_ip = _ip(A_ADDRESS), _ip(B_ADDRESS)
-    a, b = _Side(a_ip, b_ip, bytes(32)), _Side(b_ip, a_ip, bytes(range(32)))
+    a = _Side(a_ip, b_ip, bytes(32), offload)
+    b = _Side(b_ip, a_ip, bytes(range(32)), offload)
     a.peer, b.peer = b, a
     return a, b
 
@@ -174,8 +187,11 @@ class _Sink:
             engine.close(sock, now)
 
 
-def engine_bulk(megabytes: int) -> dict[str, float]:
-    a, b = _pair()
+def engine_bulk(megabytes: int, offload: bool = False) -> dict[str, float]:
+    """A -> B, `megabytes` MB. With `offload`, A's runs leave as
+    super-frames that the wiring cuts (`cut_us_per_segment`: its cost, in
+    the figures like the rest of the wiring)."""
+    a, b = _pair(offload)
     total = megabytes * 1_000_000
     sink = _Sink(b.engine)
     b.engine.listen(5001, 16, owner=sink)
@@ -197,6 +213,7 @@ def engine_bulk(megabytes: int) -> dict[str, float]:
         "mb_per_s": total / elapsed / 1e6,
         "us_per_segment": 1e6 * elapsed / segments,
         "phase_us_per_segment": _phases(a, b, segments),
+        "cut_us_per_segment": 1e6 * (a.cut_seconds + b.cut_seconds) / segments,
     }
 
 

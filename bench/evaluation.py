@@ -593,6 +593,7 @@ def _mpc_run(bed: Bed, server: Server, mpc: int, concurrency: int, seconds: int)
 def _engine(p: Profile) -> dict:
     return {
         "bulk": engine_bulk(p.engine_mb),
+        "bulk_offload": engine_bulk(p.engine_mb, offload=True),
         "transactions": engine_transactions(p.engine_transactions, 16),
         "harness_us_per_segment": harness_us_per_segment(),
     }

@@ -441,7 +441,9 @@ class PacketPort:
         while index < count:
             frame = frames[index]
             if type(frame) is SuperFrame:
-                outcome = self._send_gso((vnet_header(frame), frame)) if self._gso else 0
+                outcome = (
+                    self._send_gso((vnet_header(frame), frame)) if self._gso is not None else 0
+                )
                 if outcome < 0:
                     self._defer(frames, index)
                     break

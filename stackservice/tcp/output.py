@@ -288,10 +288,10 @@ def send_run(
 ) -> int:
     """New data at SND.NXT in full-sized segments, as many as the windows
     allow, as one super-frame the port cuts up (stackservice.net.offload).
-    The data's last segment joins the run when it may go now (full, or
-    Nagle lets a short one go) and carries no FIN: its PSH stays on it
-    alone when the run is cut. The caller makes sure two full
-    segments fit. Returns the number of segments."""
+    The data's last segment joins the run when it may go now (a full MSS,
+    or Nagle lets a shorter one go) and carries no FIN: its PSH stays on it
+    alone when the run is cut. The caller makes sure two full segments
+    fit. Returns the number of segments."""
     seq = tcb.snd_nxt
     options = _options(tcb, now, True)
     option_len = options.buffer_len()
@@ -304,7 +304,7 @@ def send_run(
         not fin_due
         and rest <= size
         and length + rest <= min(usable, room)
-        and (rest == size or tcb.nodelay or not _short_in_flight(tcb))
+        and (rest == tcb.mss or tcb.nodelay or not _short_in_flight(tcb))
     ):
         length = available
         flags = ACK | PSH

@@ -15,7 +15,7 @@ from stackservice.tcp.counters import TcpCounter
 from stackservice.tcp.segment import ACK, PSH, TcpRepr, TcpView
 from stackservice.tcp.tcb import SHUT_WR
 from tests.unit.tcp._rig import LOCAL_IP, PEER_IP, Rig
-from tests.unit.tcp._states import brief, established, seq
+from tests.unit.tcp._states import SACK_ONLY, brief, established, seq
 
 MSS = 1460
 
@@ -66,6 +66,29 @@ def test_a_run_is_the_very_segments_sent_one_by_one(
         assert offloaded.frames == frames
     segments_out = TcpCounter.SEGMENTS_OUT
     assert offloaded.counted(segments_out) == one_by_one.counted(segments_out)
+
+
+def _sacking_flight(offload: bool) -> tuple[Rig, list]:
+    """Our segments carry a SACK block (the peer's data arrived out of
+    order), so each holds 12 bytes less than the MSS, and a short segment
+    is in flight: then the write's last segment, of exactly that size, is
+    short for Nagle, and waits."""
+    rig = Rig(segmentation_offload=offload)
+    conn = established(rig, options=SACK_ONLY)
+    rig.engine.send(conn.tcb, b"s" * 10, 0)
+    conn.flush(conn.now)
+    conn.deliver(conn.now, b"x" * 100, seq=seq(conn.seq, 500))
+    conn.flush(conn.now)
+    rig.engine.send(conn.tcb, bytes(9 * (MSS - 12)), 0)
+    return rig, conn.flush(conn.now)
+
+
+def test_a_segment_shortened_by_sack_blocks_is_short_for_nagle_in_a_run_too() -> None:
+    one_by_one, expected = _sacking_flight(False)
+    offloaded, sent = _sacking_flight(True)
+    assert _wire(sent) == _wire(expected)
+    assert [len(s.payload) for s in sent] == [MSS - 12] * 8
+    assert offloaded.super_frames == 1
 
 
 def test_psh_stays_on_the_last_segment_of_a_run_and_fin_never_rides_in_one() -> None:

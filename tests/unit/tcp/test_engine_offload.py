@@ -84,7 +84,7 @@ def _sacking_flight(offload: bool) -> tuple[Rig, list]:
 
 
 def test_a_segment_shortened_by_sack_blocks_is_short_for_nagle_in_a_run_too() -> None:
-    one_by_one, expected = _sacking_flight(False)
+    _, expected = _sacking_flight(False)
     offloaded, sent = _sacking_flight(True)
     assert _wire(sent) == _wire(expected)
     assert [len(s.payload) for s in sent] == [MSS - 12] * 8

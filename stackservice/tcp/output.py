@@ -212,8 +212,8 @@ def send_data(engine: TcpEngine, tcb: Tcb, now: int) -> int:
             break
         if (
             engine.segmentation_offload
-            and available > 2 * tcb.mss
-            and usable >= 2 * tcb.mss
+            and available > tcb.mss
+            and usable > tcb.mss
             and tcb.snd_nxt == tcb.snd_max
         ):
             sent += send_run(engine, tcb, now, available, usable, fin_due)
@@ -290,8 +290,9 @@ def send_run(
     allow, as one super-frame the port cuts up (stackservice.net.offload).
     The data's last segment joins the run when it may go now (a full MSS,
     or Nagle lets a shorter one go) and carries no FIN: its PSH stays on it
-    alone when the run is cut. The caller makes sure two full segments
-    fit. Returns the number of segments."""
+    alone when the run is cut. The caller makes sure a full segment and
+    more fit; one segment alone leaves as a plain frame. Returns the
+    number of segments."""
     seq = tcb.snd_nxt
     options = _options(tcb, now, True)
     option_len = options.buffer_len()
@@ -313,8 +314,9 @@ def send_run(
     count = (length + size - 1) // size
     window = advertise_window(tcb)
     engine.send_segment(
-        tcb, now, seq, tcb.rcv_nxt, flags, window, options, length, seq_sub(seq, tcb.buf_seq), size
-    )
+        tcb, now, seq, tcb.rcv_nxt, flags, window, options, length, seq_sub(seq, tcb.buf_seq),
+        size if count > 1 else 0,
+    )  # fmt: skip
     clear_ack(tcb)
     if tcb.sack_enabled:
         # One record a segment, as sent one by one: SACK, RACK and

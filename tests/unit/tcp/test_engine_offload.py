@@ -41,29 +41,30 @@ def _flight(
 
 
 @pytest.mark.parametrize(
-    ("size", "shut", "nodelay", "frames"),
+    ("size", "shut", "nodelay", "frames", "runs"),
     [
-        (9 * MSS + 100, False, False, 1),  # the tail (PSH) in the run
-        (9 * MSS + 100, False, True, 1),
-        (10 * MSS, False, False, 1),  # the initial window, the last (PSH) included
-        (10 * MSS, True, False, 2),  # the last carries FIN: a segment of its own
-        (11 * MSS, False, False, 1),  # the window ends the run before the data does
-        (2 * MSS, False, False, 2),  # two segments: no run
-        (2 * MSS + 1, False, True, 1),
-        (2 * MSS + 1, True, True, 2),
+        (9 * MSS + 100, False, False, 1, 1),  # the tail (PSH) in the run
+        (9 * MSS + 100, False, True, 1, 1),
+        (10 * MSS, False, False, 1, 1),  # the initial window, the last (PSH) included
+        (10 * MSS, True, False, 2, 1),  # the last carries FIN: a segment of its own
+        (11 * MSS, False, False, 1, 1),  # the window ends the run before the data does
+        (2 * MSS, False, False, 1, 1),  # one full segment and the last, full
+        (MSS + 1, False, False, 1, 1),  # one full segment and a one-byte tail
+        (MSS + 1, True, False, 2, 0),  # the tail carries FIN: the full one goes alone
+        (MSS, False, False, 1, 0),  # one segment: never a run
+        (2 * MSS + 1, True, True, 2, 1),
     ],
 )
 @pytest.mark.parametrize("short_first", [False, True], ids=["", "short-in-flight"])
 def test_a_run_is_the_very_segments_sent_one_by_one(
-    size: int, shut: bool, nodelay: bool, frames: int, short_first: bool
+    size: int, shut: bool, nodelay: bool, frames: int, runs: int, short_first: bool
 ) -> None:
     one_by_one, expected = _flight(False, size, shut, nodelay, short_first)
     offloaded, sent = _flight(True, size, shut, nodelay, short_first)
     assert _wire(sent) == _wire(expected)
     assert one_by_one.super_frames == 0
-    assert offloaded.super_frames == (1 if size > 2 * MSS else 0)
     if not short_first:  # (else the window, 10 bytes less, cuts the flight differently)
-        assert offloaded.frames == frames
+        assert (offloaded.frames, offloaded.super_frames) == (frames, runs)
     segments_out = TcpCounter.SEGMENTS_OUT
     assert offloaded.counted(segments_out) == one_by_one.counted(segments_out)
 

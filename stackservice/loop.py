@@ -253,6 +253,10 @@ class StackLoop:
             except Exception as exc:
                 self._contain.fault(FaultSite.OUTPUT, exc, "this batch of frames is dropped")
             outbox.clear()
+            # A device that refused a super-frame has GSO off for good
+            # (PacketPort._send_gso): runs built from now on would only be
+            # cut up again in software, so the engine stops building them.
+            self._engine.segmentation_offload = port.segmentation_offload
             self._loop_counters[LoopCounter.TX_BATCHES] += 1
 
     def _sleep_ms(self, now: int) -> int:

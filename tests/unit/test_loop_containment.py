@@ -49,7 +49,7 @@ class ScriptedPort:
     and the loop returns. Always readable, so the loop never sleeps."""
 
     tx_pending = False
-    segmentation_offload = False  # what it sent is read one frame a segment
+    segmentation_offload = False  # (make_instance's `gso`) what it sent is read a frame a segment
 
     def __init__(self) -> None:
         self._ready, self._ready_peer = socket.socketpair()
@@ -94,12 +94,13 @@ def make_instance(tmp_path):
     """make(strict) -> (Instance with diag services, its ScriptedPort)."""
     made = []
 
-    def make(strict: bool = False) -> tuple[Instance, ScriptedPort]:
+    def make(strict: bool = False, gso: bool = False) -> tuple[Instance, ScriptedPort]:
         config = InstanceConfig.build(
             iface="fake0", ip="198.18.0.10/24", run_dir=str(tmp_path), strict=strict
         )
         counters = CounterBlock(INSTANCE_LAYOUT)
         port = ScriptedPort()
+        port.segmentation_offload = gso
         instance = Instance(config, "emulated", "02:00:00:00:00:10", counters, port)
         DiagServices(instance.engine)
         made.append((counters, port))
@@ -189,6 +190,24 @@ def test_a_frame_that_meets_a_bug_is_dropped_and_the_next_ones_served(
     logged = [r for r in caplog.records if r.name == "stackservice.faults"]
     assert len(logged) == 2 and all(r.exc_info[0] is InjectedFault for r in logged)
     assert "where=frame" in logged[0].getMessage()
+
+
+def test_the_engine_stops_building_runs_once_the_port_refuses_them(make_instance):
+    """A device that refuses a super-frame turns GSO off for the port
+    (PacketPort._send_gso); from the next batch on the engine sends
+    segments one by one, not runs the port would cut up again."""
+    instance, port = make_instance(gso=True)
+    assert instance.engine.segmentation_offload
+
+    def script():
+        yield [peer_arp(), echo_request_frame(seq=1)]
+        port.segmentation_offload = False  # what a refused super-frame leaves
+        yield [echo_request_frame(seq=2)]
+
+    port.script = script()
+    instance.run(port.stop_fd)
+    assert echo_replies(port.sent) == [1, 2]
+    assert not instance.engine.segmentation_offload
 
 
 def test_strict_a_frame_that_meets_a_bug_ends_the_loop(make_instance, monkeypatch):

@@ -24,7 +24,7 @@ cpdef _relocate(ring, long long size, long long head, long long held, long long 
 
 cdef class _Ring:
     cdef public long long capacity
-    cdef long long _head, _size
+    cdef long long _head, _size, _peak, _refill
     cdef BufferMemory _memory
     cdef object _view
 
@@ -33,6 +33,7 @@ cdef class _Ring:
     cpdef long long _held(self)
     cpdef _resize(self, long long capacity)
     cpdef _set_ring(self, view, long long size)
+    cpdef _emptied(self)
     cpdef bint _may_grow(self, long long need, long long mark)
     cpdef _grow(self, long long need)
     cpdef long long _append(self, long long used, data, long long n)

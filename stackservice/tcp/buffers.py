@@ -30,10 +30,15 @@ resident at ~5 GiB. Policy, the same for both buffers:
   never depend on the ring's size: the window advertised is the capacity's.
 - Shrinking: a ring of at least `SHRINK_RING` (64 KiB) that becomes empty
   (everything acknowledged, or read with no out-of-order data held) is
-  released; the next byte starts again at 4 KiB. Smaller rings are kept, so
-  request/response traffic that fits in 32 KiB never reallocates. Regrowing
-  to 64 KiB or more needs over 32 KiB held in that fill, so its copies are
-  amortised over that many bytes copied in and out.
+  released. Smaller rings are kept, so request/response traffic that fits
+  in 32 KiB never reallocates.
+- Refilling: the next byte after a release starts again at 4 KiB, unless
+  the fill that emptied needed more than half of the released ring (its
+  peak); then the next fill starts at that size. A reader or an ACK clock
+  that keeps up empties the ring every loop pass, and regrowing it from
+  4 KiB each time copied ~2 bytes per byte received (4 + 8 + ... + 64 KiB
+  re-linearised for a 128 KiB pass). A connection whose fills get small
+  again falls back to 4 KiB after one such fill.
 - `set_capacity` only reallocates to shrink a ring larger than the new
   capacity (to the smallest doubling of 4 KiB that holds the data).
 - Rings are pooled (mTCP's per-core buffer pools): a ring a buffer lets go
@@ -215,7 +220,7 @@ class BufferMemory:
 class _Ring:
     """What both buffers share: a ring that grows on demand up to `capacity`."""
 
-    __slots__ = ("_head", "_memory", "_size", "_view", "capacity")
+    __slots__ = ("_head", "_memory", "_peak", "_refill", "_size", "_view", "capacity")
 
     def release(self) -> None:
         """Give the ring back (the connection is gone); the buffer is not
@@ -255,19 +260,30 @@ class _Ring:
         self._view = view
         self._size = size
 
+    def _emptied(self) -> None:
+        """Nothing is held now: the next bytes land at the ring's start, and
+        a large ring goes back to the pool (the module docstring: shrinking,
+        refilling)."""
+        self._head = 0
+        size = self._size
+        if size >= SHRINK_RING:
+            self._refill = size if 2 * self._peak > size else 0
+            self._set_ring(_NO_RING, 0)
+        self._peak = 0
+
     def _may_grow(self, need: int, mark: int) -> bool:
         """Whether growing to hold `need` bytes keeps the instance's rings
         within `mark` (its pressure mark or its limit); a first ring is
         granted whatever the mark (the module docstring)."""
         memory = self._memory
-        size = _ring_size(self._size, need, self.capacity)
+        size = _ring_size(self._size or self._refill, need, self.capacity)
         return size <= MIN_RING or memory.held + size - self._size <= mark
 
     def _grow(self, need: int) -> None:
         """Grow to hold `need` bytes, or as near as the instance's limit
         allows, never below a first ring (re-linearised: head at 0); the
         caller copies what fits."""
-        size = _ring_size(self._size, need, self.capacity)
+        size = _ring_size(self._size or self._refill, need, self.capacity)
         room = max(self._memory.limit - self._memory.held + self._size, MIN_RING)
         if size > room:
             size = room
@@ -287,6 +303,8 @@ class _Ring:
             The bytes copied.
         """
         size = self._size
+        if used + n > self._peak:
+            self._peak = used + n
         pos = self._head + used
         if pos < size:
             end = size  # free space runs to the ring's end (then wraps)
@@ -328,6 +346,8 @@ class SendBuffer(_Ring):
         self._view = _NO_RING  # allocated by the first write
         self._size = 0  # len(self._view)
         self._head = 0
+        self._peak = 0  # most bytes held since the ring was last empty
+        self._refill = 0  # the size the next fill starts at, 0: MIN_RING
         self._len = 0
 
     def set_capacity(self, capacity: int) -> None:
@@ -410,12 +430,10 @@ class SendBuffer(_Ring):
         if count < 0 or held < 0:
             raise LocalProtocolError("acknowledged bytes not in the send buffer")
         self._len = held
-        size = self._size
         if held == 0:
-            self._head = 0  # keeps the next writes contiguous
-            if size >= SHRINK_RING:
-                self._set_ring(_NO_RING, 0)  # all acknowledged: release a large ring
+            self._emptied()
             return
+        size = self._size
         head = self._head + count
         if head >= size:
             head -= size
@@ -457,6 +475,8 @@ class ReceiveBuffer(_Ring):
         self._view = _NO_RING  # allocated by the first byte accepted
         self._size = 0  # len(self._view)
         self._head = 0  # ring index of the first unread byte
+        self._peak = 0  # most bytes held since the ring was last empty
+        self._refill = 0  # the size the next fill starts at, 0: MIN_RING
         self._readable = 0  # in-order bytes from _head
         self._base = 0  # stream position of RCV.NXT
         self._starts: list[int] = []  # out-of-order ranges, stream positions, sorted
@@ -569,6 +589,8 @@ class ReceiveBuffer(_Ring):
             self.refused = True  # would open one range too many
             return 0
         need = self._readable + offset + n  # the ring must reach `last`
+        if need > self._peak:
+            self._peak = need
         if need > self._size:
             if offset and not self._may_grow(need, self._memory.pressure):
                 self.refused = True  # out of order, under pressure
@@ -658,12 +680,10 @@ class ReceiveBuffer(_Ring):
     def _consume(self, k: int) -> None:
         readable = self._readable - k
         self._readable = readable
-        size = self._size
         if readable == 0 and not self._starts:
-            self._head = 0  # empty: the next segment lands contiguously
-            if size >= SHRINK_RING:
-                self._set_ring(_NO_RING, 0)  # all read: release a large ring
+            self._emptied()
             return
+        size = self._size
         head = self._head + k
         if head >= size:
             head -= size

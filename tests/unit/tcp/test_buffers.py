@@ -237,6 +237,9 @@ def test_send_buffer_growth_across_wrap_keeps_data_in_order() -> None:
 
 
 def test_send_buffer_emptied_large_ring_is_released() -> None:
+    """Released when emptied; the next fill starts at its size if the last
+    one needed more than half of it, else at MIN_RING (the module
+    docstring: refilling)."""
     sb = SendBuffer(256 * KIB)
     sb.write(bytes(100 * KIB))
     assert sb.ring_size() == 128 * KIB
@@ -244,8 +247,31 @@ def test_send_buffer_emptied_large_ring_is_released() -> None:
     assert sb.ring_size() == 128 * KIB  # not empty yet
     sb.acknowledge(1)
     assert (sb.ring_size(), len(sb), sb.free()) == (0, 0, 256 * KIB)
-    sb.write(b"abc")
-    assert (sb.ring_size(), peek(sb, 0, 3)) == (MIN_RING, b"abc")
+    sb.write(b"abc")  # the last fill held 100 of 128 KiB: no regrowing
+    assert (sb.ring_size(), peek(sb, 0, 3)) == (128 * KIB, b"abc")
+    sb.acknowledge(3)
+    assert sb.ring_size() == 0
+    sb.write(b"de")  # the last fill held 3 bytes: a first ring again
+    assert (sb.ring_size(), peek(sb, 0, 2)) == (MIN_RING, b"de")
+
+
+def test_send_buffer_refill_copies_nothing_a_pass() -> None:
+    """A sender whose ACKs keep up empties its ring every pass: each fill
+    after the first lands in one ring of the size the first grew to, so no
+    byte is copied to re-linearise (from 4 KiB it was 4 + 8 + ... + 64 KiB
+    copied per 100 KiB sent), and the ring is the pool's, not a new one."""
+    memory = BufferMemory(1 << 30)
+    sb = SendBuffer(256 * KIB, memory)
+    chunk = bytes(range(256)) * 4
+    for fill in range(3):
+        sizes = set()
+        for _ in range(100):
+            assert sb.write(chunk) == KIB
+            sizes.add(sb.ring_size() // KIB)
+        assert peek(sb, 99 * KIB, KIB) == chunk
+        sb.acknowledge(100 * KIB)
+        assert sizes == ({4, 8, 16, 32, 64, 128} if fill == 0 else {128})
+    assert memory.spare_large_bytes == (8 + 16 + 32 + 64 + 128) * KIB
 
 
 def test_send_buffer_emptied_small_ring_is_kept() -> None:
@@ -664,7 +690,10 @@ def test_receive_buffer_emptied_ring_released_only_when_large() -> None:
     assert rb.accept(0, bytes(10 * KIB)) == 10 * KIB + 1
     assert rb.read(20 * KIB) == bytes(10 * KIB) + b"z"
     assert (rb.ring_size(), rb.readable(), rb.window()) == (0, 0, 256 * KIB)
-    assert (rb.accept(0, b"q"), rb.ring_size(), rb.read(2)) == (1, MIN_RING, b"q")
+    # That fill reached 60 KiB + 1 of 64: the next starts there, and the
+    # one after that small fill at a first ring again.
+    assert (rb.accept(0, b"q"), rb.ring_size(), rb.read(2)) == (1, 64 * KIB, b"q")
+    assert (rb.accept(0, b"r"), rb.ring_size(), rb.read(2)) == (1, MIN_RING, b"r")
 
 
 def test_receive_buffer_set_capacity_shrinks_ring_grows_lazily() -> None:
@@ -791,10 +820,9 @@ def test_an_emptied_large_ring_serves_the_next_fill_without_its_bytes() -> None:
     assert rb.read(100_000) == b"a" * 100_000
     assert rb.ring_size() == 0 and memory.held == 0
     assert memory.spare_large_bytes == 128 * 1024
-    assert rb.accept(0, b"b" * 40_000) == 40_000  # a new 64 KiB ring
-    assert rb.accept(0, b"c" * 60_000) == 60_000  # the spare 128 KiB one
-    assert rb.ring_size() == 128 * 1024
-    assert memory.spare_large_bytes == 64 * 1024  # outgrown, pooled in turn
+    assert rb.accept(0, b"b" * 40_000) == 40_000  # the spare 128 KiB ring
+    assert rb.ring_size() == 128 * 1024 and memory.spare_large_bytes == 0
+    assert rb.accept(0, b"c" * 60_000) == 60_000
     assert rb.read(100_000) == b"b" * 40_000 + b"c" * 60_000
 
 

@@ -38,6 +38,7 @@ import errno
 import socket as _socket
 import struct
 import time
+import weakref
 from collections import deque
 
 from vfstack._errors import StackGone, check, error, timed_out
@@ -140,7 +141,7 @@ class Socket:
         self._tx = self._seg.tx(slot)
         self._io_refs = 0  # files from makefile() still open: close() waits for them
         self._close_pending = False
-        stack._sockets[self._fd] = self
+        stack._sockets[self._fd] = weakref.ref(self)
 
     # ------------------------------------------------------------ basics
 

@@ -24,9 +24,9 @@ cdef class _Lane:
 
 cdef class Stack:
     cdef public object _client, session_id, app, local_ip, network, gateway
-    cdef public object _bells, _sockets, _lock, _cond, _aio_driver, _ended
+    cdef public object _bells, _lock, _cond, _aio_driver, _ended
     cdef public list _lanes
-    cdef public dict _lane_of_bell, _results, _accepts, _alias_of, _watchers
+    cdef public dict _lane_of_bell, _results, _accepts, _alias_of, _watchers, _sockets
     cdef public Py_ssize_t _workers, _next_lane
     cdef public long long _request
     cdef public bint _pumping, _driving, _closed

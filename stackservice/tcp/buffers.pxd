@@ -1,5 +1,7 @@
 # Types for buffers.py, compiled (setup.py); the .py stays the source.
 
+cimport cython
+
 # The buffers as extension types with C fields: the TCB's fields are typed
 # with them (tcb.pxd), so input and output reach accept(), window(),
 # peek_into() and acknowledge() by C calls, once or more per segment.
@@ -35,6 +37,7 @@ cdef class _Ring:
     cpdef _set_ring(self, view, long long size)
     cpdef _emptied(self)
     cpdef bint _may_grow(self, long long need, long long mark)
+    @cython.locals(size="long long", refill="long long", room="long long", memory=BufferMemory)
     cpdef _grow(self, long long need)
     cpdef long long _append(self, long long used, data, long long n)
 

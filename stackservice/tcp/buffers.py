@@ -34,7 +34,8 @@ resident at ~5 GiB. Policy, the same for both buffers:
   in 32 KiB never reallocates.
 - Refilling: the next byte after a release starts again at 4 KiB, unless
   the fill that emptied needed more than half of the released ring (its
-  peak); then the next fill starts at that size. A reader or an ACK clock
+  peak); then the next fill starts at that size, if that keeps the
+  instance's rings below the pressure mark. A reader or an ACK clock
   that keeps up empties the ring every loop pass, and regrowing it from
   4 KiB each time copied ~2 bytes per byte received (4 + 8 + ... + 64 KiB
   re-linearised for a 128 KiB pass). A connection whose fills get small
@@ -266,8 +267,9 @@ class _Ring:
         refilling)."""
         self._head = 0
         size = self._size
-        if size >= SHRINK_RING:
-            self._refill = size if 2 * self._peak > size else 0
+        large = size >= SHRINK_RING
+        self._refill = size if large and 2 * self._peak > size else 0
+        if large:
             self._set_ring(_NO_RING, 0)
         self._peak = 0
 
@@ -276,15 +278,19 @@ class _Ring:
         within `mark` (its pressure mark or its limit); a first ring is
         granted whatever the mark (the module docstring)."""
         memory = self._memory
-        size = _ring_size(self._size or self._refill, need, self.capacity)
+        size = _ring_size(self._size, need, self.capacity)
         return size <= MIN_RING or memory.held + size - self._size <= mark
 
     def _grow(self, need: int) -> None:
         """Grow to hold `need` bytes, or as near as the instance's limit
         allows, never below a first ring (re-linearised: head at 0); the
         caller copies what fits."""
-        size = _ring_size(self._size or self._refill, need, self.capacity)
-        room = max(self._memory.limit - self._memory.held + self._size, MIN_RING)
+        size = _ring_size(self._size, need, self.capacity)
+        memory = self._memory
+        refill = self._refill
+        if size < refill <= self.capacity and memory.held + refill - self._size <= memory.pressure:
+            size = refill  # the module docstring: refilling, never past the pressure mark
+        room = max(memory.limit - memory.held + self._size, MIN_RING)
         if size > room:
             size = room
         if size > self._size:

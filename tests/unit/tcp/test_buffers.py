@@ -852,6 +852,24 @@ def test_under_pressure_out_of_order_data_does_not_grow_a_ring() -> None:
     assert rb.accept(1000, b"y") == 0 and rb.has_out_of_order()  # inside the ring: kept
 
 
+def test_past_the_pressure_mark_a_refill_starts_small_again() -> None:
+    """A fill that needed a large ring hands its size to the next one
+    (the module docstring: refilling), but not past the pressure mark:
+    there the next fill starts at a first ring and grows as needed."""
+    memory = BufferMemory(1 << 20)  # pressure mark 768 KiB
+    rb = ReceiveBuffer(256 * 1024, memory=memory)
+    assert rb.accept(0, bytes(100_000)) == 100_000
+    assert rb.read(100_000) == bytes(100_000) and rb.ring_size() == 0
+    memory.held += 700_000  # the others' rings: 128 KiB more would pass the mark
+    assert rb.accept(0, b"a") == 1
+    assert rb.ring_size() == MIN_RING
+    assert rb.read(1) == b"a"
+    memory.held -= 700_000
+    assert rb.accept(0, bytes(100_000)) == 100_000  # regrown from 4 KiB
+    assert rb.read(100_000) == bytes(100_000)
+    assert rb.accept(0, b"b") == 1 and rb.ring_size() == 128 * 1024
+
+
 def test_near_the_pressure_mark_the_window_offers_only_what_the_memory_has() -> None:
     """Linux's tcp_memory_pressure clamp: past the mark the window is the
     ring's free room (at least MIN_RING), plus what is left below the mark;

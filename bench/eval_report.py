@@ -83,6 +83,17 @@ def _paced_rows(figures: dict, rate: float) -> list[dict | None]:
     return rows
 
 
+def _cpu_rows(fig: str, name: str, by: dict) -> list[dict | None]:
+    """Where a transaction's CPU went (evaluation.with_cpu), for the runs
+    that recorded it: the server's processes, and the whole machine."""
+    if not all(r.get("machine_cpu_us") for runs in by.values() for r in good(runs)):
+        return []  # a report from before with_cpu, or a run that completed none
+    return [
+        compare(fig, f"{name}: server CPU", "CPU µs/trans", LOWER, by, _key("server_cpu_us")),
+        compare(fig, f"{name}: machine CPU", "CPU µs/trans", LOWER, by, _key("machine_cpu_us")),
+    ]
+
+
 def _pooled(runs: list[dict], op: str) -> list[float]:
     return [x for r in good(runs) for x in r["us"][op]]
 
@@ -134,8 +145,11 @@ def summarize(report: dict) -> list[dict]:
     rows = [
         *(compare("fig7a", f"7a short, c={p}", "trans/s", HIGHER, by, _rate)
           for p, by in points("fig7a")),
+        *(row for p, by in points("fig7a") for row in _cpu_rows("fig7a", f"7a short, c={p}", by)),
         *(compare("fig7b", f"7b {p} msg/conn, c={c}", "trans/s", HIGHER, by, _rate)
           for p, by in points("fig7b")),
+        *(row for p, by in points("fig7b")
+          for row in _cpu_rows("fig7b", f"7b {p} msg/conn, c={c}", by)),
         *(compare("fig7c", f"7c {p} B msg, c={c}", "trans/s", HIGHER, by, _rate)
           for p, by in points("fig7c")),
         *(compare("fig8", f"8 accept+RST, c={c}", "conn/s", HIGHER, by, _rate)

@@ -66,6 +66,8 @@ from bench._measure import (
     affinity,
     charge_idle,
     idle_baseline,
+    machine_cpu,
+    machine_sample,
     process_cpu_s,
 )
 from bench.eval_client import latency_stats
@@ -323,6 +325,24 @@ def client(bed: Bed, server: Server, mode: str, *flags: str, seconds: float = 0)
     return result
 
 
+def with_cpu(server: Server, measure: Callable[[], dict]) -> dict:
+    """`measure()`'s figures and the CPU each transaction it completed
+    took, in µs: `server_cpu_us`, the server's own processes (the kernel
+    side's app; the stack side's app and stack), and `machine_cpu_us`, the
+    whole machine's busy time (clients, the kernel's work wherever it ran).
+    A saturated run spends the machine: its rate is the CPUs over that."""
+    machine = machine_sample()
+    cpu = sum(process_cpu_s(pid) for pid in server.pids)
+    result = measure()
+    cpu = sum(process_cpu_s(pid) for pid in server.pids) - cpu
+    busy = machine_cpu(machine, machine_sample())[0]
+    done = result.get("complete") or result.get("completed")
+    if done:
+        result["server_cpu_us"] = 1e6 * cpu / done
+        result["machine_cpu_us"] = 1e6 * busy / done
+    return result
+
+
 def paced(bed: Bed, server: Server, mode: str, rate: float, seconds: float, mpc: int) -> dict:
     """CPU per 1000 transactions at `rate`/s, between two idle samples
     (bench._measure: whole machine less idle, and the processes' own)."""
@@ -392,10 +412,9 @@ class Runner:
         for _, sides in self.each(fig, label):
             for point, value in points.items():
                 for side in sides:
-                    run = functools.partial(
-                        measure, self.bed, servers[side], value, *args, **kwargs
-                    )
-                    self.record(fig, str(point), side, run)
+                    server = servers[side]
+                    run = functools.partial(measure, self.bed, server, value, *args, **kwargs)
+                    self.record(fig, str(point), side, functools.partial(with_cpu, server, run))
 
     def paced_points(
         self, servers: dict[str, Server], points: list[tuple[str, int]], mode: str = "http"
